@@ -1,0 +1,328 @@
+//! Export bundles: one portable file that an auditor verifies with nothing but the file and
+//! the log's genesis public key.
+//!
+//! ```text
+//! magic    8 bytes  "FLBUNDLE"
+//! version  2 bytes  u16 BE = 1
+//! records  tag (1 byte) | length (u32 BE) | body
+//!   0x01 KEY         verifier key text of a key in force, genesis key first, then each
+//!                    rotation's key in log order; all KEY records precede any entry
+//!   0x02 ENTRY       stored entry bytes, in seq order from 0
+//!   0x03 CHECKPOINT  signed note, placed right after the last entry it covers
+//!   0xFF END         entries u64 BE | checkpoints u64 BE | keys u32 BE |
+//!                    blake3 of every byte of the file before this record's tag (32 bytes)
+//! end of file right after END
+//! ```
+//!
+//! Entries are covered by the chain and the signed roots, checkpoints by their signatures, KEY
+//! records by the log's own key chain, and every byte (framing included) by the END digest:
+//! flipping any byte anywhere makes verification fail. Reading and verifying stream in
+//! constant memory.
+
+use std::io::{self, Read, Write};
+
+use crate::checkpoint::NOTE_BYTES_MAX;
+use crate::entry::{HEADER_BYTES, PAYLOAD_BYTES_MAX};
+use crate::keys::PublicKey;
+use crate::verify::{Failure, Location, VerifiedLog, Verifier, VerifyError};
+
+/// First bytes of every bundle.
+pub const MAGIC: &[u8; 8] = b"FLBUNDLE";
+/// Bundle layout version.
+pub const BUNDLE_VERSION: u16 = 1;
+/// Record tags.
+pub const TAG_KEY: u8 = 0x01;
+/// An entry record.
+pub const TAG_ENTRY: u8 = 0x02;
+/// A checkpoint record.
+pub const TAG_CHECKPOINT: u8 = 0x03;
+/// The trailer.
+pub const TAG_END: u8 = 0xFF;
+/// Length of the END body.
+pub const END_BODY_BYTES: usize = 8 + 8 + 4 + 32;
+const KEY_BYTES_MAX: usize = 1024;
+
+/// Writes a bundle. Callers feed keys, then entries and checkpoints in log order.
+#[derive(Debug)]
+pub struct BundleWriter<W: Write> {
+    out: W,
+    digest: blake3::Hasher,
+    entries: u64,
+    checkpoints: u64,
+    keys: u32,
+}
+
+impl<W: Write> BundleWriter<W> {
+    /// Starts a bundle (writes the magic and version).
+    pub fn new(mut out: W) -> io::Result<BundleWriter<W>> {
+        let mut digest = blake3::Hasher::new();
+        let mut head = MAGIC.to_vec();
+        head.extend_from_slice(&BUNDLE_VERSION.to_be_bytes());
+        out.write_all(&head)?;
+        digest.update(&head);
+        Ok(BundleWriter {
+            out,
+            digest,
+            entries: 0,
+            checkpoints: 0,
+            keys: 0,
+        })
+    }
+
+    fn record(&mut self, tag: u8, body: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(body.len()).map_err(|_| io::Error::other("record over 4 GiB"))?;
+        let mut head = [0u8; 5];
+        head[0] = tag;
+        head[1..].copy_from_slice(&len.to_be_bytes());
+        self.out.write_all(&head)?;
+        self.out.write_all(body)?;
+        self.digest.update(&head);
+        self.digest.update(body);
+        Ok(())
+    }
+
+    /// A key in force.
+    pub fn key(&mut self, key: &PublicKey) -> io::Result<()> {
+        self.keys += 1;
+        self.record(TAG_KEY, key.to_text().as_bytes())
+    }
+
+    /// An entry's stored bytes.
+    pub fn entry(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.entries += 1;
+        self.record(TAG_ENTRY, bytes)
+    }
+
+    /// A signed checkpoint note.
+    pub fn checkpoint(&mut self, note: &[u8]) -> io::Result<()> {
+        self.checkpoints += 1;
+        self.record(TAG_CHECKPOINT, note)
+    }
+
+    /// Writes the END record and returns the writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        let digest = *self.digest.finalize().as_bytes();
+        let mut body = Vec::with_capacity(END_BODY_BYTES);
+        body.extend_from_slice(&self.entries.to_be_bytes());
+        body.extend_from_slice(&self.checkpoints.to_be_bytes());
+        body.extend_from_slice(&self.keys.to_be_bytes());
+        body.extend_from_slice(&digest);
+        let mut head = [0u8; 5];
+        head[0] = TAG_END;
+        head[1..].copy_from_slice(&(END_BODY_BYTES as u32).to_be_bytes());
+        self.out.write_all(&head)?;
+        self.out.write_all(&body)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// One record read from a bundle.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// KEY body.
+    Key(&'a [u8]),
+    /// ENTRY body.
+    Entry(&'a [u8]),
+    /// CHECKPOINT body.
+    Checkpoint(&'a [u8]),
+    /// END, verified: counts and digest matched and the file ended.
+    End,
+}
+
+/// Reads bundle records, checking framing, limits, the END digest and counts.
+#[derive(Debug)]
+pub struct BundleReader<R: Read> {
+    input: R,
+    digest: blake3::Hasher,
+    offset: u64,
+    buf: Vec<u8>,
+    entries: u64,
+    checkpoints: u64,
+    keys: u32,
+    done: bool,
+}
+
+fn bundle_err(offset: u64, msg: impl Into<String>) -> VerifyError {
+    VerifyError::new(Location::BundleOffset(offset), Failure::Bundle(msg.into()))
+}
+
+impl<R: Read> BundleReader<R> {
+    /// Opens a bundle, checking magic and version.
+    pub fn new(mut input: R) -> Result<BundleReader<R>, VerifyError> {
+        let mut head = [0u8; 10];
+        read_full(&mut input, &mut head)
+            .map_err(|e| bundle_err(0, format!("not a fleet-ledger bundle: {e}")))?;
+        if &head[..8] != MAGIC {
+            return Err(bundle_err(0, "not a fleet-ledger bundle (bad magic)"));
+        }
+        let version = u16::from_be_bytes([head[8], head[9]]);
+        if version != BUNDLE_VERSION {
+            return Err(bundle_err(
+                8,
+                format!("bundle version {version} is not supported (this build reads {BUNDLE_VERSION})"),
+            ));
+        }
+        let mut digest = blake3::Hasher::new();
+        digest.update(&head);
+        Ok(BundleReader {
+            input,
+            digest,
+            offset: 10,
+            buf: Vec::new(),
+            entries: 0,
+            checkpoints: 0,
+            keys: 0,
+            done: false,
+        })
+    }
+
+    /// Byte offset of the next record.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Reads the next record. After [`Record::End`] the bundle is fully checked.
+    pub fn next_record(&mut self) -> Result<Record<'_>, VerifyError> {
+        if self.done {
+            return Ok(Record::End);
+        }
+        let at = self.offset;
+        let mut head = [0u8; 5];
+        read_full(&mut self.input, &mut head).map_err(|e| {
+            bundle_err(at, format!("bundle truncated: no END record ({e})"))
+        })?;
+        let tag = head[0];
+        let len = u32::from_be_bytes(head[1..].try_into().expect("4 bytes")) as usize;
+        let max = match tag {
+            TAG_KEY => KEY_BYTES_MAX,
+            TAG_ENTRY => HEADER_BYTES + PAYLOAD_BYTES_MAX,
+            TAG_CHECKPOINT => NOTE_BYTES_MAX,
+            TAG_END => END_BODY_BYTES,
+            other => return Err(bundle_err(at, format!("unknown record tag {other:#04x}"))),
+        };
+        if len > max || (tag == TAG_END && len != END_BODY_BYTES) {
+            return Err(bundle_err(
+                at,
+                format!("record of tag {tag:#04x} has length {len}, over its limit {max}"),
+            ));
+        }
+        self.buf.resize(len, 0);
+        read_full(&mut self.input, &mut self.buf)
+            .map_err(|e| bundle_err(at, format!("bundle truncated inside a record ({e})")))?;
+        self.offset += 5 + len as u64;
+        if tag == TAG_END {
+            let b = &self.buf;
+            let entries = u64::from_be_bytes(b[0..8].try_into().expect("8"));
+            let checkpoints = u64::from_be_bytes(b[8..16].try_into().expect("8"));
+            let keys = u32::from_be_bytes(b[16..20].try_into().expect("4"));
+            let digest: [u8; 32] = b[20..52].try_into().expect("32");
+            if digest != *self.digest.finalize().as_bytes() {
+                return Err(bundle_err(at, "END digest does not match the bundle's bytes"));
+            }
+            if (entries, checkpoints, keys) != (self.entries, self.checkpoints, self.keys) {
+                return Err(bundle_err(
+                    at,
+                    format!(
+                        "END counts ({entries} entries, {checkpoints} checkpoints, {keys} keys) differ from the records read ({}, {}, {})",
+                        self.entries, self.checkpoints, self.keys
+                    ),
+                ));
+            }
+            let mut extra = [0u8; 1];
+            match self.input.read(&mut extra) {
+                Ok(0) => {}
+                Ok(_) => return Err(bundle_err(self.offset, "bytes after the END record")),
+                Err(e) => return Err(bundle_err(self.offset, e.to_string())),
+            }
+            self.done = true;
+            return Ok(Record::End);
+        }
+        self.digest.update(&head);
+        self.digest.update(&self.buf);
+        Ok(match tag {
+            TAG_KEY => {
+                self.keys += 1;
+                Record::Key(&self.buf)
+            }
+            TAG_ENTRY => {
+                self.entries += 1;
+                Record::Entry(&self.buf)
+            }
+            _ => {
+                self.checkpoints += 1;
+                Record::Checkpoint(&self.buf)
+            }
+        })
+    }
+}
+
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<()> {
+    r.read_exact(buf)
+}
+
+/// Verifies a whole bundle against the pinned genesis key. `progress` is called with the
+/// number of entries verified, every 64k entries.
+pub fn verify_bundle<R: Read>(
+    input: R,
+    pinned: &PublicKey,
+    mut progress: impl FnMut(u64),
+) -> Result<VerifiedLog, VerifyError> {
+    let mut reader = BundleReader::new(input)?;
+    let mut verifier = Verifier::new(pinned.clone());
+    let mut listed: Vec<PublicKey> = Vec::new();
+    loop {
+        let at = reader.offset();
+        match reader.next_record()? {
+            Record::Key(text) => {
+                if verifier.entries() > 0 {
+                    return Err(bundle_err(at, "KEY record after the first entry"));
+                }
+                let key = std::str::from_utf8(text)
+                    .ok()
+                    .and_then(|t| PublicKey::from_text(t).ok())
+                    .ok_or_else(|| bundle_err(at, "KEY record is not a verifier key"))?;
+                if listed.is_empty() && key != *pinned {
+                    return Err(bundle_err(
+                        at,
+                        format!(
+                            "the bundle's first key {} is not the pinned key {}",
+                            key.to_text(),
+                            pinned.to_text()
+                        ),
+                    ));
+                }
+                listed.push(key);
+            }
+            Record::Entry(bytes) => {
+                verifier.entry(bytes)?;
+                let n = verifier.entries();
+                if n % 65536 == 0 {
+                    progress(n);
+                }
+            }
+            Record::Checkpoint(note) => {
+                verifier.checkpoint(note)?;
+            }
+            Record::End => break,
+        }
+    }
+    if listed.is_empty() {
+        return Err(bundle_err(10, "bundle lists no keys"));
+    }
+    let chain: Vec<PublicKey> = verifier.key_chain().cloned().collect();
+    progress(verifier.entries());
+    let verified = verifier.finish()?;
+    // KEY records are covered by the log itself: they must be exactly its key chain.
+    if chain != listed {
+        return Err(bundle_err(
+            10,
+            format!(
+                "the bundle lists {} keys but the log's key chain has {} (or they differ)",
+                listed.len(),
+                chain.len()
+            ),
+        ));
+    }
+    Ok(verified)
+}

@@ -1,0 +1,274 @@
+//! The event vocabulary: typed payloads, one stable kind code per variant.
+//!
+//! # Schema evolution rule
+//!
+//! The kind code, not bincode's enum index, identifies a payload: the entry header carries it
+//! and the payload is the bincode encoding of that variant's struct alone. Codes are assigned
+//! once and never reused. A variant's struct never changes shape once it has been released;
+//! a new shape is a new variant with a new code (`FooV2`), and the old one keeps decoding
+//! forever. Golden-byte tests in this module and the frozen bundles in `fixtures/` pin this.
+//!
+//! Readers that meet a kind they do not know keep it as [`Event::Unknown`]: a verifier built
+//! before a kind existed still verifies a log that contains it (only [`Genesis`] and
+//! [`KeyRotated`] matter to verification, and their shapes are frozen).
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::entry::PAYLOAD_BYTES_MAX;
+
+/// The kind code of an entry: which payload struct its bytes decode as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Kind(pub u16);
+
+/// The bincode configuration of every payload: bincode 2.0.1 `config::standard()` (little
+/// endian, variable-length integers) with a decode limit so a hostile length prefix cannot
+/// make the reader allocate more than an entry can hold.
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<PAYLOAD_BYTES_MAX>()
+}
+
+/// Why a payload could not be decoded.
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    /// The bytes are not a valid encoding of the kind's struct.
+    #[error("payload of kind {kind} ({name}) does not decode: {source}")]
+    Malformed {
+        /// Kind code.
+        kind: u16,
+        /// Kind name.
+        name: &'static str,
+        /// bincode's reason.
+        source: bincode::error::DecodeError,
+    },
+    /// A valid encoding followed by extra bytes: the payload is not canonical.
+    #[error("payload of kind {kind} ({name}) has {extra} trailing bytes")]
+    TrailingBytes {
+        /// Kind code.
+        kind: u16,
+        /// Kind name.
+        name: &'static str,
+        /// Bytes left over.
+        extra: usize,
+    },
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    kind: Kind,
+    name: &'static str,
+    payload: &[u8],
+) -> Result<T, DecodeError> {
+    let (value, read) =
+        bincode::serde::decode_from_slice::<T, _>(payload, config()).map_err(|source| {
+            DecodeError::Malformed {
+                kind: kind.0,
+                name,
+                source,
+            }
+        })?;
+    if read != payload.len() {
+        return Err(DecodeError::TrailingBytes {
+            kind: kind.0,
+            name,
+            extra: payload.len() - read,
+        });
+    }
+    Ok(value)
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Encoding plain structs of strings, integers and byte arrays into a Vec cannot fail.
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .expect("bincode encoding of a ledger payload into a Vec is infallible")
+}
+
+/// Declares the vocabulary once: the enum, kind codes, names, encoding and decoding.
+macro_rules! vocabulary {
+    ($( $(#[$doc:meta])* $code:literal => $variant:ident($ty:ty), )*) => {
+        /// Every fact the ledger records. See the module docs for the evolution rule.
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub enum Event {
+            $( $(#[$doc])* $variant($ty), )*
+            /// A kind this build does not know (written by a newer version): kept verbatim.
+            Unknown {
+                /// Its kind code.
+                kind: Kind,
+                /// Its payload bytes.
+                payload: Vec<u8>,
+            },
+        }
+
+        impl Kind {
+            $( $(#[$doc])* #[allow(non_upper_case_globals)]
+               pub const $variant: Kind = Kind($code); )*
+
+            /// Human name of the kind, `"unknown"` for codes this build does not know.
+            pub fn name(self) -> &'static str {
+                match self.0 {
+                    $( $code => stringify!($variant), )*
+                    _ => "unknown",
+                }
+            }
+
+            /// Every kind this build knows, in code order.
+            pub const ALL: &'static [Kind] = &[$( Kind($code), )*];
+        }
+
+        impl Event {
+            /// This event's kind code.
+            pub fn kind(&self) -> Kind {
+                match self {
+                    $( Event::$variant(_) => Kind($code), )*
+                    Event::Unknown { kind, .. } => *kind,
+                }
+            }
+
+            /// The payload bytes stored in the entry.
+            pub fn encode_payload(&self) -> Vec<u8> {
+                match self {
+                    $( Event::$variant(v) => encode(v), )*
+                    Event::Unknown { payload, .. } => payload.clone(),
+                }
+            }
+
+            /// Decodes a payload of the given kind. Unknown kinds decode to [`Event::Unknown`].
+            pub fn decode(kind: Kind, payload: &[u8]) -> Result<Event, DecodeError> {
+                match kind.0 {
+                    $( $code => Ok(Event::$variant(decode(kind, stringify!($variant), payload)?)), )*
+                    _ => Ok(Event::Unknown { kind, payload: payload.to_vec() }),
+                }
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// Entry 0 of every log: names the log and pins its first signing key.
+    1 => Genesis(Genesis),
+    /// Introduces the next signing key. Takes effect after the first checkpoint covering it.
+    2 => KeyRotated(KeyRotated),
+    /// A free-text note by an operator, recorded for the audit trail.
+    3 => Annotation(Annotation),
+}
+
+/// A public signing key as recorded in the log. Its key id is derived, never stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Key name as it appears in checkpoint signature lines.
+    pub name: String,
+    /// Raw ed25519 public key.
+    pub public_key: [u8; 32],
+}
+
+/// Payload of kind 1. Frozen: verifiers decode it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Genesis {
+    /// The log's origin line (checkpoint line 1).
+    pub origin: String,
+    /// The key that signs checkpoints until the first rotation.
+    pub key: KeyRecord,
+}
+
+/// Payload of kind 2. Frozen: verifiers decode it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRotated {
+    /// The key that signs every checkpoint after the one covering this entry.
+    pub next: KeyRecord,
+    /// Why (scheduled rotation, suspected compromise, …).
+    pub reason: String,
+}
+
+/// Payload of kind 3.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Annotation {
+    /// Who wrote it.
+    pub author: String,
+    /// What they wrote.
+    pub text: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Golden bytes: these encodings are the contract (docs/FORMAT.md §Payloads). If this test
+    /// fails, an existing kind changed shape: add a new kind instead.
+    #[test]
+    fn golden_payload_bytes() {
+        let genesis = Event::Genesis(Genesis {
+            origin: "ab".into(),
+            key: KeyRecord {
+                name: "k".into(),
+                public_key: [7; 32],
+            },
+        });
+        let mut want = vec![2, b'a', b'b', 1, b'k'];
+        want.extend_from_slice(&[7; 32]);
+        assert_eq!(genesis.encode_payload(), want);
+        assert_eq!(genesis.kind(), Kind(1));
+
+        let rotated = Event::KeyRotated(KeyRotated {
+            next: KeyRecord {
+                name: "n".into(),
+                public_key: [9; 32],
+            },
+            reason: "r".into(),
+        });
+        let mut want = vec![1, b'n'];
+        want.extend_from_slice(&[9; 32]);
+        want.extend_from_slice(&[1, b'r']);
+        assert_eq!(rotated.encode_payload(), want);
+        assert_eq!(rotated.kind(), Kind(2));
+
+        // A 300-byte string: bincode's varint uses 251 then a u16 little endian.
+        let long = "x".repeat(300);
+        let note = Event::Annotation(Annotation {
+            author: "op".into(),
+            text: long.clone(),
+        });
+        let mut want = vec![2, b'o', b'p', 251, 0x2c, 0x01];
+        want.extend_from_slice(long.as_bytes());
+        assert_eq!(note.encode_payload(), want);
+        assert_eq!(note.kind(), Kind(3));
+    }
+
+    #[test]
+    fn every_known_kind_round_trips_and_unknown_kinds_are_kept() {
+        let e = Event::Annotation(Annotation {
+            author: "a".into(),
+            text: "t".into(),
+        });
+        assert_eq!(Event::decode(e.kind(), &e.encode_payload()).unwrap(), e);
+        let unknown = Event::decode(Kind(60000), b"\x01\x02").unwrap();
+        assert_eq!(
+            unknown,
+            Event::Unknown {
+                kind: Kind(60000),
+                payload: vec![1, 2]
+            }
+        );
+        assert_eq!(unknown.encode_payload(), vec![1, 2]);
+        assert_eq!(Kind::ALL, &[Kind(1), Kind(2), Kind(3)]);
+    }
+
+    #[test]
+    fn malformed_and_trailing_payloads_are_errors() {
+        assert!(matches!(
+            Event::decode(Kind::Genesis, &[5, b'a']),
+            Err(DecodeError::Malformed { kind: 1, .. })
+        ));
+        let mut bytes = Event::Annotation(Annotation {
+            author: "a".into(),
+            text: "t".into(),
+        })
+        .encode_payload();
+        bytes.push(0);
+        assert!(matches!(
+            Event::decode(Kind::Annotation, &bytes),
+            Err(DecodeError::TrailingBytes { extra: 1, .. })
+        ));
+        // A hostile length prefix (u64 max) must not allocate: the limit refuses it.
+        let hostile = [253u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert!(Event::decode(Kind::Annotation, &hostile).is_err());
+    }
+}

@@ -1,0 +1,25 @@
+//! fleet-ledger's core: the event vocabulary, the entry format, the hash chain, the Merkle
+//! tree, keys and signed checkpoints, verification, proofs and export bundles; and, with the
+//! `store` feature (default), the redb store.
+//!
+//! The verification path (`--no-default-features`) has no redb and does no IO beyond the
+//! reader it is given, so an auditor can build a small verifier. The byte-level contract is
+//! `docs/FORMAT.md`.
+
+pub mod bundle;
+pub mod checkpoint;
+pub mod entry;
+pub mod event;
+pub mod hash;
+pub mod keys;
+pub mod merkle;
+pub mod proof;
+#[cfg(feature = "store")]
+pub mod store;
+pub mod verify;
+
+pub use checkpoint::Checkpoint;
+pub use event::{Event, Kind};
+pub use hash::Hash;
+pub use keys::{PublicKey, Signer};
+pub use verify::{VerifiedLog, VerifyError};

@@ -1,0 +1,1049 @@
+//! The ledger on redb: one writer ([`Store`]), any number of MVCC readers ([`Snapshot`]).
+//!
+//! Tables (all written only by [`Store::append`] and friends, in one transaction per batch):
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `ledger.entries` | seq `u64` | stored entry bytes |
+//! | `ledger.tree` | `level << 56 \| index` (`u64`), level ≥ 1 | perfect subtree hash `[u8; 32]` |
+//! | `ledger.checkpoints` | tree size `u64` | signed note bytes |
+//! | `ledger.meta` | name `&str` | bytes: `format`, `origin`, `keys` (key chain, one verifier key per line) |
+//!
+//! Level-0 tree nodes are not stored: a leaf hash is the hash of the entry row, recomputed on
+//! the rare proof that needs it. That halves the rows an append writes.
+
+use std::error::Error as StdError;
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, Durability, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+use thiserror::Error;
+
+use crate::bundle::BundleWriter;
+use crate::checkpoint::{Checkpoint, check_origin, parse_note};
+use crate::entry::{self, EntryRef, PAYLOAD_BYTES_MAX};
+use crate::event::{Event, Genesis, KeyRotated, Kind};
+use crate::hash::{Hash, leaf_hash};
+use crate::keys::{PublicKey, Signer};
+use crate::merkle::{self, Frontier, NodeSource, ProofRequestError};
+use crate::proof::{ConsistencyProof, InclusionProof};
+use crate::verify::{Failure, Location, VerifiedLog, Verifier, VerifyError};
+
+const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger.entries");
+const TREE: TableDefinition<u64, [u8; 32]> = TableDefinition::new("ledger.tree");
+const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger.checkpoints");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("ledger.meta");
+
+/// Version of the table layout above, stored in `ledger.meta/format`.
+pub const STORE_FORMAT: u8 = 1;
+/// Most entries one append may carry.
+pub const BATCH_ENTRIES_MAX: usize = 100_000;
+
+fn node_key(level: u8, index: u64) -> u64 {
+    debug_assert!((1..64).contains(&level) && index < (1 << 56));
+    (u64::from(level) << 56) | index
+}
+
+/// A redb failure, with the operation that hit it.
+#[derive(Debug, Error)]
+#[error("storage error while {doing}: {source}")]
+pub struct StorageError {
+    doing: &'static str,
+    source: redb::Error,
+}
+
+fn storage<E: Into<redb::Error>>(doing: &'static str) -> impl FnOnce(E) -> StorageError {
+    move |e| StorageError {
+        doing,
+        source: e.into(),
+    }
+}
+
+/// Why a new ledger could not be created.
+#[derive(Debug, Error)]
+pub enum CreateError {
+    /// The path exists already.
+    #[error("{0} already exists: refusing to create a ledger over it")]
+    Exists(PathBuf),
+    /// Bad origin.
+    #[error(transparent)]
+    Origin(#[from] crate::checkpoint::BadOrigin),
+    /// Storage failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Writing genesis failed.
+    #[error("writing the genesis entry failed: {0}")]
+    Genesis(Box<AppendError>),
+}
+
+/// Why an existing ledger could not be opened. Never repaired silently.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    /// No file.
+    #[error("{0} does not exist")]
+    Missing(PathBuf),
+    /// Not a redb file, or a corrupt one.
+    #[error("{path} is not a readable ledger database: {source}")]
+    NotADatabase {
+        /// File.
+        path: PathBuf,
+        /// redb's reason.
+        source: redb::DatabaseError,
+    },
+    /// A redb database, but not a fleet-ledger one (or from an unknown format).
+    #[error("{path} is not a fleet-ledger store: {reason}")]
+    Foreign {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Head, tree and latest checkpoint disagree.
+    #[error("{path}: head, tree and latest checkpoint disagree: {reason}")]
+    Inconsistent {
+        /// File.
+        path: PathBuf,
+        /// What disagrees.
+        reason: String,
+    },
+    /// The signing key given is not the key in force.
+    #[error("the signing key {given} is not the key in force {in_force}")]
+    WrongKey {
+        /// `name+id` given.
+        given: String,
+        /// `name+id` in force.
+        in_force: String,
+    },
+    /// Storage failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why an append failed. The ledger is unchanged in every case.
+#[derive(Debug, Error)]
+pub enum AppendError {
+    /// Nothing to append.
+    #[error("empty batch")]
+    Empty,
+    /// Too many entries.
+    #[error("batch of {0} entries exceeds the limit of {BATCH_ENTRIES_MAX}")]
+    TooLarge(usize),
+    /// Genesis and key rotations have dedicated operations.
+    #[error("kind {0} is written only by the store itself")]
+    ReservedKind(&'static str),
+    /// Payload over the entry limit.
+    #[error("event of kind {kind} encodes to {bytes} bytes, over the {PAYLOAD_BYTES_MAX}-byte limit")]
+    PayloadTooLarge {
+        /// Kind name.
+        kind: &'static str,
+        /// Encoded size.
+        bytes: usize,
+    },
+    /// CP time before the previous entry's.
+    #[error("recorded time {found} µs is before the log's last time {last} µs")]
+    TimeRegression {
+        /// Last recorded time.
+        last: i64,
+        /// Offending time.
+        found: i64,
+    },
+    /// The caller's hook refused the batch.
+    #[error("append hook failed: {0}")]
+    Hook(Box<dyn StdError + Send + Sync>),
+    /// Storage failure before commit.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The commit failed. The store is poisoned: reopen it (never retry an fsync).
+    #[error("commit failed, store poisoned (reopen it): {0}")]
+    Commit(StorageError),
+    /// A previous commit failed; this handle refuses further appends.
+    #[error("store is poisoned by an earlier failed commit: reopen it")]
+    Poisoned,
+    /// A hot invariant failed on read-back. Nothing was committed.
+    #[error("invariant violated, nothing committed: {0}")]
+    Invariant(String),
+}
+
+/// An event to append, with the CP time the writer decided it at.
+#[derive(Clone, Debug)]
+pub struct NewEntry {
+    /// CP time, µs since the Unix epoch; non-decreasing along the log.
+    pub recorded_at_us: i64,
+    /// The event.
+    pub event: Event,
+}
+
+/// An entry as it is being appended, handed to the hook.
+#[derive(Clone, Copy, Debug)]
+pub struct Appended<'a> {
+    /// Its seq.
+    pub seq: u64,
+    /// Its CP time.
+    pub recorded_at_us: i64,
+    /// Its entry hash.
+    pub hash: Hash,
+    /// The event.
+    pub event: &'a Event,
+}
+
+/// What a durable append produced.
+#[derive(Clone, Debug)]
+pub struct Receipt {
+    /// Seq of the first entry of the batch.
+    pub first_seq: u64,
+    /// Number of entries.
+    pub count: u64,
+    /// The batch's checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Its signed note.
+    pub note: String,
+}
+
+/// The append position: everything needed to append without reading the database.
+#[derive(Clone, Debug)]
+struct Tip {
+    head: Hash,
+    last_time: i64,
+    frontier: Frontier,
+}
+
+/// The single writer.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+    origin: String,
+    signer: Signer,
+    tip: Tip,
+    poisoned: bool,
+}
+
+fn begin_durable_write(db: &Database) -> Result<WriteTransaction, StorageError> {
+    let mut txn = db.begin_write().map_err(storage("beginning a write"))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| StorageError {
+            doing: "setting durability",
+            source: redb::Error::Corrupted(e.to_string()),
+        })?;
+    // Entries carry attacker-influenced bytes; one-phase commit would trust a non-cryptographic
+    // checksum during crash recovery. See ARCHITECTURE.md, "Durability".
+    txn.set_two_phase_commit(true);
+    Ok(txn)
+}
+
+impl Store {
+    /// Creates a new ledger at `path` with a genesis entry naming `origin` and `signer`'s key.
+    pub fn create(
+        path: &Path,
+        origin: &str,
+        signer: Signer,
+        recorded_at_us: i64,
+    ) -> Result<Store, CreateError> {
+        check_origin(origin)?;
+        if path.exists() {
+            return Err(CreateError::Exists(path.to_path_buf()));
+        }
+        let db = Database::create(path).map_err(storage("creating the database"))?;
+        let txn = begin_durable_write(&db)?;
+        {
+            let mut meta = txn.open_table(META).map_err(storage("opening meta"))?;
+            meta.insert("format", [STORE_FORMAT].as_slice())
+                .map_err(storage("writing meta"))?;
+            meta.insert("origin", origin.as_bytes())
+                .map_err(storage("writing meta"))?;
+            meta.insert("keys", format!("{}\n", signer.public().to_text()).as_bytes())
+                .map_err(storage("writing meta"))?;
+            txn.open_table(ENTRIES).map_err(storage("creating tables"))?;
+            txn.open_table(TREE).map_err(storage("creating tables"))?;
+            txn.open_table(CHECKPOINTS).map_err(storage("creating tables"))?;
+        }
+        let mut store = Store {
+            db,
+            path: path.to_path_buf(),
+            origin: origin.to_string(),
+            tip: Tip {
+                head: Hash::ZERO,
+                last_time: i64::MIN,
+                frontier: Frontier::new(),
+            },
+            poisoned: false,
+            signer,
+        };
+        let genesis = Event::Genesis(Genesis {
+            origin: origin.to_string(),
+            key: store.signer.public().record(),
+        });
+        store
+            .commit_batch(
+                txn,
+                &[NewEntry {
+                    recorded_at_us,
+                    event: genesis,
+                }],
+                |_, _| Ok::<(), std::convert::Infallible>(()),
+            )
+            .map_err(|e| CreateError::Genesis(Box::new(e)))?;
+        Ok(store)
+    }
+
+    /// Opens an existing ledger for appending, checking that head, tree and latest checkpoint
+    /// agree and that `signer` holds the key in force.
+    pub fn open(path: &Path, signer: Signer) -> Result<Store, OpenError> {
+        if !path.exists() {
+            return Err(OpenError::Missing(path.to_path_buf()));
+        }
+        let db = Database::open(path).map_err(|source| OpenError::NotADatabase {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let snap = Snapshot::new(db.begin_read().map_err(storage("beginning a read"))?, path)?;
+        let tip = snap.check_tip(path)?;
+        let in_force = snap.keys_in_force()?.pop().expect("at least the genesis key");
+        if in_force != *signer.public() {
+            return Err(OpenError::WrongKey {
+                given: format!("{}+{:08x}", signer.public().name(), signer.public().id()),
+                in_force: format!("{}+{:08x}", in_force.name(), in_force.id()),
+            });
+        }
+        let origin = snap.origin.clone();
+        drop(snap);
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+            origin,
+            signer,
+            tip,
+            poisoned: false,
+        })
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of entries (the next seq).
+    pub fn size(&self) -> u64 {
+        self.tip.frontier.size()
+    }
+
+    /// Hash of the last entry.
+    pub fn head(&self) -> Hash {
+        self.tip.head
+    }
+
+    /// The log's origin.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The key in force.
+    pub fn public_key(&self) -> &PublicKey {
+        self.signer.public()
+    }
+
+    /// The underlying database, for callers (projections) that keep their own tables in it.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// A consistent read view (MVCC: never blocks, never blocked by, the writer).
+    pub fn snapshot(&self) -> Result<Snapshot, OpenError> {
+        Snapshot::new(
+            self.db.begin_read().map_err(storage("beginning a read"))?,
+            &self.path,
+        )
+    }
+
+    /// Appends a batch without a hook.
+    pub fn append(&mut self, batch: &[NewEntry]) -> Result<Receipt, AppendError> {
+        self.append_with(batch, |_, _| Ok::<(), std::convert::Infallible>(()))
+    }
+
+    /// Appends a batch in ONE durable transaction: assigns seqs, chains, extends the tree,
+    /// runs `hook` (which may write other tables in the same transaction), writes one signed
+    /// checkpoint, commits with fsync. Returns only after the commit; on any error nothing of
+    /// the batch (or the hook's writes) is in the ledger.
+    pub fn append_with<E>(
+        &mut self,
+        batch: &[NewEntry],
+        hook: impl FnOnce(&WriteTransaction, &[Appended<'_>]) -> Result<(), E>,
+    ) -> Result<Receipt, AppendError>
+    where
+        E: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        if let Some(e) = batch.iter().find_map(|e| match e.event.kind() {
+            Kind::Genesis | Kind::KeyRotated => Some(e.event.kind().name()),
+            _ => None,
+        }) {
+            return Err(AppendError::ReservedKind(e));
+        }
+        self.append_checked(batch, hook)
+    }
+
+    /// Appends a key rotation to `next`, signed off by the current key; later checkpoints are
+    /// signed by `next`.
+    pub fn rotate_key(
+        &mut self,
+        next: Signer,
+        reason: &str,
+        recorded_at_us: i64,
+    ) -> Result<Receipt, AppendError> {
+        let entry = NewEntry {
+            recorded_at_us,
+            event: Event::KeyRotated(KeyRotated {
+                next: next.public().record(),
+                reason: reason.to_string(),
+            }),
+        };
+        let line = format!("{}\n", next.public().to_text());
+        let receipt = self.append_checked(&[entry], |txn, _| {
+            let mut meta = txn.open_table(META)?;
+            let mut keys = meta
+                .get("keys")?
+                .map(|v| v.value().to_vec())
+                .unwrap_or_default();
+            keys.extend_from_slice(line.as_bytes());
+            meta.insert("keys", keys.as_slice())?;
+            Ok::<(), redb::Error>(())
+        })?;
+        self.signer = next;
+        Ok(receipt)
+    }
+
+    fn append_checked<E>(
+        &mut self,
+        batch: &[NewEntry],
+        hook: impl FnOnce(&WriteTransaction, &[Appended<'_>]) -> Result<(), E>,
+    ) -> Result<Receipt, AppendError>
+    where
+        E: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        if self.poisoned {
+            return Err(AppendError::Poisoned);
+        }
+        let txn = begin_durable_write(&self.db)?;
+        self.commit_batch(txn, batch, hook)
+    }
+
+    fn commit_batch<E>(
+        &mut self,
+        txn: WriteTransaction,
+        batch: &[NewEntry],
+        hook: impl FnOnce(&WriteTransaction, &[Appended<'_>]) -> Result<(), E>,
+    ) -> Result<Receipt, AppendError>
+    where
+        E: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        if batch.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        if batch.len() > BATCH_ENTRIES_MAX {
+            return Err(AppendError::TooLarge(batch.len()));
+        }
+        // Work on a copy of the tip: it replaces the real one only after the commit.
+        let mut tip = self.tip.clone();
+        let first_seq = tip.frontier.size();
+        let mut appended = Vec::with_capacity(batch.len());
+        {
+            let mut entries = txn.open_table(ENTRIES).map_err(storage("opening entries"))?;
+            let mut tree = txn.open_table(TREE).map_err(storage("opening tree"))?;
+            let mut tree_err = None;
+            for new in batch {
+                if new.recorded_at_us < tip.last_time {
+                    return Err(AppendError::TimeRegression {
+                        last: tip.last_time,
+                        found: new.recorded_at_us,
+                    });
+                }
+                let payload = new.event.encode_payload();
+                if payload.len() > PAYLOAD_BYTES_MAX {
+                    return Err(AppendError::PayloadTooLarge {
+                        kind: new.event.kind().name(),
+                        bytes: payload.len(),
+                    });
+                }
+                let seq = tip.frontier.size();
+                let bytes = entry::encode(
+                    seq,
+                    new.recorded_at_us,
+                    new.event.kind(),
+                    &tip.head,
+                    &payload,
+                );
+                let hash = leaf_hash(&bytes);
+                entries
+                    .insert(seq, bytes.as_slice())
+                    .map_err(storage("inserting an entry"))?;
+                tip.frontier.push(hash, |level, index, node| {
+                    if tree_err.is_none()
+                        && let Err(e) = tree.insert(node_key(level, index), node.0)
+                    {
+                        tree_err = Some(e);
+                    }
+                });
+                if let Some(e) = tree_err.take() {
+                    return Err(storage("inserting a tree node")(e).into());
+                }
+                tip.head = hash;
+                tip.last_time = new.recorded_at_us;
+                appended.push(Appended {
+                    seq,
+                    recorded_at_us: new.recorded_at_us,
+                    hash,
+                    event: &new.event,
+                });
+            }
+            // Read back the last entry written and re-check its link and hash (kept in
+            // release: a wrong answer here would corrupt the ledger for good).
+            let last = entries
+                .get(tip.frontier.size() - 1)
+                .map_err(storage("reading back"))?
+                .ok_or_else(|| AppendError::Invariant("last entry missing on read-back".into()))?;
+            let back = last.value();
+            if leaf_hash(back) != tip.head {
+                return Err(AppendError::Invariant(
+                    "entry read back does not hash to the head".into(),
+                ));
+            }
+            let parsed = EntryRef::parse(back)
+                .map_err(|e| AppendError::Invariant(format!("entry read back: {e}")))?;
+            let expected_prev = if batch.len() == 1 {
+                self.tip.head
+            } else {
+                appended[appended.len() - 2].hash
+            };
+            if parsed.header.prev_hash != expected_prev {
+                return Err(AppendError::Invariant(
+                    "entry read back does not link to its predecessor".into(),
+                ));
+            }
+        }
+        hook(&txn, &appended).map_err(|e| AppendError::Hook(e.into()))?;
+        let checkpoint = Checkpoint {
+            origin: self.origin.clone(),
+            size: tip.frontier.size(),
+            root: tip.frontier.root(),
+            head: tip.head,
+        };
+        let note = checkpoint.sign(&self.signer);
+        {
+            let mut cps = txn
+                .open_table(CHECKPOINTS)
+                .map_err(storage("opening checkpoints"))?;
+            cps.insert(checkpoint.size, note.as_bytes())
+                .map_err(storage("inserting a checkpoint"))?;
+        }
+        let count = appended.len() as u64;
+        drop(appended);
+        if let Err(e) = txn.commit() {
+            // redb may have written part of the commit; the in-memory tip is unchanged but the
+            // handle must not be trusted again. The caller reopens (never retries the fsync).
+            self.poisoned = true;
+            return Err(AppendError::Commit(storage("committing")(e)));
+        }
+        self.tip = tip;
+        Ok(Receipt {
+            first_seq,
+            count,
+            checkpoint,
+            note,
+        })
+    }
+}
+
+/// A read-only handle, for verify, export and proofs, that never takes the writer's lock.
+pub struct ReadOnlyStore {
+    db: ReadOnlyDatabase,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for ReadOnlyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadOnlyStore({})", self.path.display())
+    }
+}
+
+impl ReadOnlyStore {
+    /// Opens a ledger read-only.
+    pub fn open(path: &Path) -> Result<ReadOnlyStore, OpenError> {
+        if !path.exists() {
+            return Err(OpenError::Missing(path.to_path_buf()));
+        }
+        let db = ReadOnlyDatabase::open(path).map_err(|source| OpenError::NotADatabase {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(ReadOnlyStore {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A consistent read view.
+    pub fn snapshot(&self) -> Result<Snapshot, OpenError> {
+        Snapshot::new(
+            self.db.begin_read().map_err(storage("beginning a read"))?,
+            &self.path,
+        )
+    }
+}
+
+/// Why a proof could not be produced.
+#[derive(Debug, Error)]
+pub enum ProofError {
+    /// Out of range, or shrinking.
+    #[error(transparent)]
+    Request(#[from] ProofRequestError),
+    /// Proofs are relative to signed checkpoints; there is none at this size.
+    #[error("no checkpoint at tree size {size}; nearest checkpoint sizes: {below:?} below, {above:?} above")]
+    NoCheckpoint {
+        /// Requested size.
+        size: u64,
+        /// Largest checkpoint size below.
+        below: Option<u64>,
+        /// Smallest checkpoint size above.
+        above: Option<u64>,
+    },
+    /// Read failure.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+}
+
+/// A consistent view of the ledger at one moment.
+pub struct Snapshot {
+    path: PathBuf,
+    origin: String,
+    size: u64,
+    entries: ReadOnlyTable<u64, &'static [u8]>,
+    tree: ReadOnlyTable<u64, [u8; 32]>,
+    checkpoints: ReadOnlyTable<u64, &'static [u8]>,
+    meta: ReadOnlyTable<&'static str, &'static [u8]>,
+    _txn: ReadTransaction,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Snapshot({}, size {})", self.path.display(), self.size)
+    }
+}
+
+fn foreign(path: &Path, reason: impl Into<String>) -> OpenError {
+    OpenError::Foreign {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn inconsistent(path: &Path, reason: impl Into<String>) -> OpenError {
+    OpenError::Inconsistent {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+impl Snapshot {
+    fn new(txn: ReadTransaction, path: &Path) -> Result<Snapshot, OpenError> {
+        let table_err = |e: redb::TableError| match e {
+            redb::TableError::TableDoesNotExist(name) => {
+                foreign(path, format!("table {name} is missing"))
+            }
+            other => OpenError::Storage(storage("opening a table")(other)),
+        };
+        let meta = txn.open_table(META).map_err(table_err)?;
+        let format = meta
+            .get("format")
+            .map_err(storage("reading meta"))?
+            .map(|v| v.value().to_vec());
+        if format.as_deref() != Some(&[STORE_FORMAT][..]) {
+            return Err(foreign(
+                path,
+                format!("store format {format:?}, this build reads [{STORE_FORMAT}]"),
+            ));
+        }
+        let origin = meta
+            .get("origin")
+            .map_err(storage("reading meta"))?
+            .and_then(|v| String::from_utf8(v.value().to_vec()).ok())
+            .ok_or_else(|| foreign(path, "no origin"))?;
+        let entries = txn.open_table(ENTRIES).map_err(table_err)?;
+        let size = match entries.last().map_err(storage("reading the head"))? {
+            Some((k, _)) => k.value() + 1,
+            None => 0,
+        };
+        Ok(Snapshot {
+            path: path.to_path_buf(),
+            origin,
+            size,
+            entries,
+            tree: txn.open_table(TREE).map_err(table_err)?,
+            checkpoints: txn.open_table(CHECKPOINTS).map_err(table_err)?,
+            meta,
+            _txn: txn,
+        })
+    }
+
+    /// Number of entries (one past the highest seq stored).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The log's origin as stored (verification checks it against genesis).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The key chain recorded in meta, genesis key first.
+    pub fn keys_in_force(&self) -> Result<Vec<PublicKey>, OpenError> {
+        let raw = self
+            .meta
+            .get("keys")
+            .map_err(storage("reading meta"))?
+            .map(|v| v.value().to_vec())
+            .ok_or_else(|| foreign(&self.path, "no key chain in meta"))?;
+        let text = String::from_utf8(raw).map_err(|_| foreign(&self.path, "key chain is not text"))?;
+        let keys = text
+            .lines()
+            .map(PublicKey::from_text)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| foreign(&self.path, format!("key chain: {e}")))?;
+        if keys.is_empty() {
+            return Err(foreign(&self.path, "empty key chain"));
+        }
+        Ok(keys)
+    }
+
+    /// The stored bytes of one entry.
+    pub fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>, OpenError> {
+        Ok(self
+            .entries
+            .get(seq)
+            .map_err(storage("reading an entry"))?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Calls `f(seq, bytes)` for each stored entry in `range`, in seq order.
+    pub fn for_each_entry<E: From<OpenError>>(
+        &self,
+        range: impl RangeBounds<u64>,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let iter = self
+            .entries
+            .range(range)
+            .map_err(|e| OpenError::from(storage("scanning entries")(e)))?;
+        for item in iter {
+            let (k, v) = item.map_err(|e| OpenError::from(storage("scanning entries")(e)))?;
+            f(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+
+    /// The signed note of the checkpoint at exactly `size`.
+    pub fn checkpoint(&self, size: u64) -> Result<Option<String>, OpenError> {
+        Ok(self
+            .checkpoints
+            .get(size)
+            .map_err(storage("reading a checkpoint"))?
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+    }
+
+    /// The latest checkpoint's size and note.
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, OpenError> {
+        Ok(self
+            .checkpoints
+            .last()
+            .map_err(storage("reading checkpoints"))?
+            .map(|(k, v)| (k.value(), String::from_utf8_lossy(v.value()).into_owned())))
+    }
+
+    /// Rebuilds the tip and checks head, tree and latest checkpoint agree (used on open).
+    fn check_tip(&self, path: &Path) -> Result<Tip, OpenError> {
+        let size = self.size;
+        if size == 0 {
+            return Err(inconsistent(path, "no entries (not even genesis)"));
+        }
+        let stored = self.entries.len().map_err(storage("counting entries"))?;
+        if stored != size {
+            return Err(inconsistent(
+                path,
+                format!("{stored} entries stored but the highest seq is {}", size - 1),
+            ));
+        }
+        let head_bytes = self
+            .entry(size - 1)?
+            .ok_or_else(|| inconsistent(path, "head entry missing"))?;
+        let head_entry = EntryRef::parse(&head_bytes)
+            .map_err(|e| inconsistent(path, format!("head entry: {e}")))?;
+        if head_entry.header.seq != size - 1 {
+            return Err(inconsistent(
+                path,
+                format!(
+                    "entry stored at seq {} states seq {}",
+                    size - 1,
+                    head_entry.header.seq
+                ),
+            ));
+        }
+        let head = head_entry.hash();
+        let frontier = Frontier::from_source(self, size)?;
+        let (cp_size, note) = self
+            .latest_checkpoint()?
+            .ok_or_else(|| inconsistent(path, "no checkpoint"))?;
+        let key = self.keys_in_force()?.pop().expect("non-empty");
+        let verified = parse_note(note.as_bytes())
+            .and_then(|n| n.verify(&key))
+            .map_err(|e| inconsistent(path, format!("latest checkpoint: {e}")))?;
+        let cp = verified.checkpoint();
+        let problems = [
+            (cp_size != size, format!("latest checkpoint is at size {cp_size}, log has {size} entries")),
+            (cp.size != cp_size, format!("checkpoint stored at size {cp_size} states size {}", cp.size)),
+            (cp.root != frontier.root(), format!("checkpoint root {} but tree root {}", cp.root, frontier.root())),
+            (cp.head != head, format!("checkpoint head {} but head entry hashes to {head}", cp.head)),
+            (cp.origin != self.origin, format!("checkpoint origin {:?} but store origin {:?}", cp.origin, self.origin)),
+        ];
+        if let Some((_, reason)) = problems.into_iter().find(|(bad, _)| *bad) {
+            return Err(inconsistent(path, reason));
+        }
+        Ok(Tip {
+            head,
+            last_time: head_entry.header.recorded_at_us,
+            frontier,
+        })
+    }
+
+    fn require_checkpoint(&self, size: u64) -> Result<String, ProofError> {
+        if let Some(note) = self.checkpoint(size)? {
+            return Ok(note);
+        }
+        let below = self
+            .checkpoints
+            .range(..size)
+            .map_err(|e| OpenError::from(storage("reading checkpoints")(e)))?
+            .next_back()
+            .and_then(|r| r.ok())
+            .map(|(k, _)| k.value());
+        let above = self
+            .checkpoints
+            .range(size..)
+            .map_err(|e| OpenError::from(storage("reading checkpoints")(e)))?
+            .next()
+            .and_then(|r| r.ok())
+            .map(|(k, _)| k.value());
+        Err(ProofError::NoCheckpoint { size, below, above })
+    }
+
+    /// Proof that entry `seq` is in the tree of the checkpoint at `size` (default: latest).
+    pub fn inclusion_proof(&self, seq: u64, size: Option<u64>) -> Result<InclusionProof, ProofError> {
+        let size = match size {
+            Some(s) => s,
+            None => self.latest_checkpoint()?.map(|(s, _)| s).unwrap_or(0),
+        };
+        let note = self.require_checkpoint(size)?;
+        let path = merkle::inclusion_proof(self, seq, size)??;
+        let entry = self.entry(seq)?.ok_or(ProofRequestError::IndexOutOfRange {
+            index: seq,
+            size: self.size,
+        })?;
+        Ok(InclusionProof {
+            seq,
+            tree_size: size,
+            entry,
+            path,
+            checkpoint: note,
+        })
+    }
+
+    /// Proof that the checkpoint at `to` extends the checkpoint at `from`.
+    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<ConsistencyProof, ProofError> {
+        if from > to {
+            return Err(ProofRequestError::Shrinking { from, to }.into());
+        }
+        let from_note = self.require_checkpoint(from)?;
+        let to_note = self.require_checkpoint(to)?;
+        let path = merkle::consistency_proof(self, from, to)??;
+        Ok(ConsistencyProof {
+            from,
+            to,
+            path,
+            from_checkpoint: from_note,
+            to_checkpoint: to_note,
+        })
+    }
+
+    /// Verifies the whole stored log from its entries alone, trusting only `pinned` (the
+    /// genesis key): every link, hash, root, signature; then that the stored tree agrees.
+    /// `progress` is called with entries verified so far.
+    pub fn verify(
+        &self,
+        pinned: &PublicKey,
+        mut progress: impl FnMut(u64),
+    ) -> Result<VerifiedLog, VerifyError> {
+        let store_err = |e: OpenError| VerifyError::new(Location::Log, Failure::Store(e.to_string()));
+        let mut verifier = Verifier::new(pinned.clone());
+        let mut cps = self
+            .checkpoints
+            .iter()
+            .map_err(|e| store_err(storage("reading checkpoints")(e).into()))?
+            .peekable();
+        let mut next_cp = |v: &mut Verifier| -> Result<(), VerifyError> {
+            while let Some(item) = cps.peek() {
+                let size = match item {
+                    Ok((k, _)) => k.value(),
+                    Err(e) => {
+                        return Err(VerifyError::new(
+                            Location::Log,
+                            Failure::Store(e.to_string()),
+                        ));
+                    }
+                };
+                if size > v.entries() {
+                    return Ok(());
+                }
+                let (_, note) = cps.next().expect("peeked").expect("checked Ok");
+                v.checkpoint(note.value())?;
+            }
+            Ok(())
+        };
+        next_cp(&mut verifier)?;
+        let mut expected = 0u64;
+        self.for_each_entry(.., |seq, bytes| -> Result<(), VerifyErrorOrOpen> {
+            if seq != expected {
+                return Err(VerifyError::new(
+                    Location::Seq(expected),
+                    Failure::SeqMismatch {
+                        expected,
+                        found: seq,
+                    },
+                )
+                .into());
+            }
+            verifier.entry(bytes)?;
+            expected += 1;
+            if expected % 65536 == 0 {
+                progress(expected);
+            }
+            Ok(next_cp(&mut verifier)?)
+        })
+        .map_err(|e| e.0)?;
+        progress(expected);
+        if let Some(Ok((k, _))) = cps.next() {
+            return Err(VerifyError::new(
+                Location::Checkpoint(k.value()),
+                Failure::CheckpointSize {
+                    stated: k.value(),
+                    entries: expected,
+                },
+            ));
+        }
+        let verified = verifier.finish()?;
+        // The stored tree is a cache for proofs; it must agree with the verified root.
+        let stored_root = merkle::root(self, verified.size()).map_err(store_err)?;
+        if stored_root != verified.checkpoint().root {
+            return Err(VerifyError::new(
+                Location::Log,
+                Failure::Store(format!(
+                    "stored tree nodes give root {stored_root}, entries give {}",
+                    verified.checkpoint().root
+                )),
+            ));
+        }
+        let listed = self.keys_in_force().map_err(store_err)?;
+        if listed != verified.keys() {
+            return Err(VerifyError::new(
+                Location::Log,
+                Failure::Store("key chain in meta differs from the log's key chain".into()),
+            ));
+        }
+        Ok(verified)
+    }
+
+    /// Streams the log as a bundle: keys, then entries with each checkpoint after the entry
+    /// that completes it. Returns (entries, checkpoints) written.
+    pub fn export<W: std::io::Write>(
+        &self,
+        out: W,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(u64, u64), ExportError> {
+        let mut writer = BundleWriter::new(out)?;
+        for key in self.keys_in_force()? {
+            writer.key(&key)?;
+        }
+        let latest = self.latest_checkpoint()?.map(|(s, _)| s).unwrap_or(0);
+        let mut cps = self
+            .checkpoints
+            .range(..=latest)
+            .map_err(|e| OpenError::from(storage("reading checkpoints")(e)))?;
+        let mut next = cps.next().transpose().map_err(|e| OpenError::from(storage("reading checkpoints")(e)))?;
+        let (mut n, mut c) = (0u64, 0u64);
+        self.for_each_entry(..latest, |seq, bytes| {
+            writer.entry(bytes)?;
+            n += 1;
+            while let Some((k, note)) = &next {
+                if k.value() > seq + 1 {
+                    break;
+                }
+                writer.checkpoint(note.value())?;
+                c += 1;
+                next = cps
+                    .next()
+                    .transpose()
+                    .map_err(|e| OpenError::from(storage("reading checkpoints")(e)))?;
+            }
+            if n % 65536 == 0 {
+                progress(n);
+            }
+            Ok::<(), ExportError>(())
+        })?;
+        writer.finish()?;
+        progress(n);
+        Ok((n, c))
+    }
+}
+
+/// Lets `for_each_entry` carry a verification error through its `From<OpenError>` bound.
+struct VerifyErrorOrOpen(VerifyError);
+impl From<OpenError> for VerifyErrorOrOpen {
+    fn from(e: OpenError) -> Self {
+        VerifyErrorOrOpen(VerifyError::new(Location::Log, Failure::Store(e.to_string())))
+    }
+}
+impl From<VerifyError> for VerifyErrorOrOpen {
+    fn from(e: VerifyError) -> Self {
+        VerifyErrorOrOpen(e)
+    }
+}
+
+/// Why an export failed.
+#[derive(Debug, Error)]
+pub enum ExportError {
+    /// Reading the store.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Writing the bundle.
+    #[error("writing the bundle: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl NodeSource for Snapshot {
+    type Error = OpenError;
+    fn perfect(&self, level: u8, index: u64) -> Result<Hash, OpenError> {
+        if level == 0 {
+            let bytes = self
+                .entry(index)?
+                .ok_or_else(|| inconsistent(&self.path, format!("entry {index} missing")))?;
+            return Ok(leaf_hash(&bytes));
+        }
+        let node = self
+            .tree
+            .get(node_key(level, index))
+            .map_err(storage("reading a tree node"))?
+            .ok_or_else(|| {
+                inconsistent(&self.path, format!("tree node ({level}, {index}) missing"))
+            })?;
+        Ok(Hash(node.value()))
+    }
+}

@@ -173,7 +173,8 @@ impl PublicKey {
             reason: reason.to_string(),
         };
         let text = text.trim();
-        let parts: Vec<&str> = text.split('+').collect();
+        // The base64 key may itself contain '+': split off only the first two fields.
+        let parts: Vec<&str> = text.splitn(3, '+').collect();
         let [name, id_hex, b64] = parts[..] else {
             return Err(bad("expected <name>+<hex id>+<base64 key>"));
         };
@@ -270,7 +271,7 @@ impl Signer {
             expected: "private",
             reason: reason.to_string(),
         };
-        let parts: Vec<&str> = text.trim().split('+').collect();
+        let parts: Vec<&str> = text.trim().splitn(5, '+').collect();
         let ["PRIVATE", "KEY", name, id_hex, b64] = parts[..] else {
             return Err(bad("expected PRIVATE+KEY+<name>+<hex id>+<base64 seed>"));
         };

@@ -252,6 +252,8 @@ pub struct Verifier {
     frontier: Frontier,
     /// Hash of entry `next_seq - 1`, not yet in the tree.
     open_leaf: Option<Hash>,
+    /// Hash of entry `next_seq - 1` (computed from its bytes).
+    last_hash: Hash,
     suspect: Option<Suspect>,
     last_checkpoint: Option<Checkpoint>,
     checkpoints: u64,
@@ -269,6 +271,7 @@ impl Verifier {
             last_time: i64::MIN,
             frontier: Frontier::new(),
             open_leaf: None,
+            last_hash: Hash::ZERO,
             suspect: None,
             last_checkpoint: None,
             checkpoints: 0,
@@ -335,8 +338,17 @@ impl Verifier {
                     },
                 ));
             }
-        } else {
+        } else if self.open_leaf.is_some() {
             self.close_leaf(seq - 1, h.prev_hash, true)?;
+        } else if h.prev_hash != self.last_hash {
+            // Entry seq-1 is already confirmed by a checkpoint's root: this link is the bad one.
+            return Err(VerifyError::new(
+                at,
+                Failure::BrokenLink {
+                    stated: h.prev_hash,
+                    computed: self.last_hash,
+                },
+            ));
         }
         if h.recorded_at_us < self.last_time {
             return Err(VerifyError::new(
@@ -393,7 +405,8 @@ impl Verifier {
             _ => {}
         }
         self.last_time = h.recorded_at_us;
-        self.open_leaf = Some(entry.hash());
+        self.last_hash = entry.hash();
+        self.open_leaf = Some(self.last_hash);
         self.next_seq += 1;
         Ok(())
     }

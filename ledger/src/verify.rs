@@ -4,11 +4,12 @@
 //!
 //! # Attribution
 //!
-//! A broken link between entries k and k+1 means either entry k's bytes changed or entry
-//! k+1's `prev_hash` field did. The verifier keeps entry k's leaf open until the next
-//! checkpoint, puts the *claimed* hash into the tree, and lets the signed root decide: if the
-//! root then matches, entry k was altered; otherwise k+1's link was. Either way the error names
-//! the seq that was changed.
+//! Call L(k) the claim about entry k's hash: entry k+1's `prev_hash`, or the head line of a
+//! checkpoint of size k+1. Changing the content of entry k breaks L(k) alone; changing its
+//! `prev_hash` field breaks L(k-1) *and* L(k) (its own hash changed too). So the verifier
+//! waits one link after a break: a lone break names entry k as altered, two in a row name
+//! entry k+1's link field. Either way the error names the seq that was changed. Checkpoint
+//! lines cannot be the culprit: their signature is checked first.
 
 use std::fmt;
 
@@ -146,14 +147,6 @@ pub enum Failure {
         /// Recomputed root.
         computed: Hash,
     },
-    /// The signed head does not match the last entry, and the tree does not explain it.
-    #[error("checkpoint head {stated} does not match the last entry's hash {computed}")]
-    HeadMismatch {
-        /// Signed head.
-        stated: Hash,
-        /// Last entry's hash.
-        computed: Hash,
-    },
     /// Entries after the last checkpoint: not covered by any signature (or a truncated tail).
     #[error("{count} entries after the last checkpoint (size {covered}) are not covered by any signature")]
     Uncovered {
@@ -225,17 +218,15 @@ impl VerifiedLog {
     }
 }
 
-/// A link whose blame waits for the next checkpoint (see module docs).
+/// A broken link whose blame waits for the next link (see module docs).
 #[derive(Clone, Copy, Debug)]
 struct Suspect {
     /// Seq of the entry whose hash disagrees with the claim about it.
     seq: u64,
     /// Hash of its bytes.
     computed: Hash,
-    /// What the next link (or the checkpoint head) claims.
+    /// What the log claims it hashes to.
     claimed: Hash,
-    /// Whether the claim came from an entry (seq + 1) rather than a checkpoint's head line.
-    by_entry: bool,
 }
 
 /// The streaming verifier.
@@ -250,8 +241,6 @@ pub struct Verifier {
     next_seq: u64,
     last_time: i64,
     frontier: Frontier,
-    /// Hash of entry `next_seq - 1`, not yet in the tree.
-    open_leaf: Option<Hash>,
     /// Hash of entry `next_seq - 1` (computed from its bytes).
     last_hash: Hash,
     suspect: Option<Suspect>,
@@ -270,7 +259,6 @@ impl Verifier {
             next_seq: 0,
             last_time: i64::MIN,
             frontier: Frontier::new(),
-            open_leaf: None,
             last_hash: Hash::ZERO,
             suspect: None,
             last_checkpoint: None,
@@ -288,29 +276,36 @@ impl Verifier {
         self.keys.iter().chain(self.pending_keys.iter())
     }
 
-    /// Closes the open leaf with `claimed` as its hash, recording a suspect if it differs.
-    fn close_leaf(&mut self, seq: u64, claimed: Hash, by_entry: bool) -> Result<(), VerifyError> {
-        let computed = self.open_leaf.take().expect("an open leaf precedes every close");
-        if computed != claimed {
-            if let Some(first) = self.suspect {
-                // Two broken links before one checkpoint: blame the first, without the tree.
-                return Err(VerifyError::new(
-                    Location::Seq(first.seq),
-                    Failure::EntryAltered {
-                        computed: first.computed,
-                        committed: first.claimed,
-                    },
-                ));
+    /// Checks L(k): `claimed` is what the log states entry k hashes to.
+    fn check_link(&mut self, k: u64, claimed: Hash) -> Result<(), VerifyError> {
+        let computed = self.last_hash;
+        match (self.suspect.take(), claimed == computed) {
+            (None, true) => Ok(()),
+            (None, false) => {
+                self.suspect = Some(Suspect {
+                    seq: k,
+                    computed,
+                    claimed,
+                });
+                Ok(())
             }
-            self.suspect = Some(Suspect {
-                seq,
-                computed,
-                claimed,
-                by_entry,
-            });
+            // L(k-1) broke and L(k) holds: entry k-1's bytes changed.
+            (Some(s), true) => Err(VerifyError::new(
+                Location::Seq(s.seq),
+                Failure::EntryAltered {
+                    computed: s.computed,
+                    committed: s.claimed,
+                },
+            )),
+            // L(k-1) and L(k) both broke: entry k's link field changed.
+            (Some(s), false) => Err(VerifyError::new(
+                Location::Seq(k),
+                Failure::BrokenLink {
+                    stated: s.claimed,
+                    computed: s.computed,
+                },
+            )),
         }
-        self.frontier.push(claimed, |_, _, _| {});
-        Ok(())
     }
 
     /// Checks the next entry.
@@ -338,17 +333,8 @@ impl Verifier {
                     },
                 ));
             }
-        } else if self.open_leaf.is_some() {
-            self.close_leaf(seq - 1, h.prev_hash, true)?;
-        } else if h.prev_hash != self.last_hash {
-            // Entry seq-1 is already confirmed by a checkpoint's root: this link is the bad one.
-            return Err(VerifyError::new(
-                at,
-                Failure::BrokenLink {
-                    stated: h.prev_hash,
-                    computed: self.last_hash,
-                },
-            ));
+        } else {
+            self.check_link(seq - 1, h.prev_hash)?;
         }
         if h.recorded_at_us < self.last_time {
             return Err(VerifyError::new(
@@ -406,7 +392,7 @@ impl Verifier {
         }
         self.last_time = h.recorded_at_us;
         self.last_hash = entry.hash();
-        self.open_leaf = Some(self.last_hash);
+        self.frontier.push(self.last_hash, |_, _, _| {});
         self.next_seq += 1;
         Ok(())
     }
@@ -471,36 +457,18 @@ impl Verifier {
                 },
             ));
         }
-        self.close_leaf(entries - 1, cp.head, false)?;
-        let computed = self.frontier.root();
+        self.check_link(entries - 1, cp.head)?;
         if let Some(s) = self.suspect.take() {
-            return Err(if computed == cp.root {
-                // The tree sides with the claim: the entry's bytes are what changed.
-                VerifyError::new(
-                    Location::Seq(s.seq),
-                    Failure::EntryAltered {
-                        computed: s.computed,
-                        committed: s.claimed,
-                    },
-                )
-            } else if s.by_entry {
-                VerifyError::new(
-                    Location::Seq(s.seq + 1),
-                    Failure::BrokenLink {
-                        stated: s.claimed,
-                        computed: s.computed,
-                    },
-                )
-            } else {
-                VerifyError::new(
-                    at,
-                    Failure::HeadMismatch {
-                        stated: s.claimed,
-                        computed: s.computed,
-                    },
-                )
-            });
+            // The signed head disagrees with the last entry: that entry's bytes changed.
+            return Err(VerifyError::new(
+                Location::Seq(s.seq),
+                Failure::EntryAltered {
+                    computed: s.computed,
+                    committed: s.claimed,
+                },
+            ));
         }
+        let computed = self.frontier.root();
         if computed != cp.root {
             return Err(VerifyError::new(
                 at,
@@ -519,6 +487,15 @@ impl Verifier {
 
     /// Ends verification: every entry must be covered by a checkpoint.
     pub fn finish(self) -> Result<VerifiedLog, VerifyError> {
+        if let Some(s) = self.suspect {
+            return Err(VerifyError::new(
+                Location::Seq(s.seq + 1),
+                Failure::BrokenLink {
+                    stated: s.claimed,
+                    computed: s.computed,
+                },
+            ));
+        }
         let Some(last) = self.last_checkpoint else {
             return Err(VerifyError::new(
                 Location::Log,

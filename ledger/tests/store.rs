@@ -1,0 +1,237 @@
+//! The redb store: append, hooks, reopen, rotation, proofs, export, and refusals.
+
+mod common;
+
+use common::*;
+use ledger::bundle::verify_bundle;
+use ledger::proof::{ConsistencyProof, InclusionProof};
+use ledger::store::{AppendError, NewEntry, OpenError, ReadOnlyStore, Store};
+use ledger::verify::Location;
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+const SIDE: TableDefinition<u64, u64> = TableDefinition::new("test.side");
+
+#[test]
+fn append_reopen_rotate_verify_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("l.redb");
+    let store = build(&db, &[1, 10, 100], Some(1));
+    assert_eq!(store.size(), 1 + 1 + 10 + 1 + 100);
+    drop(store);
+    // After the rotation only key b opens it for writing.
+    let err = Store::open(&db, signer_a()).unwrap_err();
+    assert!(matches!(err, OpenError::WrongKey { .. }), "{err}");
+    let mut store = Store::open(&db, signer_b()).unwrap();
+    let r = store.append(&batch(500, 7)).unwrap();
+    assert_eq!((r.first_seq, r.count, r.checkpoint.size), (113, 7, 120));
+    let snap = store.snapshot().unwrap();
+    let log = snap.verify(signer_a().public(), |_| {}).unwrap();
+    assert_eq!(log.size(), 120);
+    assert_eq!(log.checkpoint(), &r.checkpoint);
+    let bundle = export(&store);
+    let from_bundle = verify_bundle(bundle.as_slice(), signer_a().public(), |_| {}).unwrap();
+    assert_eq!(from_bundle.checkpoint(), log.checkpoint());
+    // A read-only handle sees the same and verifies while the writer is open... after it closes.
+    drop(snap);
+    drop(store);
+    let ro = ReadOnlyStore::open(&db).unwrap();
+    assert_eq!(
+        ro.snapshot().unwrap().verify(signer_a().public(), |_| {}).unwrap().size(),
+        120
+    );
+}
+
+#[test]
+fn every_inclusion_and_consistency_proof_verifies_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = build(&tmp.path().join("l.redb"), &[3, 1, 8, 5, 16, 2], Some(2));
+    let snap = store.snapshot().unwrap();
+    let keys = [signer_a().public().clone(), signer_b().public().clone()];
+    let sizes = [1u64, 4, 5, 13, 14, 19, 35, 37];
+    for &size in &sizes {
+        assert!(snap.checkpoint(size).unwrap().is_some(), "checkpoint at {size}");
+        for seq in 0..size {
+            let p = snap.inclusion_proof(seq, Some(size)).unwrap();
+            let p = InclusionProof::from_json(&p.to_json()).unwrap();
+            assert_eq!(p.verify(&keys).unwrap().size, size);
+            // Another entry's bytes do not verify with this path.
+            let mut wrong = p.clone();
+            wrong.entry = snap.entry((seq + 1) % size).unwrap().unwrap();
+            if size > 1 {
+                assert!(wrong.verify(&keys).is_err());
+            }
+        }
+        for &from in sizes.iter().filter(|&&f| f <= size) {
+            let p = snap.consistency_proof(from, size).unwrap();
+            let p = ConsistencyProof::from_json(&p.to_json()).unwrap();
+            p.verify(&keys).unwrap();
+        }
+    }
+    // Proofs are relative to checkpoints only.
+    let err = snap.inclusion_proof(0, Some(6)).unwrap_err();
+    assert!(err.to_string().contains("no checkpoint at tree size 6"), "{err}");
+    assert!(snap.inclusion_proof(40, None).is_err());
+    // A key that signed nothing verifies nothing.
+    let stranger = ledger::keys::Signer::from_seed("s", &[1; 32]).unwrap();
+    let p = snap.inclusion_proof(3, None).unwrap();
+    assert!(p.verify(&[stranger.public().clone()]).is_err());
+}
+
+#[test]
+fn hook_writes_commit_with_the_batch_and_a_failing_hook_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = build(&tmp.path().join("l.redb"), &[2], None);
+    store
+        .append_with(&batch(10, 3), |txn, appended| {
+            let mut t = txn.open_table(SIDE)?;
+            for a in appended {
+                t.insert(a.seq, a.seq * 10)?;
+            }
+            Ok::<(), redb::Error>(())
+        })
+        .unwrap();
+    let before = store.size();
+    let err = store
+        .append_with(&batch(20, 3), |txn, _| {
+            txn.open_table(SIDE)?.insert(999, 1)?;
+            Err::<(), Box<dyn std::error::Error + Send + Sync>>("projection refused".into())
+        })
+        .unwrap_err();
+    assert!(matches!(err, AppendError::Hook(_)), "{err}");
+    assert_eq!(store.size(), before);
+    let rtx = store.database().begin_read().unwrap();
+    let side = rtx.open_table(SIDE).unwrap();
+    assert_eq!(side.len().unwrap(), 3);
+    assert!(side.get(999).unwrap().is_none());
+    assert_eq!(side.get(4).unwrap().unwrap().value(), 40);
+    drop((side, rtx));
+    // The store is still usable and consistent.
+    store.append(&batch(30, 1)).unwrap();
+    store.snapshot().unwrap().verify(signer_a().public(), |_| {}).unwrap();
+}
+
+#[test]
+fn bad_appends_are_refused_and_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("l.redb");
+    let mut store = build(&db, &[2], None);
+    let size = store.size();
+    assert!(matches!(store.append(&[]), Err(AppendError::Empty)));
+    let err = store
+        .append(&[NewEntry {
+            recorded_at_us: T0 - 1,
+            event: note(1),
+        }])
+        .unwrap_err();
+    assert!(matches!(err, AppendError::TimeRegression { .. }), "{err}");
+    let genesis = store.snapshot().unwrap().entry(0).unwrap().unwrap();
+    let event = ledger::entry::EntryRef::parse(&genesis).unwrap().event().unwrap();
+    let err = store
+        .append(&[NewEntry {
+            recorded_at_us: T0 + 100,
+            event,
+        }])
+        .unwrap_err();
+    assert!(matches!(err, AppendError::ReservedKind("Genesis")), "{err}");
+    assert_eq!(store.size(), size);
+    drop(store);
+    assert!(matches!(
+        Store::create(&db, ORIGIN, signer_a(), T0),
+        Err(ledger::store::CreateError::Exists(_))
+    ));
+}
+
+const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger.entries");
+
+fn tamper(db: &std::path::Path, f: impl FnOnce(&mut redb::Table<u64, &[u8]>)) {
+    let d = redb::Database::open(db).unwrap();
+    let w = d.begin_write().unwrap();
+    {
+        let mut t = w.open_table(ENTRIES).unwrap();
+        f(&mut t);
+    }
+    w.commit().unwrap();
+}
+
+#[test]
+fn tampered_store_is_caught_by_verify_or_open_naming_the_seq() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("l.redb");
+    drop(build(&db, &[5, 5, 5], None));
+    tamper(&db, |t| {
+        let mut v = t.get(7).unwrap().unwrap().value().to_vec();
+        *v.last_mut().unwrap() ^= 1;
+        t.insert(7, v.as_slice()).unwrap();
+    });
+    let err = ReadOnlyStore::open(&db)
+        .unwrap()
+        .snapshot()
+        .unwrap()
+        .verify(signer_a().public(), |_| {})
+        .unwrap_err();
+    assert_eq!(err.at, Location::Seq(7), "{err}");
+
+    let db2 = tmp.path().join("l2.redb");
+    drop(build(&db2, &[5, 5, 5], None));
+    tamper(&db2, |t| {
+        t.remove(3).unwrap();
+    });
+    let snap = ReadOnlyStore::open(&db2).unwrap().snapshot().unwrap();
+    let err = snap.verify(signer_a().public(), |_| {}).unwrap_err();
+    assert_eq!(err.at, Location::Seq(3), "{err}");
+    drop(snap);
+    assert!(matches!(
+        Store::open(&db2, signer_a()),
+        Err(OpenError::Inconsistent { .. })
+    ));
+
+    // A truncated tail: head, tree and checkpoint disagree on open; verify names the tail.
+    let db3 = tmp.path().join("l3.redb");
+    drop(build(&db3, &[5, 5, 5], None));
+    tamper(&db3, |t| {
+        t.remove(15).unwrap();
+    });
+    let err = Store::open(&db3, signer_a()).unwrap_err();
+    assert!(matches!(err, OpenError::Inconsistent { .. }), "{err}");
+    let err = ReadOnlyStore::open(&db3)
+        .unwrap()
+        .snapshot()
+        .unwrap()
+        .verify(signer_a().public(), |_| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("15 entries precede it"), "{err}");
+}
+
+#[test]
+fn corrupt_truncated_and_foreign_files_get_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let garbage = tmp.path().join("garbage.redb");
+    std::fs::write(&garbage, vec![0x5a; 10_000]).unwrap();
+    let empty = tmp.path().join("empty.redb");
+    std::fs::write(&empty, b"").unwrap();
+    let foreign = tmp.path().join("foreign.redb");
+    {
+        let d = redb::Database::create(&foreign).unwrap();
+        let w = d.begin_write().unwrap();
+        w.open_table(SIDE).unwrap().insert(1, 1).unwrap();
+        w.commit().unwrap();
+    }
+    let real = tmp.path().join("real.redb");
+    drop(build(&real, &[50, 50], None));
+    let truncated = tmp.path().join("truncated.redb");
+    let bytes = std::fs::read(&real).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let missing = tmp.path().join("missing.redb");
+
+    for path in [&garbage, &empty, &foreign, &truncated, &missing] {
+        let w = Store::open(path, signer_a());
+        assert!(w.is_err(), "{} opened for writing", path.display());
+        let msg = w.unwrap_err().to_string();
+        assert!(!msg.is_empty());
+        let r = ReadOnlyStore::open(path).and_then(|s| s.snapshot());
+        assert!(r.is_err(), "{} opened read-only", path.display());
+    }
+    // A bundle that is not a bundle.
+    let err = verify_bundle(&bytes[..], signer_a().public(), |_| {}).unwrap_err();
+    assert!(err.to_string().contains("not a fleet-ledger bundle"), "{err}");
+}

@@ -160,7 +160,9 @@ impl<R: Read> BundleReader<R> {
         if version != BUNDLE_VERSION {
             return Err(bundle_err(
                 8,
-                format!("bundle version {version} is not supported (this build reads {BUNDLE_VERSION})"),
+                format!(
+                    "bundle version {version} is not supported (this build reads {BUNDLE_VERSION})"
+                ),
             ));
         }
         let mut digest = blake3::Hasher::new();
@@ -189,9 +191,8 @@ impl<R: Read> BundleReader<R> {
         }
         let at = self.offset;
         let mut head = [0u8; 5];
-        read_full(&mut self.input, &mut head).map_err(|e| {
-            bundle_err(at, format!("bundle truncated: no END record ({e})"))
-        })?;
+        read_full(&mut self.input, &mut head)
+            .map_err(|e| bundle_err(at, format!("bundle truncated: no END record ({e})")))?;
         let tag = head[0];
         let len = u32::from_be_bytes(head[1..].try_into().expect("4 bytes")) as usize;
         let max = match tag {
@@ -218,7 +219,10 @@ impl<R: Read> BundleReader<R> {
             let keys = u32::from_be_bytes(b[16..20].try_into().expect("4"));
             let digest: [u8; 32] = b[20..52].try_into().expect("32");
             if digest != *self.digest.finalize().as_bytes() {
-                return Err(bundle_err(at, "END digest does not match the bundle's bytes"));
+                return Err(bundle_err(
+                    at,
+                    "END digest does not match the bundle's bytes",
+                ));
             }
             if (entries, checkpoints, keys) != (self.entries, self.checkpoints, self.keys) {
                 return Err(bundle_err(
@@ -297,7 +301,7 @@ pub fn verify_bundle<R: Read>(
             Record::Entry(bytes) => {
                 verifier.entry(bytes)?;
                 let n = verifier.entries();
-                if n % 65536 == 0 {
+                if n.is_multiple_of(65536) {
                     progress(n);
                 }
             }

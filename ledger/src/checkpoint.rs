@@ -54,7 +54,11 @@ pub fn check_origin(origin: &str) -> Result<(), BadOrigin> {
     let ok = !origin.is_empty()
         && origin.len() <= ORIGIN_BYTES_MAX
         && origin.bytes().all(|b| b.is_ascii_graphic());
-    if ok { Ok(()) } else { Err(BadOrigin(origin.to_string())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(BadOrigin(origin.to_string()))
+    }
 }
 
 impl Checkpoint {
@@ -181,7 +185,9 @@ pub fn parse_note(text: &[u8]) -> Result<ParsedNote, NoteError> {
             .split_once(' ')
             .ok_or_else(|| bad("expected '<name> <base64>'"))?;
         crate::keys::check_name(name).map_err(|_| bad("invalid key name"))?;
-        let blob = B64.decode(b64).map_err(|_| bad("signature is not base64"))?;
+        let blob = B64
+            .decode(b64)
+            .map_err(|_| bad("signature is not base64"))?;
         if blob.len() != 4 + 64 {
             return Err(bad("ed25519 signature blob must be 4 + 64 bytes"));
         }
@@ -319,7 +325,10 @@ mod tests {
             for bit in [0x01u8, 0x20, 0x80] {
                 let mut t = note.clone();
                 t[i] ^= bit;
-                assert!(verify_note(&t, s.public()).is_err(), "byte {i} bit {bit:#x}");
+                assert!(
+                    verify_note(&t, s.public()).is_err(),
+                    "byte {i} bit {bit:#x}"
+                );
             }
         }
     }
@@ -355,7 +364,11 @@ mod tests {
             let sig = s.sign(body.as_bytes());
             let mut blob = s.public().id().to_be_bytes().to_vec();
             blob.extend_from_slice(&sig);
-            let note = format!("{body}\n\u{2014} {} {}\n", s.public().name(), B64.encode(blob));
+            let note = format!(
+                "{body}\n\u{2014} {} {}\n",
+                s.public().name(),
+                B64.encode(blob)
+            );
             assert!(
                 matches!(parse_note(note.as_bytes()), Err(NoteError::BadBody(_))),
                 "{body:?}"

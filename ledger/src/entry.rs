@@ -52,7 +52,9 @@ pub enum EntryFormatError {
         len: usize,
     },
     /// A format version this build does not read.
-    #[error("entry format version {0} is not supported (this build reads version {FORMAT_VERSION})")]
+    #[error(
+        "entry format version {0} is not supported (this build reads version {FORMAT_VERSION})"
+    )]
     UnsupportedVersion(u8),
     /// The header's payload length disagrees with the bytes present.
     #[error("header states a {stated}-byte payload but {actual} bytes follow the header")]
@@ -69,7 +71,13 @@ pub enum EntryFormatError {
 
 /// Encodes an entry. Panics only on a payload over [`PAYLOAD_BYTES_MAX`], which callers check
 /// first (the store refuses such events with an error).
-pub fn encode(seq: u64, recorded_at_us: i64, kind: Kind, prev_hash: &Hash, payload: &[u8]) -> Vec<u8> {
+pub fn encode(
+    seq: u64,
+    recorded_at_us: i64,
+    kind: Kind,
+    prev_hash: &Hash,
+    payload: &[u8],
+) -> Vec<u8> {
     assert!(payload.len() <= PAYLOAD_BYTES_MAX, "payload over the limit");
     let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
     out.push(FORMAT_VERSION);
@@ -149,7 +157,13 @@ mod tests {
     /// Golden bytes of an entry header (docs/FORMAT.md shows the same vector).
     #[test]
     fn golden_entry_bytes_and_hash() {
-        let bytes = encode(1, 1_700_000_000_000_000, Kind(3), &Hash([0xab; 32]), b"\x01a\x01b");
+        let bytes = encode(
+            1,
+            1_700_000_000_000_000,
+            Kind(3),
+            &Hash([0xab; 32]),
+            b"\x01a\x01b",
+        );
         let mut want = vec![1];
         want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
         want.extend_from_slice(&[0x00, 0x06, 0x0a, 0x24, 0x18, 0x1e, 0x40, 0x00]);
@@ -186,7 +200,10 @@ mod tests {
         short.pop();
         assert!(matches!(
             EntryRef::parse(&short).unwrap_err(),
-            EntryFormatError::LengthMismatch { stated: 3, actual: 2 }
+            EntryFormatError::LengthMismatch {
+                stated: 3,
+                actual: 2
+            }
         ));
     }
 }

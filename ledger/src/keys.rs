@@ -299,7 +299,11 @@ fn read_small(path: &Path) -> Result<String, KeyError> {
     if meta.len() > KEY_FILE_BYTES_MAX {
         return Err(KeyError::BadFormat {
             expected: "key file",
-            reason: format!("{} is {} bytes, too large for a key", path.display(), meta.len()),
+            reason: format!(
+                "{} is {} bytes, too large for a key",
+                path.display(),
+                meta.len()
+            ),
         });
     }
     let bytes = fs::read(path).map_err(io_err(path))?;
@@ -353,7 +357,11 @@ pub fn read_private_key(path: &Path) -> Result<Signer, KeyError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = fs::metadata(path).map_err(io_err(path))?.permissions().mode() & 0o777;
+        let mode = fs::metadata(path)
+            .map_err(io_err(path))?
+            .permissions()
+            .mode()
+            & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyError::Permissions {
                 path: path.display().to_string(),
@@ -390,8 +398,10 @@ mod tests {
     /// verifier key for that name and public key; our id derivation must agree.
     #[test]
     fn key_id_matches_go_note_vector() {
-        let k = PublicKey::from_text("PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW")
-            .unwrap();
+        let k = PublicKey::from_text(
+            "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+        )
+        .unwrap();
         assert_eq!(k.id(), 0xc74f20a3);
     }
 
@@ -402,7 +412,9 @@ mod tests {
             Err(KeyError::BadFormat { .. })
         ));
         assert!(matches!(
-            PublicKey::from_text("PeterNeumann+c74f20a4+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"),
+            PublicKey::from_text(
+                "PeterNeumann+c74f20a4+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
+            ),
             Err(KeyError::IdMismatch { .. })
         ));
         assert!(matches!(check_name("has space"), Err(KeyError::BadName(_))));
@@ -426,6 +438,9 @@ mod tests {
         ));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         let err = read_private_key(&path).unwrap_err();
-        assert!(matches!(err, KeyError::Permissions { mode: 0o640, .. }), "{err}");
+        assert!(
+            matches!(err, KeyError::Permissions { mode: 0o640, .. }),
+            "{err}"
+        );
     }
 }

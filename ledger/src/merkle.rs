@@ -29,7 +29,10 @@ impl Frontier {
     }
 
     /// Rebuilds the frontier of a tree of `size` leaves from its perfect subtrees.
-    pub fn from_source<S: NodeSource + ?Sized>(source: &S, size: u64) -> Result<Frontier, S::Error> {
+    pub fn from_source<S: NodeSource + ?Sized>(
+        source: &S,
+        size: u64,
+    ) -> Result<Frontier, S::Error> {
         let mut nodes = Vec::new();
         let mut start = 0u64;
         for level in (0..64u8).rev() {
@@ -121,7 +124,7 @@ fn split(n: u64) -> u64 {
 fn subtree<S: NodeSource + ?Sized>(src: &S, start: u64, end: u64) -> Result<Hash, S::Error> {
     let width = end - start;
     debug_assert!(width >= 1);
-    if width.is_power_of_two() && start % width == 0 {
+    if width.is_power_of_two() && start.is_multiple_of(width) {
         let level = width.trailing_zeros() as u8;
         return src.perfect(level, start >> level);
     }

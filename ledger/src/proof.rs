@@ -182,7 +182,13 @@ impl InclusionProof {
                 cp.size, self.tree_size
             )));
         }
-        merkle::verify_inclusion(self.seq, self.tree_size, &entry.hash(), &self.path, &cp.root)?;
+        merkle::verify_inclusion(
+            self.seq,
+            self.tree_size,
+            &entry.hash(),
+            &self.path,
+            &cp.root,
+        )?;
         Ok(cp.clone())
     }
 }

@@ -135,7 +135,9 @@ pub enum AppendError {
     #[error("kind {0} is written only by the store itself")]
     ReservedKind(&'static str),
     /// Payload over the entry limit.
-    #[error("event of kind {kind} encodes to {bytes} bytes, over the {PAYLOAD_BYTES_MAX}-byte limit")]
+    #[error(
+        "event of kind {kind} encodes to {bytes} bytes, over the {PAYLOAD_BYTES_MAX}-byte limit"
+    )]
     PayloadTooLarge {
         /// Kind name.
         kind: &'static str,
@@ -254,11 +256,16 @@ impl Store {
                 .map_err(storage("writing meta"))?;
             meta.insert("origin", origin.as_bytes())
                 .map_err(storage("writing meta"))?;
-            meta.insert("keys", format!("{}\n", signer.public().to_text()).as_bytes())
-                .map_err(storage("writing meta"))?;
-            txn.open_table(ENTRIES).map_err(storage("creating tables"))?;
+            meta.insert(
+                "keys",
+                format!("{}\n", signer.public().to_text()).as_bytes(),
+            )
+            .map_err(storage("writing meta"))?;
+            txn.open_table(ENTRIES)
+                .map_err(storage("creating tables"))?;
             txn.open_table(TREE).map_err(storage("creating tables"))?;
-            txn.open_table(CHECKPOINTS).map_err(storage("creating tables"))?;
+            txn.open_table(CHECKPOINTS)
+                .map_err(storage("creating tables"))?;
         }
         let mut store = Store {
             db,
@@ -301,7 +308,10 @@ impl Store {
         })?;
         let snap = Snapshot::new(db.begin_read().map_err(storage("beginning a read"))?, path)?;
         let tip = snap.check_tip(path)?;
-        let in_force = snap.keys_in_force()?.pop().expect("at least the genesis key");
+        let in_force = snap
+            .keys_in_force()?
+            .pop()
+            .expect("at least the genesis key");
         if in_force != *signer.public() {
             return Err(OpenError::WrongKey {
                 given: format!("{}+{:08x}", signer.public().name(), signer.public().id()),
@@ -449,7 +459,9 @@ impl Store {
         let first_seq = tip.frontier.size();
         let mut appended = Vec::with_capacity(batch.len());
         {
-            let mut entries = txn.open_table(ENTRIES).map_err(storage("opening entries"))?;
+            let mut entries = txn
+                .open_table(ENTRIES)
+                .map_err(storage("opening entries"))?;
             let mut tree = txn.open_table(TREE).map_err(storage("opening tree"))?;
             let mut tree_err = None;
             for new in batch {
@@ -599,7 +611,9 @@ pub enum ProofError {
     #[error(transparent)]
     Request(#[from] ProofRequestError),
     /// Proofs are relative to signed checkpoints; there is none at this size.
-    #[error("no checkpoint at tree size {size}; nearest checkpoint sizes: {below:?} below, {above:?} above")]
+    #[error(
+        "no checkpoint at tree size {size}; nearest checkpoint sizes: {below:?} below, {above:?} above"
+    )]
     NoCheckpoint {
         /// Requested size.
         size: u64,
@@ -704,7 +718,8 @@ impl Snapshot {
             .map_err(storage("reading meta"))?
             .map(|v| v.value().to_vec())
             .ok_or_else(|| foreign(&self.path, "no key chain in meta"))?;
-        let text = String::from_utf8(raw).map_err(|_| foreign(&self.path, "key chain is not text"))?;
+        let text =
+            String::from_utf8(raw).map_err(|_| foreign(&self.path, "key chain is not text"))?;
         let keys = text
             .lines()
             .map(PublicKey::from_text)
@@ -770,7 +785,10 @@ impl Snapshot {
         if stored != size {
             return Err(inconsistent(
                 path,
-                format!("{stored} entries stored but the highest seq is {}", size - 1),
+                format!(
+                    "{stored} entries stored but the highest seq is {}",
+                    size - 1
+                ),
             ));
         }
         let head_bytes = self
@@ -799,11 +817,39 @@ impl Snapshot {
             .map_err(|e| inconsistent(path, format!("latest checkpoint: {e}")))?;
         let cp = verified.checkpoint();
         let problems = [
-            (cp_size != size, format!("latest checkpoint is at size {cp_size}, log has {size} entries")),
-            (cp.size != cp_size, format!("checkpoint stored at size {cp_size} states size {}", cp.size)),
-            (cp.root != frontier.root(), format!("checkpoint root {} but tree root {}", cp.root, frontier.root())),
-            (cp.head != head, format!("checkpoint head {} but head entry hashes to {head}", cp.head)),
-            (cp.origin != self.origin, format!("checkpoint origin {:?} but store origin {:?}", cp.origin, self.origin)),
+            (
+                cp_size != size,
+                format!("latest checkpoint is at size {cp_size}, log has {size} entries"),
+            ),
+            (
+                cp.size != cp_size,
+                format!(
+                    "checkpoint stored at size {cp_size} states size {}",
+                    cp.size
+                ),
+            ),
+            (
+                cp.root != frontier.root(),
+                format!(
+                    "checkpoint root {} but tree root {}",
+                    cp.root,
+                    frontier.root()
+                ),
+            ),
+            (
+                cp.head != head,
+                format!(
+                    "checkpoint head {} but head entry hashes to {head}",
+                    cp.head
+                ),
+            ),
+            (
+                cp.origin != self.origin,
+                format!(
+                    "checkpoint origin {:?} but store origin {:?}",
+                    cp.origin, self.origin
+                ),
+            ),
         ];
         if let Some((_, reason)) = problems.into_iter().find(|(bad, _)| *bad) {
             return Err(inconsistent(path, reason));
@@ -837,7 +883,11 @@ impl Snapshot {
     }
 
     /// Proof that entry `seq` is in the tree of the checkpoint at `size` (default: latest).
-    pub fn inclusion_proof(&self, seq: u64, size: Option<u64>) -> Result<InclusionProof, ProofError> {
+    pub fn inclusion_proof(
+        &self,
+        seq: u64,
+        size: Option<u64>,
+    ) -> Result<InclusionProof, ProofError> {
         let size = match size {
             Some(s) => s,
             None => self.latest_checkpoint()?.map(|(s, _)| s).unwrap_or(0),
@@ -882,7 +932,8 @@ impl Snapshot {
         pinned: &PublicKey,
         mut progress: impl FnMut(u64),
     ) -> Result<VerifiedLog, VerifyError> {
-        let store_err = |e: OpenError| VerifyError::new(Location::Log, Failure::Store(e.to_string()));
+        let store_err =
+            |e: OpenError| VerifyError::new(Location::Log, Failure::Store(e.to_string()));
         let mut verifier = Verifier::new(pinned.clone());
         let mut cps = self
             .checkpoints
@@ -923,7 +974,7 @@ impl Snapshot {
             }
             verifier.entry(bytes)?;
             expected += 1;
-            if expected % 65536 == 0 {
+            if expected.is_multiple_of(65536) {
                 progress(expected);
             }
             Ok(next_cp(&mut verifier)?)
@@ -977,7 +1028,10 @@ impl Snapshot {
             .checkpoints
             .range(..=latest)
             .map_err(|e| OpenError::from(storage("reading checkpoints")(e)))?;
-        let mut next = cps.next().transpose().map_err(|e| OpenError::from(storage("reading checkpoints")(e)))?;
+        let mut next = cps
+            .next()
+            .transpose()
+            .map_err(|e| OpenError::from(storage("reading checkpoints")(e)))?;
         let (mut n, mut c) = (0u64, 0u64);
         self.for_each_entry(..latest, |seq, bytes| {
             writer.entry(bytes)?;
@@ -993,7 +1047,7 @@ impl Snapshot {
                     .transpose()
                     .map_err(|e| OpenError::from(storage("reading checkpoints")(e)))?;
             }
-            if n % 65536 == 0 {
+            if n.is_multiple_of(65536) {
                 progress(n);
             }
             Ok::<(), ExportError>(())
@@ -1008,7 +1062,10 @@ impl Snapshot {
 struct VerifyErrorOrOpen(VerifyError);
 impl From<OpenError> for VerifyErrorOrOpen {
     fn from(e: OpenError) -> Self {
-        VerifyErrorOrOpen(VerifyError::new(Location::Log, Failure::Store(e.to_string())))
+        VerifyErrorOrOpen(VerifyError::new(
+            Location::Log,
+            Failure::Store(e.to_string()),
+        ))
     }
 }
 impl From<VerifyError> for VerifyErrorOrOpen {

@@ -53,7 +53,9 @@ pub enum Failure {
     #[error("malformed entry: {0}")]
     Entry(#[from] EntryFormatError),
     /// The header's seq is not the entry's position: deleted, duplicated, reordered or inserted.
-    #[error("header states seq {found}, expected {expected} (entry deleted, duplicated, reordered or inserted)")]
+    #[error(
+        "header states seq {found}, expected {expected} (entry deleted, duplicated, reordered or inserted)"
+    )]
     SeqMismatch {
         /// Position.
         expected: u64,
@@ -90,7 +92,9 @@ pub enum Failure {
     },
     /// This entry's `prev_hash` is not the previous entry's hash, and the signed tree sides with
     /// the previous entry.
-    #[error("previous-hash link broken: header states {stated}, previous entry hashes to {computed}")]
+    #[error(
+        "previous-hash link broken: header states {stated}, previous entry hashes to {computed}"
+    )]
     BrokenLink {
         /// `prev_hash` in the header.
         stated: Hash,
@@ -148,7 +152,9 @@ pub enum Failure {
         computed: Hash,
     },
     /// Entries after the last checkpoint: not covered by any signature (or a truncated tail).
-    #[error("{count} entries after the last checkpoint (size {covered}) are not covered by any signature")]
+    #[error(
+        "{count} entries after the last checkpoint (size {covered}) are not covered by any signature"
+    )]
     Uncovered {
         /// Last checkpoint size.
         covered: u64,
@@ -381,10 +387,7 @@ impl Verifier {
                 };
                 let key = PublicKey::from_record(&r.next).map_err(|e| VerifyError::new(at, e))?;
                 if self.key_chain().any(|k| k.bytes() == key.bytes()) {
-                    return Err(VerifyError::new(
-                        at,
-                        Failure::RotationReuse(key.to_text()),
-                    ));
+                    return Err(VerifyError::new(at, Failure::RotationReuse(key.to_text())));
                 }
                 self.pending_keys.push(key);
             }
@@ -402,7 +405,10 @@ impl Verifier {
         let entries = self.next_seq;
         let at = Location::Checkpoint(entries);
         let parsed = parse_note(note).map_err(|e| VerifyError::new(at, e))?;
-        let key = self.keys.last().expect("the chain starts with the pinned key");
+        let key = self
+            .keys
+            .last()
+            .expect("the chain starts with the pinned key");
         parsed.verify(key).map_err(|e| {
             let label = |k: &PublicKey| format!("{}+{:08x}", k.name(), k.id());
             let signed_by = |k: &PublicKey| {
@@ -413,7 +419,10 @@ impl Verifier {
             };
             let failure = match e {
                 NoteError::NotSignedBy { .. } => {
-                    if let Some(old) = self.keys[..self.keys.len() - 1].iter().find(|k| signed_by(k)) {
+                    if let Some(old) = self.keys[..self.keys.len() - 1]
+                        .iter()
+                        .find(|k| signed_by(k))
+                    {
                         Failure::RotatedOutKey(label(old))
                     } else if let Some(next) = self.pending_keys.iter().find(|k| signed_by(k)) {
                         Failure::KeyNotYetInForce(label(next))

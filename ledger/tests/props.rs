@@ -31,7 +31,11 @@ fn random_log(batches: &[Vec<String>], rotate_at: Option<usize>) -> Vec<u8> {
             .collect();
         store.append(&batch).unwrap();
     }
-    store.snapshot().unwrap().verify(signer_a().public(), |_| {}).unwrap();
+    store
+        .snapshot()
+        .unwrap()
+        .verify(signer_a().public(), |_| {})
+        .unwrap();
     export(&store)
 }
 

@@ -36,7 +36,11 @@ fn append_reopen_rotate_verify_export() {
     drop(store);
     let ro = ReadOnlyStore::open(&db).unwrap();
     assert_eq!(
-        ro.snapshot().unwrap().verify(signer_a().public(), |_| {}).unwrap().size(),
+        ro.snapshot()
+            .unwrap()
+            .verify(signer_a().public(), |_| {})
+            .unwrap()
+            .size(),
         120
     );
 }
@@ -49,7 +53,10 @@ fn every_inclusion_and_consistency_proof_verifies_offline() {
     let keys = [signer_a().public().clone(), signer_b().public().clone()];
     let sizes = [1u64, 4, 5, 13, 14, 19, 35, 37];
     for &size in &sizes {
-        assert!(snap.checkpoint(size).unwrap().is_some(), "checkpoint at {size}");
+        assert!(
+            snap.checkpoint(size).unwrap().is_some(),
+            "checkpoint at {size}"
+        );
         for seq in 0..size {
             let p = snap.inclusion_proof(seq, Some(size)).unwrap();
             let p = InclusionProof::from_json(&p.to_json()).unwrap();
@@ -69,7 +76,10 @@ fn every_inclusion_and_consistency_proof_verifies_offline() {
     }
     // Proofs are relative to checkpoints only.
     let err = snap.inclusion_proof(0, Some(6)).unwrap_err();
-    assert!(err.to_string().contains("no checkpoint at tree size 6"), "{err}");
+    assert!(
+        err.to_string().contains("no checkpoint at tree size 6"),
+        "{err}"
+    );
     assert!(snap.inclusion_proof(40, None).is_err());
     // A key that signed nothing verifies nothing.
     let stranger = ledger::keys::Signer::from_seed("s", &[1; 32]).unwrap();
@@ -107,7 +117,11 @@ fn hook_writes_commit_with_the_batch_and_a_failing_hook_leaves_nothing() {
     drop((side, rtx));
     // The store is still usable and consistent.
     store.append(&batch(30, 1)).unwrap();
-    store.snapshot().unwrap().verify(signer_a().public(), |_| {}).unwrap();
+    store
+        .snapshot()
+        .unwrap()
+        .verify(signer_a().public(), |_| {})
+        .unwrap();
 }
 
 #[test]
@@ -125,7 +139,10 @@ fn bad_appends_are_refused_and_change_nothing() {
         .unwrap_err();
     assert!(matches!(err, AppendError::TimeRegression { .. }), "{err}");
     let genesis = store.snapshot().unwrap().entry(0).unwrap().unwrap();
-    let event = ledger::entry::EntryRef::parse(&genesis).unwrap().event().unwrap();
+    let event = ledger::entry::EntryRef::parse(&genesis)
+        .unwrap()
+        .event()
+        .unwrap();
     let err = store
         .append(&[NewEntry {
             recorded_at_us: T0 + 100,
@@ -233,5 +250,8 @@ fn corrupt_truncated_and_foreign_files_get_clear_errors() {
     }
     // A bundle that is not a bundle.
     let err = verify_bundle(&bytes[..], signer_a().public(), |_| {}).unwrap_err();
-    assert!(err.to_string().contains("not a fleet-ledger bundle"), "{err}");
+    assert!(
+        err.to_string().contains("not a fleet-ledger bundle"),
+        "{err}"
+    );
 }

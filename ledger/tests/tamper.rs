@@ -120,7 +120,13 @@ fn truncated_tail_is_detected() {
     r.pop(); // the size-20 checkpoint
     let err = verify(&r).unwrap_err();
     assert_eq!(err.at, Location::Seq(14), "{err}");
-    assert!(matches!(err.failure, Failure::Uncovered { covered: 14, count: 6 }));
+    assert!(matches!(
+        err.failure,
+        Failure::Uncovered {
+            covered: 14,
+            count: 6
+        }
+    ));
 
     // A bundle cut short in the middle of a record, or with no END, is refused.
     let full = join(&records());
@@ -131,7 +137,12 @@ fn truncated_tail_is_detected() {
     }
 }
 
-fn resign(r: &mut [(u8, Vec<u8>)], size: u64, edit: impl FnOnce(&mut Checkpoint), by: &ledger::keys::Signer) {
+fn resign(
+    r: &mut [(u8, Vec<u8>)],
+    size: u64,
+    edit: impl FnOnce(&mut Checkpoint),
+    by: &ledger::keys::Signer,
+) {
     let i = checkpoint_index(r, size);
     let mut cp = parse_note(&r[i].1).unwrap().checkpoint;
     edit(&mut cp);
@@ -145,7 +156,10 @@ fn checkpoint_by_unknown_key_is_named() {
     resign(&mut r, 4, |_| {}, &stranger);
     let err = verify(&r).unwrap_err();
     assert_eq!(err.at, Location::Checkpoint(4));
-    assert!(err.to_string().contains("no signature by key test-a"), "{err}");
+    assert!(
+        err.to_string().contains("no signature by key test-a"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -154,7 +168,13 @@ fn checkpoint_whose_size_or_root_disagrees_is_named() {
     resign(&mut r, 14, |cp| cp.size = 13, &signer_b());
     let err = verify(&r).unwrap_err();
     assert_eq!(err.at, Location::Checkpoint(14), "{err}");
-    assert!(matches!(err.failure, Failure::CheckpointSize { stated: 13, entries: 14 }));
+    assert!(matches!(
+        err.failure,
+        Failure::CheckpointSize {
+            stated: 13,
+            entries: 14
+        }
+    ));
 
     let mut r = records();
     resign(&mut r, 14, |cp| cp.root = Hash([7; 32]), &signer_b());

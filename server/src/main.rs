@@ -1,1 +1,472 @@
-fn main() {}
+//! `fleet-ledger`: the command-line edge. Parses arguments, calls the ledger, prints one line
+//! per outcome. Exit status: 0 valid/done, 1 verification failed, 2 bad usage or input.
+
+use std::fs;
+use std::io::{BufReader, BufWriter, IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use ledger::bundle::verify_bundle;
+use ledger::event::{Annotation, Event};
+use ledger::keys::{self, PublicKey, Signer};
+use ledger::proof::{ConsistencyProof, InclusionProof};
+use ledger::store::{NewEntry, ReadOnlyStore, Snapshot, Store};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fleet-ledger",
+    version,
+    about = "The signed, hash-chained ledger of a NixOS fleet control plane"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate an ed25519 signing key: DIR/NAME.key (mode 0600) and DIR/NAME.pub.
+    Keygen {
+        /// Directory to write the key files into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Key name, as it appears in checkpoint signature lines.
+        #[arg(long, default_value = "fleet-ledger")]
+        name: String,
+    },
+    /// Create a new ledger whose genesis entry pins the given signing key.
+    Init {
+        /// Ledger database to create (must not exist).
+        #[arg(long)]
+        db: PathBuf,
+        /// Private key file (from `keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The log's origin line, e.g. `cp.example.org/fleet`.
+        #[arg(long)]
+        origin: String,
+    },
+    /// Verify a ledger database or an export bundle offline against the genesis public key.
+    Verify {
+        #[command(flatten)]
+        source: Source,
+        /// The genesis public key file (`NAME.pub`), the only thing trusted.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Export a ledger database as a portable bundle.
+    Export {
+        /// Ledger database.
+        #[arg(long)]
+        db: PathBuf,
+        /// Bundle file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Produce an inclusion or consistency proof, as JSON on stdout.
+    Prove {
+        #[command(subcommand)]
+        proof: ProveCommand,
+    },
+    /// Check a proof file against one or more trusted public keys.
+    VerifyProof {
+        /// Proof file (from `prove`).
+        #[arg(long)]
+        proof: PathBuf,
+        /// Trusted public key file; repeat for every key the checkpoints may be signed by.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+    },
+    /// Build a sample ledger in a directory, verify it, export and verify a bundle, prove an
+    /// entry, and print what to try next.
+    Demo {
+        /// Directory for the demo files (a new temporary directory if omitted).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Number of entries to append.
+        #[arg(long, default_value_t = 20_000)]
+        entries: u64,
+    },
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct Source {
+    /// A ledger database.
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// An export bundle.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ProveCommand {
+    /// Prove that entry SEQ is in the tree of the checkpoint at SIZE (default: latest).
+    Inclusion {
+        /// Ledger database.
+        #[arg(long)]
+        db: PathBuf,
+        /// The entry's seq.
+        #[arg(long)]
+        seq: u64,
+        /// A checkpointed tree size.
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Prove that the checkpoint at TO extends the checkpoint at FROM.
+    Consistency {
+        /// Ledger database.
+        #[arg(long)]
+        db: PathBuf,
+        /// Older checkpointed size.
+        #[arg(long)]
+        from: u64,
+        /// Newer checkpointed size.
+        #[arg(long)]
+        to: u64,
+    },
+}
+
+/// A failed verification: reported as one line, exit status 1.
+#[derive(Debug)]
+struct Invalid(String);
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Invalid {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(invalid) = e.downcast_ref::<Invalid>() {
+                eprintln!("INVALID: {invalid}");
+                ExitCode::from(1)
+            } else {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Keygen { out, name } => keygen(&out, &name),
+        Command::Init { db, key, origin } => {
+            let signer = keys::read_private_key(&key)?;
+            let store = Store::create(&db, &origin, signer, now_us())?;
+            println!(
+                "created {} (origin {origin}, genesis key {})",
+                db.display(),
+                store.public_key().to_text()
+            );
+            Ok(())
+        }
+        Command::Verify { source, key } => {
+            let key = keys::read_public_key(&key)?;
+            verify(&source, &key)
+        }
+        Command::Export { db, out } => export(&db, &out),
+        Command::Prove { proof } => {
+            let json = match proof {
+                ProveCommand::Inclusion { db, seq, size } => open_ro(&db)?
+                    .snapshot()?
+                    .inclusion_proof(seq, size)?
+                    .to_json(),
+                ProveCommand::Consistency { db, from, to } => open_ro(&db)?
+                    .snapshot()?
+                    .consistency_proof(from, to)?
+                    .to_json(),
+            };
+            println!("{json}");
+            Ok(())
+        }
+        Command::VerifyProof {
+            proof,
+            keys: key_files,
+        } => verify_proof(&proof, &key_files),
+        Command::Demo { dir, entries } => demo(dir, entries),
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn open_ro(db: &Path) -> Result<ReadOnlyStore> {
+    ReadOnlyStore::open(db).with_context(|| format!("opening {}", db.display()))
+}
+
+fn keygen(out: &Path, name: &str) -> Result<()> {
+    let signer = Signer::generate(name)?;
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let key_path = out.join(format!("{name}.key"));
+    let pub_path = out.join(format!("{name}.pub"));
+    if pub_path.exists() {
+        bail!(
+            "{} already exists: refusing to overwrite a key",
+            pub_path.display()
+        );
+    }
+    keys::write_private_key(&key_path, &signer)?;
+    keys::write_public_key(&pub_path, signer.public())?;
+    println!("private key: {} (mode 0600)", key_path.display());
+    println!("public key:  {}", pub_path.display());
+    println!("{}", signer.public().to_text());
+    Ok(())
+}
+
+/// A progress bar on stderr, only when stderr is a terminal.
+fn progress(total: Option<u64>, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/{len} entries ({per_sec}, eta {eta})",
+            )
+            .expect("valid template"),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {msg} {pos} entries ({per_sec})")
+                .expect("valid template"),
+        ),
+    };
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn verify(source: &Source, key: &PublicKey) -> Result<()> {
+    let result = if let Some(db) = &source.db {
+        let ro = open_ro(db)?;
+        let snap = ro.snapshot()?;
+        let bar = progress(Some(snap.size()), "verifying");
+        let r = snap.verify(key, |n| bar.set_position(n));
+        bar.finish_and_clear();
+        r
+    } else {
+        let path = source.bundle.as_ref().expect("clap enforces one source");
+        let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let bar = progress(None, "verifying");
+        let r = verify_bundle(BufReader::with_capacity(1 << 20, file), key, |n| {
+            bar.set_position(n)
+        });
+        bar.finish_and_clear();
+        r
+    };
+    let log = result.map_err(|e| Invalid(e.to_string()))?;
+    let cp = log.checkpoint();
+    println!(
+        "OK: {} entries, {} checkpoints, {} key(s); origin {}; root {}; head {}",
+        log.size(),
+        log.checkpoints(),
+        log.keys().len(),
+        log.origin(),
+        cp.root.to_base64(),
+        cp.head.to_base64()
+    );
+    Ok(())
+}
+
+fn export(db: &Path, out: &Path) -> Result<()> {
+    if out.exists() {
+        bail!("{} already exists: refusing to overwrite", out.display());
+    }
+    let ro = open_ro(db)?;
+    let snap = ro.snapshot()?;
+    let (entries, checkpoints) = write_bundle(&snap, out)?;
+    println!(
+        "exported {entries} entries and {checkpoints} checkpoints to {}",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Writes the bundle to a temporary sibling, fsyncs, then renames: a bundle file either
+/// exists whole or not at all.
+fn write_bundle(snap: &Snapshot, out: &Path) -> Result<(u64, u64)> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let bar = progress(Some(snap.size()), "exporting");
+    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let counts = snap.export(&mut w, |n| bar.set_position(n))?;
+    w.flush()?;
+    drop(w);
+    bar.finish_and_clear();
+    tmp.as_file().sync_all()?;
+    tmp.persist_noclobber(out)
+        .map_err(|e| e.error)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(counts)
+}
+
+fn verify_proof(proof: &Path, key_files: &[PathBuf]) -> Result<()> {
+    let keys = key_files
+        .iter()
+        .map(|k| keys::read_public_key(k).with_context(|| format!("reading {}", k.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let meta = fs::metadata(proof).with_context(|| format!("reading {}", proof.display()))?;
+    if meta.len() > 64 << 20 {
+        bail!(
+            "{} is {} bytes: too large for a proof file",
+            proof.display(),
+            meta.len()
+        );
+    }
+    let text = fs::read_to_string(proof).with_context(|| format!("reading {}", proof.display()))?;
+    let kind = text
+        .find("\"format\"")
+        .map(|i| &text[i..])
+        .unwrap_or_default();
+    if kind.contains(ledger::proof::CONSISTENCY_FORMAT) {
+        let p = ConsistencyProof::from_json(&text)?;
+        let (old, new) = p.verify(&keys).map_err(|e| Invalid(e.to_string()))?;
+        println!(
+            "OK: the log {} at size {} extends size {}",
+            new.origin, new.size, old.size
+        );
+    } else {
+        let p = InclusionProof::from_json(&text)?;
+        let cp = p.verify(&keys).map_err(|e| Invalid(e.to_string()))?;
+        println!(
+            "OK: entry seq {} is in the log {} at size {} (root {})",
+            p.seq,
+            cp.origin,
+            cp.size,
+            cp.root.to_base64()
+        );
+    }
+    Ok(())
+}
+
+fn demo(dir: Option<PathBuf>, entries: u64) -> Result<()> {
+    let (_guard, dir) = match dir {
+        Some(d) => {
+            fs::create_dir_all(&d)?;
+            (None, d)
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("fleet-ledger-demo-")
+                .tempdir()?;
+            let p = t.path().to_path_buf();
+            // Kept after exit so the printed commands work.
+            (Some(t.keep()), p)
+        }
+    };
+    let db = dir.join("ledger.redb");
+    let bundle = dir.join("ledger.bundle");
+    let keys_dir = dir.join("keys");
+    if db.exists() || bundle.exists() {
+        bail!(
+            "{} already holds a demo: choose another --dir",
+            dir.display()
+        );
+    }
+    let first = Signer::generate("fleet-ledger-demo-2026a")?;
+    let second = Signer::generate("fleet-ledger-demo-2026b")?;
+    fs::create_dir_all(&keys_dir)?;
+    for s in [&first, &second] {
+        keys::write_private_key(&keys_dir.join(format!("{}.key", s.public().name())), s)?;
+        keys::write_public_key(
+            &keys_dir.join(format!("{}.pub", s.public().name())),
+            s.public(),
+        )?;
+    }
+    let genesis_pub = keys_dir.join(format!("{}.pub", first.public().name()));
+    let rotated_pub = keys_dir.join(format!("{}.pub", second.public().name()));
+    let mut store = Store::create(&db, "fleet-ledger.demo/cp", first, now_us())?;
+    let bar = progress(Some(entries), "appending");
+    let started = std::time::Instant::now();
+    let mut i = 0u64;
+    let mut batches = 0u64;
+    let mut rotated = false;
+    while i < entries {
+        if i >= entries / 2 && !rotated {
+            store.rotate_key(second_clone(&second)?, "demo rotation", now_us())?;
+            rotated = true;
+        }
+        let n = (1 + (i % 997)).min(entries - i);
+        let t = now_us();
+        let batch: Vec<NewEntry> = (i..i + n)
+            .map(|k| NewEntry {
+                recorded_at_us: t,
+                event: Event::Annotation(Annotation {
+                    author: format!("agent-{:03}", k % 200),
+                    text: format!("host web-{:03}: report {k}", k % 200),
+                }),
+            })
+            .collect();
+        store.append(&batch)?;
+        i += n;
+        batches += 1;
+        bar.set_position(i);
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    println!(
+        "appended {entries} entries in {batches} durable batches ({:.0} entries/s), one signed checkpoint each, one key rotation",
+        entries as f64 / elapsed.as_secs_f64()
+    );
+    let snap = store.snapshot()?;
+    let genesis = keys::read_public_key(&genesis_pub)?;
+    let log = snap
+        .verify(&genesis, |_| {})
+        .map_err(|e| Invalid(e.to_string()))?;
+    println!(
+        "verified the database: {} entries, {} checkpoints, {} keys",
+        log.size(),
+        log.checkpoints(),
+        log.keys().len()
+    );
+    let (e, c) = write_bundle(&snap, &bundle)?;
+    let file = fs::File::open(&bundle)?;
+    verify_bundle(BufReader::new(file), &genesis, |_| {}).map_err(|e| Invalid(e.to_string()))?;
+    println!("exported and verified a bundle: {e} entries, {c} checkpoints");
+    let (latest, note) = snap.latest_checkpoint()?.context("no checkpoint")?;
+    println!("\nlatest checkpoint (size {latest}):\n{note}");
+    let exe = "fleet-ledger";
+    let d = dir.display();
+    println!("try next:");
+    println!(
+        "  {exe} verify --bundle {d}/ledger.bundle --key {}",
+        genesis_pub.display()
+    );
+    println!(
+        "  {exe} verify --db {d}/ledger.redb --key {}",
+        genesis_pub.display()
+    );
+    println!("  {exe} prove inclusion --db {d}/ledger.redb --seq 42 > {d}/proof.json");
+    println!(
+        "  {exe} verify-proof --proof {d}/proof.json --key {} --key {}",
+        genesis_pub.display(),
+        rotated_pub.display()
+    );
+    println!("  {exe} prove consistency --db {d}/ledger.redb --from 1 --to {latest}");
+    Ok(())
+}
+
+/// The demo keeps the second key both on disk and in memory; signers are not `Clone` on
+/// purpose, so rebuild it from its text form.
+fn second_clone(s: &Signer) -> Result<Signer> {
+    Ok(Signer::from_text(&s.to_text())?)
+}

@@ -41,7 +41,9 @@ pub fn build(path: &Path, sizes: &[u64], rotate_after: Option<usize>) -> Store {
         store.append(&batch(i, n)).unwrap();
         i += n;
         if rotate_after == Some(b) {
-            store.rotate_key(signer_b(), "test rotation", T0 + i as i64).unwrap();
+            store
+                .rotate_key(signer_b(), "test rotation", T0 + i as i64)
+                .unwrap();
             i += 1;
         }
     }

@@ -1,16 +1,17 @@
 //! The ledger on redb: one writer ([`Store`]), any number of MVCC readers ([`Snapshot`]).
 //!
-//! Tables (all written only by [`Store::append`] and friends, in one transaction per batch):
+//! One row per entry, so an append of n entries is n inserts into one table, as close to a raw
+//! redb insert as the format allows:
 //!
 //! | table | key | value |
 //! | --- | --- | --- |
-//! | `ledger.entries` | seq `u64` | stored entry bytes |
-//! | `ledger.tree` | `level << 56 \| index` (`u64`), level ≥ 1 | perfect subtree hash `[u8; 32]` |
-//! | `ledger.checkpoints` | tree size `u64` | signed note bytes |
+//! | `ledger.log` | seq `u64` | a [`Row`]: the tree nodes this entry completed, the batch's signed checkpoint if the entry ends a batch, then the stored entry bytes |
 //! | `ledger.meta` | name `&str` | bytes: `format`, `origin`, `keys` (key chain, one verifier key per line) |
 //!
-//! Level-0 tree nodes are not stored: a leaf hash is the hash of the entry row, recomputed on
-//! the rare proof that needs it. That halves the rows an append writes.
+//! Appending leaf j completes the perfect subtrees of levels 1..=t, t = trailing ones of j;
+//! their hashes ride in row j, so node `(level, index)` lives in row `(index + 1)·2^level − 1`.
+//! Level-0 nodes are the entry hashes, recomputed from the entry bytes when a proof needs one.
+//! The checkpoint of size s lives in row s − 1.
 
 use std::error::Error as StdError;
 use std::ops::RangeBounds;
@@ -23,18 +24,16 @@ use redb::{
 use thiserror::Error;
 
 use crate::bundle::BundleWriter;
-use crate::checkpoint::{Checkpoint, check_origin, parse_note};
+use crate::checkpoint::{Checkpoint, NOTE_BYTES_MAX, check_origin, parse_note};
 use crate::entry::{self, EntryRef, PAYLOAD_BYTES_MAX};
 use crate::event::{Event, Genesis, KeyRotated, Kind};
-use crate::hash::{Hash, leaf_hash};
+use crate::hash::{HASH_BYTES, Hash, leaf_hash};
 use crate::keys::{PublicKey, Signer};
 use crate::merkle::{self, Frontier, NodeSource, ProofRequestError};
 use crate::proof::{ConsistencyProof, InclusionProof};
 use crate::verify::{Failure, Location, VerifiedLog, Verifier, VerifyError};
 
-const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger.entries");
-const TREE: TableDefinition<u64, [u8; 32]> = TableDefinition::new("ledger.tree");
-const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger.checkpoints");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger.log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("ledger.meta");
 
 /// Version of the table layout above, stored in `ledger.meta/format`.
@@ -42,9 +41,70 @@ pub const STORE_FORMAT: u8 = 1;
 /// Most entries one append may carry.
 pub const BATCH_ENTRIES_MAX: usize = 100_000;
 
-fn node_key(level: u8, index: u64) -> u64 {
-    debug_assert!((1..64).contains(&level) && index < (1 << 56));
-    (u64::from(level) << 56) | index
+/// One `ledger.log` value:
+///
+/// ```text
+/// u8    node count t (levels 1..=t completed by this leaf; at most 63)
+/// t×32  node hashes, level 1 first
+/// u32be checkpoint note length c (0: this entry does not end a batch)
+/// c     signed checkpoint note of size seq + 1
+/// rest  the stored entry bytes
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Row<'a> {
+    nodes: &'a [u8],
+    checkpoint: Option<&'a [u8]>,
+    entry: &'a [u8],
+}
+
+impl<'a> Row<'a> {
+    fn encode(nodes: &[Hash], checkpoint: Option<&[u8]>, entry: &[u8]) -> Vec<u8> {
+        let c = checkpoint.unwrap_or_default();
+        let mut v = Vec::with_capacity(1 + nodes.len() * HASH_BYTES + 4 + c.len() + entry.len());
+        v.push(nodes.len() as u8);
+        for n in nodes {
+            v.extend_from_slice(&n.0);
+        }
+        v.extend_from_slice(&(c.len() as u32).to_be_bytes());
+        v.extend_from_slice(c);
+        v.extend_from_slice(entry);
+        v
+    }
+
+    /// Splits a stored row; `None` if it is malformed.
+    fn parse(v: &'a [u8]) -> Option<Row<'a>> {
+        let t = usize::from(*v.first()?);
+        if t > 63 {
+            return None;
+        }
+        let nodes = v.get(1..1 + t * HASH_BYTES)?;
+        let at = 1 + t * HASH_BYTES;
+        let c = u32::from_be_bytes(v.get(at..at + 4)?.try_into().ok()?) as usize;
+        if c > NOTE_BYTES_MAX {
+            return None;
+        }
+        let checkpoint = v.get(at + 4..at + 4 + c)?;
+        Some(Row {
+            nodes,
+            checkpoint: (c > 0).then_some(checkpoint),
+            entry: v.get(at + 4 + c..)?,
+        })
+    }
+
+    /// The stored entry bytes.
+    pub fn entry(&self) -> &'a [u8] {
+        self.entry
+    }
+
+    /// The checkpoint note ending at this entry, if its batch ended here.
+    pub fn checkpoint(&self) -> Option<&'a [u8]> {
+        self.checkpoint
+    }
+
+    fn node(&self, level: u8) -> Option<Hash> {
+        let at = (usize::from(level) - 1) * HASH_BYTES;
+        Some(Hash(self.nodes.get(at..at + HASH_BYTES)?.try_into().ok()?))
+    }
 }
 
 /// A redb failure, with the operation that hit it.
@@ -261,11 +321,7 @@ impl Store {
                 format!("{}\n", signer.public().to_text()).as_bytes(),
             )
             .map_err(storage("writing meta"))?;
-            txn.open_table(ENTRIES)
-                .map_err(storage("creating tables"))?;
-            txn.open_table(TREE).map_err(storage("creating tables"))?;
-            txn.open_table(CHECKPOINTS)
-                .map_err(storage("creating tables"))?;
+            txn.open_table(LOG).map_err(storage("creating tables"))?;
         }
         let mut store = Store {
             db,
@@ -458,83 +514,43 @@ impl Store {
         let mut tip = self.tip.clone();
         let first_seq = tip.frontier.size();
         let mut appended = Vec::with_capacity(batch.len());
-        {
-            let mut entries = txn
-                .open_table(ENTRIES)
-                .map_err(storage("opening entries"))?;
-            let mut tree = txn.open_table(TREE).map_err(storage("opening tree"))?;
-            let mut tree_err = None;
-            for new in batch {
-                if new.recorded_at_us < tip.last_time {
-                    return Err(AppendError::TimeRegression {
-                        last: tip.last_time,
-                        found: new.recorded_at_us,
-                    });
-                }
-                let payload = new.event.encode_payload();
-                if payload.len() > PAYLOAD_BYTES_MAX {
-                    return Err(AppendError::PayloadTooLarge {
-                        kind: new.event.kind().name(),
-                        bytes: payload.len(),
-                    });
-                }
-                let seq = tip.frontier.size();
-                let bytes = entry::encode(
-                    seq,
-                    new.recorded_at_us,
-                    new.event.kind(),
-                    &tip.head,
-                    &payload,
-                );
-                let hash = leaf_hash(&bytes);
-                entries
-                    .insert(seq, bytes.as_slice())
-                    .map_err(storage("inserting an entry"))?;
-                tip.frontier.push(hash, |level, index, node| {
-                    if tree_err.is_none()
-                        && let Err(e) = tree.insert(node_key(level, index), node.0)
-                    {
-                        tree_err = Some(e);
-                    }
-                });
-                if let Some(e) = tree_err.take() {
-                    return Err(storage("inserting a tree node")(e).into());
-                }
-                tip.head = hash;
-                tip.last_time = new.recorded_at_us;
-                appended.push(Appended {
-                    seq,
-                    recorded_at_us: new.recorded_at_us,
-                    hash,
-                    event: &new.event,
+        // (completed tree nodes, entry bytes) per entry, encoded before anything is written.
+        let mut encoded: Vec<(Vec<Hash>, Vec<u8>)> = Vec::with_capacity(batch.len());
+        for new in batch {
+            if new.recorded_at_us < tip.last_time {
+                return Err(AppendError::TimeRegression {
+                    last: tip.last_time,
+                    found: new.recorded_at_us,
                 });
             }
-            // Read back the last entry written and re-check its link and hash (kept in
-            // release: a wrong answer here would corrupt the ledger for good).
-            let last = entries
-                .get(tip.frontier.size() - 1)
-                .map_err(storage("reading back"))?
-                .ok_or_else(|| AppendError::Invariant("last entry missing on read-back".into()))?;
-            let back = last.value();
-            if leaf_hash(back) != tip.head {
-                return Err(AppendError::Invariant(
-                    "entry read back does not hash to the head".into(),
-                ));
+            let payload = new.event.encode_payload();
+            if payload.len() > PAYLOAD_BYTES_MAX {
+                return Err(AppendError::PayloadTooLarge {
+                    kind: new.event.kind().name(),
+                    bytes: payload.len(),
+                });
             }
-            let parsed = EntryRef::parse(back)
-                .map_err(|e| AppendError::Invariant(format!("entry read back: {e}")))?;
-            let expected_prev = if batch.len() == 1 {
-                self.tip.head
-            } else {
-                appended[appended.len() - 2].hash
-            };
-            if parsed.header.prev_hash != expected_prev {
-                return Err(AppendError::Invariant(
-                    "entry read back does not link to its predecessor".into(),
-                ));
-            }
+            let seq = tip.frontier.size();
+            let bytes = entry::encode(
+                seq,
+                new.recorded_at_us,
+                new.event.kind(),
+                &tip.head,
+                &payload,
+            );
+            let hash = leaf_hash(&bytes);
+            let mut nodes = Vec::new();
+            tip.frontier.push(hash, |_, _, node| nodes.push(*node));
+            tip.head = hash;
+            tip.last_time = new.recorded_at_us;
+            appended.push(Appended {
+                seq,
+                recorded_at_us: new.recorded_at_us,
+                hash,
+                event: &new.event,
+            });
+            encoded.push((nodes, bytes));
         }
-        hook(&txn, &appended).map_err(|e| AppendError::Hook(e.into()))?;
         let checkpoint = Checkpoint {
             origin: self.origin.clone(),
             size: tip.frontier.size(),
@@ -543,12 +559,39 @@ impl Store {
         };
         let note = checkpoint.sign(&self.signer);
         {
-            let mut cps = txn
-                .open_table(CHECKPOINTS)
-                .map_err(storage("opening checkpoints"))?;
-            cps.insert(checkpoint.size, note.as_bytes())
-                .map_err(storage("inserting a checkpoint"))?;
+            let mut log = txn.open_table(LOG).map_err(storage("opening the log"))?;
+            let last = encoded.len() - 1;
+            for (i, (nodes, bytes)) in encoded.iter().enumerate() {
+                let cp = (i == last).then_some(note.as_bytes());
+                log.insert(first_seq + i as u64, Row::encode(nodes, cp, bytes).as_slice())
+                    .map_err(storage("inserting an entry"))?;
+            }
+            // Read back the last row written and re-check its hash, link and checkpoint (kept
+            // in release: a wrong answer here would corrupt the ledger for good).
+            let back = log
+                .get(tip.frontier.size() - 1)
+                .map_err(storage("reading back"))?
+                .ok_or_else(|| AppendError::Invariant("last entry missing on read-back".into()))?;
+            let row = Row::parse(back.value())
+                .ok_or_else(|| AppendError::Invariant("row read back is malformed".into()))?;
+            if leaf_hash(row.entry()) != tip.head || row.checkpoint() != Some(note.as_bytes()) {
+                return Err(AppendError::Invariant(
+                    "row read back does not hash to the head or lacks its checkpoint".into(),
+                ));
+            }
+            let parsed = EntryRef::parse(row.entry())
+                .map_err(|e| AppendError::Invariant(format!("entry read back: {e}")))?;
+            let expected_prev = match appended.len() {
+                1 => self.tip.head,
+                n => appended[n - 2].hash,
+            };
+            if parsed.header.prev_hash != expected_prev {
+                return Err(AppendError::Invariant(
+                    "entry read back does not link to its predecessor".into(),
+                ));
+            }
         }
+        hook(&txn, &appended).map_err(|e| AppendError::Hook(e.into()))?;
         let count = appended.len() as u64;
         drop(appended);
         if let Err(e) = txn.commit() {
@@ -632,9 +675,7 @@ pub struct Snapshot {
     path: PathBuf,
     origin: String,
     size: u64,
-    entries: ReadOnlyTable<u64, &'static [u8]>,
-    tree: ReadOnlyTable<u64, [u8; 32]>,
-    checkpoints: ReadOnlyTable<u64, &'static [u8]>,
+    log: ReadOnlyTable<u64, &'static [u8]>,
     meta: ReadOnlyTable<&'static str, &'static [u8]>,
     _txn: ReadTransaction,
 }
@@ -658,6 +699,9 @@ fn inconsistent(path: &Path, reason: impl Into<String>) -> OpenError {
         reason: reason.into(),
     }
 }
+
+/// Rows a nearest-checkpoint search looks at before giving up (a batch is at most this long).
+const CHECKPOINT_SEARCH_ROWS_MAX: usize = BATCH_ENTRIES_MAX;
 
 impl Snapshot {
     fn new(txn: ReadTransaction, path: &Path) -> Result<Snapshot, OpenError> {
@@ -683,18 +727,16 @@ impl Snapshot {
             .map_err(storage("reading meta"))?
             .and_then(|v| String::from_utf8(v.value().to_vec()).ok())
             .ok_or_else(|| foreign(path, "no origin"))?;
-        let entries = txn.open_table(ENTRIES).map_err(table_err)?;
-        let size = match entries.last().map_err(storage("reading the head"))? {
-            Some((k, _)) => k.value() + 1,
+        let log = txn.open_table(LOG).map_err(table_err)?;
+        let size = match log.last().map_err(storage("reading the head"))? {
+            Some((k, _)) => k.value().saturating_add(1),
             None => 0,
         };
         Ok(Snapshot {
             path: path.to_path_buf(),
             origin,
             size,
-            entries,
-            tree: txn.open_table(TREE).map_err(table_err)?,
-            checkpoints: txn.open_table(CHECKPOINTS).map_err(table_err)?,
+            log,
             meta,
             _txn: txn,
         })
@@ -708,6 +750,19 @@ impl Snapshot {
     /// The log's origin as stored (verification checks it against genesis).
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    fn bad_row(&self, seq: u64) -> OpenError {
+        inconsistent(&self.path, format!("row {seq} is malformed"))
+    }
+
+    /// Calls `f` with the parsed row at `seq`, if present.
+    fn with_row<T>(&self, seq: u64, f: impl FnOnce(Row<'_>) -> T) -> Result<Option<T>, OpenError> {
+        let Some(v) = self.log.get(seq).map_err(storage("reading an entry"))? else {
+            return Ok(None);
+        };
+        let row = Row::parse(v.value()).ok_or_else(|| self.bad_row(seq))?;
+        Ok(Some(f(row)))
     }
 
     /// The key chain recorded in meta, genesis key first.
@@ -733,11 +788,26 @@ impl Snapshot {
 
     /// The stored bytes of one entry.
     pub fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>, OpenError> {
-        Ok(self
-            .entries
-            .get(seq)
-            .map_err(storage("reading an entry"))?
-            .map(|v| v.value().to_vec()))
+        self.with_row(seq, |r| r.entry().to_vec())
+    }
+
+    /// Calls `f(seq, row)` for each stored row in `range`, in seq order.
+    pub fn for_each_row<E: From<OpenError>>(
+        &self,
+        range: impl RangeBounds<u64>,
+        mut f: impl FnMut(u64, Row<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let iter = self
+            .log
+            .range(range)
+            .map_err(|e| OpenError::from(storage("scanning entries")(e)))?;
+        for item in iter {
+            let (k, v) = item.map_err(|e| OpenError::from(storage("scanning entries")(e)))?;
+            let seq = k.value();
+            let row = Row::parse(v.value()).ok_or_else(|| self.bad_row(seq))?;
+            f(seq, row)?;
+        }
+        Ok(())
     }
 
     /// Calls `f(seq, bytes)` for each stored entry in `range`, in seq order.
@@ -746,33 +816,25 @@ impl Snapshot {
         range: impl RangeBounds<u64>,
         mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let iter = self
-            .entries
-            .range(range)
-            .map_err(|e| OpenError::from(storage("scanning entries")(e)))?;
-        for item in iter {
-            let (k, v) = item.map_err(|e| OpenError::from(storage("scanning entries")(e)))?;
-            f(k.value(), v.value())?;
-        }
-        Ok(())
+        self.for_each_row(range, |seq, row| f(seq, row.entry()))
     }
 
     /// The signed note of the checkpoint at exactly `size`.
     pub fn checkpoint(&self, size: u64) -> Result<Option<String>, OpenError> {
+        let Some(seq) = size.checked_sub(1) else {
+            return Ok(None);
+        };
         Ok(self
-            .checkpoints
-            .get(size)
-            .map_err(storage("reading a checkpoint"))?
-            .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+            .with_row(seq, |r| {
+                r.checkpoint()
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+            })?
+            .flatten())
     }
 
-    /// The latest checkpoint's size and note.
+    /// The latest checkpoint's size and note (it ends the last row).
     pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, OpenError> {
-        Ok(self
-            .checkpoints
-            .last()
-            .map_err(storage("reading checkpoints"))?
-            .map(|(k, v)| (k.value(), String::from_utf8_lossy(v.value()).into_owned())))
+        Ok(self.checkpoint(self.size)?.map(|n| (self.size, n)))
     }
 
     /// Rebuilds the tip and checks head, tree and latest checkpoint agree (used on open).
@@ -781,14 +843,11 @@ impl Snapshot {
         if size == 0 {
             return Err(inconsistent(path, "no entries (not even genesis)"));
         }
-        let stored = self.entries.len().map_err(storage("counting entries"))?;
+        let stored = self.log.len().map_err(storage("counting entries"))?;
         if stored != size {
             return Err(inconsistent(
                 path,
-                format!(
-                    "{stored} entries stored but the highest seq is {}",
-                    size - 1
-                ),
+                format!("{stored} entries stored but the highest seq is {}", size - 1),
             ));
         }
         let head_bytes = self
@@ -808,9 +867,9 @@ impl Snapshot {
         }
         let head = head_entry.hash();
         let frontier = Frontier::from_source(self, size)?;
-        let (cp_size, note) = self
-            .latest_checkpoint()?
-            .ok_or_else(|| inconsistent(path, "no checkpoint"))?;
+        let (_, note) = self.latest_checkpoint()?.ok_or_else(|| {
+            inconsistent(path, format!("no checkpoint covers the head (size {size})"))
+        })?;
         let key = self.keys_in_force()?.pop().expect("non-empty");
         let verified = parse_note(note.as_bytes())
             .and_then(|n| n.verify(&key))
@@ -818,30 +877,16 @@ impl Snapshot {
         let cp = verified.checkpoint();
         let problems = [
             (
-                cp_size != size,
-                format!("latest checkpoint is at size {cp_size}, log has {size} entries"),
-            ),
-            (
-                cp.size != cp_size,
-                format!(
-                    "checkpoint stored at size {cp_size} states size {}",
-                    cp.size
-                ),
+                cp.size != size,
+                format!("latest checkpoint states size {}, log has {size} entries", cp.size),
             ),
             (
                 cp.root != frontier.root(),
-                format!(
-                    "checkpoint root {} but tree root {}",
-                    cp.root,
-                    frontier.root()
-                ),
+                format!("checkpoint root {} but tree root {}", cp.root, frontier.root()),
             ),
             (
                 cp.head != head,
-                format!(
-                    "checkpoint head {} but head entry hashes to {head}",
-                    cp.head
-                ),
+                format!("checkpoint head {} but head entry hashes to {head}", cp.head),
             ),
             (
                 cp.origin != self.origin,
@@ -861,24 +906,36 @@ impl Snapshot {
         })
     }
 
+    /// Size of the nearest checkpoint in a row range, searching in the given direction.
+    fn nearest_checkpoint(
+        &self,
+        rows: impl RangeBounds<u64>,
+        backwards: bool,
+    ) -> Result<Option<u64>, OpenError> {
+        let iter = self
+            .log
+            .range(rows)
+            .map_err(storage("reading checkpoints"))?;
+        let scan = |item: Result<(redb::AccessGuard<'_, u64>, redb::AccessGuard<'_, &[u8]>), redb::StorageError>| {
+            item.ok().and_then(|(k, v)| {
+                Row::parse(v.value())
+                    .and_then(|r| r.checkpoint())
+                    .map(|_| k.value() + 1)
+            })
+        };
+        Ok(if backwards {
+            iter.rev().take(CHECKPOINT_SEARCH_ROWS_MAX).find_map(scan)
+        } else {
+            iter.take(CHECKPOINT_SEARCH_ROWS_MAX).find_map(scan)
+        })
+    }
+
     fn require_checkpoint(&self, size: u64) -> Result<String, ProofError> {
         if let Some(note) = self.checkpoint(size)? {
             return Ok(note);
         }
-        let below = self
-            .checkpoints
-            .range(..size)
-            .map_err(|e| OpenError::from(storage("reading checkpoints")(e)))?
-            .next_back()
-            .and_then(|r| r.ok())
-            .map(|(k, _)| k.value());
-        let above = self
-            .checkpoints
-            .range(size..)
-            .map_err(|e| OpenError::from(storage("reading checkpoints")(e)))?
-            .next()
-            .and_then(|r| r.ok())
-            .map(|(k, _)| k.value());
+        let below = self.nearest_checkpoint(..size.saturating_sub(1), true)?;
+        let above = self.nearest_checkpoint(size..self.size, false)?;
         Err(ProofError::NoCheckpoint { size, below, above })
     }
 
@@ -888,10 +945,7 @@ impl Snapshot {
         seq: u64,
         size: Option<u64>,
     ) -> Result<InclusionProof, ProofError> {
-        let size = match size {
-            Some(s) => s,
-            None => self.latest_checkpoint()?.map(|(s, _)| s).unwrap_or(0),
-        };
+        let size = size.unwrap_or(self.size);
         let note = self.require_checkpoint(size)?;
         let path = merkle::inclusion_proof(self, seq, size)??;
         let entry = self.entry(seq)?.ok_or(ProofRequestError::IndexOutOfRange {
@@ -925,8 +979,8 @@ impl Snapshot {
     }
 
     /// Verifies the whole stored log from its entries alone, trusting only `pinned` (the
-    /// genesis key): every link, hash, root, signature; then that the stored tree agrees.
-    /// `progress` is called with entries verified so far.
+    /// genesis key): every link, hash, root, signature; then that the stored tree nodes and
+    /// key chain agree. `progress` is called with entries verified so far.
     pub fn verify(
         &self,
         pinned: &PublicKey,
@@ -935,33 +989,8 @@ impl Snapshot {
         let store_err =
             |e: OpenError| VerifyError::new(Location::Log, Failure::Store(e.to_string()));
         let mut verifier = Verifier::new(pinned.clone());
-        let mut cps = self
-            .checkpoints
-            .iter()
-            .map_err(|e| store_err(storage("reading checkpoints")(e).into()))?
-            .peekable();
-        let mut next_cp = |v: &mut Verifier| -> Result<(), VerifyError> {
-            while let Some(item) = cps.peek() {
-                let size = match item {
-                    Ok((k, _)) => k.value(),
-                    Err(e) => {
-                        return Err(VerifyError::new(
-                            Location::Log,
-                            Failure::Store(e.to_string()),
-                        ));
-                    }
-                };
-                if size > v.entries() {
-                    return Ok(());
-                }
-                let (_, note) = cps.next().expect("peeked").expect("checked Ok");
-                v.checkpoint(note.value())?;
-            }
-            Ok(())
-        };
-        next_cp(&mut verifier)?;
         let mut expected = 0u64;
-        self.for_each_entry(.., |seq, bytes| -> Result<(), VerifyErrorOrOpen> {
+        self.for_each_row(.., |seq, row| -> Result<(), VerifyErrorOrOpen> {
             if seq != expected {
                 return Err(VerifyError::new(
                     Location::Seq(expected),
@@ -972,26 +1001,20 @@ impl Snapshot {
                 )
                 .into());
             }
-            verifier.entry(bytes)?;
+            verifier.entry(row.entry())?;
+            if let Some(note) = row.checkpoint() {
+                verifier.checkpoint(note)?;
+            }
             expected += 1;
             if expected.is_multiple_of(65536) {
                 progress(expected);
             }
-            Ok(next_cp(&mut verifier)?)
+            Ok(())
         })
         .map_err(|e| e.0)?;
         progress(expected);
-        if let Some(Ok((k, _))) = cps.next() {
-            return Err(VerifyError::new(
-                Location::Checkpoint(k.value()),
-                Failure::CheckpointSize {
-                    stated: k.value(),
-                    entries: expected,
-                },
-            ));
-        }
         let verified = verifier.finish()?;
-        // The stored tree is a cache for proofs; it must agree with the verified root.
+        // The stored nodes are a cache for proofs; they must give the verified root.
         let stored_root = merkle::root(self, verified.size()).map_err(store_err)?;
         if stored_root != verified.checkpoint().root {
             return Err(VerifyError::new(
@@ -1023,29 +1046,13 @@ impl Snapshot {
         for key in self.keys_in_force()? {
             writer.key(&key)?;
         }
-        let latest = self.latest_checkpoint()?.map(|(s, _)| s).unwrap_or(0);
-        let mut cps = self
-            .checkpoints
-            .range(..=latest)
-            .map_err(|e| OpenError::from(storage("reading checkpoints")(e)))?;
-        let mut next = cps
-            .next()
-            .transpose()
-            .map_err(|e| OpenError::from(storage("reading checkpoints")(e)))?;
         let (mut n, mut c) = (0u64, 0u64);
-        self.for_each_entry(..latest, |seq, bytes| {
-            writer.entry(bytes)?;
+        self.for_each_row(.., |_, row| {
+            writer.entry(row.entry())?;
             n += 1;
-            while let Some((k, note)) = &next {
-                if k.value() > seq + 1 {
-                    break;
-                }
-                writer.checkpoint(note.value())?;
+            if let Some(note) = row.checkpoint() {
+                writer.checkpoint(note)?;
                 c += 1;
-                next = cps
-                    .next()
-                    .transpose()
-                    .map_err(|e| OpenError::from(storage("reading checkpoints")(e)))?;
             }
             if n.is_multiple_of(65536) {
                 progress(n);
@@ -1058,7 +1065,7 @@ impl Snapshot {
     }
 }
 
-/// Lets `for_each_entry` carry a verification error through its `From<OpenError>` bound.
+/// Lets `for_each_row` carry a verification error through its `From<OpenError>` bound.
 struct VerifyErrorOrOpen(VerifyError);
 impl From<OpenError> for VerifyErrorOrOpen {
     fn from(e: OpenError) -> Self {
@@ -1089,18 +1096,17 @@ impl NodeSource for Snapshot {
     type Error = OpenError;
     fn perfect(&self, level: u8, index: u64) -> Result<Hash, OpenError> {
         if level == 0 {
-            let bytes = self
-                .entry(index)?
-                .ok_or_else(|| inconsistent(&self.path, format!("entry {index} missing")))?;
-            return Ok(leaf_hash(&bytes));
+            return self
+                .with_row(index, |r| leaf_hash(r.entry()))?
+                .ok_or_else(|| inconsistent(&self.path, format!("entry {index} missing")));
         }
-        let node = self
-            .tree
-            .get(node_key(level, index))
-            .map_err(storage("reading a tree node"))?
-            .ok_or_else(|| {
-                inconsistent(&self.path, format!("tree node ({level}, {index}) missing"))
-            })?;
-        Ok(Hash(node.value()))
+        // Node (level, index) was completed by leaf (index + 1)·2^level − 1.
+        let missing = || inconsistent(&self.path, format!("tree node ({level}, {index}) missing"));
+        let seq = index
+            .checked_add(1)
+            .and_then(|i| i.checked_shl(u32::from(level)))
+            .ok_or_else(missing)?
+            - 1;
+        self.with_row(seq, |r| r.node(level))?.flatten().ok_or_else(missing)
     }
 }

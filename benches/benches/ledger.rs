@@ -49,13 +49,18 @@ fn append(c: &mut Criterion) {
             })
             .collect();
         for two_phase in [false, true] {
-            let name = if two_phase { "raw_redb_2pc" } else { "raw_redb" };
+            let name = if two_phase {
+                "raw_redb_2pc"
+            } else {
+                "raw_redb"
+            };
             let db = Database::create(dir.path().join(format!("{name}-{batch}.redb"))).expect("db");
             let mut next = 0u64;
             g.bench_function(format!("{name}/{batch}"), |b| {
                 b.iter(|| {
                     let mut txn = db.begin_write().expect("write");
-                    txn.set_durability(Durability::Immediate).expect("durability");
+                    txn.set_durability(Durability::Immediate)
+                        .expect("durability");
                     txn.set_two_phase_commit(two_phase);
                     {
                         let mut t = txn.open_table(RAW).expect("table");
@@ -84,11 +89,13 @@ fn verify_and_proofs(c: &mut Criterion) {
     let path = dir.path().join("large.redb");
     let n = large_entries();
     {
-        let mut store =
-            Store::create(&path, "bench.example/log", fixtures::genesis_signer(), T0).expect("create");
+        let mut store = Store::create(&path, "bench.example/log", fixtures::genesis_signer(), T0)
+            .expect("create");
         while store.size() < n {
             let k = (n - store.size()).min(1000) as usize;
-            store.append(&make_batch(store.size(), k, T0)).expect("append");
+            store
+                .append(&make_batch(store.size(), k, T0))
+                .expect("append");
         }
     }
     let ro = ReadOnlyStore::open(&path).expect("open");

@@ -563,8 +563,11 @@ impl Store {
             let last = encoded.len() - 1;
             for (i, (nodes, bytes)) in encoded.iter().enumerate() {
                 let cp = (i == last).then_some(note.as_bytes());
-                log.insert(first_seq + i as u64, Row::encode(nodes, cp, bytes).as_slice())
-                    .map_err(storage("inserting an entry"))?;
+                log.insert(
+                    first_seq + i as u64,
+                    Row::encode(nodes, cp, bytes).as_slice(),
+                )
+                .map_err(storage("inserting an entry"))?;
             }
             // Read back the last row written and re-check its hash, link and checkpoint (kept
             // in release: a wrong answer here would corrupt the ledger for good).
@@ -847,7 +850,10 @@ impl Snapshot {
         if stored != size {
             return Err(inconsistent(
                 path,
-                format!("{stored} entries stored but the highest seq is {}", size - 1),
+                format!(
+                    "{stored} entries stored but the highest seq is {}",
+                    size - 1
+                ),
             ));
         }
         let head_bytes = self
@@ -878,15 +884,25 @@ impl Snapshot {
         let problems = [
             (
                 cp.size != size,
-                format!("latest checkpoint states size {}, log has {size} entries", cp.size),
+                format!(
+                    "latest checkpoint states size {}, log has {size} entries",
+                    cp.size
+                ),
             ),
             (
                 cp.root != frontier.root(),
-                format!("checkpoint root {} but tree root {}", cp.root, frontier.root()),
+                format!(
+                    "checkpoint root {} but tree root {}",
+                    cp.root,
+                    frontier.root()
+                ),
             ),
             (
                 cp.head != head,
-                format!("checkpoint head {} but head entry hashes to {head}", cp.head),
+                format!(
+                    "checkpoint head {} but head entry hashes to {head}",
+                    cp.head
+                ),
             ),
             (
                 cp.origin != self.origin,
@@ -916,7 +932,10 @@ impl Snapshot {
             .log
             .range(rows)
             .map_err(storage("reading checkpoints"))?;
-        let scan = |item: Result<(redb::AccessGuard<'_, u64>, redb::AccessGuard<'_, &[u8]>), redb::StorageError>| {
+        let scan = |item: Result<
+            (redb::AccessGuard<'_, u64>, redb::AccessGuard<'_, &[u8]>),
+            redb::StorageError,
+        >| {
             item.ok().and_then(|(k, v)| {
                 Row::parse(v.value())
                     .and_then(|r| r.checkpoint())
@@ -1107,6 +1126,8 @@ impl NodeSource for Snapshot {
             .and_then(|i| i.checked_shl(u32::from(level)))
             .ok_or_else(missing)?
             - 1;
-        self.with_row(seq, |r| r.node(level))?.flatten().ok_or_else(missing)
+        self.with_row(seq, |r| r.node(level))?
+            .flatten()
+            .ok_or_else(missing)
     }
 }

@@ -218,7 +218,10 @@ fn tampered_store_is_caught_by_verify_or_open_naming_the_seq() {
         .unwrap_err();
     // The checkpoint rode in the removed row: the tail it covered is now unsigned.
     assert_eq!(err.at, Location::Seq(11), "{err}");
-    assert!(err.to_string().contains("not covered by any signature"), "{err}");
+    assert!(
+        err.to_string().contains("not covered by any signature"),
+        "{err}"
+    );
 }
 
 #[test]

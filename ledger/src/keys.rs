@@ -313,15 +313,18 @@ fn read_small(path: &Path) -> Result<String, KeyError> {
     })
 }
 
-/// Writes a private key file with mode 0600, refusing to overwrite.
-pub fn write_private_key(path: &Path, signer: &Signer) -> Result<(), KeyError> {
+/// Creates `path` (never overwriting) with `mode` on Unix, writes `line` and a newline, and
+/// fsyncs it.
+fn write_new_key_file(path: &Path, mode: u32, line: &str) -> Result<(), KeyError> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
+        opts.mode(mode);
     }
+    #[cfg(not(unix))]
+    let _ = mode;
     let mut f = opts.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             KeyError::Exists(path.display().to_string())
@@ -329,27 +332,19 @@ pub fn write_private_key(path: &Path, signer: &Signer) -> Result<(), KeyError> {
             io_err(path)(e)
         }
     })?;
-    f.write_all(format!("{}\n", signer.to_text()).as_bytes())
+    f.write_all(format!("{line}\n").as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(io_err(path))
 }
 
+/// Writes a private key file with mode 0600, refusing to overwrite.
+pub fn write_private_key(path: &Path, signer: &Signer) -> Result<(), KeyError> {
+    write_new_key_file(path, 0o600, &signer.to_text())
+}
+
 /// Writes a public key file, refusing to overwrite.
 pub fn write_public_key(path: &Path, key: &PublicKey) -> Result<(), KeyError> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                KeyError::Exists(path.display().to_string())
-            } else {
-                io_err(path)(e)
-            }
-        })?;
-    f.write_all(format!("{}\n", key.to_text()).as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(io_err(path))
+    write_new_key_file(path, 0o644, &key.to_text())
 }
 
 /// Reads a private key file, refusing one that group or others can read.

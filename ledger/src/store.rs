@@ -40,6 +40,10 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("ledger.meta");
 pub const STORE_FORMAT: u8 = 1;
 /// Most entries one append may carry.
 pub const BATCH_ENTRIES_MAX: usize = 100_000;
+/// redb's page cache per open database. redb defaults to 1 GiB, which a full scan (verify,
+/// export) fills: 64 MiB keeps a reader's memory flat on any log size, and appends only ever
+/// touch the right edge of the B-tree.
+pub const CACHE_BYTES: usize = 64 << 20;
 
 /// One `ledger.log` value:
 ///
@@ -308,7 +312,10 @@ impl Store {
         if path.exists() {
             return Err(CreateError::Exists(path.to_path_buf()));
         }
-        let db = Database::create(path).map_err(storage("creating the database"))?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(storage("creating the database"))?;
         let txn = begin_durable_write(&db)?;
         {
             let mut meta = txn.open_table(META).map_err(storage("opening meta"))?;
@@ -358,10 +365,13 @@ impl Store {
         if !path.exists() {
             return Err(OpenError::Missing(path.to_path_buf()));
         }
-        let db = Database::open(path).map_err(|source| OpenError::NotADatabase {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .open(path)
+            .map_err(|source| OpenError::NotADatabase {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let snap = Snapshot::new(db.begin_read().map_err(storage("beginning a read"))?, path)?;
         let tip = snap.check_tip(path)?;
         let in_force = snap
@@ -631,10 +641,13 @@ impl ReadOnlyStore {
         if !path.exists() {
             return Err(OpenError::Missing(path.to_path_buf()));
         }
-        let db = ReadOnlyDatabase::open(path).map_err(|source| OpenError::NotADatabase {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .open_read_only(path)
+            .map_err(|source| OpenError::NotADatabase {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(ReadOnlyStore {
             db,
             path: path.to_path_buf(),

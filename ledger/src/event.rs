@@ -149,7 +149,45 @@ vocabulary! {
     2 => KeyRotated(KeyRotated),
     /// A free-text note by an operator, recorded for the audit trail.
     3 => Annotation(Annotation),
+    /// An agent's report, as received and accepted.
+    10 => AgentEventRecorded(AgentEventRecorded),
+    /// A report the CP inferred (heartbeat synthesis), never observed from the agent.
+    11 => AgentEventSynthesized(AgentEventSynthesized),
+    /// A host's state changed in a rollout.
+    12 => HostTransitioned(HostTransitioned),
+    /// A rollout opened from a verified rollout manifest.
+    13 => RolloutOpened(RolloutOpened),
+    /// A host joined a rollout.
+    14 => HostJoined(HostJoined),
+    /// A rollout's wave cursor moved.
+    15 => WaveAdvanced(WaveAdvanced),
+    /// A rollout's lifecycle state changed.
+    16 => RolloutTransitioned(RolloutTransitioned),
+    /// A dispatch was queued for a host.
+    17 => DispatchQueued(DispatchQueued),
+    /// A queued dispatch was handed to the agent's long poll.
+    18 => DispatchDelivered(DispatchDelivered),
+    /// The agent acknowledged a dispatch.
+    19 => DispatchAcknowledged(DispatchAcknowledged),
+    /// The planner's block for a host changed (or was cleared).
+    20 => GateDecision(GateDecision),
+    /// A closure was quarantined on a channel after a rollback.
+    21 => QuarantineAdded(QuarantineAdded),
+    /// An operator lifted a quarantine.
+    22 => QuarantineLifted(QuarantineLifted),
+    /// A failing enforce control (or probe) counted against a rollout.
+    23 => ProbeFailureRecorded(ProbeFailureRecorded),
+    /// A verified fleet manifest, with its canonical bytes.
+    24 => FleetManifestAccepted(FleetManifestAccepted),
+    /// A verified rollout manifest, with its canonical bytes.
+    25 => RolloutManifestAccepted(RolloutManifestAccepted),
+    /// An input the CP refused, recorded for audit.
+    26 => InputRejected(InputRejected),
+    /// An operator cleared a failed rollout.
+    27 => RolloutCleared(RolloutCleared),
 }
+
+pub use crate::domain_events::*;
 
 /// A public signing key as recorded in the log. Its key id is derived, never stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,7 +286,11 @@ mod tests {
             }
         );
         assert_eq!(unknown.encode_payload(), vec![1, 2]);
-        assert_eq!(Kind::ALL, &[Kind(1), Kind(2), Kind(3)]);
+        assert_eq!(&Kind::ALL[..3], &[Kind(1), Kind(2), Kind(3)]);
+        assert!(
+            Kind::ALL.windows(2).all(|w| w[0] < w[1]),
+            "codes ascend, never reused"
+        );
     }
 
     #[test]

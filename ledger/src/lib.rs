@@ -8,6 +8,8 @@
 
 pub mod bundle;
 pub mod checkpoint;
+pub mod domain;
+mod domain_events;
 pub mod entry;
 pub mod event;
 pub mod hash;

@@ -1,0 +1,413 @@
+//! The domain's value types, as they appear inside event payloads.
+//!
+//! These are part of the format: each is encoded by bincode inside a payload, so the same
+//! evolution rule holds as for kinds (docs/FORMAT.md §3): enums only ever gain variants at the
+//! end (bincode writes the variant index), structs never change shape once released.
+//! Timestamps are integer microseconds since the Unix epoch ([`Micros`]).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Microseconds since 1970-01-01T00:00:00Z.
+pub type Micros = i64;
+
+/// A closure (Nix store path of a whole system).
+pub type Closure = String;
+
+/// Why a rollout id, channel or host name is refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum IdError {
+    /// `channel@ref` shape.
+    #[error(
+        "malformed rollout id {0:?}: expected <channel>@<ref>, channel [a-z0-9_-]+, ref lowercase hex"
+    )]
+    RolloutId(String),
+    /// Channel name shape.
+    #[error("malformed channel name {0:?}: expected [a-z0-9_-]+")]
+    Channel(String),
+    /// Host name shape.
+    #[error("malformed host name {0:?}: expected 1-253 characters of [A-Za-z0-9.-_]")]
+    Host(String),
+}
+
+fn is_channel(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn is_ref(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Checks a channel name.
+pub fn check_channel(s: &str) -> Result<(), IdError> {
+    if is_channel(s) {
+        Ok(())
+    } else {
+        Err(IdError::Channel(s.to_string()))
+    }
+}
+
+/// Checks a host name (the machine id from the agent's certificate CN).
+pub fn check_host(s: &str) -> Result<(), IdError> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(IdError::Host(s.to_string()))
+    }
+}
+
+/// A rollout: one channel moving to one `channel_ref`. Written `channel@ref`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RolloutId {
+    /// The channel.
+    pub channel: String,
+    /// The git commit the channel points at (lowercase hex).
+    pub channel_ref: String,
+}
+
+impl RolloutId {
+    /// Builds and checks a rollout id.
+    pub fn new(channel: &str, channel_ref: &str) -> Result<RolloutId, IdError> {
+        if is_channel(channel) && is_ref(channel_ref) {
+            Ok(RolloutId {
+                channel: channel.to_string(),
+                channel_ref: channel_ref.to_string(),
+            })
+        } else {
+            Err(IdError::RolloutId(format!("{channel}@{channel_ref}")))
+        }
+    }
+
+    /// Parses `channel@ref` (exactly one `@`).
+    pub fn parse(s: &str) -> Result<RolloutId, IdError> {
+        let bad = || IdError::RolloutId(s.to_string());
+        let (channel, channel_ref) = s.split_once('@').ok_or_else(bad)?;
+        if channel_ref.contains('@') {
+            return Err(bad());
+        }
+        RolloutId::new(channel, channel_ref).map_err(|_| bad())
+    }
+}
+
+impl fmt::Display for RolloutId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.channel, self.channel_ref)
+    }
+}
+
+/// The CP's view of one host in one rollout (DOMAIN §2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum HostState {
+    /// Record exists; not acked.
+    Pending,
+    /// Agent acked; switching.
+    Activating,
+    /// Profile updated, live switch deferred to reboot: done for ordering, not health-verified.
+    Deferred,
+    /// Activated; probes running during the soak window.
+    Soaking,
+    /// Soak elapsed, enforce probes pass, current == target. Terminal.
+    Converged,
+    /// Activation or sustained probe failure.
+    Failed,
+    /// Rolled back to the closure it ran before. Terminal.
+    Reverted,
+}
+
+impl HostState {
+    /// Every state, in declaration order.
+    pub const ALL: [HostState; 7] = [
+        HostState::Pending,
+        HostState::Activating,
+        HostState::Deferred,
+        HostState::Soaking,
+        HostState::Converged,
+        HostState::Failed,
+        HostState::Reverted,
+    ];
+
+    /// Activating or Soaking: what a disruption budget counts.
+    pub fn is_in_flight(self) -> bool {
+        matches!(self, HostState::Activating | HostState::Soaking)
+    }
+}
+
+/// A rollout's lifecycle state (DOMAIN §3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RolloutState {
+    /// Opened; no host joined yet.
+    Opening,
+    /// Hosts joined; dispatching.
+    Active,
+    /// The last wave is being worked through.
+    Converging,
+    /// Every host Converged.
+    Terminal,
+    /// A host reverted (reserved: see docs/DECISIONS.md).
+    Reverted,
+    /// A host failed.
+    Failed,
+    /// A successor rollout opened on the channel.
+    Superseded,
+    /// Retention expired: kept in the log, gone from active views.
+    Pruned,
+}
+
+impl RolloutState {
+    /// Every state, in declaration order.
+    pub const ALL: [RolloutState; 8] = [
+        RolloutState::Opening,
+        RolloutState::Active,
+        RolloutState::Converging,
+        RolloutState::Terminal,
+        RolloutState::Reverted,
+        RolloutState::Failed,
+        RolloutState::Superseded,
+        RolloutState::Pruned,
+    ];
+
+    /// Terminal or Superseded: a successor channel may proceed.
+    pub fn is_terminal_for_ordering(self) -> bool {
+        matches!(self, RolloutState::Terminal | RolloutState::Superseded)
+    }
+}
+
+/// What the agent does on a health failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum OnHealthFailure {
+    /// Stay Failed; an operator acts (`halt`, alias `halt-only`).
+    Halt,
+    /// Roll back to the prior closure, then stop (`rollback-and-halt`).
+    RollbackAndHalt,
+}
+
+/// Probe mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ProbeMode {
+    /// Gates promotion.
+    Enforce,
+    /// Recorded only.
+    Observe,
+    /// Declared, not run.
+    Disabled,
+}
+
+/// Probe outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ProbeStatus {
+    /// Passed.
+    Pass,
+    /// Failed (an erroring probe counts as failed).
+    Fail,
+}
+
+/// Probe kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ProbeKind {
+    /// HTTP check.
+    Http,
+    /// TCP connect.
+    Tcp,
+    /// A command.
+    Exec,
+    /// Compliance evidence file.
+    Evidence,
+}
+
+/// One compliance control checked by an evidence probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeSubResult {
+    /// e.g. `nis2.art21.a`.
+    pub control_id: String,
+    /// Outcome.
+    pub status: ProbeStatus,
+    /// e.g. `nis2-essential`.
+    pub framework: String,
+    /// Article, when the framework has one.
+    pub article: Option<String>,
+    /// The mode in force for this control after overrides.
+    pub effective_mode: ProbeMode,
+    /// Why the control's mode was overridden, when it was.
+    pub override_reason: Option<String>,
+}
+
+/// One declared probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeTopologyEntry {
+    /// Probe name.
+    pub probe_name: String,
+    /// Kind.
+    pub kind: ProbeKind,
+    /// Mode.
+    pub mode: ProbeMode,
+}
+
+/// The twelve wire kinds an agent reports (DOMAIN §2.3), with all their fields. Timestamps are
+/// the agent's own clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentReport {
+    /// The agent took the dispatch.
+    DispatchAck {
+        /// The closure it ran when it acked: the rollback target.
+        current_closure_at_dispatch: Closure,
+        /// When it received the dispatch.
+        received_at: Micros,
+    },
+    /// `switch-to-configuration` started.
+    ActivationStarted {
+        /// When.
+        started_at: Micros,
+        /// How (`switch`, `boot`, …).
+        switch_method: String,
+    },
+    /// Activation finished.
+    ActivationCompleted {
+        /// What the host now runs.
+        observed_current_closure: Closure,
+        /// Exit code of the switch.
+        exit_code: i32,
+        /// When.
+        completed_at: Micros,
+    },
+    /// Activation failed.
+    ActivationFailed {
+        /// Exit code.
+        exit_code: i32,
+        /// Last lines of stderr.
+        stderr_tail: String,
+        /// When.
+        failed_at: Micros,
+    },
+    /// Live switch deferred to reboot.
+    ActivationDeferred {
+        /// The component that cannot be swapped live.
+        component: String,
+        /// When.
+        deferred_at: Micros,
+    },
+    /// The probes the new closure declares.
+    ProbeTopologyDeclared {
+        /// The probes.
+        probes: Vec<ProbeTopologyEntry>,
+        /// When.
+        declared_at: Micros,
+    },
+    /// A probe ran for the first time.
+    ProbeObservedFirst {
+        /// Probe.
+        probe_name: String,
+        /// Its mode.
+        mode: ProbeMode,
+        /// When.
+        observed_at: Micros,
+    },
+    /// A probe result.
+    ProbeResult {
+        /// Probe.
+        probe_name: String,
+        /// Its mode.
+        mode: ProbeMode,
+        /// Aggregate status (Pass only if every sub-result passes).
+        status: ProbeStatus,
+        /// When.
+        observed_at: Micros,
+        /// Why it failed.
+        failure_reason: Option<String>,
+        /// Per-control results of an evidence probe (empty otherwise).
+        sub_results: Vec<ProbeSubResult>,
+    },
+    /// A probe failed for the first time.
+    ProbeFailureFirst {
+        /// Probe.
+        probe_name: String,
+        /// Its mode.
+        mode: ProbeMode,
+        /// When.
+        first_failed_at: Micros,
+    },
+    /// Sustained failure: the agent gave up on this closure.
+    Failed {
+        /// When.
+        failed_at: Micros,
+        /// How long the failure lasted.
+        sustained_duration_secs: u64,
+        /// Which probes.
+        failing_probes: Vec<String>,
+        /// What the agent does about it.
+        policy_applied: OnHealthFailure,
+    },
+    /// Rollback finished.
+    RollbackComplete {
+        /// The closure it went back to.
+        reverted_to_closure: Closure,
+        /// Exit code.
+        exit_code: i32,
+        /// When.
+        completed_at: Micros,
+    },
+    /// Soak passed.
+    Converged {
+        /// When.
+        converged_at: Micros,
+        /// What the host runs.
+        current_closure: Closure,
+    },
+}
+
+impl AgentReport {
+    /// The wire name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AgentReport::DispatchAck { .. } => "DispatchAck",
+            AgentReport::ActivationStarted { .. } => "ActivationStarted",
+            AgentReport::ActivationCompleted { .. } => "ActivationCompleted",
+            AgentReport::ActivationFailed { .. } => "ActivationFailed",
+            AgentReport::ActivationDeferred { .. } => "ActivationDeferred",
+            AgentReport::ProbeTopologyDeclared { .. } => "ProbeTopologyDeclared",
+            AgentReport::ProbeObservedFirst { .. } => "ProbeObservedFirst",
+            AgentReport::ProbeResult { .. } => "ProbeResult",
+            AgentReport::ProbeFailureFirst { .. } => "ProbeFailureFirst",
+            AgentReport::Failed { .. } => "Failed",
+            AgentReport::RollbackComplete { .. } => "RollbackComplete",
+            AgentReport::Converged { .. } => "Converged",
+        }
+    }
+
+    /// The agent's own timestamp of the fact.
+    pub fn at(&self) -> Micros {
+        match self {
+            AgentReport::DispatchAck { received_at: t, .. }
+            | AgentReport::ActivationStarted { started_at: t, .. }
+            | AgentReport::ActivationCompleted {
+                completed_at: t, ..
+            }
+            | AgentReport::ActivationFailed { failed_at: t, .. }
+            | AgentReport::ActivationDeferred { deferred_at: t, .. }
+            | AgentReport::ProbeTopologyDeclared { declared_at: t, .. }
+            | AgentReport::ProbeObservedFirst { observed_at: t, .. }
+            | AgentReport::ProbeResult { observed_at: t, .. }
+            | AgentReport::ProbeFailureFirst {
+                first_failed_at: t, ..
+            }
+            | AgentReport::Failed { failed_at: t, .. }
+            | AgentReport::RollbackComplete {
+                completed_at: t, ..
+            }
+            | AgentReport::Converged {
+                converged_at: t, ..
+            } => *t,
+        }
+    }
+}

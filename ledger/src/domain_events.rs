@@ -1,0 +1,440 @@
+//! Payload structs of the control-plane kinds (10 and up). See [`crate::event`] for the
+//! envelope and the evolution rule, and docs/FORMAT.md §3 for the kind table.
+//!
+//! Agent-asserted timestamps stay inside [`AgentReport`]; the entry header carries the CP's
+//! time. Ledger seqs never appear in payloads: an entry's seq is its position, and what caused
+//! a CP decision is the entry just before it in the same batch (see [`HostTransitioned`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    AgentReport, Closure, HostState, Micros, OnHealthFailure, RolloutId, RolloutState,
+};
+
+/// Kind 10: an agent report, accepted by the host state machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentEventRecorded {
+    /// The host (certificate identity).
+    pub hostname: String,
+    /// The rollout it reports about.
+    pub rollout_id: RolloutId,
+    /// The agent's own per-(host, rollout) sequence number.
+    pub agent_seq: u64,
+    /// The report, with the agent's timestamps.
+    pub report: AgentReport,
+}
+
+/// Kind 11: a report the CP inferred from a heartbeat. It carries no agent seq, so it can
+/// never collide with (or shadow) a real report; folds do not advance `last_event_seq` for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentEventSynthesized {
+    /// The host.
+    pub hostname: String,
+    /// The rollout.
+    pub rollout_id: RolloutId,
+    /// The inferred report. Timestamps in it are the heartbeat's, never in the future.
+    pub report: AgentReport,
+    /// The heartbeat time the inference rests on (agent clock).
+    pub heartbeat_at: Micros,
+    /// Why the CP inferred it, for humans.
+    pub basis: String,
+}
+
+/// Kind 12: a host's state changed. Caused by the entry immediately before it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostTransitioned {
+    /// The host.
+    pub hostname: String,
+    /// The rollout.
+    pub rollout_id: RolloutId,
+    /// Old state.
+    pub from: HostState,
+    /// New state.
+    pub to: HostState,
+    /// When, on the agent's clock (the causing report's timestamp).
+    pub at: Micros,
+    /// On entering Failed: the health-failure policy recorded for the host.
+    pub policy_applied: Option<OnHealthFailure>,
+}
+
+/// One host of a rollout manifest's host set.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HostAssignment {
+    /// The host.
+    pub hostname: String,
+    /// Its wave index in the channel.
+    pub wave: u32,
+    /// The closure it must run.
+    pub target_closure: Closure,
+}
+
+/// Kind 13: a rollout opened. The manifest it came from is the `RolloutManifestAccepted`
+/// entry with `manifest_hash`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutOpened {
+    /// `channel@ref`.
+    pub rollout_id: RolloutId,
+    /// SHA-256 of the rollout manifest's canonical bytes.
+    pub manifest_hash: [u8; 32],
+    /// Rollouts on the same channel this one supersedes (each also gets a transition).
+    pub supersedes: Vec<RolloutId>,
+}
+
+/// Kind 14: a host joined a rollout (in Pending).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostJoined {
+    /// The rollout.
+    pub rollout_id: RolloutId,
+    /// The host, its wave and target.
+    pub host: HostAssignment,
+}
+
+/// Kind 15: the wave cursor moved. The only way it moves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaveAdvanced {
+    /// The rollout.
+    pub rollout_id: RolloutId,
+    /// Old cursor.
+    pub from_wave: u32,
+    /// New cursor.
+    pub to_wave: u32,
+}
+
+/// Why a rollout changed state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RolloutCause {
+    /// The first host joined.
+    HostJoined {
+        /// That host.
+        hostname: String,
+    },
+    /// The cursor reached the last wave.
+    LastWaveReached,
+    /// Every host Converged.
+    AllHostsConverged,
+    /// A host failed.
+    HostFailed {
+        /// That host.
+        hostname: String,
+    },
+    /// A failed host's rollback completed.
+    HostReverted {
+        /// That host.
+        hostname: String,
+    },
+    /// A newer rollout opened on the channel.
+    SupersededBy {
+        /// The successor.
+        successor: RolloutId,
+    },
+    /// Retention expired: the rollout leaves active views; its entries stay in the log.
+    RetentionExpired,
+}
+
+/// Kind 27: an operator cleared a Failed or Reverted rollout: its state stays (the failure is
+/// history), but it no longer holds back successor channels.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutCleared {
+    /// The rollout.
+    pub rollout_id: RolloutId,
+    /// Who.
+    pub operator: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Kind 16: a rollout's state changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutTransitioned {
+    /// The rollout.
+    pub rollout_id: RolloutId,
+    /// Old state.
+    pub from: RolloutState,
+    /// New state.
+    pub to: RolloutState,
+    /// Why.
+    pub cause: RolloutCause,
+}
+
+/// Kind 17: a dispatch queued. The soak deadline is computed now, at dispatch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchQueued {
+    /// The host.
+    pub hostname: String,
+    /// The rollout.
+    pub rollout_id: RolloutId,
+    /// What to activate.
+    pub target_closure: Closure,
+    /// CP time by which soak must have elapsed (dispatch time + the wave's soak).
+    pub soak_due_at: Micros,
+}
+
+/// Kind 18: a queued dispatch handed to the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchDelivered {
+    /// The host.
+    pub hostname: String,
+    /// The rollout.
+    pub rollout_id: RolloutId,
+}
+
+/// Kind 19: the agent acknowledged its dispatch (its `DispatchAck` report).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchAcknowledged {
+    /// The host.
+    pub hostname: String,
+    /// The rollout.
+    pub rollout_id: RolloutId,
+    /// The agent seq of the ack.
+    pub agent_seq: u64,
+}
+
+/// Which gate blocked, with the inputs that decided it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GateBlock {
+    /// The target closure is quarantined on the channel.
+    Quarantined {
+        /// Channel.
+        channel: String,
+        /// Closure.
+        closure: Closure,
+    },
+    /// A predecessor channel's rollout has not finished.
+    ChannelEdges {
+        /// The predecessor channel.
+        predecessor_channel: String,
+        /// Its rollout, when one is open.
+        predecessor_rollout: Option<RolloutId>,
+        /// That rollout's state, when open.
+        predecessor_state: Option<RolloutState>,
+    },
+    /// The channel has waves and the host is in none.
+    HostUnstaged {
+        /// Channel.
+        channel: String,
+    },
+    /// The host's wave is past the cursor.
+    WavePromotion {
+        /// Host's wave.
+        host_wave: u32,
+        /// Cursor.
+        current_wave: u32,
+    },
+    /// A gating host (same channel) is not Converged or Deferred.
+    HostEdge {
+        /// The gating host.
+        gating_host: String,
+        /// Its state in this rollout (None: not in it).
+        gating_state: Option<HostState>,
+    },
+    /// A disruption budget is full.
+    DisruptionBudget {
+        /// The budget's selector, as written in the manifest.
+        selector: String,
+        /// Hosts in flight (including this tick's dispatches).
+        in_flight: u32,
+        /// The cap.
+        max_in_flight: u32,
+    },
+    /// Earlier waves have outstanding enforce failures (or their count is unknown: fails closed).
+    ComplianceWave {
+        /// Distinct failing controls in earlier waves; None when the input was unavailable.
+        failing_controls: Option<u64>,
+        /// The host's wave.
+        host_wave: u32,
+    },
+}
+
+impl GateBlock {
+    /// The gate's stable discriminator.
+    pub fn gate(&self) -> &'static str {
+        match self {
+            GateBlock::Quarantined { .. } => "quarantine",
+            GateBlock::ChannelEdges { .. } => "channel-edges",
+            GateBlock::HostUnstaged { .. } => "wave-promotion-host-unstaged",
+            GateBlock::WavePromotion { .. } => "wave-promotion",
+            GateBlock::HostEdge { .. } => "host-edge",
+            GateBlock::DisruptionBudget { .. } => "disruption-budget",
+            GateBlock::ComplianceWave { .. } => "compliance-wave",
+        }
+    }
+
+    /// A sentence for operators.
+    pub fn reason(&self) -> String {
+        match self {
+            GateBlock::Quarantined { channel, closure } => format!(
+                "channel {channel} closure {closure} quarantined after a rollback; lift the quarantine or push a new closure"
+            ),
+            GateBlock::ChannelEdges {
+                predecessor_channel,
+                predecessor_rollout,
+                predecessor_state,
+            } => match (predecessor_rollout, predecessor_state) {
+                (Some(r), Some(s)) => format!(
+                    "channel-edges: waiting for predecessor {r} ({s:?}) on channel {predecessor_channel}"
+                ),
+                _ => format!(
+                    "channel-edges: predecessor channel {predecessor_channel} has a manifest but its rollout is not open yet"
+                ),
+            },
+            GateBlock::HostUnstaged { channel } => {
+                format!("wave-promotion: host is in no wave of channel {channel} (default deny)")
+            }
+            GateBlock::WavePromotion {
+                host_wave,
+                current_wave,
+            } => format!("wave-promotion: host_wave={host_wave} > current_wave={current_wave}"),
+            GateBlock::HostEdge {
+                gating_host,
+                gating_state,
+            } => format!(
+                "host-edge: gating host {gating_host} is {}",
+                gating_state.map_or("not in this rollout".to_string(), |s| format!("{s:?}"))
+            ),
+            GateBlock::DisruptionBudget {
+                selector,
+                in_flight,
+                max_in_flight,
+            } => format!(
+                "disruption-budget: {in_flight} in flight >= max {max_in_flight} for {selector}"
+            ),
+            GateBlock::ComplianceWave {
+                failing_controls,
+                host_wave,
+            } => match failing_controls {
+                Some(n) => format!(
+                    "compliance-wave: {n} failing enforce controls in waves before {host_wave}"
+                ),
+                None => format!(
+                    "compliance-wave: failing-control count for waves before {host_wave} unavailable (fails closed)"
+                ),
+            },
+        }
+    }
+}
+
+/// Kind 20: a host's block changed. `block: None` records that the host is no longer blocked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateDecision {
+    /// The host.
+    pub hostname: String,
+    /// The rollout.
+    pub rollout_id: RolloutId,
+    /// The block, with its inputs; None when cleared.
+    pub block: Option<GateBlock>,
+}
+
+/// Kind 21: a closure quarantined on a channel, triggered by a host's rollback.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineAdded {
+    /// Channel.
+    pub channel: String,
+    /// The closure that was rolled back (the rollout's target for that host).
+    pub closure: Closure,
+    /// Triggering rollout.
+    pub rollout_id: RolloutId,
+    /// Triggering host.
+    pub hostname: String,
+}
+
+/// Kind 22: an operator lifted a quarantine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineLifted {
+    /// Channel.
+    pub channel: String,
+    /// Closure.
+    pub closure: Closure,
+    /// Who.
+    pub operator: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Kind 23: one failing enforce control of a probe result (or the probe itself, for probes
+/// without controls), counted against the rollout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeFailureRecorded {
+    /// The rollout.
+    pub rollout_id: RolloutId,
+    /// The host.
+    pub hostname: String,
+    /// The probe.
+    pub probe_name: String,
+    /// The control, for evidence probes.
+    pub control_id: Option<String>,
+    /// Its framework, for evidence probes.
+    pub framework: Option<String>,
+    /// When the agent observed it.
+    pub observed_at: Micros,
+}
+
+/// Kind 24: a verified fleet manifest (`fleet.resolved`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetManifestAccepted {
+    /// SHA-256 of `canonical`.
+    pub content_hash: [u8; 32],
+    /// Which trusted key signed it.
+    pub signer: String,
+    /// `meta.signedAt`, µs.
+    pub signed_at: Micros,
+    /// The JCS (RFC 8785) canonical JSON that was verified.
+    pub canonical: Vec<u8>,
+}
+
+/// Kind 25: a verified rollout manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutManifestAccepted {
+    /// Its rollout id (checked against the manifest's channel and ref).
+    pub rollout_id: RolloutId,
+    /// SHA-256 of `canonical`.
+    pub content_hash: [u8; 32],
+    /// The fleet manifest it is anchored to.
+    pub fleet_resolved_hash: [u8; 32],
+    /// Which trusted key signed it.
+    pub signer: String,
+    /// `meta.signedAt`, µs.
+    pub signed_at: Micros,
+    /// The JCS canonical JSON that was verified.
+    pub canonical: Vec<u8>,
+}
+
+/// Where a refused input came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectedInput {
+    /// An agent report.
+    AgentEvent {
+        /// Host.
+        hostname: String,
+        /// Rollout, as the agent named it (may be malformed).
+        rollout_id: String,
+        /// The agent seq it carried.
+        agent_seq: u64,
+        /// Wire kind.
+        report: String,
+    },
+    /// A manifest.
+    Manifest {
+        /// `fleet` or `rollout`.
+        manifest: String,
+        /// SHA-256 of the received bytes.
+        received_hash: [u8; 32],
+    },
+    /// An operator request.
+    Operator {
+        /// Who.
+        operator: String,
+        /// What they asked.
+        action: String,
+    },
+}
+
+/// Kind 26: an input the CP refused. The refusal was answered to the caller; this records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputRejected {
+    /// What was refused.
+    pub input: RejectedInput,
+    /// A stable reason code (`illegal-transition`, `seq-regression`, `bad-signature`, …).
+    pub code: String,
+    /// The reason, for humans.
+    pub detail: String,
+}

@@ -1,0 +1,212 @@
+//! A tiny harness: a projection state fed by the machines' own events, as the writer would.
+#![allow(dead_code)]
+
+use ledger::domain::{AgentReport, HostState, Micros, OnHealthFailure, RolloutId};
+use ledger::event::{DispatchQueued, Event, HostAssignment};
+use planner::{HostInput, HostPolicy, Rejection, RolloutInput, RolloutRejection};
+use projections::{HostRecord, State};
+
+pub const T0: Micros = 1_767_225_600_000_000;
+pub const MIN: Micros = 60_000_000;
+pub const TARGET: &str = "/nix/store/target-system";
+pub const PRIOR: &str = "/nix/store/prior-system";
+
+pub struct Fleet {
+    pub state: State,
+    pub seq: u64,
+    pub log: Vec<Event>,
+}
+
+impl Fleet {
+    pub fn new() -> Fleet {
+        Fleet {
+            state: State::default(),
+            seq: 1,
+            log: Vec::new(),
+        }
+    }
+
+    pub fn append(&mut self, events: &[Event], at: Micros) {
+        for e in events {
+            self.state.apply(self.seq, at, e);
+            self.log.push(e.clone());
+            self.seq += 1;
+        }
+    }
+
+    /// Opens `rollout` with `hosts` (name, wave), superseding whatever is active.
+    pub fn open(&mut self, rollout: &RolloutId, hosts: &[(&str, u32)], at: Micros) -> Vec<Event> {
+        let supersede: Vec<RolloutId> = self
+            .state
+            .rollouts
+            .values()
+            .filter(|r| r.rollout_id.channel == rollout.channel && r.is_active())
+            .map(|r| r.rollout_id.clone())
+            .collect();
+        let assignments: Vec<HostAssignment> = hosts
+            .iter()
+            .map(|(h, w)| HostAssignment {
+                hostname: h.to_string(),
+                wave: *w,
+                target_closure: TARGET.into(),
+            })
+            .collect();
+        let events =
+            planner::decide_open(&self.state, rollout, [7; 32], &assignments, &supersede).unwrap();
+        self.append(&events, at);
+        events
+    }
+
+    pub fn dispatch(&mut self, rollout: &RolloutId, host: &str, at: Micros, soak: Micros) {
+        let e = Event::DispatchQueued(DispatchQueued {
+            hostname: host.into(),
+            rollout_id: rollout.clone(),
+            target_closure: TARGET.into(),
+            soak_due_at: at + soak,
+        });
+        self.append(&[e], at);
+    }
+
+    pub fn host(&self, rollout: &RolloutId, host: &str) -> &HostRecord {
+        &self.state.hosts[&(rollout.clone(), host.to_string())]
+    }
+
+    /// Decides a host input, appends the events, and feeds any transition to the rollout machine.
+    pub fn feed(
+        &mut self,
+        rollout: &RolloutId,
+        host: &str,
+        input: HostInput,
+        now: Micros,
+        policy: OnHealthFailure,
+    ) -> Result<Vec<Event>, Rejection> {
+        let record = self.host(rollout, host).clone();
+        let events = planner::decide_host(
+            &record,
+            &input,
+            now,
+            &HostPolicy {
+                on_health_failure: policy,
+            },
+        )?;
+        self.append(&events, now);
+        let mut all = events.clone();
+        for e in &events {
+            if let Event::HostTransitioned(t) = e {
+                let r = planner::decide_rollout(
+                    &self.state,
+                    rollout,
+                    &RolloutInput::HostStateChanged {
+                        hostname: host.into(),
+                        to: t.to,
+                    },
+                    now,
+                )
+                .unwrap();
+                self.append(&r, now);
+                all.extend(r);
+            }
+        }
+        Ok(all)
+    }
+
+    pub fn rollout_input(
+        &mut self,
+        rollout: &RolloutId,
+        input: RolloutInput,
+        now: Micros,
+    ) -> Result<Vec<Event>, RolloutRejection> {
+        let events = planner::decide_rollout(&self.state, rollout, &input, now)?;
+        self.append(&events, now);
+        Ok(events)
+    }
+}
+
+pub fn rid(s: &str) -> RolloutId {
+    RolloutId::parse(s).unwrap()
+}
+
+pub fn agent(seq: u64, report: AgentReport) -> HostInput {
+    HostInput::Agent {
+        agent_seq: seq,
+        report,
+    }
+}
+
+pub fn ack(at: Micros) -> AgentReport {
+    AgentReport::DispatchAck {
+        current_closure_at_dispatch: PRIOR.into(),
+        received_at: at,
+    }
+}
+
+pub fn completed(closure: &str, at: Micros) -> AgentReport {
+    AgentReport::ActivationCompleted {
+        observed_current_closure: closure.into(),
+        exit_code: 0,
+        completed_at: at,
+    }
+}
+
+pub fn converged(closure: &str, at: Micros) -> AgentReport {
+    AgentReport::Converged {
+        converged_at: at,
+        current_closure: closure.into(),
+    }
+}
+
+/// A host driven from Pending to `target` state through the legal path.
+pub fn drive_to(f: &mut Fleet, r: &RolloutId, host: &str, target: HostState) {
+    use ledger::domain::OnHealthFailure::RollbackAndHalt;
+    f.dispatch(r, host, T0, 5 * MIN);
+    let steps: Vec<AgentReport> = match target {
+        HostState::Pending => vec![],
+        HostState::Activating => vec![ack(T0)],
+        HostState::Deferred => vec![
+            ack(T0),
+            AgentReport::ActivationDeferred {
+                component: "kernel".into(),
+                deferred_at: T0 + 1,
+            },
+        ],
+        HostState::Soaking => vec![ack(T0), completed(TARGET, T0 + 1)],
+        HostState::Converged => vec![
+            ack(T0),
+            completed(TARGET, T0 + 1),
+            converged(TARGET, T0 + 6 * MIN),
+        ],
+        HostState::Failed => vec![
+            ack(T0),
+            AgentReport::ActivationFailed {
+                exit_code: 1,
+                stderr_tail: "boom".into(),
+                failed_at: T0 + 2,
+            },
+        ],
+        HostState::Reverted => vec![
+            ack(T0),
+            AgentReport::ActivationFailed {
+                exit_code: 1,
+                stderr_tail: "boom".into(),
+                failed_at: T0 + 2,
+            },
+            AgentReport::RollbackComplete {
+                reverted_to_closure: PRIOR.into(),
+                exit_code: 0,
+                completed_at: T0 + 3,
+            },
+        ],
+    };
+    let base = f.host(r, host).last_event_seq;
+    for (i, report) in steps.into_iter().enumerate() {
+        f.feed(
+            r,
+            host,
+            agent(base + 1 + i as u64, report),
+            T0 + 10 * MIN,
+            RollbackAndHalt,
+        )
+        .unwrap();
+    }
+    assert_eq!(f.host(r, host).state, target);
+}

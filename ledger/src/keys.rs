@@ -229,6 +229,7 @@ impl fmt::Debug for Signer {
 
 impl Signer {
     /// A fresh key from the OS random source.
+    #[cfg(feature = "keygen")]
     pub fn generate(name: &str) -> Result<Signer, KeyError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;

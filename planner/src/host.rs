@@ -73,6 +73,20 @@ pub enum Rejection {
     /// The report would break an invariant (e.g. Converged while an enforce probe fails).
     #[error("invariant violated: {0}")]
     Invariant(String),
+    /// No such rollout.
+    #[error("unknown rollout {0}")]
+    UnknownRollout(String),
+    /// The host is not part of the rollout.
+    #[error("host {host} is not part of rollout {rollout}")]
+    UnknownHost {
+        /// Host.
+        host: String,
+        /// Rollout.
+        rollout: String,
+    },
+    /// The rollout's retention expired; reports about it are no longer taken.
+    #[error("rollout {0} was pruned; its hosts' reports are no longer accepted")]
+    RolloutPruned(String),
 }
 
 impl Rejection {
@@ -82,6 +96,9 @@ impl Rejection {
             Rejection::IllegalForState { .. } => "illegal-transition",
             Rejection::SeqRegression { .. } => "seq-regression",
             Rejection::Invariant(_) => "invariant",
+            Rejection::UnknownRollout(_) => "unknown-rollout",
+            Rejection::UnknownHost { .. } => "unknown-host",
+            Rejection::RolloutPruned(_) => "rollout-pruned",
         }
     }
 }
@@ -206,6 +223,51 @@ pub fn decide(
                 hostname,
             }));
         }
+    }
+    Ok(events)
+}
+
+/// Decides an agent (or synthesized) report end to end: the host machine, then the rollout
+/// machine for any host transition it causes. The returned events are one atomic append.
+pub fn decide_report(
+    state: &projections::State,
+    rollout_id: &ledger::domain::RolloutId,
+    hostname: &str,
+    input: &HostInput,
+    now: Micros,
+    policy: &HostPolicy,
+) -> Result<Vec<Event>, Rejection> {
+    let rollout = state
+        .rollouts
+        .get(rollout_id)
+        .ok_or_else(|| Rejection::UnknownRollout(rollout_id.to_string()))?;
+    if rollout.state == ledger::domain::RolloutState::Pruned {
+        return Err(Rejection::RolloutPruned(rollout_id.to_string()));
+    }
+    let record = state
+        .hosts
+        .get(&(rollout_id.clone(), hostname.to_string()))
+        .ok_or_else(|| Rejection::UnknownHost {
+            host: hostname.to_string(),
+            rollout: rollout_id.to_string(),
+        })?;
+    let mut events = decide(record, input, now, policy)?;
+    let transition = events.iter().find_map(|e| match e {
+        Event::HostTransitioned(t) => Some(t.to),
+        _ => None,
+    });
+    if let Some(to) = transition {
+        let rollout_events = crate::rollout::decide(
+            state,
+            rollout_id,
+            &crate::rollout::RolloutInput::HostStateChanged {
+                hostname: hostname.to_string(),
+                to,
+            },
+            now,
+        )
+        .map_err(|e| Rejection::Invariant(format!("rollout machine refused: {e}")))?;
+        events.extend(rollout_events);
     }
     Ok(events)
 }

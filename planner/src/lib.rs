@@ -7,5 +7,5 @@
 pub mod host;
 pub mod rollout;
 
-pub use host::{HostInput, HostPolicy, Rejection, decide as decide_host};
+pub use host::{HostInput, HostPolicy, Rejection, decide as decide_host, decide_report};
 pub use rollout::{RolloutInput, RolloutRejection, decide as decide_rollout, decide_open};

@@ -71,7 +71,7 @@ impl Fleet {
         &self.state.hosts[&(rollout.clone(), host.to_string())]
     }
 
-    /// Decides a host input, appends the events, and feeds any transition to the rollout machine.
+    /// Decides a host input end to end (host machine, then rollout machine) and appends.
     pub fn feed(
         &mut self,
         rollout: &RolloutId,
@@ -80,9 +80,10 @@ impl Fleet {
         now: Micros,
         policy: OnHealthFailure,
     ) -> Result<Vec<Event>, Rejection> {
-        let record = self.host(rollout, host).clone();
-        let events = planner::decide_host(
-            &record,
+        let events = planner::decide_report(
+            &self.state,
+            rollout,
+            host,
             &input,
             now,
             &HostPolicy {
@@ -90,24 +91,7 @@ impl Fleet {
             },
         )?;
         self.append(&events, now);
-        let mut all = events.clone();
-        for e in &events {
-            if let Event::HostTransitioned(t) = e {
-                let r = planner::decide_rollout(
-                    &self.state,
-                    rollout,
-                    &RolloutInput::HostStateChanged {
-                        hostname: host.into(),
-                        to: t.to,
-                    },
-                    now,
-                )
-                .unwrap();
-                self.append(&r, now);
-                all.extend(r);
-            }
-        }
-        Ok(all)
+        Ok(events)
     }
 
     pub fn rollout_input(

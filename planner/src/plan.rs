@@ -1,0 +1,330 @@
+//! `plan(&FleetView, &Manifests, now) -> Vec<Decision>`: open rollouts, advance waves, and run
+//! the six dispatch gates (DOMAIN §4.4) in fixed order, first block wins.
+//!
+//! Fixed relative to the reference (docs/DECISIONS.md): the quarantine gate reads the
+//! quarantine read model; the soak deadline is computed at dispatch; the compliance gate fails
+//! closed when its input is unavailable; a gate decision is emitted only when a host's block
+//! changes; everything iterates ordered maps, so the same inputs give the same bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ledger::domain::{HostState, Micros, RolloutId, RolloutState};
+use ledger::event::{DispatchQueued, Event, GateBlock, GateDecision};
+use projections::{HostRecord, State};
+
+use crate::manifest::{Manifests, RolloutManifest};
+use crate::rollout::{self, RolloutInput};
+
+const MICROS_PER_MINUTE: Micros = 60_000_000;
+
+/// What the planner reads besides the manifests: read models, all ordered.
+#[derive(Clone, Copy, Debug)]
+pub struct FleetView<'a> {
+    /// Rollouts and host records.
+    pub state: &'a State,
+    /// Quarantined (channel, closure) pairs.
+    pub quarantine: &'a BTreeSet<(String, String)>,
+    /// Distinct failing enforce controls per (rollout, host). `None`: the read model is
+    /// unavailable, and the compliance gate then blocks (fails closed).
+    pub failing_controls: Option<&'a BTreeMap<(RolloutId, String), u64>>,
+    /// The current block per (rollout, host), as last recorded.
+    pub blocks: &'a BTreeMap<(RolloutId, String), GateBlock>,
+    /// Hosts with a dispatch queued and not yet delivered.
+    pub queued: &'a BTreeSet<(RolloutId, String)>,
+}
+
+/// One planner decision; its events are appended together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// A channel's manifest names a rollout that is not open yet.
+    OpenRollout {
+        /// The rollout.
+        rollout_id: RolloutId,
+        /// `RolloutOpened`, supersessions, joins, activation.
+        events: Vec<Event>,
+    },
+    /// The cursor's wave is done.
+    AdvanceWave {
+        /// The rollout.
+        rollout_id: RolloutId,
+        /// `WaveAdvanced` (and `Converging` on reaching the last wave).
+        events: Vec<Event>,
+    },
+    /// A host passed every gate.
+    QueueDispatch {
+        /// The dispatch.
+        dispatch: DispatchQueued,
+        /// A cleared `GateDecision` when the host was blocked before.
+        cleared: Option<GateDecision>,
+    },
+    /// A host's block changed.
+    Block(GateDecision),
+}
+
+impl Decision {
+    /// The events to append.
+    pub fn into_events(self) -> Vec<Event> {
+        match self {
+            Decision::OpenRollout { events, .. } | Decision::AdvanceWave { events, .. } => events,
+            Decision::QueueDispatch { dispatch, cleared } => cleared
+                .map(Event::GateDecision)
+                .into_iter()
+                .chain([Event::DispatchQueued(dispatch)])
+                .collect(),
+            Decision::Block(g) => vec![Event::GateDecision(g)],
+        }
+    }
+}
+
+/// Plans one tick.
+pub fn plan(view: &FleetView<'_>, manifests: &Manifests, now: Micros) -> Vec<Decision> {
+    let state = view.state;
+    let mut decisions = Vec::new();
+
+    // 1. Open what the manifests name and the log does not have (keyed by rollout id).
+    for m in manifests.rollouts.values() {
+        if state.rollouts.contains_key(&m.rollout_id) {
+            continue;
+        }
+        let supersede: Vec<RolloutId> = state
+            .rollouts
+            .values()
+            .filter(|r| r.rollout_id.channel == m.rollout_id.channel && r.is_active())
+            .map(|r| r.rollout_id.clone())
+            .collect();
+        if let Ok(events) = rollout::decide_open(
+            state,
+            &m.rollout_id,
+            m.manifest_hash,
+            &m.host_set,
+            &supersede,
+        ) {
+            decisions.push(Decision::OpenRollout {
+                rollout_id: m.rollout_id.clone(),
+                events,
+            });
+        }
+    }
+
+    // 2. Advance finished waves; dispatch below still sees the old cursor (next tick moves on).
+    for m in manifests.rollouts.values() {
+        let Some(r) = state.rollouts.get(&m.rollout_id) else {
+            continue;
+        };
+        if r.state != RolloutState::Active {
+            continue;
+        }
+        let waves = manifests
+            .fleet
+            .waves
+            .get(&m.rollout_id.channel)
+            .map_or(1, |w| w.len().max(1) as u32);
+        if let Ok(events) = rollout::decide(
+            state,
+            &m.rollout_id,
+            &RolloutInput::AdvanceWave { waves },
+            now,
+        ) && !events.is_empty()
+        {
+            decisions.push(Decision::AdvanceWave {
+                rollout_id: m.rollout_id.clone(),
+                events,
+            });
+        }
+    }
+
+    // 3. Gate every undispatched Pending host of every dispatching rollout.
+    let mut tick_dispatches: BTreeMap<String, u32> = BTreeMap::new();
+    for m in manifests.rollouts.values() {
+        let Some(r) = state.rollouts.get(&m.rollout_id) else {
+            continue;
+        };
+        if !matches!(r.state, RolloutState::Active | RolloutState::Converging) {
+            continue;
+        }
+        let mut hosts: Vec<&HostRecord> = state
+            .hosts_of(&m.rollout_id)
+            .filter(|h| {
+                h.state == HostState::Pending
+                    && h.dispatch_acked_at.is_none()
+                    && !view
+                        .queued
+                        .contains(&(h.rollout_id.clone(), h.hostname.clone()))
+            })
+            .collect();
+        hosts.sort_by(|a, b| (a.wave, &a.hostname).cmp(&(b.wave, &b.hostname)));
+        for host in hosts {
+            let key = (host.rollout_id.clone(), host.hostname.clone());
+            let previous = view.blocks.get(&key);
+            match gates(view, manifests, m, r.current_wave, host, &tick_dispatches) {
+                Some(block) => {
+                    if previous != Some(&block) {
+                        decisions.push(Decision::Block(GateDecision {
+                            hostname: host.hostname.clone(),
+                            rollout_id: host.rollout_id.clone(),
+                            block: Some(block),
+                        }));
+                    }
+                }
+                None => {
+                    for b in m
+                        .budgets
+                        .iter()
+                        .filter(|b| b.hosts.contains(&host.hostname))
+                    {
+                        *tick_dispatches.entry(b.selector.clone()).or_default() += 1;
+                    }
+                    let soak = manifests.soak_minutes(&host.rollout_id.channel, host.wave);
+                    decisions.push(Decision::QueueDispatch {
+                        dispatch: DispatchQueued {
+                            hostname: host.hostname.clone(),
+                            rollout_id: host.rollout_id.clone(),
+                            target_closure: host.target_closure.clone(),
+                            soak_due_at: now + Micros::from(soak) * MICROS_PER_MINUTE,
+                        },
+                        cleared: previous.map(|_| GateDecision {
+                            hostname: host.hostname.clone(),
+                            rollout_id: host.rollout_id.clone(),
+                            block: None,
+                        }),
+                    });
+                }
+            }
+        }
+    }
+    decisions
+}
+
+/// The six gates in order; the first block wins.
+fn gates(
+    view: &FleetView<'_>,
+    manifests: &Manifests,
+    m: &RolloutManifest,
+    current_wave: u32,
+    host: &HostRecord,
+    tick_dispatches: &BTreeMap<String, u32>,
+) -> Option<GateBlock> {
+    let channel = &host.rollout_id.channel;
+    let fleet = &manifests.fleet;
+
+    // 1. Quarantine: never re-dispatch a closure that was just rolled back.
+    if view
+        .quarantine
+        .contains(&(channel.clone(), host.target_closure.clone()))
+    {
+        return Some(GateBlock::Quarantined {
+            channel: channel.clone(),
+            closure: host.target_closure.clone(),
+        });
+    }
+
+    // 2. Channel edges: the predecessor's current rollout must be finished (keyed by id).
+    for edge in fleet.channel_edges.iter().filter(|e| &e.gated == channel) {
+        let Some(pred) = manifests.rollouts.get(&edge.gates) else {
+            continue;
+        };
+        match view.state.rollouts.get(&pred.rollout_id) {
+            Some(r) if r.is_finished_for_ordering() => {}
+            other => {
+                return Some(GateBlock::ChannelEdges {
+                    predecessor_channel: edge.gates.clone(),
+                    predecessor_rollout: other.map(|r| r.rollout_id.clone()),
+                    predecessor_state: other.map(|r| r.state),
+                });
+            }
+        }
+    }
+
+    // 3. Wave promotion: default deny for unstaged hosts, then the cursor.
+    if let Some(waves) = fleet.waves.get(channel).filter(|w| !w.is_empty()) {
+        if !waves.iter().any(|w| w.contains(&host.hostname)) {
+            return Some(GateBlock::HostUnstaged {
+                channel: channel.clone(),
+            });
+        }
+        if host.wave > current_wave {
+            return Some(GateBlock::WavePromotion {
+                host_wave: host.wave,
+                current_wave,
+            });
+        }
+    }
+
+    // 4. Host edges, same channel only: the gating host must be Converged or Deferred.
+    for edge in fleet.host_edges.iter().filter(|e| e.gated == host.hostname) {
+        if fleet.hosts.get(&edge.gates) != Some(channel) {
+            continue;
+        }
+        let gating = view
+            .state
+            .hosts
+            .get(&(host.rollout_id.clone(), edge.gates.clone()))
+            .map(|h| h.state);
+        if !matches!(gating, Some(HostState::Converged | HostState::Deferred)) {
+            return Some(GateBlock::HostEdge {
+                gating_host: edge.gates.clone(),
+                gating_state: gating,
+            });
+        }
+    }
+
+    // 5. Disruption budgets: hosts in flight anywhere (dispatched-but-unacked included) plus
+    //    this tick's dispatches.
+    for b in m
+        .budgets
+        .iter()
+        .filter(|b| b.hosts.contains(&host.hostname))
+    {
+        let Some(cap) = b.cap() else { continue };
+        let in_flight = view
+            .state
+            .hosts
+            .values()
+            .filter(|h| b.hosts.contains(&h.hostname))
+            // A host never consumes its own slot (D-008 A), even when being re-dispatched.
+            .filter(|h| !(h.hostname == host.hostname && h.rollout_id == host.rollout_id))
+            .filter(|h| {
+                h.state.is_in_flight()
+                    || (h.state == HostState::Pending
+                        && h.dispatched_at.is_some()
+                        && h.dispatch_acked_at.is_none()
+                        && !matches!(
+                            view.state.rollouts.get(&h.rollout_id).map(|r| r.state),
+                            Some(RolloutState::Superseded | RolloutState::Pruned)
+                        ))
+            })
+            .count() as u32
+            + tick_dispatches.get(&b.selector).copied().unwrap_or(0);
+        if in_flight >= cap {
+            return Some(GateBlock::DisruptionBudget {
+                selector: b.selector.clone(),
+                in_flight,
+                max_in_flight: cap,
+            });
+        }
+    }
+
+    // 6. Compliance wave: earlier waves must have no outstanding enforce failures; an
+    //    unavailable count blocks rather than passes.
+    if host.wave >= 1 {
+        let failing = view.failing_controls.map(|counts| {
+            view.state
+                .hosts_of(&host.rollout_id)
+                .filter(|h| h.wave < host.wave)
+                .map(|h| {
+                    counts
+                        .get(&(h.rollout_id.clone(), h.hostname.clone()))
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .sum::<u64>()
+        });
+        if failing != Some(0) {
+            return Some(GateBlock::ComplianceWave {
+                failing_controls: failing,
+                host_wave: host.wave,
+            });
+        }
+    }
+    None
+}

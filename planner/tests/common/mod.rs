@@ -15,6 +15,8 @@ pub struct Fleet {
     pub state: State,
     pub seq: u64,
     pub log: Vec<Event>,
+    /// (seq, CP time) of each entry in `log`, as an entry header would carry them.
+    pub headers: Vec<(u64, Micros)>,
 }
 
 impl Fleet {
@@ -23,6 +25,7 @@ impl Fleet {
             state: State::default(),
             seq: 1,
             log: Vec::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -30,6 +33,7 @@ impl Fleet {
         for e in events {
             self.state.apply(self.seq, at, e);
             self.log.push(e.clone());
+            self.headers.push((self.seq, at));
             self.seq += 1;
         }
     }
@@ -103,6 +107,17 @@ impl Fleet {
         let events = planner::decide_rollout(&self.state, rollout, &input, now)?;
         self.append(&events, now);
         Ok(events)
+    }
+}
+
+impl Fleet {
+    /// A fresh fold of the whole log.
+    pub fn rebuilt(&self) -> State {
+        let mut s = State::default();
+        for ((seq, at), e) in self.headers.iter().zip(&self.log) {
+            s.apply(*seq, *at, e);
+        }
+        s
     }
 }
 

@@ -270,6 +270,28 @@ mod tests {
         assert_eq!(note.kind(), Kind(3));
     }
 
+    /// Golden bytes of a control-plane payload, pinning the encodings FORMAT.md §3 lists for
+    /// enums (variant index varint), options (0/1 tag) and signed integers (zigzag varint).
+    #[test]
+    fn golden_control_plane_payload_bytes() {
+        use crate::domain::{HostState, OnHealthFailure, RolloutId};
+        let e = Event::HostTransitioned(HostTransitioned {
+            hostname: "h".into(),
+            rollout_id: RolloutId::new("s", "ab").unwrap(),
+            from: HostState::Pending,
+            to: HostState::Reverted,
+            at: -3,
+            policy_applied: Some(OnHealthFailure::RollbackAndHalt),
+        });
+        assert_eq!(e.kind(), Kind(12));
+        assert_eq!(
+            e.encode_payload(),
+            vec![1, b'h', 1, b's', 2, b'a', b'b', 0, 6, 5, 1, 1],
+            "i64 -3 zigzags to 5; Some is 1 then the variant index"
+        );
+        assert_eq!(Event::decode(Kind(12), &e.encode_payload()).unwrap(), e);
+    }
+
     #[test]
     fn every_known_kind_round_trips_and_unknown_kinds_are_kept() {
         let e = Event::Annotation(Annotation {

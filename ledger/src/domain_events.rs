@@ -40,7 +40,24 @@ pub struct AgentEventSynthesized {
     pub basis: String,
 }
 
-/// Kind 12: a host's state changed. Caused by the entry immediately before it.
+/// What moved a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransitionCause {
+    /// A report the agent sent (the `AgentEventRecorded` just before this entry).
+    Report {
+        /// Its agent seq.
+        agent_seq: u64,
+        /// Its wire kind.
+        report: String,
+    },
+    /// A report the CP inferred (the `AgentEventSynthesized` just before this entry).
+    Synthesized {
+        /// Its wire kind.
+        report: String,
+    },
+}
+
+/// Kind 12: a host's state changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostTransitioned {
     /// The host.
@@ -55,6 +72,8 @@ pub struct HostTransitioned {
     pub at: Micros,
     /// On entering Failed: the health-failure policy recorded for the host.
     pub policy_applied: Option<OnHealthFailure>,
+    /// What caused it.
+    pub cause: TransitionCause,
 }
 
 /// One host of a rollout manifest's host set.

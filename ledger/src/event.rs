@@ -282,12 +282,18 @@ mod tests {
             to: HostState::Reverted,
             at: -3,
             policy_applied: Some(OnHealthFailure::RollbackAndHalt),
+            cause: TransitionCause::Report {
+                agent_seq: 300,
+                report: "F".into(),
+            },
         });
         assert_eq!(e.kind(), Kind(12));
         assert_eq!(
             e.encode_payload(),
-            vec![1, b'h', 1, b's', 2, b'a', b'b', 0, 6, 5, 1, 1],
-            "i64 -3 zigzags to 5; Some is 1 then the variant index"
+            vec![
+                1, b'h', 1, b's', 2, b'a', b'b', 0, 6, 5, 1, 1, 0, 251, 0x2c, 0x01, 1, b'F'
+            ],
+            "i64 -3 zigzags to 5; Some is 1 then the variant index; u64 300 is 251 + u16 LE"
         );
         assert_eq!(Event::decode(Kind(12), &e.encode_payload()).unwrap(), e);
     }

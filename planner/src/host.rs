@@ -7,7 +7,7 @@
 use ledger::domain::{AgentReport, HostState, Micros, OnHealthFailure, ProbeMode, ProbeStatus};
 use ledger::event::{
     AgentEventRecorded, AgentEventSynthesized, DispatchAcknowledged, Event, HostTransitioned,
-    ProbeFailureRecorded, QuarantineAdded,
+    ProbeFailureRecorded, QuarantineAdded, TransitionCause,
 };
 use projections::HostRecord;
 use thiserror::Error;
@@ -213,6 +213,15 @@ pub fn decide(
             to,
             at: report.at(),
             policy_applied,
+            cause: match input {
+                HostInput::Agent { agent_seq, report } => TransitionCause::Report {
+                    agent_seq: *agent_seq,
+                    report: report.name().to_string(),
+                },
+                HostInput::Synthesized { report, .. } => TransitionCause::Synthesized {
+                    report: report.name().to_string(),
+                },
+            },
         }));
         if to == HostState::Reverted {
             // The closure that failed is the rollout's target, not the one rolled back to.

@@ -331,3 +331,106 @@ mod props {
         }
     }
 }
+
+/// 8 states × 4 inputs (and opening), as a table: the outcome of each pair.
+#[test]
+fn exhaustive_rollout_state_input_table() {
+    use RolloutInput as I;
+    #[derive(Debug, PartialEq)]
+    enum Out {
+        Illegal,
+        NoOp,
+        To(R),
+        Cleared,
+    }
+    let inputs = || {
+        vec![
+            (
+                "host-failed",
+                I::HostStateChanged {
+                    hostname: "a".into(),
+                    to: HostState::Failed,
+                },
+            ),
+            (
+                "host-reverted",
+                I::HostStateChanged {
+                    hostname: "a".into(),
+                    to: HostState::Reverted,
+                },
+            ),
+            (
+                "host-soaking",
+                I::HostStateChanged {
+                    hostname: "a".into(),
+                    to: HostState::Soaking,
+                },
+            ),
+            ("advance", I::AdvanceWave { waves: 3 }),
+            ("retention", I::RetentionExpired),
+            (
+                "clearance",
+                I::OperatorClearance {
+                    operator: "o".into(),
+                    reason: "r".into(),
+                },
+            ),
+        ]
+    };
+    use Out::*;
+    let table: &[(R, [Out; 6])] = &[
+        (
+            R::Opening,
+            [Illegal, Illegal, Illegal, Illegal, Illegal, Illegal],
+        ),
+        (
+            R::Active,
+            [To(R::Failed), To(R::Reverted), NoOp, NoOp, Illegal, Illegal],
+        ),
+        (
+            R::Converging,
+            [To(R::Failed), To(R::Reverted), NoOp, NoOp, Illegal, Illegal],
+        ),
+        (
+            R::Terminal,
+            [NoOp, NoOp, NoOp, Illegal, To(R::Pruned), Illegal],
+        ),
+        (
+            R::Reverted,
+            [NoOp, NoOp, NoOp, NoOp, To(R::Pruned), Cleared],
+        ),
+        (
+            R::Failed,
+            [NoOp, To(R::Reverted), NoOp, NoOp, To(R::Pruned), Cleared],
+        ),
+        (
+            R::Superseded,
+            [NoOp, NoOp, NoOp, NoOp, To(R::Pruned), Illegal],
+        ),
+        (
+            R::Pruned,
+            [Illegal, Illegal, Illegal, Illegal, Illegal, Illegal],
+        ),
+    ];
+    assert_eq!(table.len(), R::ALL.len());
+    for (state, outs) in table {
+        for ((name, input), want) in inputs().into_iter().zip(outs) {
+            // A state built directly: one rollout, two Pending hosts (wave 0 and 1), forced state.
+            let r = rid("stable@a1");
+            let mut f = Fleet::new();
+            f.open(&r, &[("a", 0), ("b", 1)], T0);
+            f.state.rollouts.get_mut(&r).unwrap().state = *state;
+            let got = match planner::decide_rollout(&f.state, &r, &input, T0) {
+                Err(RolloutRejection::IllegalForState { .. }) => Illegal,
+                Err(e) => panic!("{state:?} + {name}: {e}"),
+                Ok(events) => match &events[..] {
+                    [] => NoOp,
+                    [Event::RolloutTransitioned(t)] => To(t.to),
+                    [Event::RolloutCleared(_)] => Cleared,
+                    other => panic!("{state:?} + {name}: {other:?}"),
+                },
+            };
+            assert_eq!(&got, want, "{state:?} + {name}");
+        }
+    }
+}

@@ -18,6 +18,7 @@ pub mod merkle;
 pub mod proof;
 #[cfg(feature = "store")]
 pub mod store;
+pub mod tables;
 pub mod verify;
 
 pub use checkpoint::Checkpoint;

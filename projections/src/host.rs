@@ -8,7 +8,7 @@ use ledger::domain::{
 use ledger::event::{Event, HostAssignment};
 
 /// The last result of one probe.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProbeRecord {
     /// Last status.
     pub status: ProbeStatus,
@@ -23,7 +23,7 @@ pub struct ProbeRecord {
 }
 
 /// One host in one rollout. Changed only by [`HostRecord::apply`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostRecord {
     /// The rollout.
     pub rollout_id: RolloutId,

@@ -1,69 +1,332 @@
-//! The read models of fleet-ledger: pure folds over the log (`apply(seq, time, &Event)`).
+//! The read models of fleet-ledger: pure folds over the log.
+//!
+//! [`State::apply`] folds one entry into every read model; the same code serves incremental
+//! materialisation (the append hook flushes the rows it changed through
+//! [`ledger::tables::TableWriter`]), a rebuild from the log, and replay to any seq in memory.
+//! Every row records the seq of the entry that created it and of the one that last changed it.
 //!
 //! Architecture invariant: this crate does no IO, reads no clock and does not depend on redb
 //! or tokio; it depends on `ledger` without its `store` feature. Every map is ordered, so a
-//! fold is deterministic. The same folds will serve incremental materialisation inside the
-//! append transaction, rebuilds, and in-memory replay (the projections issue).
+//! fold is deterministic.
 
 pub mod host;
+pub mod model;
 pub mod rollout;
 
 use std::collections::BTreeMap;
 
-use ledger::domain::{Micros, RolloutId};
-use ledger::event::Event;
+use ledger::domain::{AgentReport, HostState, Micros, ProbeStatus, RolloutId, RolloutState};
+use ledger::event::{Event, GateBlock};
+use ledger::tables::{TableError, TableReader, TableWriter};
+use serde::{Deserialize, Serialize};
 
 pub use host::{HostRecord, ProbeRecord};
+pub use model::Model;
 pub use rollout::RolloutRecord;
 
-/// Rollouts and host records: the state the state machines decide against.
+/// Version of the folds below. Changing any fold's meaning bumps it; opening a store whose
+/// tables were written by another version rebuilds them from the log.
+pub const FOLD_VERSION: u32 = 1;
+
+/// One failing enforce control (or probe, for probes without controls) of a host in a rollout.
+/// A row clears when a later result of the same probe reports that control (or the probe)
+/// passing, or when the host activates a closure again. Rows of one rollout never affect
+/// another rollout's gate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeFailureRow {
+    /// Probe name.
+    pub probe_name: String,
+    /// Control id (evidence probes).
+    pub control_id: Option<String>,
+    /// Framework (evidence probes).
+    pub framework: Option<String>,
+    /// Last time the agent observed it failing.
+    pub observed_at: Micros,
+    /// Seq of the `ProbeFailureRecorded` that created the row.
+    pub created_seq: u64,
+    /// Seq of the entry that last changed it.
+    pub updated_seq: u64,
+}
+
+/// A quarantined closure on a channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineRow {
+    /// Triggering rollout.
+    pub rollout_id: RolloutId,
+    /// Triggering host.
+    pub hostname: String,
+    /// CP time it was quarantined.
+    pub quarantined_at: Micros,
+    /// Seq of its `QuarantineAdded` (the first wins).
+    pub created_seq: u64,
+    /// Seq of the entry that last changed it.
+    pub updated_seq: u64,
+}
+
+/// A queued dispatch, waiting for the host's long poll.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchRow {
+    /// What to activate.
+    pub target_closure: String,
+    /// Soak deadline (CP time).
+    pub soak_due_at: Micros,
+    /// CP time it was queued.
+    pub enqueued_at: Micros,
+    /// Seq of the `DispatchQueued`.
+    pub created_seq: u64,
+    /// Seq of the entry that last changed it.
+    pub updated_seq: u64,
+}
+
+/// The current block of a host (the deferral view).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeferralRow {
+    /// The gate and its inputs.
+    pub block: GateBlock,
+    /// CP time this block was first recorded.
+    pub since: Micros,
+    /// Seq of the `GateDecision` that recorded it.
+    pub created_seq: u64,
+    /// Seq of the entry that last changed it.
+    pub updated_seq: u64,
+}
+
+/// An index row: just provenance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexRow {
+    /// Seq of the entry that created it.
+    pub created_seq: u64,
+}
+
+/// The active rollout of a channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveRow {
+    /// The rollout.
+    pub rollout_id: RolloutId,
+    /// Seq of its `RolloutOpened`.
+    pub created_seq: u64,
+}
+
+/// Table names in the store.
+pub mod tables {
+    /// Rollouts by id.
+    pub const ROLLOUTS: &str = "proj.rollouts";
+    /// Host records by (rollout, host).
+    pub const HOSTS: &str = "proj.hosts";
+    /// Failing controls by (rollout, host, control or probe).
+    pub const PROBE_FAILURES: &str = "proj.probe_failures";
+    /// Quarantined closures by (channel, closure).
+    pub const QUARANTINE: &str = "proj.quarantine";
+    /// Queued dispatches by (host, rollout).
+    pub const DISPATCH_QUEUE: &str = "proj.dispatch_queue";
+    /// Current blocks by (rollout, host).
+    pub const DEFERRALS: &str = "proj.deferrals";
+    /// Index: (host, rollout) for every host record.
+    pub const BY_HOST: &str = "proj.by_host";
+    /// Index: channel → its active rollout.
+    pub const ACTIVE_BY_CHANNEL: &str = "proj.active_by_channel";
+    /// Watermark: fold version and the seq the tables reflect.
+    pub const META: &str = "proj.meta";
+    /// Every projection table, in a fixed order.
+    pub const ALL: [&str; 8] = [
+        ROLLOUTS,
+        HOSTS,
+        PROBE_FAILURES,
+        QUARANTINE,
+        DISPATCH_QUEUE,
+        DEFERRALS,
+        BY_HOST,
+        ACTIVE_BY_CHANNEL,
+    ];
+}
+
+/// Fold version and the next seq to fold (all entries below it are reflected).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    /// [`FOLD_VERSION`] of the code that wrote the tables.
+    pub fold_version: u32,
+    /// Entries `0..next_seq` are folded in.
+    pub next_seq: u64,
+}
+
+/// Every read model.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    /// Every rollout ever opened, by id.
-    pub rollouts: BTreeMap<RolloutId, RolloutRecord>,
+    /// Every rollout ever opened.
+    pub rollouts: Model<RolloutId, RolloutRecord>,
     /// Host records by (rollout, host).
-    pub hosts: BTreeMap<(RolloutId, String), HostRecord>,
+    pub hosts: Model<(RolloutId, String), HostRecord>,
+    /// Failing controls by (rollout, host, control id or probe name).
+    pub probe_failures: Model<(RolloutId, String, String), ProbeFailureRow>,
+    /// Quarantined closures by (channel, closure).
+    pub quarantine: Model<(String, String), QuarantineRow>,
+    /// Queued dispatches by (host, rollout).
+    pub dispatch_queue: Model<(String, RolloutId), DispatchRow>,
+    /// Current block per (rollout, host).
+    pub deferrals: Model<(RolloutId, String), DeferralRow>,
+    /// Index (host, rollout).
+    pub by_host: Model<(String, RolloutId), IndexRow>,
+    /// Index channel → active rollout.
+    pub active_by_channel: Model<String, ActiveRow>,
+    /// Entries folded so far: the next seq expected.
+    pub next_seq: u64,
 }
 
 impl State {
-    /// Folds one entry.
+    /// Folds one entry (its seq, CP time and event).
     pub fn apply(&mut self, seq: u64, at: Micros, event: &Event) {
+        self.next_seq = seq + 1;
         match event {
             Event::RolloutOpened(e) => {
-                self.rollouts
-                    .entry(e.rollout_id.clone())
-                    .or_insert_with(|| RolloutRecord::opened(e, seq, at));
+                if !self.rollouts.contains_key(&e.rollout_id) {
+                    self.rollouts
+                        .insert(e.rollout_id.clone(), RolloutRecord::opened(e, seq, at));
+                }
+                self.active_by_channel.insert(
+                    e.rollout_id.channel.clone(),
+                    ActiveRow {
+                        rollout_id: e.rollout_id.clone(),
+                        created_seq: seq,
+                    },
+                );
             }
             Event::HostJoined(e) => {
-                self.hosts
-                    .entry((e.rollout_id.clone(), e.host.hostname.clone()))
-                    .or_insert_with(|| HostRecord::joined(&e.rollout_id, &e.host, seq));
+                let key = (e.rollout_id.clone(), e.host.hostname.clone());
+                if !self.hosts.contains_key(&key) {
+                    self.hosts
+                        .insert(key, HostRecord::joined(&e.rollout_id, &e.host, seq));
+                    self.by_host.insert(
+                        (e.host.hostname.clone(), e.rollout_id.clone()),
+                        IndexRow { created_seq: seq },
+                    );
+                }
             }
-            Event::RolloutTransitioned(ev) => {
-                if let Some(r) = self.rollouts.get_mut(&ev.rollout_id) {
+            Event::RolloutTransitioned(e) => {
+                if let Some(r) = self.rollouts.get_mut(&e.rollout_id) {
+                    r.apply(seq, at, event);
+                }
+                if e.to == RolloutState::Pruned
+                    && self
+                        .active_by_channel
+                        .get(&e.rollout_id.channel)
+                        .is_some_and(|a| a.rollout_id == e.rollout_id)
+                {
+                    self.active_by_channel.remove(&e.rollout_id.channel);
+                }
+            }
+            Event::WaveAdvanced(e) => {
+                if let Some(r) = self.rollouts.get_mut(&e.rollout_id) {
                     r.apply(seq, at, event);
                 }
             }
-            Event::WaveAdvanced(ev) => {
-                if let Some(r) = self.rollouts.get_mut(&ev.rollout_id) {
-                    r.apply(seq, at, event);
-                }
-            }
-            Event::RolloutCleared(ev) => {
-                if let Some(r) = self.rollouts.get_mut(&ev.rollout_id) {
+            Event::RolloutCleared(e) => {
+                if let Some(r) = self.rollouts.get_mut(&e.rollout_id) {
                     r.apply(seq, at, event);
                 }
             }
             Event::AgentEventRecorded(e) => {
-                self.apply_host(&e.rollout_id, &e.hostname, seq, at, event)
+                self.apply_host(&e.rollout_id, &e.hostname, seq, at, event);
+                self.clear_probe_failures(&e.rollout_id, &e.hostname, &e.report, seq);
             }
             Event::AgentEventSynthesized(e) => {
-                self.apply_host(&e.rollout_id, &e.hostname, seq, at, event)
+                self.apply_host(&e.rollout_id, &e.hostname, seq, at, event);
+                self.clear_probe_failures(&e.rollout_id, &e.hostname, &e.report, seq);
             }
             Event::HostTransitioned(e) => {
-                self.apply_host(&e.rollout_id, &e.hostname, seq, at, event)
+                self.apply_host(&e.rollout_id, &e.hostname, seq, at, event);
+                if e.to != HostState::Pending {
+                    self.dispatch_queue
+                        .remove(&(e.hostname.clone(), e.rollout_id.clone()));
+                    self.deferrals
+                        .remove(&(e.rollout_id.clone(), e.hostname.clone()));
+                }
             }
-            Event::DispatchQueued(e) => self.apply_host(&e.rollout_id, &e.hostname, seq, at, event),
+            Event::DispatchQueued(e) => {
+                self.apply_host(&e.rollout_id, &e.hostname, seq, at, event);
+                self.dispatch_queue.insert(
+                    (e.hostname.clone(), e.rollout_id.clone()),
+                    DispatchRow {
+                        target_closure: e.target_closure.clone(),
+                        soak_due_at: e.soak_due_at,
+                        enqueued_at: at,
+                        created_seq: seq,
+                        updated_seq: seq,
+                    },
+                );
+                self.deferrals
+                    .remove(&(e.rollout_id.clone(), e.hostname.clone()));
+            }
+            Event::DispatchDelivered(e) => {
+                self.dispatch_queue
+                    .remove(&(e.hostname.clone(), e.rollout_id.clone()));
+            }
+            Event::DispatchAcknowledged(e) => {
+                self.dispatch_queue
+                    .remove(&(e.hostname.clone(), e.rollout_id.clone()));
+            }
+            Event::GateDecision(e) => {
+                let key = (e.rollout_id.clone(), e.hostname.clone());
+                match &e.block {
+                    Some(block) => match self.deferrals.get_mut(&key) {
+                        Some(row) => {
+                            row.block = block.clone();
+                            row.updated_seq = seq;
+                        }
+                        None => self.deferrals.insert(
+                            key,
+                            DeferralRow {
+                                block: block.clone(),
+                                since: at,
+                                created_seq: seq,
+                                updated_seq: seq,
+                            },
+                        ),
+                    },
+                    None => {
+                        self.deferrals.remove(&key);
+                    }
+                }
+            }
+            Event::QuarantineAdded(e) => {
+                let key = (e.channel.clone(), e.closure.clone());
+                if !self.quarantine.contains_key(&key) {
+                    self.quarantine.insert(
+                        key,
+                        QuarantineRow {
+                            rollout_id: e.rollout_id.clone(),
+                            hostname: e.hostname.clone(),
+                            quarantined_at: at,
+                            created_seq: seq,
+                            updated_seq: seq,
+                        },
+                    );
+                }
+            }
+            Event::QuarantineLifted(e) => {
+                self.quarantine
+                    .remove(&(e.channel.clone(), e.closure.clone()));
+            }
+            Event::ProbeFailureRecorded(e) => {
+                let control = e.control_id.clone().unwrap_or_else(|| e.probe_name.clone());
+                let key = (e.rollout_id.clone(), e.hostname.clone(), control);
+                match self.probe_failures.get_mut(&key) {
+                    Some(row) => {
+                        row.observed_at = e.observed_at;
+                        row.updated_seq = seq;
+                    }
+                    None => self.probe_failures.insert(
+                        key,
+                        ProbeFailureRow {
+                            probe_name: e.probe_name.clone(),
+                            control_id: e.control_id.clone(),
+                            framework: e.framework.clone(),
+                            observed_at: e.observed_at,
+                            created_seq: seq,
+                            updated_seq: seq,
+                        },
+                    ),
+                }
+            }
             _ => {}
         }
     }
@@ -71,6 +334,52 @@ impl State {
     fn apply_host(&mut self, rollout: &RolloutId, host: &str, seq: u64, at: Micros, event: &Event) {
         if let Some(h) = self.hosts.get_mut(&(rollout.clone(), host.to_string())) {
             h.apply(seq, at, event);
+        }
+    }
+
+    /// A passing result clears the failures it contradicts; a new activation clears them all.
+    fn clear_probe_failures(
+        &mut self,
+        rollout: &RolloutId,
+        host: &str,
+        report: &AgentReport,
+        _seq: u64,
+    ) {
+        let passed: Vec<String> = match report {
+            AgentReport::ActivationCompleted { .. } => {
+                let keys = self
+                    .probe_failures
+                    .keys_where(|(r, h, _), _| r == rollout && h == host);
+                for k in keys {
+                    self.probe_failures.remove(&k);
+                }
+                return;
+            }
+            AgentReport::ProbeResult {
+                probe_name,
+                status,
+                sub_results,
+                ..
+            } => {
+                if sub_results.is_empty() {
+                    if *status == ProbeStatus::Pass {
+                        vec![probe_name.clone()]
+                    } else {
+                        vec![]
+                    }
+                } else {
+                    sub_results
+                        .iter()
+                        .filter(|s| s.status == ProbeStatus::Pass)
+                        .map(|s| s.control_id.clone())
+                        .collect()
+                }
+            }
+            _ => return,
+        };
+        for control in passed {
+            self.probe_failures
+                .remove(&(rollout.clone(), host.to_string(), control));
         }
     }
 
@@ -83,5 +392,99 @@ impl State {
             .range((rollout.clone(), String::new())..)
             .take_while(move |((r, _), _)| r == rollout)
             .map(|(_, h)| h)
+    }
+
+    /// Distinct failing enforce controls per (rollout, host): the compliance gate's input.
+    pub fn failing_controls(&self) -> BTreeMap<(RolloutId, String), u64> {
+        let mut out = BTreeMap::new();
+        for ((r, h, _), _) in self.probe_failures.iter() {
+            *out.entry((r.clone(), h.clone())).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// Writes every row changed since the last flush, and the watermark.
+    pub fn flush(&mut self, w: &mut dyn TableWriter) -> Result<(), TableError> {
+        use tables::*;
+        self.rollouts.flush(ROLLOUTS, w)?;
+        self.hosts.flush(HOSTS, w)?;
+        self.probe_failures.flush(PROBE_FAILURES, w)?;
+        self.quarantine.flush(QUARANTINE, w)?;
+        self.dispatch_queue.flush(DISPATCH_QUEUE, w)?;
+        self.deferrals.flush(DEFERRALS, w)?;
+        self.by_host.flush(BY_HOST, w)?;
+        self.active_by_channel.flush(ACTIVE_BY_CHANNEL, w)?;
+        self.write_watermark(w)
+    }
+
+    /// Replaces every table with this state (a rebuild).
+    pub fn write_all(&mut self, w: &mut dyn TableWriter) -> Result<(), TableError> {
+        use tables::*;
+        self.rollouts.write_all(ROLLOUTS, w)?;
+        self.hosts.write_all(HOSTS, w)?;
+        self.probe_failures.write_all(PROBE_FAILURES, w)?;
+        self.quarantine.write_all(QUARANTINE, w)?;
+        self.dispatch_queue.write_all(DISPATCH_QUEUE, w)?;
+        self.deferrals.write_all(DEFERRALS, w)?;
+        self.by_host.write_all(BY_HOST, w)?;
+        self.active_by_channel.write_all(ACTIVE_BY_CHANNEL, w)?;
+        w.clear(META)?;
+        self.write_watermark(w)
+    }
+
+    fn write_watermark(&self, w: &mut dyn TableWriter) -> Result<(), TableError> {
+        let mark = Watermark {
+            fold_version: FOLD_VERSION,
+            next_seq: self.next_seq,
+        };
+        w.put(tables::META, b"watermark", &model::encode(&mark))
+    }
+
+    /// The stored watermark, if any.
+    pub fn stored_watermark(r: &dyn TableReader) -> Result<Option<Watermark>, TableError> {
+        let mut mark = None;
+        r.scan(tables::META, &mut |k, v| {
+            if k == b"watermark" {
+                mark = Some(model::decode(tables::META, v)?);
+            }
+            Ok(())
+        })?;
+        Ok(mark)
+    }
+
+    /// Loads every table (callers check the watermark first).
+    pub fn load(r: &dyn TableReader) -> Result<State, TableError> {
+        use tables::*;
+        let next_seq = State::stored_watermark(r)?.map_or(0, |m| m.next_seq);
+        Ok(State {
+            rollouts: Model::load(ROLLOUTS, r)?,
+            hosts: Model::load(HOSTS, r)?,
+            probe_failures: Model::load(PROBE_FAILURES, r)?,
+            quarantine: Model::load(QUARANTINE, r)?,
+            dispatch_queue: Model::load(DISPATCH_QUEUE, r)?,
+            deferrals: Model::load(DEFERRALS, r)?,
+            by_host: Model::load(BY_HOST, r)?,
+            active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
+            next_seq,
+        })
+    }
+
+    /// The first table and key where the stored tables differ from this state, or None.
+    pub fn diff(&self, r: &dyn TableReader) -> Result<Option<(&'static str, String)>, TableError> {
+        use tables::*;
+        let checks: [(&'static str, Option<String>); 8] = [
+            (ROLLOUTS, self.rollouts.diff(ROLLOUTS, r)?),
+            (HOSTS, self.hosts.diff(HOSTS, r)?),
+            (PROBE_FAILURES, self.probe_failures.diff(PROBE_FAILURES, r)?),
+            (QUARANTINE, self.quarantine.diff(QUARANTINE, r)?),
+            (DISPATCH_QUEUE, self.dispatch_queue.diff(DISPATCH_QUEUE, r)?),
+            (DEFERRALS, self.deferrals.diff(DEFERRALS, r)?),
+            (BY_HOST, self.by_host.diff(BY_HOST, r)?),
+            (
+                ACTIVE_BY_CHANNEL,
+                self.active_by_channel.diff(ACTIVE_BY_CHANNEL, r)?,
+            ),
+        ];
+        Ok(checks.into_iter().find_map(|(t, d)| d.map(|d| (t, d))))
     }
 }

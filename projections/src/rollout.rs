@@ -4,7 +4,7 @@ use ledger::domain::{Micros, RolloutId, RolloutState};
 use ledger::event::{Event, RolloutCause, RolloutOpened};
 
 /// One rollout. Changed only by [`RolloutRecord::apply`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RolloutRecord {
     /// `channel@ref`.
     pub rollout_id: RolloutId,

@@ -1,0 +1,220 @@
+//! `Model<K, V>`: one read model, an ordered map that remembers which rows changed since the
+//! last flush, so the append hook writes only those rows.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Index;
+
+use ledger::tables::{TableError, TableReader, TableWriter};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard()
+}
+
+/// Encodes a key or row (bincode 2 standard, like entry payloads).
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, config()).expect("encoding a row into a Vec cannot fail")
+}
+
+/// Decodes a key or row, refusing trailing bytes.
+pub fn decode<T: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<T, TableError> {
+    let (v, n) =
+        bincode::serde::decode_from_slice::<T, _>(bytes, config()).map_err(|e| TableError {
+            table: table.to_string(),
+            reason: format!("undecodable row: {e}"),
+        })?;
+    if n != bytes.len() {
+        return Err(TableError {
+            table: table.to_string(),
+            reason: "row has trailing bytes".into(),
+        });
+    }
+    Ok(v)
+}
+
+/// One read model.
+#[derive(Clone, Debug)]
+pub struct Model<K, V> {
+    rows: BTreeMap<K, V>,
+    dirty: BTreeSet<K>,
+}
+
+impl<K, V> Default for Model<K, V> {
+    fn default() -> Self {
+        Model {
+            rows: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+        }
+    }
+}
+
+/// Rows only: what changed since the last flush does not make two models different.
+impl<K: PartialEq, V: PartialEq> PartialEq for Model<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.rows == other.rows
+    }
+}
+impl<K: Eq, V: Eq> Eq for Model<K, V> {}
+
+impl<K: Ord + Clone, V> Index<&K> for Model<K, V> {
+    type Output = V;
+    fn index(&self, k: &K) -> &V {
+        &self.rows[k]
+    }
+}
+
+impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Model<K, V> {
+    /// A row.
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.rows.get(k)
+    }
+    /// Whether a row exists.
+    pub fn contains_key(&self, k: &K) -> bool {
+        self.rows.contains_key(k)
+    }
+    /// A row, for changing (marks it changed).
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        let v = self.rows.get_mut(k)?;
+        self.dirty.insert(k.clone());
+        Some(v)
+    }
+    /// Inserts or replaces a row.
+    pub fn insert(&mut self, k: K, v: V) {
+        self.dirty.insert(k.clone());
+        self.rows.insert(k, v);
+    }
+    /// Removes a row.
+    pub fn remove(&mut self, k: &K) -> Option<V> {
+        let v = self.rows.remove(k)?;
+        self.dirty.insert(k.clone());
+        Some(v)
+    }
+    /// Rows in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.rows.iter()
+    }
+    /// Values in key order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.rows.values()
+    }
+    /// Rows with keys in a range.
+    pub fn range<R: std::ops::RangeBounds<K>>(&self, r: R) -> impl Iterator<Item = (&K, &V)> {
+        self.rows.range(r)
+    }
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+    /// Keys of rows matching a predicate (to remove them after).
+    pub fn keys_where(&self, mut f: impl FnMut(&K, &V) -> bool) -> Vec<K> {
+        self.rows
+            .iter()
+            .filter(|(k, v)| f(k, v))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Writes the rows changed since the last flush.
+    pub fn flush(
+        &mut self,
+        table: &'static str,
+        w: &mut dyn TableWriter,
+    ) -> Result<(), TableError> {
+        for k in std::mem::take(&mut self.dirty) {
+            let key = encode(&k);
+            match self.rows.get(&k) {
+                Some(v) => w.put(table, &key, &encode(v))?,
+                None => w.delete(table, &key)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the whole table with these rows (a rebuild).
+    pub fn write_all(
+        &mut self,
+        table: &'static str,
+        w: &mut dyn TableWriter,
+    ) -> Result<(), TableError> {
+        w.clear(table)?;
+        for (k, v) in &self.rows {
+            w.put(table, &encode(k), &encode(v))?;
+        }
+        self.dirty.clear();
+        Ok(())
+    }
+
+    /// Loads a table.
+    pub fn load(table: &'static str, r: &dyn TableReader) -> Result<Model<K, V>, TableError> {
+        let mut rows = BTreeMap::new();
+        r.scan(table, &mut |k, v| {
+            rows.insert(decode(table, k)?, decode(table, v)?);
+            Ok(())
+        })?;
+        Ok(Model {
+            rows,
+            dirty: BTreeSet::new(),
+        })
+    }
+
+    /// The first difference from the stored table: the key (decoded for humans) and what
+    /// differs, or None when identical.
+    pub fn diff(
+        &self,
+        table: &'static str,
+        r: &dyn TableReader,
+    ) -> Result<Option<String>, TableError>
+    where
+        K: std::fmt::Debug,
+    {
+        // Stored tables are ordered by encoded key bytes, which is not the typed order.
+        let mut sorted: Vec<_> = self
+            .rows
+            .iter()
+            .map(|(k, v)| (encode(k), encode(v), k))
+            .collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut expected = sorted.into_iter();
+        let mut first: Option<String> = None;
+        r.scan(table, &mut |k, v| {
+            if first.is_some() {
+                return Ok(());
+            }
+            match expected.next() {
+                Some((ek, ev, key)) if ek == k => {
+                    if ev != v {
+                        first = Some(format!("key {key:?}: stored row differs from the fold"));
+                    }
+                }
+                Some((ek, _, key)) => {
+                    first = Some(if ek.as_slice() < k {
+                        format!("key {key:?}: missing from the stored table")
+                    } else {
+                        match decode::<K>(table, k) {
+                            Ok(sk) => format!("key {sk:?}: stored but not in the fold"),
+                            Err(_) => "an undecodable stored key".to_string(),
+                        }
+                    });
+                }
+                None => {
+                    first = Some(match decode::<K>(table, k) {
+                        Ok(sk) => format!("key {sk:?}: stored but not in the fold"),
+                        Err(_) => "an undecodable stored key".to_string(),
+                    });
+                }
+            }
+            Ok(())
+        })?;
+        if first.is_none()
+            && let Some((_, _, key)) = expected.next()
+        {
+            first = Some(format!("key {key:?}: missing from the stored table"));
+        }
+        Ok(first)
+    }
+}

@@ -265,6 +265,37 @@ pub enum GateBlock {
 }
 
 impl GateBlock {
+    /// Whether two blocks are the same reason for waiting, ignoring counts that move while a
+    /// host waits (hosts in flight, failing controls). The planner logs a new `GateDecision`
+    /// only when this changes, so a waiting host does not add an entry every tick.
+    pub fn same_reason(&self, other: &GateBlock) -> bool {
+        match (self, other) {
+            (
+                GateBlock::DisruptionBudget {
+                    selector: a,
+                    max_in_flight: ma,
+                    ..
+                },
+                GateBlock::DisruptionBudget {
+                    selector: b,
+                    max_in_flight: mb,
+                    ..
+                },
+            ) => a == b && ma == mb,
+            (
+                GateBlock::ComplianceWave {
+                    failing_controls: a,
+                    host_wave: wa,
+                },
+                GateBlock::ComplianceWave {
+                    failing_controls: b,
+                    host_wave: wb,
+                },
+            ) => wa == wb && a.is_some() == b.is_some(),
+            (a, b) => a == b,
+        }
+    }
+
     /// The gate's stable discriminator.
     pub fn gate(&self) -> &'static str {
         match self {

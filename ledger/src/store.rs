@@ -1236,3 +1236,84 @@ impl crate::tables::TableReader for Snapshot {
         Ok(())
     }
 }
+
+/// Read-write access for maintenance (rebuilding derived tables) without a signing key. It
+/// runs the same open checks as [`Store::open`], never appends, and commits durably.
+pub struct Maintenance {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Maintenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Maintenance({})", self.path.display())
+    }
+}
+
+impl Maintenance {
+    /// Opens a ledger for maintenance, refusing one whose head, tree and checkpoint disagree.
+    pub fn open(path: &Path) -> Result<Maintenance, OpenError> {
+        if !path.exists() {
+            return Err(OpenError::Missing(path.to_path_buf()));
+        }
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .open(path)
+            .map_err(|source| OpenError::NotADatabase {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let snap = Snapshot::new(db.begin_read().map_err(storage("beginning a read"))?, path)?;
+        snap.check_tip(path)?;
+        drop(snap);
+        Ok(Maintenance {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A consistent read view.
+    pub fn snapshot(&self) -> Result<Snapshot, OpenError> {
+        Snapshot::new(
+            self.db.begin_read().map_err(storage("beginning a read"))?,
+            &self.path,
+        )
+    }
+
+    /// Writes derived tables in one durable transaction.
+    pub fn write_tables(
+        &self,
+        f: impl FnOnce(&mut RedbTables<'_>) -> Result<(), crate::tables::TableError>,
+    ) -> Result<(), AppendError> {
+        let txn = begin_durable_write(&self.db)?;
+        {
+            let mut tables = RedbTables::new(&txn);
+            f(&mut tables).map_err(|e| AppendError::Hook(Box::new(e)))?;
+        }
+        txn.commit()
+            .map_err(|e| AppendError::Commit(storage("committing")(e)))
+    }
+}
+
+impl Store {
+    /// Writes derived tables in one durable transaction without appending (catching up a
+    /// projection on open).
+    pub fn write_tables(
+        &mut self,
+        f: impl FnOnce(&mut RedbTables<'_>) -> Result<(), crate::tables::TableError>,
+    ) -> Result<(), AppendError> {
+        if self.poisoned {
+            return Err(AppendError::Poisoned);
+        }
+        let txn = begin_durable_write(&self.db)?;
+        {
+            let mut tables = RedbTables::new(&txn);
+            f(&mut tables).map_err(|e| AppendError::Hook(Box::new(e)))?;
+        }
+        if let Err(e) = txn.commit() {
+            self.poisoned = true;
+            return Err(AppendError::Commit(storage("committing")(e)));
+        }
+        Ok(())
+    }
+}

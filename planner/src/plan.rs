@@ -158,7 +158,7 @@ pub fn plan(view: &FleetView<'_>, manifests: &Manifests, now: Micros) -> Vec<Dec
             let previous = view.blocks.get(&key);
             match gates(view, manifests, m, r.current_wave, host, &tick_dispatches) {
                 Some(block) => {
-                    if previous != Some(&block) {
+                    if !previous.is_some_and(|p| p.same_reason(&block)) {
                         decisions.push(Decision::Block(GateDecision {
                             hostname: host.hostname.clone(),
                             rollout_id: host.rollout_id.clone(),

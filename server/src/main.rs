@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use fleet_ledger::materialize::{CheckOutcome, Ledger};
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger::bundle::verify_bundle;
 use ledger::event::{Annotation, Event};
@@ -80,6 +81,18 @@ enum Command {
         /// Trusted public key file; repeat for every key the checkpoints may be signed by.
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
+    },
+    /// Rebuild every projection table from the log.
+    Rebuild {
+        /// Ledger database.
+        #[arg(long)]
+        db: PathBuf,
+    },
+    /// Rebuild the projections in memory and compare them with the stored tables.
+    Check {
+        /// Ledger database.
+        #[arg(long)]
+        db: PathBuf,
     },
     /// Build a sample ledger in a directory, verify it, export and verify a bundle, prove an
     /// entry, and print what to try next.
@@ -164,11 +177,11 @@ fn run(command: Command) -> Result<()> {
         Command::Keygen { out, name } => keygen(&out, &name),
         Command::Init { db, key, origin } => {
             let signer = keys::read_private_key(&key)?;
-            let store = Store::create(&db, &origin, signer, now_us())?;
+            let ledger = Ledger::create(&db, &origin, signer, now_us())?;
             println!(
                 "created {} (origin {origin}, genesis key {})",
                 db.display(),
-                store.public_key().to_text()
+                ledger.store().public_key().to_text()
             );
             Ok(())
         }
@@ -195,6 +208,36 @@ fn run(command: Command) -> Result<()> {
             proof,
             keys: key_files,
         } => verify_proof(&proof, &key_files),
+        Command::Rebuild { db } => {
+            let size = open_ro(&db)?.snapshot()?.size();
+            let bar = progress(Some(size), "rebuilding");
+            let n = fleet_ledger::materialize::rebuild(&db, |n| bar.set_position(n))?;
+            bar.finish_and_clear();
+            println!(
+                "rebuilt {} projection tables from {n} entries",
+                projections::tables::ALL.len()
+            );
+            Ok(())
+        }
+        Command::Check { db } => {
+            let size = open_ro(&db)?.snapshot()?.size();
+            let bar = progress(Some(size), "checking");
+            let outcome = fleet_ledger::materialize::check(&db, |n| bar.set_position(n))?;
+            bar.finish_and_clear();
+            match outcome {
+                CheckOutcome::Identical { entries } => {
+                    println!("OK: every projection table equals a fold of the {entries} entries");
+                    Ok(())
+                }
+                CheckOutcome::Differs { table, detail } => {
+                    Err(Invalid(format!("table {table}: {detail}")).into())
+                }
+                CheckOutcome::Stale { detail } => Err(Invalid(format!(
+                    "projections are stale: {detail} (run `fleet-ledger rebuild`)"
+                ))
+                .into()),
+            }
+        }
         Command::Demo { dir, entries } => demo(dir, entries),
     }
 }

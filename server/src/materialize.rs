@@ -1,0 +1,224 @@
+//! The ledger with its projections: every append folds the new entries into the read models
+//! and writes the changed rows in the same redb transaction; opening catches up or rebuilds
+//! projections whose watermark is behind; `rebuild` and `check` work from the log alone.
+
+use std::path::Path;
+
+use ledger::entry::EntryRef;
+use ledger::keys::Signer;
+use ledger::store::{
+    AppendError, CreateError, Maintenance, NewEntry, OpenError, ReadOnlyStore, Receipt, Snapshot,
+    Store,
+};
+use ledger::tables::TableError;
+use projections::{FOLD_VERSION, State};
+use thiserror::Error;
+
+/// Why folding or materialising failed.
+#[derive(Debug, Error)]
+pub enum MaterializeError {
+    /// Opening or reading the store.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Creating the store.
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    /// Appending or writing tables.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// A projection table could not be read or written.
+    #[error(transparent)]
+    Table(#[from] TableError),
+    /// An entry that does not parse or decode (the log is damaged: run `verify`).
+    #[error("entry {seq} cannot be folded: {reason}")]
+    BadEntry {
+        /// Seq.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Folds entries `from..` of a snapshot into `state`. `progress` gets the count folded.
+pub fn fold_from(
+    snap: &Snapshot,
+    state: &mut State,
+    from: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<(), MaterializeError> {
+    let mut n = 0u64;
+    snap.for_each_entry(from.., |seq, bytes| {
+        let entry = EntryRef::parse(bytes).map_err(|e| MaterializeError::BadEntry {
+            seq,
+            reason: e.to_string(),
+        })?;
+        let event = entry.event().map_err(|e| MaterializeError::BadEntry {
+            seq,
+            reason: e.to_string(),
+        })?;
+        state.apply(seq, entry.header.recorded_at_us, &event);
+        n += 1;
+        if n.is_multiple_of(65536) {
+            progress(n);
+        }
+        Ok::<(), MaterializeError>(())
+    })?;
+    progress(n);
+    Ok(())
+}
+
+/// The whole log folded from empty.
+pub fn fold_all(snap: &Snapshot, progress: impl FnMut(u64)) -> Result<State, MaterializeError> {
+    let mut state = State::default();
+    fold_from(snap, &mut state, 0, progress)?;
+    Ok(state)
+}
+
+/// Rebuilds every projection table of the ledger at `path` from its log. Returns the entries
+/// folded.
+pub fn rebuild(path: &Path, progress: impl FnMut(u64)) -> Result<u64, MaterializeError> {
+    let m = Maintenance::open(path)?;
+    let mut state = fold_all(&m.snapshot()?, progress)?;
+    m.write_tables(|t| state.write_all(t))?;
+    Ok(state.next_seq)
+}
+
+/// What `check` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// The stored tables equal a fold of the log.
+    Identical {
+        /// Entries folded.
+        entries: u64,
+    },
+    /// The first difference.
+    Differs {
+        /// Table.
+        table: &'static str,
+        /// Key and what differs.
+        detail: String,
+    },
+    /// The stored tables were written by another fold version or lag the log.
+    Stale {
+        /// Why.
+        detail: String,
+    },
+}
+
+/// Rebuilds in memory and compares with the stored tables, without writing anything.
+pub fn check(path: &Path, progress: impl FnMut(u64)) -> Result<CheckOutcome, MaterializeError> {
+    let ro = ReadOnlyStore::open(path)?;
+    let snap = ro.snapshot()?;
+    let state = fold_all(&snap, progress)?;
+    match State::stored_watermark(&snap)? {
+        Some(m) if m.fold_version != FOLD_VERSION => {
+            return Ok(CheckOutcome::Stale {
+                detail: format!(
+                    "tables written by fold version {}, this build folds version {FOLD_VERSION}",
+                    m.fold_version
+                ),
+            });
+        }
+        Some(m) if m.next_seq != snap.size() => {
+            return Ok(CheckOutcome::Stale {
+                detail: format!("tables reflect {} of {} entries", m.next_seq, snap.size()),
+            });
+        }
+        None => {
+            return Ok(CheckOutcome::Stale {
+                detail: "no projection watermark: tables never written".into(),
+            });
+        }
+        Some(_) => {}
+    }
+    Ok(match state.diff(&snap)? {
+        None => CheckOutcome::Identical {
+            entries: state.next_seq,
+        },
+        Some((table, detail)) => CheckOutcome::Differs { table, detail },
+    })
+}
+
+/// The store and its in-memory read models, kept equal to the stored tables.
+#[derive(Debug)]
+pub struct Ledger {
+    store: Store,
+    state: State,
+}
+
+impl Ledger {
+    /// Creates a ledger; its genesis entry is folded like any other.
+    pub fn create(
+        path: &Path,
+        origin: &str,
+        signer: Signer,
+        now_us: i64,
+    ) -> Result<Ledger, MaterializeError> {
+        let store = Store::create(path, origin, signer, now_us)?;
+        Ledger::materialize(store)
+    }
+
+    /// Opens a ledger, catching up (or rebuilding, on a fold-version change) its projections.
+    pub fn open(path: &Path, signer: Signer) -> Result<Ledger, MaterializeError> {
+        Ledger::materialize(Store::open(path, signer)?)
+    }
+
+    fn materialize(mut store: Store) -> Result<Ledger, MaterializeError> {
+        let snap = store.snapshot()?;
+        let mark = State::stored_watermark(&snap)?;
+        let mut state = match mark {
+            Some(m) if m.fold_version == FOLD_VERSION && m.next_seq <= snap.size() => {
+                State::load(&snap)?
+            }
+            _ => State::default(),
+        };
+        let rebuild = state.next_seq == 0;
+        if state.next_seq < snap.size() {
+            let from = state.next_seq;
+            fold_from(&snap, &mut state, from, |_| {})?;
+            drop(snap);
+            store.write_tables(|t| {
+                if rebuild {
+                    state.write_all(t)
+                } else {
+                    state.flush(t)
+                }
+            })?;
+        }
+        Ok(Ledger { store, state })
+    }
+
+    /// The read models (equal to the stored tables).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Appends a batch and folds it into the projections in the same transaction. On failure
+    /// the in-memory models are reloaded from the last commit, so they never run ahead of the
+    /// log.
+    pub fn append(&mut self, batch: &[NewEntry]) -> Result<Receipt, MaterializeError> {
+        let state = &mut self.state;
+        let result = self.store.append_with(batch, |txn, appended| {
+            for a in appended {
+                state.apply(a.seq, a.recorded_at_us, a.event);
+            }
+            state.flush(&mut ledger::store::RedbTables::new(txn))
+        });
+        match result {
+            Ok(receipt) => Ok(receipt),
+            Err(e) => {
+                if let Ok(snap) = self.store.snapshot()
+                    && let Ok(s) = State::load(&snap)
+                {
+                    self.state = s;
+                }
+                Err(e.into())
+            }
+        }
+    }
+}

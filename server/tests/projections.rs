@@ -1,0 +1,387 @@
+//! Projections: incremental == rebuild == in-memory fold; the §9.4 rules; versioned folds;
+//! `check` naming the first difference; a crash mid-append.
+
+use std::path::Path;
+
+use fixtures::sim::{Group, Sim};
+use fleet_ledger::materialize::{self, CheckOutcome, Ledger};
+use ledger::store::{NewEntry, ReadOnlyStore};
+use ledger::tables::TableReader;
+use proptest::prelude::*;
+use redb::ReadableTable;
+
+const ORIGIN: &str = "test.example/cp";
+
+fn signer() -> ledger::keys::Signer {
+    fixtures::genesis_signer()
+}
+
+/// Appends the groups in batches of `batch` groups (each group stays whole).
+fn append_all(ledger: &mut Ledger, groups: &[Group], batch: usize) {
+    for chunk in groups.chunks(batch.max(1)) {
+        let entries: Vec<NewEntry> = chunk
+            .iter()
+            .flat_map(|g| {
+                g.events.iter().map(|e| NewEntry {
+                    recorded_at_us: g.at,
+                    event: e.clone(),
+                })
+            })
+            .collect();
+        if !entries.is_empty() {
+            ledger.append(&entries).unwrap();
+        }
+    }
+}
+
+/// blake3 over every projection table's rows, in table and key order.
+fn digest(path: &Path) -> blake3::Hash {
+    let ro = ReadOnlyStore::open(path).unwrap();
+    let snap = ro.snapshot().unwrap();
+    let mut h = blake3::Hasher::new();
+    for table in projections::tables::ALL
+        .iter()
+        .chain([&projections::tables::META])
+    {
+        h.update(table.as_bytes());
+        snap.scan(table, &mut |k, v| {
+            h.update(&(k.len() as u64).to_be_bytes());
+            h.update(k);
+            h.update(&(v.len() as u64).to_be_bytes());
+            h.update(v);
+            Ok(())
+        })
+        .unwrap();
+    }
+    h.finalize()
+}
+
+fn sim_ledger(path: &Path, seed: u64, ticks: usize, batch: usize) -> (Ledger, Sim) {
+    let mut sim = Sim::new(seed, 24);
+    let start = sim.now();
+    let mut groups = Vec::new();
+    for _ in 0..ticks {
+        groups.extend(sim.tick());
+    }
+    let mut ledger = Ledger::create(path, ORIGIN, signer(), start).unwrap();
+    append_all(&mut ledger, &groups, batch);
+    (ledger, sim)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// Incremental materialisation in redb == the simulation's in-memory fold == a rebuild
+    /// from the log, row by row and by digest, whatever the batching.
+    #[test]
+    fn incremental_equals_rebuild_equals_in_memory(seed in 1u64..1000, ticks in 20usize..250, batch in 1usize..40) {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("p.redb");
+        let (ledger, sim) = sim_ledger(&path, seed, ticks, batch);
+        prop_assert_eq!(ledger.state(), sim.state());
+        let folded = materialize::fold_all(&ledger.store().snapshot().unwrap(), |_| {}).unwrap();
+        prop_assert_eq!(&folded, ledger.state());
+        drop(ledger);
+        let outcome = materialize::check(&path, |_| {}).unwrap();
+        prop_assert!(matches!(outcome, CheckOutcome::Identical { .. }), "check: {:?}", outcome);
+        let before = digest(&path);
+        materialize::rebuild(&path, |_| {}).unwrap();
+        prop_assert_eq!(before, digest(&path), "a rebuild rewrites the same bytes");
+        // Reopening loads the same state from the tables.
+        let reopened = Ledger::open(&path, signer()).unwrap();
+        prop_assert_eq!(reopened.state(), &folded);
+    }
+}
+
+#[test]
+fn a_failing_evidence_probe_with_an_observe_control_makes_exactly_one_row_at_its_seq() {
+    use ledger::domain::{
+        AgentReport, HostState, ProbeMode, ProbeStatus, ProbeSubResult, RolloutId,
+    };
+    use ledger::event::{Event, HostAssignment};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("p.redb");
+    let t0 = 1_767_225_600_000_000;
+    let mut l = Ledger::create(&path, ORIGIN, signer(), t0).unwrap();
+    let r = RolloutId::new("stable", "ab").unwrap();
+    let host = HostAssignment {
+        hostname: "web-01".into(),
+        wave: 0,
+        target_closure: "/nix/store/t".into(),
+    };
+    let open = planner::decide_open(l.state(), &r, [1; 32], &[host], &[]).unwrap();
+    let append = |l: &mut Ledger, events: Vec<Event>| {
+        let entries: Vec<NewEntry> = events
+            .into_iter()
+            .map(|event| NewEntry {
+                recorded_at_us: t0,
+                event,
+            })
+            .collect();
+        l.append(&entries).unwrap()
+    };
+    append(&mut l, open);
+    let policy = planner::HostPolicy {
+        on_health_failure: ledger::domain::OnHealthFailure::Halt,
+    };
+    let reports = [
+        AgentReport::DispatchAck {
+            current_closure_at_dispatch: "/nix/store/p".into(),
+            received_at: t0,
+        },
+        AgentReport::ActivationCompleted {
+            observed_current_closure: "/nix/store/t".into(),
+            exit_code: 0,
+            completed_at: t0,
+        },
+        AgentReport::ProbeResult {
+            probe_name: "evidence-nis2".into(),
+            mode: ProbeMode::Enforce,
+            status: ProbeStatus::Fail,
+            observed_at: t0,
+            failure_reason: Some("2 controls failing".into()),
+            sub_results: vec![
+                ProbeSubResult {
+                    control_id: "nis2.art21.a".into(),
+                    status: ProbeStatus::Fail,
+                    framework: "nis2-essential".into(),
+                    article: Some("21".into()),
+                    effective_mode: ProbeMode::Enforce,
+                    override_reason: None,
+                },
+                ProbeSubResult {
+                    control_id: "access-control".into(),
+                    status: ProbeStatus::Fail,
+                    framework: "nis2-essential".into(),
+                    article: None,
+                    effective_mode: ProbeMode::Observe,
+                    override_reason: Some("accepted risk".into()),
+                },
+            ],
+        },
+    ];
+    for (i, report) in reports.into_iter().enumerate() {
+        let input = planner::HostInput::Agent {
+            agent_seq: i as u64 + 1,
+            report,
+        };
+        let events = planner::decide_report(l.state(), &r, "web-01", &input, t0, &policy).unwrap();
+        append(&mut l, events);
+    }
+    assert_eq!(
+        l.state().hosts[&(r.clone(), "web-01".into())].state,
+        HostState::Soaking
+    );
+    let rows: Vec<_> = l.state().probe_failures.iter().collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let ((_, _, control), row) = rows[0];
+    assert_eq!(control, "nis2.art21.a");
+    // The row points at the seq of its own log entry.
+    let bytes = l
+        .store()
+        .snapshot()
+        .unwrap()
+        .entry(row.created_seq)
+        .unwrap()
+        .unwrap();
+    let event = ledger::entry::EntryRef::parse(&bytes)
+        .unwrap()
+        .event()
+        .unwrap();
+    assert!(
+        matches!(event, Event::ProbeFailureRecorded(p) if p.control_id.as_deref() == Some("nis2.art21.a"))
+    );
+    // And the stored table says the same.
+    drop(l);
+    assert!(matches!(
+        materialize::check(&path, |_| {}).unwrap(),
+        CheckOutcome::Identical { .. }
+    ));
+}
+
+const META: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("proj.meta");
+const HOSTS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("proj.hosts");
+
+#[test]
+fn a_bumped_fold_version_or_a_lagging_watermark_is_repaired_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("p.redb");
+    let (ledger, _) = sim_ledger(&path, 3, 120, 5);
+    let expected = ledger.state().clone();
+    drop(ledger);
+    // Pretend the tables were written by fold version 0.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            let mut t = w.open_table(META).unwrap();
+            let old = projections::Watermark {
+                fold_version: 0,
+                next_seq: 1,
+            };
+            let bytes = bincode::serde::encode_to_vec(old, bincode::config::standard()).unwrap();
+            t.insert(b"watermark".as_slice(), bytes.as_slice()).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    assert!(matches!(
+        materialize::check(&path, |_| {}).unwrap(),
+        CheckOutcome::Stale { .. }
+    ));
+    let reopened = Ledger::open(&path, signer()).unwrap();
+    assert_eq!(reopened.state(), &expected);
+    drop(reopened);
+    assert!(matches!(
+        materialize::check(&path, |_| {}).unwrap(),
+        CheckOutcome::Identical { .. }
+    ));
+
+    // A ledger appended without projections (plain store) is caught up on open.
+    let path2 = tmp.path().join("q.redb");
+    let mut sim = Sim::new(4, 24);
+    let start = sim.now();
+    let groups: Vec<Group> = (0..80).flat_map(|_| sim.tick()).collect();
+    let mut store = ledger::store::Store::create(&path2, ORIGIN, signer(), start).unwrap();
+    for g in &groups {
+        let entries: Vec<NewEntry> = g
+            .events
+            .iter()
+            .map(|e| NewEntry {
+                recorded_at_us: g.at,
+                event: e.clone(),
+            })
+            .collect();
+        store.append(&entries).unwrap();
+    }
+    drop(store);
+    let caught_up = Ledger::open(&path2, signer()).unwrap();
+    assert_eq!(caught_up.state(), sim.state());
+}
+
+#[test]
+fn check_names_the_first_differing_table_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("p.redb");
+    let (ledger, _) = sim_ledger(&path, 5, 60, 3);
+    drop(ledger);
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            let mut t = w.open_table(HOSTS).unwrap();
+            let (k, mut v) = {
+                let first = t.first().unwrap().unwrap();
+                (first.0.value().to_vec(), first.1.value().to_vec())
+            };
+            *v.last_mut().unwrap() ^= 1;
+            t.insert(k.as_slice(), v.as_slice()).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let outcome = materialize::check(&path, |_| {}).unwrap();
+    let CheckOutcome::Differs { table, detail } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(table, "proj.hosts");
+    assert!(detail.contains("stored row differs"), "{detail}");
+    // The CLI says the same in one line and exits 1; rebuild repairs it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleet-ledger"))
+        .args(["check", "--db", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("INVALID: table proj.hosts: key ("), "{err}");
+    materialize::rebuild(&path, |_| {}).unwrap();
+    assert!(matches!(
+        materialize::check(&path, |_| {}).unwrap(),
+        CheckOutcome::Identical { .. }
+    ));
+}
+
+const CHILD_ENV: &str = "FLEET_LEDGER_PROJ_CRASH_DB";
+
+/// Child side of the crash test: appends simulated groups through the materialised ledger.
+#[test]
+fn crash_child() {
+    let Some(db) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let path = std::path::PathBuf::from(db);
+    let mut sim = Sim::new(11, 30);
+    let mut ledger = if path.exists() {
+        Ledger::open(&path, signer()).unwrap()
+    } else {
+        Ledger::create(&path, ORIGIN, signer(), sim.now()).unwrap()
+    };
+    // Replay the simulation up to where the ledger is, so appends continue it.
+    let mut skip = ledger.store().size() - 1;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    loop {
+        for g in sim.tick() {
+            let n = g.events.len() as u64;
+            if skip >= n {
+                skip -= n;
+                continue;
+            }
+            assert_eq!(skip, 0, "groups are appended whole");
+            let entries: Vec<NewEntry> = g
+                .events
+                .iter()
+                .map(|e| NewEntry {
+                    recorded_at_us: g.at,
+                    event: e.clone(),
+                })
+                .collect();
+            ledger.append(&entries).unwrap();
+            writeln!(out, "committed {}", ledger.store().size()).unwrap();
+            out.flush().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_crash_mid_append_leaves_projections_equal_to_a_fold_of_the_committed_log() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("crash.redb");
+    let exe = std::env::current_exe().unwrap();
+    let mut acknowledged = 0u64;
+    for round in 0..3u64 {
+        let mut child = std::process::Command::new(&exe)
+            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &db)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut max = 0u64;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(n) = line.strip_prefix("committed ") {
+                    max = max.max(n.parse().unwrap());
+                }
+            }
+            max
+        });
+        std::thread::sleep(std::time::Duration::from_millis(400 + 150 * round));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        acknowledged = acknowledged.max(reader.join().unwrap());
+        let ledger = Ledger::open(&db, signer()).unwrap();
+        assert!(
+            ledger.store().size() >= acknowledged,
+            "round {round}: lost acknowledged entries"
+        );
+        let folded = materialize::fold_all(&ledger.store().snapshot().unwrap(), |_| {}).unwrap();
+        assert_eq!(&folded, ledger.state());
+        drop(ledger);
+        assert!(matches!(
+            materialize::check(&db, |_| {}).unwrap(),
+            CheckOutcome::Identical { .. }
+        ));
+    }
+    assert!(acknowledged > 1, "the child never committed");
+}

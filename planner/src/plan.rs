@@ -133,7 +133,9 @@ pub fn plan(view: &FleetView<'_>, manifests: &Manifests, now: Micros) -> Vec<Dec
         }
     }
 
-    // 3. Gate every undispatched Pending host of every dispatching rollout.
+    // 3. Gate every undispatched Pending host of every dispatching rollout. Hosts in flight are
+    //    counted once per tick, not once per candidate.
+    let index = Index::new(view, manifests);
     let mut tick_dispatches: BTreeMap<String, u32> = BTreeMap::new();
     for m in manifests.rollouts.values() {
         let Some(r) = state.rollouts.get(&m.rollout_id) else {
@@ -156,7 +158,7 @@ pub fn plan(view: &FleetView<'_>, manifests: &Manifests, now: Micros) -> Vec<Dec
         for host in hosts {
             let key = (host.rollout_id.clone(), host.hostname.clone());
             let previous = view.blocks.get(&key);
-            match gates(view, manifests, m, r.current_wave, host, &tick_dispatches) {
+            match gates(view, manifests, m, r.current_wave, host, &index, &tick_dispatches) {
                 Some(block) => {
                     if !previous.is_some_and(|p| p.same_reason(&block)) {
                         decisions.push(Decision::Block(GateDecision {
@@ -170,7 +172,7 @@ pub fn plan(view: &FleetView<'_>, manifests: &Manifests, now: Micros) -> Vec<Dec
                     for b in m
                         .budgets
                         .iter()
-                        .filter(|b| b.hosts.contains(&host.hostname))
+                        .filter(|b| index.in_budget(b, &host.hostname))
                     {
                         *tick_dispatches.entry(b.selector.clone()).or_default() += 1;
                     }
@@ -195,6 +197,77 @@ pub fn plan(view: &FleetView<'_>, manifests: &Manifests, now: Micros) -> Vec<Dec
     decisions
 }
 
+/// Whether a host record occupies a disruption-budget slot: Activating or Soaking, or
+/// dispatched and not yet acked (unless its rollout was superseded or pruned).
+fn occupies_slot(view: &FleetView<'_>, h: &HostRecord) -> bool {
+    h.state.is_in_flight()
+        || (h.state == HostState::Pending
+            && h.dispatched_at.is_some()
+            && h.dispatch_acked_at.is_none()
+            && !matches!(
+                view.state.rollouts.get(&h.rollout_id).map(|r| r.state),
+                Some(RolloutState::Superseded | RolloutState::Pruned)
+            ))
+}
+
+/// Lookups built once per tick, so gating n hosts costs O(n log n), not O(n²).
+struct Index<'a> {
+    /// Channel → hosts in any of its waves.
+    staged: BTreeMap<&'a str, BTreeSet<&'a str>>,
+    /// Budget selector → its hosts.
+    budget_hosts: BTreeMap<&'a str, BTreeSet<&'a str>>,
+    /// Budget selector → hosts occupying a slot now.
+    in_flight: BTreeMap<&'a str, u32>,
+}
+
+impl<'a> Index<'a> {
+    fn new(view: &FleetView<'_>, manifests: &'a Manifests) -> Index<'a> {
+        let staged = manifests
+            .fleet
+            .waves
+            .iter()
+            .map(|(c, waves)| (c.as_str(), waves.iter().flatten().map(String::as_str).collect()))
+            .collect();
+        // Terminal rollouts have every host Converged and pruned ones are history: neither can
+        // hold a slot, and skipping them keeps a tick's cost bounded by the live rollouts.
+        let mut per_host: BTreeMap<&str, u32> = BTreeMap::new();
+        let live = view
+            .state
+            .rollouts
+            .values()
+            .filter(|r| !matches!(r.state, RolloutState::Terminal | RolloutState::Pruned));
+        for r in live {
+            for h in view.state.hosts_of(&r.rollout_id) {
+                if occupies_slot(view, h) {
+                    *per_host.entry(h.hostname.as_str()).or_default() += 1;
+                }
+            }
+        }
+        let mut budget_hosts = BTreeMap::new();
+        let mut in_flight = BTreeMap::new();
+        for b in manifests.rollouts.values().flat_map(|m| &m.budgets) {
+            let hosts: BTreeSet<&str> = b.hosts.iter().map(String::as_str).collect();
+            let n = hosts
+                .iter()
+                .map(|h| per_host.get(h).copied().unwrap_or(0))
+                .sum();
+            in_flight.insert(b.selector.as_str(), n);
+            budget_hosts.insert(b.selector.as_str(), hosts);
+        }
+        Index {
+            staged,
+            budget_hosts,
+            in_flight,
+        }
+    }
+
+    fn in_budget(&self, b: &crate::manifest::Budget, host: &str) -> bool {
+        self.budget_hosts
+            .get(b.selector.as_str())
+            .is_some_and(|s| s.contains(host))
+    }
+}
+
 /// The six gates in order; the first block wins.
 fn gates(
     view: &FleetView<'_>,
@@ -202,6 +275,7 @@ fn gates(
     m: &RolloutManifest,
     current_wave: u32,
     host: &HostRecord,
+    index: &Index<'_>,
     tick_dispatches: &BTreeMap<String, u32>,
 ) -> Option<GateBlock> {
     let channel = &host.rollout_id.channel;
@@ -236,8 +310,12 @@ fn gates(
     }
 
     // 3. Wave promotion: default deny for unstaged hosts, then the cursor.
-    if let Some(waves) = fleet.waves.get(channel).filter(|w| !w.is_empty()) {
-        if !waves.iter().any(|w| w.contains(&host.hostname)) {
+    if fleet.waves.get(channel).is_some_and(|w| !w.is_empty()) {
+        if !index
+            .staged
+            .get(channel.as_str())
+            .is_some_and(|s| s.contains(host.hostname.as_str()))
+        {
             return Some(GateBlock::HostUnstaged {
                 channel: channel.clone(),
             });
@@ -273,27 +351,17 @@ fn gates(
     for b in m
         .budgets
         .iter()
-        .filter(|b| b.hosts.contains(&host.hostname))
+        .filter(|b| index.in_budget(b, &host.hostname))
     {
         let Some(cap) = b.cap() else { continue };
-        let in_flight = view
-            .state
-            .hosts
-            .values()
-            .filter(|h| b.hosts.contains(&h.hostname))
-            // A host never consumes its own slot (D-008 A), even when being re-dispatched.
-            .filter(|h| !(h.hostname == host.hostname && h.rollout_id == host.rollout_id))
-            .filter(|h| {
-                h.state.is_in_flight()
-                    || (h.state == HostState::Pending
-                        && h.dispatched_at.is_some()
-                        && h.dispatch_acked_at.is_none()
-                        && !matches!(
-                            view.state.rollouts.get(&h.rollout_id).map(|r| r.state),
-                            Some(RolloutState::Superseded | RolloutState::Pruned)
-                        ))
-            })
-            .count() as u32
+        // A host never consumes its own slot (D-008 A), even when being re-dispatched.
+        let own = u32::from(occupies_slot(view, host));
+        let in_flight = index
+            .in_flight
+            .get(b.selector.as_str())
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(own)
             + tick_dispatches.get(&b.selector).copied().unwrap_or(0);
         if in_flight >= cap {
             return Some(GateBlock::DisruptionBudget {

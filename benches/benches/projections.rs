@@ -1,0 +1,310 @@
+//! Projection benchmarks, each against its baseline in the same run:
+//!
+//! * `rebuild/fold_1m`: folding a realistic log (the deterministic fleet simulation) from
+//!   empty, entries per second.
+//! * `append_1000/*`: durable appends of 1000 simulated entries per commit, with the
+//!   projections folded and written in the same transaction, and without them.
+//! * `incumbent/*`: the reference applier's pattern on SQLite (WAL): an `event_log` row and the
+//!   derived-table rows in separate transactions per event, with `synchronous=FULL` and
+//!   `NORMAL`; and the same pattern batched 1000 events per transaction (its best case).
+//!
+//! `FLEET_BENCH_REBUILD_ENTRIES` sets the rebuild log size (default 1,000,000). The simulated
+//! log is generated once and cached under `target/bench-scratch/`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fixtures::sim::{Group, Sim};
+use fleet_ledger::materialize::{self, Ledger};
+use ledger::event::Event;
+use ledger::store::{NewEntry, ReadOnlyStore, Store};
+
+fn scratch() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-scratch");
+    std::fs::create_dir_all(&p).expect("scratch dir");
+    p
+}
+
+/// The simulated event stream, as 1000-entry batches (groups kept whole).
+fn batches(entries: u64, hosts: usize) -> (i64, Vec<Vec<NewEntry>>) {
+    let mut sim = Sim::new(42, hosts);
+    let start = sim.now();
+    let groups: Vec<Group> = sim.run(entries);
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    for g in groups {
+        for e in g.events {
+            cur.push(NewEntry {
+                recorded_at_us: g.at,
+                event: e,
+            });
+        }
+        if cur.len() >= 1000 {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    (start, out)
+}
+
+/// A ledger of `entries` simulated entries, built once and reused across runs.
+fn cached_log(entries: u64) -> PathBuf {
+    let path = scratch().join(format!("sim-{entries}.redb"));
+    if ReadOnlyStore::open(&path)
+        .and_then(|s| s.snapshot())
+        .is_ok_and(|s| s.size() > entries)
+    {
+        return path;
+    }
+    let _ = std::fs::remove_file(&path);
+    eprintln!("generating a {entries}-entry simulated log (once; cached at {})", path.display());
+    let (start, batches) = batches(entries, 2000);
+    let mut store = Store::create(&path, "bench.example/cp", fixtures::genesis_signer(), start)
+        .expect("create");
+    for b in &batches {
+        store.append(b).expect("append");
+    }
+    path
+}
+
+fn rebuild(c: &mut Criterion) {
+    let n: u64 = std::env::var("FLEET_BENCH_REBUILD_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let path = cached_log(n);
+    let ro = ReadOnlyStore::open(&path).expect("open");
+    let snap = ro.snapshot().expect("snapshot");
+    let mut g = c.benchmark_group("rebuild");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.throughput(Throughput::Elements(snap.size()));
+    g.bench_function("fold_1m", |b| {
+        b.iter(|| materialize::fold_all(&snap, |_| {}).expect("fold"))
+    });
+    g.finish();
+}
+
+fn append(c: &mut Criterion) {
+    let (start, stream) = batches(60_000, 2000);
+    let dir = tempfile::tempdir_in(scratch()).expect("tempdir");
+    let mut g = c.benchmark_group("append_1000");
+    g.sample_size(20).measurement_time(Duration::from_secs(10));
+    g.throughput(Throughput::Elements(1000));
+
+    let mut with = Ledger::create(
+        &dir.path().join("with.redb"),
+        "bench.example/cp",
+        fixtures::genesis_signer(),
+        start,
+    )
+    .expect("create");
+    let mut i = 0usize;
+    g.bench_function("with_projections", |b| {
+        b.iter(|| {
+            let batch = &stream[i % stream.len()];
+            i += 1;
+            with.append(&shifted(batch, i, stream.len())).expect("append")
+        })
+    });
+    let mut without = Store::create(
+        &dir.path().join("without.redb"),
+        "bench.example/cp",
+        fixtures::genesis_signer(),
+        start,
+    )
+    .expect("create");
+    let mut j = 0usize;
+    g.bench_function("without_projections", |b| {
+        b.iter(|| {
+            let batch = &stream[j % stream.len()];
+            j += 1;
+            without.append(&shifted(batch, j, stream.len())).expect("append")
+        })
+    });
+    g.finish();
+
+    incumbent(c, &stream);
+}
+
+/// The stream replayed again after it wraps around, moved later in time so CP time never
+/// goes backwards.
+fn shifted(batch: &[NewEntry], i: usize, len: usize) -> Vec<NewEntry> {
+    let lap = ((i - 1) / len) as i64;
+    batch
+        .iter()
+        .map(|e| NewEntry {
+            recorded_at_us: e.recorded_at_us + lap * 10_000_000_000_000,
+            event: e.event.clone(),
+        })
+        .collect()
+}
+
+/// The reference applier's schema (DOMAIN §5), trimmed to the tables its events touch.
+const SCHEMA: &str = "
+PRAGMA journal_mode=WAL;
+CREATE TABLE event_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, host_id TEXT,
+  rollout_id TEXT, kind TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE INDEX event_log_host ON event_log(host_id, ts) WHERE host_id IS NOT NULL;
+CREATE INDEX event_log_rollout ON event_log(rollout_id, seq) WHERE rollout_id IS NOT NULL;
+CREATE TABLE host_rollout_records (rollout_id TEXT NOT NULL, hostname TEXT NOT NULL,
+  state TEXT NOT NULL, payload TEXT NOT NULL, last_event_seq INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (rollout_id, hostname));
+CREATE TABLE rollouts (rollout_id TEXT PRIMARY KEY, state TEXT NOT NULL, current_wave INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE probe_failures (event_log_seq INTEGER, rollout_id TEXT NOT NULL, host_id TEXT NOT NULL,
+  probe_name TEXT NOT NULL, control_id TEXT, observed_at TEXT NOT NULL);
+CREATE TABLE dispatch_queue (hostname TEXT NOT NULL, rollout_id TEXT NOT NULL, target_closure TEXT NOT NULL,
+  soak_due_at TEXT NOT NULL, PRIMARY KEY (hostname, rollout_id));
+CREATE TABLE quarantined_closures (channel TEXT NOT NULL, closure_hash TEXT NOT NULL,
+  PRIMARY KEY (channel, closure_hash));
+";
+
+fn sqlite(path: &Path, synchronous: &str) -> rusqlite::Connection {
+    let _ = std::fs::remove_file(path);
+    let conn = rusqlite::Connection::open(path).expect("open sqlite");
+    conn.execute_batch(SCHEMA).expect("schema");
+    conn.pragma_update(None, "synchronous", synchronous)
+        .expect("pragma");
+    conn
+}
+
+/// One event the way the reference applier writes it: the log row, then the derived rows.
+fn write_log(tx: &rusqlite::Connection, e: &NewEntry) {
+    let (host, rollout) = match &e.event {
+        Event::AgentEventRecorded(a) => (Some(a.hostname.clone()), Some(a.rollout_id.to_string())),
+        Event::HostTransitioned(a) => (Some(a.hostname.clone()), Some(a.rollout_id.to_string())),
+        Event::DispatchQueued(a) => (Some(a.hostname.clone()), Some(a.rollout_id.to_string())),
+        Event::GateDecision(a) => (Some(a.hostname.clone()), Some(a.rollout_id.to_string())),
+        Event::RolloutTransitioned(a) => (None, Some(a.rollout_id.to_string())),
+        _ => (None, None),
+    };
+    tx.execute(
+        "INSERT INTO event_log (ts, host_id, rollout_id, kind, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+        rusqlite::params![e.recorded_at_us.to_string(), host, rollout, e.event.kind().name(), format!("{:?}", e.event)],
+    )
+    .expect("insert log");
+}
+
+fn write_derived(tx: &rusqlite::Connection, e: &NewEntry) {
+    match &e.event {
+        Event::HostJoined(j) => {
+            tx.execute(
+                "INSERT OR REPLACE INTO host_rollout_records (rollout_id, hostname, state, payload) VALUES (?1, ?2, 'Pending', ?3)",
+                rusqlite::params![j.rollout_id.to_string(), j.host.hostname, format!("{:?}", j.host)],
+            )
+            .expect("derived");
+        }
+        Event::AgentEventRecorded(a) => {
+            tx.execute(
+                "UPDATE host_rollout_records SET payload = ?3, last_event_seq = ?4 WHERE rollout_id = ?1 AND hostname = ?2",
+                rusqlite::params![a.rollout_id.to_string(), a.hostname, format!("{:?}", a.report), a.agent_seq as i64],
+            )
+            .expect("derived");
+        }
+        Event::HostTransitioned(t) => {
+            tx.execute(
+                "UPDATE host_rollout_records SET state = ?3 WHERE rollout_id = ?1 AND hostname = ?2",
+                rusqlite::params![t.rollout_id.to_string(), t.hostname, format!("{:?}", t.to)],
+            )
+            .expect("derived");
+        }
+        Event::RolloutOpened(o) => {
+            tx.execute(
+                "INSERT OR IGNORE INTO rollouts (rollout_id, state) VALUES (?1, 'Opening')",
+                rusqlite::params![o.rollout_id.to_string()],
+            )
+            .expect("derived");
+        }
+        Event::RolloutTransitioned(t) => {
+            tx.execute(
+                "UPDATE rollouts SET state = ?2 WHERE rollout_id = ?1",
+                rusqlite::params![t.rollout_id.to_string(), format!("{:?}", t.to)],
+            )
+            .expect("derived");
+        }
+        Event::WaveAdvanced(w) => {
+            tx.execute(
+                "UPDATE rollouts SET current_wave = ?2 WHERE rollout_id = ?1",
+                rusqlite::params![w.rollout_id.to_string(), w.to_wave],
+            )
+            .expect("derived");
+        }
+        Event::ProbeFailureRecorded(p) => {
+            tx.execute(
+                "INSERT INTO probe_failures (event_log_seq, rollout_id, host_id, probe_name, control_id, observed_at) VALUES (NULL, ?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![p.rollout_id.to_string(), p.hostname, p.probe_name, p.control_id, p.observed_at.to_string()],
+            )
+            .expect("derived");
+        }
+        Event::DispatchQueued(d) => {
+            tx.execute(
+                "INSERT OR REPLACE INTO dispatch_queue (hostname, rollout_id, target_closure, soak_due_at) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![d.hostname, d.rollout_id.to_string(), d.target_closure, d.soak_due_at.to_string()],
+            )
+            .expect("derived");
+        }
+        Event::DispatchDelivered(d) => {
+            tx.execute(
+                "DELETE FROM dispatch_queue WHERE hostname = ?1 AND rollout_id = ?2",
+                rusqlite::params![d.hostname, d.rollout_id.to_string()],
+            )
+            .expect("derived");
+        }
+        Event::QuarantineAdded(q) => {
+            tx.execute(
+                "INSERT OR IGNORE INTO quarantined_closures (channel, closure_hash) VALUES (?1, ?2)",
+                rusqlite::params![q.channel, q.closure],
+            )
+            .expect("derived");
+        }
+        _ => {}
+    }
+}
+
+fn incumbent(c: &mut Criterion, stream: &[Vec<NewEntry>]) {
+    let events: Vec<&NewEntry> = stream.iter().flatten().collect();
+    let dir = tempfile::tempdir_in(scratch()).expect("tempdir");
+    let mut g = c.benchmark_group("incumbent");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    for sync in ["FULL", "NORMAL"] {
+        let mut conn = sqlite(&dir.path().join(format!("per-event-{sync}.db")), sync);
+        let mut k = 0usize;
+        g.throughput(Throughput::Elements(100));
+        g.bench_function(format!("sqlite_{sync}_per_event"), |b| {
+            b.iter(|| {
+                for _ in 0..100 {
+                    let e = events[k % events.len()];
+                    k += 1;
+                    // Separate transactions, as the applier does: log row, then derived rows.
+                    let tx = conn.transaction().expect("tx");
+                    write_log(&tx, e);
+                    tx.commit().expect("commit");
+                    let tx = conn.transaction().expect("tx");
+                    write_derived(&tx, e);
+                    tx.commit().expect("commit");
+                }
+            })
+        });
+    }
+    let mut conn = sqlite(&dir.path().join("batched.db"), "FULL");
+    let mut k = 0usize;
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("sqlite_FULL_batched_1000", |b| {
+        b.iter(|| {
+            let tx = conn.transaction().expect("tx");
+            for _ in 0..1000 {
+                let e = events[k % events.len()];
+                k += 1;
+                write_log(&tx, e);
+                write_derived(&tx, e);
+            }
+            tx.commit().expect("commit");
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, append, rebuild);
+criterion_main!(benches);

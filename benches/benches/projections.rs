@@ -60,7 +60,10 @@ fn cached_log(entries: u64) -> PathBuf {
         return path;
     }
     let _ = std::fs::remove_file(&path);
-    eprintln!("generating a {entries}-entry simulated log (once; cached at {})", path.display());
+    eprintln!(
+        "generating a {entries}-entry simulated log (once; cached at {})",
+        path.display()
+    );
     let (start, batches) = batches(entries, 2000);
     let mut store = Store::create(&path, "bench.example/cp", fixtures::genesis_signer(), start)
         .expect("create");
@@ -106,7 +109,8 @@ fn append(c: &mut Criterion) {
         b.iter(|| {
             let batch = &stream[i % stream.len()];
             i += 1;
-            with.append(&shifted(batch, i, stream.len())).expect("append")
+            with.append(&shifted(batch, i, stream.len()))
+                .expect("append")
         })
     });
     let mut without = Store::create(
@@ -121,7 +125,9 @@ fn append(c: &mut Criterion) {
         b.iter(|| {
             let batch = &stream[j % stream.len()];
             j += 1;
-            without.append(&shifted(batch, j, stream.len())).expect("append")
+            without
+                .append(&shifted(batch, j, stream.len()))
+                .expect("append")
         })
     });
     g.finish();

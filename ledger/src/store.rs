@@ -1221,7 +1221,7 @@ impl crate::tables::TableReader for Snapshot {
     fn scan(
         &self,
         table: &'static str,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), crate::tables::TableError>,
+        f: &mut crate::tables::RowVisitor<'_>,
     ) -> Result<(), crate::tables::TableError> {
         let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
         let t = match self._txn.open_table(def) {

@@ -25,14 +25,13 @@ pub trait TableWriter {
     fn clear(&mut self, table: &'static str) -> Result<(), TableError>;
 }
 
+/// The row visitor of [`TableReader::scan`]: called with each key and value.
+pub type RowVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), TableError> + 'a;
+
 /// Reads rows in key order.
 pub trait TableReader {
     /// Calls `f` for every row of `table` in key order.
-    fn scan(
-        &self,
-        table: &'static str,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), TableError>,
-    ) -> Result<(), TableError>;
+    fn scan(&self, table: &'static str, f: &mut RowVisitor<'_>) -> Result<(), TableError>;
 }
 
 /// Tables in memory: ordered, deterministic.
@@ -63,11 +62,7 @@ impl TableWriter for MemTables {
 }
 
 impl TableReader for MemTables {
-    fn scan(
-        &self,
-        table: &'static str,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), TableError>,
-    ) -> Result<(), TableError> {
+    fn scan(&self, table: &'static str, f: &mut RowVisitor<'_>) -> Result<(), TableError> {
         if let Some(t) = self.tables.get(table) {
             for (k, v) in t {
                 f(k, v)?;

@@ -17,20 +17,27 @@ use crate::rollout::{self, RolloutInput};
 
 const MICROS_PER_MINUTE: Micros = 60_000_000;
 
-/// What the planner reads besides the manifests: read models, all ordered.
+/// What the planner reads besides the manifests: the read models, all ordered. Rollouts, host
+/// records, quarantine, deferrals (the current block per host), the dispatch queue and probe
+/// failures are all read straight from the projection state.
 #[derive(Clone, Copy, Debug)]
 pub struct FleetView<'a> {
-    /// Rollouts and host records.
+    /// The read models.
     pub state: &'a State,
-    /// Quarantined (channel, closure) pairs.
-    pub quarantine: &'a BTreeSet<(String, String)>,
-    /// Distinct failing enforce controls per (rollout, host). `None`: the read model is
-    /// unavailable, and the compliance gate then blocks (fails closed).
-    pub failing_controls: Option<&'a BTreeMap<(RolloutId, String), u64>>,
-    /// The current block per (rollout, host), as last recorded.
-    pub blocks: &'a BTreeMap<(RolloutId, String), GateBlock>,
-    /// Hosts with a dispatch queued and not yet delivered.
-    pub queued: &'a BTreeSet<(RolloutId, String)>,
+    /// Whether the probe-failure read model can be trusted for the compliance gate. When it
+    /// cannot (say, it is being rebuilt), the gate blocks: it fails closed.
+    pub compliance_available: bool,
+}
+
+impl FleetView<'_> {
+    fn failing_controls(&self, rollout: &RolloutId, host: &str) -> u64 {
+        let start = (rollout.clone(), host.to_string(), String::new());
+        self.state
+            .probe_failures
+            .range(start..)
+            .take_while(|((r, h, _), _)| r == rollout && h == host)
+            .count() as u64
+    }
 }
 
 /// One planner decision; its events are appended together.
@@ -150,15 +157,24 @@ pub fn plan(view: &FleetView<'_>, manifests: &Manifests, now: Micros) -> Vec<Dec
                 h.state == HostState::Pending
                     && h.dispatch_acked_at.is_none()
                     && !view
-                        .queued
-                        .contains(&(h.rollout_id.clone(), h.hostname.clone()))
+                        .state
+                        .dispatch_queue
+                        .contains_key(&(h.hostname.clone(), h.rollout_id.clone()))
             })
             .collect();
         hosts.sort_by(|a, b| (a.wave, &a.hostname).cmp(&(b.wave, &b.hostname)));
         for host in hosts {
             let key = (host.rollout_id.clone(), host.hostname.clone());
-            let previous = view.blocks.get(&key);
-            match gates(view, manifests, m, r.current_wave, host, &index, &tick_dispatches) {
+            let previous = view.state.deferrals.get(&key).map(|d| &d.block);
+            match gates(
+                view,
+                manifests,
+                m,
+                r.current_wave,
+                host,
+                &index,
+                &tick_dispatches,
+            ) {
                 Some(block) => {
                     if !previous.is_some_and(|p| p.same_reason(&block)) {
                         decisions.push(Decision::Block(GateDecision {
@@ -226,7 +242,12 @@ impl<'a> Index<'a> {
             .fleet
             .waves
             .iter()
-            .map(|(c, waves)| (c.as_str(), waves.iter().flatten().map(String::as_str).collect()))
+            .map(|(c, waves)| {
+                (
+                    c.as_str(),
+                    waves.iter().flatten().map(String::as_str).collect(),
+                )
+            })
             .collect();
         // Terminal rollouts have every host Converged and pruned ones are history: neither can
         // hold a slot, and skipping them keeps a tick's cost bounded by the live rollouts.
@@ -283,8 +304,9 @@ fn gates(
 
     // 1. Quarantine: never re-dispatch a closure that was just rolled back.
     if view
+        .state
         .quarantine
-        .contains(&(channel.clone(), host.target_closure.clone()))
+        .contains_key(&(channel.clone(), host.target_closure.clone()))
     {
         return Some(GateBlock::Quarantined {
             channel: channel.clone(),
@@ -375,16 +397,11 @@ fn gates(
     // 6. Compliance wave: earlier waves must have no outstanding enforce failures; an
     //    unavailable count blocks rather than passes.
     if host.wave >= 1 {
-        let failing = view.failing_controls.map(|counts| {
+        let failing = view.compliance_available.then(|| {
             view.state
                 .hosts_of(&host.rollout_id)
                 .filter(|h| h.wave < host.wave)
-                .map(|h| {
-                    counts
-                        .get(&(h.rollout_id.clone(), h.hostname.clone()))
-                        .copied()
-                        .unwrap_or(0)
-                })
+                .map(|h| view.failing_controls(&h.rollout_id, &h.hostname))
                 .sum::<u64>()
         });
         if failing != Some(0) {

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use common::*;
 use ledger::domain::{HostState, OnHealthFailure, RolloutId};
 use ledger::event::{Event, GateBlock, HostAssignment};
@@ -57,22 +55,45 @@ fn manifests(channels: &[(&str, &str, Vec<Vec<&str>>)]) -> Manifests {
 
 #[derive(Default)]
 struct Views {
-    quarantine: BTreeSet<(String, String)>,
-    failing: BTreeMap<(RolloutId, String), u64>,
-    failing_unavailable: bool,
-    blocks: BTreeMap<(RolloutId, String), GateBlock>,
-    queued: BTreeSet<(RolloutId, String)>,
+    compliance_unavailable: bool,
 }
 
 fn run(f: &Fleet, m: &Manifests, v: &Views) -> Vec<Decision> {
     let view = FleetView {
         state: &f.state,
-        quarantine: &v.quarantine,
-        failing_controls: (!v.failing_unavailable).then_some(&v.failing),
-        blocks: &v.blocks,
-        queued: &v.queued,
+        compliance_available: !v.compliance_unavailable,
     };
     plan(&view, m, T0 + 60 * MIN)
+}
+
+fn quarantine(f: &mut Fleet, channel: &str) {
+    f.append(
+        &[Event::QuarantineAdded(ledger::event::QuarantineAdded {
+            channel: channel.into(),
+            closure: TARGET.into(),
+            rollout_id: rid("other@ee"),
+            hostname: "x".into(),
+        })],
+        T0,
+    );
+}
+
+fn failing(f: &mut Fleet, r: &RolloutId, host: &str, controls: &[&str]) {
+    for c in controls {
+        f.append(
+            &[Event::ProbeFailureRecorded(
+                ledger::event::ProbeFailureRecorded {
+                    rollout_id: r.clone(),
+                    hostname: host.into(),
+                    probe_name: "evidence".into(),
+                    control_id: Some(c.to_string()),
+                    framework: Some("nis2-essential".into()),
+                    observed_at: T0,
+                },
+            )],
+            T0,
+        );
+    }
 }
 
 /// Opens everything the manifests name, applying the planner's own decisions.
@@ -143,24 +164,22 @@ fn acked_and_already_queued_hosts_are_skipped() {
     let mut f = opened(&m);
     let r = rid("stable@ab12");
     drive_to(&mut f, &r, "a", HostState::Activating);
-    let mut v = Views::default();
-    v.queued.insert((r.clone(), "b".into()));
-    assert!(dispatched(&run(&f, &m, &v)).is_empty());
+    f.dispatch(&r, "b", T0, 5 * MIN);
+    assert!(dispatched(&run(&f, &m, &Views::default())).is_empty());
 }
 
 #[test]
 fn quarantine_gate_reads_the_quarantine_model() {
     let m = manifests(&[("stable", "ab12", vec![vec!["a"]])]);
-    let f = opened(&m);
-    let mut v = Views::default();
-    v.quarantine.insert(("stable".into(), TARGET.into()));
-    let d = run(&f, &m, &v);
+    let mut f = opened(&m);
+    quarantine(&mut f, "stable");
+    let d = run(&f, &m, &Views::default());
     assert!(dispatched(&d).is_empty());
     assert_eq!(block_of(&d, "a").map(GateBlock::gate), Some("quarantine"));
     // Another channel's quarantine of the same closure does not block.
-    let mut v = Views::default();
-    v.quarantine.insert(("edge".into(), TARGET.into()));
-    assert_eq!(dispatched(&run(&f, &m, &v)), ["a"]);
+    let mut f = opened(&m);
+    quarantine(&mut f, "edge");
+    assert_eq!(dispatched(&run(&f, &m, &Views::default())), ["a"]);
 }
 
 #[test]
@@ -309,11 +328,20 @@ fn disruption_budget_counts_in_flight_hosts_and_this_ticks_dispatches() {
     let mut f = opened(&m);
     f.dispatch(&r, "a", T0, 5 * MIN);
     let d = run(&f, &m, &Views::default());
-    assert_eq!(
-        dispatched(&d),
-        ["a"],
-        "a may be re-dispatched (its own slot), b and c wait"
+    assert!(dispatched(&d).is_empty(), "a is still queued; b and c wait");
+    assert!(matches!(
+        block_of(&d, "b"),
+        Some(GateBlock::DisruptionBudget { in_flight: 1, .. })
+    ));
+    // Delivered but never acked: a may be dispatched again (its own slot), the others wait.
+    f.append(
+        &[Event::DispatchDelivered(ledger::event::DispatchDelivered {
+            hostname: "a".into(),
+            rollout_id: r.clone(),
+        })],
+        T0,
     );
+    assert_eq!(dispatched(&run(&f, &m, &Views::default())), ["a"]);
 }
 
 #[test]
@@ -330,20 +358,9 @@ fn compliance_wave_blocks_on_earlier_failures_and_fails_closed() {
         })],
         T0,
     );
-    let mut v = Views::default();
-    v.failing.insert((r.clone(), "a".into()), 2);
-    let d = run(&f, &m, &v);
-    assert!(matches!(
-        block_of(&d, "b"),
-        Some(GateBlock::ComplianceWave {
-            failing_controls: Some(2),
-            host_wave: 1
-        })
-    ));
     assert_eq!(dispatched(&run(&f, &m, &Views::default())), ["b"]);
     let v = Views {
-        failing_unavailable: true,
-        ..Views::default()
+        compliance_unavailable: true,
     };
     let d = run(&f, &m, &v);
     assert!(matches!(
@@ -353,25 +370,42 @@ fn compliance_wave_blocks_on_earlier_failures_and_fails_closed() {
             ..
         })
     ));
+    failing(&mut f, &r, "a", &["nis2.art21.a", "nis2.art21.b"]);
+    let d = run(&f, &m, &Views::default());
+    assert!(matches!(
+        block_of(&d, "b"),
+        Some(GateBlock::ComplianceWave {
+            failing_controls: Some(2),
+            host_wave: 1
+        })
+    ));
 }
 
 #[test]
 fn a_gate_decision_is_emitted_only_when_the_block_changes() {
     let m = manifests(&[("stable", "ab12", vec![vec!["a"]])]);
-    let f = opened(&m);
-    let r = rid("stable@ab12");
-    let mut v = Views::default();
-    v.quarantine.insert(("stable".into(), TARGET.into()));
-    let first = run(&f, &m, &v);
-    let block = block_of(&first, "a").cloned().unwrap();
-    v.blocks.insert((r.clone(), "a".into()), block);
+    let mut f = opened(&m);
+    quarantine(&mut f, "stable");
+    let first = run(&f, &m, &Views::default());
+    assert!(block_of(&first, "a").is_some());
+    for d in first {
+        f.append(&d.into_events(), T0);
+    }
     assert!(
-        run(&f, &m, &v).is_empty(),
-        "same block, same tick after tick: nothing to log"
+        run(&f, &m, &Views::default()).is_empty(),
+        "same block, tick after tick: nothing to log"
     );
     // Lifted: the dispatch carries the clearing decision.
-    v.quarantine.clear();
-    let d = run(&f, &m, &v);
+    f.append(
+        &[Event::QuarantineLifted(ledger::event::QuarantineLifted {
+            channel: "stable".into(),
+            closure: TARGET.into(),
+            operator: "alice".into(),
+            reason: "fixed".into(),
+        })],
+        T0,
+    );
+    let d = run(&f, &m, &Views::default());
     assert!(
         matches!(&d[..], [Decision::QueueDispatch { cleared: Some(c), .. }] if c.block.is_none())
     );

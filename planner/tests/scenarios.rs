@@ -2,29 +2,10 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use common::*;
 use ledger::domain::{AgentReport, HostState, OnHealthFailure, RolloutState};
 use ledger::event::{Event, HostAssignment};
 use planner::{Decision, FleetView, Manifests, RolloutManifest, plan};
-
-fn quarantine_of(f: &Fleet) -> BTreeSet<(String, String)> {
-    // The quarantine read model, folded from the log (the projections issue owns the real one).
-    let mut q = BTreeSet::new();
-    for e in &f.log {
-        match e {
-            Event::QuarantineAdded(a) => {
-                q.insert((a.channel.clone(), a.closure.clone()));
-            }
-            Event::QuarantineLifted(l) => {
-                q.remove(&(l.channel.clone(), l.closure.clone()));
-            }
-            _ => {}
-        }
-    }
-    q
-}
 
 fn manifest(channel_ref: &str, hosts: &[&str]) -> Manifests {
     let mut m = Manifests::default();
@@ -50,16 +31,11 @@ fn manifest(channel_ref: &str, hosts: &[&str]) -> Manifests {
 }
 
 fn plan_now(f: &Fleet, m: &Manifests) -> Vec<Decision> {
-    let q = quarantine_of(f);
-    let failing = BTreeMap::new();
-    let blocks = BTreeMap::new();
-    let queued = BTreeSet::new();
+    // The planner reads the quarantine straight from the projection state: the fix for the
+    // reference's inert quarantine gate.
     let view = FleetView {
         state: &f.state,
-        quarantine: &q,
-        failing_controls: Some(&failing),
-        blocks: &blocks,
-        queued: &queued,
+        compliance_available: true,
     };
     plan(&view, m, T0 + 60 * MIN)
 }

@@ -173,6 +173,26 @@ pub struct State {
 }
 
 impl State {
+    /// An empty state that does not remember changed rows: for folding a whole log before
+    /// [`State::write_all`] (a rebuild) or for comparing with stored tables.
+    pub fn untracked() -> State {
+        let mut s = State::default();
+        s.set_tracking(false);
+        s
+    }
+
+    /// Turns change tracking on or off for every model.
+    pub fn set_tracking(&mut self, track: bool) {
+        self.rollouts.set_tracking(track);
+        self.hosts.set_tracking(track);
+        self.probe_failures.set_tracking(track);
+        self.quarantine.set_tracking(track);
+        self.dispatch_queue.set_tracking(track);
+        self.deferrals.set_tracking(track);
+        self.by_host.set_tracking(track);
+        self.active_by_channel.set_tracking(track);
+    }
+
     /// Folds one entry (its seq, CP time and event).
     pub fn apply(&mut self, seq: u64, at: Micros, event: &Event) {
         self.next_seq = seq + 1;
@@ -347,9 +367,13 @@ impl State {
     ) {
         let passed: Vec<String> = match report {
             AgentReport::ActivationCompleted { .. } => {
-                let keys = self
+                let start = (rollout.clone(), host.to_string(), String::new());
+                let keys: Vec<_> = self
                     .probe_failures
-                    .keys_where(|(r, h, _), _| r == rollout && h == host);
+                    .range(start..)
+                    .take_while(|((r, h, _), _)| r == rollout && h == host)
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 for k in keys {
                     self.probe_failures.remove(&k);
                 }

@@ -38,6 +38,8 @@ pub fn decode<T: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<T, Table
 pub struct Model<K, V> {
     rows: BTreeMap<K, V>,
     dirty: BTreeSet<K>,
+    /// Whether to remember changed rows (off while rebuilding: every row is written anyway).
+    track: bool,
 }
 
 impl<K, V> Default for Model<K, V> {
@@ -45,6 +47,7 @@ impl<K, V> Default for Model<K, V> {
         Model {
             rows: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            track: true,
         }
     }
 }
@@ -73,21 +76,34 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
     pub fn contains_key(&self, k: &K) -> bool {
         self.rows.contains_key(k)
     }
+    /// Stops (or resumes) remembering changed rows.
+    pub fn set_tracking(&mut self, track: bool) {
+        self.track = track;
+        if !track {
+            self.dirty.clear();
+        }
+    }
     /// A row, for changing (marks it changed).
     pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
         let v = self.rows.get_mut(k)?;
-        self.dirty.insert(k.clone());
+        if self.track {
+            self.dirty.insert(k.clone());
+        }
         Some(v)
     }
     /// Inserts or replaces a row.
     pub fn insert(&mut self, k: K, v: V) {
-        self.dirty.insert(k.clone());
+        if self.track {
+            self.dirty.insert(k.clone());
+        }
         self.rows.insert(k, v);
     }
     /// Removes a row.
     pub fn remove(&mut self, k: &K) -> Option<V> {
         let v = self.rows.remove(k)?;
-        self.dirty.insert(k.clone());
+        if self.track {
+            self.dirty.insert(k.clone());
+        }
         Some(v)
     }
     /// Rows in key order.
@@ -110,15 +126,6 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
-    /// Keys of rows matching a predicate (to remove them after).
-    pub fn keys_where(&self, mut f: impl FnMut(&K, &V) -> bool) -> Vec<K> {
-        self.rows
-            .iter()
-            .filter(|(k, v)| f(k, v))
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
-
     /// Writes the rows changed since the last flush.
     pub fn flush(
         &mut self,
@@ -159,6 +166,7 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
         Ok(Model {
             rows,
             dirty: BTreeSet::new(),
+            track: true,
         })
     }
 

@@ -67,10 +67,11 @@ pub fn fold_from(
     Ok(())
 }
 
-/// The whole log folded from empty.
+/// The whole log folded from empty (change tracking off: callers write or compare every row).
 pub fn fold_all(snap: &Snapshot, progress: impl FnMut(u64)) -> Result<State, MaterializeError> {
-    let mut state = State::default();
+    let mut state = State::untracked();
     fold_from(snap, &mut state, 0, progress)?;
+    state.set_tracking(true);
     Ok(state)
 }
 
@@ -170,7 +171,7 @@ impl Ledger {
             Some(m) if m.fold_version == FOLD_VERSION && m.next_seq <= snap.size() => {
                 State::load(&snap)?
             }
-            _ => State::default(),
+            _ => State::untracked(),
         };
         let rebuild = state.next_seq == 0;
         if state.next_seq < snap.size() {
@@ -185,6 +186,7 @@ impl Ledger {
                 }
             })?;
         }
+        state.set_tracking(true);
         Ok(Ledger { store, state })
     }
 

@@ -300,6 +300,34 @@ fn begin_durable_write(db: &Database) -> Result<WriteTransaction, StorageError> 
     Ok(txn)
 }
 
+/// Opens an existing database read-write with the bounded cache.
+fn open_rw(path: &Path) -> Result<Database, OpenError> {
+    if !path.exists() {
+        return Err(OpenError::Missing(path.to_path_buf()));
+    }
+    redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .open(path)
+        .map_err(|source| OpenError::NotADatabase {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Runs `f` on the table interface in one durable transaction and commits it.
+fn write_tables_in(
+    db: &Database,
+    f: impl FnOnce(&mut RedbTables<'_>) -> Result<(), crate::tables::TableError>,
+) -> Result<(), AppendError> {
+    let txn = begin_durable_write(db)?;
+    {
+        let mut tables = RedbTables::new(&txn);
+        f(&mut tables).map_err(|e| AppendError::Hook(Box::new(e)))?;
+    }
+    txn.commit()
+        .map_err(|e| AppendError::Commit(storage("committing")(e)))
+}
+
 impl Store {
     /// Creates a new ledger at `path` with a genesis entry naming `origin` and `signer`'s key.
     pub fn create(
@@ -362,16 +390,7 @@ impl Store {
     /// Opens an existing ledger for appending, checking that head, tree and latest checkpoint
     /// agree and that `signer` holds the key in force.
     pub fn open(path: &Path, signer: Signer) -> Result<Store, OpenError> {
-        if !path.exists() {
-            return Err(OpenError::Missing(path.to_path_buf()));
-        }
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .open(path)
-            .map_err(|source| OpenError::NotADatabase {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let db = open_rw(path)?;
         let snap = Snapshot::new(db.begin_read().map_err(storage("beginning a read"))?, path)?;
         let tip = snap.check_tip(path)?;
         let in_force = snap
@@ -1253,16 +1272,7 @@ impl std::fmt::Debug for Maintenance {
 impl Maintenance {
     /// Opens a ledger for maintenance, refusing one whose head, tree and checkpoint disagree.
     pub fn open(path: &Path) -> Result<Maintenance, OpenError> {
-        if !path.exists() {
-            return Err(OpenError::Missing(path.to_path_buf()));
-        }
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .open(path)
-            .map_err(|source| OpenError::NotADatabase {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let db = open_rw(path)?;
         let snap = Snapshot::new(db.begin_read().map_err(storage("beginning a read"))?, path)?;
         snap.check_tip(path)?;
         drop(snap);
@@ -1285,13 +1295,7 @@ impl Maintenance {
         &self,
         f: impl FnOnce(&mut RedbTables<'_>) -> Result<(), crate::tables::TableError>,
     ) -> Result<(), AppendError> {
-        let txn = begin_durable_write(&self.db)?;
-        {
-            let mut tables = RedbTables::new(&txn);
-            f(&mut tables).map_err(|e| AppendError::Hook(Box::new(e)))?;
-        }
-        txn.commit()
-            .map_err(|e| AppendError::Commit(storage("committing")(e)))
+        write_tables_in(&self.db, f)
     }
 }
 
@@ -1305,15 +1309,10 @@ impl Store {
         if self.poisoned {
             return Err(AppendError::Poisoned);
         }
-        let txn = begin_durable_write(&self.db)?;
-        {
-            let mut tables = RedbTables::new(&txn);
-            f(&mut tables).map_err(|e| AppendError::Hook(Box::new(e)))?;
-        }
-        if let Err(e) = txn.commit() {
+        let result = write_tables_in(&self.db, f);
+        if matches!(result, Err(AppendError::Commit(_))) {
             self.poisoned = true;
-            return Err(AppendError::Commit(storage("committing")(e)));
         }
-        Ok(())
+        result
     }
 }

@@ -225,6 +225,12 @@ impl State {
                 if let Some(r) = self.rollouts.get_mut(&e.rollout_id) {
                     r.apply(seq, at, event);
                 }
+                if !matches!(
+                    e.to,
+                    RolloutState::Opening | RolloutState::Active | RolloutState::Converging
+                ) {
+                    self.retire_dispatching(&e.rollout_id);
+                }
                 if e.to == RolloutState::Pruned
                     && self
                         .active_by_channel
@@ -348,6 +354,16 @@ impl State {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A rollout that stopped dispatching (finished, failed, superseded, pruned) has no
+    /// current blocks and no queued dispatches: its waiting hosts will never be dispatched.
+    fn retire_dispatching(&mut self, rollout: &RolloutId) {
+        let hosts: Vec<String> = self.hosts_of(rollout).map(|h| h.hostname.clone()).collect();
+        for h in hosts {
+            self.deferrals.remove(&(rollout.clone(), h.clone()));
+            self.dispatch_queue.remove(&(h, rollout.clone()));
         }
     }
 

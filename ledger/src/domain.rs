@@ -69,7 +69,8 @@ pub fn check_host(s: &str) -> Result<(), IdError> {
 }
 
 /// A rollout: one channel moving to one `channel_ref`. Written `channel@ref`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// (`Default` is the empty id, only for reusable scratch keys; it is not a valid id.)
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RolloutId {
     /// The channel.
     pub channel: String,

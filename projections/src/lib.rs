@@ -149,6 +149,41 @@ pub struct Watermark {
     pub next_seq: u64,
 }
 
+/// Reusable lookup keys: building a `(RolloutId, String)` for every lookup would allocate three
+/// strings per lookup, several times per entry, which dominated rebuilds.
+#[derive(Clone, Debug, Default)]
+struct KeyScratch {
+    rh: (RolloutId, String),
+    hr: (String, RolloutId),
+}
+
+/// Scratch space is not state.
+impl PartialEq for KeyScratch {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for KeyScratch {}
+
+impl KeyScratch {
+    /// `(rollout, host)`, reusing the buffers.
+    fn rh(&mut self, r: &RolloutId, h: &str) -> &(RolloutId, String) {
+        self.rh.0.channel.clone_from(&r.channel);
+        self.rh.0.channel_ref.clone_from(&r.channel_ref);
+        self.rh.1.clear();
+        self.rh.1.push_str(h);
+        &self.rh
+    }
+    /// `(host, rollout)`, reusing the buffers.
+    fn hr(&mut self, h: &str, r: &RolloutId) -> &(String, RolloutId) {
+        self.hr.0.clear();
+        self.hr.0.push_str(h);
+        self.hr.1.channel.clone_from(&r.channel);
+        self.hr.1.channel_ref.clone_from(&r.channel_ref);
+        &self.hr
+    }
+}
+
 /// Every read model.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
@@ -170,6 +205,7 @@ pub struct State {
     pub active_by_channel: Model<String, ActiveRow>,
     /// Entries folded so far: the next seq expected.
     pub next_seq: u64,
+    scratch: KeyScratch,
 }
 
 impl State {
@@ -262,9 +298,9 @@ impl State {
                 self.apply_host(&e.rollout_id, &e.hostname, seq, at, event);
                 if e.to != HostState::Pending {
                     self.dispatch_queue
-                        .remove(&(e.hostname.clone(), e.rollout_id.clone()));
+                        .remove(self.scratch.hr(&e.hostname, &e.rollout_id));
                     self.deferrals
-                        .remove(&(e.rollout_id.clone(), e.hostname.clone()));
+                        .remove(self.scratch.rh(&e.rollout_id, &e.hostname));
                 }
             }
             Event::DispatchQueued(e) => {
@@ -280,26 +316,26 @@ impl State {
                     },
                 );
                 self.deferrals
-                    .remove(&(e.rollout_id.clone(), e.hostname.clone()));
+                    .remove(self.scratch.rh(&e.rollout_id, &e.hostname));
             }
             Event::DispatchDelivered(e) => {
                 self.dispatch_queue
-                    .remove(&(e.hostname.clone(), e.rollout_id.clone()));
+                    .remove(self.scratch.hr(&e.hostname, &e.rollout_id));
             }
             Event::DispatchAcknowledged(e) => {
                 self.dispatch_queue
-                    .remove(&(e.hostname.clone(), e.rollout_id.clone()));
+                    .remove(self.scratch.hr(&e.hostname, &e.rollout_id));
             }
             Event::GateDecision(e) => {
-                let key = (e.rollout_id.clone(), e.hostname.clone());
+                let key = self.scratch.rh(&e.rollout_id, &e.hostname);
                 match &e.block {
-                    Some(block) => match self.deferrals.get_mut(&key) {
+                    Some(block) => match self.deferrals.get_mut(key) {
                         Some(row) => {
                             row.block = block.clone();
                             row.updated_seq = seq;
                         }
                         None => self.deferrals.insert(
-                            key,
+                            key.clone(),
                             DeferralRow {
                                 block: block.clone(),
                                 since: at,
@@ -309,7 +345,7 @@ impl State {
                         ),
                     },
                     None => {
-                        self.deferrals.remove(&key);
+                        self.deferrals.remove(key);
                     }
                 }
             }
@@ -368,7 +404,7 @@ impl State {
     }
 
     fn apply_host(&mut self, rollout: &RolloutId, host: &str, seq: u64, at: Micros, event: &Event) {
-        if let Some(h) = self.hosts.get_mut(&(rollout.clone(), host.to_string())) {
+        if let Some(h) = self.hosts.get_mut(self.scratch.rh(rollout, host)) {
             h.apply(seq, at, event);
         }
     }
@@ -506,6 +542,7 @@ impl State {
             by_host: Model::load(BY_HOST, r)?,
             active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
             next_seq,
+            scratch: KeyScratch::default(),
         })
     }
 

@@ -189,6 +189,11 @@ impl PublicKey {
                 computed: key.id,
             });
         }
+        // One spelling per key (lowercase hex id, canonical base64): a bundle's KEY record must
+        // not verify after a byte changes.
+        if key.to_text() != text {
+            return Err(bad("not in canonical form (lowercase hex key id)"));
+        }
         Ok(key)
     }
 
@@ -283,6 +288,9 @@ impl Signer {
                 stated: id,
                 computed: signer.public.id,
             });
+        }
+        if signer.to_text() != text.trim() {
+            return Err(bad("not in canonical form (lowercase hex key id)"));
         }
         Ok(signer)
     }
@@ -414,6 +422,23 @@ mod tests {
             Err(KeyError::IdMismatch { .. })
         ));
         assert!(matches!(check_name("has space"), Err(KeyError::BadName(_))));
+        // An uppercase key id names the same key but is a second spelling: refused.
+        let s = (0u8..)
+            .map(|i| Signer::from_seed("k", &[i; 32]).unwrap())
+            .find(|s| {
+                format!("{:08x}", s.public().id())
+                    .bytes()
+                    .any(|b| b.is_ascii_alphabetic())
+            })
+            .unwrap();
+        let text = s.public().to_text();
+        let id = format!("{:08x}", s.public().id());
+        let upper = text.replace(&id, &id.to_uppercase());
+        assert_ne!(upper, text);
+        assert!(matches!(
+            PublicKey::from_text(&upper),
+            Err(KeyError::BadFormat { .. })
+        ));
         assert!(matches!(check_name(""), Err(KeyError::BadName(_))));
     }
 

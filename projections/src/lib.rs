@@ -91,10 +91,12 @@ pub struct DeferralRow {
     pub updated_seq: u64,
 }
 
-/// An index row: just provenance.
+/// A row of the per-host index: one rollout the host joined.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexRow {
-    /// Seq of the entry that created it.
+    /// The rollout.
+    pub rollout_id: RolloutId,
+    /// Seq of the `HostJoined` entry that created it.
     pub created_seq: u64,
 }
 
@@ -121,7 +123,8 @@ pub mod tables {
     pub const DISPATCH_QUEUE: &str = "proj.dispatch_queue";
     /// Current blocks by (rollout, host).
     pub const DEFERRALS: &str = "proj.deferrals";
-    /// Index: (host, rollout) for every host record.
+    /// Index: (host, seq of the rollout's opening) for every host record, so a host's
+    /// rollouts list in the order they opened.
     pub const BY_HOST: &str = "proj.by_host";
     /// Index: channel → its active rollout.
     pub const ACTIVE_BY_CHANNEL: &str = "proj.active_by_channel";
@@ -199,8 +202,9 @@ pub struct State {
     pub dispatch_queue: Model<(String, RolloutId), DispatchRow>,
     /// Current block per (rollout, host).
     pub deferrals: Model<(RolloutId, String), DeferralRow>,
-    /// Index (host, rollout).
-    pub by_host: Model<(String, RolloutId), IndexRow>,
+    /// Index (host, rollout's opening seq) → rollout: a host's rollouts in opening order.
+    /// Keyed by seq rather than id so each insert compares integers, not rollout ids.
+    pub by_host: Model<(String, u64), IndexRow>,
     /// Index channel → active rollout.
     pub active_by_channel: Model<String, ActiveRow>,
     /// Entries folded so far: the next seq expected.
@@ -217,8 +221,30 @@ impl State {
         s
     }
 
-    /// Turns change tracking on or off for every model.
+    /// Turns change tracking on or off for every model. Untracked folds (rebuilds) skip the
+    /// per-host index and derive it from the host records in one pass when tracking resumes.
     pub fn set_tracking(&mut self, track: bool) {
+        if track && !self.hosts.tracking() {
+            let mut index: Vec<((String, u64), IndexRow)> = self
+                .hosts
+                .values()
+                .map(|h| {
+                    let opened = self
+                        .rollouts
+                        .get(&h.rollout_id)
+                        .map_or(h.created_seq, |r| r.opened_seq);
+                    (
+                        (h.hostname.clone(), opened),
+                        IndexRow {
+                            rollout_id: h.rollout_id.clone(),
+                            created_seq: h.created_seq,
+                        },
+                    )
+                })
+                .collect();
+            index.sort_by(|a, b| a.0.cmp(&b.0));
+            self.by_host.replace_sorted(index);
+        }
         self.rollouts.set_tracking(track);
         self.hosts.set_tracking(track);
         self.probe_failures.set_tracking(track);
@@ -248,12 +274,20 @@ impl State {
             }
             Event::HostJoined(e) => {
                 let key = (e.rollout_id.clone(), e.host.hostname.clone());
-                if !self.hosts.contains_key(&key) {
-                    self.hosts
-                        .insert(key, HostRecord::joined(&e.rollout_id, &e.host, seq));
+                let joined = self
+                    .hosts
+                    .insert_new(key, || HostRecord::joined(&e.rollout_id, &e.host, seq));
+                if joined && self.by_host.tracking() {
+                    let opened = self
+                        .rollouts
+                        .get(&e.rollout_id)
+                        .map_or(seq, |r| r.opened_seq);
                     self.by_host.insert(
-                        (e.host.hostname.clone(), e.rollout_id.clone()),
-                        IndexRow { created_seq: seq },
+                        (e.host.hostname.clone(), opened),
+                        IndexRow {
+                            rollout_id: e.rollout_id.clone(),
+                            created_seq: seq,
+                        },
                     );
                 }
             }
@@ -329,40 +363,33 @@ impl State {
             Event::GateDecision(e) => {
                 let key = self.scratch.rh(&e.rollout_id, &e.hostname);
                 match &e.block {
-                    Some(block) => match self.deferrals.get_mut(key) {
-                        Some(row) => {
+                    Some(block) => self.deferrals.upsert(
+                        key,
+                        |row| {
                             row.block = block.clone();
                             row.updated_seq = seq;
-                        }
-                        None => self.deferrals.insert(
-                            key.clone(),
-                            DeferralRow {
-                                block: block.clone(),
-                                since: at,
-                                created_seq: seq,
-                                updated_seq: seq,
-                            },
-                        ),
-                    },
+                        },
+                        || DeferralRow {
+                            block: block.clone(),
+                            since: at,
+                            created_seq: seq,
+                            updated_seq: seq,
+                        },
+                    ),
                     None => {
                         self.deferrals.remove(key);
                     }
                 }
             }
             Event::QuarantineAdded(e) => {
-                let key = (e.channel.clone(), e.closure.clone());
-                if !self.quarantine.contains_key(&key) {
-                    self.quarantine.insert(
-                        key,
-                        QuarantineRow {
-                            rollout_id: e.rollout_id.clone(),
-                            hostname: e.hostname.clone(),
-                            quarantined_at: at,
-                            created_seq: seq,
-                            updated_seq: seq,
-                        },
-                    );
-                }
+                self.quarantine
+                    .insert_new((e.channel.clone(), e.closure.clone()), || QuarantineRow {
+                        rollout_id: e.rollout_id.clone(),
+                        hostname: e.hostname.clone(),
+                        quarantined_at: at,
+                        created_seq: seq,
+                        updated_seq: seq,
+                    });
             }
             Event::QuarantineLifted(e) => {
                 self.quarantine

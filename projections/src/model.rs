@@ -76,6 +76,17 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
     pub fn contains_key(&self, k: &K) -> bool {
         self.rows.contains_key(k)
     }
+    /// Whether changed rows are remembered.
+    pub fn tracking(&self) -> bool {
+        self.track
+    }
+
+    /// Replaces every row from an iterator sorted by key (bulk build), remembering none.
+    pub fn replace_sorted(&mut self, rows: impl IntoIterator<Item = (K, V)>) {
+        self.rows = rows.into_iter().collect();
+        self.dirty.clear();
+    }
+
     /// Stops (or resumes) remembering changed rows.
     pub fn set_tracking(&mut self, track: bool) {
         self.track = track;
@@ -98,6 +109,32 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
         }
         self.rows.insert(k, v);
     }
+    /// Inserts a row only if its key is absent (one search). Returns whether it inserted.
+    pub fn insert_new(&mut self, k: K, v: impl FnOnce() -> V) -> bool {
+        match self.rows.entry(k) {
+            std::collections::btree_map::Entry::Occupied(_) => false,
+            std::collections::btree_map::Entry::Vacant(e) => {
+                if self.track {
+                    self.dirty.insert(e.key().clone());
+                }
+                e.insert(v());
+                true
+            }
+        }
+    }
+
+    /// Changes the row at `k` with `change`, or inserts `new()` when absent (one search).
+    pub fn upsert(&mut self, k: &K, change: impl FnOnce(&mut V), new: impl FnOnce() -> V) {
+        if let Some(v) = self.rows.get_mut(k) {
+            change(v);
+        } else {
+            self.rows.insert(k.clone(), new());
+        }
+        if self.track {
+            self.dirty.insert(k.clone());
+        }
+    }
+
     /// Removes a row.
     pub fn remove(&mut self, k: &K) -> Option<V> {
         let v = self.rows.remove(k)?;

@@ -177,6 +177,8 @@ impl Ledger {
         if state.next_seq < snap.size() {
             let from = state.next_seq;
             fold_from(&snap, &mut state, from, |_| {})?;
+            // Derives the indexes an untracked fold skipped, before anything is written.
+            state.set_tracking(true);
             drop(snap);
             store.write_tables(|t| {
                 if rebuild {

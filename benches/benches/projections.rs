@@ -145,7 +145,7 @@ fn append(c: &mut Criterion) {
 /// goes backwards. (Sized so that it does not wrap; a warning says when it does.)
 fn shifted(batch: &[NewEntry], i: usize, len: usize) -> Vec<NewEntry> {
     let lap = ((i - 1) / len) as i64;
-    if lap > 0 && (i - 1) % len == 0 {
+    if lap > 0 && (i - 1).is_multiple_of(len) {
         eprintln!("warning: the append stream wrapped around; later figures replay it");
     }
     batch

@@ -486,6 +486,13 @@ fn demo(dir: Option<PathBuf>, entries: u64) -> Result<()> {
     verify_bundle(BufReader::new(file), &genesis, |_| {}).map_err(|e| Invalid(e.to_string()))?;
     println!("exported and verified a bundle: {e} entries, {c} checkpoints");
     let (latest, note) = snap.latest_checkpoint()?.context("no checkpoint")?;
+    drop(snap);
+    drop(store);
+    let folded = fleet_ledger::materialize::rebuild(&db, |_| {})?;
+    println!(
+        "built the {} projection tables from the {folded} entries",
+        projections::tables::ALL.len()
+    );
     println!("\nlatest checkpoint (size {latest}):\n{note}");
     let exe = "fleet-ledger";
     let d = dir.display();
@@ -505,6 +512,7 @@ fn demo(dir: Option<PathBuf>, entries: u64) -> Result<()> {
         rotated_pub.display()
     );
     println!("  {exe} prove consistency --db {d}/ledger.redb --from 1 --to {latest}");
+    println!("  {exe} check --db {d}/ledger.redb");
     Ok(())
 }
 

@@ -151,7 +151,8 @@ impl<R: Read> BundleReader<R> {
     /// Opens a bundle, checking magic and version.
     pub fn new(mut input: R) -> Result<BundleReader<R>, VerifyError> {
         let mut head = [0u8; 10];
-        read_full(&mut input, &mut head)
+        input
+            .read_exact(&mut head)
             .map_err(|e| bundle_err(0, format!("not a fleet-ledger bundle: {e}")))?;
         if &head[..8] != MAGIC {
             return Err(bundle_err(0, "not a fleet-ledger bundle (bad magic)"));
@@ -191,7 +192,8 @@ impl<R: Read> BundleReader<R> {
         }
         let at = self.offset;
         let mut head = [0u8; 5];
-        read_full(&mut self.input, &mut head)
+        self.input
+            .read_exact(&mut head)
             .map_err(|e| bundle_err(at, format!("bundle truncated: no END record ({e})")))?;
         let tag = head[0];
         let len = u32::from_be_bytes(head[1..].try_into().expect("4 bytes")) as usize;
@@ -209,7 +211,8 @@ impl<R: Read> BundleReader<R> {
             ));
         }
         self.buf.resize(len, 0);
-        read_full(&mut self.input, &mut self.buf)
+        self.input
+            .read_exact(&mut self.buf)
             .map_err(|e| bundle_err(at, format!("bundle truncated inside a record ({e})")))?;
         self.offset += 5 + len as u64;
         if tag == TAG_END {
@@ -259,10 +262,6 @@ impl<R: Read> BundleReader<R> {
             }
         })
     }
-}
-
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<()> {
-    r.read_exact(buf)
 }
 
 /// Verifies a whole bundle against the pinned genesis key. `progress` is called with the

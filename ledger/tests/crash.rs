@@ -15,6 +15,7 @@ const CHILD_ENV: &str = "FLEET_LEDGER_CRASH_CHILD_DB";
 
 /// Runs only as the child (when the parent sets the environment variable).
 #[test]
+#[ignore = "child process of the crash test; run by it with --include-ignored"]
 fn crash_child() {
     let Some(db) = std::env::var_os(CHILD_ENV) else {
         return;
@@ -44,7 +45,13 @@ fn sigkill_during_appends_loses_nothing_acknowledged() {
     let mut acknowledged = 0u64;
     for round in 0..4u64 {
         let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_child",
+                "--exact",
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &db)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -13,8 +13,6 @@ pub mod host;
 pub mod model;
 pub mod rollout;
 
-use std::collections::BTreeMap;
-
 use ledger::domain::{AgentReport, HostState, Micros, ProbeStatus, RolloutId, RolloutState};
 use ledger::event::{Event, GateBlock};
 use ledger::tables::{TableError, TableReader, TableWriter};
@@ -322,11 +320,11 @@ impl State {
             }
             Event::AgentEventRecorded(e) => {
                 self.apply_host(&e.rollout_id, &e.hostname, seq, at, event);
-                self.clear_probe_failures(&e.rollout_id, &e.hostname, &e.report, seq);
+                self.clear_probe_failures(&e.rollout_id, &e.hostname, &e.report);
             }
             Event::AgentEventSynthesized(e) => {
                 self.apply_host(&e.rollout_id, &e.hostname, seq, at, event);
-                self.clear_probe_failures(&e.rollout_id, &e.hostname, &e.report, seq);
+                self.clear_probe_failures(&e.rollout_id, &e.hostname, &e.report);
             }
             Event::HostTransitioned(e) => {
                 self.apply_host(&e.rollout_id, &e.hostname, seq, at, event);
@@ -437,13 +435,7 @@ impl State {
     }
 
     /// A passing result clears the failures it contradicts; a new activation clears them all.
-    fn clear_probe_failures(
-        &mut self,
-        rollout: &RolloutId,
-        host: &str,
-        report: &AgentReport,
-        _seq: u64,
-    ) {
+    fn clear_probe_failures(&mut self, rollout: &RolloutId, host: &str, report: &AgentReport) {
         let passed: Vec<String> = match report {
             AgentReport::ActivationCompleted { .. } => {
                 let start = (rollout.clone(), host.to_string(), String::new());
@@ -495,15 +487,6 @@ impl State {
             .range((rollout.clone(), String::new())..)
             .take_while(move |((r, _), _)| r == rollout)
             .map(|(_, h)| h)
-    }
-
-    /// Distinct failing enforce controls per (rollout, host): the compliance gate's input.
-    pub fn failing_controls(&self) -> BTreeMap<(RolloutId, String), u64> {
-        let mut out = BTreeMap::new();
-        for ((r, h, _), _) in self.probe_failures.iter() {
-            *out.entry((r.clone(), h.clone())).or_insert(0) += 1;
-        }
-        out
     }
 
     /// Writes every row changed since the last flush, and the watermark.

@@ -187,8 +187,11 @@ impl RolloutState {
 
 /// What the agent does on a health failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+// JSON (the API, manifests) uses the wire names; bincode encodes the variant index only.
+#[serde(rename_all = "kebab-case")]
 pub enum OnHealthFailure {
     /// Stay Failed; an operator acts (`halt`, alias `halt-only`).
+    #[serde(alias = "halt-only")]
     Halt,
     /// Roll back to the prior closure, then stop (`rollback-and-halt`).
     RollbackAndHalt,
@@ -196,6 +199,8 @@ pub enum OnHealthFailure {
 
 /// Probe mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+// JSON (the API, manifests) uses the wire names; bincode encodes the variant index only.
+#[serde(rename_all = "kebab-case")]
 pub enum ProbeMode {
     /// Gates promotion.
     Enforce,
@@ -207,6 +212,8 @@ pub enum ProbeMode {
 
 /// Probe outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+// JSON (the API, manifests) uses the wire names; bincode encodes the variant index only.
+#[serde(rename_all = "kebab-case")]
 pub enum ProbeStatus {
     /// Passed.
     Pass,
@@ -216,6 +223,7 @@ pub enum ProbeStatus {
 
 /// Probe kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ProbeKind {
     /// HTTP check.
     Http,

@@ -16,6 +16,7 @@
 use std::error::Error as StdError;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{
     Database, Durability, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction, ReadableDatabase,
@@ -279,7 +280,9 @@ struct Tip {
 /// The single writer.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    // Shared with [`Reader`]s: redb allows one `Database` per file and process, and its read
+    // transactions are MVCC, so readers on other threads never block the writer.
+    db: Arc<Database>,
     path: PathBuf,
     origin: String,
     signer: Signer,
@@ -359,7 +362,7 @@ impl Store {
             txn.open_table(LOG).map_err(storage("creating tables"))?;
         }
         let mut store = Store {
-            db,
+            db: Arc::new(db),
             path: path.to_path_buf(),
             origin: origin.to_string(),
             tip: Tip {
@@ -406,7 +409,7 @@ impl Store {
         let origin = snap.origin.clone();
         drop(snap);
         Ok(Store {
-            db,
+            db: Arc::new(db),
             path: path.to_path_buf(),
             origin,
             signer,
@@ -451,6 +454,14 @@ impl Store {
             self.db.begin_read().map_err(storage("beginning a read"))?,
             &self.path,
         )
+    }
+
+    /// A handle other threads use to take snapshots of this store while it appends.
+    pub fn reader(&self) -> Reader {
+        Reader {
+            db: Arc::clone(&self.db),
+            path: self.path.clone(),
+        }
     }
 
     /// Appends a batch without a hook.
@@ -639,6 +650,31 @@ impl Store {
             checkpoint,
             note,
         })
+    }
+}
+
+/// Snapshots of a [`Store`] that is open for appending in this process (the daemon's API
+/// threads): cheap to clone, MVCC, never blocks the writer. A snapshot sees only committed,
+/// durable batches.
+#[derive(Clone)]
+pub struct Reader {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Reader({})", self.path.display())
+    }
+}
+
+impl Reader {
+    /// A consistent read view of the last committed batch.
+    pub fn snapshot(&self) -> Result<Snapshot, OpenError> {
+        Snapshot::new(
+            self.db.begin_read().map_err(storage("beginning a read"))?,
+            &self.path,
+        )
     }
 }
 
@@ -1250,6 +1286,45 @@ impl crate::tables::TableReader for Snapshot {
         };
         for row in t.iter().map_err(|e| table_err(table, e))? {
             let (k, v) = row.map_err(|e| table_err(table, e))?;
+            f(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+
+    fn get(
+        &self,
+        table: &'static str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, crate::tables::TableError> {
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
+        let t = match self._txn.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(table_err(table, e)),
+        };
+        Ok(t.get(key)
+            .map_err(|e| table_err(table, e))?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn scan_prefix(
+        &self,
+        table: &'static str,
+        prefix: &[u8],
+        f: &mut crate::tables::RowVisitor<'_>,
+    ) -> Result<(), crate::tables::TableError> {
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
+        let t = match self._txn.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(table_err(table, e)),
+        };
+        // Byte keys sort lexicographically, so the rows with a prefix are one range.
+        for row in t.range(prefix..).map_err(|e| table_err(table, e))? {
+            let (k, v) = row.map_err(|e| table_err(table, e))?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
             f(k.value(), v.value())?;
         }
         Ok(())

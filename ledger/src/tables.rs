@@ -32,6 +32,15 @@ pub type RowVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), TableError> + 'a
 pub trait TableReader {
     /// Calls `f` for every row of `table` in key order.
     fn scan(&self, table: &'static str, f: &mut RowVisitor<'_>) -> Result<(), TableError>;
+    /// One row.
+    fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, TableError>;
+    /// Calls `f` for every row whose key starts with `prefix`, in key order.
+    fn scan_prefix(
+        &self,
+        table: &'static str,
+        prefix: &[u8],
+        f: &mut RowVisitor<'_>,
+    ) -> Result<(), TableError>;
 }
 
 /// Tables in memory: ordered, deterministic.
@@ -65,6 +74,25 @@ impl TableReader for MemTables {
     fn scan(&self, table: &'static str, f: &mut RowVisitor<'_>) -> Result<(), TableError> {
         if let Some(t) = self.tables.get(table) {
             for (k, v) in t {
+                f(k, v)?;
+            }
+        }
+        Ok(())
+    }
+    fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, TableError> {
+        Ok(self.tables.get(table).and_then(|t| t.get(key)).cloned())
+    }
+    fn scan_prefix(
+        &self,
+        table: &'static str,
+        prefix: &[u8],
+        f: &mut RowVisitor<'_>,
+    ) -> Result<(), TableError> {
+        if let Some(t) = self.tables.get(table) {
+            for (k, v) in t.range(prefix.to_vec()..) {
+                if !k.starts_with(prefix) {
+                    break;
+                }
                 f(k, v)?;
             }
         }

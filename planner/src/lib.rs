@@ -8,6 +8,7 @@
 //! * [`rollout`]: the rollout state machine (`decide_open`, `decide`).
 //! * [`plan`]: the planner and its six gates.
 
+pub mod document;
 pub mod host;
 pub mod manifest;
 pub mod plan;

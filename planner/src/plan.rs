@@ -17,6 +17,12 @@ use crate::rollout::{self, RolloutInput};
 
 const MICROS_PER_MINUTE: Micros = 60_000_000;
 
+/// A dispatch the agent took but never acknowledged is queued again after this long (the
+/// RFC's confirm deadline). Re-queueing on every tick instead would log a `DispatchQueued`
+/// per tick for as long as the agent takes to ack (DOMAIN §6.16) and move the soak deadline
+/// under the agent's feet.
+pub const REDISPATCH_AFTER_US: Micros = 5 * MICROS_PER_MINUTE;
+
 /// What the planner reads besides the manifests: the read models, all ordered. Rollouts, host
 /// records, quarantine, deferrals (the current block per host), the dispatch queue and probe
 /// failures are all read straight from the projection state.
@@ -156,6 +162,8 @@ pub fn plan(view: &FleetView<'_>, manifests: &Manifests, now: Micros) -> Vec<Dec
             .filter(|h| {
                 h.state == HostState::Pending
                     && h.dispatch_acked_at.is_none()
+                    && h.dispatched_at
+                        .is_none_or(|t| now.saturating_sub(t) >= REDISPATCH_AFTER_US)
                     && !view
                         .state
                         .dispatch_queue

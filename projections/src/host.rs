@@ -69,6 +69,9 @@ pub struct HostRecord {
     pub probes: BTreeMap<String, ProbeRecord>,
     /// Highest agent seq accepted (synthesized reports do not advance it).
     pub last_event_seq: u64,
+    /// Ledger seq of the `AgentEventRecorded` entry that carried `last_event_seq` (0: none).
+    /// The daemon answers a retransmit of that agent seq with it.
+    pub last_report_seq: u64,
     /// Ledger seq of the entry that created the record.
     pub created_seq: u64,
     /// Ledger seq of the entry that last changed it.
@@ -101,6 +104,7 @@ impl HostRecord {
             policy_applied: None,
             probes: BTreeMap::new(),
             last_event_seq: 0,
+            last_report_seq: 0,
             created_seq: seq,
             updated_seq: seq,
         }
@@ -112,7 +116,10 @@ impl HostRecord {
         let mine = |r: &RolloutId, h: &str| *r == self.rollout_id && h == self.hostname;
         match event {
             Event::AgentEventRecorded(e) if mine(&e.rollout_id, &e.hostname) => {
-                self.last_event_seq = self.last_event_seq.max(e.agent_seq);
+                if e.agent_seq > self.last_event_seq {
+                    self.last_event_seq = e.agent_seq;
+                    self.last_report_seq = seq;
+                }
                 self.apply_report(&e.report);
             }
             Event::AgentEventSynthesized(e) if mine(&e.rollout_id, &e.hostname) => {

@@ -11,6 +11,7 @@
 
 pub mod host;
 pub mod model;
+pub mod read;
 pub mod rollout;
 
 use ledger::domain::{AgentReport, HostState, Micros, ProbeStatus, RolloutId, RolloutState};
@@ -24,7 +25,7 @@ pub use rollout::RolloutRecord;
 
 /// Version of the folds below. Changing any fold's meaning bumps it; opening a store whose
 /// tables were written by another version rebuilds them from the log.
-pub const FOLD_VERSION: u32 = 1;
+pub const FOLD_VERSION: u32 = 2;
 
 /// One failing enforce control (or probe, for probes without controls) of a host in a rollout.
 /// A row clears when a later result of the same probe reports that control (or the probe)

@@ -1,5 +1,20 @@
-//! The fleet-ledger service: the shell around the pure crates. Today it holds the
-//! materialised ledger (store + projections in one transaction); the daemon and its HTTP API
-//! arrive with the daemon issue.
+//! The fleet-ledger service: the shell around the pure crates.
+//!
+//! * [`materialize`]: the ledger with its projections (store + folds in one transaction).
+//! * [`writer`]: the single writer thread: group commit of decided inputs.
+//! * [`api`]: the HTTP API (axum) in front of it; [`daemon`] wires them and runs `serve`.
+//! * [`intake`]: signed manifest verification (JCS, ed25519 `verify_strict`, freshness).
+//! * [`auth`], [`config`], [`wire`], [`metrics`]: tokens, the config file, JSON shapes,
+//!   Prometheus metrics.
+//! * [`demo`]: the README's main command: a daemon and simulated agents over real HTTP.
 
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod intake;
 pub mod materialize;
+pub mod metrics;
+pub mod wire;
+pub mod writer;

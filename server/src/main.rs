@@ -12,10 +12,9 @@ use clap::{Args, Parser, Subcommand};
 use fleet_ledger::materialize::{CheckOutcome, Ledger};
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger::bundle::verify_bundle;
-use ledger::event::{Annotation, Event};
 use ledger::keys::{self, PublicKey, Signer};
 use ledger::proof::{ConsistencyProof, InclusionProof};
-use ledger::store::{NewEntry, ReadOnlyStore, Snapshot, Store};
+use ledger::store::{ReadOnlyStore, Snapshot};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -94,15 +93,37 @@ enum Command {
         #[arg(long)]
         db: PathBuf,
     },
-    /// Build a sample ledger in a directory, verify it, export and verify a bundle, prove an
-    /// entry, and print what to try next.
-    Demo {
-        /// Directory for the demo files (a new temporary directory if omitted).
+    /// Run the control-plane daemon: HTTP API, single writer with group commit.
+    Serve {
+        /// Ledger database (created with `init`).
         #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Number of entries to append.
-        #[arg(long, default_value_t = 20_000)]
-        entries: u64,
+        db: PathBuf,
+        /// Address to listen on, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Configuration file (JSON; see docs/OPERATIONS.md).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Generate an API token and print it with the config entry that admits it.
+    Token {
+        /// agent, operator, auditor or ci.
+        #[arg(long)]
+        role: String,
+        /// The host name (agents) or the person or system.
+        #[arg(long)]
+        name: String,
+    },
+    /// Start the daemon on a fresh ledger, drive simulated agents over HTTP through full
+    /// rollouts (with a failure, a rollback, a quarantine and a successor), verify the ledger
+    /// and print what to try next.
+    Demo {
+        /// Hosts in the sample fleet.
+        #[arg(long, default_value_t = 200)]
+        hosts: usize,
+        /// Ledger database to create (default: in a new temporary directory).
+        #[arg(long)]
+        db: Option<PathBuf>,
     },
 }
 
@@ -238,7 +259,9 @@ fn run(command: Command) -> Result<()> {
                 .into()),
             }
         }
-        Command::Demo { dir, entries } => demo(dir, entries),
+        Command::Serve { db, listen, config } => serve(db, listen, &config),
+        Command::Token { role, name } => token(&role, &name),
+        Command::Demo { hosts, db } => demo(hosts, db),
     }
 }
 
@@ -401,123 +424,136 @@ fn verify_proof(proof: &Path, key_files: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-fn demo(dir: Option<PathBuf>, entries: u64) -> Result<()> {
-    let (_guard, dir) = match dir {
-        Some(d) => {
-            fs::create_dir_all(&d)?;
-            (None, d)
-        }
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("fleet-ledger-demo-")
-                .tempdir()?;
-            let p = t.path().to_path_buf();
-            // Kept after exit so the printed commands work.
-            (Some(t.keep()), p)
-        }
-    };
-    let db = dir.join("ledger.redb");
-    let bundle = dir.join("ledger.bundle");
-    let keys_dir = dir.join("keys");
-    if db.exists() || bundle.exists() {
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn serve(db: PathBuf, listen: std::net::SocketAddr, config: &Path) -> Result<()> {
+    init_tracing();
+    let settings = fleet_ledger::config::Config::load(config)?;
+    let signer = fleet_ledger::daemon::signer(&settings.config.signing_key)?;
+    if !db.exists() {
         bail!(
-            "{} already holds a demo: choose another --dir",
-            dir.display()
+            "{} does not exist: create it first with `fleet-ledger init --db {} --key KEY --origin ORIGIN`",
+            db.display(),
+            db.display()
         );
     }
-    let first = Signer::generate("fleet-ledger-demo-2026a")?;
-    let second = Signer::generate("fleet-ledger-demo-2026b")?;
-    fs::create_dir_all(&keys_dir)?;
-    for s in [&first, &second] {
-        keys::write_private_key(&keys_dir.join(format!("{}.key", s.public().name())), s)?;
-        keys::write_public_key(
-            &keys_dir.join(format!("{}.pub", s.public().name())),
-            s.public(),
-        )?;
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let daemon = fleet_ledger::daemon::Daemon::start(
+            db,
+            settings,
+            signer,
+            listener,
+            fleet_ledger::daemon::system_clock(),
+        )
+        .await?;
+        daemon.run_until(shutdown_signal()).await
+    })
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the daemon could not stop cleanly; never start it so.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
-    let genesis_pub = keys_dir.join(format!("{}.pub", first.public().name()));
-    let rotated_pub = keys_dir.join(format!("{}.pub", second.public().name()));
-    let mut store = Store::create(&db, "fleet-ledger.demo/cp", first, now_us())?;
-    let bar = progress(Some(entries), "appending");
-    let started = std::time::Instant::now();
-    let mut i = 0u64;
-    let mut batches = 0u64;
-    let mut rotated = false;
-    while i < entries {
-        if i >= entries / 2 && !rotated {
-            store.rotate_key(second_clone(&second)?, "demo rotation", now_us())?;
-            rotated = true;
-        }
-        let n = (1 + (i % 997)).min(entries - i);
-        let t = now_us();
-        let batch: Vec<NewEntry> = (i..i + n)
-            .map(|k| NewEntry {
-                recorded_at_us: t,
-                event: Event::Annotation(Annotation {
-                    author: format!("agent-{:03}", k % 200),
-                    text: format!("host web-{:03}: report {k}", k % 200),
-                }),
-            })
-            .collect();
-        store.append(&batch)?;
-        i += n;
-        batches += 1;
-        bar.set_position(i);
+}
+
+fn token(role: &str, name: &str) -> Result<()> {
+    let role: fleet_ledger::auth::Role = serde_json::from_value(serde_json::json!(role))
+        .map_err(|_| anyhow::anyhow!("--role must be agent, operator, auditor or ci"))?;
+    if role == fleet_ledger::auth::Role::Agent {
+        ledger::domain::check_host(name)?;
     }
-    bar.finish_and_clear();
-    let elapsed = started.elapsed();
+    let t = fleet_ledger::auth::generate_token()?;
+    let entry = fleet_ledger::config::TokenEntry {
+        sha256: fleet_ledger::auth::hex(&fleet_ledger::auth::digest(&t)),
+        role,
+        name: name.to_string(),
+    };
+    println!("token (give it to {name}; it is not stored anywhere): {t}");
     println!(
-        "appended {entries} entries in {batches} durable batches ({:.0} entries/s), one signed checkpoint each, one key rotation",
-        entries as f64 / elapsed.as_secs_f64()
+        "config entry for \"tokens\": {}",
+        serde_json::to_string(&entry)?
     );
-    let snap = store.snapshot()?;
-    let genesis = keys::read_public_key(&genesis_pub)?;
-    let log = snap
-        .verify(&genesis, |_| {})
-        .map_err(|e| Invalid(e.to_string()))?;
-    println!(
-        "verified the database: {} entries, {} checkpoints, {} keys",
-        log.size(),
-        log.checkpoints(),
-        log.keys().len()
-    );
-    let (e, c) = write_bundle(&snap, &bundle)?;
-    let file = fs::File::open(&bundle)?;
-    verify_bundle(BufReader::new(file), &genesis, |_| {}).map_err(|e| Invalid(e.to_string()))?;
-    println!("exported and verified a bundle: {e} entries, {c} checkpoints");
-    let (latest, note) = snap.latest_checkpoint()?.context("no checkpoint")?;
-    drop(snap);
-    drop(store);
-    let folded = fleet_ledger::materialize::rebuild(&db, |_| {})?;
-    println!(
-        "built the {} projection tables from the {folded} entries",
-        projections::tables::ALL.len()
-    );
-    println!("\nlatest checkpoint (size {latest}):\n{note}");
-    let exe = "fleet-ledger";
-    let d = dir.display();
-    println!("try next:");
-    println!(
-        "  {exe} verify --bundle {d}/ledger.bundle --key {}",
-        genesis_pub.display()
-    );
-    println!(
-        "  {exe} verify --db {d}/ledger.redb --key {}",
-        genesis_pub.display()
-    );
-    println!("  {exe} prove inclusion --db {d}/ledger.redb --seq 42 > {d}/proof.json");
-    println!(
-        "  {exe} verify-proof --proof {d}/proof.json --key {} --key {}",
-        genesis_pub.display(),
-        rotated_pub.display()
-    );
-    println!("  {exe} prove consistency --db {d}/ledger.redb --from 1 --to {latest}");
-    println!("  {exe} check --db {d}/ledger.redb");
     Ok(())
 }
 
-/// The demo keeps the second key both on disk and in memory; signers are not `Clone` on
-/// purpose, so rebuild it from its text form.
-fn second_clone(s: &Signer) -> Result<Signer> {
-    Ok(Signer::from_text(&s.to_text())?)
+fn demo(hosts: usize, db: Option<PathBuf>) -> Result<()> {
+    if hosts == 0 || hosts > 100_000 {
+        bail!("--hosts must be between 1 and 100000");
+    }
+    let dir = match &db {
+        Some(p) => {
+            if p.exists() {
+                bail!("{} already exists: choose another --db", p.display());
+            }
+            let parent = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            parent.join(format!(
+                "{}.demo",
+                p.file_name().and_then(|n| n.to_str()).unwrap_or("ledger")
+            ))
+        }
+        None => tempfile::Builder::new()
+            .prefix("fleet-ledger-demo-")
+            .tempdir()?
+            .keep(),
+    };
+    println!(
+        "fleet-ledger demo: {hosts} hosts, files in {}",
+        dir.display()
+    );
+    let summary = runtime()?.block_on(fleet_ledger::demo::run(fleet_ledger::demo::Options {
+        hosts,
+        dir: dir.clone(),
+        verbose: true,
+        db,
+    }))?;
+    let genesis = keys::read_public_key(&summary.genesis_pub)?;
+    let ro = ReadOnlyStore::open(&summary.db)?;
+    let log = ro
+        .snapshot()?
+        .verify(&genesis, |_| {})
+        .map_err(|e| Invalid(e.to_string()))?;
+    drop(ro);
+    println!(
+        "\nverified the ledger: {} entries, {} signed checkpoints",
+        log.size(),
+        log.checkpoints()
+    );
+    match fleet_ledger::materialize::check(&summary.db, |_| {})? {
+        CheckOutcome::Identical { entries } => {
+            println!("checked the projections: identical to a fold of the {entries} entries")
+        }
+        other => return Err(Invalid(format!("projection check: {other:?}")).into()),
+    }
+    fleet_ledger::demo::print_summary(&summary, &dir);
+    Ok(())
 }

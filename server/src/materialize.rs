@@ -140,11 +140,14 @@ pub fn check(path: &Path, progress: impl FnMut(u64)) -> Result<CheckOutcome, Mat
     })
 }
 
-/// The store and its in-memory read models, kept equal to the stored tables.
+/// The store and its in-memory read models, kept equal to the stored tables, plus a batch
+/// being staged: staged events are already folded into the models (so the next decision
+/// sees them) and are appended, with the changed rows, by [`Ledger::commit`].
 #[derive(Debug)]
 pub struct Ledger {
     store: Store,
     state: State,
+    staged: Vec<NewEntry>,
 }
 
 impl Ledger {
@@ -189,7 +192,11 @@ impl Ledger {
             })?;
         }
         state.set_tracking(true);
-        Ok(Ledger { store, state })
+        Ok(Ledger {
+            store,
+            state,
+            staged: Vec::new(),
+        })
     }
 
     /// The read models (equal to the stored tables).
@@ -206,23 +213,73 @@ impl Ledger {
     /// the in-memory models are reloaded from the last commit, so they never run ahead of the
     /// log.
     pub fn append(&mut self, batch: &[NewEntry]) -> Result<Receipt, MaterializeError> {
+        self.discard();
+        for e in batch {
+            self.stage(e.recorded_at_us, std::slice::from_ref(&e.event));
+        }
+        self.commit()?
+            .ok_or(MaterializeError::Append(AppendError::Empty))
+    }
+
+    /// Folds `events` (decided at CP time `at`) into the models and stages them for the next
+    /// commit. Returns the seq the first one will get.
+    pub fn stage(&mut self, at: i64, events: &[ledger::event::Event]) -> u64 {
+        let first = self.next_seq();
+        for (i, event) in events.iter().enumerate() {
+            self.state.apply(first + i as u64, at, event);
+            self.staged.push(NewEntry {
+                recorded_at_us: at,
+                event: event.clone(),
+            });
+        }
+        first
+    }
+
+    /// The seq the next staged event gets.
+    pub fn next_seq(&self) -> u64 {
+        self.store.size() + self.staged.len() as u64
+    }
+
+    /// A staged (not yet committed) event by seq.
+    pub fn staged(&self, seq: u64) -> Option<&ledger::event::Event> {
+        let i = seq.checked_sub(self.store.size())?;
+        self.staged.get(usize::try_from(i).ok()?).map(|e| &e.event)
+    }
+
+    /// Appends everything staged in ONE durable transaction with the changed projection rows.
+    /// `Ok(None)` when nothing was staged. On failure nothing is appended and the models are
+    /// reloaded from the last commit.
+    pub fn commit(&mut self) -> Result<Option<Receipt>, MaterializeError> {
+        if self.staged.is_empty() {
+            return Ok(None);
+        }
+        let batch = std::mem::take(&mut self.staged);
         let state = &mut self.state;
-        let result = self.store.append_with(batch, |txn, appended| {
-            for a in appended {
-                state.apply(a.seq, a.recorded_at_us, a.event);
-            }
+        let result = self.store.append_with(&batch, |txn, _| {
             state.flush(&mut ledger::store::RedbTables::new(txn))
         });
         match result {
-            Ok(receipt) => Ok(receipt),
+            Ok(receipt) => Ok(Some(receipt)),
             Err(e) => {
-                if let Ok(snap) = self.store.snapshot()
-                    && let Ok(s) = State::load(&snap)
-                {
-                    self.state = s;
-                }
+                self.reload();
                 Err(e.into())
             }
+        }
+    }
+
+    /// Drops the staged batch and reloads the models from the last commit.
+    pub fn discard(&mut self) {
+        if !self.staged.is_empty() {
+            self.staged.clear();
+            self.reload();
+        }
+    }
+
+    fn reload(&mut self) {
+        if let Ok(snap) = self.store.snapshot()
+            && let Ok(s) = State::load(&snap)
+        {
+            self.state = s;
         }
     }
 }

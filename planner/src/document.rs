@@ -1,0 +1,368 @@
+//! The JSON documents CI signs (DOMAIN §1: `fleet.resolved` and rollout manifests), parsed
+//! into the planner's typed [`Manifests`].
+//!
+//! Pure: the daemon verifies signatures and freshness, then records the canonical (JCS) bytes
+//! in `FleetManifestAccepted` / `RolloutManifestAccepted` entries; [`Manifests::apply`] turns
+//! those entries back into what the planner reads, so the live daemon and a replay build the
+//! same manifests from the same bytes. Fields this build does not know are ignored here but
+//! still covered by the signature and the content hash, which are computed over the bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ledger::domain::{Micros, OnHealthFailure, RolloutId};
+use ledger::event::{Event, HostAssignment};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::manifest::{Budget, Edge, Fleet, Manifests, RolloutManifest, RolloutPolicy};
+
+/// The only schema version this build reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Why a manifest document is refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DocumentError {
+    /// Not JSON of the expected shape.
+    #[error("manifest does not parse: {0}")]
+    Parse(String),
+    /// `schemaVersion` other than 1.
+    #[error("schema version {0} is not supported (this build reads version 1)")]
+    SchemaVersion(u32),
+    /// `meta.signedAt` missing or not RFC 3339.
+    #[error("meta.signedAt is missing or not an RFC 3339 time: {0}")]
+    SignedAt(String),
+    /// Internally inconsistent (a wave host of another channel, an unknown policy, …).
+    #[error("manifest is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct Meta {
+    #[serde(rename = "schemaVersion")]
+    schema_version: Option<u32>,
+    #[serde(rename = "signedAt")]
+    signed_at: Option<String>,
+}
+
+impl Meta {
+    fn signed_at(&self) -> Result<Micros, DocumentError> {
+        let text = self
+            .signed_at
+            .as_deref()
+            .ok_or_else(|| DocumentError::SignedAt("absent".into()))?;
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.timestamp_micros())
+            .map_err(|e| DocumentError::SignedAt(format!("{text:?}: {e}")))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct HostDoc {
+    channel: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChannelDoc {
+    rollout_policy: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PolicyWaveDoc {
+    soak_minutes: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct PolicyDoc {
+    #[serde(default)]
+    waves: Vec<PolicyWaveDoc>,
+    on_health_failure: OnHealthFailure,
+}
+
+#[derive(Debug, Deserialize)]
+struct WaveDoc {
+    hosts: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EdgeDoc {
+    gated: String,
+    gates: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct FleetDoc {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    hosts: BTreeMap<String, HostDoc>,
+    channels: BTreeMap<String, ChannelDoc>,
+    rollout_policies: BTreeMap<String, PolicyDoc>,
+    #[serde(default)]
+    waves: BTreeMap<String, Vec<WaveDoc>>,
+    #[serde(default)]
+    channel_edges: Vec<EdgeDoc>,
+    #[serde(default)]
+    edges: Vec<EdgeDoc>,
+    meta: Meta,
+}
+
+#[derive(Debug, Deserialize)]
+struct HostWaveDoc {
+    hostname: String,
+    wave_index: u32,
+    target_closure: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct BudgetDoc {
+    selector: String,
+    hosts: Vec<String>,
+    max_in_flight: Option<u32>,
+    max_in_flight_pct: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RolloutDoc {
+    schema_version: u32,
+    channel: String,
+    channel_ref: String,
+    fleet_resolved_hash: String,
+    host_set: Vec<HostWaveDoc>,
+    #[serde(default)]
+    disruption_budgets: Vec<BudgetDoc>,
+    meta: Meta,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DocumentError> {
+    serde_json::from_slice(bytes).map_err(|e| DocumentError::Parse(e.to_string()))
+}
+
+fn schema(top: u32, meta: &Meta) -> Result<(), DocumentError> {
+    if top != SCHEMA_VERSION {
+        return Err(DocumentError::SchemaVersion(top));
+    }
+    match meta.schema_version {
+        Some(v) if v != SCHEMA_VERSION => Err(DocumentError::SchemaVersion(v)),
+        _ => Ok(()),
+    }
+}
+
+fn inconsistent(msg: String) -> DocumentError {
+    DocumentError::Inconsistent(msg)
+}
+
+/// A parsed, self-consistent `fleet.resolved`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetDocument {
+    /// What the planner reads.
+    pub fleet: Fleet,
+    /// `meta.signedAt`.
+    pub signed_at: Micros,
+}
+
+/// Parses and checks a `fleet.resolved` document.
+pub fn parse_fleet(bytes: &[u8]) -> Result<FleetDocument, DocumentError> {
+    let doc: FleetDoc = parse(bytes)?;
+    schema(doc.schema_version, &doc.meta)?;
+    let signed_at = doc.meta.signed_at()?;
+    let mut fleet = Fleet::default();
+    for (name, p) in doc.rollout_policies {
+        fleet.rollout_policies.insert(
+            name,
+            RolloutPolicy {
+                wave_soak_minutes: p.waves.iter().map(|w| w.soak_minutes).collect(),
+                on_health_failure: p.on_health_failure,
+            },
+        );
+    }
+    for (name, c) in doc.channels {
+        if !is_channel(&name) {
+            return Err(inconsistent(format!(
+                "channel name {name:?} is not [a-z0-9_-]+"
+            )));
+        }
+        if !fleet.rollout_policies.contains_key(&c.rollout_policy) {
+            return Err(inconsistent(format!(
+                "channel {name} names rollout policy {:?}, which is not declared",
+                c.rollout_policy
+            )));
+        }
+        fleet.channels.insert(name, c.rollout_policy);
+    }
+    for (host, h) in doc.hosts {
+        if !fleet.channels.contains_key(&h.channel) {
+            return Err(inconsistent(format!(
+                "host {host} is on channel {:?}, which is not declared",
+                h.channel
+            )));
+        }
+        fleet.hosts.insert(host, h.channel);
+    }
+    for (channel, waves) in doc.waves {
+        let mut seen = BTreeSet::new();
+        for (i, w) in waves.iter().enumerate() {
+            for h in &w.hosts {
+                if fleet.hosts.get(h) != Some(&channel) {
+                    return Err(inconsistent(format!(
+                        "wave {i} of channel {channel} lists {h}, which is not a host of that channel"
+                    )));
+                }
+                if !seen.insert(h.clone()) {
+                    return Err(inconsistent(format!(
+                        "host {h} appears twice in the waves of channel {channel}"
+                    )));
+                }
+            }
+        }
+        fleet
+            .waves
+            .insert(channel, waves.into_iter().map(|w| w.hosts).collect());
+    }
+    let edges = |v: Vec<EdgeDoc>| -> Vec<Edge> {
+        v.into_iter()
+            .map(|e| Edge {
+                gated: e.gated,
+                gates: e.gates,
+            })
+            .collect()
+    };
+    fleet.channel_edges = edges(doc.channel_edges);
+    fleet.host_edges = edges(doc.edges);
+    Ok(FleetDocument { fleet, signed_at })
+}
+
+/// A parsed rollout manifest (checked against a fleet by [`check_rollout`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutDocument {
+    /// `channel@channel_ref`.
+    pub rollout_id: RolloutId,
+    /// `fleet_resolved_hash`: SHA-256 of the fleet document it was built against.
+    pub fleet_resolved_hash: [u8; 32],
+    /// `meta.signedAt`.
+    pub signed_at: Micros,
+    /// Hosts, waves and targets.
+    pub host_set: Vec<HostAssignment>,
+    /// Disruption budgets.
+    pub budgets: Vec<Budget>,
+}
+
+fn is_channel(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Parses a 64-digit lowercase hex SHA-256.
+pub fn parse_hash(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Parses a rollout manifest.
+pub fn parse_rollout(bytes: &[u8]) -> Result<RolloutDocument, DocumentError> {
+    let doc: RolloutDoc = parse(bytes)?;
+    schema(doc.schema_version, &doc.meta)?;
+    let signed_at = doc.meta.signed_at()?;
+    let rollout_id = RolloutId::new(&doc.channel, &doc.channel_ref)
+        .map_err(|e| inconsistent(format!("channel and channel_ref: {e}")))?;
+    let fleet_resolved_hash = parse_hash(&doc.fleet_resolved_hash)
+        .ok_or_else(|| inconsistent("fleet_resolved_hash is not 64 lowercase hex digits".into()))?;
+    let mut seen = BTreeSet::new();
+    let mut host_set = Vec::with_capacity(doc.host_set.len());
+    for h in doc.host_set {
+        if !seen.insert(h.hostname.clone()) {
+            return Err(inconsistent(format!(
+                "host {} appears twice in host_set",
+                h.hostname
+            )));
+        }
+        host_set.push(HostAssignment {
+            hostname: h.hostname,
+            wave: h.wave_index,
+            target_closure: h.target_closure,
+        });
+    }
+    let budgets = doc
+        .disruption_budgets
+        .into_iter()
+        .map(|b| Budget {
+            selector: b.selector,
+            hosts: b.hosts,
+            max_in_flight: b.max_in_flight,
+            max_in_flight_pct: b.max_in_flight_pct,
+        })
+        .collect();
+    Ok(RolloutDocument {
+        rollout_id,
+        fleet_resolved_hash,
+        signed_at,
+        host_set,
+        budgets,
+    })
+}
+
+/// Checks a rollout manifest against the fleet in force: every host is a host of the
+/// rollout's channel, in the wave the fleet puts it in.
+pub fn check_rollout(doc: &RolloutDocument, fleet: &Fleet) -> Result<(), DocumentError> {
+    let channel = &doc.rollout_id.channel;
+    if !fleet.channels.contains_key(channel) {
+        return Err(inconsistent(format!(
+            "channel {channel} is not declared in the fleet in force"
+        )));
+    }
+    let waves = fleet.waves.get(channel);
+    for h in &doc.host_set {
+        if fleet.hosts.get(&h.hostname) != Some(channel) {
+            return Err(inconsistent(format!(
+                "host {} is not a host of channel {channel} in the fleet in force",
+                h.hostname
+            )));
+        }
+        if let Some(waves) = waves {
+            let fleet_wave = waves.iter().position(|w| w.contains(&h.hostname));
+            if fleet_wave != Some(h.wave as usize) {
+                return Err(inconsistent(format!(
+                    "host {} has wave_index {} but the fleet puts it in wave {fleet_wave:?}",
+                    h.hostname, h.wave
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Manifests {
+    /// Folds a manifest entry: the fleet replaces the fleet, a rollout manifest replaces its
+    /// channel's. Other events are ignored. The bytes were checked before they were appended,
+    /// so an error here means the log holds a manifest this build cannot read.
+    pub fn apply(&mut self, event: &Event) -> Result<(), DocumentError> {
+        match event {
+            Event::FleetManifestAccepted(e) => {
+                self.fleet = parse_fleet(&e.canonical)?.fleet;
+            }
+            Event::RolloutManifestAccepted(e) => {
+                let doc = parse_rollout(&e.canonical)?;
+                self.rollouts.insert(
+                    doc.rollout_id.channel.clone(),
+                    RolloutManifest {
+                        rollout_id: doc.rollout_id,
+                        manifest_hash: e.content_hash,
+                        host_set: doc.host_set,
+                        budgets: doc.budgets,
+                    },
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,114 @@
+//! Typed point and prefix reads of the stored projection tables, for readers that must not
+//! hold the whole [`State`](crate::State) (the daemon's API threads read a redb snapshot:
+//! MVCC, committed batches only, never blocking the writer).
+//!
+//! Keys are the bincode encodings of the model keys; bincode writes a tuple as its elements
+//! one after another, so "every row of rollout R" is a byte-prefix scan on `encode(R)`.
+
+use ledger::domain::RolloutId;
+use ledger::tables::{TableError, TableReader};
+use serde::de::DeserializeOwned;
+
+use crate::model::{decode, encode};
+use crate::tables::*;
+use crate::{DeferralRow, DispatchRow, HostRecord, ProbeFailureRow, QuarantineRow, RolloutRecord};
+
+fn get<V: DeserializeOwned>(
+    r: &dyn TableReader,
+    table: &'static str,
+    key: &[u8],
+) -> Result<Option<V>, TableError> {
+    r.get(table, key)?
+        .map(|bytes| decode(table, &bytes))
+        .transpose()
+}
+
+fn prefixed<K: DeserializeOwned, V: DeserializeOwned>(
+    r: &dyn TableReader,
+    table: &'static str,
+    prefix: &[u8],
+) -> Result<Vec<(K, V)>, TableError> {
+    let mut out = Vec::new();
+    r.scan_prefix(table, prefix, &mut |k, v| {
+        out.push((decode(table, k)?, decode(table, v)?));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// One rollout.
+pub fn rollout(r: &dyn TableReader, id: &RolloutId) -> Result<Option<RolloutRecord>, TableError> {
+    get(r, ROLLOUTS, &encode(id))
+}
+
+/// Every rollout, by id.
+pub fn rollouts(r: &dyn TableReader) -> Result<Vec<RolloutRecord>, TableError> {
+    Ok(prefixed::<RolloutId, RolloutRecord>(r, ROLLOUTS, &[])?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect())
+}
+
+/// One host's record in one rollout.
+pub fn host(
+    r: &dyn TableReader,
+    rollout: &RolloutId,
+    hostname: &str,
+) -> Result<Option<HostRecord>, TableError> {
+    get(r, HOSTS, &encode(&(rollout, hostname)))
+}
+
+/// The host records of a rollout, by host name.
+pub fn hosts_of(r: &dyn TableReader, rollout: &RolloutId) -> Result<Vec<HostRecord>, TableError> {
+    Ok(
+        prefixed::<(RolloutId, String), HostRecord>(r, HOSTS, &encode(rollout))?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect(),
+    )
+}
+
+/// The rollouts a host belongs to, in opening order.
+pub fn rollouts_of_host(r: &dyn TableReader, hostname: &str) -> Result<Vec<RolloutId>, TableError> {
+    Ok(
+        prefixed::<(String, u64), crate::IndexRow>(r, BY_HOST, &encode(&hostname))?
+            .into_iter()
+            .map(|(_, v)| v.rollout_id)
+            .collect(),
+    )
+}
+
+/// The dispatches queued for a host, by rollout id.
+pub fn dispatches_for(
+    r: &dyn TableReader,
+    hostname: &str,
+) -> Result<Vec<(RolloutId, DispatchRow)>, TableError> {
+    Ok(
+        prefixed::<(String, RolloutId), DispatchRow>(r, DISPATCH_QUEUE, &encode(&hostname))?
+            .into_iter()
+            .map(|((_, rid), v)| (rid, v))
+            .collect(),
+    )
+}
+
+/// Every current gate block, by (rollout, host).
+pub fn deferrals(
+    r: &dyn TableReader,
+) -> Result<Vec<((RolloutId, String), DeferralRow)>, TableError> {
+    prefixed(r, DEFERRALS, &[])
+}
+
+/// Every quarantined closure, by (channel, closure).
+pub fn quarantine(
+    r: &dyn TableReader,
+) -> Result<Vec<((String, String), QuarantineRow)>, TableError> {
+    prefixed(r, QUARANTINE, &[])
+}
+
+/// Outstanding enforce failures of a rollout, by (host, control).
+pub fn probe_failures_of(
+    r: &dyn TableReader,
+    rollout: &RolloutId,
+) -> Result<Vec<((RolloutId, String, String), ProbeFailureRow)>, TableError> {
+    prefixed(r, PROBE_FAILURES, &encode(rollout))
+}

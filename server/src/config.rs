@@ -1,0 +1,240 @@
+//! The daemon's configuration file (JSON): the checkpoint signing key, the manifest trust
+//! roots, API tokens (stored as SHA-256 digests, never in clear) and limits. Unknown fields
+//! are refused so a typo cannot silently disable a setting.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::auth::{Principal, Role, TokenTable};
+
+/// Why a configuration is refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not JSON of the expected shape.
+    #[error("config {path}: {reason}")]
+    Parse {
+        /// Path.
+        path: PathBuf,
+        /// Where and why.
+        reason: String,
+    },
+    /// A value out of range or inconsistent.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// A trusted manifest signing key (DOMAIN §7.3 `TrustedPubkey`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKey {
+    /// Only `ed25519` is read; other algorithms are skipped, as in the reference.
+    pub algorithm: String,
+    /// Base64 of the 32-byte public key.
+    pub public: String,
+}
+
+/// How manifests are trusted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trust {
+    /// Keys tried in declaration order.
+    pub manifest_keys: Vec<TrustedKey>,
+    /// Compromise switch: manifests signed strictly before this RFC 3339 time are refused.
+    #[serde(default)]
+    pub reject_before: Option<String>,
+    /// A manifest older than this (by `meta.signedAt`) is stale.
+    #[serde(default = "default_max_age")]
+    pub max_age_secs: u64,
+}
+
+fn default_max_age() -> u64 {
+    7 * 24 * 3600
+}
+
+/// One API token, by the SHA-256 of its secret.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// Lowercase hex SHA-256 of the bearer token.
+    pub sha256: String,
+    /// `agent`, `operator`, `auditor` or `ci`.
+    pub role: Role,
+    /// The identity: the host name for an agent, a person or system otherwise.
+    pub name: String,
+}
+
+/// Resource limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Inputs waiting for the writer; beyond it callers get 503 + Retry-After.
+    pub queue: usize,
+    /// Inputs the writer decides and commits together at most.
+    pub batch_inputs: usize,
+    /// Request body bytes.
+    pub body_bytes: usize,
+    /// Cap on `GET /v1/agent/dispatch?wait=N`.
+    pub long_poll_secs: u64,
+    /// Requests in progress at once; beyond it callers get 503.
+    pub concurrent_requests: usize,
+    /// Time a request may take (long polls get their cap plus this).
+    pub request_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            queue: 8192,
+            batch_inputs: 2048,
+            body_bytes: 256 * 1024,
+            long_poll_secs: 60,
+            concurrent_requests: 1024,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+/// The configuration file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The checkpoint signing key (relative to the config file's directory).
+    pub signing_key: PathBuf,
+    /// Manifest trust.
+    pub trust: Trust,
+    /// A directory watched for `fleet.resolved.json` and `rollouts/*.json`, each with a
+    /// `.sig` beside it.
+    #[serde(default)]
+    pub manifest_dir: Option<PathBuf>,
+    /// API tokens.
+    pub tokens: Vec<TokenEntry>,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Planner safety tick (the reference used 15 s).
+    #[serde(default = "default_plan_interval")]
+    pub plan_interval_ms: u64,
+}
+
+fn default_plan_interval() -> u64 {
+    15_000
+}
+
+/// What the daemon runs with, checked.
+#[derive(Debug)]
+pub struct Settings {
+    /// The raw config, paths resolved.
+    pub config: Config,
+    /// Trusted manifest keys, in order.
+    pub manifest_keys: Vec<VerifyingKey>,
+    /// `reject_before` in µs.
+    pub reject_before_us: Option<i64>,
+    /// Tokens.
+    pub tokens: TokenTable,
+}
+
+impl Config {
+    /// Reads and checks a config file; relative paths are taken from its directory.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: Config = serde_json::from_slice(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.signing_key = base.join(&config.signing_key);
+        config.manifest_dir = config.manifest_dir.map(|d| base.join(d));
+        config.settings()
+    }
+
+    /// Checks a config already in memory (the demo builds one).
+    pub fn settings(self) -> Result<Settings, ConfigError> {
+        let mut manifest_keys = Vec::new();
+        for (i, k) in self.trust.manifest_keys.iter().enumerate() {
+            if k.algorithm != "ed25519" {
+                tracing::warn!(index = i, algorithm = %k.algorithm, "skipping a trusted key of an unsupported algorithm");
+                continue;
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&k.public)
+                .map_err(|e| {
+                    ConfigError::Invalid(format!("trust.manifest_keys[{i}].public: {e}"))
+                })?;
+            let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
+                ConfigError::Invalid(format!("trust.manifest_keys[{i}].public is not 32 bytes"))
+            })?;
+            let key = VerifyingKey::from_bytes(&bytes).map_err(|e| {
+                ConfigError::Invalid(format!("trust.manifest_keys[{i}].public: {e}"))
+            })?;
+            manifest_keys.push(key);
+        }
+        if manifest_keys.is_empty() {
+            return Err(ConfigError::Invalid(
+                "trust.manifest_keys holds no ed25519 key: no manifest could ever be accepted"
+                    .into(),
+            ));
+        }
+        let reject_before_us = match &self.trust.reject_before {
+            None => None,
+            Some(t) => Some(
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map_err(|e| ConfigError::Invalid(format!("trust.reject_before: {e}")))?
+                    .timestamp_micros(),
+            ),
+        };
+        let mut tokens = TokenTable::default();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let digest = planner::document::parse_hash(&t.sha256).ok_or_else(|| {
+                ConfigError::Invalid(format!("tokens[{i}].sha256 is not 64 lowercase hex digits"))
+            })?;
+            if t.role == Role::Agent && ledger::domain::check_host(&t.name).is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "tokens[{i}]: agent name {:?} is not a valid host name",
+                    t.name
+                )));
+            }
+            tokens
+                .insert(
+                    digest,
+                    Principal {
+                        role: t.role,
+                        name: t.name.clone(),
+                    },
+                )
+                .map_err(|()| ConfigError::Invalid(format!("tokens[{i}] repeats a token")))?;
+        }
+        let l = &self.limits;
+        if l.queue == 0 || l.batch_inputs == 0 || l.concurrent_requests == 0 || l.body_bytes < 1024
+        {
+            return Err(ConfigError::Invalid(
+                "limits: queue, batch_inputs and concurrent_requests must be positive and body_bytes at least 1024".into(),
+            ));
+        }
+        if l.long_poll_secs == 0 || l.request_timeout_secs == 0 || self.plan_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.long_poll_secs, limits.request_timeout_secs and plan_interval_ms must be positive".into(),
+            ));
+        }
+        Ok(Settings {
+            config: self,
+            manifest_keys,
+            reject_before_us,
+            tokens,
+        })
+    }
+}

@@ -1,0 +1,197 @@
+//! `serve`: the writer thread, the HTTP server, the planner tick and the manifest directory
+//! watcher, and an orderly shutdown: stop accepting, let in-flight requests finish, let the
+//! writer drain the queue and commit, then return.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use ledger::keys::Signer;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::api::{AppState, router};
+use crate::config::Settings;
+use crate::intake::{self, TrustRoots};
+use crate::writer::{Clock, Input, Job, Shared, Writer};
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Readers and metrics (tests look at them).
+    pub shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<()>>,
+}
+
+/// The system clock in µs.
+pub fn system_clock() -> Clock {
+    Box::new(|| chrono::Utc::now().timestamp_micros())
+}
+
+impl Daemon {
+    /// Opens the ledger at `db` and serves on `listener` until [`Daemon::shutdown`] (or
+    /// `stop` resolving, for `serve`'s signal handling).
+    pub async fn start(
+        db: PathBuf,
+        settings: Settings,
+        signer: Signer,
+        listener: TcpListener,
+        clock: Clock,
+    ) -> Result<Daemon> {
+        let limits = settings.config.limits.clone();
+        let batch = limits.batch_inputs;
+        let (writer, shared) =
+            tokio::task::spawn_blocking(move || Writer::open(db, signer, clock, batch))
+                .await?
+                .context("opening the ledger")?;
+        let (tx, rx) = mpsc::channel::<Job>(limits.queue);
+        let writer_thread = std::thread::Builder::new()
+            .name("fleet-ledger-writer".into())
+            .spawn(move || writer.run(rx))
+            .context("starting the writer thread")?;
+        let trust = Arc::new(TrustRoots {
+            keys: settings.manifest_keys.clone(),
+            reject_before_us: settings.reject_before_us,
+            max_age_secs: settings.config.trust.max_age_secs,
+        });
+        let state = AppState {
+            tx: tx.clone(),
+            shared: Arc::clone(&shared),
+            tokens: Arc::new(settings.tokens),
+            trust: Arc::clone(&trust),
+            limits,
+        };
+        let ticker = tokio::spawn(tick(
+            tx.clone(),
+            Duration::from_millis(settings.config.plan_interval_ms),
+        ));
+        let watcher = settings
+            .config
+            .manifest_dir
+            .clone()
+            .map(|dir| tokio::spawn(watch(dir, tx.clone(), trust)));
+        drop(tx);
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = router(state);
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            // Every queue sender is gone once the server, the ticker and the watcher are: the
+            // writer drains what is queued, commits, and ends.
+            ticker.abort();
+            if let Some(w) = watcher {
+                w.abort();
+            }
+            let _ = ticker.await;
+            tokio::task::spawn_blocking(move || writer_thread.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+            served.context("serving HTTP")
+        });
+        tracing::info!(%addr, "fleet-ledger listening");
+        Ok(Daemon {
+            addr,
+            shared,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Stops accepting, finishes in-flight requests, drains and commits the queue.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await?
+    }
+
+    /// Waits for the daemon to end after `signal` resolves (SIGTERM/SIGINT for `serve`).
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> Result<()> {
+        signal.await;
+        tracing::info!("shutting down: draining the queue");
+        self.shutdown().await
+    }
+}
+
+/// The planner's safety tick: a `Tick` input every `every` (skipped when the queue is full).
+async fn tick(tx: mpsc::Sender<Job>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        interval.tick().await;
+        let (reply, _) = oneshot::channel();
+        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Job {
+            input: Input::Tick,
+            reply,
+        }) {
+            return;
+        }
+    }
+}
+
+/// Watches a manifest directory: every changed artifact is verified and submitted like a POST.
+async fn watch(dir: PathBuf, tx: mpsc::Sender<Job>, trust: Arc<TrustRoots>) {
+    let mut seen = BTreeMap::new();
+    let mut interval = tokio::time::interval(intake::SCAN_INTERVAL);
+    loop {
+        interval.tick().await;
+        let d = dir.clone();
+        let scan = tokio::task::spawn_blocking(move || {
+            let (found, errors) = intake::scan_dir(&d, &mut seen);
+            (found, errors, seen)
+        })
+        .await;
+        let Ok((found, errors, s)) = scan else { return };
+        seen = s;
+        for e in errors {
+            tracing::warn!(error = %e, "manifest directory");
+        }
+        for f in found {
+            let now = chrono::Utc::now().timestamp_micros();
+            match intake::verify(&f.target, &f.artifact, &f.signature, &trust, now) {
+                Ok(v) => {
+                    let (reply, rx) = oneshot::channel();
+                    let job = Job {
+                        input: Input::Manifest {
+                            target: f.target,
+                            verified: Box::new(v),
+                        },
+                        reply,
+                    };
+                    if tx.send(job).await.is_err() {
+                        return;
+                    }
+                    match rx.await {
+                        Ok(Ok(out)) => {
+                            tracing::info!(path = %f.path.display(), ?out, "manifest from directory")
+                        }
+                        Ok(Err(r)) => {
+                            tracing::warn!(path = %f.path.display(), code = r.code, reason = %r.reason, "manifest from directory refused")
+                        }
+                        Err(_) => return,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(path = %f.path.display(), code = e.code(), reason = %e, "manifest from directory refused");
+                }
+            }
+        }
+    }
+}
+
+/// Reads the checkpoint signing key named by the config.
+pub fn signer(path: &Path) -> Result<Signer> {
+    ledger::keys::read_private_key(path)
+        .with_context(|| format!("reading the signing key {}", path.display()))
+}

@@ -1,0 +1,706 @@
+//! `fleet-ledger demo`: the daemon on an embedded ledger, a sample fleet signed with the
+//! fixture CI key, and simulated agents that talk to it over real HTTP through whole
+//! rollouts, with trouble: a host fails its enforce compliance probe and rolls back, its
+//! closure is quarantined and blocks a re-dispatch of the same closure, an operator clears
+//! the failed rollout, and a fixed successor supersedes and converges.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use base64::Engine as _;
+use ledger::keys::Signer;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use tokio::net::TcpListener;
+
+use crate::auth::{self, Role};
+use crate::config::{Config, Limits, TokenEntry, Trust, TrustedKey};
+use crate::daemon::{Daemon, system_clock};
+use crate::materialize::Ledger;
+use crate::wire::ts;
+
+/// The fixture CI release key (public on purpose; see fixtures/demo/README.md).
+const CI_KEY: &str = include_str!("../../fixtures/demo/ci-demo.key");
+
+/// The origin line of demo ledgers.
+pub const ORIGIN: &str = "fleet-ledger.demo/cp";
+
+/// What the demo did.
+#[derive(Debug)]
+pub struct Summary {
+    /// The ledger.
+    pub db: PathBuf,
+    /// The genesis public key file.
+    pub genesis_pub: PathBuf,
+    /// Rollout id → state.
+    pub rollouts: BTreeMap<String, String>,
+    /// Host state → count, over the last rollout of each channel.
+    pub hosts: BTreeMap<String, usize>,
+    /// Entries in the ledger.
+    pub entries: u64,
+    /// The latest signed checkpoint.
+    pub checkpoint: String,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+fn closure(channel: &str, build: &str) -> String {
+    let h = Sha256::digest(format!("{channel}/{build}").as_bytes());
+    format!(
+        "/nix/store/{}-nixos-system-{channel}-{build}",
+        &auth::hex(&h)[..32]
+    )
+}
+
+/// The sample fleet: `canary` (2 hosts, one wave, halt) gates `stable` (the rest, three
+/// waves, rollback-and-halt). Soaks are 0 minutes so a demo finishes in seconds.
+fn fleet(hosts: usize, signed_at: &str) -> (Value, Vec<String>, Vec<Vec<String>>) {
+    let names: Vec<String> = (0..hosts.max(5)).map(|i| format!("web-{i:04}")).collect();
+    let (canary, stable) = names.split_at(2);
+    let third = stable.len().div_ceil(3);
+    let waves: Vec<Vec<String>> = stable.chunks(third).map(<[String]>::to_vec).collect();
+    let mut host_map = serde_json::Map::new();
+    for h in canary {
+        host_map.insert(h.clone(), json!({"channel": "canary"}));
+    }
+    for h in stable {
+        host_map.insert(h.clone(), json!({"channel": "stable"}));
+    }
+    let doc = json!({
+        "schemaVersion": 1,
+        "hosts": host_map,
+        "channels": {
+            "canary": {"rollout_policy": "fast", "compliance": {"frameworks": ["nis2-essential"]}},
+            "stable": {"rollout_policy": "careful", "compliance": {"frameworks": ["nis2-essential"]}},
+        },
+        "rollout_policies": {
+            "fast": {"strategy": "all-at-once", "waves": [{"soak_minutes": 0}], "on_health_failure": "halt"},
+            "careful": {"strategy": "canary", "waves": [{"soak_minutes": 0}, {"soak_minutes": 0}, {"soak_minutes": 0}], "on_health_failure": "rollback-and-halt"},
+        },
+        "waves": {
+            "canary": [{"hosts": canary}],
+            "stable": waves.iter().map(|w| json!({"hosts": w})).collect::<Vec<_>>(),
+        },
+        "channel_edges": [{"gated": "stable", "gates": "canary"}],
+        "edges": [],
+        "meta": {"schemaVersion": 1, "signedAt": signed_at, "ciCommit": "demo"},
+    });
+    (doc, canary.to_vec(), waves)
+}
+
+fn rollout(
+    channel: &str,
+    channel_ref: &str,
+    fleet_hash: &str,
+    waves: &[Vec<String>],
+    target: &str,
+    signed_at: &str,
+) -> Value {
+    let host_set: Vec<Value> = waves
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| {
+            w.iter()
+                .map(move |h| json!({"hostname": h, "wave_index": i, "target_closure": target}))
+        })
+        .collect();
+    let all: Vec<&String> = waves.iter().flatten().collect();
+    let budgets = if channel == "stable" {
+        json!([{"selector": "channel=stable", "hosts": all, "max_in_flight_pct": 25}])
+    } else {
+        json!([])
+    };
+    json!({
+        "schema_version": 1,
+        "display_name": format!("{channel}@{}", &channel_ref[..7.min(channel_ref.len())]),
+        "channel": channel,
+        "channel_ref": channel_ref,
+        "fleet_resolved_hash": fleet_hash,
+        "host_set": host_set,
+        "health_gate": {},
+        "disruption_budgets": budgets,
+        "meta": {"schemaVersion": 1, "signedAt": signed_at, "ciCommit": channel_ref},
+    })
+}
+
+/// Signs an artifact like CI: ed25519 over its JCS form.
+fn sign(ci: &Signer, artifact: &Value) -> Result<(Value, String)> {
+    let canonical = serde_json_canonicalizer::to_vec(artifact)?;
+    let hash = auth::hex(&Sha256::digest(&canonical));
+    let sig = base64::engine::general_purpose::STANDARD.encode(ci.sign(&canonical));
+    Ok((json!({"artifact": artifact, "signature": sig}), hash))
+}
+
+#[derive(Clone, Debug)]
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn post(&self, token: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let v = resp.json().await.unwrap_or(Value::Null);
+        Ok((status, v))
+    }
+    async fn get(&self, token: &str, path: &str) -> Result<(u16, Value)> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let v = if status == 204 {
+            Value::Null
+        } else {
+            resp.json().await.unwrap_or(Value::Null)
+        };
+        Ok((status, v))
+    }
+    async fn ok(&self, token: &str, path: &str, body: &Value) -> Result<Value> {
+        let (status, v) = self.post(token, path, body).await?;
+        if status != 200 {
+            bail!("POST {path}: {status} {v}");
+        }
+        Ok(v)
+    }
+}
+
+/// The closure every demo host runs before its first rollout.
+fn initial(host: &str) -> String {
+    closure("base", host)
+}
+
+/// One simulated agent: long-polls for dispatches and walks each through activation, a
+/// compliance probe and convergence, or (for `bad` targets) a failed probe and a rollback.
+async fn agent(
+    c: Client,
+    host: String,
+    token: String,
+    bad_closure: String,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let mut current = initial(&host);
+    while !stop.load(Ordering::Relaxed) {
+        let (status, d) = c.get(&token, "/v1/agent/dispatch?wait=1").await?;
+        if status == 204 {
+            continue;
+        }
+        if status != 200 {
+            bail!("{host}: dispatch answered {status} {d}");
+        }
+        let rollout = d["rollout_id"].as_str().context("rollout_id")?.to_string();
+        let target = d["target_closure"].as_str().context("target")?.to_string();
+        let now = || ts::format(chrono::Utc::now().timestamp_micros());
+        let bad = target == bad_closure;
+        let status = if bad { "fail" } else { "pass" };
+        let probe = json!({
+            "probe_name": "evidence-nis2-essential", "mode": "enforce", "status": status,
+            "failure_reason": bad.then_some("nis2.art21.a: no backup evidence in 48 h"),
+            "sub_results": [
+                {"control_id": "nis2.art21.a", "status": status, "framework": "nis2-essential",
+                 "article": "21", "effective_mode": "enforce", "override_reason": null},
+                {"control_id": "access-control", "status": "fail", "framework": "nis2-essential",
+                 "article": null, "effective_mode": "observe", "override_reason": "accepted risk until Q3"},
+            ],
+        });
+        // Each report is stamped when it is sent, as a real agent does.
+        let steps: Vec<(&str, Box<dyn Fn() -> Value + Send + Sync>)> = {
+            let (cur, tgt) = (current.clone(), target.clone());
+            let mut v: Vec<(&str, Box<dyn Fn() -> Value + Send + Sync>)> = vec![
+                (
+                    "DispatchAck",
+                    Box::new(
+                        move || json!({"current_closure_at_dispatch": cur, "received_at": now()}),
+                    ),
+                ),
+                (
+                    "ActivationStarted",
+                    Box::new(move || json!({"started_at": now(), "switch_method": "switch"})),
+                ),
+                ("ActivationCompleted", {
+                    let tgt = tgt.clone();
+                    Box::new(
+                        move || json!({"observed_current_closure": tgt, "exit_code": 0, "completed_at": now()}),
+                    )
+                }),
+                (
+                    "ProbeResult",
+                    Box::new(move || {
+                        let mut p = probe.clone();
+                        p["observed_at"] = json!(now());
+                        p
+                    }),
+                ),
+            ];
+            if bad {
+                let cur = current.clone();
+                v.push(("Failed", Box::new(move || json!({"failed_at": now(), "sustained_duration_secs": 300,
+                    "failing_probes": ["evidence-nis2-essential"], "policy_applied": "rollback-and-halt"}))));
+                v.push(("RollbackComplete", Box::new(move || json!({"reverted_to_closure": cur, "exit_code": 0, "completed_at": now()}))));
+            } else {
+                v.push((
+                    "Converged",
+                    Box::new(move || json!({"converged_at": now(), "current_closure": tgt})),
+                ));
+            }
+            v
+        };
+        for (seq, (kind, fields)) in steps.iter().enumerate() {
+            let mut event = fields();
+            event["kind"] = json!(kind);
+            event["seq"] = json!(seq + 1);
+            let body = json!({"hostname": host, "rollout_id": rollout, "event": event});
+            let (status, v) = c.post(&token, "/v1/agent/events", &body).await?;
+            if status != 200 {
+                bail!("{host}: {kind} refused: {status} {v}");
+            }
+        }
+        if !bad {
+            current = target;
+        }
+    }
+    Ok(())
+}
+
+/// Demo options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Hosts in the fleet.
+    pub hosts: usize,
+    /// Directory for the keys and the config.
+    pub dir: PathBuf,
+    /// The ledger (default: `ledger.redb` in `dir`).
+    pub db: Option<PathBuf>,
+    /// Print progress lines.
+    pub verbose: bool,
+}
+
+/// The first agent failure, if any (the demo stops on it).
+type Failure = Arc<std::sync::Mutex<Option<String>>>;
+
+fn check(failure: &Failure) -> Result<()> {
+    match failure.lock().map(|f| f.clone()) {
+        Ok(Some(e)) => bail!("a simulated agent failed: {e}"),
+        _ => Ok(()),
+    }
+}
+
+async fn wait_for(
+    c: &Client,
+    token: &str,
+    what: &str,
+    deadline: Duration,
+    failure: &Failure,
+    mut done: impl FnMut(&Value) -> bool,
+) -> Result<Value> {
+    let started = Instant::now();
+    loop {
+        check(failure)?;
+        let (_, v) = c.get(token, "/v1/rollouts").await?;
+        if done(&v) {
+            return Ok(v);
+        }
+        if started.elapsed() > deadline {
+            bail!("timed out waiting for {what}; rollouts: {v}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn state_of(v: &Value, id: &str) -> Option<String> {
+    v["rollouts"]
+        .as_array()?
+        .iter()
+        .find(|r| r["rolloutId"] == id)
+        .and_then(|r| r["state"].as_str().map(str::to_string))
+}
+
+/// Runs the demo; returns its summary after the daemon shut down.
+pub async fn run(opts: Options) -> Result<Summary> {
+    let started = Instant::now();
+    let say = |s: String| {
+        if opts.verbose {
+            println!("{s}");
+        }
+    };
+    std::fs::create_dir_all(&opts.dir)?;
+    let db = opts
+        .db
+        .clone()
+        .unwrap_or_else(|| opts.dir.join("ledger.redb"));
+    if db.exists() {
+        bail!(
+            "{} already exists: choose another --db or --dir",
+            db.display()
+        );
+    }
+    let keys_dir = opts.dir.join("keys");
+    std::fs::create_dir_all(&keys_dir)?;
+    let cp = Signer::generate("fleet-ledger-demo-cp")?;
+    ledger::keys::write_private_key(&keys_dir.join("fleet-ledger-demo-cp.key"), &cp)?;
+    let genesis_pub = keys_dir.join("fleet-ledger-demo-cp.pub");
+    ledger::keys::write_public_key(&genesis_pub, cp.public())?;
+    let cp_text = cp.to_text();
+    drop(Ledger::create(
+        &db,
+        ORIGIN,
+        cp,
+        chrono::Utc::now().timestamp_micros(),
+    )?);
+
+    let ci = Signer::from_text(CI_KEY.trim()).context("the fixture CI key")?;
+    let mut tokens = Vec::new();
+    let mut issue = |role: Role, name: &str| -> Result<String> {
+        let t = auth::generate_token()?;
+        tokens.push(TokenEntry {
+            sha256: auth::hex(&auth::digest(&t)),
+            role,
+            name: name.to_string(),
+        });
+        Ok(t)
+    };
+    let now = chrono::Utc::now();
+    let at = |secs: i64| {
+        (now + chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let (fleet_doc, canary, stable_waves) = fleet(opts.hosts, &at(-60));
+    let all_hosts: Vec<String> = canary
+        .iter()
+        .chain(stable_waves.iter().flatten())
+        .cloned()
+        .collect();
+    let mut agent_tokens = Vec::new();
+    for h in &all_hosts {
+        agent_tokens.push((h.clone(), issue(Role::Agent, h)?));
+    }
+    let ci_token = issue(Role::Ci, "ci")?;
+    let op = issue(Role::Operator, "alice")?;
+    let config = Config {
+        signing_key: keys_dir.join("fleet-ledger-demo-cp.key"),
+        trust: Trust {
+            manifest_keys: vec![TrustedKey {
+                algorithm: "ed25519".into(),
+                public: base64::engine::general_purpose::STANDARD.encode(ci.public().bytes()),
+            }],
+            reject_before: None,
+            max_age_secs: 3600,
+        },
+        manifest_dir: None,
+        tokens,
+        limits: Limits::default(),
+        plan_interval_ms: 100,
+    };
+    std::fs::write(
+        opts.dir.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
+    // So the printed `serve` command can be followed by API calls as the operator.
+    write_secret(&opts.dir.join("operator.token"), &op)?;
+    let settings = config.settings()?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let daemon = Daemon::start(
+        db.clone(),
+        settings,
+        Signer::from_text(&cp_text)?,
+        listener,
+        system_clock(),
+    )
+    .await?;
+    say(format!("daemon listening on http://{}", daemon.addr));
+    let c = Client {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .build()?,
+        base: format!("http://{}", daemon.addr),
+    };
+
+    let result = drive(
+        &c,
+        &ci,
+        &ci_token,
+        &op,
+        &fleet_doc,
+        &canary,
+        &stable_waves,
+        &agent_tokens,
+        &at,
+        &say,
+    )
+    .await;
+    let rollouts = match &result {
+        Ok(v) => v.clone(),
+        Err(_) => Value::Null,
+    };
+    let checkpoint = c
+        .http
+        .get(format!("{}/v1/ledger/checkpoint", c.base))
+        .bearer_auth(&op)
+        .send()
+        .await?
+        .text()
+        .await?;
+    daemon.shutdown().await?;
+    result?;
+
+    let mut states = BTreeMap::new();
+    let mut hosts = BTreeMap::new();
+    for r in rollouts["rollouts"].as_array().into_iter().flatten() {
+        let id = r["rolloutId"].as_str().unwrap_or_default().to_string();
+        states.insert(id, r["state"].as_str().unwrap_or_default().to_string());
+    }
+    for id in ["canary@a1a1a1a1", "stable@c3c3c3c3"] {
+        if let Some(r) = rollouts["rollouts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["rolloutId"] == id)
+        {
+            for s in r["hostStates"]
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values())
+            {
+                *hosts
+                    .entry(s.as_str().unwrap_or_default().to_string())
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    let entries = ledger::store::ReadOnlyStore::open(&db)?.snapshot()?.size();
+    Ok(Summary {
+        db,
+        genesis_pub,
+        rollouts: states,
+        hosts,
+        entries,
+        checkpoint,
+        elapsed: started.elapsed(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    c: &Client,
+    ci: &Signer,
+    ci_token: &str,
+    op: &str,
+    fleet_doc: &Value,
+    canary: &[String],
+    stable_waves: &[Vec<String>],
+    agent_tokens: &[(String, String)],
+    at: &dyn Fn(i64) -> String,
+    say: &dyn Fn(String),
+) -> Result<Value> {
+    let (body, fleet_hash) = sign(ci, fleet_doc)?;
+    let v = c.ok(ci_token, "/v1/manifests/fleet", &body).await?;
+    say(format!("CI: fleet.resolved accepted as entry {}", v["seq"]));
+
+    let bad = closure("stable", "a1");
+    let stop = Arc::new(AtomicBool::new(false));
+    let failure: Failure = Arc::default();
+    let mut agents = Vec::new();
+    for (h, t) in agent_tokens {
+        let (c, h, t, bad, stop, failure) = (
+            c.clone(),
+            h.clone(),
+            t.clone(),
+            bad.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&failure),
+        );
+        agents.push(tokio::spawn(async move {
+            if let Err(e) = agent(c, h, t, bad, stop).await
+                && let Ok(mut f) = failure.lock()
+            {
+                f.get_or_insert(e.to_string());
+            }
+        }));
+    }
+
+    // Phase 1: canary and stable at a1. One wave-1 stable host fails its compliance probe.
+    let canary_waves = vec![canary.to_vec()];
+    let (body, _) = sign(
+        ci,
+        &rollout(
+            "canary",
+            "a1a1a1a1",
+            &fleet_hash,
+            &canary_waves,
+            &closure("canary", "a1"),
+            &at(-50),
+        ),
+    )?;
+    c.ok(ci_token, "/v1/manifests/rollouts/canary@a1a1a1a1", &body)
+        .await?;
+    // Only one stable host gets the bad closure: the first host of wave 1.
+    let mut a1 = rollout(
+        "stable",
+        "a1a1a1a1",
+        &fleet_hash,
+        stable_waves,
+        &closure("stable", "a1-good"),
+        &at(-50),
+    );
+    let victim = stable_waves
+        .get(1)
+        .and_then(|w| w.first())
+        .cloned()
+        .context("a wave 1")?;
+    for h in a1["host_set"].as_array_mut().into_iter().flatten() {
+        if h["hostname"] == victim.as_str() {
+            h["target_closure"] = json!(bad);
+        }
+    }
+    let (body, _) = sign(ci, &a1)?;
+    c.ok(ci_token, "/v1/manifests/rollouts/stable@a1a1a1a1", &body)
+        .await?;
+    say("CI: rollout manifests canary@a1a1a1a1 and stable@a1a1a1a1 accepted".into());
+    let limit = Duration::from_secs(120);
+    // Failed when the host fails, Reverted once its rollback completes.
+    wait_for(c, op, "stable@a1a1a1a1 to revert", limit, &failure, |v| {
+        state_of(v, "stable@a1a1a1a1").as_deref() == Some("Reverted")
+    })
+    .await?;
+    say(format!(
+        "{victim} failed its enforce compliance probe and rolled back: stable@a1a1a1a1 is Reverted, the closure quarantined"
+    ));
+
+    // The operator investigates and clears the failed rollout (recorded with a reason).
+    let v = c
+        .ok(
+            op,
+            "/v1/rollouts/stable@a1a1a1a1/clearance",
+            &json!({"reason": "root cause: backup timer disabled; fixed in c3"}),
+        )
+        .await?;
+    say(format!(
+        "operator alice cleared stable@a1a1a1a1 (entry {})",
+        v["seq"]
+    ));
+    // Phase 2: CI republishes the same bad closure at a new ref: the quarantine blocks it.
+    let (body, _) = sign(
+        ci,
+        &rollout(
+            "stable",
+            "b2b2b2b2",
+            &fleet_hash,
+            stable_waves,
+            &bad,
+            &at(-40),
+        ),
+    )?;
+    c.ok(ci_token, "/v1/manifests/rollouts/stable@b2b2b2b2", &body)
+        .await?;
+    let started = Instant::now();
+    loop {
+        let (_, d) = c.get(op, "/v1/deferrals").await?;
+        let blocked = d["deferrals"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["rolloutId"] == "stable@b2b2b2b2" && r["gate"] == "quarantine")
+            .count();
+        if blocked > 0 {
+            say(format!(
+                "stable@b2b2b2b2 reuses the quarantined closure: {blocked} hosts blocked by the quarantine gate"
+            ));
+            break;
+        }
+        check(&failure)?;
+        if started.elapsed() > limit {
+            bail!("the quarantine never blocked stable@b2b2b2b2: {d}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Phase 3: CI ships a fixed closure; it supersedes the blocked rollout.
+    let (body, _) = sign(
+        ci,
+        &rollout(
+            "stable",
+            "c3c3c3c3",
+            &fleet_hash,
+            stable_waves,
+            &closure("stable", "c3"),
+            &at(-30),
+        ),
+    )?;
+    c.ok(ci_token, "/v1/manifests/rollouts/stable@c3c3c3c3", &body)
+        .await?;
+    let v = wait_for(c, op, "stable@c3c3c3c3 to finish", limit, &failure, |v| {
+        state_of(v, "stable@c3c3c3c3").as_deref() == Some("Terminal")
+            && state_of(v, "canary@a1a1a1a1").as_deref() == Some("Terminal")
+    })
+    .await?;
+    say("stable@c3c3c3c3 superseded the blocked rollout and converged on every host".into());
+    let v2 = c
+        .ok(op, "/v1/quarantine/lift", &json!({"channel": "stable", "closure": bad, "reason": "superseded by c3; closure retired"}))
+        .await?;
+    say(format!(
+        "operator alice lifted the quarantine (entry {})",
+        v2["seq"]
+    ));
+
+    stop.store(true, Ordering::Relaxed);
+    for a in agents {
+        a.await?;
+    }
+    check(&failure)?;
+    Ok(v)
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{text}")?;
+    Ok(())
+}
+
+/// Prints the summary and what to try next.
+pub fn print_summary(s: &Summary, dir: &Path) {
+    println!("\nrollouts:");
+    for (id, state) in &s.rollouts {
+        println!("  {id:<24} {state}");
+    }
+    println!("hosts of the current rollouts:");
+    for (state, n) in &s.hosts {
+        println!("  {state:<10} {n}");
+    }
+    println!(
+        "{} entries in {:.1} s\n\nlatest checkpoint:\n{}",
+        s.entries,
+        s.elapsed.as_secs_f64(),
+        s.checkpoint
+    );
+    let d = dir.display();
+    let db = s.db.display();
+    let key = s.genesis_pub.display();
+    println!("try next:");
+    println!("  fleet-ledger verify --db {db} --key {key}");
+    println!("  fleet-ledger check --db {db}");
+    println!("  fleet-ledger export --db {db} --out {d}/ledger.bundle");
+    println!("  fleet-ledger prove inclusion --db {db} --seq 1");
+    println!("  fleet-ledger serve --db {db} --listen 127.0.0.1:8080 --config {d}/config.json &");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $(cat {d}/operator.token)\" http://127.0.0.1:8080/v1/rollouts"
+    );
+}

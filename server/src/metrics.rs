@@ -1,0 +1,115 @@
+//! Prometheus metrics (`GET /metrics`, text exposition format).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label set of the rejection counter.
+pub type Reason = Vec<(String, String)>;
+
+/// The daemon's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Entries appended.
+    pub entries: Counter,
+    /// Batches committed.
+    pub commits: Counter,
+    /// Inputs per committed batch.
+    pub batch_inputs: Histogram,
+    /// Entries per committed batch.
+    pub batch_entries: Histogram,
+    /// Seconds from the start of a commit to its fsync returning.
+    pub commit_seconds: Histogram,
+    /// Inputs waiting for the writer.
+    pub queue_depth: Gauge,
+    /// Refused inputs by reason code.
+    pub rejections: Family<Reason, Counter>,
+    /// Requests answered 503 because the queue was full.
+    pub queue_full: Counter,
+    /// Failed commits.
+    pub commit_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::with_prefix("fleet_ledger");
+        let entries = Counter::default();
+        let commits = Counter::default();
+        let batch_inputs = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+        let batch_entries = Histogram::new(exponential_buckets(1.0, 2.0, 15));
+        let commit_seconds = Histogram::new(exponential_buckets(0.000_125, 2.0, 14));
+        let queue_depth = Gauge::default();
+        let rejections = Family::<Reason, Counter>::default();
+        let queue_full = Counter::default();
+        let commit_failures = Counter::default();
+        registry.register("appended_entries", "Entries appended", entries.clone());
+        registry.register("commits", "Batches committed", commits.clone());
+        registry.register(
+            "batch_inputs",
+            "Inputs decided per committed batch",
+            batch_inputs.clone(),
+        );
+        registry.register(
+            "batch_entries",
+            "Entries per committed batch",
+            batch_entries.clone(),
+        );
+        registry.register(
+            "commit_seconds",
+            "Durable commit latency (append, projections, checkpoint, fsync)",
+            commit_seconds.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Inputs waiting for the writer",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "rejections",
+            "Inputs refused, by reason code",
+            rejections.clone(),
+        );
+        registry.register(
+            "queue_full",
+            "Requests refused with 503 because the writer queue was full",
+            queue_full.clone(),
+        );
+        registry.register(
+            "commit_failures",
+            "Commits that failed (every caller of the batch got an error)",
+            commit_failures.clone(),
+        );
+        Metrics {
+            registry,
+            entries,
+            commits,
+            batch_inputs,
+            batch_entries,
+            commit_seconds,
+            queue_depth,
+            rejections,
+            queue_full,
+            commit_failures,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a refusal.
+    pub fn reject(&self, code: &str) {
+        self.rejections
+            .get_or_create(&vec![("reason".to_string(), code.to_string())])
+            .inc();
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

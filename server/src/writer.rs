@@ -1,0 +1,922 @@
+//! The single writer: the only mutator of the ledger.
+//!
+//! It runs on its own thread (redb and fsync block) and is fed by a bounded queue. Group
+//! commit: it takes what is queued (up to a bound), decides each input in turn against models
+//! that already include the earlier ones (decisions are pure functions from `planner`; their
+//! events are staged and folded at once), then appends the whole batch in ONE ledger
+//! transaction: one fsync and one checkpoint signature. Every caller is answered only after
+//! that commit returned; if it fails, every caller of the batch gets an error, nothing of the
+//! batch is in the ledger, and the writer reopens the store instead of retrying the fsync
+//! (after a failed fsync the kernel may have dropped the dirty pages: retrying could report
+//! success for data that never reached the disk).
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use ledger::domain::{AgentReport, HostState, Micros, OnHealthFailure, RolloutId};
+use ledger::event::{
+    DispatchDelivered, Event, FleetManifestAccepted, QuarantineLifted, RolloutManifestAccepted,
+};
+use ledger::keys::Signer;
+use ledger::store::Reader;
+use planner::{
+    Decision, FleetView, HostInput, HostPolicy, Manifests, Rejection, RolloutInput,
+    RolloutRejection,
+};
+use projections::State;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::intake::{Document, ManifestError, Target, Verified};
+use crate::materialize::{Ledger, MaterializeError};
+use crate::metrics::Metrics;
+
+/// An input for the writer.
+#[derive(Debug)]
+pub enum Input {
+    /// An agent's report.
+    Agent {
+        /// Authenticated host.
+        host: String,
+        /// Rollout.
+        rollout: RolloutId,
+        /// Agent seq.
+        agent_seq: u64,
+        /// Report.
+        report: AgentReport,
+    },
+    /// A heartbeat (may synthesize reports).
+    Heartbeat {
+        /// Authenticated host.
+        host: String,
+        /// The rollout the agent names, if any.
+        rollout: Option<RolloutId>,
+        /// What it runs.
+        current_closure: Option<String>,
+        /// Agent clock.
+        at: Micros,
+    },
+    /// A verified manifest.
+    Manifest {
+        /// Which.
+        target: Target,
+        /// Verified artifact.
+        verified: Box<Verified>,
+    },
+    /// Operator clearance of a Failed/Reverted rollout.
+    Clear {
+        /// Rollout.
+        rollout: RolloutId,
+        /// Operator identity.
+        operator: String,
+        /// Why.
+        reason: String,
+    },
+    /// Operator lifts a quarantined closure.
+    Lift {
+        /// Channel.
+        channel: String,
+        /// Closure.
+        closure: String,
+        /// Operator identity.
+        operator: String,
+        /// Why.
+        reason: String,
+    },
+    /// A long poll takes the host's oldest queued dispatch.
+    TakeDispatch {
+        /// Authenticated host.
+        host: String,
+    },
+    /// The planner's safety tick.
+    Tick,
+}
+
+/// A dispatch handed to an agent (DOMAIN §8 `DispatchResponse`, with the RFC's `wave`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Dispatch {
+    /// Host.
+    pub hostname: String,
+    /// Rollout.
+    pub rollout_id: String,
+    /// What to activate.
+    pub target_closure: String,
+    /// Soak deadline (CP clock).
+    #[serde(with = "crate::wire::ts")]
+    pub soak_due_at: Micros,
+    /// When it was queued (CP clock).
+    #[serde(with = "crate::wire::ts")]
+    pub enqueued_at: Micros,
+    /// The host's wave.
+    pub wave: u32,
+    /// Seq of the `DispatchDelivered` entry.
+    pub seq: u64,
+}
+
+/// A host's record as the heartbeat reply shows it (DOMAIN §8 `HostRolloutSnapshot`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HostSnapshot {
+    /// Rollout.
+    pub rollout_id: String,
+    /// Host.
+    pub hostname: String,
+    /// Channel.
+    pub channel: String,
+    /// State.
+    pub state: String,
+    /// Target.
+    pub target_closure: String,
+    /// Last agent seq accepted.
+    pub last_event_seq: u64,
+    /// Soak deadline.
+    #[serde(with = "crate::wire::ts::option")]
+    pub soak_due_at: Option<Micros>,
+}
+
+impl HostSnapshot {
+    fn of(h: &projections::HostRecord) -> HostSnapshot {
+        HostSnapshot {
+            rollout_id: h.rollout_id.to_string(),
+            hostname: h.hostname.clone(),
+            channel: h.rollout_id.channel.clone(),
+            state: format!("{:?}", h.state),
+            target_closure: h.target_closure.clone(),
+            last_event_seq: h.last_event_seq,
+            soak_due_at: h.soak_due_at,
+        }
+    }
+}
+
+/// What the writer answers (after the commit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Recorded: the seq of the input's first entry.
+    Recorded {
+        /// Seq.
+        seq: u64,
+        /// Entries appended for it.
+        entries: u64,
+    },
+    /// Already recorded earlier (a retransmit, or a manifest already in force).
+    Duplicate {
+        /// The original entry.
+        seq: u64,
+    },
+    /// Heartbeat answer.
+    Heartbeat {
+        /// Entries synthesized (seq of the first).
+        synthesized: Option<u64>,
+        /// Snapshots (when the heartbeat named no rollout).
+        bootstrap: Option<Vec<HostSnapshot>>,
+        /// Agent seq to resend from, when the CP's view of the host's closure differs.
+        replay_from: Option<u64>,
+    },
+    /// The long poll's answer.
+    Dispatch(Option<Dispatch>),
+    /// A tick ran.
+    Ticked,
+}
+
+/// How the API should answer a refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// 404.
+    NotFound,
+    /// 409.
+    Conflict,
+    /// 422.
+    Unprocessable,
+    /// 503: nothing was recorded; retry.
+    Unavailable,
+}
+
+/// A refused input, or a batch that could not be committed. The ledger is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP class.
+    pub class: Class,
+    /// Stable code.
+    pub code: &'static str,
+    /// For humans.
+    pub reason: String,
+}
+
+impl Refusal {
+    fn new(class: Class, code: &'static str, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            class,
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<Rejection> for Refusal {
+    fn from(r: Rejection) -> Refusal {
+        let class = match r {
+            Rejection::IllegalForState { .. } | Rejection::SeqRegression { .. } => Class::Conflict,
+            Rejection::UnknownRollout(_) | Rejection::UnknownHost { .. } => Class::Unprocessable,
+            Rejection::Invariant(_) | Rejection::RolloutPruned(_) => Class::Unprocessable,
+        };
+        Refusal::new(class, r.code(), r.to_string())
+    }
+}
+
+impl From<ManifestError> for Refusal {
+    fn from(e: ManifestError) -> Refusal {
+        let class = match e {
+            ManifestError::Outdated { .. } | ManifestError::FleetMismatch { .. } => Class::Conflict,
+            _ => Class::Unprocessable,
+        };
+        Refusal::new(class, e.code(), e.to_string())
+    }
+}
+
+/// The answer channel of one input.
+pub type Reply = oneshot::Sender<Result<Output, Refusal>>;
+
+/// One queued input and where its answer goes.
+#[derive(Debug)]
+pub struct Job {
+    /// The input.
+    pub input: Input,
+    /// The answer.
+    pub reply: Reply,
+}
+
+/// What the API threads share with the writer.
+#[derive(Debug)]
+pub struct Shared {
+    /// Snapshots of the committed ledger; `None` while the writer reopens the store.
+    pub reader: RwLock<Option<Reader>>,
+    /// Committed log size, bumped after every commit (long polls wait on it).
+    pub committed: watch::Sender<u64>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// The manifests in force and their provenance.
+#[derive(Debug, Default)]
+struct InForce {
+    fleet: Option<(u64, [u8; 32], Micros)>,
+    rollouts: std::collections::BTreeMap<String, (u64, [u8; 32], Micros)>,
+}
+
+/// Supplies CP time in µs (the system clock in the daemon).
+pub type Clock = Box<dyn Fn() -> Micros + Send>;
+
+/// The writer.
+pub struct Writer {
+    ledger: Option<Ledger>,
+    path: PathBuf,
+    signer: String,
+    manifests: Manifests,
+    in_force: InForce,
+    shared: Arc<Shared>,
+    clock: Clock,
+    last_now: Micros,
+    batch_inputs: usize,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Writer({})", self.path.display())
+    }
+}
+
+/// Why the writer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Opening the ledger.
+    #[error(transparent)]
+    Open(#[from] MaterializeError),
+    /// A manifest entry in the log this build cannot read.
+    #[error("manifest entry {seq} cannot be read: {reason}")]
+    Manifest {
+        /// Seq.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<ledger::store::OpenError> for StartError {
+    fn from(e: ledger::store::OpenError) -> StartError {
+        StartError::Open(e.into())
+    }
+}
+
+/// Rebuilds the manifests in force from the log's manifest entries.
+fn load_manifests(ledger: &Ledger) -> Result<(Manifests, InForce), StartError> {
+    use ledger::entry::EntryRef;
+    use ledger::event::Kind;
+    let snap = ledger.store().snapshot().map_err(MaterializeError::from)?;
+    let mut manifests = Manifests::default();
+    let mut in_force = InForce::default();
+    snap.for_each_entry(0.., |seq, bytes| {
+        let bad = |reason: String| StartError::Manifest { seq, reason };
+        let entry = EntryRef::parse(bytes).map_err(|e| bad(e.to_string()))?;
+        // Only manifest kinds are decoded: the scan stays cheap on a large log.
+        let kind = entry.header.kind;
+        if kind != Kind::FleetManifestAccepted && kind != Kind::RolloutManifestAccepted {
+            return Ok(());
+        }
+        let event = entry.event().map_err(|e| bad(e.to_string()))?;
+        manifests.apply(&event).map_err(|e| bad(e.to_string()))?;
+        match &event {
+            Event::FleetManifestAccepted(e) => {
+                in_force.fleet = Some((seq, e.content_hash, e.signed_at));
+            }
+            Event::RolloutManifestAccepted(e) => {
+                in_force.rollouts.insert(
+                    e.rollout_id.channel.clone(),
+                    (seq, e.content_hash, e.signed_at),
+                );
+            }
+            _ => {}
+        }
+        Ok::<(), StartError>(())
+    })?;
+    Ok((manifests, in_force))
+}
+
+impl Writer {
+    /// Opens the ledger at `path` (catching up projections) and loads the manifests in force.
+    pub fn open(
+        path: PathBuf,
+        signer: Signer,
+        clock: Clock,
+        batch_inputs: usize,
+    ) -> Result<(Writer, Arc<Shared>), StartError> {
+        let signer_text = signer.to_text();
+        let ledger = Ledger::open(&path, signer)?;
+        let (manifests, in_force) = load_manifests(&ledger)?;
+        let (committed, _) = watch::channel(ledger.store().size());
+        let shared = Arc::new(Shared {
+            reader: RwLock::new(Some(ledger.store().reader())),
+            committed,
+            metrics: Metrics::default(),
+        });
+        let writer = Writer {
+            ledger: Some(ledger),
+            path,
+            signer: signer_text,
+            manifests,
+            in_force,
+            shared: Arc::clone(&shared),
+            clock,
+            last_now: i64::MIN,
+            batch_inputs,
+        };
+        Ok((writer, shared))
+    }
+
+    /// Runs until every sender of `rx` is gone and the queue is drained.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(self.batch_inputs);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.batch_inputs {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.shared.metrics.queue_depth.set(rx.len() as i64);
+            self.process(&mut batch);
+        }
+        tracing::info!("writer: queue closed and drained");
+    }
+
+    fn now(&mut self) -> Micros {
+        // The log's times never decrease, whatever the wall clock does.
+        self.last_now = (self.clock)().max(self.last_now);
+        self.last_now
+    }
+
+    /// Decides a batch of inputs, commits them together, answers every caller.
+    fn process(&mut self, batch: &mut Vec<Job>) {
+        let span = tracing::info_span!(
+            "commit",
+            inputs = batch.len(),
+            entries = tracing::field::Empty
+        );
+        let _guard = span.enter();
+        if self.ledger.is_none() && !self.reopen() {
+            for job in batch.drain(..) {
+                let _ = job
+                    .reply
+                    .send(Err(unavailable("the ledger is being reopened")));
+            }
+            return;
+        }
+        let now = self.now();
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut replan = false;
+        for job in batch.iter_mut() {
+            let input = std::mem::replace(&mut job.input, Input::Tick);
+            let answer = self.decide(input, now, &mut replan);
+            if let Err(r) = &answer {
+                self.shared.metrics.reject(r.code);
+            }
+            answers.push(answer);
+        }
+        if replan {
+            self.plan(now);
+        }
+        let ledger = self.ledger.as_mut().expect("opened above");
+        let entries = ledger.next_seq() - ledger.store().size();
+        span.record("entries", entries);
+        let started = Instant::now();
+        match ledger.commit() {
+            Ok(receipt) => {
+                let m = &self.shared.metrics;
+                if receipt.is_some() {
+                    m.commit_seconds.observe(started.elapsed().as_secs_f64());
+                    m.commits.inc();
+                    m.entries.inc_by(entries);
+                    m.batch_entries.observe(entries as f64);
+                    self.shared.committed.send_replace(ledger.store().size());
+                }
+                m.batch_inputs.observe(batch.len() as f64);
+                for (job, answer) in batch.drain(..).zip(answers) {
+                    let _ = job.reply.send(answer);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed; nothing of the batch was recorded; reopening the store");
+                self.shared.metrics.commit_failures.inc();
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(unavailable(format!(
+                        "the commit failed and nothing was recorded ({e}); retry"
+                    ))));
+                }
+                self.close();
+                self.reopen();
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        *self
+            .shared
+            .reader
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        self.ledger = None;
+    }
+
+    /// Reopens the store after a failed commit: open re-checks head, tree and checkpoint and
+    /// catches the projections up, so the models again equal the durable log.
+    fn reopen(&mut self) -> bool {
+        let signer = match Signer::from_text(&self.signer) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot rebuild the signer");
+                return false;
+            }
+        };
+        // Readers may still hold the old database for a moment: retry briefly.
+        for attempt in 0..50 {
+            match Ledger::open(
+                &self.path,
+                Signer::from_text(&self.signer)
+                    .unwrap_or_else(|_| unreachable!("the same text parsed just above")),
+            ) {
+                Ok(ledger) => {
+                    *self
+                        .shared
+                        .reader
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(ledger.store().reader());
+                    self.shared.committed.send_replace(ledger.store().size());
+                    self.ledger = Some(ledger);
+                    tracing::info!(attempt, "store reopened");
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "reopening the store");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        drop(signer);
+        false
+    }
+
+    fn state(&self) -> &State {
+        self.ledger.as_ref().expect("open while deciding").state()
+    }
+
+    fn ledger(&mut self) -> &mut Ledger {
+        self.ledger.as_mut().expect("open while deciding")
+    }
+
+    fn policy(&self, rollout: &RolloutId) -> HostPolicy {
+        HostPolicy {
+            on_health_failure: self
+                .manifests
+                .policy(&rollout.channel)
+                .map_or(OnHealthFailure::Halt, |p| p.on_health_failure),
+        }
+    }
+
+    fn decide(&mut self, input: Input, now: Micros, replan: &mut bool) -> Result<Output, Refusal> {
+        match input {
+            Input::Agent {
+                host,
+                rollout,
+                agent_seq,
+                report,
+            } => self.agent(&host, &rollout, agent_seq, report, now, replan),
+            Input::Heartbeat {
+                host,
+                rollout,
+                current_closure,
+                at,
+            } => self.heartbeat(&host, rollout, current_closure, at, now, replan),
+            Input::Manifest { target, verified } => {
+                let out = self.manifest(&target, *verified, now)?;
+                *replan = true;
+                Ok(out)
+            }
+            Input::Clear {
+                rollout,
+                operator,
+                reason,
+            } => {
+                let events = planner::decide_rollout(
+                    self.state(),
+                    &rollout,
+                    &RolloutInput::OperatorClearance { operator, reason },
+                    now,
+                )
+                .map_err(rollout_refusal)?;
+                let seq = self.ledger().stage(now, &events);
+                *replan = true;
+                Ok(Output::Recorded {
+                    seq,
+                    entries: events.len() as u64,
+                })
+            }
+            Input::Lift {
+                channel,
+                closure,
+                operator,
+                reason,
+            } => {
+                if !self
+                    .state()
+                    .quarantine
+                    .contains_key(&(channel.clone(), closure.clone()))
+                {
+                    return Err(Refusal::new(
+                        Class::NotFound,
+                        "not-quarantined",
+                        format!("closure {closure} is not quarantined on channel {channel}"),
+                    ));
+                }
+                let e = Event::QuarantineLifted(QuarantineLifted {
+                    channel,
+                    closure,
+                    operator,
+                    reason,
+                });
+                let seq = self.ledger().stage(now, std::slice::from_ref(&e));
+                *replan = true;
+                Ok(Output::Recorded { seq, entries: 1 })
+            }
+            Input::TakeDispatch { host } => Ok(Output::Dispatch(self.take_dispatch(host, now))),
+            Input::Tick => {
+                *replan = true;
+                Ok(Output::Ticked)
+            }
+        }
+    }
+
+    fn agent(
+        &mut self,
+        host: &str,
+        rollout: &RolloutId,
+        agent_seq: u64,
+        report: AgentReport,
+        now: Micros,
+        replan: &mut bool,
+    ) -> Result<Output, Refusal> {
+        if let Some(rec) = self.state().hosts.get(&(rollout.clone(), host.to_string()))
+            && agent_seq == rec.last_event_seq
+            && rec.last_report_seq > 0
+        {
+            return self.retransmit(rec.last_report_seq, agent_seq, &report);
+        }
+        let policy = self.policy(rollout);
+        let input = HostInput::Agent { agent_seq, report };
+        let events = planner::decide_report(self.state(), rollout, host, &input, now, &policy)?;
+        if events
+            .iter()
+            .any(|e| matches!(e, Event::HostTransitioned(_)))
+        {
+            *replan = true;
+        }
+        let seq = self.ledger().stage(now, &events);
+        Ok(Output::Recorded {
+            seq,
+            entries: events.len() as u64,
+        })
+    }
+
+    /// A report with the last accepted agent seq: the same report is a retransmit (answered
+    /// with the original entry), a different one reuses a seq.
+    fn retransmit(
+        &mut self,
+        seq: u64,
+        agent_seq: u64,
+        report: &AgentReport,
+    ) -> Result<Output, Refusal> {
+        let recorded = match self.ledger().staged(seq) {
+            Some(e) => Some(e.clone()),
+            None => {
+                let snap = self
+                    .ledger()
+                    .store()
+                    .snapshot()
+                    .map_err(|e| unavailable(e.to_string()))?;
+                snap.entry(seq)
+                    .map_err(|e| unavailable(e.to_string()))?
+                    .and_then(|bytes| {
+                        ledger::entry::EntryRef::parse(&bytes)
+                            .ok()
+                            .and_then(|e| e.event().ok())
+                    })
+            }
+        };
+        match recorded {
+            Some(Event::AgentEventRecorded(e)) if e.report == *report => {
+                Ok(Output::Duplicate { seq })
+            }
+            _ => Err(Refusal::new(
+                Class::Conflict,
+                "seq-reused",
+                format!(
+                    "agent seq {agent_seq} was already recorded (entry {seq}) with a different report; use a new seq"
+                ),
+            )),
+        }
+    }
+
+    fn heartbeat(
+        &mut self,
+        host: &str,
+        rollout: Option<RolloutId>,
+        current_closure: Option<String>,
+        at: Micros,
+        now: Micros,
+        replan: &mut bool,
+    ) -> Result<Output, Refusal> {
+        let named = rollout.is_some();
+        let rollouts: Vec<RolloutId> = match rollout {
+            Some(r) => vec![r],
+            None => self
+                .state()
+                .by_host
+                .range((host.to_string(), 0)..=(host.to_string(), u64::MAX))
+                .map(|(_, row)| row.rollout_id.clone())
+                .filter(|r| {
+                    self.state()
+                        .rollouts
+                        .get(r)
+                        .is_some_and(projections::RolloutRecord::is_active)
+                })
+                .collect(),
+        };
+        let mut first_seq = None;
+        let mut replay_from = None;
+        for r in &rollouts {
+            let Some(rec) = self.state().hosts.get(&(r.clone(), host.to_string())) else {
+                if named {
+                    return Err(Rejection::UnknownHost {
+                        host: host.to_string(),
+                        rollout: r.to_string(),
+                    }
+                    .into());
+                }
+                continue;
+            };
+            let Some(current) = current_closure.clone() else {
+                continue;
+            };
+            if current != rec.target_closure {
+                // The CP's view of what the host runs differs: ask for the reports since the
+                // last one accepted.
+                if named && rec.current_closure.as_deref() != Some(current.as_str()) {
+                    replay_from = Some(rec.last_event_seq + 1);
+                }
+                continue;
+            }
+            for report in synthesis(rec, &current, at) {
+                let input = HostInput::Synthesized {
+                    report,
+                    heartbeat_at: at,
+                    basis: format!(
+                        "heartbeat at {}: host runs its target closure",
+                        crate::wire::ts::format(at)
+                    ),
+                };
+                let policy = self.policy(r);
+                match planner::decide_report(self.state(), r, host, &input, now, &policy) {
+                    Ok(events) => {
+                        let seq = self.ledger().stage(now, &events);
+                        first_seq.get_or_insert(seq);
+                        *replan = true;
+                    }
+                    // Synthesis is best effort: a refused inference records nothing.
+                    Err(e) => {
+                        tracing::debug!(host, rollout = %r, error = %e, "heartbeat synthesis refused");
+                        break;
+                    }
+                }
+            }
+        }
+        let bootstrap = (!named).then(|| {
+            rollouts
+                .iter()
+                .filter_map(|r| self.state().hosts.get(&(r.clone(), host.to_string())))
+                .map(HostSnapshot::of)
+                .collect()
+        });
+        Ok(Output::Heartbeat {
+            synthesized: first_seq,
+            bootstrap,
+            replay_from,
+        })
+    }
+
+    fn manifest(&mut self, target: &Target, v: Verified, now: Micros) -> Result<Output, Refusal> {
+        let show = crate::wire::ts::format;
+        match (&v.document, target) {
+            (Document::Fleet(_), Target::Fleet) => {
+                if let Some((seq, hash, signed_at)) = self.in_force.fleet {
+                    if hash == v.content_hash {
+                        return Ok(Output::Duplicate { seq });
+                    }
+                    if v.signed_at <= signed_at {
+                        return Err(ManifestError::Outdated {
+                            signed_at: show(v.signed_at),
+                            in_force: show(signed_at),
+                        }
+                        .into());
+                    }
+                }
+                let e = Event::FleetManifestAccepted(FleetManifestAccepted {
+                    content_hash: v.content_hash,
+                    signer: v.signer,
+                    signed_at: v.signed_at,
+                    canonical: v.canonical,
+                });
+                self.manifests
+                    .apply(&e)
+                    .map_err(|e| Refusal::from(ManifestError::Document(e)))?;
+                let seq = self.ledger().stage(now, std::slice::from_ref(&e));
+                self.in_force.fleet = Some((seq, v.content_hash, v.signed_at));
+                Ok(Output::Recorded { seq, entries: 1 })
+            }
+            (Document::Rollout(doc), Target::Rollout(_)) => {
+                let Some((_, fleet_hash, _)) = self.in_force.fleet else {
+                    return Err(ManifestError::NoFleet.into());
+                };
+                if doc.fleet_resolved_hash != fleet_hash {
+                    return Err(ManifestError::FleetMismatch {
+                        found: crate::auth::hex(&doc.fleet_resolved_hash),
+                        in_force: crate::auth::hex(&fleet_hash),
+                    }
+                    .into());
+                }
+                planner::document::check_rollout(doc, &self.manifests.fleet)
+                    .map_err(|e| Refusal::from(ManifestError::Document(e)))?;
+                let channel = doc.rollout_id.channel.clone();
+                if let Some((seq, hash, signed_at)) = self.in_force.rollouts.get(&channel) {
+                    if *hash == v.content_hash {
+                        return Ok(Output::Duplicate { seq: *seq });
+                    }
+                    if v.signed_at <= *signed_at {
+                        return Err(ManifestError::Outdated {
+                            signed_at: show(v.signed_at),
+                            in_force: show(*signed_at),
+                        }
+                        .into());
+                    }
+                }
+                let e = Event::RolloutManifestAccepted(RolloutManifestAccepted {
+                    rollout_id: doc.rollout_id.clone(),
+                    content_hash: v.content_hash,
+                    fleet_resolved_hash: doc.fleet_resolved_hash,
+                    signer: v.signer,
+                    signed_at: v.signed_at,
+                    canonical: v.canonical,
+                });
+                self.manifests
+                    .apply(&e)
+                    .map_err(|e| Refusal::from(ManifestError::Document(e)))?;
+                let seq = self.ledger().stage(now, std::slice::from_ref(&e));
+                self.in_force
+                    .rollouts
+                    .insert(channel, (seq, v.content_hash, v.signed_at));
+                Ok(Output::Recorded { seq, entries: 1 })
+            }
+            _ => Err(Refusal::new(
+                Class::Unprocessable,
+                "manifest-kind",
+                "the artifact is not of the kind posted",
+            )),
+        }
+    }
+
+    fn take_dispatch(&mut self, host: String, now: Micros) -> Option<Dispatch> {
+        let state = self.state();
+        let (rollout, row) = state
+            .dispatch_queue
+            .range(
+                (
+                    host.clone(),
+                    RolloutId {
+                        channel: String::new(),
+                        channel_ref: String::new(),
+                    },
+                )..,
+            )
+            .take_while(|((h, _), _)| *h == host)
+            .min_by_key(|((_, r), row)| (row.enqueued_at, r.clone()))
+            .map(|((_, r), row)| (r.clone(), row.clone()))?;
+        let wave = state
+            .hosts
+            .get(&(rollout.clone(), host.clone()))
+            .map_or(0, |h| h.wave);
+        let e = Event::DispatchDelivered(DispatchDelivered {
+            hostname: host.clone(),
+            rollout_id: rollout.clone(),
+        });
+        let seq = self.ledger().stage(now, std::slice::from_ref(&e));
+        Some(Dispatch {
+            hostname: host,
+            rollout_id: rollout.to_string(),
+            target_closure: row.target_closure,
+            soak_due_at: row.soak_due_at,
+            enqueued_at: row.enqueued_at,
+            wave,
+            seq,
+        })
+    }
+
+    fn plan(&mut self, now: Micros) {
+        let view = FleetView {
+            state: self.state(),
+            compliance_available: true,
+        };
+        let decisions = planner::plan(&view, &self.manifests, now);
+        for d in decisions {
+            let events = Decision::into_events(d);
+            if !events.is_empty() {
+                self.ledger().stage(now, &events);
+            }
+        }
+    }
+}
+
+/// The reports a heartbeat implies for a host that runs its target (DOMAIN §8, LIFT #1/#5):
+/// Activating or Deferred ⇒ ActivationCompleted; Pending ⇒ DispatchAck and
+/// ActivationCompleted. Converged is never synthesized: the soak must be observed by the
+/// agent's own probes (the reference stamped it, possibly in the future, §6.6).
+fn synthesis(rec: &projections::HostRecord, current: &str, at: Micros) -> Vec<AgentReport> {
+    let completed = AgentReport::ActivationCompleted {
+        observed_current_closure: current.to_string(),
+        exit_code: 0,
+        completed_at: at,
+    };
+    match rec.state {
+        HostState::Activating | HostState::Deferred => vec![completed],
+        HostState::Pending => vec![
+            AgentReport::DispatchAck {
+                // Unknown: the host was already at its target when the CP heard from it.
+                current_closure_at_dispatch: current.to_string(),
+                received_at: at,
+            },
+            completed,
+        ],
+        _ => Vec::new(),
+    }
+}
+
+fn unavailable(reason: impl Into<String>) -> Refusal {
+    Refusal::new(Class::Unavailable, "unavailable", reason)
+}
+
+fn rollout_refusal(e: RolloutRejection) -> Refusal {
+    let (class, code) = match e {
+        RolloutRejection::Unknown(_) => (Class::NotFound, "unknown-rollout"),
+        RolloutRejection::IllegalForState { .. } => (Class::Conflict, "illegal-transition"),
+        RolloutRejection::SupersessionExpected { .. } => (Class::Conflict, "supersession-expected"),
+        RolloutRejection::Invariant(_) => (Class::Unprocessable, "invariant"),
+    };
+    Refusal::new(class, code, e.to_string())
+}

@@ -236,6 +236,37 @@ pub struct Annotation {
     pub text: String,
 }
 
+impl Event {
+    /// The rollout and the host this event is about, where it names them (timelines, the
+    /// per-rollout event listing). A quarantine lift names a channel, not a rollout.
+    pub fn subject(&self) -> (Option<&crate::domain::RolloutId>, Option<&str>) {
+        match self {
+            Event::AgentEventRecorded(e) => (Some(&e.rollout_id), Some(&e.hostname)),
+            Event::AgentEventSynthesized(e) => (Some(&e.rollout_id), Some(&e.hostname)),
+            Event::HostTransitioned(e) => (Some(&e.rollout_id), Some(&e.hostname)),
+            Event::RolloutOpened(e) => (Some(&e.rollout_id), None),
+            Event::HostJoined(e) => (Some(&e.rollout_id), Some(&e.host.hostname)),
+            Event::WaveAdvanced(e) => (Some(&e.rollout_id), None),
+            Event::RolloutTransitioned(e) => (Some(&e.rollout_id), None),
+            Event::DispatchQueued(e) => (Some(&e.rollout_id), Some(&e.hostname)),
+            Event::DispatchDelivered(e) => (Some(&e.rollout_id), Some(&e.hostname)),
+            Event::DispatchAcknowledged(e) => (Some(&e.rollout_id), Some(&e.hostname)),
+            Event::GateDecision(e) => (Some(&e.rollout_id), Some(&e.hostname)),
+            Event::QuarantineAdded(e) => (Some(&e.rollout_id), Some(&e.hostname)),
+            Event::ProbeFailureRecorded(e) => (Some(&e.rollout_id), Some(&e.hostname)),
+            Event::RolloutManifestAccepted(e) => (Some(&e.rollout_id), None),
+            Event::RolloutCleared(e) => (Some(&e.rollout_id), None),
+            Event::Genesis(_)
+            | Event::KeyRotated(_)
+            | Event::Annotation(_)
+            | Event::QuarantineLifted(_)
+            | Event::FleetManifestAccepted(_)
+            | Event::InputRejected(_)
+            | Event::Unknown { .. } => (None, None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,36 +382,5 @@ mod tests {
         // A hostile length prefix (u64 max) must not allocate: the limit refuses it.
         let hostile = [253u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
         assert!(Event::decode(Kind::Annotation, &hostile).is_err());
-    }
-}
-
-impl Event {
-    /// The rollout and the host this event is about, where it names them (timelines, the
-    /// per-rollout event listing). A quarantine lift names a channel, not a rollout.
-    pub fn subject(&self) -> (Option<&crate::domain::RolloutId>, Option<&str>) {
-        match self {
-            Event::AgentEventRecorded(e) => (Some(&e.rollout_id), Some(&e.hostname)),
-            Event::AgentEventSynthesized(e) => (Some(&e.rollout_id), Some(&e.hostname)),
-            Event::HostTransitioned(e) => (Some(&e.rollout_id), Some(&e.hostname)),
-            Event::RolloutOpened(e) => (Some(&e.rollout_id), None),
-            Event::HostJoined(e) => (Some(&e.rollout_id), Some(&e.host.hostname)),
-            Event::WaveAdvanced(e) => (Some(&e.rollout_id), None),
-            Event::RolloutTransitioned(e) => (Some(&e.rollout_id), None),
-            Event::DispatchQueued(e) => (Some(&e.rollout_id), Some(&e.hostname)),
-            Event::DispatchDelivered(e) => (Some(&e.rollout_id), Some(&e.hostname)),
-            Event::DispatchAcknowledged(e) => (Some(&e.rollout_id), Some(&e.hostname)),
-            Event::GateDecision(e) => (Some(&e.rollout_id), Some(&e.hostname)),
-            Event::QuarantineAdded(e) => (Some(&e.rollout_id), Some(&e.hostname)),
-            Event::ProbeFailureRecorded(e) => (Some(&e.rollout_id), Some(&e.hostname)),
-            Event::RolloutManifestAccepted(e) => (Some(&e.rollout_id), None),
-            Event::RolloutCleared(e) => (Some(&e.rollout_id), None),
-            Event::Genesis(_)
-            | Event::KeyRotated(_)
-            | Event::Annotation(_)
-            | Event::QuarantineLifted(_)
-            | Event::FleetManifestAccepted(_)
-            | Event::InputRejected(_)
-            | Event::Unknown { .. } => (None, None),
-        }
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ledger::domain::{Micros, OnHealthFailure, RolloutId};
+use ledger::domain::{OnHealthFailure, RolloutId};
 use ledger::event::{Event, HostAssignment};
 use serde::Deserialize;
 use thiserror::Error;
@@ -45,14 +45,12 @@ struct Meta {
 }
 
 impl Meta {
-    fn signed_at(&self) -> Result<Micros, DocumentError> {
-        let text = self
-            .signed_at
-            .as_deref()
-            .ok_or_else(|| DocumentError::SignedAt("absent".into()))?;
-        chrono::DateTime::parse_from_rfc3339(text)
-            .map(|t| t.timestamp_micros())
-            .map_err(|e| DocumentError::SignedAt(format!("{text:?}: {e}")))
+    /// The text of `meta.signedAt`; the daemon parses it (this crate stays clock-free, so it
+    /// has no date library).
+    fn signed_at(&self) -> Result<String, DocumentError> {
+        self.signed_at
+            .clone()
+            .ok_or_else(|| DocumentError::SignedAt("absent".into()))
     }
 }
 
@@ -155,8 +153,8 @@ fn inconsistent(msg: String) -> DocumentError {
 pub struct FleetDocument {
     /// What the planner reads.
     pub fleet: Fleet,
-    /// `meta.signedAt`.
-    pub signed_at: Micros,
+    /// `meta.signedAt`, as written (RFC 3339).
+    pub signed_at: String,
 }
 
 /// Parses and checks a `fleet.resolved` document.
@@ -237,8 +235,8 @@ pub struct RolloutDocument {
     pub rollout_id: RolloutId,
     /// `fleet_resolved_hash`: SHA-256 of the fleet document it was built against.
     pub fleet_resolved_hash: [u8; 32],
-    /// `meta.signedAt`.
-    pub signed_at: Micros,
+    /// `meta.signedAt`, as written (RFC 3339).
+    pub signed_at: String,
     /// Hosts, waves and targets.
     pub host_set: Vec<HostAssignment>,
     /// Disruption budgets.

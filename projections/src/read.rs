@@ -13,6 +13,9 @@ use crate::model::{decode, encode};
 use crate::tables::*;
 use crate::{DeferralRow, DispatchRow, HostRecord, ProbeFailureRow, QuarantineRow, RolloutRecord};
 
+/// Rows with their keys, in key order.
+pub type Rows<K, V> = Vec<(K, V)>;
+
 fn get<V: DeserializeOwned>(
     r: &dyn TableReader,
     table: &'static str,
@@ -94,14 +97,14 @@ pub fn dispatches_for(
 /// Every current gate block, by (rollout, host).
 pub fn deferrals(
     r: &dyn TableReader,
-) -> Result<Vec<((RolloutId, String), DeferralRow)>, TableError> {
+) -> Result<Rows<(RolloutId, String), DeferralRow>, TableError> {
     prefixed(r, DEFERRALS, &[])
 }
 
 /// Every quarantined closure, by (channel, closure).
 pub fn quarantine(
     r: &dyn TableReader,
-) -> Result<Vec<((String, String), QuarantineRow)>, TableError> {
+) -> Result<Rows<(String, String), QuarantineRow>, TableError> {
     prefixed(r, QUARANTINE, &[])
 }
 
@@ -109,6 +112,6 @@ pub fn quarantine(
 pub fn probe_failures_of(
     r: &dyn TableReader,
     rollout: &RolloutId,
-) -> Result<Vec<((RolloutId, String, String), ProbeFailureRow)>, TableError> {
+) -> Result<Rows<(RolloutId, String, String), ProbeFailureRow>, TableError> {
     prefixed(r, PROBE_FAILURES, &encode(rollout))
 }

@@ -31,6 +31,11 @@ pub struct Principal {
     pub name: String,
 }
 
+/// Two config entries hold the same token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the same token is configured twice")]
+pub struct DuplicateToken;
+
 /// The configured tokens.
 #[derive(Clone, Debug, Default)]
 pub struct TokenTable {
@@ -43,12 +48,12 @@ pub fn digest(token: &str) -> [u8; 32] {
 }
 
 impl TokenTable {
-    /// Adds a token by digest; `Err` when the digest is already present.
-    pub fn insert(&mut self, digest: [u8; 32], who: Principal) -> Result<(), ()> {
+    /// Adds a token by digest; `Err(DuplicateToken)` when the digest is already present.
+    pub fn insert(&mut self, digest: [u8; 32], who: Principal) -> Result<(), DuplicateToken> {
         let prefix: [u8; 8] = digest[..8].try_into().expect("8 of 32 bytes");
         let slot = self.by_prefix.entry(prefix).or_default();
         if slot.iter().any(|(d, _)| *d == digest) {
-            return Err(());
+            return Err(DuplicateToken);
         }
         slot.push((digest, who));
         Ok(())

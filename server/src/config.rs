@@ -216,7 +216,7 @@ impl Config {
                         name: t.name.clone(),
                     },
                 )
-                .map_err(|()| ConfigError::Invalid(format!("tokens[{i}] repeats a token")))?;
+                .map_err(|_| ConfigError::Invalid(format!("tokens[{i}] repeats a token")))?;
         }
         let l = &self.limits;
         if l.queue == 0 || l.batch_inputs == 0 || l.concurrent_requests == 0 || l.body_bytes < 1024

@@ -135,14 +135,31 @@ fn sign(ci: &Signer, artifact: &Value) -> Result<(Value, String)> {
     Ok((json!({"artifact": artifact, "signature": sig}), hash))
 }
 
+/// A small JSON client of the API (the demo's agents and operators, tests, benchmarks).
 #[derive(Clone, Debug)]
-struct Client {
-    http: reqwest::Client,
-    base: String,
+pub struct ApiClient {
+    /// The HTTP client.
+    pub http: reqwest::Client,
+    /// `http://host:port`.
+    pub base: String,
 }
 
-impl Client {
-    async fn post(&self, token: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
+/// The demo's name for it.
+type Client = ApiClient;
+
+impl ApiClient {
+    /// A client of the daemon at `base`.
+    pub fn new(base: &str) -> Result<ApiClient> {
+        Ok(ApiClient {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .build()?,
+            base: base.to_string(),
+        })
+    }
+
+    /// POST JSON; the status and the JSON answer (Null when not JSON).
+    pub async fn post(&self, token: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
         let resp = self
             .http
             .post(format!("{}{path}", self.base))
@@ -154,7 +171,8 @@ impl Client {
         let v = resp.json().await.unwrap_or(Value::Null);
         Ok((status, v))
     }
-    async fn get(&self, token: &str, path: &str) -> Result<(u16, Value)> {
+    /// GET; the status and the JSON answer (Null for 204 or non-JSON).
+    pub async fn get(&self, token: &str, path: &str) -> Result<(u16, Value)> {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))
@@ -169,7 +187,8 @@ impl Client {
         };
         Ok((status, v))
     }
-    async fn ok(&self, token: &str, path: &str, body: &Value) -> Result<Value> {
+    /// POST JSON expecting 200.
+    pub async fn ok(&self, token: &str, path: &str, body: &Value) -> Result<Value> {
         let (status, v) = self.post(token, path, body).await?;
         if status != 200 {
             bail!("POST {path}: {status} {v}");
@@ -182,6 +201,9 @@ impl Client {
 fn initial(host: &str) -> String {
     closure("base", host)
 }
+
+/// Builds one report's fields when it is sent.
+type Step = Box<dyn Fn() -> Value + Send + Sync>;
 
 /// One simulated agent: long-polls for dispatches and walks each through activation, a
 /// compliance probe and convergence, or (for `bad` targets) a failed probe and a rollback.
@@ -217,9 +239,9 @@ async fn agent(
             ],
         });
         // Each report is stamped when it is sent, as a real agent does.
-        let steps: Vec<(&str, Box<dyn Fn() -> Value + Send + Sync>)> = {
+        let steps: Vec<(&str, Step)> = {
             let (cur, tgt) = (current.clone(), target.clone());
-            let mut v: Vec<(&str, Box<dyn Fn() -> Value + Send + Sync>)> = vec![
+            let mut v: Vec<(&str, Step)> = vec![
                 (
                     "DispatchAck",
                     Box::new(
@@ -328,6 +350,190 @@ fn state_of(v: &Value, id: &str) -> Option<String> {
         .and_then(|r| r["state"].as_str().map(str::to_string))
 }
 
+/// A fresh ledger with a sample fleet's keys, tokens and config, not yet serving.
+#[derive(Debug)]
+pub struct Setup {
+    /// The ledger.
+    pub db: PathBuf,
+    /// The genesis public key file.
+    pub genesis_pub: PathBuf,
+    /// The config (tokens hashed) as written to `dir/config.json`.
+    pub config: Config,
+    /// CP signing key text.
+    cp_text: String,
+    /// The fixture CI key.
+    pub ci: Signer,
+    /// Bearer tokens by role.
+    pub tokens: Tokens,
+    /// The fleet document (unsigned).
+    pub fleet_doc: Value,
+    /// Canary hosts.
+    pub canary: Vec<String>,
+    /// Stable waves.
+    pub stable_waves: Vec<Vec<String>>,
+    /// `signedAt` values relative to setup time.
+    epoch: chrono::DateTime<chrono::Utc>,
+}
+
+/// Bearer tokens of a [`Setup`].
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    /// host → agent token.
+    pub agents: BTreeMap<String, String>,
+    /// CI.
+    pub ci: String,
+    /// Operator `alice`.
+    pub operator: String,
+    /// Auditor `audrey`.
+    pub auditor: String,
+}
+
+impl Setup {
+    /// Creates the ledger, keys and config for `hosts` hosts in `dir`.
+    pub fn create(dir: &Path, db: Option<PathBuf>, hosts: usize) -> Result<Setup> {
+        std::fs::create_dir_all(dir)?;
+        let db = db.unwrap_or_else(|| dir.join("ledger.redb"));
+        if db.exists() {
+            bail!(
+                "{} already exists: choose another --db or --dir",
+                db.display()
+            );
+        }
+        let keys_dir = dir.join("keys");
+        std::fs::create_dir_all(&keys_dir)?;
+        let cp = Signer::generate("fleet-ledger-demo-cp")?;
+        ledger::keys::write_private_key(&keys_dir.join("fleet-ledger-demo-cp.key"), &cp)?;
+        let genesis_pub = keys_dir.join("fleet-ledger-demo-cp.pub");
+        ledger::keys::write_public_key(&genesis_pub, cp.public())?;
+        let cp_text = cp.to_text();
+        drop(Ledger::create(
+            &db,
+            ORIGIN,
+            cp,
+            chrono::Utc::now().timestamp_micros(),
+        )?);
+        let ci = Signer::from_text(CI_KEY.trim()).context("the fixture CI key")?;
+        let mut entries = Vec::new();
+        let mut issue = |role: Role, name: &str| -> Result<String> {
+            let t = auth::generate_token()?;
+            entries.push(TokenEntry {
+                sha256: auth::hex(&auth::digest(&t)),
+                role,
+                name: name.to_string(),
+            });
+            Ok(t)
+        };
+        let epoch = chrono::Utc::now();
+        let (fleet_doc, canary, stable_waves) = fleet(hosts, &rfc3339(epoch, -60));
+        let mut agents = BTreeMap::new();
+        for h in canary.iter().chain(stable_waves.iter().flatten()) {
+            agents.insert(h.clone(), issue(Role::Agent, h)?);
+        }
+        let tokens = Tokens {
+            agents,
+            ci: issue(Role::Ci, "ci")?,
+            operator: issue(Role::Operator, "alice")?,
+            auditor: issue(Role::Auditor, "audrey")?,
+        };
+        let config = Config {
+            signing_key: keys_dir.join("fleet-ledger-demo-cp.key"),
+            trust: Trust {
+                manifest_keys: vec![TrustedKey {
+                    algorithm: "ed25519".into(),
+                    public: base64::engine::general_purpose::STANDARD.encode(ci.public().bytes()),
+                }],
+                reject_before: None,
+                max_age_secs: 3600,
+            },
+            manifest_dir: None,
+            tokens: entries,
+            limits: Limits::default(),
+            plan_interval_ms: 100,
+        };
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(&config)?,
+        )?;
+        // So the printed `serve` command can be followed by API calls as the operator.
+        write_secret(&dir.join("operator.token"), &tokens.operator)?;
+        Ok(Setup {
+            db,
+            genesis_pub,
+            config,
+            cp_text,
+            ci,
+            tokens,
+            fleet_doc,
+            canary,
+            stable_waves,
+            epoch,
+        })
+    }
+
+    /// The CP signing key.
+    pub fn signer(&self) -> Result<Signer> {
+        Ok(Signer::from_text(&self.cp_text)?)
+    }
+
+    /// An RFC 3339 time `secs` from setup time.
+    pub fn at(&self, secs: i64) -> String {
+        rfc3339(self.epoch, secs)
+    }
+
+    /// Starts the daemon on 127.0.0.1 (any port).
+    pub async fn start(&self) -> Result<(Daemon, ApiClient)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let daemon = Daemon::start(
+            self.db.clone(),
+            self.config.clone().settings()?,
+            self.signer()?,
+            listener,
+            system_clock(),
+        )
+        .await?;
+        let c = ApiClient::new(&format!("http://{}", daemon.addr))?;
+        Ok((daemon, c))
+    }
+
+    /// The fleet manifest, signed, and its content hash.
+    pub fn signed_fleet(&self) -> Result<(Value, String)> {
+        sign(&self.ci, &self.fleet_doc)
+    }
+
+    /// A rollout manifest of `channel` at `channel_ref` where every host targets `target`.
+    pub fn rollout_doc(
+        &self,
+        channel: &str,
+        channel_ref: &str,
+        target: &str,
+        signed_at: &str,
+    ) -> Result<Value> {
+        let (_, fleet_hash) = self.signed_fleet()?;
+        let waves = if channel == "canary" {
+            vec![self.canary.clone()]
+        } else {
+            self.stable_waves.clone()
+        };
+        Ok(rollout(
+            channel,
+            channel_ref,
+            &fleet_hash,
+            &waves,
+            target,
+            signed_at,
+        ))
+    }
+
+    /// Signs an artifact with the fixture CI key.
+    pub fn sign(&self, artifact: &Value) -> Result<(Value, String)> {
+        sign(&self.ci, artifact)
+    }
+}
+
+fn rfc3339(epoch: chrono::DateTime<chrono::Utc>, secs: i64) -> String {
+    (epoch + chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// Runs the demo; returns its summary after the daemon shut down.
 pub async fn run(opts: Options) -> Result<Summary> {
     let started = Instant::now();
@@ -336,105 +542,29 @@ pub async fn run(opts: Options) -> Result<Summary> {
             println!("{s}");
         }
     };
-    std::fs::create_dir_all(&opts.dir)?;
-    let db = opts
-        .db
-        .clone()
-        .unwrap_or_else(|| opts.dir.join("ledger.redb"));
-    if db.exists() {
-        bail!(
-            "{} already exists: choose another --db or --dir",
-            db.display()
-        );
-    }
-    let keys_dir = opts.dir.join("keys");
-    std::fs::create_dir_all(&keys_dir)?;
-    let cp = Signer::generate("fleet-ledger-demo-cp")?;
-    ledger::keys::write_private_key(&keys_dir.join("fleet-ledger-demo-cp.key"), &cp)?;
-    let genesis_pub = keys_dir.join("fleet-ledger-demo-cp.pub");
-    ledger::keys::write_public_key(&genesis_pub, cp.public())?;
-    let cp_text = cp.to_text();
-    drop(Ledger::create(
-        &db,
-        ORIGIN,
-        cp,
-        chrono::Utc::now().timestamp_micros(),
-    )?);
-
-    let ci = Signer::from_text(CI_KEY.trim()).context("the fixture CI key")?;
-    let mut tokens = Vec::new();
-    let mut issue = |role: Role, name: &str| -> Result<String> {
-        let t = auth::generate_token()?;
-        tokens.push(TokenEntry {
-            sha256: auth::hex(&auth::digest(&t)),
-            role,
-            name: name.to_string(),
-        });
-        Ok(t)
-    };
-    let now = chrono::Utc::now();
-    let at = |secs: i64| {
-        (now + chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    };
-    let (fleet_doc, canary, stable_waves) = fleet(opts.hosts, &at(-60));
-    let all_hosts: Vec<String> = canary
-        .iter()
-        .chain(stable_waves.iter().flatten())
-        .cloned()
-        .collect();
-    let mut agent_tokens = Vec::new();
-    for h in &all_hosts {
-        agent_tokens.push((h.clone(), issue(Role::Agent, h)?));
-    }
-    let ci_token = issue(Role::Ci, "ci")?;
-    let op = issue(Role::Operator, "alice")?;
-    let config = Config {
-        signing_key: keys_dir.join("fleet-ledger-demo-cp.key"),
-        trust: Trust {
-            manifest_keys: vec![TrustedKey {
-                algorithm: "ed25519".into(),
-                public: base64::engine::general_purpose::STANDARD.encode(ci.public().bytes()),
-            }],
-            reject_before: None,
-            max_age_secs: 3600,
-        },
-        manifest_dir: None,
-        tokens,
-        limits: Limits::default(),
-        plan_interval_ms: 100,
-    };
-    std::fs::write(
-        opts.dir.join("config.json"),
-        serde_json::to_string_pretty(&config)?,
-    )?;
-    // So the printed `serve` command can be followed by API calls as the operator.
-    write_secret(&opts.dir.join("operator.token"), &op)?;
-    let settings = config.settings()?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let daemon = Daemon::start(
-        db.clone(),
-        settings,
-        Signer::from_text(&cp_text)?,
-        listener,
-        system_clock(),
-    )
-    .await?;
+    let setup = Setup::create(&opts.dir, opts.db.clone(), opts.hosts)?;
+    let (daemon, c) = setup.start().await?;
     say(format!("daemon listening on http://{}", daemon.addr));
-    let c = Client {
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(1024)
-            .build()?,
-        base: format!("http://{}", daemon.addr),
-    };
-
+    let op = setup.tokens.operator.clone();
+    let agent_tokens: Vec<(String, String)> = setup.tokens.agents.clone().into_iter().collect();
+    let at = |secs: i64| setup.at(secs);
+    let (ci, ci_token, fleet_doc, canary, stable_waves) = (
+        &setup.ci,
+        setup.tokens.ci.clone(),
+        &setup.fleet_doc,
+        &setup.canary,
+        &setup.stable_waves,
+    );
+    let db = setup.db.clone();
+    let genesis_pub = setup.genesis_pub.clone();
     let result = drive(
         &c,
-        &ci,
+        ci,
         &ci_token,
         &op,
-        &fleet_doc,
-        &canary,
-        &stable_waves,
+        fleet_doc,
+        canary,
+        stable_waves,
         &agent_tokens,
         &at,
         &say,

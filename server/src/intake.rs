@@ -189,10 +189,12 @@ pub fn verify(
             Document::Rollout(doc)
         }
     };
-    let signed_at = match &document {
-        Document::Fleet(f) => f.signed_at,
-        Document::Rollout(r) => r.signed_at,
+    let signed_at_text = match &document {
+        Document::Fleet(f) => &f.signed_at,
+        Document::Rollout(r) => &r.signed_at,
     };
+    let signed_at = crate::wire::ts::parse(signed_at_text)
+        .map_err(|e| ManifestError::Document(document::DocumentError::SignedAt(e)))?;
     let show = crate::wire::ts::format;
     if let Some(cutoff) = trust.reject_before_us
         && signed_at < cutoff

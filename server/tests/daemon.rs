@@ -1,0 +1,651 @@
+//! The daemon end to end over real HTTP on 127.0.0.1:0 (DOMAIN §9.5 and the issue's bad-input
+//! list). Every refusal is checked to leave the ledger exactly as it was.
+
+use std::time::Duration;
+
+use fleet_ledger::daemon::Daemon;
+use fleet_ledger::demo::{self, ApiClient, Setup};
+use serde_json::{Value, json};
+
+struct Fleet {
+    _dir: tempfile::TempDir,
+    setup: Setup,
+    daemon: Daemon,
+    c: ApiClient,
+}
+
+impl Fleet {
+    async fn start(hosts: usize) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = Setup::create(dir.path(), None, hosts).unwrap();
+        let (daemon, c) = setup.start().await.unwrap();
+        Fleet {
+            _dir: dir,
+            setup,
+            daemon,
+            c,
+        }
+    }
+
+    fn op(&self) -> &str {
+        &self.setup.tokens.operator
+    }
+
+    fn agent(&self, host: &str) -> &str {
+        &self.setup.tokens.agents[host]
+    }
+
+    /// Committed entries (a fresh MVCC snapshot).
+    fn size(&self) -> u64 {
+        let r = self.daemon.shared.reader.read().unwrap();
+        r.as_ref().unwrap().snapshot().unwrap().size()
+    }
+
+    async fn post_fleet(&self) -> Value {
+        let (body, _) = self.setup.signed_fleet().unwrap();
+        self.c
+            .ok(&self.setup.tokens.ci, "/v1/manifests/fleet", &body)
+            .await
+            .unwrap()
+    }
+
+    async fn post_rollout(&self, channel: &str, r: &str, target: &str) -> (u16, Value) {
+        self.post_rollout_at(channel, r, target, -30).await
+    }
+
+    async fn post_rollout_at(
+        &self,
+        channel: &str,
+        r: &str,
+        target: &str,
+        secs: i64,
+    ) -> (u16, Value) {
+        let doc = self
+            .setup
+            .rollout_doc(channel, r, target, &self.setup.at(secs))
+            .unwrap();
+        let (body, _) = self.setup.sign(&doc).unwrap();
+        self.c
+            .post(
+                &self.setup.tokens.ci,
+                &format!("/v1/manifests/rollouts/{channel}@{r}"),
+                &body,
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn wait(&self, what: &str, mut done: impl FnMut(&Fleet) -> bool) {
+        for _ in 0..400 {
+            if done(self) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    async fn hosts(&self, rollout: &str) -> Value {
+        let (s, v) = self
+            .c
+            .get(self.op(), &format!("/v1/rollouts/{rollout}/hosts"))
+            .await
+            .unwrap();
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    async fn event(&self, host: &str, rollout: &str, seq: u64, event: Value) -> (u16, Value) {
+        let mut event = event;
+        event["seq"] = json!(seq);
+        let body = json!({"hostname": host, "rollout_id": rollout, "event": event});
+        self.c
+            .post(self.agent(host), "/v1/agent/events", &body)
+            .await
+            .unwrap()
+    }
+
+    /// Asserts a refusal: its status and code, and that nothing was appended.
+    async fn refused(&self, status: u16, code: &str, got: (u16, Value), before: u64) {
+        assert_eq!(got.0, status, "{}", got.1);
+        assert_eq!(got.1["error"], code, "{}", got.1);
+        assert!(
+            got.1["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{}",
+            got.1
+        );
+        assert_eq!(self.size(), before, "a refusal appended entries");
+    }
+}
+
+const T: &str = "2026-11-26T12:00:00Z";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manifests_open_rollouts_with_pending_hosts_in_real_waves() {
+    let f = Fleet::start(8).await;
+    let v = f.post_fleet().await;
+    assert_eq!(v["duplicate"], false);
+    // The same artifact again is recorded once.
+    let again = f.post_fleet().await;
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["seq"], v["seq"]);
+    let (s, v) = f
+        .post_rollout("stable", "a1a1a1a1", "/nix/store/x-stable")
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let c = &f.c;
+    let mut hosts = Value::Null;
+    for _ in 0..200 {
+        hosts = f.hosts("stable@a1a1a1a1").await;
+        if hosts["hosts"].as_array().is_some_and(|h| h.len() == 6) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let rows = hosts["hosts"].as_array().expect("hosts");
+    assert_eq!(rows.len(), 6, "{hosts}");
+    let waves: Vec<u64> = rows.iter().map(|h| h["wave"].as_u64().unwrap()).collect();
+    assert_eq!(
+        waves,
+        [0, 0, 1, 1, 2, 2],
+        "real wave numbers, sorted by wave"
+    );
+    assert!(rows.iter().all(|h| h["targetChannelRef"] == "a1a1a1a1"));
+    let (s, l) = c
+        .get(f.op(), "/v1/rollouts/stable@a1a1a1a1/lifecycle")
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(l["state"], "Active", "{l}");
+    assert_eq!(l["supersededBy"], Value::Null);
+    // A successor supersedes it, and the lifecycle names the successor.
+    let (s, v) = f
+        .post_rollout_at("stable", "b2b2b2b2", "/nix/store/y-stable", -20)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    for _ in 0..200 {
+        let (_, l) = c
+            .get(f.op(), "/v1/rollouts/stable@a1a1a1a1/lifecycle")
+            .await
+            .unwrap();
+        if l["state"] == "Superseded" {
+            assert_eq!(l["supersededBy"], "stable@b2b2b2b2");
+            f.daemon.shutdown().await.unwrap();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("stable@a1a1a1a1 was never superseded");
+}
+
+async fn dispatched(f: &Fleet, host: &str) -> Value {
+    let (s, d) =
+        f.c.get(f.agent(host), "/v1/agent/dispatch?wait=10")
+            .await
+            .unwrap();
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(d["hostname"], host);
+    d
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_events_retransmits_and_refusals() {
+    let f = Fleet::start(5).await;
+    f.post_fleet().await;
+    let (s, _) = f
+        .post_rollout("canary", "a1a1a1a1", "/nix/store/c-canary")
+        .await;
+    assert_eq!(s, 200);
+    let r = "canary@a1a1a1a1";
+    let d = dispatched(&f, "web-0000").await;
+    assert_eq!(d["rollout_id"], r);
+    assert_eq!(d["wave"], 0);
+    let ack = json!({"kind": "DispatchAck", "current_closure_at_dispatch": "/nix/store/old", "received_at": T});
+
+    let (s, v) = f.event("web-0000", r, 1, ack.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    let seq = v["seq"].as_u64().unwrap();
+    assert_eq!(v["duplicate"], false);
+    let hosts = f.hosts(r).await;
+    assert_eq!(hosts["hosts"][0]["state"], "Activating");
+    assert_eq!(hosts["hosts"][0]["lastEventSeq"], 1);
+
+    // A retransmit is answered with the original entry and appends nothing.
+    let before = f.size();
+    let (s, v) = f.event("web-0000", r, 1, ack.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["seq"].as_u64(), &v["duplicate"]),
+        (Some(seq), &json!(true))
+    );
+    assert_eq!(f.size(), before);
+
+    // The same seq with another report, a regression, an illegal transition, unknown
+    // rollout and host, another host's name: refused, nothing written.
+    let started = json!({"kind": "ActivationStarted", "started_at": T, "switch_method": "switch"});
+    let got = f.event("web-0000", r, 1, started.clone()).await;
+    f.refused(409, "seq-reused", got, before).await;
+    let (s, _) = f.event("web-0000", r, 3, started.clone()).await;
+    assert_eq!(s, 200, "a gap is accepted");
+    let before = f.size();
+    let got = f.event("web-0000", r, 2, started.clone()).await;
+    f.refused(409, "seq-regression", got, before).await;
+    let converged =
+        json!({"kind": "Converged", "converged_at": T, "current_closure": "/nix/store/c-canary"});
+    let got = f.event("web-0000", r, 4, converged).await;
+    f.refused(409, "illegal-transition", got, before).await;
+    let got = f.event("web-0000", "canary@ffff", 1, ack.clone()).await;
+    f.refused(422, "unknown-rollout", got, before).await;
+    let got = f.event("web-0002", r, 1, ack.clone()).await;
+    f.refused(422, "unknown-host", got, before).await;
+    let body = json!({"hostname": "web-0001", "rollout_id": r, "event": {"kind": "DispatchAck", "seq": 1, "current_closure_at_dispatch": "x", "received_at": T}});
+    let got =
+        f.c.post(f.agent("web-0000"), "/v1/agent/events", &body)
+            .await
+            .unwrap();
+    f.refused(403, "wrong-host", got, before).await;
+
+    // The rollout's events, with cursor pagination.
+    let (s, page) =
+        f.c.get(f.op(), &format!("/v1/rollouts/{r}/events?limit=2"))
+            .await
+            .unwrap();
+    assert_eq!(s, 200, "{page}");
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    let cursor = page["nextAfter"].as_u64().expect("more pages");
+    let (_, rest) =
+        f.c.get(
+            f.op(),
+            &format!("/v1/rollouts/{r}/events?after={cursor}&limit=10000"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest["nextAfter"], Value::Null, "{rest}");
+    let all: Vec<&Value> = events
+        .iter()
+        .chain(rest["events"].as_array().unwrap())
+        .collect();
+    let seqs: Vec<u64> = all.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert!(all.iter().all(|e| e["rolloutId"] == r));
+    assert!(
+        all.iter()
+            .any(|e| e["kind"] == "AgentEventRecorded" && e["host"] == "web-0000")
+    );
+    f.daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeat_synthesizes_bootstraps_and_asks_for_replay() {
+    let f = Fleet::start(5).await;
+    f.post_fleet().await;
+    let target = "/nix/store/c-canary";
+    f.post_rollout("canary", "a1a1a1a1", target).await;
+    let r = "canary@a1a1a1a1";
+    dispatched(&f, "web-0000").await;
+    let ack = json!({"kind": "DispatchAck", "current_closure_at_dispatch": "/nix/store/old", "received_at": T});
+    assert_eq!(f.event("web-0000", r, 1, ack).await.0, 200);
+    let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+
+    // Activating and already at the target: the CP synthesizes ActivationCompleted, marked
+    // synthetic, without consuming an agent seq.
+    let hb = json!({"hostname": "web-0000", "rollout_id": r, "current_closure": target, "at": now});
+    let (s, v) =
+        f.c.post(f.agent("web-0000"), "/v1/agent/heartbeat", &hb)
+            .await
+            .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let seq = v["synthesized_seq"].as_u64().expect("synthesized");
+    assert!(
+        v.get("bootstrap_rollouts").is_none(),
+        "named a rollout: no bootstrap"
+    );
+    let hosts = f.hosts(r).await;
+    assert_eq!(hosts["hosts"][0]["state"], "Soaking");
+    assert_eq!(hosts["hosts"][0]["lastEventSeq"], 1);
+    let (_, page) =
+        f.c.get(
+            f.op(),
+            &format!("/v1/rollouts/{r}/events?after={}", seq - 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page["events"][0]["kind"], "AgentEventSynthesized", "{page}");
+
+    // No rollout named: the answer carries snapshots of the host's active rollouts.
+    let hb = json!({"hostname": "web-0001", "current_closure": "/nix/store/other", "at": now});
+    let (s, v) =
+        f.c.post(f.agent("web-0001"), "/v1/agent/heartbeat", &hb)
+            .await
+            .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let boot = v["bootstrap_rollouts"].as_array().expect("bootstrap");
+    assert_eq!(boot.len(), 1);
+    assert_eq!(boot[0]["rollout_id"], r);
+    assert_eq!(boot[0]["state"], "Pending");
+
+    // A closure the CP did not hear about: resend from the next agent seq.
+    let before = f.size();
+    let resp = f
+        .c
+        .http
+        .post(format!("{}/v1/agent/heartbeat", f.c.base))
+        .bearer_auth(f.agent("web-0000"))
+        .json(&json!({"hostname": "web-0000", "rollout_id": r, "current_closure": "/nix/store/surprise", "at": now}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-fleet-replay-from"], "2");
+    assert_eq!(f.size(), before);
+    f.daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_clear_4xx_and_leaves_the_ledger_unchanged() {
+    let f = Fleet::start(5).await;
+    f.post_fleet().await;
+    f.post_rollout("canary", "a1a1a1a1", "/nix/store/c").await;
+    f.wait("the rollout to open", |f| f.size() > 6).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = &f.c;
+    let agent = f.agent("web-0000");
+    let raw = |token: &str, path: &str, body: Vec<u8>| {
+        c.http
+            .post(format!("{}{path}", c.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let json_of = |r: reqwest::Response| async move {
+        let s = r.status().as_u16();
+        (s, r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    // Stop the planner from appending between the checks: nothing is pending for it.
+    let before = f.size();
+
+    let got = json_of(
+        raw(agent, "/v1/agent/events", b"{not json".to_vec())
+            .await
+            .unwrap(),
+    )
+    .await;
+    f.refused(400, "malformed-json", got, before).await;
+    let big = vec![b' '; 512 * 1024];
+    let got = json_of(raw(agent, "/v1/agent/events", big).await.unwrap()).await;
+    f.refused(413, "body-too-large", got, before).await;
+    let unknown = json!({"hostname": "web-0000", "rollout_id": "canary@a1a1a1a1", "event": {"kind": "DispatchAck", "seq": 1, "current_closure_at_dispatch": "x", "received_at": T}, "extra": 1});
+    let got = c.post(agent, "/v1/agent/events", &unknown).await.unwrap();
+    f.refused(400, "malformed-json", got, before).await;
+    let unknown_field = json!({"hostname": "web-0000", "rollout_id": "canary@a1a1a1a1", "event": {"kind": "DispatchAck", "seq": 1, "current_closure_at_dispatch": "x", "received_at": T, "bogus": true}});
+    let got = c
+        .post(agent, "/v1/agent/events", &unknown_field)
+        .await
+        .unwrap();
+    f.refused(400, "malformed-event", got, before).await;
+    let bad_time = json!({"hostname": "web-0000", "rollout_id": "canary@a1a1a1a1", "event": {"kind": "DispatchAck", "seq": 1, "current_closure_at_dispatch": "x", "received_at": "yesterday"}});
+    let got = c.post(agent, "/v1/agent/events", &bad_time).await.unwrap();
+    f.refused(400, "malformed-event", got, before).await;
+    for bad_id in [
+        "canary",
+        "Canary@a1",
+        "canary@A1",
+        "canary@a1@b2",
+        "canary@xyz",
+    ] {
+        let body = json!({"hostname": "web-0000", "rollout_id": bad_id, "event": {"kind": "DispatchAck", "seq": 1, "current_closure_at_dispatch": "x", "received_at": T}});
+        let got = c.post(agent, "/v1/agent/events", &body).await.unwrap();
+        f.refused(400, "malformed-rollout-id", got, before).await;
+    }
+    let got = c.get(f.op(), "/v1/rollouts/not-an-id").await.unwrap();
+    f.refused(400, "malformed-rollout-id", got, before).await;
+    let got = c.get(f.op(), "/v1/rollouts/canary@ffff").await.unwrap();
+    f.refused(404, "not-found", got, before).await;
+
+    // Authentication and roles.
+    let got = c
+        .post("no-such-token", "/v1/agent/events", &unknown)
+        .await
+        .unwrap();
+    f.refused(401, "unauthorized", got, before).await;
+    let got = c
+        .post(
+            &f.setup.tokens.auditor,
+            "/v1/quarantine/lift",
+            &json!({"channel": "canary", "closure": "x", "reason": "r"}),
+        )
+        .await
+        .unwrap();
+    f.refused(403, "forbidden", got, before).await;
+    let got = c.get(agent, "/v1/rollouts").await.unwrap();
+    f.refused(403, "forbidden", got, before).await;
+    let (s, _) = c
+        .get(&f.setup.tokens.auditor, "/v1/rollouts")
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "auditors read");
+    let resp = c
+        .http
+        .get(format!("{}/healthz", c.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "healthz needs no token");
+    let resp = c
+        .http
+        .get(format!("{}/metrics", c.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "metrics need a token");
+
+    // Manifests: bad signature, stale, future-dated, another id than posted, another fleet.
+    let ci = &f.setup.tokens.ci;
+    let doc = f
+        .setup
+        .rollout_doc("canary", "b2b2b2b2", "/nix/store/d", &f.setup.at(-10))
+        .unwrap();
+    let (mut body, _) = f.setup.sign(&doc).unwrap();
+    body["artifact"]["channel_ref"] = json!("b2b2b2b3");
+    let got = c
+        .post(ci, "/v1/manifests/rollouts/canary@b2b2b2b3", &body)
+        .await
+        .unwrap();
+    f.refused(422, "manifest-bad-signature", got, before).await;
+    let (body, _) = f.setup.sign(&doc).unwrap();
+    let got = c
+        .post(ci, "/v1/manifests/rollouts/canary@c3c3c3c3", &body)
+        .await
+        .unwrap();
+    f.refused(422, "manifest-discriminator", got, before).await;
+    let stale = f
+        .setup
+        .rollout_doc("canary", "b2b2b2b2", "/nix/store/d", "2020-01-01T00:00:00Z")
+        .unwrap();
+    let (body, _) = f.setup.sign(&stale).unwrap();
+    let got = c
+        .post(ci, "/v1/manifests/rollouts/canary@b2b2b2b2", &body)
+        .await
+        .unwrap();
+    f.refused(422, "manifest-stale", got, before).await;
+    let future = f
+        .setup
+        .rollout_doc("canary", "b2b2b2b2", "/nix/store/d", &f.setup.at(3600))
+        .unwrap();
+    let (body, _) = f.setup.sign(&future).unwrap();
+    let got = c
+        .post(ci, "/v1/manifests/rollouts/canary@b2b2b2b2", &body)
+        .await
+        .unwrap();
+    f.refused(422, "manifest-future-dated", got, before).await;
+    let mut other_fleet = doc.clone();
+    other_fleet["fleet_resolved_hash"] = json!("00".repeat(32));
+    let (body, _) = f.setup.sign(&other_fleet).unwrap();
+    let got = c
+        .post(ci, "/v1/manifests/rollouts/canary@b2b2b2b2", &body)
+        .await
+        .unwrap();
+    f.refused(409, "manifest-fleet-mismatch", got, before).await;
+    let older = f
+        .setup
+        .rollout_doc("canary", "b2b2b2b2", "/nix/store/d", &f.setup.at(-1000))
+        .unwrap();
+    let (body, _) = f.setup.sign(&older).unwrap();
+    let got = c
+        .post(ci, "/v1/manifests/rollouts/canary@b2b2b2b2", &body)
+        .await
+        .unwrap();
+    f.refused(409, "manifest-outdated", got, before).await;
+    let got = c
+        .post(
+            ci,
+            "/v1/manifests/fleet",
+            &json!({"artifact": {"schemaVersion": 2}, "signature": "AAAA"}),
+        )
+        .await
+        .unwrap();
+    f.refused(422, "manifest-not-signed", got, before).await;
+    let got = c.post(agent, "/v1/manifests/fleet", &body).await.unwrap();
+    f.refused(403, "forbidden", got, before).await;
+
+    let (s, m) = (
+        200,
+        c.http
+            .get(format!("{}/metrics", c.base))
+            .bearer_auth(f.op())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(s, 200);
+    assert!(
+        m.contains("fleet_ledger_rejections_total{reason=\"manifest-stale\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("fleet_ledger_commit_seconds_bucket"), "{m}");
+    f.daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auditors_get_checkpoints_entries_proofs_and_exports_that_verify() {
+    let f = Fleet::start(5).await;
+    f.post_fleet().await;
+    f.post_rollout("canary", "a1a1a1a1", "/nix/store/c").await;
+    f.wait("the rollout to open", |f| f.size() > 6).await;
+    let au = f.setup.tokens.auditor.clone();
+    let get = |path: String| {
+        f.c.http
+            .get(format!("{}{path}", f.c.base))
+            .bearer_auth(&au)
+            .send()
+    };
+    let note = get("/v1/ledger/checkpoint".into())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let genesis = ledger::keys::read_public_key(&f.setup.genesis_pub).unwrap();
+    let verified = ledger::checkpoint::verify_note(note.as_bytes(), &genesis).unwrap();
+    let cp = verified.checkpoint().clone();
+    assert!(cp.size > 6);
+
+    // Entries: length-prefixed stored bytes, whose chain links check.
+    let bytes = get(format!("/v1/ledger/entries?from=0&to={}", cp.size))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let mut rest = &bytes[..];
+    let mut prev = ledger::hash::Hash::ZERO;
+    let mut n = 0;
+    while !rest.is_empty() {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let e = ledger::entry::EntryRef::parse(&rest[4..4 + len]).unwrap();
+        assert_eq!(e.header.seq, n);
+        assert_eq!(e.header.prev_hash, prev);
+        prev = ledger::hash::leaf_hash(&rest[4..4 + len]);
+        rest = &rest[4 + len..];
+        n += 1;
+    }
+    assert_eq!(n, cp.size);
+
+    let proof = get(format!("/v1/ledger/proof/inclusion?seq=3&size={}", cp.size))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let p = ledger::proof::InclusionProof::from_json(&proof).unwrap();
+    p.verify(std::slice::from_ref(&genesis)).unwrap();
+    let resp = get("/v1/ledger/proof/inclusion?seq=999999".into())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+
+    let bundle = get("/v1/ledger/export".into())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let log = ledger::bundle::verify_bundle(&bundle[..], &genesis, |_| {}).unwrap();
+    assert!(log.size() >= cp.size);
+    f.daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_drives_full_rollouts_over_http_and_its_ledger_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = demo::run(demo::Options {
+        hosts: 24,
+        dir: dir.path().to_path_buf(),
+        db: None,
+        verbose: false,
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.rollouts["stable@a1a1a1a1"], "Superseded");
+    assert_eq!(s.rollouts["stable@b2b2b2b2"], "Superseded");
+    assert_eq!(s.rollouts["stable@c3c3c3c3"], "Terminal");
+    assert_eq!(s.rollouts["canary@a1a1a1a1"], "Terminal");
+    assert_eq!(s.hosts["Converged"], 24);
+    let genesis = ledger::keys::read_public_key(&s.genesis_pub).unwrap();
+    let ro = ledger::store::ReadOnlyStore::open(&s.db).unwrap();
+    let snap = ro.snapshot().unwrap();
+    snap.verify(&genesis, |_| {}).unwrap();
+    // The story is in the log: a probe failure, a quarantine and its lift, a clearance.
+    let mut kinds = std::collections::BTreeMap::<&str, u32>::new();
+    snap.for_each_entry(0.., |_, bytes| {
+        let e = ledger::entry::EntryRef::parse(bytes).unwrap();
+        *kinds.entry(e.header.kind.name()).or_default() += 1;
+        Ok::<(), ledger::store::OpenError>(())
+    })
+    .unwrap();
+    for k in [
+        "ProbeFailureRecorded",
+        "QuarantineAdded",
+        "QuarantineLifted",
+        "RolloutCleared",
+        "GateDecision",
+        "WaveAdvanced",
+    ] {
+        assert!(kinds.contains_key(k), "no {k} in {kinds:?}");
+    }
+    assert_eq!(
+        kinds["ProbeFailureRecorded"], 1,
+        "one enforce control failed once"
+    );
+    drop(snap);
+    drop(ro);
+    assert_eq!(
+        fleet_ledger::materialize::check(&s.db, |_| {}).unwrap(),
+        fleet_ledger::materialize::CheckOutcome::Identical { entries: s.entries }
+    );
+}

@@ -158,6 +158,15 @@ pub enum OpenError {
         /// redb's reason.
         source: redb::DatabaseError,
     },
+    /// The file was not closed cleanly (a crash or SIGKILL) and needs redb's recovery, which
+    /// a read-only open may not run.
+    #[error(
+        "{path} was not closed cleanly and needs crash recovery, which a read-only open does not do: start the daemon on it once (or run `fleet-ledger rebuild --db`), or verify a copy after that"
+    )]
+    NeedsRecovery {
+        /// File.
+        path: PathBuf,
+    },
     /// A redb database, but not a fleet-ledger one (or from an unknown format).
     #[error("{path} is not a fleet-ledger store: {reason}")]
     Foreign {
@@ -699,9 +708,14 @@ impl ReadOnlyStore {
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .open_read_only(path)
-            .map_err(|source| OpenError::NotADatabase {
-                path: path.to_path_buf(),
-                source,
+            .map_err(|source| match source {
+                redb::DatabaseError::RepairAborted => OpenError::NeedsRecovery {
+                    path: path.to_path_buf(),
+                },
+                source => OpenError::NotADatabase {
+                    path: path.to_path_buf(),
+                    source,
+                },
             })?;
         Ok(ReadOnlyStore {
             db,

@@ -1,0 +1,274 @@
+//! The `serve` binary under concurrent agent load, SIGKILLed several times and finally
+//! SIGTERMed: every acknowledged event is in the ledger after each restart, and at the end
+//! `verify` and `check` pass on the database.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fleet_ledger::demo::{ApiClient, Setup};
+use serde_json::json;
+
+const EXE: &str = env!("CARGO_BIN_EXE_fleet-ledger");
+const ROLLOUT: &str = "stable@a1a1a1a1";
+const TARGET: &str = "/nix/store/t-stable";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(db: &Path, config: &Path, port: u16) -> Child {
+    Command::new(EXE)
+        .args(["serve", "--db"])
+        .arg(db)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_healthy(c: &ApiClient) {
+    for _ in 0..400 {
+        if let Ok(r) = c.http.get(format!("{}/healthz", c.base)).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the daemon never became healthy");
+}
+
+/// (ledger seq, host, agent seq) of every acknowledged event.
+type Acked = Arc<Mutex<Vec<(u64, String, u64)>>>;
+
+async fn load(c: ApiClient, host: String, token: String, mut seq: u64, acked: Acked) {
+    loop {
+        seq += 1;
+        let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+        let body = json!({"hostname": host, "rollout_id": ROLLOUT, "event": {
+            "kind": "ProbeResult", "seq": seq, "probe_name": "evidence-nis2", "mode": "enforce",
+            "status": "pass", "observed_at": now, "sub_results": []}});
+        match c.post(&token, "/v1/agent/events", &body).await {
+            Ok((200, v)) => {
+                acked
+                    .lock()
+                    .unwrap()
+                    .push((v["seq"].as_u64().unwrap(), host.clone(), seq))
+            }
+            // The daemon died mid-request: the event may or may not be durable.
+            Ok((503, _)) | Err(_) => return,
+            Ok((s, v)) => panic!("{host} seq {seq}: {s} {v}"),
+        }
+    }
+}
+
+async fn last_seqs(c: &ApiClient, op: &str) -> Vec<(String, u64)> {
+    let (s, v) = c
+        .get(op, &format!("/v1/rollouts/{ROLLOUT}/hosts"))
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["host"].as_str().unwrap().to_string(),
+                h["lastEventSeq"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Every acknowledged event is at its seq, as the event that was acknowledged.
+async fn all_present(c: &ApiClient, auditor: &str, acked: &[(u64, String, u64)]) {
+    let bytes = c
+        .http
+        .get(format!("{}/v1/ledger/entries?from=0", c.base))
+        .bearer_auth(auditor)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let mut entries = Vec::new();
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        entries.push(rest[4..4 + len].to_vec());
+        rest = &rest[4 + len..];
+    }
+    for (seq, host, agent_seq) in acked {
+        let bytes = entries
+            .get(*seq as usize)
+            .unwrap_or_else(|| panic!("acknowledged entry {seq} is gone"));
+        let e = ledger::entry::EntryRef::parse(bytes).unwrap();
+        match e.event().unwrap() {
+            ledger::Event::AgentEventRecorded(r) => {
+                assert_eq!(
+                    (&r.hostname, r.agent_seq),
+                    (host, *agent_seq),
+                    "entry {seq}"
+                )
+            }
+            other => panic!("entry {seq} is {other:?}, not the acknowledged report"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_under_load_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::create(dir.path(), None, 16).unwrap();
+    let config = dir.path().join("config.json");
+    let (op, auditor) = (setup.tokens.operator.clone(), setup.tokens.auditor.clone());
+    let acked: Acked = Arc::default();
+
+    for cycle in 0..4 {
+        let port = free_port();
+        let mut child = spawn(&setup.db, &config, port);
+        let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        wait_healthy(&c).await;
+        all_present(&c, &auditor, &acked.lock().unwrap().clone()).await;
+        if cycle == 0 {
+            let (body, _) = setup.signed_fleet().unwrap();
+            c.ok(&setup.tokens.ci, "/v1/manifests/fleet", &body)
+                .await
+                .unwrap();
+            let doc = setup
+                .rollout_doc("stable", "a1a1a1a1", TARGET, &setup.at(-10))
+                .unwrap();
+            let (body, _) = setup.sign(&doc).unwrap();
+            c.ok(
+                &setup.tokens.ci,
+                &format!("/v1/manifests/rollouts/{ROLLOUT}"),
+                &body,
+            )
+            .await
+            .unwrap();
+            for _ in 0..400 {
+                let (s, v) = c
+                    .get(&op, &format!("/v1/rollouts/{ROLLOUT}/hosts"))
+                    .await
+                    .unwrap();
+                if s == 200 && v["hosts"].as_array().is_some_and(|h| h.len() == 14) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            // Heartbeats at the target move every host to Soaking (synthesized, marked so).
+            for (host, token) in &setup.tokens.agents {
+                if host.as_str() < "web-0002" {
+                    continue;
+                }
+                let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+                let hb = json!({"hostname": host, "rollout_id": ROLLOUT, "current_closure": TARGET, "at": now});
+                c.ok(token, "/v1/agent/heartbeat", &hb).await.unwrap();
+            }
+        }
+        let mut tasks = Vec::new();
+        for (host, last) in last_seqs(&c, &op).await {
+            let token = setup.tokens.agents[&host].clone();
+            tasks.push(tokio::spawn(load(
+                c.clone(),
+                host,
+                token,
+                last,
+                Arc::clone(&acked),
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(300 + 150 * cycle)).await;
+        let before = acked.lock().unwrap().len();
+        if cycle < 3 {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        } else {
+            // SIGTERM: stop accepting, drain, commit, exit 0.
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let exit = child.wait().unwrap();
+            assert!(exit.success(), "serve exited with {exit} on SIGTERM");
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(
+            acked.lock().unwrap().len() > before.min(1),
+            "cycle {cycle}: no load was acknowledged"
+        );
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 100,
+        "only {} events acknowledged",
+        acked.len()
+    );
+
+    // After the last stop: every acknowledged event, a valid chain, projections that equal
+    // a fold of the log.
+    let port = free_port();
+    let mut child = spawn(&setup.db, &config, port);
+    let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+    wait_healthy(&c).await;
+    all_present(&c, &auditor, &acked).await;
+    // A read-only open cannot run redb's crash recovery: verifying a SIGKILLed file says so.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = Command::new(EXE)
+        .args(["verify", "--db"])
+        .arg(&setup.db)
+        .arg("--key")
+        .arg(&setup.genesis_pub)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("crash recovery"));
+    let port = free_port();
+    let mut child = spawn(&setup.db, &config, port);
+    let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+    wait_healthy(&c).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let verify = Command::new(EXE)
+        .args(["verify", "--db"])
+        .arg(&setup.db)
+        .arg("--key")
+        .arg(&setup.genesis_pub)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let check = Command::new(EXE)
+        .args(["check", "--db"])
+        .arg(&setup.db)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

@@ -11,67 +11,15 @@
 //! `FLEET_BENCH_REBUILD_ENTRIES` sets the rebuild log size (default 1,000,000). The simulated
 //! log is generated once and cached under `target/bench-scratch/`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fixtures::sim::{Group, Sim};
 use fleet_ledger::materialize::{self, Ledger};
 use ledger::event::Event;
 use ledger::store::{NewEntry, ReadOnlyStore, Store};
 
-fn scratch() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-scratch");
-    std::fs::create_dir_all(&p).expect("scratch dir");
-    p
-}
-
-/// The simulated event stream, as 1000-entry batches (groups kept whole).
-fn batches(entries: u64, hosts: usize) -> (i64, Vec<Vec<NewEntry>>) {
-    let mut sim = Sim::new(42, hosts);
-    let start = sim.now();
-    let groups: Vec<Group> = sim.run(entries);
-    let mut out = Vec::new();
-    let mut cur = Vec::new();
-    for g in groups {
-        for e in g.events {
-            cur.push(NewEntry {
-                recorded_at_us: g.at,
-                event: e,
-            });
-        }
-        if cur.len() >= 1000 {
-            out.push(std::mem::take(&mut cur));
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    (start, out)
-}
-
-/// A ledger of `entries` simulated entries, built once and reused across runs.
-fn cached_log(entries: u64) -> PathBuf {
-    let path = scratch().join(format!("sim-{entries}.redb"));
-    if ReadOnlyStore::open(&path)
-        .and_then(|s| s.snapshot())
-        .is_ok_and(|s| s.size() > entries)
-    {
-        return path;
-    }
-    let _ = std::fs::remove_file(&path);
-    eprintln!(
-        "generating a {entries}-entry simulated log (once; cached at {})",
-        path.display()
-    );
-    let (start, batches) = batches(entries, 2000);
-    let mut store = Store::create(&path, "bench.example/cp", fixtures::genesis_signer(), start)
-        .expect("create");
-    for b in &batches {
-        store.append(b).expect("append");
-    }
-    path
-}
+use fleet_ledger_benches::{batches, cached_log, scratch};
 
 fn rebuild(c: &mut Criterion) {
     let n: u64 = std::env::var("FLEET_BENCH_REBUILD_ENTRIES")

@@ -1,8 +1,11 @@
 //! Shared helpers for the benchmarks: realistic entries and a scratch directory on the same
 //! disk as the project (not tmpfs), so fsync costs what it costs in production.
 
+use std::path::{Path, PathBuf};
+
+use fixtures::sim::{Group, Sim};
 use ledger::event::{Annotation, Event};
-use ledger::store::NewEntry;
+use ledger::store::{NewEntry, ReadOnlyStore, Store};
 
 /// A ~200-byte event, the size of a typical agent report.
 pub fn entry_event(i: u64) -> Event {
@@ -32,3 +35,58 @@ pub fn bench_dir() -> tempfile::TempDir {
     std::fs::create_dir_all(&base).expect("create bench scratch dir");
     tempfile::tempdir_in(base).expect("tempdir")
 }
+
+/// The scratch directory itself (caches live here).
+pub fn scratch() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-scratch");
+    std::fs::create_dir_all(&p).expect("scratch dir");
+    p
+}
+
+/// The simulated event stream, as 1000-entry batches (groups kept whole).
+pub fn batches(entries: u64, hosts: usize) -> (i64, Vec<Vec<NewEntry>>) {
+    let mut sim = Sim::new(42, hosts);
+    let start = sim.now();
+    let groups: Vec<Group> = sim.run(entries);
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    for g in groups {
+        for e in g.events {
+            cur.push(NewEntry {
+                recorded_at_us: g.at,
+                event: e,
+            });
+        }
+        if cur.len() >= 1000 {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    (start, out)
+}
+
+/// A ledger of `entries` simulated entries, built once and reused across runs.
+pub fn cached_log(entries: u64) -> PathBuf {
+    let path = scratch().join(format!("sim-{entries}.redb"));
+    if ReadOnlyStore::open(&path)
+        .and_then(|s| s.snapshot())
+        .is_ok_and(|s| s.size() > entries)
+    {
+        return path;
+    }
+    let _ = std::fs::remove_file(&path);
+    eprintln!(
+        "generating a {entries}-entry simulated log (once; cached at {})",
+        path.display()
+    );
+    let (start, batches) = batches(entries, 2000);
+    let mut store = Store::create(&path, "bench.example/cp", fixtures::genesis_signer(), start)
+        .expect("create");
+    for b in &batches {
+        store.append(b).expect("append");
+    }
+    path
+}
+

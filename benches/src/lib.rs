@@ -89,4 +89,3 @@ pub fn cached_log(entries: u64) -> PathBuf {
     }
     path
 }
-

@@ -557,6 +557,66 @@ impl State {
         })
     }
 
+    /// Loads the tables for a long-running writer: like [`State::load`] but without the host
+    /// records and per-host index rows of Pruned rollouts. No decision reads them (a Pruned
+    /// rollout refuses every input and the planner skips it), and on a long-lived fleet they
+    /// are nearly all of the rows. The stored tables keep them; `check` and replay fold the
+    /// whole log as before.
+    pub fn load_live(r: &dyn TableReader) -> Result<State, TableError> {
+        use tables::*;
+        let next_seq = State::stored_watermark(r)?.map_or(0, |m| m.next_seq);
+        let rollouts: Model<RolloutId, RolloutRecord> = Model::load(ROLLOUTS, r)?;
+        let live = |id: &RolloutId| {
+            rollouts
+                .get(id)
+                .is_none_or(|x| x.state != RolloutState::Pruned)
+        };
+        let hosts = Model::load_filtered(HOSTS, r, |k: &(RolloutId, String), _| live(&k.0))?;
+        let by_host = Model::load_filtered(BY_HOST, r, |_, v: &IndexRow| live(&v.rollout_id))?;
+        Ok(State {
+            hosts,
+            by_host,
+            probe_failures: Model::load(PROBE_FAILURES, r)?,
+            quarantine: Model::load(QUARANTINE, r)?,
+            dispatch_queue: Model::load(DISPATCH_QUEUE, r)?,
+            deferrals: Model::load(DEFERRALS, r)?,
+            active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
+            rollouts,
+            next_seq,
+            scratch: KeyScratch::default(),
+        })
+    }
+
+    /// Drops from memory (not from the tables) the host records and index rows of these
+    /// rollouts, which must be Pruned and flushed (see [`State::load_live`]).
+    pub fn forget_pruned(&mut self, pruned: &[RolloutId]) {
+        for id in pruned {
+            debug_assert!(
+                self.rollouts
+                    .get(id)
+                    .is_some_and(|r| r.state == RolloutState::Pruned)
+            );
+            let keys: Vec<(RolloutId, String)> = self
+                .hosts
+                .range((id.clone(), String::new())..)
+                .take_while(|((r, _), _)| r == id)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &keys {
+                self.hosts.forget(k);
+            }
+        }
+        let index: Vec<(String, u64)> = self
+            .by_host
+            .iter()
+            .filter(|(_, v)| pruned.contains(&v.rollout_id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &index {
+            self.by_host.forget(k);
+        }
+    }
+
     /// The first table and key where the stored tables differ from this state, or None.
     pub fn diff(&self, r: &dyn TableReader) -> Result<Option<(&'static str, String)>, TableError> {
         use tables::*;

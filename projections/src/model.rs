@@ -207,6 +207,34 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
         })
     }
 
+    /// Loads the rows of a table that `keep` accepts (the others stay in the table only).
+    pub fn load_filtered(
+        table: &'static str,
+        r: &dyn TableReader,
+        mut keep: impl FnMut(&K, &V) -> bool,
+    ) -> Result<Model<K, V>, TableError> {
+        let mut rows = BTreeMap::new();
+        r.scan(table, &mut |k, v| {
+            let (k, v) = (decode(table, k)?, decode(table, v)?);
+            if keep(&k, &v) {
+                rows.insert(k, v);
+            }
+            Ok(())
+        })?;
+        Ok(Model {
+            rows,
+            dirty: BTreeSet::new(),
+            track: true,
+        })
+    }
+
+    /// Drops a row from memory only: the stored table keeps it. For rows no decision can
+    /// read any more; the caller flushes first, so no pending change is lost.
+    pub fn forget(&mut self, k: &K) {
+        debug_assert!(!self.dirty.contains(k), "forgetting an unflushed row");
+        self.rows.remove(k);
+    }
+
     /// The first difference from the stored table: the key (decoded for humans) and what
     /// differs, or None when identical.
     pub fn diff(

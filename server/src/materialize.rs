@@ -148,6 +148,8 @@ pub struct Ledger {
     store: Store,
     state: State,
     staged: Vec<NewEntry>,
+    /// Keep only what decisions read in memory (see [`State::load_live`]).
+    live_only: bool,
 }
 
 impl Ledger {
@@ -159,20 +161,31 @@ impl Ledger {
         now_us: i64,
     ) -> Result<Ledger, MaterializeError> {
         let store = Store::create(path, origin, signer, now_us)?;
-        Ledger::materialize(store)
+        Ledger::materialize(store, false)
     }
 
     /// Opens a ledger, catching up (or rebuilding, on a fold-version change) its projections.
     pub fn open(path: &Path, signer: Signer) -> Result<Ledger, MaterializeError> {
-        Ledger::materialize(Store::open(path, signer)?)
+        Ledger::materialize(Store::open(path, signer)?, false)
     }
 
-    fn materialize(mut store: Store) -> Result<Ledger, MaterializeError> {
+    /// Opens a ledger for a long-running writer: the in-memory models leave out the rows of
+    /// Pruned rollouts, now and whenever a rollout is pruned later ([`State::load_live`]).
+    /// The stored tables are complete either way.
+    pub fn open_live(path: &Path, signer: Signer) -> Result<Ledger, MaterializeError> {
+        Ledger::materialize(Store::open(path, signer)?, true)
+    }
+
+    fn materialize(mut store: Store, live_only: bool) -> Result<Ledger, MaterializeError> {
         let snap = store.snapshot()?;
         let mark = State::stored_watermark(&snap)?;
         let mut state = match mark {
             Some(m) if m.fold_version == FOLD_VERSION && m.next_seq <= snap.size() => {
-                State::load(&snap)?
+                if live_only {
+                    State::load_live(&snap)?
+                } else {
+                    State::load(&snap)?
+                }
             }
             _ => State::untracked(),
         };
@@ -192,11 +205,18 @@ impl Ledger {
             })?;
         }
         state.set_tracking(true);
-        Ok(Ledger {
+        let mut ledger = Ledger {
             store,
             state,
             staged: Vec::new(),
-        })
+            live_only,
+        };
+        if live_only {
+            // After a rebuild or catch-up every row was just written: forget the dead ones.
+            let pruned = ledger.pruned();
+            ledger.state.forget_pruned(&pruned);
+        }
+        Ok(ledger)
     }
 
     /// The read models (equal to the stored tables).
@@ -259,12 +279,37 @@ impl Ledger {
             state.flush(&mut ledger::store::RedbTables::new(txn))
         });
         match result {
-            Ok(receipt) => Ok(Some(receipt)),
+            Ok(receipt) => {
+                if self.live_only {
+                    let pruned: Vec<_> = batch
+                        .iter()
+                        .filter_map(|e| match &e.event {
+                            ledger::event::Event::RolloutTransitioned(t)
+                                if t.to == ledger::domain::RolloutState::Pruned =>
+                            {
+                                Some(t.rollout_id.clone())
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    self.state.forget_pruned(&pruned);
+                }
+                Ok(Some(receipt))
+            }
             Err(e) => {
                 self.reload();
                 Err(e.into())
             }
         }
+    }
+
+    fn pruned(&self) -> Vec<ledger::domain::RolloutId> {
+        self.state
+            .rollouts
+            .values()
+            .filter(|r| r.state == ledger::domain::RolloutState::Pruned)
+            .map(|r| r.rollout_id.clone())
+            .collect()
     }
 
     /// Drops the staged batch and reloads the models from the last commit.
@@ -276,10 +321,15 @@ impl Ledger {
     }
 
     fn reload(&mut self) {
-        if let Ok(snap) = self.store.snapshot()
-            && let Ok(s) = State::load(&snap)
-        {
-            self.state = s;
+        if let Ok(snap) = self.store.snapshot() {
+            let loaded = if self.live_only {
+                State::load_live(&snap)
+            } else {
+                State::load(&snap)
+            };
+            if let Ok(s) = loaded {
+                self.state = s;
+            }
         }
     }
 }

@@ -350,7 +350,7 @@ impl Writer {
         batch_inputs: usize,
     ) -> Result<(Writer, Arc<Shared>), StartError> {
         let signer_text = signer.to_text();
-        let ledger = Ledger::open(&path, signer)?;
+        let ledger = Ledger::open_live(&path, signer)?;
         let (manifests, in_force) = load_manifests(&ledger)?;
         let (committed, _) = watch::channel(ledger.store().size());
         let shared = Arc::new(Shared {
@@ -693,6 +693,15 @@ impl Writer {
         let mut first_seq = None;
         let mut replay_from = None;
         for r in &rollouts {
+            // Nothing is inferred for a pruned rollout (its host rows are not in memory).
+            if self
+                .state()
+                .rollouts
+                .get(r)
+                .is_some_and(|x| x.state == ledger::domain::RolloutState::Pruned)
+            {
+                continue;
+            }
             let Some(rec) = self.state().hosts.get(&(r.clone(), host.to_string())) else {
                 if named {
                     return Err(Rejection::UnknownHost {

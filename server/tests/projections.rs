@@ -392,3 +392,68 @@ fn a_crash_mid_append_leaves_projections_equal_to_a_fold_of_the_committed_log() 
     }
     assert!(acknowledged > 1, "the child never committed");
 }
+
+#[test]
+fn a_live_ledger_keeps_pruned_rollouts_out_of_memory_but_in_the_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let mut sim = Sim::new(7, 24);
+    let start = sim.now();
+    let mut first = Vec::new();
+    for _ in 0..1500 {
+        first.extend(sim.tick());
+    }
+    let mut full = Ledger::create(&path, ORIGIN, signer(), start).unwrap();
+    append_all(&mut full, &first, 7);
+    drop(full);
+
+    let mut live = Ledger::open_live(&path, signer()).unwrap();
+    let pruned: Vec<_> = live
+        .state()
+        .rollouts
+        .values()
+        .filter(|r| r.state == ledger::domain::RolloutState::Pruned)
+        .map(|r| r.rollout_id.clone())
+        .collect();
+    assert!(
+        !pruned.is_empty(),
+        "the simulation should prune some rollouts"
+    );
+    // More history through the live ledger, pruning more rollouts as it goes.
+    let mut more = Vec::new();
+    for _ in 0..1500 {
+        more.extend(sim.tick());
+    }
+    append_all(&mut live, &more, 5);
+    let now_pruned = live
+        .state()
+        .rollouts
+        .values()
+        .filter(|r| r.state == ledger::domain::RolloutState::Pruned)
+        .count();
+    assert!(now_pruned > pruned.len(), "more rollouts pruned while live");
+    // In memory: exactly the simulation's fold without the pruned rollouts' host rows.
+    let s = live.state();
+    let expect = sim.state();
+    assert!(s.hosts.len() < expect.hosts.len());
+    for ((r, h), rec) in expect.hosts.iter() {
+        let dead = expect.rollouts[r].state == ledger::domain::RolloutState::Pruned;
+        assert_eq!(
+            s.hosts.get(&(r.clone(), h.clone())).is_none(),
+            dead,
+            "{r} {h}"
+        );
+        if !dead {
+            assert_eq!(&s.hosts[&(r.clone(), h.clone())], rec);
+        }
+    }
+    assert_eq!(s.rollouts, expect.rollouts);
+    assert_eq!(s.dispatch_queue, expect.dispatch_queue);
+    assert_eq!(s.deferrals, expect.deferrals);
+    drop(live);
+    // On disk: every row, equal to a fold of the log.
+    assert!(matches!(
+        materialize::check(&path, |_| {}).unwrap(),
+        CheckOutcome::Identical { .. }
+    ));
+}

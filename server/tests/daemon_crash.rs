@@ -141,7 +141,8 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
         let mut child = spawn(&setup.db, &config, port);
         let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
         wait_healthy(&c).await;
-        all_present(&c, &auditor, &acked.lock().unwrap().clone()).await;
+        let so_far = acked.lock().unwrap().clone();
+        all_present(&c, &auditor, &so_far).await;
         if cycle == 0 {
             let (body, _) = setup.signed_fleet().unwrap();
             c.ok(&setup.tokens.ci, "/v1/manifests/fleet", &body)

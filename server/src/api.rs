@@ -43,6 +43,8 @@ pub struct AppState {
     pub trust: Arc<TrustRoots>,
     /// Limits.
     pub limits: Limits,
+    /// Stripped from client-certificate CNs to get host names.
+    pub cn_suffix: Option<String>,
 }
 
 /// An API error.
@@ -118,10 +120,29 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
         let unauthorized =
             |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string());
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("missing Authorization: Bearer <token>"))?;
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            // No token: an agent may be identified by its verified client certificate.
+            let cn = parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<crate::tls::Peer>>()
+                .and_then(|p| p.0.cn.clone())
+                .ok_or_else(|| {
+                    unauthorized("missing Authorization: Bearer <token> (or a client certificate)")
+                })?;
+            let host = match &state.cn_suffix {
+                Some(suffix) => cn.strip_suffix(suffix.as_str()).ok_or_else(|| {
+                    unauthorized(&format!(
+                        "client certificate CN {cn:?} does not end in {suffix:?}"
+                    ))
+                })?,
+                None => cn.as_str(),
+            };
+            ledger::domain::check_host(host).map_err(|e| unauthorized(&e.to_string()))?;
+            return Ok(Caller(Principal {
+                role: Role::Agent,
+                name: host.to_string(),
+            }));
+        };
         let token = value
             .to_str()
             .ok()

@@ -123,6 +123,10 @@ pub struct Config {
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+    /// HTTPS, and agent identity by client certificate. Without it the API is plain HTTP
+    /// (for a loopback or a TLS-terminating proxy) and agents use bearer tokens.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
     /// Planner safety tick (the reference used 15 s).
     #[serde(default = "default_plan_interval")]
     pub plan_interval_ms: u64,
@@ -143,6 +147,8 @@ pub struct Settings {
     pub reject_before_us: Option<i64>,
     /// Tokens.
     pub tokens: TokenTable,
+    /// The TLS server config, when `tls` is set.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Config {
@@ -159,6 +165,11 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.signing_key = base.join(&config.signing_key);
         config.manifest_dir = config.manifest_dir.map(|d| base.join(d));
+        if let Some(t) = &mut config.tls {
+            t.cert = base.join(&t.cert);
+            t.key = base.join(&t.key);
+            t.client_ca = t.client_ca.as_ref().map(|c| base.join(c));
+        }
         config.settings()
     }
 
@@ -230,11 +241,18 @@ impl Config {
                 "limits.long_poll_secs, limits.request_timeout_secs and plan_interval_ms must be positive".into(),
             ));
         }
+        let tls = self
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()
+            .map_err(|e| ConfigError::Invalid(format!("tls: {e}")))?;
         Ok(Settings {
             config: self,
             manifest_keys,
             reject_before_us,
             tokens,
+            tls,
         })
     }
 }

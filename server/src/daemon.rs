@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use crate::api::{AppState, router};
 use crate::config::Settings;
 use crate::intake::{self, TrustRoots};
+use crate::tls::{Peer, PlainListener, TlsListener};
 use crate::writer::{Clock, Input, Job, Shared, Writer};
 
 /// A running daemon.
@@ -61,7 +62,13 @@ impl Daemon {
             reject_before_us: settings.reject_before_us,
             max_age_secs: settings.config.trust.max_age_secs,
         });
+        let cn_suffix = settings
+            .config
+            .tls
+            .as_ref()
+            .and_then(|t| t.agent_cn_suffix.clone());
         let state = AppState {
+            cn_suffix,
             tx: tx.clone(),
             shared: Arc::clone(&shared),
             tokens: Arc::new(settings.tokens),
@@ -81,18 +88,29 @@ impl Daemon {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let app = router(state);
-        // Small JSON requests and answers: Nagle's algorithm would only add latency.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY");
+        let stopped = async move {
+            let _ = stopped.await;
+        };
+        let served = match settings.tls {
+            Some(tls) => {
+                let listener = TlsListener::new(listener, tls)?;
+                tokio::spawn(
+                    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+                        .with_graceful_shutdown(stopped)
+                        .into_future(),
+                )
             }
-        });
+            None => tokio::spawn(
+                axum::serve(
+                    PlainListener(listener),
+                    app.into_make_service_with_connect_info::<Peer>(),
+                )
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+            ),
+        };
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
+            let served = served.await?;
             // Every queue sender is gone once the server, the ticker and the watcher are: the
             // writer drains what is queued, commits, and ends.
             ticker.abort();

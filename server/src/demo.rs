@@ -446,6 +446,7 @@ impl Setup {
                 max_age_secs: 3600,
             },
             manifest_dir: None,
+            tls: None,
             tokens: entries,
             limits: Limits::default(),
             plan_interval_ms: 100,

@@ -4,8 +4,8 @@
 //! * [`writer`]: the single writer thread: group commit of decided inputs.
 //! * [`api`]: the HTTP API (axum) in front of it; [`daemon`] wires them and runs `serve`.
 //! * [`intake`]: signed manifest verification (JCS, ed25519 `verify_strict`, freshness).
-//! * [`auth`], [`config`], [`wire`], [`metrics`]: tokens, the config file, JSON shapes,
-//!   Prometheus metrics.
+//! * [`auth`], [`tls`], [`config`], [`wire`], [`metrics`]: tokens and client certificates,
+//!   the config file, JSON shapes, Prometheus metrics.
 //! * [`demo`]: the README's main command: a daemon and simulated agents over real HTTP.
 
 pub mod api;
@@ -16,5 +16,6 @@ pub mod demo;
 pub mod intake;
 pub mod materialize;
 pub mod metrics;
+pub mod tls;
 pub mod wire;
 pub mod writer;

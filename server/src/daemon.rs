@@ -83,7 +83,7 @@ impl Daemon {
             .config
             .manifest_dir
             .clone()
-            .map(|dir| tokio::spawn(watch(dir, tx.clone(), trust)));
+            .map(|dir| tokio::spawn(watch(dir, tx.clone(), trust, Arc::clone(&shared))));
         drop(tx);
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -165,7 +165,7 @@ async fn tick(tx: mpsc::Sender<Job>, every: Duration) {
 }
 
 /// Watches a manifest directory: every changed artifact is verified and submitted like a POST.
-async fn watch(dir: PathBuf, tx: mpsc::Sender<Job>, trust: Arc<TrustRoots>) {
+async fn watch(dir: PathBuf, tx: mpsc::Sender<Job>, trust: Arc<TrustRoots>, shared: Arc<Shared>) {
     let mut seen = BTreeMap::new();
     let mut interval = tokio::time::interval(intake::SCAN_INTERVAL);
     loop {
@@ -207,6 +207,7 @@ async fn watch(dir: PathBuf, tx: mpsc::Sender<Job>, trust: Arc<TrustRoots>) {
                     }
                 }
                 Err(e) => {
+                    shared.metrics.reject(e.code());
                     tracing::warn!(path = %f.path.display(), code = e.code(), reason = %e, "manifest from directory refused");
                 }
             }

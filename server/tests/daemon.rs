@@ -649,3 +649,79 @@ async fn the_demo_drives_full_rollouts_over_http_and_its_ledger_checks() {
         fleet_ledger::materialize::CheckOutcome::Identical { entries: s.entries }
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manifests_dropped_in_the_watched_directory_are_verified_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::create(dir.path(), None, 5).unwrap();
+    let watched = dir.path().join("manifests");
+    std::fs::create_dir_all(watched.join("rollouts")).unwrap();
+    let write = |name: &str, signed: &Value| {
+        let artifact = serde_json::to_vec_pretty(&signed["artifact"]).unwrap();
+        std::fs::write(watched.join(name), artifact).unwrap();
+        std::fs::write(
+            watched.join(format!("{name}.sig")),
+            signed["signature"].as_str().unwrap(),
+        )
+        .unwrap();
+    };
+    let (fleet, _) = setup.signed_fleet().unwrap();
+    write("fleet.resolved.json", &fleet);
+    let doc = setup
+        .rollout_doc("canary", "a1a1a1a1", "/nix/store/c", &setup.at(-5))
+        .unwrap();
+    let (rollout, _) = setup.sign(&doc).unwrap();
+    write("rollouts/canary@a1a1a1a1.json", &rollout);
+    // A tampered artifact is refused and logged, never recorded.
+    let mut bad = rollout.clone();
+    bad["artifact"]["channel"] = json!("stable");
+    write("rollouts/stable@a1a1a1a1.json", &bad);
+
+    let mut config = setup.config.clone();
+    config.manifest_dir = Some(watched);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let daemon = Daemon::start(
+        setup.db.clone(),
+        config.settings().unwrap(),
+        setup.signer().unwrap(),
+        listener,
+        fleet_ledger::daemon::system_clock(),
+    )
+    .await
+    .unwrap();
+    let c = ApiClient::new(&format!("http://{}", daemon.addr)).unwrap();
+    let mut rollouts = Value::Null;
+    for _ in 0..400 {
+        let (_, v) = c.get(&setup.tokens.operator, "/v1/rollouts").await.unwrap();
+        if v["rollouts"].as_array().is_some_and(|r| !r.is_empty()) {
+            rollouts = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let ids: Vec<&str> = rollouts["rollouts"]
+        .as_array()
+        .expect("a rollout opened from the directory")
+        .iter()
+        .map(|r| r["rolloutId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["canary@a1a1a1a1"]);
+    let (_, m) = (
+        0,
+        c.http
+            .get(format!("{}/metrics", c.base))
+            .bearer_auth(&setup.tokens.operator)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(
+        m.contains("reason=\"manifest-bad-signature\"")
+            || m.contains("reason=\"manifest-discriminator\""),
+        "the tampered file was not counted as refused: {m}"
+    );
+    daemon.shutdown().await.unwrap();
+}

@@ -6,6 +6,8 @@
 //! * [`intake`]: signed manifest verification (JCS, ed25519 `verify_strict`, freshness).
 //! * [`auth`], [`tls`], [`config`], [`wire`], [`metrics`]: tokens and client certificates,
 //!   the config file, JSON shapes, Prometheus metrics.
+//! * [`forensics`]: `replay`, `timeline`, `why` and the determinism check, on a database or
+//!   a bundle.
 //! * [`demo`]: the README's main command: a daemon and simulated agents over real HTTP.
 
 pub mod api;
@@ -13,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod forensics;
 pub mod intake;
 pub mod materialize;
 pub mod metrics;

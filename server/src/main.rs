@@ -93,6 +93,59 @@ enum Command {
         #[arg(long)]
         db: PathBuf,
     },
+    /// The projections at any point of the log, or (--check) the determinism check: re-run
+    /// every decision over the recorded inputs with the recorded time and compare.
+    Replay {
+        #[command(flatten)]
+        source: Source,
+        /// State after this entry.
+        #[arg(long, conflicts_with_all = ["at_time", "check"])]
+        at_seq: Option<u64>,
+        /// State after the last entry recorded at or before this RFC 3339 time.
+        #[arg(long, conflicts_with = "check")]
+        at_time: Option<String>,
+        /// Re-run the decisions and report the first divergence (exit 1).
+        #[arg(long)]
+        check: bool,
+        /// JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every entry about one host or one rollout, one line each.
+    Timeline {
+        #[command(flatten)]
+        source: Source,
+        /// Host name.
+        #[arg(long)]
+        host: Option<String>,
+        /// Rollout id (`channel@ref`).
+        #[arg(long)]
+        rollout: Option<String>,
+        /// From this RFC 3339 time (CP clock).
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to this RFC 3339 time (CP clock).
+        #[arg(long)]
+        until: Option<String>,
+        /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The chain of decisions for one host in one rollout: gates, dispatches, reports,
+    /// transitions, and how it ended.
+    Why {
+        #[command(flatten)]
+        source: Source,
+        /// Host name.
+        #[arg(long)]
+        host: String,
+        /// Rollout id (`channel@ref`).
+        #[arg(long)]
+        rollout: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the control-plane daemon: HTTP API, single writer with group commit.
     Serve {
         /// Ledger database (created with `init`).
@@ -260,6 +313,34 @@ fn run(command: Command) -> Result<()> {
             }
         }
         Command::Serve { db, listen, config } => serve(db, listen, &config),
+        Command::Replay {
+            source,
+            at_seq,
+            at_time,
+            check,
+            json,
+        } => replay(&source, at_seq, at_time.as_deref(), check, json),
+        Command::Timeline {
+            source,
+            host,
+            rollout,
+            since,
+            until,
+            json,
+        } => timeline(
+            &source,
+            host,
+            rollout.as_deref(),
+            since.as_deref(),
+            until.as_deref(),
+            json,
+        ),
+        Command::Why {
+            source,
+            host,
+            rollout,
+            json,
+        } => why(&source, &host, &rollout, json),
         Command::Token { role, name } => token(&role, &name),
         Command::Demo { hosts, db } => demo(hosts, db),
     }
@@ -419,6 +500,130 @@ fn verify_proof(proof: &Path, key_files: &[PathBuf]) -> Result<()> {
             cp.origin,
             cp.size,
             cp.root.to_base64()
+        );
+    }
+    Ok(())
+}
+
+fn forensic_source(s: &Source) -> fleet_ledger::forensics::Source<'_> {
+    match (&s.db, &s.bundle) {
+        (Some(db), _) => fleet_ledger::forensics::Source::Db(db),
+        (_, Some(b)) => fleet_ledger::forensics::Source::Bundle(b),
+        (None, None) => unreachable!("clap requires one of --db and --bundle"),
+    }
+}
+
+fn time_arg(name: &str, v: Option<&str>) -> Result<Option<i64>> {
+    v.map(|t| fleet_ledger::wire::ts::parse(t).map_err(|e| anyhow::anyhow!("--{name}: {e}")))
+        .transpose()
+}
+
+fn replay(
+    s: &Source,
+    at_seq: Option<u64>,
+    at_time: Option<&str>,
+    check: bool,
+    json: bool,
+) -> Result<()> {
+    let src = forensic_source(s);
+    if check {
+        let r = fleet_ledger::forensics::check(src)?;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"entries": r.entries, "decisions": r.decisions, "plans": r.plans,
+                    "divergence": r.divergence.as_ref().map(|d| serde_json::json!({"seq": d.seq, "recorded": d.recorded, "recomputed": d.recomputed}))})
+            );
+        }
+        return match r.divergence {
+            None => {
+                if !json {
+                    println!(
+                        "deterministic: {} entries, {} decisions and {} planner runs recomputed, all identical",
+                        r.entries, r.decisions, r.plans
+                    );
+                }
+                Ok(())
+            }
+            Some(d) => Err(Invalid(format!(
+                "divergence at seq {}: recorded {}; recomputed {}",
+                d.seq, d.recorded, d.recomputed
+            ))
+            .into()),
+        };
+    }
+    let at_time = time_arg("at-time", at_time)?;
+    if at_seq.is_none() && at_time.is_none() {
+        bail!("give --at-seq N, --at-time T or --check");
+    }
+    let state = fleet_ledger::forensics::replay(src, at_seq, at_time)?;
+    if json {
+        println!("{}", fleet_ledger::forensics::state_json(&state));
+    } else {
+        print!("{}", fleet_ledger::forensics::state_text(&state));
+    }
+    Ok(())
+}
+
+fn timeline(
+    s: &Source,
+    host: Option<String>,
+    rollout: Option<&str>,
+    since: Option<&str>,
+    until: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    if host.is_none() && rollout.is_none() {
+        bail!("give --host H or --rollout R");
+    }
+    let filter = fleet_ledger::forensics::Filter {
+        host,
+        rollout: rollout.map(ledger::domain::RolloutId::parse).transpose()?,
+        since: time_arg("since", since)?,
+        until: time_arg("until", until)?,
+    };
+    let lines = fleet_ledger::forensics::timeline(forensic_source(s), &filter)?;
+    let mut out = std::io::stdout().lock();
+    for l in &lines {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(l)?)?;
+        } else {
+            writeln!(
+                out,
+                "{:>8}  {}  {:<27}  {:<22} {:<20} {}",
+                l.seq,
+                l.cp_time,
+                l.agent_time.as_deref().unwrap_or("-"),
+                l.kind,
+                l.host.as_deref().or(l.rollout.as_deref()).unwrap_or("-"),
+                l.summary
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn why(s: &Source, host: &str, rollout: &str, json: bool) -> Result<()> {
+    let rid = ledger::domain::RolloutId::parse(rollout)?;
+    let (lines, rec, r) = fleet_ledger::forensics::why(forensic_source(s), host, &rid)?;
+    if rec.is_none() {
+        bail!("host {host} was never part of rollout {rollout}");
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"entries": lines, "host": rec, "rollout": r})
+        );
+        return Ok(());
+    }
+    println!("why: {host} in {rollout}\n");
+    for l in &lines {
+        println!("{:>8}  {}  {}", l.seq, l.cp_time, l.summary);
+    }
+    if let (Some(h), Some(r)) = (rec, r) {
+        println!(
+            "\nnow: host {:?} (wave {}, last agent seq {}, changed at seq {}); rollout {:?} at wave {}",
+            h.state, h.wave, h.last_event_seq, h.updated_seq, r.state, r.current_wave
         );
     }
     Ok(())

@@ -146,6 +146,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One rollout as a self-contained HTML page (hosts by wave, states over time, gate
+    /// blocks, failures and rollbacks; click for the entry).
+    Report {
+        #[command(flatten)]
+        source: Source,
+        /// Rollout id (`channel@ref`).
+        #[arg(long)]
+        rollout: String,
+        /// The HTML file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run the control-plane daemon: HTTP API, single writer with group commit.
     Serve {
         /// Ledger database (created with `init`).
@@ -341,6 +353,20 @@ fn run(command: Command) -> Result<()> {
             rollout,
             json,
         } => why(&source, &host, &rollout, json),
+        Command::Report {
+            source,
+            rollout,
+            out,
+        } => {
+            let rid = ledger::domain::RolloutId::parse(&rollout)?;
+            let Some(html) = fleet_ledger::forensics::report(forensic_source(&source), &rid)?
+            else {
+                bail!("no entry is about rollout {rollout}");
+            };
+            fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
         Command::Token { role, name } => token(&role, &name),
         Command::Demo { hosts, db } => demo(hosts, db),
     }

@@ -166,3 +166,73 @@ fn timeline_why_and_replay_show_what_happened() {
     assert!(forensics::state_text(&state).contains("ROLLOUTS"));
     assert!(forensics::state_json(&state)["hosts"].is_array());
 }
+
+/// The report in a real headless browser: it loads with no script errors and draws one row
+/// per host. `.ci/run` installs Debian's `chromium`; without it this test fails and says so,
+/// unless `FLEET_SKIP_BROWSER=1` is set (then it says loudly that it did not run).
+#[test]
+fn the_rollout_report_renders_one_row_per_host_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = demo_ledger(dir.path());
+    let rollout = ledger::domain::RolloutId::parse("stable@a1a1a1a1").unwrap();
+    let html = forensics::report(Source::Db(&s.db), &rollout)
+        .unwrap()
+        .unwrap();
+    for fetcher in [
+        " src=",
+        " href=",
+        "fetch(",
+        "XMLHttpRequest",
+        "@import",
+        "url(",
+    ] {
+        assert!(
+            !html.contains(fetcher),
+            "the page must not fetch anything ({fetcher})"
+        );
+    }
+    let page = dir.path().join("report.html");
+    std::fs::write(&page, &html).unwrap();
+    let hosts = s.hosts.values().sum::<usize>() - 2; // the canary hosts are not in stable
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    let Some(browser) = browser else {
+        let msg = "NO HEADLESS BROWSER: install Debian's `chromium` (.ci/run does) to run the report test";
+        if std::env::var("FLEET_SKIP_BROWSER").as_deref() == Ok("1") {
+            eprintln!("\n*** {msg}; FLEET_SKIP_BROWSER=1: NOT RUN ***\n");
+            return;
+        }
+        panic!("{msg}, or set FLEET_SKIP_BROWSER=1 to skip it knowingly");
+    };
+    let out = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        dom.contains(&format!("data-rows=\"{hosts}\"")),
+        "expected {hosts} host rows; body: {:?}",
+        dom.lines().find(|l| l.contains("<body"))
+    );
+    assert!(
+        dom.contains("data-errors=\"0\""),
+        "script errors on the page"
+    );
+    assert!(!log.contains("Uncaught"), "console errors: {log}");
+    assert_eq!(dom.matches("class=\"host-row\"").count(), hosts);
+}

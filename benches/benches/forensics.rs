@@ -34,7 +34,10 @@ fn main() {
         let d = median(|| {
             forensics::replay(src, Some(at), None).expect("replay");
         });
-        println!("replay --at-seq {at:>7}: median {:.0} ms", d.as_secs_f64() * 1e3);
+        println!(
+            "replay --at-seq {at:>7}: median {:.0} ms",
+            d.as_secs_f64() * 1e3
+        );
     }
     let filter = Filter {
         host: Some("web-0042".into()),
@@ -43,5 +46,8 @@ fn main() {
     let d = median(|| {
         forensics::timeline(src, &filter).expect("timeline");
     });
-    println!("timeline --host web-0042:  median {:.0} ms", d.as_secs_f64() * 1e3);
+    println!(
+        "timeline --host web-0042:  median {:.0} ms",
+        d.as_secs_f64() * 1e3
+    );
 }

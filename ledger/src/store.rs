@@ -1286,17 +1286,32 @@ impl crate::tables::TableWriter for RedbTables<'_> {
     }
 }
 
+/// A projection table as a snapshot reads it.
+type DerivedTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+impl Snapshot {
+    /// A derived (projection) table, if it was ever written.
+    fn derived_table(
+        &self,
+        table: &'static str,
+    ) -> Result<Option<DerivedTable>, crate::tables::TableError> {
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
+        match self._txn.open_table(def) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(table_err(table, e)),
+        }
+    }
+}
+
 impl crate::tables::TableReader for Snapshot {
     fn scan(
         &self,
         table: &'static str,
         f: &mut crate::tables::RowVisitor<'_>,
     ) -> Result<(), crate::tables::TableError> {
-        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
-        let t = match self._txn.open_table(def) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
-            Err(e) => return Err(table_err(table, e)),
+        let Some(t) = self.derived_table(table)? else {
+            return Ok(());
         };
         for row in t.iter().map_err(|e| table_err(table, e))? {
             let (k, v) = row.map_err(|e| table_err(table, e))?;
@@ -1310,11 +1325,8 @@ impl crate::tables::TableReader for Snapshot {
         table: &'static str,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, crate::tables::TableError> {
-        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
-        let t = match self._txn.open_table(def) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(table_err(table, e)),
+        let Some(t) = self.derived_table(table)? else {
+            return Ok(None);
         };
         Ok(t.get(key)
             .map_err(|e| table_err(table, e))?
@@ -1327,11 +1339,8 @@ impl crate::tables::TableReader for Snapshot {
         prefix: &[u8],
         f: &mut crate::tables::RowVisitor<'_>,
     ) -> Result<(), crate::tables::TableError> {
-        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
-        let t = match self._txn.open_table(def) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
-            Err(e) => return Err(table_err(table, e)),
+        let Some(t) = self.derived_table(table)? else {
+            return Ok(());
         };
         // Byte keys sort lexicographically, so the rows with a prefix are one range.
         for row in t.range(prefix..).map_err(|e| table_err(table, e))? {

@@ -913,6 +913,24 @@ struct InclusionQuery {
     size: Option<u64>,
 }
 
+/// Answers a proof request from a snapshot: the proof file, or 422 saying why not.
+async fn proof(
+    state: &AppState,
+    make: impl FnOnce(&Snapshot) -> Result<String, ledger::store::ProofError> + Send + 'static,
+) -> ApiResult<Response> {
+    let text = read(state, move |snap| {
+        make(&snap).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad-proof-request",
+                e.to_string(),
+            )
+        })
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+}
+
 async fn proof_inclusion(
     State(state): State<AppState>,
     caller: Caller,
@@ -920,19 +938,10 @@ async fn proof_inclusion(
 ) -> ApiResult<Response> {
     caller.require(READERS)?;
     let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
-    let text = read(&state, move |snap| {
-        snap.inclusion_proof(q.seq, q.size)
-            .map(|p| p.to_json())
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "bad-proof-request",
-                    e.to_string(),
-                )
-            })
+    proof(&state, move |snap| {
+        Ok(snap.inclusion_proof(q.seq, q.size)?.to_json())
     })
-    .await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -949,19 +958,10 @@ async fn proof_consistency(
 ) -> ApiResult<Response> {
     caller.require(READERS)?;
     let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
-    let text = read(&state, move |snap| {
-        snap.consistency_proof(q.from, q.to)
-            .map(|p| p.to_json())
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "bad-proof-request",
-                    e.to_string(),
-                )
-            })
+    proof(&state, move |snap| {
+        Ok(snap.consistency_proof(q.from, q.to)?.to_json())
     })
-    .await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+    .await
 }
 
 // ---------------------------------------------------------------------------------------

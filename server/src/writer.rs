@@ -762,20 +762,10 @@ impl Writer {
     }
 
     fn manifest(&mut self, target: &Target, v: Verified, now: Micros) -> Result<Output, Refusal> {
-        let show = crate::wire::ts::format;
         match (&v.document, target) {
             (Document::Fleet(_), Target::Fleet) => {
-                if let Some((seq, hash, signed_at)) = self.in_force.fleet {
-                    if hash == v.content_hash {
-                        return Ok(Output::Duplicate { seq });
-                    }
-                    if v.signed_at <= signed_at {
-                        return Err(ManifestError::Outdated {
-                            signed_at: show(v.signed_at),
-                            in_force: show(signed_at),
-                        }
-                        .into());
-                    }
+                if let Some(out) = replaces(self.in_force.fleet.as_ref(), &v)? {
+                    return Ok(out);
                 }
                 let e = Event::FleetManifestAccepted(FleetManifestAccepted {
                     content_hash: v.content_hash,
@@ -804,17 +794,8 @@ impl Writer {
                 planner::document::check_rollout(doc, &self.manifests.fleet)
                     .map_err(|e| Refusal::from(ManifestError::Document(e)))?;
                 let channel = doc.rollout_id.channel.clone();
-                if let Some((seq, hash, signed_at)) = self.in_force.rollouts.get(&channel) {
-                    if *hash == v.content_hash {
-                        return Ok(Output::Duplicate { seq: *seq });
-                    }
-                    if v.signed_at <= *signed_at {
-                        return Err(ManifestError::Outdated {
-                            signed_at: show(v.signed_at),
-                            in_force: show(*signed_at),
-                        }
-                        .into());
-                    }
+                if let Some(out) = replaces(self.in_force.rollouts.get(&channel), &v)? {
+                    return Ok(out);
                 }
                 let e = Event::RolloutManifestAccepted(RolloutManifestAccepted {
                     rollout_id: doc.rollout_id.clone(),
@@ -890,6 +871,30 @@ impl Writer {
             }
         }
     }
+}
+
+/// Whether `v` may replace the manifest in force: the same bytes are a duplicate (answered
+/// with the original entry), an older or equally old signature is refused (no rollback to an
+/// older signed artifact), a newer one goes ahead (`None`).
+fn replaces(
+    in_force: Option<&(u64, [u8; 32], Micros)>,
+    v: &Verified,
+) -> Result<Option<Output>, Refusal> {
+    let Some(&(seq, hash, signed_at)) = in_force else {
+        return Ok(None);
+    };
+    if hash == v.content_hash {
+        return Ok(Some(Output::Duplicate { seq }));
+    }
+    if v.signed_at <= signed_at {
+        let show = crate::wire::ts::format;
+        return Err(ManifestError::Outdated {
+            signed_at: show(v.signed_at),
+            in_force: show(signed_at),
+        }
+        .into());
+    }
+    Ok(None)
 }
 
 /// The reports a heartbeat implies for a host that runs its target (DOMAIN §8, LIFT #1/#5):

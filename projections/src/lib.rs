@@ -25,7 +25,7 @@ pub use rollout::RolloutRecord;
 
 /// Version of the folds below. Changing any fold's meaning bumps it; opening a store whose
 /// tables were written by another version rebuilds them from the log.
-pub const FOLD_VERSION: u32 = 2;
+pub const FOLD_VERSION: u32 = 3;
 
 /// One failing enforce control (or probe, for probes without controls) of a host in a rollout.
 /// A row clears when a later result of the same probe reports that control (or the probe)
@@ -127,10 +127,14 @@ pub mod tables {
     pub const BY_HOST: &str = "proj.by_host";
     /// Index: channel → its active rollout.
     pub const ACTIVE_BY_CHANNEL: &str = "proj.active_by_channel";
+    /// Index: (host, seq) of every entry that names a host, for timelines. Keys are the
+    /// bincode host name then the seq as 8 big-endian bytes, so one host's entries are one
+    /// ordered key range; values are empty.
+    pub const HOST_ENTRIES: &str = "proj.host_entries";
     /// Watermark: fold version and the seq the tables reflect.
     pub const META: &str = "proj.meta";
     /// Every projection table, in a fixed order.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         ROLLOUTS,
         HOSTS,
         PROBE_FAILURES,
@@ -139,8 +143,36 @@ pub mod tables {
         DEFERRALS,
         BY_HOST,
         ACTIVE_BY_CHANNEL,
+        HOST_ENTRIES,
     ];
 }
+
+/// The key prefix of one host's rows in [`tables::HOST_ENTRIES`].
+pub fn host_entries_prefix(host: &str) -> Vec<u8> {
+    model::encode(&host)
+}
+
+/// The seq of a [`tables::HOST_ENTRIES`] key.
+pub fn host_entry_seq(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// Index rows the fold produced and the next flush writes. Not a model: a log's worth of
+/// them is never held, and they never change once written.
+#[derive(Clone, Debug, Default)]
+struct IndexRows {
+    keys: Vec<Vec<u8>>,
+    off: bool,
+}
+
+/// Pending index rows are not state.
+impl PartialEq for IndexRows {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for IndexRows {}
 
 /// Fold version and the next seq to fold (all entries below it are reflected).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +241,7 @@ pub struct State {
     /// Entries folded so far: the next seq expected.
     pub next_seq: u64,
     scratch: KeyScratch,
+    index: IndexRows,
 }
 
 impl State {
@@ -256,6 +289,13 @@ impl State {
 
     /// Folds one entry (its seq, CP time and event).
     pub fn apply(&mut self, seq: u64, at: Micros, event: &Event) {
+        if !self.index.off
+            && let (_, Some(host)) = event.subject()
+        {
+            let mut key = host_entries_prefix(host);
+            key.extend_from_slice(&seq.to_be_bytes());
+            self.index.keys.push(key);
+        }
         self.next_seq = seq + 1;
         match event {
             Event::RolloutOpened(e) => {
@@ -501,6 +541,9 @@ impl State {
         self.deferrals.flush(DEFERRALS, w)?;
         self.by_host.flush(BY_HOST, w)?;
         self.active_by_channel.flush(ACTIVE_BY_CHANNEL, w)?;
+        for key in self.index.keys.drain(..) {
+            w.put(HOST_ENTRIES, &key, &[])?;
+        }
         self.write_watermark(w)
     }
 
@@ -515,6 +558,11 @@ impl State {
         self.deferrals.write_all(DEFERRALS, w)?;
         self.by_host.write_all(BY_HOST, w)?;
         self.active_by_channel.write_all(ACTIVE_BY_CHANNEL, w)?;
+        // A full write follows a fold from empty, so the pending rows are the whole index.
+        w.clear(HOST_ENTRIES)?;
+        for key in self.index.keys.drain(..) {
+            w.put(HOST_ENTRIES, &key, &[])?;
+        }
         w.clear(META)?;
         self.write_watermark(w)
     }
@@ -554,6 +602,7 @@ impl State {
             active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
             next_seq,
             scratch: KeyScratch::default(),
+            index: IndexRows::default(),
         })
     }
 
@@ -584,6 +633,7 @@ impl State {
             rollouts,
             next_seq,
             scratch: KeyScratch::default(),
+            index: IndexRows::default(),
         })
     }
 
@@ -633,6 +683,54 @@ impl State {
                 self.active_by_channel.diff(ACTIVE_BY_CHANNEL, r)?,
             ),
         ];
-        Ok(checks.into_iter().find_map(|(t, d)| d.map(|d| (t, d))))
+        if let Some(d) = checks.into_iter().find_map(|(t, d)| d.map(|d| (t, d))) {
+            return Ok(Some(d));
+        }
+        if self.index.off {
+            return Ok(None);
+        }
+        // This state was folded from empty: its pending rows are the whole index.
+        let mut expected = self.index.keys.clone();
+        expected.sort();
+        let mut stored = Vec::new();
+        r.scan(HOST_ENTRIES, &mut |k, _| {
+            stored.push(k.to_vec());
+            Ok(())
+        })?;
+        let show = |k: &[u8]| {
+            let host: Option<String> = k
+                .len()
+                .checked_sub(8)
+                .and_then(|n| model::decode(HOST_ENTRIES, &k[..n]).ok());
+            format!("host {host:?} seq {:?}", host_entry_seq(k))
+        };
+        for i in 0..expected.len().max(stored.len()) {
+            match (expected.get(i), stored.get(i)) {
+                (Some(e), Some(s)) if e == s => {}
+                (Some(e), Some(s)) => {
+                    return Ok(Some((
+                        HOST_ENTRIES,
+                        format!("expected {}, stored {}", show(e), show(s)),
+                    )));
+                }
+                (Some(e), None) => {
+                    return Ok(Some((HOST_ENTRIES, format!("{} missing", show(e)))));
+                }
+                (None, Some(s)) => {
+                    return Ok(Some((HOST_ENTRIES, format!("{} not in the log", show(s)))));
+                }
+                (None, None) => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// This state without the entry index (replay and forensics, which never write tables).
+    pub fn without_index(mut self) -> State {
+        self.index = IndexRows {
+            keys: Vec::new(),
+            off: true,
+        };
+        self
     }
 }

@@ -257,7 +257,7 @@ fn show(e: &Event) -> String {
 
 /// Re-runs every decision over the recorded inputs with the recorded `now` and compares.
 pub fn check(source: Source<'_>) -> Result<CheckReport, ForensicsError> {
-    let mut state = State::default();
+    let mut state = State::default().without_index();
     let mut manifests = Manifests::default();
     let mut expected: VecDeque<Event> = VecDeque::new();
     let mut report = CheckReport {
@@ -513,27 +513,69 @@ pub fn line(item: &Item) -> Line {
     }
 }
 
-/// Every entry matching the filter, in seq order.
+/// The seqs of one host's entries from the database's entry index, when its tables are
+/// current (otherwise None: the caller scans).
+fn indexed_seqs(db: &Path, host: &str) -> Result<Option<Vec<u64>>, ForensicsError> {
+    use ledger::tables::TableReader as _;
+    let ro = ReadOnlyStore::open(db)?;
+    let snap = ro.snapshot()?;
+    let current = State::stored_watermark(&snap)
+        .map_err(|e| ForensicsError::Bundle(e.to_string()))?
+        .is_some_and(|m| m.fold_version == projections::FOLD_VERSION && m.next_seq == snap.size());
+    if !current {
+        return Ok(None);
+    }
+    let mut seqs = Vec::new();
+    snap.scan_prefix(
+        projections::tables::HOST_ENTRIES,
+        &projections::host_entries_prefix(host),
+        &mut |k, _| {
+            // The prefix of "web-1" is not a prefix of another host's rows: bincode writes
+            // the name's length first.
+            seqs.extend(projections::host_entry_seq(k));
+            Ok(())
+        },
+    )
+    .map_err(|e| ForensicsError::Bundle(e.to_string()))?;
+    Ok(Some(seqs))
+}
+
+fn keep(filter: &Filter, item: &Item) -> bool {
+    if filter.since.is_some_and(|s| item.at < s) || filter.until.is_some_and(|u| item.at > u) {
+        return false;
+    }
+    let (rollout, host) = item.event.subject();
+    filter.host.as_deref().is_none_or(|h| host == Some(h))
+        && filter.rollout.as_ref().is_none_or(|r| rollout == Some(r))
+}
+
+/// Every entry matching the filter, in seq order. A host's timeline on a database with
+/// current tables reads only that host's entries, through the entry index.
 pub fn timeline(source: Source<'_>, filter: &Filter) -> Result<Vec<Line>, ForensicsError> {
+    if let (Source::Db(db), Some(host)) = (source, &filter.host)
+        && let Some(seqs) = indexed_seqs(db, host)?
+    {
+        let ro = ReadOnlyStore::open(db)?;
+        let snap = ro.snapshot()?;
+        let mut out = Vec::new();
+        for seq in seqs {
+            let bytes = snap.entry(seq)?.ok_or_else(|| ForensicsError::Entry {
+                seq,
+                reason: "indexed but not in the log".into(),
+            })?;
+            let item = decode(seq, &bytes)?;
+            if keep(filter, &item) {
+                out.push(line(&item));
+            }
+        }
+        return Ok(out);
+    }
     let mut out = Vec::new();
     for_each(source, |item| {
         if filter.until.is_some_and(|u| item.at > u) {
             return Ok(false);
         }
-        if filter.since.is_some_and(|s| item.at < s) {
-            return Ok(true);
-        }
-        let (rollout, host) = item.event.subject();
-        let mut keep = true;
-        if let Some(h) = &filter.host {
-            // A quarantine lift names no host; it is shown for the host whose rollback
-            // quarantined the closure only through `why`.
-            keep &= host == Some(h.as_str());
-        }
-        if let Some(r) = &filter.rollout {
-            keep &= rollout == Some(r);
-        }
-        if keep {
+        if keep(filter, &item) {
             out.push(line(&item));
         }
         Ok(true)
@@ -553,7 +595,7 @@ pub type Why = (
 /// rollout-level events that moved the rollout while the host was in it, with the final
 /// state.
 pub fn why(source: Source<'_>, host: &str, rollout: &RolloutId) -> Result<Why, ForensicsError> {
-    let mut state = State::untracked();
+    let mut state = State::untracked().without_index();
     let mut out = Vec::new();
     for_each(source, |item| {
         let (r, h) = item.event.subject();
@@ -581,7 +623,7 @@ pub fn replay(
     seq: Option<u64>,
     time: Option<Micros>,
 ) -> Result<State, ForensicsError> {
-    let mut state = State::untracked();
+    let mut state = State::untracked().without_index();
     for_each(source, |item| {
         if seq.is_some_and(|s| item.seq > s) || time.is_some_and(|t| item.at > t) {
             return Ok(false);

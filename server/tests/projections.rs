@@ -457,3 +457,37 @@ fn a_live_ledger_keeps_pruned_rollouts_out_of_memory_but_in_the_tables() {
         CheckOutcome::Identical { .. }
     ));
 }
+
+#[test]
+fn check_finds_a_missing_entry_index_row_and_rebuild_restores_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("p.redb");
+    let (ledger, _) = sim_ledger(&path, 9, 60, 4);
+    drop(ledger);
+    let index: redb::TableDefinition<&[u8], &[u8]> =
+        redb::TableDefinition::new(projections::tables::HOST_ENTRIES);
+    let removed = {
+        let db = redb::Database::open(&path).unwrap();
+        let w = db.begin_write().unwrap();
+        let k = {
+            let mut t = w.open_table(index).unwrap();
+            let k = t.last().unwrap().unwrap().0.value().to_vec();
+            t.remove(k.as_slice()).unwrap();
+            k
+        };
+        w.commit().unwrap();
+        k
+    };
+    let outcome = materialize::check(&path, |_| {}).unwrap();
+    let CheckOutcome::Differs { table, detail } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(table, projections::tables::HOST_ENTRIES);
+    let seq = projections::host_entry_seq(&removed).unwrap();
+    assert!(detail.contains(&format!("seq Some({seq})")), "{detail}");
+    materialize::rebuild(&path, |_| {}).unwrap();
+    assert!(matches!(
+        materialize::check(&path, |_| {}).unwrap(),
+        CheckOutcome::Identical { .. }
+    ));
+}

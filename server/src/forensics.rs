@@ -537,6 +537,16 @@ fn indexed_seqs(db: &Path, host: &str) -> Result<Option<Vec<u64>>, ForensicsErro
         },
     )
     .map_err(|e| ForensicsError::Bundle(e.to_string()))?;
+    // The index is written in bulk: the entries after its watermark (fewer than
+    // `INDEX_BLOCK`) are scanned.
+    let covered =
+        State::stored_index_watermark(&snap).map_err(|e| ForensicsError::Bundle(e.to_string()))?;
+    snap.for_each_entry(covered.., |seq, bytes| {
+        if decode(seq, bytes)?.event.subject().1 == Some(host) {
+            seqs.push(seq);
+        }
+        Ok::<(), ForensicsError>(())
+    })?;
     Ok(Some(seqs))
 }
 

@@ -39,6 +39,20 @@ pub enum MaterializeError {
     },
 }
 
+/// Re-derives the entry-index rows the stored index does not hold yet (entries from its
+/// watermark up to what `state` reflects), after `state` was loaded from the tables.
+fn rederive_index(snap: &Snapshot, state: &mut State) -> Result<(), MaterializeError> {
+    let from = State::stored_index_watermark(snap)?;
+    state.set_index_covered(from);
+    snap.for_each_entry(from..state.next_seq, |seq, bytes| {
+        let bad = |reason: String| MaterializeError::BadEntry { seq, reason };
+        let entry = EntryRef::parse(bytes).map_err(|e| bad(e.to_string()))?;
+        let event = entry.event().map_err(|e| bad(e.to_string()))?;
+        state.pending_index(seq, &event);
+        Ok::<(), MaterializeError>(())
+    })
+}
+
 /// Folds entries `from..` of a snapshot into `state`. `progress` gets the count folded.
 pub fn fold_from(
     snap: &Snapshot,
@@ -190,6 +204,9 @@ impl Ledger {
             _ => State::untracked(),
         };
         let rebuild = state.next_seq == 0;
+        if !rebuild {
+            rederive_index(&snap, &mut state)?;
+        }
         if state.next_seq < snap.size() {
             let from = state.next_seq;
             fold_from(&snap, &mut state, from, |_| {})?;
@@ -327,7 +344,9 @@ impl Ledger {
             } else {
                 State::load(&snap)
             };
-            if let Ok(s) = loaded {
+            if let Ok(mut s) = loaded
+                && rederive_index(&snap, &mut s).is_ok()
+            {
                 self.state = s;
             }
         }

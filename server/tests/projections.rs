@@ -462,8 +462,36 @@ fn a_live_ledger_keeps_pruned_rollouts_out_of_memory_but_in_the_tables() {
 fn check_finds_a_missing_entry_index_row_and_rebuild_restores_it() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("p.redb");
-    let (ledger, _) = sim_ledger(&path, 9, 60, 4);
+    // More than one index block, so appends write index rows.
+    let mut sim = Sim::new(9, 24);
+    let start = sim.now();
+    let groups = sim.run(projections::INDEX_BLOCK + 5_000);
+    let mut ledger = Ledger::create(&path, ORIGIN, signer(), start).unwrap();
+    append_all(&mut ledger, &groups, 40);
     drop(ledger);
+    assert!(matches!(
+        materialize::check(&path, |_| {}).unwrap(),
+        CheckOutcome::Identical { .. }
+    ));
+    // A timeline through the index (and the scanned tail past it) equals a full scan.
+    let host = Some("web-0005".to_string());
+    let f = fleet_ledger::forensics::Filter {
+        host,
+        ..Default::default()
+    };
+    let by_index =
+        fleet_ledger::forensics::timeline(fleet_ledger::forensics::Source::Db(&path), &f).unwrap();
+    let mut scanned = Vec::new();
+    fleet_ledger::forensics::for_each(fleet_ledger::forensics::Source::Db(&path), |i| {
+        if i.event.subject().1 == Some("web-0005") {
+            scanned.push(i.seq);
+        }
+        Ok(true)
+    })
+    .unwrap();
+    assert!(by_index.iter().any(|l| l.seq < projections::INDEX_BLOCK));
+    assert!(by_index.iter().any(|l| l.seq >= projections::INDEX_BLOCK));
+    assert_eq!(by_index.iter().map(|l| l.seq).collect::<Vec<_>>(), scanned);
     let index: redb::TableDefinition<&[u8], &[u8]> =
         redb::TableDefinition::new(projections::tables::HOST_ENTRIES);
     let removed = {
@@ -471,7 +499,7 @@ fn check_finds_a_missing_entry_index_row_and_rebuild_restores_it() {
         let w = db.begin_write().unwrap();
         let k = {
             let mut t = w.open_table(index).unwrap();
-            let k = t.last().unwrap().unwrap().0.value().to_vec();
+            let k = t.first().unwrap().unwrap().0.value().to_vec();
             t.remove(k.as_slice()).unwrap();
             k
         };

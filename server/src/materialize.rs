@@ -251,22 +251,35 @@ impl Ledger {
     /// log.
     pub fn append(&mut self, batch: &[NewEntry]) -> Result<Receipt, MaterializeError> {
         self.discard();
-        for e in batch {
-            self.stage(e.recorded_at_us, std::slice::from_ref(&e.event));
+        // Folded inside the hook, from the batch as given: no copy of the events.
+        let state = &mut self.state;
+        let result = self.store.append_with(batch, |txn, appended| {
+            for a in appended {
+                state.apply(a.seq, a.recorded_at_us, a.event);
+            }
+            state.flush(&mut ledger::store::RedbTables::new(txn))
+        });
+        match result {
+            Ok(receipt) => {
+                self.forget_pruned(batch);
+                Ok(receipt)
+            }
+            Err(e) => {
+                self.reload();
+                Err(e.into())
+            }
         }
-        self.commit()?
-            .ok_or(MaterializeError::Append(AppendError::Empty))
     }
 
     /// Folds `events` (decided at CP time `at`) into the models and stages them for the next
     /// commit. Returns the seq the first one will get.
-    pub fn stage(&mut self, at: i64, events: &[ledger::event::Event]) -> u64 {
+    pub fn stage(&mut self, at: i64, events: Vec<ledger::event::Event>) -> u64 {
         let first = self.next_seq();
-        for (i, event) in events.iter().enumerate() {
-            self.state.apply(first + i as u64, at, event);
+        for (i, event) in events.into_iter().enumerate() {
+            self.state.apply(first + i as u64, at, &event);
             self.staged.push(NewEntry {
                 recorded_at_us: at,
-                event: event.clone(),
+                event,
             });
         }
         first
@@ -297,20 +310,7 @@ impl Ledger {
         });
         match result {
             Ok(receipt) => {
-                if self.live_only {
-                    let pruned: Vec<_> = batch
-                        .iter()
-                        .filter_map(|e| match &e.event {
-                            ledger::event::Event::RolloutTransitioned(t)
-                                if t.to == ledger::domain::RolloutState::Pruned =>
-                            {
-                                Some(t.rollout_id.clone())
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    self.state.forget_pruned(&pruned);
-                }
+                self.forget_pruned(&batch);
                 Ok(Some(receipt))
             }
             Err(e) => {
@@ -318,6 +318,25 @@ impl Ledger {
                 Err(e.into())
             }
         }
+    }
+
+    /// In a live ledger, drops from memory the rows of rollouts this batch pruned.
+    fn forget_pruned(&mut self, batch: &[NewEntry]) {
+        if !self.live_only {
+            return;
+        }
+        let pruned: Vec<_> = batch
+            .iter()
+            .filter_map(|e| match &e.event {
+                ledger::event::Event::RolloutTransitioned(t)
+                    if t.to == ledger::domain::RolloutState::Pruned =>
+                {
+                    Some(t.rollout_id.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        self.state.forget_pruned(&pruned);
     }
 
     fn pruned(&self) -> Vec<ledger::domain::RolloutId> {

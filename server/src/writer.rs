@@ -553,12 +553,10 @@ impl Writer {
                     now,
                 )
                 .map_err(rollout_refusal)?;
-                let seq = self.ledger().stage(now, &events);
+                let entries = events.len() as u64;
+                let seq = self.ledger().stage(now, events);
                 *replan = true;
-                Ok(Output::Recorded {
-                    seq,
-                    entries: events.len() as u64,
-                })
+                Ok(Output::Recorded { seq, entries })
             }
             Input::Lift {
                 channel,
@@ -583,7 +581,7 @@ impl Writer {
                     operator,
                     reason,
                 });
-                let seq = self.ledger().stage(now, std::slice::from_ref(&e));
+                let seq = self.ledger().stage(now, vec![e]);
                 *replan = true;
                 Ok(Output::Recorded { seq, entries: 1 })
             }
@@ -619,11 +617,9 @@ impl Writer {
         {
             *replan = true;
         }
-        let seq = self.ledger().stage(now, &events);
-        Ok(Output::Recorded {
-            seq,
-            entries: events.len() as u64,
-        })
+        let entries = events.len() as u64;
+        let seq = self.ledger().stage(now, events);
+        Ok(Output::Recorded { seq, entries })
     }
 
     /// A report with the last accepted agent seq: the same report is a retransmit (answered
@@ -735,7 +731,7 @@ impl Writer {
                 let policy = self.policy(r);
                 match planner::decide_report(self.state(), r, host, &input, now, &policy) {
                     Ok(events) => {
-                        let seq = self.ledger().stage(now, &events);
+                        let seq = self.ledger().stage(now, events);
                         first_seq.get_or_insert(seq);
                         *replan = true;
                     }
@@ -776,7 +772,7 @@ impl Writer {
                 self.manifests
                     .apply(&e)
                     .map_err(|e| Refusal::from(ManifestError::Document(e)))?;
-                let seq = self.ledger().stage(now, std::slice::from_ref(&e));
+                let seq = self.ledger().stage(now, vec![e]);
                 self.in_force.fleet = Some((seq, v.content_hash, v.signed_at));
                 Ok(Output::Recorded { seq, entries: 1 })
             }
@@ -808,7 +804,7 @@ impl Writer {
                 self.manifests
                     .apply(&e)
                     .map_err(|e| Refusal::from(ManifestError::Document(e)))?;
-                let seq = self.ledger().stage(now, std::slice::from_ref(&e));
+                let seq = self.ledger().stage(now, vec![e]);
                 self.in_force
                     .rollouts
                     .insert(channel, (seq, v.content_hash, v.signed_at));
@@ -846,7 +842,7 @@ impl Writer {
             hostname: host.clone(),
             rollout_id: rollout.clone(),
         });
-        let seq = self.ledger().stage(now, std::slice::from_ref(&e));
+        let seq = self.ledger().stage(now, vec![e]);
         Some(Dispatch {
             hostname: host,
             rollout_id: rollout.to_string(),
@@ -867,7 +863,7 @@ impl Writer {
         for d in decisions {
             let events = Decision::into_events(d);
             if !events.is_empty() {
-                self.ledger().stage(now, &events);
+                self.ledger().stage(now, events);
             }
         }
     }

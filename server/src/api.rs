@@ -240,6 +240,11 @@ async fn submit(state: &AppState, input: Input) -> ApiResult<Output> {
     }
 }
 
+/// The writer answered an input with an output of another kind (a bug, not bad input).
+fn unexpected(out: Output) -> ApiError {
+    ApiError::internal(format!("unexpected writer answer {out:?}"))
+}
+
 fn snapshot(state: &AppState) -> ApiResult<Snapshot> {
     let guard = state
         .shared
@@ -297,9 +302,7 @@ async fn agent_event(
             json!({"seq": seq, "entries": entries, "duplicate": false}),
         )),
         Output::Duplicate { seq } => Ok(Json(json!({"seq": seq, "duplicate": true}))),
-        other => Err(ApiError::internal(format!(
-            "unexpected writer answer {other:?}"
-        ))),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -328,7 +331,7 @@ async fn heartbeat(
         replay_from,
     } = out
     else {
-        return Err(ApiError::internal("unexpected writer answer"));
+        return Err(unexpected(out));
     };
     let mut body = json!({"received_at": ts::format(now_us())});
     if let Some(seq) = synthesized {
@@ -427,9 +430,7 @@ async fn post_manifest(
         Output::Duplicate { seq } => Ok(Json(
             json!({"seq": seq, "content_hash": hash, "duplicate": true}),
         )),
-        other => Err(ApiError::internal(format!(
-            "unexpected writer answer {other:?}"
-        ))),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -745,9 +746,7 @@ async fn clearance(
     .await?
     {
         Output::Recorded { seq, .. } => Ok(Json(json!({ "seq": seq }))),
-        other => Err(ApiError::internal(format!(
-            "unexpected writer answer {other:?}"
-        ))),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -773,9 +772,7 @@ async fn lift(
     .await?
     {
         Output::Recorded { seq, .. } => Ok(Json(json!({ "seq": seq }))),
-        other => Err(ApiError::internal(format!(
-            "unexpected writer answer {other:?}"
-        ))),
+        other => Err(unexpected(other)),
     }
 }
 

@@ -149,7 +149,7 @@ pub mod tables {
 
 /// The entry index is written a block of this many entries at a time (see [`State::flush`]);
 /// a timeline scans at most this many entries past it.
-pub const INDEX_BLOCK: u64 = 32_768;
+pub const INDEX_BLOCK: u64 = 4_096;
 
 /// `proj.meta` key of the entry index's watermark.
 const INDEX_WATERMARK: &[u8] = b"index_watermark";

@@ -46,6 +46,8 @@ pub struct Summary {
     pub checkpoint: String,
     /// Wall time.
     pub elapsed: Duration,
+    /// The host whose compliance probe failed.
+    pub victim: String,
 }
 
 fn closure(channel: &str, build: &str) -> String {
@@ -571,9 +573,9 @@ pub async fn run(opts: Options) -> Result<Summary> {
         &say,
     )
     .await;
-    let rollouts = match &result {
-        Ok(v) => v.clone(),
-        Err(_) => Value::Null,
+    let (rollouts, victim) = match &result {
+        Ok((v, victim)) => (v.clone(), victim.clone()),
+        Err(_) => (Value::Null, String::new()),
     };
     let checkpoint = c
         .http
@@ -619,6 +621,7 @@ pub async fn run(opts: Options) -> Result<Summary> {
         entries,
         checkpoint,
         elapsed: started.elapsed(),
+        victim,
     })
 }
 
@@ -634,7 +637,7 @@ async fn drive(
     agent_tokens: &[(String, String)],
     at: &dyn Fn(i64) -> String,
     say: &dyn Fn(String),
-) -> Result<Value> {
+) -> Result<(Value, String)> {
     let (body, fleet_hash) = sign(ci, fleet_doc)?;
     let v = c.ok(ci_token, "/v1/manifests/fleet", &body).await?;
     say(format!("CI: fleet.resolved accepted as entry {}", v["seq"]));
@@ -790,7 +793,7 @@ async fn drive(
         a.await?;
     }
     check(&failure)?;
-    Ok(v)
+    Ok((v, victim))
 }
 
 fn write_secret(path: &Path, text: &str) -> Result<()> {
@@ -828,6 +831,13 @@ pub fn print_summary(s: &Summary, dir: &Path) {
     println!("try next:");
     println!("  fleet-ledger verify --db {db} --key {key}");
     println!("  fleet-ledger check --db {db}");
+    println!("  fleet-ledger replay --db {db} --check");
+    println!(
+        "  fleet-ledger why --db {db} --rollout stable@a1a1a1a1 --host {}",
+        s.victim
+    );
+    println!("  fleet-ledger timeline --db {db} --rollout stable@c3c3c3c3");
+    println!("  fleet-ledger report --db {db} --rollout stable@a1a1a1a1 --out {d}/stable-a1.html");
     println!("  fleet-ledger export --db {db} --out {d}/ledger.bundle");
     println!("  fleet-ledger prove inclusion --db {db} --seq 1");
     println!("  fleet-ledger serve --db {db} --listen 127.0.0.1:8080 --config {d}/config.json &");

@@ -12,7 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -990,8 +990,7 @@ async fn metrics(State(state): State<AppState>, caller: Caller) -> ApiResult<Res
         .into_response())
 }
 
-async fn fallback(headers: HeaderMap) -> ApiError {
-    let _ = headers;
+async fn fallback() -> ApiError {
     ApiError::not_found("no such route")
 }
 

@@ -262,7 +262,7 @@ pub fn scan_dir(dir: &Path, seen: &mut BTreeMap<PathBuf, [u8; 32]>) -> (Vec<Foun
                     // Reported once per change, like a refused manifest.
                     let digest: [u8; 32] = Sha256::digest(stem.as_bytes()).into();
                     if seen.insert(p.clone(), digest) != Some(digest) {
-                        return_error(&p, &e.to_string());
+                        warn_bad_name(&p, &e.to_string());
                     }
                 }
             }
@@ -297,7 +297,7 @@ pub fn scan_dir(dir: &Path, seen: &mut BTreeMap<PathBuf, [u8; 32]>) -> (Vec<Foun
     (found, errors)
 }
 
-fn return_error(path: &Path, reason: &str) {
+fn warn_bad_name(path: &Path, reason: &str) {
     tracing::warn!(path = %path.display(), reason, "manifest file name is not a rollout id");
 }
 

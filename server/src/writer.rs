@@ -470,20 +470,14 @@ impl Writer {
     /// Reopens the store after a failed commit: open re-checks head, tree and checkpoint and
     /// catches the projections up, so the models again equal the durable log.
     fn reopen(&mut self) -> bool {
-        let signer = match Signer::from_text(&self.signer) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot rebuild the signer");
-                return false;
-            }
-        };
         // Readers may still hold the old database for a moment: retry briefly.
         for attempt in 0..50 {
-            match Ledger::open(
-                &self.path,
-                Signer::from_text(&self.signer)
-                    .unwrap_or_else(|_| unreachable!("the same text parsed just above")),
-            ) {
+            let opened = Signer::from_text(&self.signer)
+                .map_err(|e| e.to_string())
+                .and_then(|signer| {
+                    Ledger::open_live(&self.path, signer).map_err(|e| e.to_string())
+                });
+            match opened {
                 Ok(ledger) => {
                     *self
                         .shared
@@ -501,7 +495,6 @@ impl Writer {
                 }
             }
         }
-        drop(signer);
         false
     }
 

@@ -120,6 +120,19 @@ impl Fleet {
 
 const T: &str = "2026-11-26T12:00:00Z";
 
+/// The Prometheus text, checking the answer is a 200.
+async fn metrics(c: &ApiClient, token: &str) -> String {
+    let resp = c
+        .http
+        .get(format!("{}/metrics", c.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn manifests_open_rollouts_with_pending_hosts_in_real_waves() {
     let f = Fleet::start(8).await;
@@ -510,19 +523,7 @@ async fn bad_input_gets_a_clear_4xx_and_leaves_the_ledger_unchanged() {
     let got = c.post(agent, "/v1/manifests/fleet", &body).await.unwrap();
     f.refused(403, "forbidden", got, before).await;
 
-    let (s, m) = (
-        200,
-        c.http
-            .get(format!("{}/metrics", c.base))
-            .bearer_auth(f.op())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    assert_eq!(s, 200);
+    let m = metrics(c, f.op()).await;
     assert!(
         m.contains("fleet_ledger_rejections_total{reason=\"manifest-stale\"} 1"),
         "{m}"
@@ -706,18 +707,7 @@ async fn manifests_dropped_in_the_watched_directory_are_verified_and_recorded() 
         .map(|r| r["rolloutId"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["canary@a1a1a1a1"]);
-    let (_, m) = (
-        0,
-        c.http
-            .get(format!("{}/metrics", c.base))
-            .bearer_auth(&setup.tokens.operator)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let m = metrics(&c, &setup.tokens.operator).await;
     assert!(
         m.contains("reason=\"manifest-bad-signature\"")
             || m.contains("reason=\"manifest-discriminator\""),

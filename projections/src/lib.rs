@@ -14,6 +14,8 @@ pub mod model;
 pub mod read;
 pub mod rollout;
 
+use std::collections::BTreeMap;
+
 use ledger::domain::{AgentReport, HostState, Micros, ProbeStatus, RolloutId, RolloutState};
 use ledger::event::{Event, GateBlock};
 use ledger::tables::{TableError, TableReader, TableWriter};
@@ -25,7 +27,7 @@ pub use rollout::RolloutRecord;
 
 /// Version of the folds below. Changing any fold's meaning bumps it; opening a store whose
 /// tables were written by another version rebuilds them from the log.
-pub const FOLD_VERSION: u32 = 3;
+pub const FOLD_VERSION: u32 = 4;
 
 /// One failing enforce control (or probe, for probes without controls) of a host in a rollout.
 /// A row clears when a later result of the same probe reports that control (or the probe)
@@ -127,9 +129,11 @@ pub mod tables {
     pub const BY_HOST: &str = "proj.by_host";
     /// Index: channel → its active rollout.
     pub const ACTIVE_BY_CHANNEL: &str = "proj.active_by_channel";
-    /// Index: (host, seq) of every entry that names a host, for timelines. Keys are the
-    /// bincode host name then the seq as 8 big-endian bytes, so one host's entries are one
-    /// ordered key range; values are empty.
+    /// Index: the entries that name each host, for timelines. One row per (block of
+    /// [`INDEX_BLOCK`](super::INDEX_BLOCK) entries, host): key = block number as 8 big-endian
+    /// bytes then the bincode host name; value = the entries' offsets in the block, u16
+    /// big-endian each, ascending. Block-major keys make every write an append at the end of
+    /// the table; a host's timeline is one point read per block.
     pub const HOST_ENTRIES: &str = "proj.host_entries";
     /// Watermark: fold version and the seq the tables reflect.
     pub const META: &str = "proj.meta";
@@ -150,26 +154,61 @@ pub mod tables {
 /// The entry index is written a block of this many entries at a time (see [`State::flush`]);
 /// a timeline scans at most this many entries past it.
 pub const INDEX_BLOCK: u64 = 4_096;
+const _: () = assert!(INDEX_BLOCK <= 1 << 16, "block offsets are stored as u16");
 
 /// `proj.meta` key of the entry index's watermark.
 const INDEX_WATERMARK: &[u8] = b"index_watermark";
 
-/// The key prefix of one host's rows in [`tables::HOST_ENTRIES`].
-pub fn host_entries_prefix(host: &str) -> Vec<u8> {
-    model::encode(&host)
+/// The [`tables::HOST_ENTRIES`] key of one host's row in one block.
+pub fn host_entries_key(block: u64, host: &str) -> Vec<u8> {
+    let mut key = block.to_be_bytes().to_vec();
+    key.extend_from_slice(&model::encode(&host));
+    key
 }
 
-/// The seq of a [`tables::HOST_ENTRIES`] key.
-pub fn host_entry_seq(key: &[u8]) -> Option<u64> {
-    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
-    Some(u64::from_be_bytes(tail))
+/// The seqs a [`tables::HOST_ENTRIES`] row of `block` lists (None: a malformed row).
+pub fn host_entries_seqs(block: u64, value: &[u8]) -> Option<Vec<u64>> {
+    if !value.len().is_multiple_of(2) {
+        return None;
+    }
+    value
+        .chunks_exact(2)
+        .map(|c| {
+            let off = u64::from(u16::from_be_bytes([c[0], c[1]]));
+            (off < INDEX_BLOCK).then(|| block * INDEX_BLOCK + off)
+        })
+        .collect()
+}
+
+/// Groups pending index rows `(seq, bincode host)` below `below` into stored rows, in key
+/// order (the order of the encoded keys: the block is fixed width).
+fn index_rows<'a>(
+    pending: impl Iterator<Item = &'a (u64, Vec<u8>)>,
+    below: u64,
+) -> BTreeMap<(u64, &'a [u8]), Vec<u8>> {
+    let mut rows: BTreeMap<(u64, &[u8]), Vec<u8>> = BTreeMap::new();
+    for (seq, host) in pending.filter(|(s, _)| *s < below) {
+        // In range: INDEX_BLOCK fits in a u16 (asserted at compile time below).
+        let off = (seq % INDEX_BLOCK) as u16;
+        rows.entry((seq / INDEX_BLOCK, host.as_slice()))
+            .or_default()
+            .extend_from_slice(&off.to_be_bytes());
+    }
+    rows
+}
+
+fn index_key(block: u64, host: &[u8]) -> Vec<u8> {
+    let mut key = block.to_be_bytes().to_vec();
+    key.extend_from_slice(host);
+    key
 }
 
 /// Index rows the fold produced and the next flush writes. Not a model: a log's worth of
 /// them is never held, and they never change once written.
 #[derive(Clone, Debug, Default)]
 struct IndexRows {
-    keys: Vec<Vec<u8>>,
+    /// `(seq, bincode host name)`, in seq order.
+    keys: Vec<(u64, Vec<u8>)>,
     /// The stored index holds every entry below this seq (a multiple of `INDEX_BLOCK`).
     covered: u64,
     off: bool,
@@ -579,14 +618,10 @@ impl State {
         if self.index.off || target <= self.index.covered {
             return Ok(());
         }
-        let (mut due, rest): (Vec<Vec<u8>>, Vec<Vec<u8>>) = std::mem::take(&mut self.index.keys)
-            .into_iter()
-            .partition(|k| host_entry_seq(k).is_some_and(|s| s < target));
-        self.index.keys = rest;
-        due.sort_unstable();
-        for key in &due {
-            w.put(tables::HOST_ENTRIES, key, &[])?;
+        for ((block, host), offsets) in index_rows(self.index.keys.iter(), target) {
+            w.put(tables::HOST_ENTRIES, &index_key(block, host), &offsets)?;
         }
+        self.index.keys.retain(|(seq, _)| *seq >= target);
         self.index.covered = target;
         w.put(tables::META, INDEX_WATERMARK, &model::encode(&target))
     }
@@ -611,9 +646,7 @@ impl State {
         if !self.index.off
             && let (_, Some(host)) = event.subject()
         {
-            let mut key = host_entries_prefix(host);
-            key.extend_from_slice(&seq.to_be_bytes());
-            self.index.keys.push(key);
+            self.index.keys.push((seq, model::encode(&host)));
         }
     }
 
@@ -742,45 +775,46 @@ impl State {
         // This state was folded from empty: its pending rows are the whole index, of which
         // the stored index holds those below its watermark.
         let covered = State::stored_index_watermark(r)?;
-        let mut expected: Vec<Vec<u8>> = self
-            .index
-            .keys
-            .iter()
-            .filter(|k| host_entry_seq(k).is_some_and(|s| s < covered))
-            .cloned()
-            .collect();
-        expected.sort();
-        let mut stored = Vec::new();
-        r.scan(HOST_ENTRIES, &mut |k, _| {
-            stored.push(k.to_vec());
+        let expected = index_rows(self.index.keys.iter(), covered);
+        let mut expected = expected.iter();
+        let show = |block: u64, host: &[u8]| {
+            let host: Option<String> = model::decode(HOST_ENTRIES, host).ok();
+            format!("host {host:?} block {block}")
+        };
+        let mut first = None;
+        r.scan(HOST_ENTRIES, &mut |k, v| {
+            if first.is_some() {
+                return Ok(());
+            }
+            let block = k
+                .get(..8)
+                .map(|b| u64::from_be_bytes(b.try_into().unwrap_or_default()));
+            let host = k.get(8..).unwrap_or_default();
+            first = match (expected.next(), block) {
+                (_, None) => Some("an undecodable stored key".to_string()),
+                (Some(((eb, eh), ev)), Some(b)) if (*eb, *eh) == (b, host) => {
+                    (ev != v).then(|| {
+                        format!(
+                            "{}: stored entries {:?}, the log's {:?}",
+                            show(b, host),
+                            host_entries_seqs(b, v),
+                            host_entries_seqs(b, ev)
+                        )
+                    })
+                }
+                (Some(((eb, eh), _)), Some(b)) if (*eb, *eh) < (b, host) => {
+                    Some(format!("{} missing", show(*eb, eh)))
+                }
+                (_, Some(b)) => Some(format!("{} not in the log", show(b, host))),
+            };
             Ok(())
         })?;
-        let show = |k: &[u8]| {
-            let host: Option<String> = k
-                .len()
-                .checked_sub(8)
-                .and_then(|n| model::decode(HOST_ENTRIES, &k[..n]).ok());
-            format!("host {host:?} seq {:?}", host_entry_seq(k))
-        };
-        for i in 0..expected.len().max(stored.len()) {
-            match (expected.get(i), stored.get(i)) {
-                (Some(e), Some(s)) if e == s => {}
-                (Some(e), Some(s)) => {
-                    return Ok(Some((
-                        HOST_ENTRIES,
-                        format!("expected {}, stored {}", show(e), show(s)),
-                    )));
-                }
-                (Some(e), None) => {
-                    return Ok(Some((HOST_ENTRIES, format!("{} missing", show(e)))));
-                }
-                (None, Some(s)) => {
-                    return Ok(Some((HOST_ENTRIES, format!("{} not in the log", show(s)))));
-                }
-                (None, None) => {}
-            }
+        if first.is_none()
+            && let Some(((eb, eh), _)) = expected.next()
+        {
+            first = Some(format!("{} missing", show(*eb, eh)));
         }
-        Ok(None)
+        Ok(first.map(|d| (HOST_ENTRIES, d)))
     }
 
     /// This state without the entry index (replay and forensics, which never write tables).

@@ -38,6 +38,9 @@ pub enum ForensicsError {
     /// IO.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// Reading the projection tables of a database.
+    #[error(transparent)]
+    Tables(#[from] ledger::tables::TableError),
 }
 
 /// One decoded entry.
@@ -519,28 +522,28 @@ fn indexed_seqs(db: &Path, host: &str) -> Result<Option<Vec<u64>>, ForensicsErro
     use ledger::tables::TableReader as _;
     let ro = ReadOnlyStore::open(db)?;
     let snap = ro.snapshot()?;
-    let current = State::stored_watermark(&snap)
-        .map_err(|e| ForensicsError::Bundle(e.to_string()))?
+    let current = State::stored_watermark(&snap)?
         .is_some_and(|m| m.fold_version == projections::FOLD_VERSION && m.next_seq == snap.size());
     if !current {
         return Ok(None);
     }
-    let mut seqs = Vec::new();
-    snap.scan_prefix(
-        projections::tables::HOST_ENTRIES,
-        &projections::host_entries_prefix(host),
-        &mut |k, _| {
-            // The prefix of "web-1" is not a prefix of another host's rows: bincode writes
-            // the name's length first.
-            seqs.extend(projections::host_entry_seq(k));
-            Ok(())
-        },
-    )
-    .map_err(|e| ForensicsError::Bundle(e.to_string()))?;
-    // The index is written in bulk: the entries after its watermark (fewer than
+    // The index is written in bulk: it covers the entries below its watermark, one row per
+    // block of `INDEX_BLOCK` entries and host; the entries after it (fewer than
     // `INDEX_BLOCK`) are scanned.
-    let covered =
-        State::stored_index_watermark(&snap).map_err(|e| ForensicsError::Bundle(e.to_string()))?;
+    let covered = State::stored_index_watermark(&snap)?;
+    let mut seqs = Vec::new();
+    for block in 0..covered / projections::INDEX_BLOCK {
+        let key = projections::host_entries_key(block, host);
+        let row = snap.get(projections::tables::HOST_ENTRIES, &key)?;
+        if let Some(row) = row {
+            seqs.extend(projections::host_entries_seqs(block, &row).ok_or_else(|| {
+                ledger::tables::TableError {
+                    table: projections::tables::HOST_ENTRIES.into(),
+                    reason: format!("malformed row for host {host:?} in block {block}"),
+                }
+            })?);
+        }
+    }
     snap.for_each_entry(covered.., |seq, bytes| {
         if decode(seq, bytes)?.event.subject().1 == Some(host) {
             seqs.push(seq);

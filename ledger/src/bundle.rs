@@ -141,6 +141,9 @@ pub struct BundleReader<R: Read> {
     checkpoints: u64,
     keys: u32,
     done: bool,
+    /// Resumed mid-file ([`BundleReader::resume`]): the END digest and counts cover bytes this
+    /// reader never saw, so it does not check them.
+    resumed: bool,
 }
 
 fn bundle_err(offset: u64, msg: impl Into<String>) -> VerifyError {
@@ -177,7 +180,26 @@ impl<R: Read> BundleReader<R> {
             checkpoints: 0,
             keys: 0,
             done: false,
+            resumed: false,
         })
+    }
+
+    /// Reads on from `offset`, the start of a record that an earlier full read located
+    /// ([`BundleReader::offset`]); `input` is already positioned there. For random access
+    /// (replay from a snapshot). A resumed reader checks framing and limits but not the END
+    /// digest and counts, which cover bytes it skipped: `verify` checks a whole bundle.
+    pub fn resume(input: R, offset: u64) -> BundleReader<R> {
+        BundleReader {
+            input,
+            digest: blake3::Hasher::new(),
+            offset,
+            buf: Vec::new(),
+            entries: 0,
+            checkpoints: 0,
+            keys: 0,
+            done: false,
+            resumed: true,
+        }
     }
 
     /// Byte offset of the next record.
@@ -215,6 +237,10 @@ impl<R: Read> BundleReader<R> {
             .read_exact(&mut self.buf)
             .map_err(|e| bundle_err(at, format!("bundle truncated inside a record ({e})")))?;
         self.offset += 5 + len as u64;
+        if tag == TAG_END && self.resumed {
+            self.done = true;
+            return Ok(Record::End);
+        }
         if tag == TAG_END {
             let b = &self.buf;
             let entries = u64::from_be_bytes(b[0..8].try_into().expect("8"));

@@ -817,6 +817,97 @@ impl State {
         Ok(first.map(|d| (HOST_ENTRIES, d)))
     }
 
+    /// The state's rows for a replay snapshot: every model but the host records of Pruned
+    /// rollouts (frozen since pruning, and most of the rows on a long-lived fleet) and the
+    /// per-host index (derived from the host records; see [`State::set_tracking`]). Encoded
+    /// with bincode 2, with the number of host records left out (`omitted` of them were left
+    /// out of this state already); [`State::from_snapshot`] reads it back.
+    pub fn snapshot(&self, omitted: usize) -> Vec<u8> {
+        let pruned = |id: &RolloutId| {
+            self.rollouts
+                .get(id)
+                .is_some_and(|r| r.state == RolloutState::Pruned)
+        };
+        let hosts: BTreeMap<&(RolloutId, String), &HostRecord> =
+            self.hosts.iter().filter(|((r, _), _)| !pruned(r)).collect();
+        let omitted = (omitted + self.hosts.len() - hosts.len()) as u64;
+        model::encode(&(
+            self.next_seq,
+            omitted,
+            self.rollouts.rows(),
+            hosts,
+            self.probe_failures.rows(),
+            self.quarantine.rows(),
+            self.dispatch_queue.rows(),
+            self.deferrals.rows(),
+            self.active_by_channel.rows(),
+        ))
+    }
+
+    /// A state from [`State::snapshot`] bytes, untracked and without the entry index, for
+    /// folding on (replay), and the number of host records the snapshot left out.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<(State, u64), TableError> {
+        #[allow(clippy::type_complexity)]
+        let (
+            next_seq,
+            omitted,
+            rollouts,
+            hosts,
+            probe_failures,
+            quarantine,
+            dispatch_queue,
+            deferrals,
+            active,
+        ): (
+            u64,
+            u64,
+            BTreeMap<RolloutId, RolloutRecord>,
+            BTreeMap<(RolloutId, String), HostRecord>,
+            BTreeMap<(RolloutId, String, String), ProbeFailureRow>,
+            BTreeMap<(String, String), QuarantineRow>,
+            BTreeMap<(String, RolloutId), DispatchRow>,
+            BTreeMap<(RolloutId, String), DeferralRow>,
+            BTreeMap<String, ActiveRow>,
+        ) = model::decode("snapshot", bytes)?;
+        let state = State {
+            rollouts: Model::from_rows(rollouts, false),
+            hosts: Model::from_rows(hosts, false),
+            probe_failures: Model::from_rows(probe_failures, false),
+            quarantine: Model::from_rows(quarantine, false),
+            dispatch_queue: Model::from_rows(dispatch_queue, false),
+            deferrals: Model::from_rows(deferrals, false),
+            by_host: Model::from_rows(BTreeMap::new(), false),
+            active_by_channel: Model::from_rows(active, false),
+            next_seq,
+            scratch: KeyScratch::default(),
+            index: IndexRows {
+                keys: Vec::new(),
+                covered: 0,
+                off: true,
+            },
+        };
+        Ok((state, omitted))
+    }
+
+    /// Removes the host records of Pruned rollouts from an untracked state (replay shows
+    /// what a snapshot keeps), returning how many it removed.
+    pub fn drop_pruned_hosts(&mut self) -> usize {
+        debug_assert!(!self.hosts.tracking(), "only untracked states drop rows");
+        let rollouts = &self.rollouts;
+        let before = self.hosts.len();
+        let kept: BTreeMap<(RolloutId, String), HostRecord> = std::mem::take(&mut self.hosts)
+            .into_rows()
+            .into_iter()
+            .filter(|((r, _), _)| {
+                rollouts
+                    .get(r)
+                    .is_none_or(|x| x.state != RolloutState::Pruned)
+            })
+            .collect();
+        self.hosts = Model::from_rows(kept, false);
+        before - self.hosts.len()
+    }
+
     /// This state without the entry index (replay and forensics, which never write tables).
     pub fn without_index(mut self) -> State {
         self.index = IndexRows {

@@ -81,6 +81,25 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
         self.track
     }
 
+    /// The rows.
+    pub fn rows(&self) -> &BTreeMap<K, V> {
+        &self.rows
+    }
+
+    /// The rows, by value.
+    pub fn into_rows(self) -> BTreeMap<K, V> {
+        self.rows
+    }
+
+    /// A model holding these rows, remembering none as changed.
+    pub fn from_rows(rows: BTreeMap<K, V>, track: bool) -> Model<K, V> {
+        Model {
+            rows,
+            dirty: BTreeSet::new(),
+            track,
+        }
+    }
+
     /// Replaces every row from an iterator sorted by key (bulk build), remembering none.
     pub fn replace_sorted(&mut self, rows: impl IntoIterator<Item = (K, V)>) {
         self.rows = rows.into_iter().collect();

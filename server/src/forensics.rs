@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Seek, SeekFrom};
 use std::path::Path;
 
 use ledger::bundle::{BundleReader, Record};
@@ -79,54 +79,7 @@ pub fn for_each(
     source: Source<'_>,
     mut f: impl FnMut(Item) -> Result<bool, ForensicsError>,
 ) -> Result<(), ForensicsError> {
-    enum Err2 {
-        Stop,
-        F(ForensicsError),
-    }
-    impl From<ledger::store::OpenError> for Err2 {
-        fn from(e: ledger::store::OpenError) -> Err2 {
-            Err2::F(e.into())
-        }
-    }
-    match source {
-        Source::Db(path) => {
-            let ro = ReadOnlyStore::open(path)?;
-            let snap = ro.snapshot()?;
-            let r = snap.for_each_entry(0.., |seq, bytes| {
-                let item = decode(seq, bytes).map_err(Err2::F)?;
-                match f(item) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(Err2::Stop),
-                    Err(e) => Err(Err2::F(e)),
-                }
-            });
-            match r {
-                Ok(()) | Err(Err2::Stop) => Ok(()),
-                Err(Err2::F(e)) => Err(e),
-            }
-        }
-        Source::Bundle(path) => {
-            let mut reader = BundleReader::new(BufReader::new(File::open(path)?))
-                .map_err(|e| ForensicsError::Bundle(e.to_string()))?;
-            let mut seq = 0u64;
-            loop {
-                match reader
-                    .next_record()
-                    .map_err(|e| ForensicsError::Bundle(e.to_string()))?
-                {
-                    Record::Entry(bytes) => {
-                        let item = decode(seq, bytes)?;
-                        seq += 1;
-                        if !f(item)? {
-                            return Ok(());
-                        }
-                    }
-                    Record::End => return Ok(()),
-                    _ => {}
-                }
-            }
-        }
-    }
+    for_each_raw(source, None, |seq, _, bytes| f(decode(seq, bytes)?))
 }
 
 /// The first place where a recomputed decision differs from the recorded one.
@@ -630,8 +583,9 @@ pub fn why(source: Source<'_>, host: &str, rollout: &RolloutId) -> Result<Why, F
     Ok((out, rec, r))
 }
 
-/// The projections after entry `seq` (inclusive), or after the last entry at or before `time`.
-pub fn replay(
+/// The projections after entry `seq` (inclusive), or after the last entry at or before
+/// `time`: a full fold from entry 0, every row included. [`replay`] is the fast path.
+pub fn replay_full(
     source: Source<'_>,
     seq: Option<u64>,
     time: Option<Micros>,
@@ -646,6 +600,201 @@ pub fn replay(
     })?;
     state.set_tracking(true);
     Ok(state)
+}
+
+/// Calls `f` with every entry's seq, bundle record offset (0 for a database) and stored
+/// bytes, from `from` (a seq and its record offset, located by an earlier read) or from entry
+/// 0; `f` returns false to stop.
+fn for_each_raw(
+    source: Source<'_>,
+    from: Option<(u64, u64)>,
+    mut f: impl FnMut(u64, u64, &[u8]) -> Result<bool, ForensicsError>,
+) -> Result<(), ForensicsError> {
+    enum Stop {
+        Done,
+        F(ForensicsError),
+    }
+    impl From<ledger::store::OpenError> for Stop {
+        fn from(e: ledger::store::OpenError) -> Stop {
+            Stop::F(e.into())
+        }
+    }
+    match source {
+        Source::Db(path) => {
+            let ro = ReadOnlyStore::open(path)?;
+            let snap = ro.snapshot()?;
+            let start = from.map_or(0, |(s, _)| s);
+            match snap.for_each_entry(start.., |seq, bytes| match f(seq, 0, bytes) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Stop::Done),
+                Err(e) => Err(Stop::F(e)),
+            }) {
+                Ok(()) | Err(Stop::Done) => Ok(()),
+                Err(Stop::F(e)) => Err(e),
+            }
+        }
+        Source::Bundle(path) => {
+            let bad = |e: ledger::verify::VerifyError| ForensicsError::Bundle(e.to_string());
+            let mut file = File::open(path)?;
+            let (mut reader, mut seq) = match from {
+                Some((seq, offset)) => {
+                    file.seek(SeekFrom::Start(offset))?;
+                    (BundleReader::resume(BufReader::new(file), offset), seq)
+                }
+                None => (BundleReader::new(BufReader::new(file)).map_err(bad)?, 0),
+            };
+            loop {
+                let offset = reader.offset();
+                match reader.next_record().map_err(bad)? {
+                    Record::Entry(bytes) => {
+                        if !f(seq, offset, bytes)? {
+                            return Ok(());
+                        }
+                        seq += 1;
+                    }
+                    Record::End => return Ok(()),
+                    Record::Key(_) | Record::Checkpoint(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The hash of entry `seq` (at bundle record `offset`), if the source has it there.
+fn entry_hash_at(
+    source: Source<'_>,
+    seq: u64,
+    offset: u64,
+) -> Result<Option<[u8; 32]>, ForensicsError> {
+    let mut hash = None;
+    for_each_raw(source, Some((seq, offset)), |_, _, bytes| {
+        hash = EntryRef::parse(bytes)
+            .ok()
+            .filter(|e| e.header.seq == seq)
+            .map(|e| *e.hash().as_bytes());
+        Ok(false)
+    })?;
+    Ok(hash)
+}
+
+/// The hash of entry 0 (None: an empty source).
+fn first_entry_hash(source: Source<'_>) -> Result<Option<[u8; 32]>, ForensicsError> {
+    let mut hash = None;
+    for_each_raw(source, None, |_, _, bytes| {
+        hash = crate::snapshots::entry_hash(bytes);
+        Ok(false)
+    })?;
+    Ok(hash)
+}
+
+/// What [`replay`] found.
+#[derive(Debug)]
+pub struct Replayed {
+    /// The projections at the point, without the host records of Pruned rollouts.
+    pub state: State,
+    /// Host records of Pruned rollouts left out (they never change after pruning;
+    /// `timeline --rollout` and `why` show them, [`replay_full`] includes them).
+    pub pruned_hosts_omitted: usize,
+    /// The snapshot the fold started from (entries in it), if one was used.
+    pub from_snapshot: Option<u64>,
+    /// Entries folded from there.
+    pub folded: u64,
+    /// Why the snapshot cache could not be written, if it could not (replay still worked).
+    pub cache_warning: Option<String>,
+}
+
+/// The point of a replay.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Point {
+    /// Through this entry (inclusive).
+    pub seq: Option<u64>,
+    /// Through the last entry recorded at or before this CP time.
+    pub time: Option<Micros>,
+}
+
+impl Point {
+    fn includes(&self, seq: u64, at: Micros) -> bool {
+        self.seq.is_none_or(|s| seq <= s) && self.time.is_none_or(|t| at <= t)
+    }
+}
+
+/// The projections at a point, folded from the nearest replay snapshot
+/// ([`crate::snapshots`]) at or before it, or from entry 0 when there is none yet. Snapshots
+/// of every `every` entries (normally [`crate::snapshots::SNAPSHOT_EVERY`]) passed on the
+/// way are added to the cache beside the source.
+pub fn replay(source: Source<'_>, point: Point, every: u64) -> Result<Replayed, ForensicsError> {
+    use crate::snapshots::{Cache, NewMark, entry_hash};
+    let path = match source {
+        Source::Db(p) | Source::Bundle(p) => p,
+    };
+    let every = every.max(1);
+    let mut cache = Cache::open(path);
+    let genesis = first_entry_hash(source)?;
+    // The nearest usable snapshot: one whose entry still hashes as recorded (the same log)
+    // and whose body is intact; else an earlier one; else none.
+    let mut start = None;
+    if let Some(genesis) = genesis {
+        for mark in cache.usable(&genesis, point.seq, point.time) {
+            if entry_hash_at(source, mark.seq - 1, mark.offset)? != Some(mark.hash) {
+                continue;
+            }
+            if let Ok(state) = cache.load(&mark) {
+                start = Some((mark, state));
+                break;
+            }
+        }
+    }
+    let from = start.as_ref().map(|(m, _)| (m.seq - 1, m.offset));
+    let from_snapshot = start.as_ref().map(|(m, _)| m.seq);
+    let (mut state, omitted) = match start {
+        Some((_, (s, omitted))) => (s, usize::try_from(omitted).unwrap_or(usize::MAX)),
+        None => (State::untracked().without_index(), 0),
+    };
+    let last = cache.last_seq();
+    let mut new: Vec<NewMark> = Vec::new();
+    let mut folded = 0u64;
+    for_each_raw(source, from, |seq, offset, bytes| {
+        // The resumed read starts at the snapshot's last entry, already folded in.
+        if from.is_some_and(|(s, _)| seq == s) {
+            return Ok(true);
+        }
+        let item = decode(seq, bytes)?;
+        if !point.includes(item.seq, item.at) {
+            return Ok(false);
+        }
+        state.apply(item.seq, item.at, &item.event);
+        folded += 1;
+        let next = seq + 1;
+        if next > last
+            && next.is_multiple_of(every)
+            && let Some(hash) = entry_hash(bytes)
+        {
+            new.push(NewMark {
+                seq: next,
+                at: item.at,
+                hash,
+                offset,
+                body: state.snapshot(omitted),
+            });
+        }
+        Ok(true)
+    })?;
+    let cache_warning = match genesis {
+        Some(g) => cache
+            .append(&g, &new)
+            .err()
+            .map(|e| format!("{}: {e}", crate::snapshots::cache_path(path).display())),
+        None => None,
+    };
+    let pruned_hosts_omitted = omitted + state.drop_pruned_hosts();
+    state.set_tracking(true);
+    Ok(Replayed {
+        state,
+        pruned_hosts_omitted,
+        from_snapshot,
+        folded,
+        cache_warning,
+    })
 }
 
 /// The projections as JSON: one array of rows per table.

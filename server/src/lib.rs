@@ -19,6 +19,7 @@ pub mod forensics;
 pub mod intake;
 pub mod materialize;
 pub mod metrics;
+pub mod snapshots;
 pub mod tls;
 pub mod wire;
 pub mod writer;

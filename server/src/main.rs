@@ -107,6 +107,10 @@ enum Command {
         /// Re-run the decisions and report the first divergence (exit 1).
         #[arg(long)]
         check: bool,
+        /// Also show the host records of Pruned rollouts (frozen since pruning): a full fold
+        /// from entry 0 instead of from the nearest replay snapshot.
+        #[arg(long, conflicts_with = "check")]
+        include_pruned: bool,
         /// JSON instead of tables.
         #[arg(long)]
         json: bool,
@@ -330,8 +334,16 @@ fn run(command: Command) -> Result<()> {
             at_seq,
             at_time,
             check,
+            include_pruned,
             json,
-        } => replay(&source, at_seq, at_time.as_deref(), check, json),
+        } => replay(
+            &source,
+            at_seq,
+            at_time.as_deref(),
+            check,
+            include_pruned,
+            json,
+        ),
         Command::Timeline {
             source,
             host,
@@ -549,6 +561,7 @@ fn replay(
     at_seq: Option<u64>,
     at_time: Option<&str>,
     check: bool,
+    include_pruned: bool,
     json: bool,
 ) -> Result<()> {
     let src = forensic_source(s);
@@ -582,11 +595,34 @@ fn replay(
     if at_seq.is_none() && at_time.is_none() {
         bail!("give --at-seq N, --at-time T or --check");
     }
-    let state = fleet_ledger::forensics::replay(src, at_seq, at_time)?;
+    let point = fleet_ledger::forensics::Point {
+        seq: at_seq,
+        time: at_time,
+    };
+    let (state, omitted) = if include_pruned {
+        (
+            fleet_ledger::forensics::replay_full(src, point.seq, point.time)?,
+            0,
+        )
+    } else {
+        let r =
+            fleet_ledger::forensics::replay(src, point, fleet_ledger::snapshots::SNAPSHOT_EVERY)?;
+        if let Some(w) = &r.cache_warning {
+            eprintln!("warning: replay snapshots not saved ({w}); replays stay full folds");
+        }
+        (r.state, r.pruned_hosts_omitted)
+    };
     if json {
-        println!("{}", fleet_ledger::forensics::state_json(&state));
+        let mut v = fleet_ledger::forensics::state_json(&state);
+        v["pruned_hosts_omitted"] = omitted.into();
+        println!("{v}");
     } else {
         print!("{}", fleet_ledger::forensics::state_text(&state));
+        if omitted > 0 {
+            println!(
+                "\n({omitted} host records of Pruned rollouts not shown; --include-pruned shows them)"
+            );
+        }
     }
     Ok(())
 }

@@ -151,20 +151,176 @@ fn timeline_why_and_replay_show_what_happened() {
 
     // Replay to a point equals the fold of that prefix; to the end, the stored tables.
     let at = all.len() as u64 / 2;
-    let state = forensics::replay(src, Some(at), None).unwrap();
+    let state = forensics::replay_full(src, Some(at), None).unwrap();
     assert_eq!(state.next_seq, at + 1);
     let mut prefix = projections::State::default();
     for i in &all[..=at as usize] {
         prefix.apply(i.seq, i.at, &i.event);
     }
     assert_eq!(state, prefix);
-    let by_time = forensics::replay(src, None, Some(all[at as usize].at)).unwrap();
+    let by_time = forensics::replay_full(src, None, Some(all[at as usize].at)).unwrap();
     assert!(by_time.next_seq > at);
-    let end = forensics::replay(src, None, None).unwrap();
+    let end = forensics::replay_full(src, None, None).unwrap();
     let ro = ReadOnlyStore::open(&s.db).unwrap();
     assert_eq!(end.diff(&ro.snapshot().unwrap()).unwrap(), None);
     assert!(forensics::state_text(&state).contains("ROLLOUTS"));
     assert!(forensics::state_json(&state)["hosts"].is_array());
+}
+
+/// The state `replay` shows after `n` entries: the fold of that prefix without the host
+/// records of Pruned rollouts.
+fn expected_at(all: &[forensics::Item], n: usize) -> (projections::State, usize) {
+    let mut s = projections::State::untracked().without_index();
+    for i in &all[..n] {
+        s.apply(i.seq, i.at, &i.event);
+    }
+    let omitted = s.drop_pruned_hosts();
+    s.set_tracking(true);
+    (s, omitted)
+}
+
+#[test]
+fn replay_from_snapshots_equals_the_fold_and_never_trusts_a_stale_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sim.redb");
+    let mut sim = fixtures::sim::Sim::new(5, 16);
+    let start = sim.now();
+    let groups = sim.run(12_000);
+    let mut ledger = Ledger::create(&db, demo::ORIGIN, fixtures::genesis_signer(), start).unwrap();
+    for chunk in groups.chunks(30) {
+        let batch: Vec<NewEntry> = chunk
+            .iter()
+            .flat_map(|g| {
+                g.events.iter().map(|e| NewEntry {
+                    recorded_at_us: g.at,
+                    event: e.clone(),
+                })
+            })
+            .collect();
+        ledger.append(&batch).unwrap();
+    }
+    drop(ledger);
+    let all = items(&db);
+    let bundle = export(&db);
+    let every = 1_000;
+    for path in [&db, &bundle] {
+        let src = if path == &db {
+            Source::Db(path)
+        } else {
+            Source::Bundle(path)
+        };
+        let cache = fleet_ledger::snapshots::cache_path(path);
+        // The first replay folds from entry 0 and leaves snapshots up to its point.
+        let mid = 6_500u64;
+        let r = forensics::replay(
+            src,
+            forensics::Point {
+                seq: Some(mid),
+                time: None,
+            },
+            every,
+        )
+        .unwrap();
+        assert_eq!((r.from_snapshot, r.folded), (None, mid + 1));
+        assert_eq!(r.cache_warning, None);
+        let (want, omitted) = expected_at(&all, mid as usize + 1);
+        assert_eq!(r.state, want);
+        assert_eq!(r.pruned_hosts_omitted, omitted);
+        // Later replays start from the nearest snapshot, at any point, by seq or by time.
+        for n in [
+            1u64,
+            999,
+            1_000,
+            1_001,
+            4_321,
+            6_500,
+            9_999,
+            all.len() as u64 - 1,
+        ] {
+            let r = forensics::replay(
+                src,
+                forensics::Point {
+                    seq: Some(n),
+                    time: None,
+                },
+                every,
+            )
+            .unwrap();
+            let (want, omitted) = expected_at(&all, n as usize + 1);
+            assert_eq!(r.state, want, "at seq {n}");
+            assert_eq!(r.pruned_hosts_omitted, omitted);
+            if n >= 1_000 && n <= mid {
+                assert_eq!(r.from_snapshot, Some((n + 1) / every * every), "at seq {n}");
+                assert!(r.folded < every);
+            }
+        }
+        let t = all[7_777].at;
+        let r = forensics::replay(
+            src,
+            forensics::Point {
+                seq: None,
+                time: Some(t),
+            },
+            every,
+        )
+        .unwrap();
+        let upto = all.iter().take_while(|i| i.at <= t).count();
+        assert_eq!(r.state, expected_at(&all, upto).0);
+        assert!(r.from_snapshot.is_some());
+        // The last point ends with every snapshot there is.
+        assert!(r.pruned_hosts_omitted > 0, "the simulation prunes rollouts");
+
+        // A damaged snapshot body is not used: the replay folds from an earlier one.
+        let mut bytes = std::fs::read(&cache).unwrap();
+        let n = bytes.len();
+        bytes[n - 10] ^= 1;
+        std::fs::write(&cache, &bytes).unwrap();
+        let r = forensics::replay(
+            src,
+            forensics::Point {
+                seq: Some(all.len() as u64 - 1),
+                time: None,
+            },
+            every,
+        )
+        .unwrap();
+        assert_eq!(r.state, expected_at(&all, all.len()).0);
+        assert!(r.from_snapshot.unwrap() < all.len() as u64 / every * every);
+    }
+    // A cache made on another log (same path, different genesis) is ignored and replaced.
+    let other = dir.path().join("other.redb");
+    let mut sim = fixtures::sim::Sim::new(6, 8);
+    let start = sim.now();
+    let groups = sim.run(3_000);
+    let mut l = Ledger::create(&other, demo::ORIGIN, fixtures::genesis_signer(), start).unwrap();
+    let batch: Vec<NewEntry> = groups
+        .iter()
+        .flat_map(|g| {
+            g.events.iter().map(|e| NewEntry {
+                recorded_at_us: g.at,
+                event: e.clone(),
+            })
+        })
+        .collect();
+    l.append(&batch).unwrap();
+    drop(l);
+    std::fs::copy(
+        fleet_ledger::snapshots::cache_path(&db),
+        fleet_ledger::snapshots::cache_path(&other),
+    )
+    .unwrap();
+    let others = items(&other);
+    let r = forensics::replay(
+        Source::Db(&other),
+        forensics::Point {
+            seq: Some(2_500),
+            time: None,
+        },
+        every,
+    )
+    .unwrap();
+    assert_eq!(r.from_snapshot, None);
+    assert_eq!(r.state, expected_at(&others, 2_501).0);
 }
 
 /// The report in a real headless browser: it loads with no script errors and draws one row

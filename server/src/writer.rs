@@ -468,17 +468,24 @@ impl Writer {
     }
 
     /// Reopens the store after a failed commit: open re-checks head, tree and checkpoint and
-    /// catches the projections up, so the models again equal the durable log.
+    /// catches the projections up, and the manifests in force are read again from the log,
+    /// so the models again equal the durable log (a manifest accepted in the failed batch is
+    /// not in force).
     fn reopen(&mut self) -> bool {
         // Readers may still hold the old database for a moment: retry briefly.
         for attempt in 0..50 {
             let opened = Signer::from_text(&self.signer)
                 .map_err(|e| e.to_string())
-                .and_then(|signer| {
-                    Ledger::open_live(&self.path, signer).map_err(|e| e.to_string())
+                .and_then(|signer| Ledger::open_live(&self.path, signer).map_err(|e| e.to_string()))
+                .and_then(|ledger| {
+                    let (manifests, in_force) =
+                        load_manifests(&ledger).map_err(|e| e.to_string())?;
+                    Ok((ledger, manifests, in_force))
                 });
             match opened {
-                Ok(ledger) => {
+                Ok((ledger, manifests, in_force)) => {
+                    self.manifests = manifests;
+                    self.in_force = in_force;
                     *self
                         .shared
                         .reader

@@ -48,6 +48,210 @@ async fn wait_healthy(c: &ApiClient) {
     panic!("the daemon never became healthy");
 }
 
+/// `serve`, unable to grow any file past `max_bytes` (the soft RLIMIT_FSIZE, set by python3
+/// before it execs the daemon; the hard limit stays unlimited so the test can lift it; SIGXFSZ
+/// ignored so a write past it fails with EFBIG instead of
+/// killing the process): the disk-full failure of a real commit, with nothing mocked.
+fn spawn_limited(db: &Path, config: &Path, port: u16, max_bytes: u64) -> Child {
+    Command::new("python3")
+        .args([
+            "-c",
+            "import os, resource, signal, sys\n\
+             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n\
+             n = int(sys.argv[1])\n\
+             resource.setrlimit(resource.RLIMIT_FSIZE, (n, resource.RLIM_INFINITY))\n\
+             os.execv(sys.argv[2], sys.argv[2:])",
+            &max_bytes.to_string(),
+            EXE,
+            "serve",
+            "--db",
+        ])
+        .arg(db)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_commit_answers_503_and_leaves_the_ledger_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::create(dir.path(), None, 16).unwrap();
+    let config = dir.path().join("config.json");
+    let (op, auditor) = (setup.tokens.operator.clone(), setup.tokens.auditor.clone());
+    let port = free_port();
+    let mut child = spawn(&setup.db, &config, port);
+    let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+    wait_healthy(&c).await;
+    prepare(&c, &setup).await;
+    let before = last_seqs(&c, &op).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    // The database may not grow by a byte: commits succeed while redb finds free pages in
+    // the file, then fail.
+    let size = std::fs::metadata(&setup.db).unwrap().len();
+    let port = free_port();
+    let mut child = spawn_limited(&setup.db, &config, port, size);
+    let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+    wait_healthy(&c).await;
+    let acked: Acked = Arc::default();
+    let mut tasks = Vec::new();
+    for (host, last) in &before {
+        let token = setup.tokens.agents[host].clone();
+        tasks.push(tokio::spawn(load(
+            c.clone(),
+            host.clone(),
+            token,
+            *last,
+            Arc::clone(&acked),
+        )));
+    }
+    let mut refused = Vec::new();
+    for t in tasks {
+        refused.push(t.await.unwrap());
+    }
+    // Every agent stopped at a 503 (no connection failed: the daemon stayed up), and the
+    // failures were commits that failed, not a full queue.
+    let reasons: Vec<String> = refused
+        .iter()
+        .map(|(h, s, v)| match v {
+            Some(v) => v["reason"].as_str().unwrap_or_default().to_string(),
+            None => panic!("{h} seq {s}: the connection failed"),
+        })
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("commit failed")),
+        "{reasons:?}"
+    );
+    // A manifest is refused alike, and must not come into force unrecorded.
+    let doc = setup
+        .rollout_doc("stable", "b2b2b2b2", TARGET, &setup.at(-5))
+        .unwrap();
+    let (body, _) = setup.sign(&doc).unwrap();
+    let (status, v) = c
+        .post(
+            &setup.tokens.ci,
+            "/v1/manifests/rollouts/stable@b2b2b2b2",
+            &body,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{v}");
+    let metrics = c
+        .http
+        .get(format!("{}/metrics", c.base))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failures: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("fleet_ledger_commit_failures"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(failures >= 1.0, "{metrics}");
+
+    // Room again, in the same process: the refused manifest is not in force, so posting it
+    // again records it (a writer that kept it in memory would call it a duplicate of an
+    // entry that does not exist).
+    let raised = Command::new("python3")
+        .args([
+            "-c",
+            "import resource, sys\n\
+             inf = resource.RLIM_INFINITY\n\
+             resource.prlimit(int(sys.argv[1]), resource.RLIMIT_FSIZE, (inf, inf))",
+            &child.id().to_string(),
+        ])
+        .status()
+        .unwrap();
+    assert!(raised.success());
+    let mut recorded = None;
+    for _ in 0..100 {
+        let (status, v) = c
+            .post(
+                &setup.tokens.ci,
+                "/v1/manifests/rollouts/stable@b2b2b2b2",
+                &body,
+            )
+            .await
+            .unwrap();
+        if status == 200 {
+            recorded = Some(v);
+            break;
+        }
+        assert_eq!(status, 503, "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recorded = recorded.expect("the manifest was never accepted once the disk had room");
+    assert_eq!(recorded["duplicate"], false, "{recorded}");
+    let manifest_seq = recorded["seq"].as_u64().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Restarted: every acknowledged event is there and nothing refused is; the manifest is
+    // at the seq its answer named; the ledger verifies, its projections equal a fold of the
+    // log, and replaying its decisions reproduces them.
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        !acked.is_empty(),
+        "no event was acknowledged before the disk filled"
+    );
+    let port = free_port();
+    let mut child = spawn(&setup.db, &config, port);
+    let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+    wait_healthy(&c).await;
+    all_present(&c, &auditor, &acked).await;
+    let after: std::collections::BTreeMap<String, u64> =
+        last_seqs(&c, &op).await.into_iter().collect();
+    for (host, seq, _) in &refused {
+        assert!(after[host] < *seq, "{host}: refused seq {seq} was recorded");
+    }
+    let entry = c
+        .http
+        .get(format!(
+            "{}/v1/ledger/entries?from={manifest_seq}&to={}",
+            c.base,
+            manifest_seq + 1
+        ))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    match ledger::entry::EntryRef::parse(&entry[4..])
+        .unwrap()
+        .event()
+        .unwrap()
+    {
+        ledger::Event::RolloutManifestAccepted(m) => {
+            assert_eq!(m.rollout_id.to_string(), "stable@b2b2b2b2")
+        }
+        other => panic!("entry {manifest_seq} is {other:?}"),
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let key = setup.genesis_pub.to_str().unwrap();
+    let db = setup.db.to_str().unwrap();
+    succeeds(&["verify", "--db", db, "--key", key]);
+    succeeds(&["check", "--db", db]);
+    succeeds(&["replay", "--db", db, "--check"]);
+}
+
 /// Runs the CLI and requires exit 0.
 fn succeeds(args: &[&str]) {
     let out = Command::new(EXE).args(args).output().unwrap();
@@ -62,7 +266,15 @@ fn succeeds(args: &[&str]) {
 /// (ledger seq, host, agent seq) of every acknowledged event.
 type Acked = Arc<Mutex<Vec<(u64, String, u64)>>>;
 
-async fn load(c: ApiClient, host: String, token: String, mut seq: u64, acked: Acked) {
+/// Sends probe results back to back until one is not acknowledged; returns that one's agent
+/// seq and the daemon's answer (None: the connection failed).
+async fn load(
+    c: ApiClient,
+    host: String,
+    token: String,
+    mut seq: u64,
+    acked: Acked,
+) -> (String, u64, Option<serde_json::Value>) {
     loop {
         seq += 1;
         let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
@@ -76,10 +288,52 @@ async fn load(c: ApiClient, host: String, token: String, mut seq: u64, acked: Ac
                     .unwrap()
                     .push((v["seq"].as_u64().unwrap(), host.clone(), seq))
             }
-            // The daemon died mid-request: the event may or may not be durable.
-            Ok((503, _)) | Err(_) => return,
+            // 503: not recorded. A failed connection (the daemon died mid-request): the event
+            // may or may not be durable.
+            Ok((503, v)) => return (host, seq, Some(v)),
+            Err(_) => return (host, seq, None),
             Ok((s, v)) => panic!("{host} seq {seq}: {s} {v}"),
         }
+    }
+}
+
+/// Posts the fleet and the rollout, waits for its hosts, and moves them to Soaking with
+/// heartbeats at the target (synthesized, marked so), so they may send probe results.
+async fn prepare(c: &ApiClient, setup: &Setup) {
+    let op = &setup.tokens.operator;
+    let (body, _) = setup.signed_fleet().unwrap();
+    c.ok(&setup.tokens.ci, "/v1/manifests/fleet", &body)
+        .await
+        .unwrap();
+    let doc = setup
+        .rollout_doc("stable", "a1a1a1a1", TARGET, &setup.at(-10))
+        .unwrap();
+    let (body, _) = setup.sign(&doc).unwrap();
+    c.ok(
+        &setup.tokens.ci,
+        &format!("/v1/manifests/rollouts/{ROLLOUT}"),
+        &body,
+    )
+    .await
+    .unwrap();
+    for _ in 0..400 {
+        let (s, v) = c
+            .get(op, &format!("/v1/rollouts/{ROLLOUT}/hosts"))
+            .await
+            .unwrap();
+        if s == 200 && v["hosts"].as_array().is_some_and(|h| h.len() == 14) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for (host, token) in &setup.tokens.agents {
+        if host.as_str() < "web-0002" {
+            continue;
+        }
+        let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+        let hb =
+            json!({"hostname": host, "rollout_id": ROLLOUT, "current_closure": TARGET, "at": now});
+        c.ok(token, "/v1/agent/heartbeat", &hb).await.unwrap();
     }
 }
 
@@ -155,40 +409,7 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
         let so_far = acked.lock().unwrap().clone();
         all_present(&c, &auditor, &so_far).await;
         if cycle == 0 {
-            let (body, _) = setup.signed_fleet().unwrap();
-            c.ok(&setup.tokens.ci, "/v1/manifests/fleet", &body)
-                .await
-                .unwrap();
-            let doc = setup
-                .rollout_doc("stable", "a1a1a1a1", TARGET, &setup.at(-10))
-                .unwrap();
-            let (body, _) = setup.sign(&doc).unwrap();
-            c.ok(
-                &setup.tokens.ci,
-                &format!("/v1/manifests/rollouts/{ROLLOUT}"),
-                &body,
-            )
-            .await
-            .unwrap();
-            for _ in 0..400 {
-                let (s, v) = c
-                    .get(&op, &format!("/v1/rollouts/{ROLLOUT}/hosts"))
-                    .await
-                    .unwrap();
-                if s == 200 && v["hosts"].as_array().is_some_and(|h| h.len() == 14) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            // Heartbeats at the target move every host to Soaking (synthesized, marked so).
-            for (host, token) in &setup.tokens.agents {
-                if host.as_str() < "web-0002" {
-                    continue;
-                }
-                let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
-                let hb = json!({"hostname": host, "rollout_id": ROLLOUT, "current_closure": TARGET, "at": now});
-                c.ok(token, "/v1/agent/heartbeat", &hb).await.unwrap();
-            }
+            prepare(&c, &setup).await;
         }
         let at_start = acked.lock().unwrap().len();
         let mut tasks = Vec::new();
@@ -217,7 +438,7 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
             assert!(exit.success(), "serve exited with {exit} on SIGTERM");
         }
         for t in tasks {
-            t.await.unwrap();
+            let _ = t.await.unwrap();
         }
         assert!(
             acked.lock().unwrap().len() > at_start,

@@ -30,6 +30,9 @@ pub struct RolloutRecord {
     pub opened_seq: u64,
     /// Ledger seq of its last state transition.
     pub last_transition_seq: u64,
+    /// CP time of its last state transition (its opening, before any): retention counts
+    /// from the transition into a finished state.
+    pub last_transition_at: Micros,
     /// Ledger seq of the last entry that changed it.
     pub updated_seq: u64,
 }
@@ -50,6 +53,7 @@ impl RolloutRecord {
             cleared_by: None,
             opened_seq: seq,
             last_transition_seq: seq,
+            last_transition_at: at,
             updated_seq: seq,
         }
     }
@@ -82,6 +86,7 @@ impl RolloutRecord {
                     _ => {}
                 }
                 self.last_transition_seq = seq;
+                self.last_transition_at = at;
             }
             Event::WaveAdvanced(e) if e.rollout_id == self.rollout_id => {
                 self.current_wave = self.current_wave.max(e.to_wave);

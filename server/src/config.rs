@@ -130,6 +130,17 @@ pub struct Config {
     /// Planner safety tick (the reference used 15 s).
     #[serde(default = "default_plan_interval")]
     pub plan_interval_ms: u64,
+    /// Hours a finished rollout (Terminal, Failed, Reverted, Superseded) stays live after its
+    /// last transition; then the writer records `RetentionExpired` and it becomes Pruned: it
+    /// leaves the daemon's memory, its rows and entries stay. 0 keeps every rollout live.
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: u64,
+}
+
+fn default_retention_hours() -> u64 {
+    // A week: long enough to look at a finished rollout, short enough that memory does not
+    // grow with the fleet's history.
+    168
 }
 
 fn default_plan_interval() -> u64 {
@@ -149,6 +160,14 @@ pub struct Settings {
     pub tokens: TokenTable,
     /// The TLS server config, when `tls` is set.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+}
+
+impl Settings {
+    /// The retention period in µs (None: keep every rollout live).
+    pub fn retention_us(&self) -> Option<i64> {
+        let hours = i64::try_from(self.config.retention_hours).ok()?;
+        (hours > 0).then(|| hours.saturating_mul(3_600_000_000))
+    }
 }
 
 impl Config {

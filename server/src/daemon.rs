@@ -48,10 +48,12 @@ impl Daemon {
     ) -> Result<Daemon> {
         let limits = settings.config.limits.clone();
         let batch = limits.batch_inputs;
-        let (writer, shared) =
-            tokio::task::spawn_blocking(move || Writer::open(db, signer, clock, batch))
-                .await?
-                .context("opening the ledger")?;
+        let retention = settings.retention_us();
+        let (writer, shared) = tokio::task::spawn_blocking(move || {
+            Writer::open(db, signer, clock, batch).map(|(w, s)| (w.with_retention(retention), s))
+        })
+        .await?
+        .context("opening the ledger")?;
         let (tx, rx) = mpsc::channel::<Job>(limits.queue);
         let writer_thread = std::thread::Builder::new()
             .name("fleet-ledger-writer".into())

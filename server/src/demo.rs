@@ -452,6 +452,7 @@ impl Setup {
             tokens: entries,
             limits: Limits::default(),
             plan_interval_ms: 100,
+            retention_hours: 168,
         };
         std::fs::write(
             dir.join("config.json"),

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use ledger::domain::{AgentReport, HostState, Micros, OnHealthFailure, RolloutId};
+use ledger::domain::{AgentReport, HostState, Micros, OnHealthFailure, RolloutId, RolloutState};
 use ledger::event::{
     DispatchDelivered, Event, FleetManifestAccepted, QuarantineLifted, RolloutManifestAccepted,
 };
@@ -277,6 +277,8 @@ pub struct Writer {
     clock: Clock,
     last_now: Micros,
     batch_inputs: usize,
+    /// How long a finished rollout stays live (None: forever).
+    retention_us: Option<Micros>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -368,6 +370,7 @@ impl Writer {
             clock,
             last_now: i64::MIN,
             batch_inputs,
+            retention_us: None,
         };
         Ok((writer, shared))
     }
@@ -465,6 +468,12 @@ impl Writer {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = None;
         self.ledger = None;
+    }
+
+    /// Sets how long a finished rollout stays live (None: forever).
+    pub fn with_retention(mut self, retention_us: Option<Micros>) -> Writer {
+        self.retention_us = retention_us;
+        self
     }
 
     /// Reopens the store after a failed commit: open re-checks head, tree and checkpoint and
@@ -588,7 +597,42 @@ impl Writer {
             Input::TakeDispatch { host } => Ok(Output::Dispatch(self.take_dispatch(host, now))),
             Input::Tick => {
                 *replan = true;
+                self.expire(now);
                 Ok(Output::Ticked)
+            }
+        }
+    }
+
+    /// Prunes the finished rollouts whose retention has passed, through the rollout machine
+    /// (`RetentionExpired`). The period is the operator's policy, not in the log: the entries
+    /// record each decision, and `replay --check` checks the machine allowed it.
+    fn expire(&mut self, now: Micros) {
+        let Some(keep) = self.retention_us else {
+            return;
+        };
+        let due: Vec<RolloutId> = self
+            .state()
+            .rollouts
+            .values()
+            .filter(|r| {
+                matches!(
+                    r.state,
+                    RolloutState::Terminal
+                        | RolloutState::Failed
+                        | RolloutState::Reverted
+                        | RolloutState::Superseded
+                ) && r.last_transition_at.saturating_add(keep) <= now
+            })
+            .map(|r| r.rollout_id.clone())
+            .collect();
+        for id in due {
+            match planner::decide_rollout(self.state(), &id, &RolloutInput::RetentionExpired, now) {
+                Ok(events) if !events.is_empty() => {
+                    tracing::info!(rollout = %id, "retention expired: pruning");
+                    self.ledger().stage(now, events);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(rollout = %id, reason = %e, "retention refused"),
             }
         }
     }

@@ -715,3 +715,68 @@ async fn manifests_dropped_in_the_watched_directory_are_verified_and_recorded() 
     );
     daemon.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finished_rollouts_are_pruned_when_their_retention_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = demo::run(demo::Options {
+        hosts: 12,
+        dir: dir.path().to_path_buf(),
+        db: None,
+        verbose: false,
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.rollouts["stable@a1a1a1a1"], "Superseded");
+    assert_eq!(s.rollouts["canary@a1a1a1a1"], "Terminal");
+    let mut settings = fleet_ledger::config::Config::load(&dir.path().join("config.json")).unwrap();
+    settings.config.retention_hours = 24;
+    settings.config.plan_interval_ms = 20;
+    let signer = fleet_ledger::daemon::signer(&settings.config.signing_key).unwrap();
+    let op = std::fs::read_to_string(dir.path().join("operator.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    // A day and a minute later: every finished rollout's retention has passed.
+    let later: fleet_ledger::writer::Clock =
+        Box::new(|| chrono::Utc::now().timestamp_micros() + 86_460_000_000);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let daemon = Daemon::start(s.db.clone(), settings, signer, listener, later)
+        .await
+        .unwrap();
+    let c = ApiClient::new(&format!("http://{}", daemon.addr)).unwrap();
+    let mut states = Value::Null;
+    for _ in 0..400 {
+        let (_, v) = c.get(&op, "/v1/rollouts").await.unwrap();
+        let all_pruned = v["rollouts"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["state"] == "Pruned"));
+        states = v;
+        if all_pruned {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let rollouts = states["rollouts"].as_array().unwrap();
+    assert_eq!(rollouts.len(), s.rollouts.len(), "{states}");
+    assert!(rollouts.iter().all(|r| r["state"] == "Pruned"), "{states}");
+    // Their host records stay readable: Pruned rollouts leave memory, not the tables.
+    let (status, hosts) = c
+        .get(&op, "/v1/rollouts/stable@c3c3c3c3/hosts")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{hosts}");
+    let hosts = hosts["hosts"].as_array().unwrap();
+    assert!(
+        !hosts.is_empty() && hosts.iter().all(|h| h["state"] == "Converged"),
+        "{hosts:?}"
+    );
+    daemon.shutdown().await.unwrap();
+    let report =
+        fleet_ledger::forensics::check(fleet_ledger::forensics::Source::Db(&s.db)).unwrap();
+    assert_eq!(report.divergence, None);
+    assert!(matches!(
+        fleet_ledger::materialize::check(&s.db, |_| {}).unwrap(),
+        fleet_ledger::materialize::CheckOutcome::Identical { .. }
+    ));
+}

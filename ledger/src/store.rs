@@ -442,6 +442,11 @@ impl Store {
         self.tip.head
     }
 
+    /// CP time of the last entry, µs.
+    pub fn last_time(&self) -> i64 {
+        self.tip.last_time
+    }
+
     /// The log's origin.
     pub fn origin(&self) -> &str {
         &self.origin

@@ -266,6 +266,19 @@ impl KeyScratch {
     }
 }
 
+/// How many host records of Pruned rollouts this state holds only in the tables (a live
+/// state, [`State::load_live`]) or leaves out (a replay, [`State::drop_pruned_hosts`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct Forgotten(u64);
+
+/// A count of rows not held is not state: a live state equals the fold it stands for.
+impl PartialEq for Forgotten {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Forgotten {}
+
 /// Every read model.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
@@ -290,9 +303,16 @@ pub struct State {
     pub next_seq: u64,
     scratch: KeyScratch,
     index: IndexRows,
+    forgotten: Forgotten,
 }
 
 impl State {
+    /// How many host records of Pruned rollouts are not in memory (see [`State::load_live`],
+    /// [`State::forget_pruned`], [`State::drop_pruned_hosts`]).
+    pub fn forgotten_hosts(&self) -> u64 {
+        self.forgotten.0
+    }
+
     /// An empty state that does not remember changed rows: for folding a whole log before
     /// [`State::write_all`] (a rebuild) or for comparing with stored tables.
     pub fn untracked() -> State {
@@ -686,6 +706,7 @@ impl State {
             next_seq,
             scratch: KeyScratch::default(),
             index: IndexRows::default(),
+            forgotten: Forgotten::default(),
         })
     }
 
@@ -703,7 +724,12 @@ impl State {
                 .get(id)
                 .is_none_or(|x| x.state != RolloutState::Pruned)
         };
-        let hosts = Model::load_filtered(HOSTS, r, |k: &(RolloutId, String), _| live(&k.0))?;
+        let mut forgotten = 0u64;
+        let hosts = Model::load_filtered(HOSTS, r, |k: &(RolloutId, String), _| {
+            let keep = live(&k.0);
+            forgotten += u64::from(!keep);
+            keep
+        })?;
         let by_host = Model::load_filtered(BY_HOST, r, |_, v: &IndexRow| live(&v.rollout_id))?;
         Ok(State {
             hosts,
@@ -717,6 +743,7 @@ impl State {
             next_seq,
             scratch: KeyScratch::default(),
             index: IndexRows::default(),
+            forgotten: Forgotten(forgotten),
         })
     }
 
@@ -738,6 +765,7 @@ impl State {
             for k in &keys {
                 self.hosts.forget(k);
             }
+            self.forgotten.0 += keys.len() as u64;
         }
         let index: Vec<(String, u64)> = self
             .by_host
@@ -820,9 +848,9 @@ impl State {
     /// The state's rows for a replay snapshot: every model but the host records of Pruned
     /// rollouts (frozen since pruning, and most of the rows on a long-lived fleet) and the
     /// per-host index (derived from the host records; see [`State::set_tracking`]). Encoded
-    /// with bincode 2, with the number of host records left out (`omitted` of them were left
-    /// out of this state already); [`State::from_snapshot`] reads it back.
-    pub fn snapshot(&self, omitted: usize) -> Vec<u8> {
+    /// with bincode 2, with the number of host records left out (with those this state
+    /// already does not hold); [`State::from_snapshot`] reads it back.
+    pub fn snapshot(&self) -> Vec<u8> {
         let pruned = |id: &RolloutId| {
             self.rollouts
                 .get(id)
@@ -830,7 +858,7 @@ impl State {
         };
         let hosts: BTreeMap<&(RolloutId, String), &HostRecord> =
             self.hosts.iter().filter(|((r, _), _)| !pruned(r)).collect();
-        let omitted = (omitted + self.hosts.len() - hosts.len()) as u64;
+        let omitted = self.forgotten.0 + (self.hosts.len() - hosts.len()) as u64;
         model::encode(&(
             self.next_seq,
             omitted,
@@ -845,8 +873,8 @@ impl State {
     }
 
     /// A state from [`State::snapshot`] bytes, untracked and without the entry index, for
-    /// folding on (replay), and the number of host records the snapshot left out.
-    pub fn from_snapshot(bytes: &[u8]) -> Result<(State, u64), TableError> {
+    /// folding on (replay); the host records it left out count as forgotten.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<State, TableError> {
         #[allow(clippy::type_complexity)]
         let (
             next_seq,
@@ -885,13 +913,14 @@ impl State {
                 covered: 0,
                 off: true,
             },
+            forgotten: Forgotten(omitted),
         };
-        Ok((state, omitted))
+        Ok(state)
     }
 
     /// Removes the host records of Pruned rollouts from an untracked state (replay shows
-    /// what a snapshot keeps), returning how many it removed.
-    pub fn drop_pruned_hosts(&mut self) -> usize {
+    /// what a snapshot keeps); they count as forgotten.
+    pub fn drop_pruned_hosts(&mut self) {
         debug_assert!(!self.hosts.tracking(), "only untracked states drop rows");
         let rollouts = &self.rollouts;
         let before = self.hosts.len();
@@ -905,7 +934,7 @@ impl State {
             })
             .collect();
         self.hosts = Model::from_rows(kept, false);
-        before - self.hosts.len()
+        self.forgotten.0 += (before - self.hosts.len()) as u64;
     }
 
     /// This state without the entry index (replay and forensics, which never write tables).

@@ -135,6 +135,14 @@ pub struct Config {
     /// leaves the daemon's memory, its rows and entries stay. 0 keeps every rollout live.
     #[serde(default = "default_retention_hours")]
     pub retention_hours: u64,
+    /// Entries between the replay snapshots the writer leaves beside the database
+    /// (`<db>.replay-cache`), so `replay --at-*` on it starts near any point. 0: none.
+    #[serde(default = "default_replay_snapshot_every")]
+    pub replay_snapshot_every: u64,
+}
+
+fn default_replay_snapshot_every() -> u64 {
+    crate::snapshots::SNAPSHOT_EVERY
 }
 
 fn default_retention_hours() -> u64 {

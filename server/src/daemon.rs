@@ -49,8 +49,10 @@ impl Daemon {
         let limits = settings.config.limits.clone();
         let batch = limits.batch_inputs;
         let retention = settings.retention_us();
+        let every = settings.config.replay_snapshot_every;
         let (writer, shared) = tokio::task::spawn_blocking(move || {
-            Writer::open(db, signer, clock, batch).map(|(w, s)| (w.with_retention(retention), s))
+            Writer::open(db, signer, clock, batch)
+                .map(|(w, s)| (w.with_retention(retention).with_snapshots(every), s))
         })
         .await?
         .context("opening the ledger")?;

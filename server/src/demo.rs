@@ -453,6 +453,7 @@ impl Setup {
             limits: Limits::default(),
             plan_interval_ms: 100,
             retention_hours: 168,
+            replay_snapshot_every: crate::snapshots::SNAPSHOT_EVERY,
         };
         std::fs::write(
             dir.join("config.json"),

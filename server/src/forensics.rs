@@ -746,11 +746,10 @@ pub fn replay(source: Source<'_>, point: Point, every: u64) -> Result<Replayed, 
     }
     let from = start.as_ref().map(|(m, _)| (m.seq - 1, m.offset));
     let from_snapshot = start.as_ref().map(|(m, _)| m.seq);
-    let (mut state, omitted) = match start {
-        Some((_, (s, omitted))) => (s, usize::try_from(omitted).unwrap_or(usize::MAX)),
-        None => (State::untracked().without_index(), 0),
+    let mut state = match start {
+        Some((_, s)) => s,
+        None => State::untracked().without_index(),
     };
-    let last = cache.last_seq();
     let mut new: Vec<NewMark> = Vec::new();
     let mut folded = 0u64;
     for_each_raw(source, from, |seq, offset, bytes| {
@@ -765,8 +764,8 @@ pub fn replay(source: Source<'_>, point: Point, every: u64) -> Result<Replayed, 
         state.apply(item.seq, item.at, &item.event);
         folded += 1;
         let next = seq + 1;
-        if next > last
-            && next.is_multiple_of(every)
+        if next.is_multiple_of(every)
+            && !cache.has(next)
             && let Some(hash) = entry_hash(bytes)
         {
             new.push(NewMark {
@@ -774,7 +773,7 @@ pub fn replay(source: Source<'_>, point: Point, every: u64) -> Result<Replayed, 
                 at: item.at,
                 hash,
                 offset,
-                body: state.snapshot(omitted),
+                body: state.snapshot(),
             });
         }
         Ok(true)
@@ -786,7 +785,8 @@ pub fn replay(source: Source<'_>, point: Point, every: u64) -> Result<Replayed, 
             .map(|e| format!("{}: {e}", crate::snapshots::cache_path(path).display())),
         None => None,
     };
-    let pruned_hosts_omitted = omitted + state.drop_pruned_hosts();
+    state.drop_pruned_hosts();
+    let pruned_hosts_omitted = usize::try_from(state.forgotten_hosts()).unwrap_or(usize::MAX);
     state.set_tracking(true);
     Ok(Replayed {
         state,

@@ -19,9 +19,11 @@
 //!         body: `State::snapshot` bytes
 //! ```
 //!
-//! Records are appended in seq order as replays fold past new multiples of
-//! [`SNAPSHOT_EVERY`]; a torn last record (a replay killed while writing) is ignored and
-//! overwritten.
+//! Records are appended, in any seq order, by replays as they fold past multiples of
+//! [`SNAPSHOT_EVERY`] the cache lacks, and by the daemon each time its log crosses one (its
+//! live state is exactly a snapshot's). Appenders take an exclusive lock on the file and
+//! re-read it first, so a seq is never written twice; a torn last record (a process killed
+//! while writing) is ignored and overwritten.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -130,8 +132,7 @@ impl Cache {
             let body_len = u64_at(&rec, 56);
             let body_at = at + RECORD_HEAD_BYTES as u64;
             let seq = u64_at(&rec, 0);
-            let in_order = self.marks.last().is_none_or(|m| m.seq < seq);
-            if body_at.saturating_add(body_len) > len || !in_order {
+            if body_at.saturating_add(body_len) > len || seq == 0 {
                 break;
             }
             self.marks.push(Mark {
@@ -147,6 +148,8 @@ impl Cache {
             at = body_at + body_len;
         }
         self.end = at;
+        self.marks.sort_by_key(|m| m.seq);
+        self.marks.dedup_by_key(|m| m.seq);
         Ok(())
     }
 
@@ -179,8 +182,8 @@ impl Cache {
             .copied()
     }
 
-    /// Loads a snapshot's state and the number of host records it left out.
-    pub fn load(&self, mark: &Mark) -> Result<(State, u64), String> {
+    /// Loads a snapshot's state.
+    pub fn load(&self, mark: &Mark) -> Result<State, String> {
         let mut f = File::open(&self.path).map_err(|e| e.to_string())?;
         f.seek(SeekFrom::Start(mark.body_at))
             .map_err(|e| e.to_string())?;
@@ -190,38 +193,49 @@ impl Cache {
         if *blake3::hash(&body).as_bytes() != mark.digest {
             return Err(format!("snapshot at {} is damaged", mark.seq));
         }
-        let (state, omitted) = State::from_snapshot(&body).map_err(|e| e.to_string())?;
+        let state = State::from_snapshot(&body).map_err(|e| e.to_string())?;
         if state.next_seq != mark.seq {
             return Err(format!(
                 "snapshot at {} holds the state after {} entries",
                 mark.seq, state.next_seq
             ));
         }
-        Ok((state, omitted))
+        Ok(state)
     }
 
-    /// The seq of the last snapshot (0: none).
-    pub fn last_seq(&self) -> u64 {
-        self.marks().last().map_or(0, |m| m.seq)
+    /// Whether the cache has a snapshot at `seq`.
+    pub fn has(&self, seq: u64) -> bool {
+        self.marks().binary_search_by_key(&seq, |m| m.seq).is_ok()
     }
 
-    /// Appends snapshots (seqs above [`Cache::last_seq`], ascending) of the log whose entry
-    /// 0 hashes to `genesis`, starting the file afresh when it belongs to another log or
-    /// fold version.
+    /// Appends the snapshots it does not have yet, of the log whose entry 0 hashes to
+    /// `genesis`, starting the file afresh when it belongs to another log or fold version.
+    /// Holds an exclusive lock on the file meanwhile and re-reads it under the lock, so
+    /// concurrent appenders (a replay beside the daemon) neither interleave nor repeat a seq.
     pub fn append(&mut self, genesis: &[u8; 32], new: &[NewMark]) -> std::io::Result<()> {
         if new.is_empty() {
             return Ok(());
         }
-        let fresh = self.genesis.as_ref() != Some(genesis);
         let mut f = OpenOptions::new()
             .create(true)
+            .truncate(false)
+            .read(true)
             .write(true)
-            .truncate(fresh)
             .open(&self.path)?;
+        f.lock()?;
+        let mut current = Cache {
+            path: self.path.clone(),
+            genesis: None,
+            marks: Vec::new(),
+            end: HEADER_BYTES,
+        };
+        let _ = current.read_marks(f.try_clone()?);
+        let fresh = current.genesis.as_ref() != Some(genesis);
         let mut out = Vec::new();
         if fresh {
-            self.marks.clear();
-            self.end = HEADER_BYTES;
+            current.marks.clear();
+            current.end = HEADER_BYTES;
+            f.set_len(0)?;
             out.extend_from_slice(MAGIC);
             out.extend_from_slice(&CACHE_VERSION.to_be_bytes());
             out.extend_from_slice(&projections::FOLD_VERSION.to_be_bytes());
@@ -229,13 +243,15 @@ impl Cache {
             f.seek(SeekFrom::Start(0))?;
         } else {
             // Over a torn tail, if any.
-            f.set_len(self.end)?;
-            f.seek(SeekFrom::Start(self.end))?;
+            f.set_len(current.end)?;
+            f.seek(SeekFrom::Start(current.end))?;
         }
-        let mut at = self.end;
-        let mut marks = Vec::new();
+        let mut at = current.end;
         for m in new {
-            debug_assert!(marks.last().map_or(self.last_seq(), |x: &Mark| x.seq) < m.seq);
+            // Linear: the marks just pushed are not sorted yet, and a cache holds tens.
+            if current.marks.iter().any(|x| x.seq == m.seq) {
+                continue;
+            }
             out.extend_from_slice(&m.seq.to_be_bytes());
             out.extend_from_slice(&m.at.to_be_bytes());
             out.extend_from_slice(&m.hash);
@@ -245,7 +261,7 @@ impl Cache {
             out.extend_from_slice(&digest);
             out.extend_from_slice(&m.body);
             let body_at = at + RECORD_HEAD_BYTES as u64;
-            marks.push(Mark {
+            current.marks.push(Mark {
                 seq: m.seq,
                 at: m.at,
                 hash: m.hash,
@@ -258,9 +274,11 @@ impl Cache {
         }
         f.write_all(&out)?;
         f.sync_data()?;
-        self.genesis = Some(*genesis);
-        self.marks.extend(marks);
-        self.end = at;
+        f.unlock()?;
+        current.genesis = Some(*genesis);
+        current.end = at;
+        current.marks.sort_by_key(|m| m.seq);
+        *self = current;
         Ok(())
     }
 }

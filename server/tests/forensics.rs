@@ -174,8 +174,9 @@ fn expected_at(all: &[forensics::Item], n: usize) -> (projections::State, usize)
     for i in &all[..n] {
         s.apply(i.seq, i.at, &i.event);
     }
-    let omitted = s.drop_pruned_hosts();
+    s.drop_pruned_hosts();
     s.set_tracking(true);
+    let omitted = s.forgotten_hosts() as usize;
     (s, omitted)
 }
 
@@ -391,4 +392,55 @@ fn the_rollout_report_renders_one_row_per_host_in_headless_chromium() {
     );
     assert!(!log.contains("Uncaught"), "console errors: {log}");
     assert_eq!(dom.matches("class=\"host-row\"").count(), hosts);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_starts_from_the_snapshots_the_daemon_leaves_beside_its_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = demo::Setup::create(dir.path(), None, 16).unwrap();
+    setup.config.replay_snapshot_every = 16;
+    let (daemon, c) = setup.start().await.unwrap();
+    let (body, _) = setup.signed_fleet().unwrap();
+    c.ok(&setup.tokens.ci, "/v1/manifests/fleet", &body)
+        .await
+        .unwrap();
+    let doc = setup
+        .rollout_doc("stable", "a1a1a1a1", "/nix/store/t-stable", &setup.at(-10))
+        .unwrap();
+    let (body, _) = setup.sign(&doc).unwrap();
+    c.ok(
+        &setup.tokens.ci,
+        "/v1/manifests/rollouts/stable@a1a1a1a1",
+        &body,
+    )
+    .await
+    .unwrap();
+    // Heartbeats at the target: every host reports, so the log grows past a few multiples.
+    for (host, token) in &setup.tokens.agents {
+        let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+        let hb = serde_json::json!({"hostname": host, "current_closure": "/nix/store/t-stable", "at": now});
+        c.ok(token, "/v1/agent/heartbeat", &hb).await.unwrap();
+    }
+    daemon.shutdown().await.unwrap();
+
+    let cache = fleet_ledger::snapshots::Cache::open(&setup.db);
+    let marks = cache.marks().to_vec();
+    assert!(marks.len() >= 2, "{marks:?}");
+    let all = items(&setup.db);
+    for m in &marks {
+        // Each was taken at the end of the commit that crossed a multiple of 16.
+        let r = forensics::replay(
+            Source::Db(&setup.db),
+            forensics::Point {
+                seq: Some(m.seq - 1),
+                time: None,
+            },
+            fleet_ledger::snapshots::SNAPSHOT_EVERY,
+        )
+        .unwrap();
+        assert_eq!((r.from_snapshot, r.folded), (Some(m.seq), 0));
+        let (want, omitted) = expected_at(&all, m.seq as usize);
+        assert_eq!(r.state, want, "snapshot at {}", m.seq);
+        assert_eq!(r.pruned_hosts_omitted, omitted);
+    }
 }

@@ -23,17 +23,45 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(db: &Path, config: &Path, port: u16) -> Child {
-    Command::new(EXE)
-        .args(["serve", "--db"])
-        .arg(db)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+/// A daemon process that is killed if the test panics first (a failed test must not leave a
+/// daemon ticking in the background).
+struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn spawn(db: &Path, config: &Path, port: u16) -> Proc {
+    Proc(
+        Command::new(EXE)
+            .args(["serve", "--db"])
+            .arg(db)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 async fn wait_healthy(c: &ApiClient) {
@@ -52,28 +80,30 @@ async fn wait_healthy(c: &ApiClient) {
 /// before it execs the daemon; the hard limit stays unlimited so the test can lift it; SIGXFSZ
 /// ignored so a write past it fails with EFBIG instead of
 /// killing the process): the disk-full failure of a real commit, with nothing mocked.
-fn spawn_limited(db: &Path, config: &Path, port: u16, max_bytes: u64) -> Child {
-    Command::new("python3")
-        .args([
-            "-c",
-            "import os, resource, signal, sys\n\
+fn spawn_limited(db: &Path, config: &Path, port: u16, max_bytes: u64) -> Proc {
+    Proc(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import os, resource, signal, sys\n\
              signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n\
              n = int(sys.argv[1])\n\
              resource.setrlimit(resource.RLIMIT_FSIZE, (n, resource.RLIM_INFINITY))\n\
              os.execv(sys.argv[2], sys.argv[2:])",
-            &max_bytes.to_string(),
-            EXE,
-            "serve",
-            "--db",
-        ])
-        .arg(db)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
-        .arg(config)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+                &max_bytes.to_string(),
+                EXE,
+                "serve",
+                "--db",
+            ])
+            .arg(db)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .arg(config)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -601,17 +601,22 @@ async fn auditors_get_checkpoints_entries_proofs_and_exports_that_verify() {
     f.daemon.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_demo_drives_full_rollouts_over_http_and_its_ledger_checks() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = demo::run(demo::Options {
-        hosts: 24,
+/// The demo with `hosts` hosts, quietly, in `dir`.
+async fn run_demo(dir: &tempfile::TempDir, hosts: usize) -> demo::Summary {
+    demo::run(demo::Options {
+        hosts,
         dir: dir.path().to_path_buf(),
         db: None,
         verbose: false,
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_drives_full_rollouts_over_http_and_its_ledger_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = run_demo(&dir, 24).await;
     assert_eq!(s.rollouts["stable@a1a1a1a1"], "Superseded");
     assert_eq!(s.rollouts["stable@b2b2b2b2"], "Superseded");
     assert_eq!(s.rollouts["stable@c3c3c3c3"], "Terminal");
@@ -719,14 +724,7 @@ async fn manifests_dropped_in_the_watched_directory_are_verified_and_recorded() 
 #[tokio::test(flavor = "multi_thread")]
 async fn finished_rollouts_are_pruned_when_their_retention_passes() {
     let dir = tempfile::tempdir().unwrap();
-    let s = demo::run(demo::Options {
-        hosts: 12,
-        dir: dir.path().to_path_buf(),
-        db: None,
-        verbose: false,
-    })
-    .await
-    .unwrap();
+    let s = run_demo(&dir, 12).await;
     assert_eq!(s.rollouts["stable@a1a1a1a1"], "Superseded");
     assert_eq!(s.rollouts["canary@a1a1a1a1"], "Terminal");
     let mut settings = fleet_ledger::config::Config::load(&dir.path().join("config.json")).unwrap();

@@ -50,15 +50,19 @@ impl Drop for Proc {
 }
 
 fn spawn(db: &Path, config: &Path, port: u16) -> Proc {
+    serve(Command::new(EXE), db, config, port, Stdio::inherit())
+}
+
+/// `cmd` (the binary, or a wrapper that execs it with these arguments) running `serve`.
+fn serve(mut cmd: Command, db: &Path, config: &Path, port: u16, stderr: Stdio) -> Proc {
     Proc(
-        Command::new(EXE)
-            .args(["serve", "--db"])
+        cmd.args(["serve", "--db"])
             .arg(db)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
             .arg(config)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap(),
     )
@@ -78,32 +82,21 @@ async fn wait_healthy(c: &ApiClient) {
 
 /// `serve`, unable to grow any file past `max_bytes` (the soft RLIMIT_FSIZE, set by python3
 /// before it execs the daemon; the hard limit stays unlimited so the test can lift it; SIGXFSZ
-/// ignored so a write past it fails with EFBIG instead of
-/// killing the process): the disk-full failure of a real commit, with nothing mocked.
+/// ignored so a write past it fails with EFBIG instead of killing the process): the disk-full
+/// failure of a real commit, with nothing mocked.
 fn spawn_limited(db: &Path, config: &Path, port: u16, max_bytes: u64) -> Proc {
-    Proc(
-        Command::new("python3")
-            .args([
-                "-c",
-                "import os, resource, signal, sys\n\
-             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n\
-             n = int(sys.argv[1])\n\
-             resource.setrlimit(resource.RLIMIT_FSIZE, (n, resource.RLIM_INFINITY))\n\
-             os.execv(sys.argv[2], sys.argv[2:])",
-                &max_bytes.to_string(),
-                EXE,
-                "serve",
-                "--db",
-            ])
-            .arg(db)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
-            .arg(config)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    let mut python = Command::new("python3");
+    python.args([
+        "-c",
+        "import os, resource, signal, sys\n\
+         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n\
+         n = int(sys.argv[1])\n\
+         resource.setrlimit(resource.RLIMIT_FSIZE, (n, resource.RLIM_INFINITY))\n\
+         os.execv(sys.argv[2], sys.argv[2:])",
+        &max_bytes.to_string(),
+        EXE,
+    ]);
+    serve(python, db, config, port, Stdio::null())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -165,14 +158,14 @@ async fn a_failed_commit_answers_503_and_leaves_the_ledger_as_it_was() {
         .rollout_doc("stable", "b2b2b2b2", TARGET, &setup.at(-5))
         .unwrap();
     let (body, _) = setup.sign(&doc).unwrap();
-    let (status, v) = c
-        .post(
+    let post_b2 = || {
+        c.post(
             &setup.tokens.ci,
             "/v1/manifests/rollouts/stable@b2b2b2b2",
             &body,
         )
-        .await
-        .unwrap();
+    };
+    let (status, v) = post_b2().await.unwrap();
     assert_eq!(status, 503, "{v}");
     let metrics = c
         .http
@@ -207,14 +200,7 @@ async fn a_failed_commit_answers_503_and_leaves_the_ledger_as_it_was() {
     assert!(raised.success());
     let mut recorded = None;
     for _ in 0..100 {
-        let (status, v) = c
-            .post(
-                &setup.tokens.ci,
-                "/v1/manifests/rollouts/stable@b2b2b2b2",
-                &body,
-            )
-            .await
-            .unwrap();
+        let (status, v) = post_b2().await.unwrap();
         if status == 200 {
             recorded = Some(v);
             break;
@@ -270,6 +256,12 @@ async fn a_failed_commit_answers_503_and_leaves_the_ledger_as_it_was() {
         }
         other => panic!("entry {manifest_seq} is {other:?}"),
     }
+    stop_and_check(child, &setup);
+}
+
+/// SIGTERM (the daemon exits 0), then the chain verifies, the projections equal a fold of
+/// the log, and replaying the decisions reproduces them.
+fn stop_and_check(mut child: Proc, setup: &Setup) {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -505,13 +497,5 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
     let mut child = spawn(&setup.db, &config, port);
     let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
     wait_healthy(&c).await;
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    let key = setup.genesis_pub.to_str().unwrap();
-    let db = setup.db.to_str().unwrap();
-    succeeds(&["verify", "--db", db, "--key", key]);
-    succeeds(&["check", "--db", db]);
+    stop_and_check(child, &setup);
 }

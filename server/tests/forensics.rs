@@ -167,6 +167,27 @@ fn timeline_why_and_replay_show_what_happened() {
     assert!(forensics::state_json(&state)["hosts"].is_array());
 }
 
+/// A ledger of the fleet simulation (`seed`, `hosts`, about `entries` entries), appended 30
+/// planner groups per batch.
+fn sim_ledger(db: &Path, seed: u64, hosts: usize, entries: u64) {
+    let mut sim = fixtures::sim::Sim::new(seed, hosts);
+    let start = sim.now();
+    let groups = sim.run(entries);
+    let mut ledger = Ledger::create(db, demo::ORIGIN, fixtures::genesis_signer(), start).unwrap();
+    for chunk in groups.chunks(30) {
+        let batch: Vec<NewEntry> = chunk
+            .iter()
+            .flat_map(|g| {
+                g.events.iter().map(|e| NewEntry {
+                    recorded_at_us: g.at,
+                    event: e.clone(),
+                })
+            })
+            .collect();
+        ledger.append(&batch).unwrap();
+    }
+}
+
 /// The state `replay` shows after `n` entries: the fold of that prefix without the host
 /// records of Pruned rollouts.
 fn expected_at(all: &[forensics::Item], n: usize) -> (projections::State, usize) {
@@ -184,23 +205,7 @@ fn expected_at(all: &[forensics::Item], n: usize) -> (projections::State, usize)
 fn replay_from_snapshots_equals_the_fold_and_never_trusts_a_stale_cache() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("sim.redb");
-    let mut sim = fixtures::sim::Sim::new(5, 16);
-    let start = sim.now();
-    let groups = sim.run(12_000);
-    let mut ledger = Ledger::create(&db, demo::ORIGIN, fixtures::genesis_signer(), start).unwrap();
-    for chunk in groups.chunks(30) {
-        let batch: Vec<NewEntry> = chunk
-            .iter()
-            .flat_map(|g| {
-                g.events.iter().map(|e| NewEntry {
-                    recorded_at_us: g.at,
-                    event: e.clone(),
-                })
-            })
-            .collect();
-        ledger.append(&batch).unwrap();
-    }
-    drop(ledger);
+    sim_ledger(&db, 5, 16, 12_000);
     let all = items(&db);
     let bundle = export(&db);
     let every = 1_000;
@@ -290,21 +295,7 @@ fn replay_from_snapshots_equals_the_fold_and_never_trusts_a_stale_cache() {
     }
     // A cache made on another log (same path, different genesis) is ignored and replaced.
     let other = dir.path().join("other.redb");
-    let mut sim = fixtures::sim::Sim::new(6, 8);
-    let start = sim.now();
-    let groups = sim.run(3_000);
-    let mut l = Ledger::create(&other, demo::ORIGIN, fixtures::genesis_signer(), start).unwrap();
-    let batch: Vec<NewEntry> = groups
-        .iter()
-        .flat_map(|g| {
-            g.events.iter().map(|e| NewEntry {
-                recorded_at_us: g.at,
-                event: e.clone(),
-            })
-        })
-        .collect();
-    l.append(&batch).unwrap();
-    drop(l);
+    sim_ledger(&other, 6, 8, 3_000);
     std::fs::copy(
         fleet_ledger::snapshots::cache_path(&db),
         fleet_ledger::snapshots::cache_path(&other),

@@ -223,7 +223,7 @@ async fn a_failed_commit_answers_503_and_leaves_the_ledger_as_it_was() {
         "no event was acknowledged before the disk filled"
     );
     let port = free_port();
-    let mut child = spawn(&setup.db, &config, port);
+    let child = spawn(&setup.db, &config, port);
     let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
     wait_healthy(&c).await;
     all_present(&c, &auditor, &acked).await;
@@ -494,7 +494,7 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("crash recovery"));
     let port = free_port();
-    let mut child = spawn(&setup.db, &config, port);
+    let child = spawn(&setup.db, &config, port);
     let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
     wait_healthy(&c).await;
     stop_and_check(child, &setup);

@@ -214,16 +214,7 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
 
     /// Loads a table.
     pub fn load(table: &'static str, r: &dyn TableReader) -> Result<Model<K, V>, TableError> {
-        let mut rows = BTreeMap::new();
-        r.scan(table, &mut |k, v| {
-            rows.insert(decode(table, k)?, decode(table, v)?);
-            Ok(())
-        })?;
-        Ok(Model {
-            rows,
-            dirty: BTreeSet::new(),
-            track: true,
-        })
+        Model::load_filtered(table, r, |_, _| true)
     }
 
     /// Loads the rows of a table that `keep` accepts (the others stay in the table only).
@@ -240,11 +231,7 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
             }
             Ok(())
         })?;
-        Ok(Model {
-            rows,
-            dirty: BTreeSet::new(),
-            track: true,
-        })
+        Ok(Model::from_rows(rows, true))
     }
 
     /// Drops a row from memory only: the stored table keeps it. For rows no decision can

@@ -730,13 +730,16 @@ pub fn replay(source: Source<'_>, point: Point, every: u64) -> Result<Replayed, 
     let every = every.max(1);
     let mut cache = Cache::open(path);
     let genesis = first_entry_hash(source)?;
-    // The nearest usable snapshot: one whose entry still hashes as recorded (the same log)
-    // and whose body is intact; else an earlier one; else none.
+    // The nearest usable snapshot: one whose entry still hashes as recorded and whose body
+    // is intact; a damaged body falls back to an earlier one. An entry that hashes otherwise
+    // means another log (one forked from this one): the whole cache is dropped and rebuilt.
     let mut start = None;
     if let Some(genesis) = genesis {
-        for mark in cache.usable(&genesis, point.seq, point.time) {
+        let marks: Vec<_> = cache.usable(&genesis, point.seq, point.time).collect();
+        for mark in marks {
             if entry_hash_at(source, mark.seq - 1, mark.offset)? != Some(mark.hash) {
-                continue;
+                cache.discard();
+                break;
             }
             if let Ok(state) = cache.load(&mark) {
                 start = Some((mark, state));

@@ -82,6 +82,8 @@ pub struct Cache {
     marks: Vec<Mark>,
     /// Where the next record goes (after the last whole record).
     end: u64,
+    /// Set by [`Cache::discard`]: the next append rewrites the file.
+    discarded: bool,
 }
 
 /// The cache path of a source.
@@ -105,6 +107,7 @@ impl Cache {
             genesis: None,
             marks: Vec::new(),
             end: HEADER_BYTES,
+            discarded: false,
         };
         if let Ok(f) = File::open(&cache.path) {
             // Errors leave the marks read so far; a torn tail is simply not used.
@@ -203,6 +206,13 @@ impl Cache {
         Ok(state)
     }
 
+    /// Forgets every snapshot: the next append starts the file afresh.
+    pub fn discard(&mut self) {
+        self.genesis = None;
+        self.marks.clear();
+        self.discarded = true;
+    }
+
     /// Whether the cache has a snapshot at `seq`.
     pub fn has(&self, seq: u64) -> bool {
         self.marks().binary_search_by_key(&seq, |m| m.seq).is_ok()
@@ -228,9 +238,10 @@ impl Cache {
             genesis: None,
             marks: Vec::new(),
             end: HEADER_BYTES,
+            discarded: false,
         };
         let _ = current.read_marks(f.try_clone()?);
-        let fresh = current.genesis.as_ref() != Some(genesis);
+        let fresh = self.discarded || current.genesis.as_ref() != Some(genesis);
         let mut out = Vec::new();
         if fresh {
             current.marks.clear();

@@ -293,7 +293,9 @@ fn replay_from_snapshots_equals_the_fold_and_never_trusts_a_stale_cache() {
         assert_eq!(r.state, expected_at(&all, all.len()).0);
         assert!(r.from_snapshot.unwrap() < all.len() as u64 / every * every);
     }
-    // A cache made on another log (same path, different genesis) is ignored and replaced.
+    // A cache made on another log is ignored and replaced. (Both simulations start at the same
+    // time with the same key and origin, so their entry 0 is the same: a forked log, caught
+    // by the entry hash at the snapshot.)
     let other = dir.path().join("other.redb");
     sim_ledger(&other, 6, 8, 3_000);
     std::fs::copy(
@@ -313,6 +315,18 @@ fn replay_from_snapshots_equals_the_fold_and_never_trusts_a_stale_cache() {
     .unwrap();
     assert_eq!(r.from_snapshot, None);
     assert_eq!(r.state, expected_at(&others, 2_501).0);
+    // ... and its own snapshots replace the foreign ones.
+    let r = forensics::replay(
+        Source::Db(&other),
+        forensics::Point {
+            seq: Some(2_600),
+            time: None,
+        },
+        every,
+    )
+    .unwrap();
+    assert_eq!(r.from_snapshot, Some(2_000));
+    assert_eq!(r.state, expected_at(&others, 2_601).0);
 }
 
 /// The report in a real headless browser: it loads with no script errors and draws one row

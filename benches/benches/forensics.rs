@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use fleet_ledger::forensics::{self, Filter, Source};
 use fleet_ledger_benches::cached_log;
 
+/// The allocator the `fleet-ledger` binary runs with, so the library is measured as it ships.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn median(mut f: impl FnMut()) -> Duration {
     let mut t: Vec<Duration> = (0..5)
         .map(|_| {

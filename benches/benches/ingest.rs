@@ -21,7 +21,12 @@ use fleet_ledger::config::Config;
 use fleet_ledger::daemon::{Daemon, system_clock};
 use fleet_ledger::demo::{ApiClient, Setup};
 use fleet_ledger_benches::{bench_dir, cached_log};
+
 use serde_json::json;
+
+/// The allocator the `fleet-ledger` binary runs with, so the library is measured as it ships.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ROLLOUT: &str = "stable@a1a1a1a1";
 const TARGET: &str = "/nix/store/bench-stable";

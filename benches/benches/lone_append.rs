@@ -17,6 +17,10 @@ use ledger::hash::Hash;
 use ledger::store::Store;
 use redb::{Database, Durability, TableDefinition};
 
+/// The allocator the `fleet-ledger` binary runs with, so the library is measured as it ships.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("raw");
 const T0: i64 = 1_767_225_600_000_000;
 

@@ -834,6 +834,7 @@ pub fn print_summary(s: &Summary, dir: &Path) {
     println!("  fleet-ledger verify --db {db} --key {key}");
     println!("  fleet-ledger check --db {db}");
     println!("  fleet-ledger replay --db {db} --check");
+    println!("  fleet-ledger replay --db {db} --at-seq {}", s.entries / 2);
     println!(
         "  fleet-ledger why --db {db} --rollout stable@a1a1a1a1 --host {}",
         s.victim

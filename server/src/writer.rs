@@ -267,16 +267,6 @@ struct InForce {
 /// Supplies CP time in µs (the system clock in the daemon).
 pub type Clock = Box<dyn Fn() -> Micros + Send>;
 
-/// The writer stops after the file thread has written what it was given.
-impl Drop for Snapshots {
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// The writer.
 pub struct Writer {
     ledger: Option<Ledger>,
@@ -361,6 +351,16 @@ impl Snapshots {
                 offset: 0,
                 body: ledger.state().snapshot(),
             });
+        }
+    }
+}
+
+/// The writer stops after the file thread has written what it was given.
+impl Drop for Snapshots {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -526,13 +526,16 @@ impl Writer {
                     m.entries.inc_by(entries);
                     m.batch_entries.observe(entries as f64);
                     self.shared.committed.send_replace(ledger.store().size());
-                    if let Some(s) = &mut self.snapshots {
-                        s.after_commit(ledger);
-                    }
                 }
                 m.batch_inputs.observe(batch.len() as f64);
                 for (job, answer) in batch.drain(..).zip(answers) {
                     let _ = job.reply.send(answer);
+                }
+                // After the answers: encoding a snapshot must not delay them.
+                if receipt.is_some()
+                    && let Some(s) = &mut self.snapshots
+                {
+                    s.after_commit(ledger);
                 }
             }
             Err(e) => {

@@ -50,13 +50,8 @@ pub fn batches(entries: u64, hosts: usize) -> (i64, Vec<Vec<NewEntry>>) {
     let groups: Vec<Group> = sim.run(entries);
     let mut out = Vec::new();
     let mut cur = Vec::new();
-    for g in groups {
-        for e in g.events {
-            cur.push(NewEntry {
-                recorded_at_us: g.at,
-                event: e,
-            });
-        }
+    for g in &groups {
+        cur.extend(fixtures::sim::entries([g]));
         if cur.len() >= 1000 {
             out.push(std::mem::take(&mut cur));
         }

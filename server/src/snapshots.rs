@@ -101,19 +101,23 @@ impl Cache {
     /// Reads the marks of the cache beside `source`. A missing, unreadable or foreign file
     /// reads as an empty cache (it is rewritten on the next append).
     pub fn open(source: &Path) -> Cache {
-        let path = cache_path(source);
-        let mut cache = Cache {
-            path,
-            genesis: None,
-            marks: Vec::new(),
-            end: HEADER_BYTES,
-            discarded: false,
-        };
+        let mut cache = Cache::empty(cache_path(source));
         if let Ok(f) = File::open(&cache.path) {
             // Errors leave the marks read so far; a torn tail is simply not used.
             let _ = cache.read_marks(f);
         }
         cache
+    }
+
+    /// No snapshots, nothing read yet.
+    fn empty(path: PathBuf) -> Cache {
+        Cache {
+            path,
+            genesis: None,
+            marks: Vec::new(),
+            end: HEADER_BYTES,
+            discarded: false,
+        }
     }
 
     fn read_marks(&mut self, f: File) -> std::io::Result<()> {
@@ -233,13 +237,7 @@ impl Cache {
             .write(true)
             .open(&self.path)?;
         f.lock()?;
-        let mut current = Cache {
-            path: self.path.clone(),
-            genesis: None,
-            marks: Vec::new(),
-            end: HEADER_BYTES,
-            discarded: false,
-        };
+        let mut current = Cache::empty(self.path.clone());
         let _ = current.read_marks(f.try_clone()?);
         let fresh = self.discarded || current.genesis.as_ref() != Some(genesis);
         let mut out = Vec::new();

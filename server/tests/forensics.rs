@@ -175,16 +175,7 @@ fn sim_ledger(db: &Path, seed: u64, hosts: usize, entries: u64) {
     let groups = sim.run(entries);
     let mut ledger = Ledger::create(db, demo::ORIGIN, fixtures::genesis_signer(), start).unwrap();
     for chunk in groups.chunks(30) {
-        let batch: Vec<NewEntry> = chunk
-            .iter()
-            .flat_map(|g| {
-                g.events.iter().map(|e| NewEntry {
-                    recorded_at_us: g.at,
-                    event: e.clone(),
-                })
-            })
-            .collect();
-        ledger.append(&batch).unwrap();
+        ledger.append(&fixtures::sim::entries(chunk)).unwrap();
     }
 }
 

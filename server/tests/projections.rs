@@ -19,15 +19,7 @@ fn signer() -> ledger::keys::Signer {
 /// Appends the groups in batches of `batch` groups (each group stays whole).
 fn append_all(ledger: &mut Ledger, groups: &[Group], batch: usize) {
     for chunk in groups.chunks(batch.max(1)) {
-        let entries: Vec<NewEntry> = chunk
-            .iter()
-            .flat_map(|g| {
-                g.events.iter().map(|e| NewEntry {
-                    recorded_at_us: g.at,
-                    event: e.clone(),
-                })
-            })
-            .collect();
+        let entries = fixtures::sim::entries(chunk);
         if !entries.is_empty() {
             ledger.append(&entries).unwrap();
         }
@@ -243,15 +235,7 @@ fn a_bumped_fold_version_or_a_lagging_watermark_is_repaired_on_open() {
     let groups: Vec<Group> = (0..80).flat_map(|_| sim.tick()).collect();
     let mut store = ledger::store::Store::create(&path2, ORIGIN, signer(), start).unwrap();
     for g in &groups {
-        let entries: Vec<NewEntry> = g
-            .events
-            .iter()
-            .map(|e| NewEntry {
-                recorded_at_us: g.at,
-                event: e.clone(),
-            })
-            .collect();
-        store.append(&entries).unwrap();
+        store.append(&fixtures::sim::entries([g])).unwrap();
     }
     drop(store);
     let caught_up = Ledger::open(&path2, signer()).unwrap();
@@ -327,15 +311,7 @@ fn crash_child() {
                 continue;
             }
             assert_eq!(skip, 0, "groups are appended whole");
-            let entries: Vec<NewEntry> = g
-                .events
-                .iter()
-                .map(|e| NewEntry {
-                    recorded_at_us: g.at,
-                    event: e.clone(),
-                })
-                .collect();
-            ledger.append(&entries).unwrap();
+            ledger.append(&fixtures::sim::entries([&g])).unwrap();
             writeln!(out, "committed {}", ledger.store().size()).unwrap();
             out.flush().unwrap();
         }

@@ -27,7 +27,7 @@ pub use rollout::RolloutRecord;
 
 /// Version of the folds below. Changing any fold's meaning bumps it; opening a store whose
 /// tables were written by another version rebuilds them from the log.
-pub const FOLD_VERSION: u32 = 4;
+pub const FOLD_VERSION: u32 = 5;
 
 /// One failing enforce control (or probe, for probes without controls) of a host in a rollout.
 /// A row clears when a later result of the same probe reports that control (or the probe)
@@ -124,9 +124,6 @@ pub mod tables {
     pub const DISPATCH_QUEUE: &str = "proj.dispatch_queue";
     /// Current blocks by (rollout, host).
     pub const DEFERRALS: &str = "proj.deferrals";
-    /// Index: (host, seq of the rollout's opening) for every host record, so a host's
-    /// rollouts list in the order they opened.
-    pub const BY_HOST: &str = "proj.by_host";
     /// Index: channel → its active rollout.
     pub const ACTIVE_BY_CHANNEL: &str = "proj.active_by_channel";
     /// Index: the entries that name each host, for timelines. One row per (block of
@@ -138,17 +135,20 @@ pub mod tables {
     /// Watermark: fold version and the seq the tables reflect.
     pub const META: &str = "proj.meta";
     /// Every projection table, in a fixed order.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 8] = [
         ROLLOUTS,
         HOSTS,
         PROBE_FAILURES,
         QUARANTINE,
         DISPATCH_QUEUE,
         DEFERRALS,
-        BY_HOST,
         ACTIVE_BY_CHANNEL,
         HOST_ENTRIES,
     ];
+    /// Tables earlier fold versions wrote and this one does not: a rebuild deletes them.
+    /// `proj.by_host` (fold versions 1–4) held the per-host index, which is now derived in
+    /// memory when the tables are loaded (see [`State::by_host`](super::State::by_host)).
+    pub const RETIRED: [&str; 1] = ["proj.by_host"];
 }
 
 /// The entry index is written a block of this many entries at a time (see [`State::flush`]);
@@ -280,7 +280,7 @@ impl PartialEq for Forgotten {
 impl Eq for Forgotten {}
 
 /// Every read model.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
     /// Every rollout ever opened.
     pub rollouts: Model<RolloutId, RolloutRecord>,
@@ -296,6 +296,11 @@ pub struct State {
     pub deferrals: Model<(RolloutId, String), DeferralRow>,
     /// Index (host, rollout's opening seq) → rollout: a host's rollouts in opening order.
     /// Keyed by seq rather than id so each insert compares integers, not rollout ids.
+    ///
+    /// In memory only, derived from the host records whenever a state is loaded or resumes
+    /// tracking: only the writer reads it, and a stored copy cost appends 20–25% (a
+    /// host-major key gets one insert per join on a different page, across a table that grows
+    /// with the fleet's history).
     pub by_host: Model<(String, u64), IndexRow>,
     /// Index channel → active rollout.
     pub active_by_channel: Model<String, ActiveRow>,
@@ -304,6 +309,26 @@ pub struct State {
     scratch: KeyScratch,
     index: IndexRows,
     forgotten: Forgotten,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            rollouts: Model::default(),
+            hosts: Model::default(),
+            probe_failures: Model::default(),
+            quarantine: Model::default(),
+            dispatch_queue: Model::default(),
+            deferrals: Model::default(),
+            // Never flushed (it is not stored), so never tracked.
+            by_host: Model::from_rows(BTreeMap::new(), false),
+            active_by_channel: Model::default(),
+            next_seq: 0,
+            scratch: KeyScratch::default(),
+            index: IndexRows::default(),
+            forgotten: Forgotten::default(),
+        }
+    }
 }
 
 impl State {
@@ -325,25 +350,7 @@ impl State {
     /// per-host index and derive it from the host records in one pass when tracking resumes.
     pub fn set_tracking(&mut self, track: bool) {
         if track && !self.hosts.tracking() {
-            let mut index: Vec<((String, u64), IndexRow)> = self
-                .hosts
-                .values()
-                .map(|h| {
-                    let opened = self
-                        .rollouts
-                        .get(&h.rollout_id)
-                        .map_or(h.created_seq, |r| r.opened_seq);
-                    (
-                        (h.hostname.clone(), opened),
-                        IndexRow {
-                            rollout_id: h.rollout_id.clone(),
-                            created_seq: h.created_seq,
-                        },
-                    )
-                })
-                .collect();
-            index.sort_by(|a, b| a.0.cmp(&b.0));
-            self.by_host.replace_sorted(index);
+            self.derive_by_host();
         }
         self.rollouts.set_tracking(track);
         self.hosts.set_tracking(track);
@@ -351,8 +358,32 @@ impl State {
         self.quarantine.set_tracking(track);
         self.dispatch_queue.set_tracking(track);
         self.deferrals.set_tracking(track);
-        self.by_host.set_tracking(track);
         self.active_by_channel.set_tracking(track);
+    }
+
+    /// Rebuilds the per-host index from the host records in one pass (it is never stored,
+    /// and untracked folds skip it).
+    fn derive_by_host(&mut self) {
+        let mut index: Vec<((String, u64), IndexRow)> = self
+            .hosts
+            .values()
+            .map(|h| {
+                let opened = self
+                    .rollouts
+                    .get(&h.rollout_id)
+                    .map_or(h.created_seq, |r| r.opened_seq);
+                (
+                    (h.hostname.clone(), opened),
+                    IndexRow {
+                        rollout_id: h.rollout_id.clone(),
+                        created_seq: h.created_seq,
+                    },
+                )
+            })
+            .collect();
+        index.sort_by(|a, b| a.0.cmp(&b.0));
+        self.by_host = Model::from_rows(BTreeMap::new(), false);
+        self.by_host.replace_sorted(index);
     }
 
     /// Folds one entry (its seq, CP time and event).
@@ -378,7 +409,7 @@ impl State {
                 let joined = self
                     .hosts
                     .insert_new(key, || HostRecord::joined(&e.rollout_id, &e.host, seq));
-                if joined && self.by_host.tracking() {
+                if joined && self.hosts.tracking() {
                     let opened = self
                         .rollouts
                         .get(&e.rollout_id)
@@ -601,7 +632,6 @@ impl State {
         self.quarantine.flush(QUARANTINE, w)?;
         self.dispatch_queue.flush(DISPATCH_QUEUE, w)?;
         self.deferrals.flush(DEFERRALS, w)?;
-        self.by_host.flush(BY_HOST, w)?;
         self.active_by_channel.flush(ACTIVE_BY_CHANNEL, w)?;
         // Index rows go out a whole block of entries at a time, sorted: one row per entry into
         // a host-ordered B-tree touches a different leaf per entry, which cost appends 40%.
@@ -621,7 +651,9 @@ impl State {
         self.quarantine.write_all(QUARANTINE, w)?;
         self.dispatch_queue.write_all(DISPATCH_QUEUE, w)?;
         self.deferrals.write_all(DEFERRALS, w)?;
-        self.by_host.write_all(BY_HOST, w)?;
+        for retired in RETIRED {
+            w.clear(retired)?;
+        }
         self.active_by_channel.write_all(ACTIVE_BY_CHANNEL, w)?;
         // A full write follows a fold from empty, so the pending rows are the whole index.
         w.clear(HOST_ENTRIES)?;
@@ -701,13 +733,19 @@ impl State {
             quarantine: Model::load(QUARANTINE, r)?,
             dispatch_queue: Model::load(DISPATCH_QUEUE, r)?,
             deferrals: Model::load(DEFERRALS, r)?,
-            by_host: Model::load(BY_HOST, r)?,
+            by_host: Model::from_rows(BTreeMap::new(), false),
             active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
             next_seq,
             scratch: KeyScratch::default(),
             index: IndexRows::default(),
             forgotten: Forgotten::default(),
-        })
+        }
+        .with_by_host())
+    }
+
+    fn with_by_host(mut self) -> State {
+        self.derive_by_host();
+        self
     }
 
     /// Loads the tables for a long-running writer: like [`State::load`] but without the host
@@ -730,10 +768,9 @@ impl State {
             forgotten += u64::from(!keep);
             keep
         })?;
-        let by_host = Model::load_filtered(BY_HOST, r, |_, v: &IndexRow| live(&v.rollout_id))?;
         Ok(State {
             hosts,
-            by_host,
+            by_host: Model::from_rows(BTreeMap::new(), false),
             probe_failures: Model::load(PROBE_FAILURES, r)?,
             quarantine: Model::load(QUARANTINE, r)?,
             dispatch_queue: Model::load(DISPATCH_QUEUE, r)?,
@@ -744,7 +781,8 @@ impl State {
             scratch: KeyScratch::default(),
             index: IndexRows::default(),
             forgotten: Forgotten(forgotten),
-        })
+        }
+        .with_by_host())
     }
 
     /// Drops from memory (not from the tables) the host records and index rows of these
@@ -781,14 +819,13 @@ impl State {
     /// The first table and key where the stored tables differ from this state, or None.
     pub fn diff(&self, r: &dyn TableReader) -> Result<Option<(&'static str, String)>, TableError> {
         use tables::*;
-        let checks: [(&'static str, Option<String>); 8] = [
+        let checks: [(&'static str, Option<String>); 7] = [
             (ROLLOUTS, self.rollouts.diff(ROLLOUTS, r)?),
             (HOSTS, self.hosts.diff(HOSTS, r)?),
             (PROBE_FAILURES, self.probe_failures.diff(PROBE_FAILURES, r)?),
             (QUARANTINE, self.quarantine.diff(QUARANTINE, r)?),
             (DISPATCH_QUEUE, self.dispatch_queue.diff(DISPATCH_QUEUE, r)?),
             (DEFERRALS, self.deferrals.diff(DEFERRALS, r)?),
-            (BY_HOST, self.by_host.diff(BY_HOST, r)?),
             (
                 ACTIVE_BY_CHANNEL,
                 self.active_by_channel.diff(ACTIVE_BY_CHANNEL, r)?,

@@ -71,16 +71,6 @@ pub fn hosts_of(r: &dyn TableReader, rollout: &RolloutId) -> Result<Vec<HostReco
     )
 }
 
-/// The rollouts a host belongs to, in opening order.
-pub fn rollouts_of_host(r: &dyn TableReader, hostname: &str) -> Result<Vec<RolloutId>, TableError> {
-    Ok(
-        prefixed::<(String, u64), crate::IndexRow>(r, BY_HOST, &encode(&hostname))?
-            .into_iter()
-            .map(|(_, v)| v.rollout_id)
-            .collect(),
-    )
-}
-
 /// The dispatches queued for a host, by rollout id.
 pub fn dispatches_for(
     r: &dyn TableReader,

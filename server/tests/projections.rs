@@ -8,7 +8,7 @@ use fleet_ledger::materialize::{self, CheckOutcome, Ledger};
 use ledger::store::{NewEntry, ReadOnlyStore};
 use ledger::tables::TableReader;
 use proptest::prelude::*;
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 const ORIGIN: &str = "test.example/cp";
 
@@ -201,11 +201,18 @@ fn a_bumped_fold_version_or_a_lagging_watermark_is_repaired_on_open() {
     let (ledger, _) = sim_ledger(&path, 3, 120, 5);
     let expected = ledger.state().clone();
     drop(ledger);
-    // Pretend the tables were written by fold version 0.
+    // Pretend the tables were written by fold version 0, with a table it wrote and this
+    // version retired.
+    let retired: TableDefinition<&[u8], &[u8]> =
+        TableDefinition::new(projections::tables::RETIRED[0]);
     {
         let db = redb::Database::open(&path).unwrap();
         let w = db.begin_write().unwrap();
         {
+            w.open_table(retired)
+                .unwrap()
+                .insert(b"k".as_slice(), b"v".as_slice())
+                .unwrap();
             let mut t = w.open_table(META).unwrap();
             let old = projections::Watermark {
                 fold_version: 0,
@@ -223,6 +230,15 @@ fn a_bumped_fold_version_or_a_lagging_watermark_is_repaired_on_open() {
     let reopened = Ledger::open(&path, signer()).unwrap();
     assert_eq!(reopened.state(), &expected);
     drop(reopened);
+    let db = redb::Database::open(&path).unwrap();
+    assert!(
+        matches!(
+            db.begin_read().unwrap().open_table(retired),
+            Err(redb::TableError::TableDoesNotExist(_))
+        ),
+        "the rebuild deletes a retired table"
+    );
+    drop(db);
     assert!(matches!(
         materialize::check(&path, |_| {}).unwrap(),
         CheckOutcome::Identical { .. }

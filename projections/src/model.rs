@@ -1,7 +1,7 @@
 //! `Model<K, V>`: one read model, an ordered map that remembers which rows changed since the
 //! last flush, so the append hook writes only those rows.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Index;
 
 use ledger::tables::{TableError, TableReader, TableWriter};
@@ -15,6 +15,13 @@ fn config() -> impl bincode::config::Config {
 /// Encodes a key or row (bincode 2 standard, like entry payloads).
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(v, config()).expect("encoding a row into a Vec cannot fail")
+}
+
+/// Encodes into `buf`, replacing what it held (reuses its allocation).
+fn encode_into<T: Serialize>(v: &T, buf: &mut Vec<u8>) {
+    buf.clear();
+    bincode::serde::encode_into_std_write(v, buf, config())
+        .expect("encoding a row into a Vec cannot fail");
 }
 
 /// Decodes a key or row, refusing trailing bytes.
@@ -33,11 +40,18 @@ pub fn decode<T: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<T, Table
     Ok(v)
 }
 
+/// The dirty-key list's first compaction point (see [`Model::mark`]).
+const MIN_COMPACT: usize = 4096;
+
 /// One read model.
 #[derive(Clone, Debug)]
 pub struct Model<K, V> {
     rows: BTreeMap<K, V>,
-    dirty: BTreeSet<K>,
+    /// Keys changed since the last flush, with repeats: pushing is cheaper than a sorted
+    /// insert (these keys compare strings), and [`Model::flush`] sorts them once.
+    dirty: Vec<K>,
+    /// Length at which `dirty` is next compacted (see [`Model::mark`]).
+    compact_at: usize,
     /// Whether to remember changed rows (off while rebuilding: every row is written anyway).
     track: bool,
 }
@@ -46,7 +60,8 @@ impl<K, V> Default for Model<K, V> {
     fn default() -> Self {
         Model {
             rows: BTreeMap::new(),
-            dirty: BTreeSet::new(),
+            dirty: Vec::new(),
+            compact_at: MIN_COMPACT,
             track: true,
         }
     }
@@ -95,7 +110,8 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
     pub fn from_rows(rows: BTreeMap<K, V>, track: bool) -> Model<K, V> {
         Model {
             rows,
-            dirty: BTreeSet::new(),
+            dirty: Vec::new(),
+            compact_at: MIN_COMPACT,
             track,
         }
     }
@@ -113,18 +129,31 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
             self.dirty.clear();
         }
     }
+    /// Remembers `k` as changed. Drops repeats whenever the list doubles, so a tracked
+    /// state that is rarely flushed stays bounded by the distinct keys it changed.
+    fn mark(&mut self, k: K) {
+        self.dirty.push(k);
+        if self.dirty.len() >= self.compact_at {
+            self.dirty.sort_unstable();
+            self.dirty.dedup();
+            self.compact_at = (2 * self.dirty.len()).max(MIN_COMPACT);
+        }
+    }
+
     /// A row, for changing (marks it changed).
     pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
-        let v = self.rows.get_mut(k)?;
         if self.track {
-            self.dirty.insert(k.clone());
+            if !self.rows.contains_key(k) {
+                return None;
+            }
+            self.mark(k.clone());
         }
-        Some(v)
+        self.rows.get_mut(k)
     }
     /// Inserts or replaces a row.
     pub fn insert(&mut self, k: K, v: V) {
         if self.track {
-            self.dirty.insert(k.clone());
+            self.mark(k.clone());
         }
         self.rows.insert(k, v);
     }
@@ -133,10 +162,11 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
         match self.rows.entry(k) {
             std::collections::btree_map::Entry::Occupied(_) => false,
             std::collections::btree_map::Entry::Vacant(e) => {
-                if self.track {
-                    self.dirty.insert(e.key().clone());
-                }
+                let k = self.track.then(|| e.key().clone());
                 e.insert(v());
+                if let Some(k) = k {
+                    self.mark(k);
+                }
                 true
             }
         }
@@ -150,7 +180,7 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
             self.rows.insert(k.clone(), new());
         }
         if self.track {
-            self.dirty.insert(k.clone());
+            self.mark(k.clone());
         }
     }
 
@@ -158,7 +188,7 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
     pub fn remove(&mut self, k: &K) -> Option<V> {
         let v = self.rows.remove(k)?;
         if self.track {
-            self.dirty.insert(k.clone());
+            self.mark(k.clone());
         }
         Some(v)
     }
@@ -188,10 +218,18 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
         table: &'static str,
         w: &mut dyn TableWriter,
     ) -> Result<(), TableError> {
-        for k in std::mem::take(&mut self.dirty) {
-            let key = encode(&k);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        self.compact_at = MIN_COMPACT;
+        dirty.sort_unstable();
+        dirty.dedup();
+        let (mut key, mut row) = (Vec::new(), Vec::new());
+        for k in dirty {
+            encode_into(&k, &mut key);
             match self.rows.get(&k) {
-                Some(v) => w.put(table, &key, &encode(v))?,
+                Some(v) => {
+                    encode_into(v, &mut row);
+                    w.put(table, &key, &row)?
+                }
                 None => w.delete(table, &key)?,
             }
         }

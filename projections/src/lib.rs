@@ -110,6 +110,57 @@ pub struct ActiveRow {
     pub created_seq: u64,
 }
 
+/// The rollouts each host joined, in the order they opened: the writer's index for a
+/// host's heartbeat. In memory only (see [`State::by_host`]); keyed by host first, so a
+/// join is a search among hosts and an append to that host's short list, not an insert
+/// into one map of every (host, rollout) pair.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostIndex {
+    /// Host → (the rollout's opening seq, row), ascending by seq.
+    hosts: BTreeMap<String, Vec<(u64, IndexRow)>>,
+}
+
+impl HostIndex {
+    /// Records that `host` joined the rollout opened at seq `opened`.
+    pub fn insert(&mut self, host: &str, opened: u64, row: IndexRow) {
+        let list = match self.hosts.get_mut(host) {
+            Some(list) => list,
+            None => self.hosts.entry(host.to_string()).or_default(),
+        };
+        // Joins arrive in opening order but for late joiners of older rollouts.
+        match list.binary_search_by_key(&opened, |(s, _)| *s) {
+            Ok(i) => list[i] = (opened, row),
+            Err(i) => list.insert(i, (opened, row)),
+        }
+    }
+
+    /// The rollouts `host` joined, in opening order.
+    pub fn rollouts_of(&self, host: &str) -> impl Iterator<Item = &IndexRow> {
+        self.hosts.get(host).into_iter().flatten().map(|(_, r)| r)
+    }
+
+    /// Number of (host, rollout) rows.
+    pub fn len(&self) -> usize {
+        self.hosts.values().map(Vec::len).sum()
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// Drops the rows of these rollouts.
+    fn forget_rollouts(&mut self, rollouts: &[RolloutId]) {
+        if rollouts.is_empty() {
+            return;
+        }
+        self.hosts.retain(|_, list| {
+            list.retain(|(_, r)| !rollouts.contains(&r.rollout_id));
+            !list.is_empty()
+        });
+    }
+}
+
 /// Table names in the store.
 pub mod tables {
     /// Rollouts by id.
@@ -153,7 +204,7 @@ pub mod tables {
 
 /// The entry index is written a block of this many entries at a time (see [`State::flush`]);
 /// a timeline scans at most this many entries past it.
-pub const INDEX_BLOCK: u64 = 4_096;
+pub const INDEX_BLOCK: u64 = 16_384;
 const _: () = assert!(INDEX_BLOCK <= 1 << 16, "block offsets are stored as u16");
 
 /// `proj.meta` key of the entry index's watermark.
@@ -301,7 +352,7 @@ pub struct State {
     /// tracking: only the writer reads it, and a stored copy cost appends 20–25% (a
     /// host-major key gets one insert per join on a different page, across a table that grows
     /// with the fleet's history).
-    pub by_host: Model<(String, u64), IndexRow>,
+    pub by_host: HostIndex,
     /// Index channel → active rollout.
     pub active_by_channel: Model<String, ActiveRow>,
     /// Entries folded so far: the next seq expected.
@@ -321,7 +372,7 @@ impl Default for State {
             dispatch_queue: Model::default(),
             deferrals: Model::default(),
             // Never flushed (it is not stored), so never tracked.
-            by_host: Model::from_rows(BTreeMap::new(), false),
+            by_host: HostIndex::default(),
             active_by_channel: Model::default(),
             next_seq: 0,
             scratch: KeyScratch::default(),
@@ -364,26 +415,22 @@ impl State {
     /// Rebuilds the per-host index from the host records in one pass (it is never stored,
     /// and untracked folds skip it).
     fn derive_by_host(&mut self) {
-        let mut index: Vec<((String, u64), IndexRow)> = self
-            .hosts
-            .values()
-            .map(|h| {
-                let opened = self
-                    .rollouts
-                    .get(&h.rollout_id)
-                    .map_or(h.created_seq, |r| r.opened_seq);
-                (
-                    (h.hostname.clone(), opened),
-                    IndexRow {
-                        rollout_id: h.rollout_id.clone(),
-                        created_seq: h.created_seq,
-                    },
-                )
-            })
-            .collect();
-        index.sort_by(|a, b| a.0.cmp(&b.0));
-        self.by_host = Model::from_rows(BTreeMap::new(), false);
-        self.by_host.replace_sorted(index);
+        let mut index = HostIndex::default();
+        for h in self.hosts.values() {
+            let opened = self
+                .rollouts
+                .get(&h.rollout_id)
+                .map_or(h.created_seq, |r| r.opened_seq);
+            index.insert(
+                &h.hostname,
+                opened,
+                IndexRow {
+                    rollout_id: h.rollout_id.clone(),
+                    created_seq: h.created_seq,
+                },
+            );
+        }
+        self.by_host = index;
     }
 
     /// Folds one entry (its seq, CP time and event).
@@ -415,7 +462,8 @@ impl State {
                         .get(&e.rollout_id)
                         .map_or(seq, |r| r.opened_seq);
                     self.by_host.insert(
-                        (e.host.hostname.clone(), opened),
+                        &e.host.hostname,
+                        opened,
                         IndexRow {
                             rollout_id: e.rollout_id.clone(),
                             created_seq: seq,
@@ -733,7 +781,7 @@ impl State {
             quarantine: Model::load(QUARANTINE, r)?,
             dispatch_queue: Model::load(DISPATCH_QUEUE, r)?,
             deferrals: Model::load(DEFERRALS, r)?,
-            by_host: Model::from_rows(BTreeMap::new(), false),
+            by_host: HostIndex::default(),
             active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
             next_seq,
             scratch: KeyScratch::default(),
@@ -770,7 +818,7 @@ impl State {
         })?;
         Ok(State {
             hosts,
-            by_host: Model::from_rows(BTreeMap::new(), false),
+            by_host: HostIndex::default(),
             probe_failures: Model::load(PROBE_FAILURES, r)?,
             quarantine: Model::load(QUARANTINE, r)?,
             dispatch_queue: Model::load(DISPATCH_QUEUE, r)?,
@@ -805,15 +853,7 @@ impl State {
             }
             self.forgotten.0 += keys.len() as u64;
         }
-        let index: Vec<(String, u64)> = self
-            .by_host
-            .iter()
-            .filter(|(_, v)| pruned.contains(&v.rollout_id))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &index {
-            self.by_host.forget(k);
-        }
+        self.by_host.forget_rollouts(pruned);
     }
 
     /// The first table and key where the stored tables differ from this state, or None.
@@ -941,7 +981,7 @@ impl State {
             quarantine: Model::from_rows(quarantine, false),
             dispatch_queue: Model::from_rows(dispatch_queue, false),
             deferrals: Model::from_rows(deferrals, false),
-            by_host: Model::from_rows(BTreeMap::new(), false),
+            by_host: HostIndex::default(),
             active_by_channel: Model::from_rows(active, false),
             next_seq,
             scratch: KeyScratch::default(),

@@ -821,8 +821,8 @@ impl Writer {
             None => self
                 .state()
                 .by_host
-                .range((host.to_string(), 0)..=(host.to_string(), u64::MAX))
-                .map(|(_, row)| row.rollout_id.clone())
+                .rollouts_of(host)
+                .map(|row| row.rollout_id.clone())
                 .filter(|r| {
                     self.state()
                         .rollouts

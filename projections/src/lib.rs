@@ -331,7 +331,7 @@ impl PartialEq for Forgotten {
 impl Eq for Forgotten {}
 
 /// Every read model.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     /// Every rollout ever opened.
     pub rollouts: Model<RolloutId, RolloutRecord>,
@@ -360,26 +360,6 @@ pub struct State {
     scratch: KeyScratch,
     index: IndexRows,
     forgotten: Forgotten,
-}
-
-impl Default for State {
-    fn default() -> State {
-        State {
-            rollouts: Model::default(),
-            hosts: Model::default(),
-            probe_failures: Model::default(),
-            quarantine: Model::default(),
-            dispatch_queue: Model::default(),
-            deferrals: Model::default(),
-            // Never flushed (it is not stored), so never tracked.
-            by_host: HostIndex::default(),
-            active_by_channel: Model::default(),
-            next_seq: 0,
-            scratch: KeyScratch::default(),
-            index: IndexRows::default(),
-            forgotten: Forgotten::default(),
-        }
-    }
 }
 
 impl State {

@@ -128,6 +128,10 @@ impl HostIndex {
             None => self.hosts.entry(host.to_string()).or_default(),
         };
         // Joins arrive in opening order but for late joiners of older rollouts.
+        if list.last().is_none_or(|(s, _)| *s < opened) {
+            list.push((opened, row));
+            return;
+        }
         match list.binary_search_by_key(&opened, |(s, _)| *s) {
             Ok(i) => list[i] = (opened, row),
             Err(i) => list.insert(i, (opened, row)),
@@ -173,7 +177,8 @@ pub mod tables {
     pub const QUARANTINE: &str = "proj.quarantine";
     /// Queued dispatches by (host, rollout).
     pub const DISPATCH_QUEUE: &str = "proj.dispatch_queue";
-    /// Current blocks by (rollout, host).
+    /// Current blocks: one row per rollout with blocked hosts; key = the rollout id, value =
+    /// its (host, block) rows in host order.
     pub const DEFERRALS: &str = "proj.deferrals";
     /// Index: channel → its active rollout.
     pub const ACTIVE_BY_CHANNEL: &str = "proj.active_by_channel";
@@ -651,6 +656,74 @@ impl State {
             .map(|(_, h)| h)
     }
 
+    /// Every rollout's current blocks, as stored in [`tables::DEFERRALS`]: one row per
+    /// rollout, its hosts' rows in host order.
+    fn deferral_groups(&self) -> Vec<(&RolloutId, Vec<(&String, &DeferralRow)>)> {
+        let mut groups: Vec<(&RolloutId, Vec<(&String, &DeferralRow)>)> = Vec::new();
+        for ((rollout, host), row) in self.deferrals.iter() {
+            match groups.last_mut() {
+                Some((r, rows)) if *r == rollout => rows.push((host, row)),
+                _ => groups.push((rollout, vec![(host, row)])),
+            }
+        }
+        groups
+    }
+
+    /// Rewrites the stored row of every rollout whose blocks changed. Blocks are stored a
+    /// rollout at a time because they change a rollout at a time: one change upstream (a
+    /// predecessor's state, a gating host's) re-decides every waiting host of the rollout,
+    /// and a row per host made such a batch ~1,100 B-tree writes into a table of at most a
+    /// fleet's worth of rows.
+    fn flush_deferrals(&mut self, w: &mut dyn TableWriter) -> Result<(), TableError> {
+        let dirty = self.deferrals.take_dirty();
+        let mut rollouts: Vec<&RolloutId> = dirty.iter().map(|(r, _)| r).collect();
+        rollouts.dedup();
+        for rollout in rollouts {
+            let rows: Vec<(&String, &DeferralRow)> = self
+                .deferrals
+                .range((rollout.clone(), String::new())..)
+                .take_while(|((r, _), _)| r == rollout)
+                .map(|((_, h), row)| (h, row))
+                .collect();
+            let key = model::encode(rollout);
+            if rows.is_empty() {
+                w.delete(tables::DEFERRALS, &key)?;
+            } else {
+                w.put(tables::DEFERRALS, &key, &model::encode(&rows))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads [`tables::DEFERRALS`] (see [`State::flush_deferrals`]).
+    fn load_deferrals(
+        r: &dyn TableReader,
+    ) -> Result<Model<(RolloutId, String), DeferralRow>, TableError> {
+        Ok(Model::from_rows(
+            read::deferrals(r)?.into_iter().collect(),
+            true,
+        ))
+    }
+
+    fn diff_deferrals(&self, r: &dyn TableReader) -> Result<Option<String>, TableError> {
+        let expected = self
+            .deferral_groups()
+            .into_iter()
+            .map(|(rollout, rows)| {
+                (
+                    model::encode(rollout),
+                    model::encode(&rows),
+                    format!("rollout {rollout:?}"),
+                )
+            })
+            .collect();
+        model::diff_rows(tables::DEFERRALS, expected, r, |k| {
+            model::decode::<RolloutId>(tables::DEFERRALS, k)
+                .ok()
+                .map(|r| format!("rollout {r:?}"))
+        })
+    }
+
     /// Writes every row changed since the last flush, and the watermark.
     pub fn flush(&mut self, w: &mut dyn TableWriter) -> Result<(), TableError> {
         use tables::*;
@@ -659,7 +732,7 @@ impl State {
         self.probe_failures.flush(PROBE_FAILURES, w)?;
         self.quarantine.flush(QUARANTINE, w)?;
         self.dispatch_queue.flush(DISPATCH_QUEUE, w)?;
-        self.deferrals.flush(DEFERRALS, w)?;
+        self.flush_deferrals(w)?;
         self.active_by_channel.flush(ACTIVE_BY_CHANNEL, w)?;
         // Index rows go out a whole block of entries at a time, sorted: one row per entry into
         // a host-ordered B-tree touches a different leaf per entry, which cost appends 40%.
@@ -678,7 +751,11 @@ impl State {
         self.probe_failures.write_all(PROBE_FAILURES, w)?;
         self.quarantine.write_all(QUARANTINE, w)?;
         self.dispatch_queue.write_all(DISPATCH_QUEUE, w)?;
-        self.deferrals.write_all(DEFERRALS, w)?;
+        w.clear(DEFERRALS)?;
+        let _ = self.deferrals.take_dirty();
+        for (rollout, rows) in self.deferral_groups() {
+            w.put(DEFERRALS, &model::encode(rollout), &model::encode(&rows))?;
+        }
         for retired in RETIRED {
             w.clear(retired)?;
         }
@@ -760,7 +837,7 @@ impl State {
             probe_failures: Model::load(PROBE_FAILURES, r)?,
             quarantine: Model::load(QUARANTINE, r)?,
             dispatch_queue: Model::load(DISPATCH_QUEUE, r)?,
-            deferrals: Model::load(DEFERRALS, r)?,
+            deferrals: State::load_deferrals(r)?,
             by_host: HostIndex::default(),
             active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
             next_seq,
@@ -802,7 +879,7 @@ impl State {
             probe_failures: Model::load(PROBE_FAILURES, r)?,
             quarantine: Model::load(QUARANTINE, r)?,
             dispatch_queue: Model::load(DISPATCH_QUEUE, r)?,
-            deferrals: Model::load(DEFERRALS, r)?,
+            deferrals: State::load_deferrals(r)?,
             active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
             rollouts,
             next_seq,
@@ -845,7 +922,7 @@ impl State {
             (PROBE_FAILURES, self.probe_failures.diff(PROBE_FAILURES, r)?),
             (QUARANTINE, self.quarantine.diff(QUARANTINE, r)?),
             (DISPATCH_QUEUE, self.dispatch_queue.diff(DISPATCH_QUEUE, r)?),
-            (DEFERRALS, self.deferrals.diff(DEFERRALS, r)?),
+            (DEFERRALS, self.diff_deferrals(r)?),
             (
                 ACTIVE_BY_CHANNEL,
                 self.active_by_channel.diff(ACTIVE_BY_CHANNEL, r)?,

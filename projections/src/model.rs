@@ -212,18 +212,24 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
+    /// The keys changed since the last flush, sorted and distinct; forgets them (the caller
+    /// writes their rows).
+    pub fn take_dirty(&mut self) -> Vec<K> {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        self.compact_at = MIN_COMPACT;
+        dirty.sort_unstable();
+        dirty.dedup();
+        dirty
+    }
+
     /// Writes the rows changed since the last flush.
     pub fn flush(
         &mut self,
         table: &'static str,
         w: &mut dyn TableWriter,
     ) -> Result<(), TableError> {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        self.compact_at = MIN_COMPACT;
-        dirty.sort_unstable();
-        dirty.dedup();
         let (mut key, mut row) = (Vec::new(), Vec::new());
-        for k in dirty {
+        for k in self.take_dirty() {
             encode_into(&k, &mut key);
             match self.rows.get(&k) {
                 Some(v) => {
@@ -289,49 +295,59 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
     where
         K: std::fmt::Debug,
     {
-        // Stored tables are ordered by encoded key bytes, which is not the typed order.
-        let mut sorted: Vec<_> = self
+        let expected = self
             .rows
             .iter()
-            .map(|(k, v)| (encode(k), encode(v), k))
+            .map(|(k, v)| (encode(k), encode(v), format!("key {k:?}")))
             .collect();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut expected = sorted.into_iter();
-        let mut first: Option<String> = None;
-        r.scan(table, &mut |k, v| {
-            if first.is_some() {
-                return Ok(());
-            }
-            match expected.next() {
-                Some((ek, ev, key)) if ek == k => {
-                    if ev != v {
-                        first = Some(format!("key {key:?}: stored row differs from the fold"));
-                    }
-                }
-                Some((ek, _, key)) => {
-                    first = Some(if ek.as_slice() < k {
-                        format!("key {key:?}: missing from the stored table")
-                    } else {
-                        match decode::<K>(table, k) {
-                            Ok(sk) => format!("key {sk:?}: stored but not in the fold"),
-                            Err(_) => "an undecodable stored key".to_string(),
-                        }
-                    });
-                }
-                None => {
-                    first = Some(match decode::<K>(table, k) {
-                        Ok(sk) => format!("key {sk:?}: stored but not in the fold"),
-                        Err(_) => "an undecodable stored key".to_string(),
-                    });
-                }
-            }
-            Ok(())
-        })?;
-        if first.is_none()
-            && let Some((_, _, key)) = expected.next()
-        {
-            first = Some(format!("key {key:?}: missing from the stored table"));
-        }
-        Ok(first)
+        diff_rows(table, expected, r, |k| {
+            decode::<K>(table, k).ok().map(|k| format!("key {k:?}"))
+        })
     }
+}
+
+/// The first difference between `expected` rows (encoded key, encoded value, the key for
+/// humans) and the stored table, or None. `show` names a stored key for humans (None: it
+/// does not decode).
+pub fn diff_rows(
+    table: &'static str,
+    mut expected: Vec<(Vec<u8>, Vec<u8>, String)>,
+    r: &dyn TableReader,
+    show: impl Fn(&[u8]) -> Option<String>,
+) -> Result<Option<String>, TableError> {
+    // Stored tables are ordered by encoded key bytes, which is not the typed order.
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected = expected.into_iter();
+    let stored = |k: &[u8]| match show(k) {
+        Some(k) => format!("{k}: stored but not in the fold"),
+        None => "an undecodable stored key".to_string(),
+    };
+    let mut first: Option<String> = None;
+    r.scan(table, &mut |k, v| {
+        if first.is_some() {
+            return Ok(());
+        }
+        match expected.next() {
+            Some((ek, ev, key)) if ek == k => {
+                if ev != v {
+                    first = Some(format!("{key}: stored row differs from the fold"));
+                }
+            }
+            Some((ek, _, key)) => {
+                first = Some(if ek.as_slice() < k {
+                    format!("{key}: missing from the stored table")
+                } else {
+                    stored(k)
+                });
+            }
+            None => first = Some(stored(k)),
+        }
+        Ok(())
+    })?;
+    if first.is_none()
+        && let Some((_, _, key)) = expected.next()
+    {
+        first = Some(format!("{key}: missing from the stored table"));
+    }
+    Ok(first)
 }

@@ -84,11 +84,17 @@ pub fn dispatches_for(
     )
 }
 
-/// Every current gate block, by (rollout, host).
+/// Every current gate block, by (rollout, host). (Stored a rollout per row.)
 pub fn deferrals(
     r: &dyn TableReader,
 ) -> Result<Rows<(RolloutId, String), DeferralRow>, TableError> {
-    prefixed(r, DEFERRALS, &[])
+    let mut out = Vec::new();
+    for (rollout, rows) in prefixed::<RolloutId, Vec<(String, DeferralRow)>>(r, DEFERRALS, &[])? {
+        out.extend(rows.into_iter().map(|(h, row)| ((rollout.clone(), h), row)));
+    }
+    // Stored rows are in encoded-key order; callers get the typed order.
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 /// Every quarantined closure, by (channel, closure).

@@ -1,0 +1,92 @@
+//! Append with projections against append without, at batch 1000, interleaved.
+//!
+//! `--bench projections` (criterion) runs `append_1000/with_projections` for a few seconds,
+//! then `without_projections`: on this machine the fsync latency and the CPU share drift
+//! within seconds, so the two figures come from different weather, and the with-ledger's
+//! tables are larger by the time it stops. Here both ledgers take the same simulated batches
+//! in turn, round after round (which goes first alternates), so drift and growth hit both
+//! alike. Medians of `FLEET_PAIR_ROUNDS` rounds (default 400 batches of ≈1000 entries).
+//!
+//! `cargo bench -p fleet-ledger-benches --bench append_pair`
+
+use std::time::{Duration, Instant};
+
+use fleet_ledger::materialize::Ledger;
+use ledger::store::Store;
+
+use fleet_ledger_benches::{batches, bench_dir};
+
+/// The allocator the `fleet-ledger` binary runs with, so the library is measured as it ships.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with("--") && a != "append_pair")
+    {
+        return;
+    }
+    let rounds: usize = std::env::var("FLEET_PAIR_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    let (start, stream) = batches(rounds as u64 * 1000 + 1000, 2000);
+    let dir = bench_dir();
+    let mut with = Ledger::create(
+        &dir.path().join("with.redb"),
+        "bench.example/cp",
+        fixtures::genesis_signer(),
+        start,
+    )
+    .expect("create");
+    let mut without = Store::create(
+        &dir.path().join("without.redb"),
+        "bench.example/cp",
+        fixtures::genesis_signer(),
+        start,
+    )
+    .expect("create");
+    let (mut w, mut wo) = (Vec::new(), Vec::new());
+    let mut entries = 0usize;
+    for (i, batch) in stream.iter().take(rounds).enumerate() {
+        entries += batch.len();
+        for k in 0..2 {
+            if (i + k) % 2 == 0 {
+                let s = Instant::now();
+                with.append(batch).expect("append");
+                w.push(s.elapsed());
+            } else {
+                let s = Instant::now();
+                without.append(batch).expect("append");
+                wo.push(s.elapsed());
+            }
+        }
+    }
+    let per_batch = entries as f64 / w.len() as f64;
+    let (w, wo) = (median(&mut w), median(&mut wo));
+    let rate = |d: Duration| per_batch / d.as_secs_f64() / 1000.0;
+    println!(
+        "append, batches of ~{per_batch:.0} simulated entries, medians of {} interleaved rounds:",
+        rounds
+    );
+    println!(
+        "  with projections     {:7.2} ms  {:6.1}k entries/s",
+        w.as_secs_f64() * 1e3,
+        rate(w)
+    );
+    println!(
+        "  without projections  {:7.2} ms  {:6.1}k entries/s",
+        wo.as_secs_f64() * 1e3,
+        rate(wo)
+    );
+    println!(
+        "  with / without       {:.0}% of the throughput",
+        100.0 * wo.as_secs_f64() / w.as_secs_f64()
+    );
+}

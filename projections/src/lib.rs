@@ -336,7 +336,7 @@ impl PartialEq for Forgotten {
 impl Eq for Forgotten {}
 
 /// Every read model.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
     /// Every rollout ever opened.
     pub rollouts: Model<RolloutId, RolloutRecord>,
@@ -349,6 +349,9 @@ pub struct State {
     /// Queued dispatches by (host, rollout).
     pub dispatch_queue: Model<(String, RolloutId), DispatchRow>,
     /// Current block per (rollout, host).
+    ///
+    /// Untracked: its table is written a rollout at a time (see [`State::flush_deferrals`]),
+    /// so changes are remembered per rollout in `deferrals_changed`.
     pub deferrals: Model<(RolloutId, String), DeferralRow>,
     /// Index (host, rollout's opening seq) → rollout: a host's rollouts in opening order.
     /// Keyed by seq rather than id so each insert compares integers, not rollout ids.
@@ -364,8 +367,49 @@ pub struct State {
     pub next_seq: u64,
     scratch: KeyScratch,
     index: IndexRows,
+    deferrals_changed: ChangedRollouts,
     forgotten: Forgotten,
 }
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            rollouts: Model::default(),
+            hosts: Model::default(),
+            probe_failures: Model::default(),
+            quarantine: Model::default(),
+            dispatch_queue: Model::default(),
+            deferrals: Model::from_rows(BTreeMap::new(), false),
+            by_host: HostIndex::default(),
+            active_by_channel: Model::default(),
+            next_seq: 0,
+            scratch: KeyScratch::default(),
+            index: IndexRows::default(),
+            deferrals_changed: ChangedRollouts::default(),
+            forgotten: Forgotten::default(),
+        }
+    }
+}
+
+/// Rollouts whose rows changed since the last flush (repeats allowed; consecutive repeats,
+/// the common case, are skipped). Not state: equality ignores it.
+#[derive(Clone, Debug, Default)]
+struct ChangedRollouts(Vec<RolloutId>);
+
+impl ChangedRollouts {
+    fn mark(&mut self, rollout: &RolloutId) {
+        if self.0.last() != Some(rollout) {
+            self.0.push(rollout.clone());
+        }
+    }
+}
+
+impl PartialEq for ChangedRollouts {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for ChangedRollouts {}
 
 impl State {
     /// How many host records of Pruned rollouts are not in memory (see [`State::load_live`],
@@ -393,7 +437,9 @@ impl State {
         self.probe_failures.set_tracking(track);
         self.quarantine.set_tracking(track);
         self.dispatch_queue.set_tracking(track);
-        self.deferrals.set_tracking(track);
+        if !track {
+            self.deferrals_changed.0.clear();
+        }
         self.active_by_channel.set_tracking(track);
     }
 
@@ -498,8 +544,7 @@ impl State {
                 if e.to != HostState::Pending {
                     self.dispatch_queue
                         .remove(self.scratch.hr(&e.hostname, &e.rollout_id));
-                    self.deferrals
-                        .remove(self.scratch.rh(&e.rollout_id, &e.hostname));
+                    self.remove_deferral(&e.rollout_id, &e.hostname);
                 }
             }
             Event::DispatchQueued(e) => {
@@ -514,8 +559,7 @@ impl State {
                         updated_seq: seq,
                     },
                 );
-                self.deferrals
-                    .remove(self.scratch.rh(&e.rollout_id, &e.hostname));
+                self.remove_deferral(&e.rollout_id, &e.hostname);
             }
             Event::DispatchDelivered(e) => {
                 self.dispatch_queue
@@ -525,10 +569,10 @@ impl State {
                 self.dispatch_queue
                     .remove(self.scratch.hr(&e.hostname, &e.rollout_id));
             }
-            Event::GateDecision(e) => {
-                let key = self.scratch.rh(&e.rollout_id, &e.hostname);
-                match &e.block {
-                    Some(block) => self.deferrals.upsert(
+            Event::GateDecision(e) => match &e.block {
+                Some(block) => {
+                    let key = self.scratch.rh(&e.rollout_id, &e.hostname);
+                    self.deferrals.upsert(
                         key,
                         |row| {
                             row.block = block.clone();
@@ -540,12 +584,11 @@ impl State {
                             created_seq: seq,
                             updated_seq: seq,
                         },
-                    ),
-                    None => {
-                        self.deferrals.remove(key);
-                    }
+                    );
+                    self.deferrals_changed.mark(&e.rollout_id);
                 }
-            }
+                None => self.remove_deferral(&e.rollout_id, &e.hostname),
+            },
             Event::QuarantineAdded(e) => {
                 self.quarantine
                     .insert_new((e.channel.clone(), e.closure.clone()), || QuarantineRow {
@@ -590,8 +633,18 @@ impl State {
     fn retire_dispatching(&mut self, rollout: &RolloutId) {
         let hosts: Vec<String> = self.hosts_of(rollout).map(|h| h.hostname.clone()).collect();
         for h in hosts {
-            self.deferrals.remove(&(rollout.clone(), h.clone()));
+            self.remove_deferral(rollout, &h);
             self.dispatch_queue.remove(&(h, rollout.clone()));
+        }
+    }
+
+    fn remove_deferral(&mut self, rollout: &RolloutId, host: &str) {
+        if self
+            .deferrals
+            .remove(self.scratch.rh(rollout, host))
+            .is_some()
+        {
+            self.deferrals_changed.mark(rollout);
         }
     }
 
@@ -675,10 +728,10 @@ impl State {
     /// and a row per host made such a batch ~1,100 B-tree writes into a table of at most a
     /// fleet's worth of rows.
     fn flush_deferrals(&mut self, w: &mut dyn TableWriter) -> Result<(), TableError> {
-        let dirty = self.deferrals.take_dirty();
-        let mut rollouts: Vec<&RolloutId> = dirty.iter().map(|(r, _)| r).collect();
+        let mut rollouts = std::mem::take(&mut self.deferrals_changed.0);
+        rollouts.sort_unstable();
         rollouts.dedup();
-        for rollout in rollouts {
+        for rollout in &rollouts {
             let rows: Vec<(&String, &DeferralRow)> = self
                 .deferrals
                 .range((rollout.clone(), String::new())..)
@@ -701,7 +754,7 @@ impl State {
     ) -> Result<Model<(RolloutId, String), DeferralRow>, TableError> {
         Ok(Model::from_rows(
             read::deferrals(r)?.into_iter().collect(),
-            true,
+            false,
         ))
     }
 
@@ -752,7 +805,7 @@ impl State {
         self.quarantine.write_all(QUARANTINE, w)?;
         self.dispatch_queue.write_all(DISPATCH_QUEUE, w)?;
         w.clear(DEFERRALS)?;
-        let _ = self.deferrals.take_dirty();
+        self.deferrals_changed.0.clear();
         for (rollout, rows) in self.deferral_groups() {
             w.put(DEFERRALS, &model::encode(rollout), &model::encode(&rows))?;
         }
@@ -843,6 +896,7 @@ impl State {
             next_seq,
             scratch: KeyScratch::default(),
             index: IndexRows::default(),
+            deferrals_changed: ChangedRollouts::default(),
             forgotten: Forgotten::default(),
         }
         .with_by_host())
@@ -885,6 +939,7 @@ impl State {
             next_seq,
             scratch: KeyScratch::default(),
             index: IndexRows::default(),
+            deferrals_changed: ChangedRollouts::default(),
             forgotten: Forgotten(forgotten),
         }
         .with_by_host())
@@ -1047,6 +1102,7 @@ impl State {
                 covered: 0,
                 off: true,
             },
+            deferrals_changed: ChangedRollouts::default(),
             forgotten: Forgotten(omitted),
         };
         Ok(state)

@@ -236,23 +236,6 @@ pub fn host_entries_seqs(block: u64, value: &[u8]) -> Option<Vec<u64>> {
         .collect()
 }
 
-/// Groups pending index rows `(seq, bincode host)` below `below` into stored rows, in key
-/// order (the order of the encoded keys: the block is fixed width).
-fn index_rows<'a>(
-    pending: impl Iterator<Item = &'a (u64, Vec<u8>)>,
-    below: u64,
-) -> BTreeMap<(u64, &'a [u8]), Vec<u8>> {
-    let mut rows: BTreeMap<(u64, &[u8]), Vec<u8>> = BTreeMap::new();
-    for (seq, host) in pending.filter(|(s, _)| *s < below) {
-        // In range: INDEX_BLOCK fits in a u16 (asserted at compile time below).
-        let off = (seq % INDEX_BLOCK) as u16;
-        rows.entry((seq / INDEX_BLOCK, host.as_slice()))
-            .or_default()
-            .extend_from_slice(&off.to_be_bytes());
-    }
-    rows
-}
-
 fn index_key(block: u64, host: &[u8]) -> Vec<u8> {
     let mut key = block.to_be_bytes().to_vec();
     key.extend_from_slice(host);
@@ -263,11 +246,75 @@ fn index_key(block: u64, host: &[u8]) -> Vec<u8> {
 /// them is never held, and they never change once written.
 #[derive(Clone, Debug, Default)]
 struct IndexRows {
-    /// `(seq, bincode host name)`, in seq order.
-    keys: Vec<(u64, Vec<u8>)>,
+    /// `(seq, start, end)` of each pending entry's bincode host name in `arena`, in seq
+    /// order. (One arena rather than a `Vec` per entry: this runs for every entry folded.)
+    keys: Vec<(u64, u32, u32)>,
+    arena: Vec<u8>,
     /// The stored index holds every entry below this seq (a multiple of `INDEX_BLOCK`).
     covered: u64,
     off: bool,
+}
+
+impl IndexRows {
+    fn off() -> IndexRows {
+        IndexRows {
+            off: true,
+            ..IndexRows::default()
+        }
+    }
+
+    fn push(&mut self, seq: u64, host: &str) {
+        let start = self.arena.len();
+        model::encode_append(&host, &mut self.arena);
+        // A pending block's host names stay far below 4 GiB.
+        self.keys.push((seq, start as u32, self.arena.len() as u32));
+    }
+
+    /// The pending entries below `below` grouped into stored rows, in key order (the order
+    /// of the encoded keys: the block is fixed width): ((block, bincode host), offsets).
+    fn rows_below(&self, below: u64) -> Vec<((u64, &[u8]), Vec<u8>)> {
+        let mut items: Vec<(u64, &[u8], u16)> = self
+            .keys
+            .iter()
+            .take_while(|(seq, _, _)| *seq < below)
+            .map(|&(seq, start, end)| {
+                // In range: INDEX_BLOCK fits in a u16 (asserted at compile time).
+                let off = (seq % INDEX_BLOCK) as u16;
+                (
+                    seq / INDEX_BLOCK,
+                    &self.arena[start as usize..end as usize],
+                    off,
+                )
+            })
+            .collect();
+        items.sort_unstable();
+        let mut rows: Vec<((u64, &[u8]), Vec<u8>)> = Vec::new();
+        for (block, host, off) in items {
+            match rows.last_mut() {
+                Some(((b, h), offs)) if *b == block && *h == host => {
+                    offs.extend_from_slice(&off.to_be_bytes())
+                }
+                _ => rows.push(((block, host), off.to_be_bytes().to_vec())),
+            }
+        }
+        rows
+    }
+
+    /// Forgets the pending entries below `target` (written).
+    fn written_below(&mut self, target: u64) {
+        let keep = self.keys.partition_point(|(seq, _, _)| *seq < target);
+        let mut arena = Vec::with_capacity(self.arena.len());
+        let keys = self.keys[keep..]
+            .iter()
+            .map(|&(seq, start, end)| {
+                let s = arena.len() as u32;
+                arena.extend_from_slice(&self.arena[start as usize..end as usize]);
+                (seq, s, arena.len() as u32)
+            })
+            .collect();
+        self.keys = keys;
+        self.arena = arena;
+    }
 }
 
 /// Pending index rows are not state.
@@ -828,10 +875,10 @@ impl State {
         if self.index.off || target <= self.index.covered {
             return Ok(());
         }
-        for ((block, host), offsets) in index_rows(self.index.keys.iter(), target) {
+        for ((block, host), offsets) in self.index.rows_below(target) {
             w.put(tables::HOST_ENTRIES, &index_key(block, host), &offsets)?;
         }
-        self.index.keys.retain(|(seq, _)| *seq >= target);
+        self.index.written_below(target);
         self.index.covered = target;
         w.put(tables::META, INDEX_WATERMARK, &model::encode(&target))
     }
@@ -856,7 +903,7 @@ impl State {
         if !self.index.off
             && let (_, Some(host)) = event.subject()
         {
-            self.index.keys.push((seq, model::encode(&host)));
+            self.index.push(seq, host);
         }
     }
 
@@ -992,7 +1039,7 @@ impl State {
         // This state was folded from empty: its pending rows are the whole index, of which
         // the stored index holds those below its watermark.
         let covered = State::stored_index_watermark(r)?;
-        let expected = index_rows(self.index.keys.iter(), covered);
+        let expected = self.index.rows_below(covered);
         let mut expected = expected.iter();
         let show = |block: u64, host: &[u8]| {
             let host: Option<String> = model::decode(HOST_ENTRIES, host).ok();
@@ -1097,11 +1144,7 @@ impl State {
             active_by_channel: Model::from_rows(active, false),
             next_seq,
             scratch: KeyScratch::default(),
-            index: IndexRows {
-                keys: Vec::new(),
-                covered: 0,
-                off: true,
-            },
+            index: IndexRows::off(),
             deferrals_changed: ChangedRollouts::default(),
             forgotten: Forgotten(omitted),
         };
@@ -1129,11 +1172,7 @@ impl State {
 
     /// This state without the entry index (replay and forensics, which never write tables).
     pub fn without_index(mut self) -> State {
-        self.index = IndexRows {
-            keys: Vec::new(),
-            covered: 0,
-            off: true,
-        };
+        self.index = IndexRows::off();
         self
     }
 }

@@ -17,6 +17,12 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(v, config()).expect("encoding a row into a Vec cannot fail")
 }
 
+/// Encodes onto the end of `buf`.
+pub(crate) fn encode_append<T: Serialize>(v: &T, buf: &mut Vec<u8>) {
+    bincode::serde::encode_into_std_write(v, buf, config())
+        .expect("encoding a row into a Vec cannot fail");
+}
+
 /// Encodes into `buf`, replacing what it held (reuses its allocation).
 fn encode_into<T: Serialize>(v: &T, buf: &mut Vec<u8>) {
     buf.clear();

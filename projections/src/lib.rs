@@ -242,6 +242,9 @@ fn index_key(block: u64, host: &[u8]) -> Vec<u8> {
     key
 }
 
+/// A stored entry-index row: ((block, bincode host), u16 BE offsets).
+type IndexRowOut<'a> = ((u64, &'a [u8]), Vec<u8>);
+
 /// Index rows the fold produced and the next flush writes. Not a model: a log's worth of
 /// them is never held, and they never change once written.
 #[derive(Clone, Debug, Default)]
@@ -272,7 +275,7 @@ impl IndexRows {
 
     /// The pending entries below `below` grouped into stored rows, in key order (the order
     /// of the encoded keys: the block is fixed width): ((block, bincode host), offsets).
-    fn rows_below(&self, below: u64) -> Vec<((u64, &[u8]), Vec<u8>)> {
+    fn rows_below(&self, below: u64) -> Vec<IndexRowOut<'_>> {
         let mut items: Vec<(u64, &[u8], u16)> = self
             .keys
             .iter()
@@ -288,7 +291,7 @@ impl IndexRows {
             })
             .collect();
         items.sort_unstable();
-        let mut rows: Vec<((u64, &[u8]), Vec<u8>)> = Vec::new();
+        let mut rows: Vec<IndexRowOut<'_>> = Vec::new();
         for (block, host, off) in items {
             match rows.last_mut() {
                 Some(((b, h), offs)) if *b == block && *h == host => {

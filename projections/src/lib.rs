@@ -276,30 +276,21 @@ impl IndexRows {
     /// The pending entries below `below` grouped into stored rows, in key order (the order
     /// of the encoded keys: the block is fixed width): ((block, bincode host), offsets).
     fn rows_below(&self, below: u64) -> Vec<IndexRowOut<'_>> {
-        let mut items: Vec<(u64, &[u8], u16)> = self
-            .keys
-            .iter()
-            .take_while(|(seq, _, _)| *seq < below)
-            .map(|&(seq, start, end)| {
-                // In range: INDEX_BLOCK fits in a u16 (asserted at compile time).
-                let off = (seq % INDEX_BLOCK) as u16;
-                (
-                    seq / INDEX_BLOCK,
-                    &self.arena[start as usize..end as usize],
-                    off,
-                )
-            })
-            .collect();
-        items.sort_unstable();
-        let mut rows: Vec<IndexRowOut<'_>> = Vec::new();
-        for (block, host, off) in items {
-            match rows.last_mut() {
-                Some(((b, h), offs)) if *b == block && *h == host => {
-                    offs.extend_from_slice(&off.to_be_bytes())
-                }
-                _ => rows.push(((block, host), off.to_be_bytes().to_vec())),
-            }
+        // Grouped by hash, then only the distinct (block, host) keys are sorted: a block has
+        // ~16k entries but only a fleet's worth of hosts.
+        let mut groups: std::collections::HashMap<(u64, &[u8]), Vec<u8>> =
+            std::collections::HashMap::new();
+        for &(seq, start, end) in self.keys.iter().take_while(|(seq, _, _)| *seq < below) {
+            // In range: INDEX_BLOCK fits in a u16 (asserted at compile time). Offsets are
+            // pushed in seq order, so each row's list is ascending.
+            let off = (seq % INDEX_BLOCK) as u16;
+            groups
+                .entry((seq / INDEX_BLOCK, &self.arena[start as usize..end as usize]))
+                .or_default()
+                .extend_from_slice(&off.to_be_bytes());
         }
+        let mut rows: Vec<IndexRowOut<'_>> = groups.into_iter().collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         rows
     }
 

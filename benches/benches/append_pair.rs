@@ -11,10 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use fleet_ledger::materialize::Ledger;
-use ledger::store::Store;
-
-use fleet_ledger_benches::{batches, bench_dir};
+use fleet_ledger_benches::{batches, bench_dir, ledger_pair};
 
 /// The allocator the `fleet-ledger` binary runs with, so the library is measured as it ships.
 #[global_allocator]
@@ -38,20 +35,7 @@ fn main() {
         .unwrap_or(400);
     let (start, stream) = batches(rounds as u64 * 1000 + 1000, 2000);
     let dir = bench_dir();
-    let mut with = Ledger::create(
-        &dir.path().join("with.redb"),
-        "bench.example/cp",
-        fixtures::genesis_signer(),
-        start,
-    )
-    .expect("create");
-    let mut without = Store::create(
-        &dir.path().join("without.redb"),
-        "bench.example/cp",
-        fixtures::genesis_signer(),
-        start,
-    )
-    .expect("create");
+    let (mut with, mut without) = ledger_pair(dir.path(), start);
     let (mut w, mut wo) = (Vec::new(), Vec::new());
     let mut entries = 0usize;
     for (i, batch) in stream.iter().take(rounds).enumerate() {

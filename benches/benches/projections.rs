@@ -15,11 +15,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use fleet_ledger::materialize::{self, Ledger};
+use fleet_ledger::materialize;
 use ledger::event::Event;
-use ledger::store::{NewEntry, ReadOnlyStore, Store};
+use ledger::store::{NewEntry, ReadOnlyStore};
 
-use fleet_ledger_benches::{batches, cached_log, scratch};
+use fleet_ledger_benches::{batches, cached_log, ledger_pair, scratch};
 
 /// The allocator the `fleet-ledger` binary runs with, so the library is measured as it ships.
 #[global_allocator]
@@ -55,13 +55,7 @@ fn append(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Elements(1000));
 
-    let mut with = Ledger::create(
-        &dir.path().join("with.redb"),
-        "bench.example/cp",
-        fixtures::genesis_signer(),
-        start,
-    )
-    .expect("create");
+    let (mut with, mut without) = ledger_pair(dir.path(), start);
     let mut i = 0usize;
     // The batch is copied (and moved in time) outside the timing: the copy is the harness's.
     g.bench_function("with_projections", |b| {
@@ -74,13 +68,6 @@ fn append(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
-    let mut without = Store::create(
-        &dir.path().join("without.redb"),
-        "bench.example/cp",
-        fixtures::genesis_signer(),
-        start,
-    )
-    .expect("create");
     let mut j = 0usize;
     g.bench_function("without_projections", |b| {
         b.iter_batched(

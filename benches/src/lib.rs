@@ -76,3 +76,26 @@ pub fn cached_log(entries: u64) -> PathBuf {
     }
     path
 }
+
+/// A ledger with projections and a plain store, both created empty in `dir` at CP time
+/// `start`: the two sides of every with/without-projections comparison.
+pub fn ledger_pair(
+    dir: &std::path::Path,
+    start: i64,
+) -> (fleet_ledger::materialize::Ledger, Store) {
+    let with = fleet_ledger::materialize::Ledger::create(
+        &dir.join("with.redb"),
+        "bench.example/cp",
+        fixtures::genesis_signer(),
+        start,
+    )
+    .expect("create");
+    let without = Store::create(
+        &dir.join("without.redb"),
+        "bench.example/cp",
+        fixtures::genesis_signer(),
+        start,
+    )
+    .expect("create");
+    (with, without)
+}

@@ -26,8 +26,7 @@ pub(crate) fn encode_append<T: Serialize>(v: &T, buf: &mut Vec<u8>) {
 /// Encodes into `buf`, replacing what it held (reuses its allocation).
 fn encode_into<T: Serialize>(v: &T, buf: &mut Vec<u8>) {
     buf.clear();
-    bincode::serde::encode_into_std_write(v, buf, config())
-        .expect("encoding a row into a Vec cannot fail");
+    encode_append(v, buf);
 }
 
 /// Decodes a key or row, refusing trailing bytes.
@@ -46,8 +45,20 @@ pub fn decode<T: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<T, Table
     Ok(v)
 }
 
-/// The dirty-key list's first compaction point (see [`Model::mark`]).
+/// The dirty-key list's first compaction point (see [`mark`]).
 const MIN_COMPACT: usize = 4096;
+
+/// Pushes `k` onto a model's changed-key list, dropping repeats whenever the list doubles,
+/// so a tracked state that is rarely flushed stays bounded by the distinct keys it changed.
+/// (A free function so it can borrow the list beside a row borrowed from the same model.)
+fn mark<K: Ord>(dirty: &mut Vec<K>, compact_at: &mut usize, k: K) {
+    dirty.push(k);
+    if dirty.len() >= *compact_at {
+        dirty.sort_unstable();
+        dirty.dedup();
+        *compact_at = (2 * dirty.len()).max(MIN_COMPACT);
+    }
+}
 
 /// One read model.
 #[derive(Clone, Debug)]
@@ -135,26 +146,18 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
             self.dirty.clear();
         }
     }
-    /// Remembers `k` as changed. Drops repeats whenever the list doubles, so a tracked
-    /// state that is rarely flushed stays bounded by the distinct keys it changed.
+    /// Remembers `k` as changed (see [`mark`]).
     fn mark(&mut self, k: K) {
-        self.dirty.push(k);
-        if self.dirty.len() >= self.compact_at {
-            self.dirty.sort_unstable();
-            self.dirty.dedup();
-            self.compact_at = (2 * self.dirty.len()).max(MIN_COMPACT);
-        }
+        mark(&mut self.dirty, &mut self.compact_at, k);
     }
 
     /// A row, for changing (marks it changed).
     pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        let v = self.rows.get_mut(k)?;
         if self.track {
-            if !self.rows.contains_key(k) {
-                return None;
-            }
-            self.mark(k.clone());
+            mark(&mut self.dirty, &mut self.compact_at, k.clone());
         }
-        self.rows.get_mut(k)
+        Some(v)
     }
     /// Inserts or replaces a row.
     pub fn insert(&mut self, k: K, v: V) {
@@ -220,7 +223,7 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
     }
     /// The keys changed since the last flush, sorted and distinct; forgets them (the caller
     /// writes their rows).
-    pub fn take_dirty(&mut self) -> Vec<K> {
+    fn take_dirty(&mut self) -> Vec<K> {
         let mut dirty = std::mem::take(&mut self.dirty);
         self.compact_at = MIN_COMPACT;
         dirty.sort_unstable();

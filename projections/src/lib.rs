@@ -165,6 +165,75 @@ impl HostIndex {
     }
 }
 
+/// The current gate block per (rollout, host), grouped by rollout: a block is looked up and
+/// changed by rollout then host (few rollouts, then short host names), and its table is
+/// written a rollout at a time (see [`State::flush_deferrals`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deferrals {
+    /// Rollout → host → block. No rollout maps to an empty map.
+    by_rollout: BTreeMap<RolloutId, BTreeMap<String, DeferralRow>>,
+}
+
+impl Deferrals {
+    fn from_rows(rows: impl IntoIterator<Item = ((RolloutId, String), DeferralRow)>) -> Deferrals {
+        let mut d = Deferrals::default();
+        for ((r, h), row) in rows {
+            d.by_rollout.entry(r).or_default().insert(h, row);
+        }
+        d
+    }
+
+    /// The block of a host in a rollout.
+    pub fn get(&self, (rollout, host): &(RolloutId, String)) -> Option<&DeferralRow> {
+        self.by_rollout.get(rollout)?.get(host)
+    }
+
+    /// Every block, by (rollout, host).
+    pub fn iter(&self) -> impl Iterator<Item = ((&RolloutId, &String), &DeferralRow)> {
+        self.by_rollout
+            .iter()
+            .flat_map(|(r, hosts)| hosts.iter().map(move |(h, row)| ((r, h), row)))
+    }
+
+    /// Number of blocks.
+    pub fn len(&self) -> usize {
+        self.by_rollout.values().map(BTreeMap::len).sum()
+    }
+
+    /// Whether no host is blocked.
+    pub fn is_empty(&self) -> bool {
+        self.by_rollout.is_empty()
+    }
+
+    fn upsert(
+        &mut self,
+        rollout: &RolloutId,
+        host: &str,
+        change: impl FnOnce(&mut DeferralRow),
+        new: impl FnOnce() -> DeferralRow,
+    ) {
+        let hosts = match self.by_rollout.get_mut(rollout) {
+            Some(hosts) => hosts,
+            None => self.by_rollout.entry(rollout.clone()).or_default(),
+        };
+        match hosts.get_mut(host) {
+            Some(row) => change(row),
+            None => {
+                hosts.insert(host.to_string(), new());
+            }
+        }
+    }
+
+    fn remove(&mut self, rollout: &RolloutId, host: &str) -> Option<DeferralRow> {
+        let hosts = self.by_rollout.get_mut(rollout)?;
+        let row = hosts.remove(host)?;
+        if hosts.is_empty() {
+            self.by_rollout.remove(rollout);
+        }
+        Some(row)
+    }
+}
+
 /// Table names in the store.
 pub mod tables {
     /// Rollouts by id.
@@ -393,7 +462,7 @@ pub struct State {
     ///
     /// Untracked: its table is written a rollout at a time (see [`State::flush_deferrals`]),
     /// so changes are remembered per rollout in `deferrals_changed`.
-    pub deferrals: Model<(RolloutId, String), DeferralRow>,
+    pub deferrals: Deferrals,
     /// Index (host, rollout's opening seq) → rollout: a host's rollouts in opening order.
     /// Keyed by seq rather than id so each insert compares integers, not rollout ids.
     ///
@@ -420,7 +489,7 @@ impl Default for State {
             probe_failures: Model::default(),
             quarantine: Model::default(),
             dispatch_queue: Model::default(),
-            deferrals: Model::from_rows(BTreeMap::new(), false),
+            deferrals: Deferrals::default(),
             by_host: HostIndex::default(),
             active_by_channel: Model::default(),
             next_seq: 0,
@@ -612,9 +681,9 @@ impl State {
             }
             Event::GateDecision(e) => match &e.block {
                 Some(block) => {
-                    let key = self.scratch.rh(&e.rollout_id, &e.hostname);
                     self.deferrals.upsert(
-                        key,
+                        &e.rollout_id,
+                        &e.hostname,
                         |row| {
                             row.block = block.clone();
                             row.updated_seq = seq;
@@ -680,11 +749,7 @@ impl State {
     }
 
     fn remove_deferral(&mut self, rollout: &RolloutId, host: &str) {
-        if self
-            .deferrals
-            .remove(self.scratch.rh(rollout, host))
-            .is_some()
-        {
+        if self.deferrals.remove(rollout, host).is_some() {
             self.deferrals_changed.mark(rollout);
         }
     }
@@ -752,15 +817,10 @@ impl State {
 
     /// Every rollout's current blocks, as stored in [`tables::DEFERRALS`]: one row per
     /// rollout, its hosts' rows in host order.
-    fn deferral_groups(&self) -> Vec<(&RolloutId, Vec<(&String, &DeferralRow)>)> {
-        let mut groups: Vec<(&RolloutId, Vec<(&String, &DeferralRow)>)> = Vec::new();
-        for ((rollout, host), row) in self.deferrals.iter() {
-            match groups.last_mut() {
-                Some((r, rows)) if *r == rollout => rows.push((host, row)),
-                _ => groups.push((rollout, vec![(host, row)])),
-            }
-        }
-        groups
+    fn deferral_groups(
+        &self,
+    ) -> impl Iterator<Item = (&RolloutId, &BTreeMap<String, DeferralRow>)> {
+        self.deferrals.by_rollout.iter()
     }
 
     /// Rewrites the stored row of every rollout whose blocks changed. Blocks are stored a
@@ -772,37 +832,30 @@ impl State {
         let mut rollouts = std::mem::take(&mut self.deferrals_changed.0);
         rollouts.sort_unstable();
         rollouts.dedup();
+        let mut value = Vec::new();
         for rollout in &rollouts {
-            let rows: Vec<(&String, &DeferralRow)> = self
-                .deferrals
-                .range((rollout.clone(), String::new())..)
-                .take_while(|((r, _), _)| r == rollout)
-                .map(|((_, h), row)| (h, row))
-                .collect();
             let key = model::encode(rollout);
-            if rows.is_empty() {
-                w.delete(tables::DEFERRALS, &key)?;
-            } else {
-                w.put(tables::DEFERRALS, &key, &model::encode(&rows))?;
+            // A rollout's map is never left empty (see `Deferrals::remove`). Encoded as a
+            // map: the same bytes as a sequence of (host, row) pairs.
+            match self.deferrals.by_rollout.get(rollout) {
+                Some(rows) => {
+                    model::encode_into(rows, &mut value);
+                    w.put(tables::DEFERRALS, &key, &value)?;
+                }
+                None => w.delete(tables::DEFERRALS, &key)?,
             }
         }
         Ok(())
     }
 
     /// Loads [`tables::DEFERRALS`] (see [`State::flush_deferrals`]).
-    fn load_deferrals(
-        r: &dyn TableReader,
-    ) -> Result<Model<(RolloutId, String), DeferralRow>, TableError> {
-        Ok(Model::from_rows(
-            read::deferrals(r)?.into_iter().collect(),
-            false,
-        ))
+    fn load_deferrals(r: &dyn TableReader) -> Result<Deferrals, TableError> {
+        Ok(Deferrals::from_rows(read::deferrals(r)?))
     }
 
     fn diff_deferrals(&self, r: &dyn TableReader) -> Result<Option<String>, TableError> {
         let expected = self
             .deferral_groups()
-            .into_iter()
             .map(|(rollout, rows)| {
                 (
                     model::encode(rollout),
@@ -1097,7 +1150,10 @@ impl State {
             self.probe_failures.rows(),
             self.quarantine.rows(),
             self.dispatch_queue.rows(),
-            self.deferrals.rows(),
+            // The flat (rollout, host) → row map, as the snapshot format has it.
+            self.deferrals
+                .iter()
+                .collect::<BTreeMap<(&RolloutId, &String), &DeferralRow>>(),
             self.active_by_channel.rows(),
         ))
     }
@@ -1133,7 +1189,7 @@ impl State {
             probe_failures: Model::from_rows(probe_failures, false),
             quarantine: Model::from_rows(quarantine, false),
             dispatch_queue: Model::from_rows(dispatch_queue, false),
-            deferrals: Model::from_rows(deferrals, false),
+            deferrals: Deferrals::from_rows(deferrals),
             by_host: HostIndex::default(),
             active_by_channel: Model::from_rows(active, false),
             next_seq,

@@ -24,7 +24,7 @@ pub(crate) fn encode_append<T: Serialize>(v: &T, buf: &mut Vec<u8>) {
 }
 
 /// Encodes into `buf`, replacing what it held (reuses its allocation).
-fn encode_into<T: Serialize>(v: &T, buf: &mut Vec<u8>) {
+pub(crate) fn encode_into<T: Serialize>(v: &T, buf: &mut Vec<u8>) {
     buf.clear();
     encode_append(v, buf);
 }

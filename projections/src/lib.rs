@@ -446,7 +446,7 @@ impl PartialEq for Forgotten {
 impl Eq for Forgotten {}
 
 /// Every read model.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     /// Every rollout ever opened.
     pub rollouts: Model<RolloutId, RolloutRecord>,
@@ -479,26 +479,6 @@ pub struct State {
     index: IndexRows,
     deferrals_changed: ChangedRollouts,
     forgotten: Forgotten,
-}
-
-impl Default for State {
-    fn default() -> State {
-        State {
-            rollouts: Model::default(),
-            hosts: Model::default(),
-            probe_failures: Model::default(),
-            quarantine: Model::default(),
-            dispatch_queue: Model::default(),
-            deferrals: Deferrals::default(),
-            by_host: HostIndex::default(),
-            active_by_channel: Model::default(),
-            next_seq: 0,
-            scratch: KeyScratch::default(),
-            index: IndexRows::default(),
-            deferrals_changed: ChangedRollouts::default(),
-            forgotten: Forgotten::default(),
-        }
-    }
 }
 
 /// Rollouts whose rows changed since the last flush (repeats allowed; consecutive repeats,

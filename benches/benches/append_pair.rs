@@ -5,7 +5,8 @@
 //! within seconds, so the two figures come from different weather, and the with-ledger's
 //! tables are larger by the time it stops. Here both ledgers take the same simulated batches
 //! in turn, round after round (which goes first alternates), so drift and growth hit both
-//! alike. Medians of `FLEET_PAIR_ROUNDS` rounds (default 400 batches of ≈1000 entries).
+//! alike. Medians of `FLEET_PAIR_ROUNDS` rounds (default 400 batches of 1000 entries), and
+//! the ratio of total times.
 //!
 //! `cargo bench -p fleet-ledger-benches --bench append_pair`
 
@@ -53,6 +54,9 @@ fn main() {
         }
     }
     let per_batch = entries as f64 / w.len() as f64;
+    // Totals include the batches that also write an entry-index block (one in 16), which
+    // the medians leave out.
+    let (tw, two): (Duration, Duration) = (w.iter().sum(), wo.iter().sum());
     let (w, wo) = (median(&mut w), median(&mut wo));
     let rate = |d: Duration| per_batch / d.as_secs_f64() / 1000.0;
     println!(
@@ -72,5 +76,11 @@ fn main() {
     println!(
         "  with / without       {:.0}% of the throughput",
         100.0 * wo.as_secs_f64() / w.as_secs_f64()
+    );
+    println!(
+        "  totals               {:.2} s with, {:.2} s without: {:.0}%",
+        tw.as_secs_f64(),
+        two.as_secs_f64(),
+        100.0 * two.as_secs_f64() / tw.as_secs_f64()
     );
 }

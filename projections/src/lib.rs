@@ -463,8 +463,7 @@ pub struct State {
     /// Untracked: its table is written a rollout at a time (see [`State::flush_deferrals`]),
     /// so changes are remembered per rollout in `deferrals_changed`.
     pub deferrals: Deferrals,
-    /// Index (host, rollout's opening seq) → rollout: a host's rollouts in opening order.
-    /// Keyed by seq rather than id so each insert compares integers, not rollout ids.
+    /// Index host → the rollouts it joined, in opening order (by the rollout's opening seq).
     ///
     /// In memory only, derived from the host records whenever a state is loaded or resumes
     /// tracking: only the writer reads it, and a stored copy cost appends 20–25% (a

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use fleet_ledger_benches::{batches, bench_dir, ledger_pair};
+use fleet_ledger_benches::{batches, bench_dir, env_or, ledger_pair, selected};
 
 /// The allocator the `fleet-ledger` binary runs with, so the library is measured as it ships.
 #[global_allocator]
@@ -24,16 +24,10 @@ fn median(v: &mut [Duration]) -> Duration {
 }
 
 fn main() {
-    if std::env::args()
-        .skip(1)
-        .any(|a| !a.starts_with("--") && a != "append_pair")
-    {
+    if !selected("append_pair") {
         return;
     }
-    let rounds: usize = std::env::var("FLEET_PAIR_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(400);
+    let rounds: usize = env_or("FLEET_PAIR_ROUNDS", 400);
     let (start, stream) = batches(rounds as u64 * 1000 + 1000, 2000);
     let dir = bench_dir();
     let (mut with, mut without) = ledger_pair(dir.path(), start);

@@ -28,10 +28,7 @@ fn median(mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
-    if std::env::args()
-        .skip(1)
-        .any(|a| !a.starts_with("--") && a != "forensics")
-    {
+    if !fleet_ledger_benches::selected("forensics") {
         return;
     }
     // A copy with its projection tables (and entry index) built, as a daemon's database has.

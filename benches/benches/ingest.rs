@@ -33,10 +33,7 @@ const TARGET: &str = "/nix/store/bench-stable";
 const CHILD: &str = "FLEET_INGEST_CHILD";
 
 fn secs() -> u64 {
-    std::env::var("FLEET_INGEST_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8)
+    fleet_ledger_benches::env_or("FLEET_INGEST_SECS", 8)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -423,10 +420,7 @@ fn main() {
         return;
     }
     // `cargo bench` passes `--bench`; a filter argument that is not ours skips the run.
-    if std::env::args()
-        .skip(1)
-        .any(|a| !a.starts_with("--") && a != "ingest")
-    {
+    if !fleet_ledger_benches::selected("ingest") {
         return;
     }
     let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use fleet_ledger_benches::{bench_dir, entry_event, make_batch};
+use fleet_ledger_benches::{bench_dir, entry_event, env_or, make_batch, selected};
 use ledger::entry;
 use ledger::hash::Hash;
 use ledger::store::Store;
@@ -42,16 +42,10 @@ fn raw_insert(db: &Database, two_phase: bool, seq: u64, bytes: &[u8]) {
 }
 
 fn main() {
-    if std::env::args()
-        .skip(1)
-        .any(|a| !a.starts_with("--") && a != "lone_append")
-    {
+    if !selected("lone_append") {
         return;
     }
-    let rounds: usize = std::env::var("FLEET_LONE_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
+    let rounds: usize = env_or("FLEET_LONE_ROUNDS", 3000);
     let dir = bench_dir();
     let mut store = Store::create(
         &dir.path().join("ledger.redb"),

@@ -26,10 +26,7 @@ use fleet_ledger_benches::{batches, cached_log, ledger_pair, scratch};
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn rebuild(c: &mut Criterion) {
-    let n: u64 = std::env::var("FLEET_BENCH_REBUILD_ENTRIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let n: u64 = fleet_ledger_benches::env_or("FLEET_BENCH_REBUILD_ENTRIES", 1_000_000);
     let path = cached_log(n);
     let ro = ReadOnlyStore::open(&path).expect("open");
     let snap = ro.snapshot().expect("snapshot");

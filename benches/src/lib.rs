@@ -77,6 +77,22 @@ pub fn cached_log(entries: u64) -> PathBuf {
     path
 }
 
+/// Whether a harness-less bench binary named `name` should run for these arguments (cargo
+/// passes `--bench` and any filter; a filter naming another bench skips it).
+pub fn selected(name: &str) -> bool {
+    !std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with("--") && a != name)
+}
+
+/// A numeric setting from the environment, or `default` when unset or unparsable.
+pub fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A ledger with projections and a plain store, both created empty in `dir` at CP time
 /// `start`: the two sides of every with/without-projections comparison.
 pub fn ledger_pair(

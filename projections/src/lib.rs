@@ -143,16 +143,6 @@ impl HostIndex {
         self.hosts.get(host).into_iter().flatten().map(|(_, r)| r)
     }
 
-    /// Number of (host, rollout) rows.
-    pub fn len(&self) -> usize {
-        self.hosts.values().map(Vec::len).sum()
-    }
-
-    /// Whether empty.
-    pub fn is_empty(&self) -> bool {
-        self.hosts.is_empty()
-    }
-
     /// Drops the rows of these rollouts.
     fn forget_rollouts(&mut self, rollouts: &[RolloutId]) {
         if rollouts.is_empty() {
@@ -193,16 +183,6 @@ impl Deferrals {
         self.by_rollout
             .iter()
             .flat_map(|(r, hosts)| hosts.iter().map(move |(h, row)| ((r, h), row)))
-    }
-
-    /// Number of blocks.
-    pub fn len(&self) -> usize {
-        self.by_rollout.values().map(BTreeMap::len).sum()
-    }
-
-    /// Whether no host is blocked.
-    pub fn is_empty(&self) -> bool {
-        self.by_rollout.is_empty()
     }
 
     fn upsert(

@@ -133,12 +133,6 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
         }
     }
 
-    /// Replaces every row from an iterator sorted by key (bulk build), remembering none.
-    pub fn replace_sorted(&mut self, rows: impl IntoIterator<Item = (K, V)>) {
-        self.rows = rows.into_iter().collect();
-        self.dirty.clear();
-    }
-
     /// Stops (or resumes) remembering changed rows.
     pub fn set_tracking(&mut self, track: bool) {
         self.track = track;
@@ -178,18 +172,6 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
                 }
                 true
             }
-        }
-    }
-
-    /// Changes the row at `k` with `change`, or inserts `new()` when absent (one search).
-    pub fn upsert(&mut self, k: &K, change: impl FnOnce(&mut V), new: impl FnOnce() -> V) {
-        if let Some(v) = self.rows.get_mut(k) {
-            change(v);
-        } else {
-            self.rows.insert(k.clone(), new());
-        }
-        if self.track {
-            self.mark(k.clone());
         }
     }
 

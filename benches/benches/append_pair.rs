@@ -23,6 +23,39 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
+/// Where the extra time goes: batches grouped by their most frequent event kind (and
+/// whether they wrote an entry-index block), with the summed with-minus-without time.
+fn detail(stream: &[Vec<ledger::store::NewEntry>], w: &[Duration], wo: &[Duration]) {
+    use std::collections::BTreeMap;
+    let mut groups: BTreeMap<String, (usize, f64, f64)> = BTreeMap::new();
+    let mut seq = 1u64;
+    for (i, b) in stream.iter().enumerate() {
+        let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for e in b {
+            *kinds.entry(e.event.kind().name()).or_default() += 1;
+        }
+        let top = kinds
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map_or("-", |(k, _)| k);
+        let crosses = (seq / 16_384) != ((seq + b.len() as u64) / 16_384);
+        seq += b.len() as u64;
+        let g = groups
+            .entry(format!("{top}{}", if crosses { " +index" } else { "" }))
+            .or_default();
+        g.0 += 1;
+        g.1 += (w[i].as_secs_f64() - wo[i].as_secs_f64()) * 1e3;
+        g.2 += wo[i].as_secs_f64() * 1e3;
+    }
+    for (k, (n, extra, base)) in groups {
+        println!(
+            "  {k:32} {n:4} batches  extra {extra:8.1} ms total, {:5.2} ms each (base {:5.2})",
+            extra / n as f64,
+            base / n as f64
+        );
+    }
+}
+
 fn main() {
     if !selected("append_pair") {
         return;
@@ -51,6 +84,7 @@ fn main() {
     // Totals include the batches that also write an entry-index block (one in 16), which
     // the medians leave out.
     let (tw, two): (Duration, Duration) = (w.iter().sum(), wo.iter().sum());
+    let (wv, wov) = (w.clone(), wo.clone());
     let (w, wo) = (median(&mut w), median(&mut wo));
     let rate = |d: Duration| per_batch / d.as_secs_f64() / 1000.0;
     println!(
@@ -71,6 +105,9 @@ fn main() {
         "  with / without       {:.0}% of the throughput",
         100.0 * wo.as_secs_f64() / w.as_secs_f64()
     );
+    if env_or("FLEET_PAIR_DETAIL", 0) == 1 {
+        detail(&stream[..rounds], &wv, &wov);
+    }
     println!(
         "  totals               {:.2} s with, {:.2} s without: {:.0}%",
         tw.as_secs_f64(),

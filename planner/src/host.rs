@@ -255,7 +255,7 @@ pub fn decide_report(
     }
     let record = state
         .hosts
-        .get(&(rollout_id.clone(), hostname.to_string()))
+        .get(rollout_id, hostname)
         .ok_or_else(|| Rejection::UnknownHost {
             host: hostname.to_string(),
             rollout: rollout_id.to_string(),

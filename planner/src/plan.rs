@@ -366,7 +366,7 @@ fn gates(
         let gating = view
             .state
             .hosts
-            .get(&(host.rollout_id.clone(), edge.gates.clone()))
+            .get(&host.rollout_id, &edge.gates)
             .map(|h| h.state);
         if !matches!(gating, Some(HostState::Converged | HostState::Deferred)) {
             return Some(GateBlock::HostEdge {

@@ -10,6 +10,7 @@
 //! fold is deterministic.
 
 pub mod host;
+pub mod hosts;
 pub mod model;
 pub mod read;
 pub mod rollout;
@@ -22,6 +23,7 @@ use ledger::tables::{TableError, TableReader, TableWriter};
 use serde::{Deserialize, Serialize};
 
 pub use host::{HostRecord, ProbeRecord};
+pub use hosts::Hosts;
 pub use model::Model;
 pub use rollout::RolloutRecord;
 
@@ -377,11 +379,10 @@ pub struct Watermark {
     pub next_seq: u64,
 }
 
-/// Reusable lookup keys: building a `(RolloutId, String)` for every lookup would allocate three
+/// Reusable lookup keys: building a `(String, RolloutId)` for every lookup would allocate three
 /// strings per lookup, several times per entry, which dominated rebuilds.
 #[derive(Clone, Debug, Default)]
 struct KeyScratch {
-    rh: (RolloutId, String),
     hr: (String, RolloutId),
 }
 
@@ -394,14 +395,6 @@ impl PartialEq for KeyScratch {
 impl Eq for KeyScratch {}
 
 impl KeyScratch {
-    /// `(rollout, host)`, reusing the buffers.
-    fn rh(&mut self, r: &RolloutId, h: &str) -> &(RolloutId, String) {
-        self.rh.0.channel.clone_from(&r.channel);
-        self.rh.0.channel_ref.clone_from(&r.channel_ref);
-        self.rh.1.clear();
-        self.rh.1.push_str(h);
-        &self.rh
-    }
     /// `(host, rollout)`, reusing the buffers.
     fn hr(&mut self, h: &str, r: &RolloutId) -> &(String, RolloutId) {
         self.hr.0.clear();
@@ -430,8 +423,8 @@ impl Eq for Forgotten {}
 pub struct State {
     /// Every rollout ever opened.
     pub rollouts: Model<RolloutId, RolloutRecord>,
-    /// Host records by (rollout, host).
-    pub hosts: Model<(RolloutId, String), HostRecord>,
+    /// Host records by (rollout, host), held by rollout then host (see [`Hosts`]).
+    pub hosts: Hosts,
     /// Failing controls by (rollout, host, control id or probe name).
     pub probe_failures: Model<(RolloutId, String, String), ProbeFailureRow>,
     /// Quarantined closures by (channel, closure).
@@ -552,10 +545,9 @@ impl State {
                 );
             }
             Event::HostJoined(e) => {
-                let key = (e.rollout_id.clone(), e.host.hostname.clone());
-                let joined = self
-                    .hosts
-                    .insert_new(key, || HostRecord::joined(&e.rollout_id, &e.host, seq));
+                let joined = self.hosts.insert_new(&e.rollout_id, &e.host.hostname, || {
+                    HostRecord::joined(&e.rollout_id, &e.host, seq)
+                });
                 if joined && self.hosts.tracking() {
                     let opened = self
                         .rollouts
@@ -700,10 +692,19 @@ impl State {
     /// A rollout that stopped dispatching (finished, failed, superseded, pruned) has no
     /// current blocks and no queued dispatches: its waiting hosts will never be dispatched.
     fn retire_dispatching(&mut self, rollout: &RolloutId) {
-        let hosts: Vec<String> = self.hosts_of(rollout).map(|h| h.hostname.clone()).collect();
-        for h in hosts {
-            self.remove_deferral(rollout, &h);
-            self.dispatch_queue.remove(&(h, rollout.clone()));
+        if self.deferrals.by_rollout.remove(rollout).is_some() {
+            self.deferrals_changed.mark(rollout);
+        }
+        // The queue holds the dispatches in flight, a few per rollout; the rollout's hosts
+        // are a fleet's worth.
+        let queued: Vec<(String, RolloutId)> = self
+            .dispatch_queue
+            .iter()
+            .filter(|((_, r), _)| r == rollout)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &queued {
+            self.dispatch_queue.remove(k);
         }
     }
 
@@ -714,7 +715,7 @@ impl State {
     }
 
     fn apply_host(&mut self, rollout: &RolloutId, host: &str, seq: u64, at: Micros, event: &Event) {
-        if let Some(h) = self.hosts.get_mut(self.scratch.rh(rollout, host)) {
+        if let Some(h) = self.hosts.get_mut(rollout, host) {
             h.apply(seq, at, event);
         }
     }
@@ -768,10 +769,7 @@ impl State {
         &'a self,
         rollout: &'a RolloutId,
     ) -> impl Iterator<Item = &'a HostRecord> + 'a {
-        self.hosts
-            .range((rollout.clone(), String::new())..)
-            .take_while(move |((r, _), _)| r == rollout)
-            .map(|(_, h)| h)
+        self.hosts.of_rollout(rollout)
     }
 
     /// Every rollout's current blocks, as stored in [`tables::DEFERRALS`]: one row per
@@ -939,7 +937,7 @@ impl State {
         let next_seq = State::stored_watermark(r)?.map_or(0, |m| m.next_seq);
         Ok(State {
             rollouts: Model::load(ROLLOUTS, r)?,
-            hosts: Model::load(HOSTS, r)?,
+            hosts: Hosts::load_filtered(HOSTS, r, |_| true)?.0,
             probe_failures: Model::load(PROBE_FAILURES, r)?,
             quarantine: Model::load(QUARANTINE, r)?,
             dispatch_queue: Model::load(DISPATCH_QUEUE, r)?,
@@ -974,12 +972,7 @@ impl State {
                 .get(id)
                 .is_none_or(|x| x.state != RolloutState::Pruned)
         };
-        let mut forgotten = 0u64;
-        let hosts = Model::load_filtered(HOSTS, r, |k: &(RolloutId, String), _| {
-            let keep = live(&k.0);
-            forgotten += u64::from(!keep);
-            keep
-        })?;
+        let (hosts, forgotten) = Hosts::load_filtered(HOSTS, r, live)?;
         Ok(State {
             hosts,
             by_host: HostIndex::default(),
@@ -1007,16 +1000,7 @@ impl State {
                     .get(id)
                     .is_some_and(|r| r.state == RolloutState::Pruned)
             );
-            let keys: Vec<(RolloutId, String)> = self
-                .hosts
-                .range((id.clone(), String::new())..)
-                .take_while(|((r, _), _)| r == id)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in &keys {
-                self.hosts.forget(k);
-            }
-            self.forgotten.0 += keys.len() as u64;
+            self.forgotten.0 += self.hosts.forget_rollout(id) as u64;
         }
         self.by_host.forget_rollouts(pruned);
     }
@@ -1098,7 +1082,7 @@ impl State {
                 .get(id)
                 .is_some_and(|r| r.state == RolloutState::Pruned)
         };
-        let hosts: BTreeMap<&(RolloutId, String), &HostRecord> =
+        let hosts: BTreeMap<(&RolloutId, &String), &HostRecord> =
             self.hosts.iter().filter(|((r, _), _)| !pruned(r)).collect();
         let omitted = self.forgotten.0 + (self.hosts.len() - hosts.len()) as u64;
         model::encode(&(
@@ -1144,7 +1128,7 @@ impl State {
         ) = model::decode("snapshot", bytes)?;
         let state = State {
             rollouts: Model::from_rows(rollouts, false),
-            hosts: Model::from_rows(hosts, false),
+            hosts: Hosts::from_rows(hosts, false),
             probe_failures: Model::from_rows(probe_failures, false),
             quarantine: Model::from_rows(quarantine, false),
             dispatch_queue: Model::from_rows(dispatch_queue, false),
@@ -1165,18 +1149,12 @@ impl State {
     pub fn drop_pruned_hosts(&mut self) {
         debug_assert!(!self.hosts.tracking(), "only untracked states drop rows");
         let rollouts = &self.rollouts;
-        let before = self.hosts.len();
-        let kept: BTreeMap<(RolloutId, String), HostRecord> = std::mem::take(&mut self.hosts)
-            .into_rows()
-            .into_iter()
-            .filter(|((r, _), _)| {
-                rollouts
-                    .get(r)
-                    .is_none_or(|x| x.state != RolloutState::Pruned)
-            })
-            .collect();
-        self.hosts = Model::from_rows(kept, false);
-        self.forgotten.0 += (before - self.hosts.len()) as u64;
+        let dropped = self.hosts.retain_rollouts(|r| {
+            rollouts
+                .get(r)
+                .is_none_or(|x| x.state != RolloutState::Pruned)
+        });
+        self.forgotten.0 += dropped as u64;
     }
 
     /// This state without the entry index (replay and forensics, which never write tables).

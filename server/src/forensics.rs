@@ -575,10 +575,7 @@ pub fn why(source: Source<'_>, host: &str, rollout: &RolloutId) -> Result<Why, F
         state.apply(item.seq, item.at, &item.event);
         Ok(true)
     })?;
-    let rec = state
-        .hosts
-        .get(&(rollout.clone(), host.to_string()))
-        .cloned();
+    let rec = state.hosts.get(rollout, host).cloned();
     let r = state.rollouts.get(rollout).cloned();
     Ok((out, rec, r))
 }

@@ -747,7 +747,7 @@ impl Writer {
         now: Micros,
         replan: &mut bool,
     ) -> Result<Output, Refusal> {
-        if let Some(rec) = self.state().hosts.get(&(rollout.clone(), host.to_string()))
+        if let Some(rec) = self.state().hosts.get(rollout, host)
             && agent_seq == rec.last_event_seq
             && rec.last_report_seq > 0
         {
@@ -843,7 +843,7 @@ impl Writer {
             {
                 continue;
             }
-            let Some(rec) = self.state().hosts.get(&(r.clone(), host.to_string())) else {
+            let Some(rec) = self.state().hosts.get(r, host) else {
                 if named {
                     return Err(Rejection::UnknownHost {
                         host: host.to_string(),
@@ -891,7 +891,7 @@ impl Writer {
         let bootstrap = (!named).then(|| {
             rollouts
                 .iter()
-                .filter_map(|r| self.state().hosts.get(&(r.clone(), host.to_string())))
+                .filter_map(|r| self.state().hosts.get(r, host))
                 .map(HostSnapshot::of)
                 .collect()
         });
@@ -979,10 +979,7 @@ impl Writer {
             .take_while(|((h, _), _)| *h == host)
             .min_by_key(|((_, r), row)| (row.enqueued_at, r.clone()))
             .map(|((_, r), row)| (r.clone(), row.clone()))?;
-        let wave = state
-            .hosts
-            .get(&(rollout.clone(), host.clone()))
-            .map_or(0, |h| h.wave);
+        let wave = state.hosts.get(&rollout, &host).map_or(0, |h| h.wave);
         let e = Event::DispatchDelivered(DispatchDelivered {
             hostname: host.clone(),
             rollout_id: rollout.clone(),

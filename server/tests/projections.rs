@@ -161,7 +161,11 @@ fn a_failing_evidence_probe_with_an_observe_control_makes_exactly_one_row_at_its
         append(&mut l, events);
     }
     assert_eq!(
-        l.state().hosts[&(r.clone(), "web-01".into())].state,
+        l.state()
+            .hosts
+            .get(&r, "web-01")
+            .expect("web-01 joined")
+            .state,
         HostState::Soaking
     );
     let rows: Vec<_> = l.state().probe_failures.iter().collect();
@@ -430,13 +434,9 @@ fn a_live_ledger_keeps_pruned_rollouts_out_of_memory_but_in_the_tables() {
     assert!(s.hosts.len() < expect.hosts.len());
     for ((r, h), rec) in expect.hosts.iter() {
         let dead = expect.rollouts[r].state == ledger::domain::RolloutState::Pruned;
-        assert_eq!(
-            s.hosts.get(&(r.clone(), h.clone())).is_none(),
-            dead,
-            "{r} {h}"
-        );
+        assert_eq!(s.hosts.get(r, h).is_none(), dead, "{r} {h}");
         if !dead {
-            assert_eq!(&s.hosts[&(r.clone(), h.clone())], rec);
+            assert_eq!(s.hosts.get(r, h), Some(rec));
         }
     }
     assert_eq!(s.rollouts, expect.rollouts);

@@ -72,7 +72,10 @@ impl Fleet {
     }
 
     pub fn host(&self, rollout: &RolloutId, host: &str) -> &HostRecord {
-        &self.state.hosts[&(rollout.clone(), host.to_string())]
+        self.state
+            .hosts
+            .get(rollout, host)
+            .expect("the host joined the rollout")
     }
 
     /// Decides a host input end to end (host machine, then rollout machine) and appends.

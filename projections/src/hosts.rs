@@ -1,0 +1,300 @@
+//! `Hosts`: the host rollout records, held by rollout then host.
+//!
+//! The stored table ([`tables::HOSTS`](crate::tables::HOSTS)) is keyed by (rollout, host) like
+//! any model; in memory the records are grouped by rollout because that is how they are
+//! reached: a join, a report or a decision names one rollout (a few dozen live at most), then
+//! one host among its fleet; a rollout's records are listed and dropped together. A flat map
+//! of (rollout, host) keys compared two rollout-id strings at every level of a 150k-row tree,
+//! cloned three strings to remember each change, and sorted those keys again at every flush.
+//! Here a change sets a flag on its record and counts it on its rollout, and a flush walks the
+//! rollouts with changes, encoding each rollout's key prefix once.
+
+use std::collections::BTreeMap;
+
+use ledger::domain::RolloutId;
+use ledger::tables::{TableError, TableReader, TableWriter};
+
+use crate::host::HostRecord;
+use crate::model::{decode, diff_rows, encode, encode_append, encode_into};
+
+/// A record and whether it changed since the last flush.
+#[derive(Clone, Debug)]
+struct Slot {
+    rec: HostRecord,
+    dirty: bool,
+}
+
+/// Records only: what changed since the last flush does not make two states different.
+impl PartialEq for Slot {
+    fn eq(&self, other: &Self) -> bool {
+        self.rec == other.rec
+    }
+}
+impl Eq for Slot {}
+
+/// One rollout's records.
+#[derive(Clone, Debug, Default)]
+struct Group {
+    hosts: BTreeMap<String, Slot>,
+    /// How many of them are flagged dirty.
+    dirty: usize,
+}
+
+impl PartialEq for Group {
+    fn eq(&self, other: &Self) -> bool {
+        self.hosts == other.hosts
+    }
+}
+impl Eq for Group {}
+
+/// The host records, by rollout then host, remembering which changed since the last flush.
+/// Records are never removed by a fold (a host stays in a rollout it joined); only memory
+/// drops them ([`Hosts::forget_rollout`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hosts {
+    by_rollout: BTreeMap<RolloutId, Group>,
+    len: usize,
+    /// Whether to remember changed records (off while rebuilding: every row is written).
+    track: bool,
+}
+
+impl Default for Hosts {
+    fn default() -> Self {
+        Hosts {
+            by_rollout: BTreeMap::new(),
+            len: 0,
+            track: true,
+        }
+    }
+}
+
+impl Hosts {
+    /// A host's record in a rollout.
+    pub fn get(&self, rollout: &RolloutId, host: &str) -> Option<&HostRecord> {
+        Some(&self.by_rollout.get(rollout)?.hosts.get(host)?.rec)
+    }
+
+    /// A record, for changing (remembers it as changed).
+    pub(crate) fn get_mut(&mut self, rollout: &RolloutId, host: &str) -> Option<&mut HostRecord> {
+        let group = self.by_rollout.get_mut(rollout)?;
+        let slot = group.hosts.get_mut(host)?;
+        if self.track && !slot.dirty {
+            slot.dirty = true;
+            group.dirty += 1;
+        }
+        Some(&mut slot.rec)
+    }
+
+    /// Inserts `new()` unless the host already has a record in the rollout. Returns whether
+    /// it inserted.
+    pub(crate) fn insert_new(
+        &mut self,
+        rollout: &RolloutId,
+        host: &str,
+        new: impl FnOnce() -> HostRecord,
+    ) -> bool {
+        let group = match self.by_rollout.get_mut(rollout) {
+            Some(group) => group,
+            None => self.by_rollout.entry(rollout.clone()).or_default(),
+        };
+        if group.hosts.contains_key(host) {
+            return false;
+        }
+        group.hosts.insert(
+            host.to_string(),
+            Slot {
+                rec: new(),
+                dirty: self.track,
+            },
+        );
+        group.dirty += usize::from(self.track);
+        self.len += 1;
+        true
+    }
+
+    /// The records of one rollout, by host name.
+    pub fn of_rollout(&self, rollout: &RolloutId) -> impl Iterator<Item = &HostRecord> {
+        self.by_rollout
+            .get(rollout)
+            .into_iter()
+            .flat_map(|g| g.hosts.values().map(|s| &s.rec))
+    }
+
+    /// Every record by (rollout, host), in that order.
+    pub fn iter(&self) -> impl Iterator<Item = ((&RolloutId, &String), &HostRecord)> {
+        self.by_rollout
+            .iter()
+            .flat_map(|(r, g)| g.hosts.iter().map(move |(h, s)| ((r, h), &s.rec)))
+    }
+
+    /// Every record, by (rollout, host).
+    pub fn values(&self) -> impl Iterator<Item = &HostRecord> {
+        self.by_rollout
+            .values()
+            .flat_map(|g| g.hosts.values().map(|s| &s.rec))
+    }
+
+    /// Number of records held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether changed records are remembered.
+    pub fn tracking(&self) -> bool {
+        self.track
+    }
+
+    /// Stops (or resumes) remembering changed records.
+    pub(crate) fn set_tracking(&mut self, track: bool) {
+        if self.track && !track {
+            self.clean();
+        }
+        self.track = track;
+    }
+
+    fn clean(&mut self) {
+        for group in self.by_rollout.values_mut().filter(|g| g.dirty > 0) {
+            group.hosts.values_mut().for_each(|s| s.dirty = false);
+            group.dirty = 0;
+        }
+    }
+
+    /// Drops a rollout's records from memory only (the stored table keeps them); returns how
+    /// many. The caller flushes first, so no pending change is lost.
+    pub(crate) fn forget_rollout(&mut self, rollout: &RolloutId) -> usize {
+        let Some(group) = self.by_rollout.remove(rollout) else {
+            return 0;
+        };
+        debug_assert_eq!(group.dirty, 0, "forgetting unflushed records");
+        self.len -= group.hosts.len();
+        group.hosts.len()
+    }
+
+    /// Keeps only the rollouts `keep` accepts; returns how many records it dropped.
+    pub(crate) fn retain_rollouts(&mut self, mut keep: impl FnMut(&RolloutId) -> bool) -> usize {
+        let before = self.len;
+        self.by_rollout.retain(|r, g| {
+            let k = keep(r);
+            if !k {
+                self.len -= g.hosts.len();
+            }
+            k
+        });
+        before - self.len
+    }
+
+    /// Writes the records changed since the last flush.
+    pub(crate) fn flush(
+        &mut self,
+        table: &'static str,
+        w: &mut dyn TableWriter,
+    ) -> Result<(), TableError> {
+        let (mut key, mut row) = (Vec::new(), Vec::new());
+        for (rollout, group) in self.by_rollout.iter_mut().filter(|(_, g)| g.dirty > 0) {
+            // The key is the tuple's encoding: the rollout's then the host's, back to back.
+            key.clear();
+            encode_append(rollout, &mut key);
+            let prefix = key.len();
+            let mut left = group.dirty;
+            for (host, slot) in &mut group.hosts {
+                if !slot.dirty {
+                    continue;
+                }
+                slot.dirty = false;
+                key.truncate(prefix);
+                encode_append(host, &mut key);
+                encode_into(&slot.rec, &mut row);
+                w.put(table, &key, &row)?;
+                left -= 1;
+                if left == 0 {
+                    break;
+                }
+            }
+            group.dirty = 0;
+        }
+        Ok(())
+    }
+
+    /// Replaces the whole table with these records (a rebuild).
+    pub(crate) fn write_all(
+        &mut self,
+        table: &'static str,
+        w: &mut dyn TableWriter,
+    ) -> Result<(), TableError> {
+        w.clear(table)?;
+        for ((r, h), rec) in self.iter() {
+            w.put(table, &encode(&(r, h)), &encode(rec))?;
+        }
+        self.clean();
+        Ok(())
+    }
+
+    /// Loads the records of the rollouts `keep` accepts (the others stay in the table only);
+    /// returns them and how many it left out.
+    pub(crate) fn load_filtered(
+        table: &'static str,
+        r: &dyn TableReader,
+        mut keep: impl FnMut(&RolloutId) -> bool,
+    ) -> Result<(Hosts, u64), TableError> {
+        let mut hosts = Hosts::default();
+        let mut left_out = 0u64;
+        r.scan(table, &mut |k, v| {
+            let (rollout, host): (RolloutId, String) = decode(table, k)?;
+            let rec: HostRecord = decode(table, v)?;
+            if !keep(&rollout) {
+                left_out += 1;
+                return Ok(());
+            }
+            let group = hosts.by_rollout.entry(rollout).or_default();
+            if group
+                .hosts
+                .insert(host, Slot { rec, dirty: false })
+                .is_none()
+            {
+                hosts.len += 1;
+            }
+            Ok(())
+        })?;
+        Ok((hosts, left_out))
+    }
+
+    /// Records from (rollout, host) → record rows, remembering none as changed.
+    pub(crate) fn from_rows(
+        rows: impl IntoIterator<Item = ((RolloutId, String), HostRecord)>,
+        track: bool,
+    ) -> Hosts {
+        let mut hosts = Hosts {
+            track,
+            ..Hosts::default()
+        };
+        for ((r, h), rec) in rows {
+            let group = hosts.by_rollout.entry(r).or_default();
+            if group.hosts.insert(h, Slot { rec, dirty: false }).is_none() {
+                hosts.len += 1;
+            }
+        }
+        hosts
+    }
+
+    /// The first difference from the stored table, or None when identical.
+    pub(crate) fn diff(
+        &self,
+        table: &'static str,
+        r: &dyn TableReader,
+    ) -> Result<Option<String>, TableError> {
+        let expected = self
+            .iter()
+            .map(|(k, rec)| (encode(&k), encode(rec), format!("key {k:?}")))
+            .collect();
+        diff_rows(table, expected, r, |k| {
+            decode::<(RolloutId, String)>(table, k)
+                .ok()
+                .map(|k| format!("key {k:?}"))
+        })
+    }
+}

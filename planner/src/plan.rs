@@ -172,8 +172,11 @@ pub fn plan(view: &FleetView<'_>, manifests: &Manifests, now: Micros) -> Vec<Dec
             .collect();
         hosts.sort_by(|a, b| (a.wave, &a.hostname).cmp(&(b.wave, &b.hostname)));
         for host in hosts {
-            let key = (host.rollout_id.clone(), host.hostname.clone());
-            let previous = view.state.deferrals.get(&key).map(|d| &d.block);
+            let previous = view
+                .state
+                .deferrals
+                .get(&host.rollout_id, &host.hostname)
+                .map(|d| &d.block);
             match gates(
                 view,
                 manifests,

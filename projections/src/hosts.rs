@@ -20,7 +20,9 @@ use crate::model::{decode, diff_rows, encode, encode_append, encode_into};
 /// A record and whether it changed since the last flush.
 #[derive(Clone, Debug)]
 struct Slot {
-    rec: HostRecord,
+    /// Boxed: a record is ~500 bytes, and a B-tree node moves its values on every insert
+    /// before them and on every split (which cost joins a third of their fold time).
+    rec: Box<HostRecord>,
     dirty: bool,
 }
 
@@ -103,7 +105,7 @@ impl Hosts {
         group.hosts.insert(
             host.to_string(),
             Slot {
-                rec: new(),
+                rec: Box::new(new()),
                 dirty: self.track,
             },
         );
@@ -117,21 +119,21 @@ impl Hosts {
         self.by_rollout
             .get(rollout)
             .into_iter()
-            .flat_map(|g| g.hosts.values().map(|s| &s.rec))
+            .flat_map(|g| g.hosts.values().map(|s| &*s.rec))
     }
 
     /// Every record by (rollout, host), in that order.
     pub fn iter(&self) -> impl Iterator<Item = ((&RolloutId, &String), &HostRecord)> {
         self.by_rollout
             .iter()
-            .flat_map(|(r, g)| g.hosts.iter().map(move |(h, s)| ((r, h), &s.rec)))
+            .flat_map(|(r, g)| g.hosts.iter().map(move |(h, s)| ((r, h), &*s.rec)))
     }
 
     /// Every record, by (rollout, host).
     pub fn values(&self) -> impl Iterator<Item = &HostRecord> {
         self.by_rollout
             .values()
-            .flat_map(|g| g.hosts.values().map(|s| &s.rec))
+            .flat_map(|g| g.hosts.values().map(|s| &*s.rec))
     }
 
     /// Number of records held.
@@ -253,7 +255,13 @@ impl Hosts {
             let group = hosts.by_rollout.entry(rollout).or_default();
             if group
                 .hosts
-                .insert(host, Slot { rec, dirty: false })
+                .insert(
+                    host,
+                    Slot {
+                        rec: Box::new(rec),
+                        dirty: false,
+                    },
+                )
                 .is_none()
             {
                 hosts.len += 1;
@@ -274,7 +282,17 @@ impl Hosts {
         };
         for ((r, h), rec) in rows {
             let group = hosts.by_rollout.entry(r).or_default();
-            if group.hosts.insert(h, Slot { rec, dirty: false }).is_none() {
+            if group
+                .hosts
+                .insert(
+                    h,
+                    Slot {
+                        rec: Box::new(rec),
+                        dirty: false,
+                    },
+                )
+                .is_none()
+            {
                 hosts.len += 1;
             }
         }

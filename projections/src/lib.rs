@@ -9,6 +9,7 @@
 //! or tokio; it depends on `ledger` without its `store` feature. Every map is ordered, so a
 //! fold is deterministic.
 
+pub mod deferrals;
 pub mod host;
 pub mod hosts;
 pub mod model;
@@ -22,6 +23,7 @@ use ledger::event::{Event, GateBlock};
 use ledger::tables::{TableError, TableReader, TableWriter};
 use serde::{Deserialize, Serialize};
 
+pub use deferrals::Deferrals;
 pub use host::{HostRecord, ProbeRecord};
 pub use hosts::Hosts;
 pub use model::Model;
@@ -157,65 +159,6 @@ impl HostIndex {
     }
 }
 
-/// The current gate block per (rollout, host), grouped by rollout: a block is looked up and
-/// changed by rollout then host (few rollouts, then short host names), and its table is
-/// written a rollout at a time (see [`State::flush_deferrals`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Deferrals {
-    /// Rollout → host → block. No rollout maps to an empty map.
-    by_rollout: BTreeMap<RolloutId, BTreeMap<String, DeferralRow>>,
-}
-
-impl Deferrals {
-    fn from_rows(rows: impl IntoIterator<Item = ((RolloutId, String), DeferralRow)>) -> Deferrals {
-        let mut d = Deferrals::default();
-        for ((r, h), row) in rows {
-            d.by_rollout.entry(r).or_default().insert(h, row);
-        }
-        d
-    }
-
-    /// The block of a host in a rollout.
-    pub fn get(&self, (rollout, host): &(RolloutId, String)) -> Option<&DeferralRow> {
-        self.by_rollout.get(rollout)?.get(host)
-    }
-
-    /// Every block, by (rollout, host).
-    pub fn iter(&self) -> impl Iterator<Item = ((&RolloutId, &String), &DeferralRow)> {
-        self.by_rollout
-            .iter()
-            .flat_map(|(r, hosts)| hosts.iter().map(move |(h, row)| ((r, h), row)))
-    }
-
-    fn upsert(
-        &mut self,
-        rollout: &RolloutId,
-        host: &str,
-        change: impl FnOnce(&mut DeferralRow),
-        new: impl FnOnce() -> DeferralRow,
-    ) {
-        let hosts = match self.by_rollout.get_mut(rollout) {
-            Some(hosts) => hosts,
-            None => self.by_rollout.entry(rollout.clone()).or_default(),
-        };
-        match hosts.get_mut(host) {
-            Some(row) => change(row),
-            None => {
-                hosts.insert(host.to_string(), new());
-            }
-        }
-    }
-
-    fn remove(&mut self, rollout: &RolloutId, host: &str) -> Option<DeferralRow> {
-        let hosts = self.by_rollout.get_mut(rollout)?;
-        let row = hosts.remove(host)?;
-        if hosts.is_empty() {
-            self.by_rollout.remove(rollout);
-        }
-        Some(row)
-    }
-}
-
 /// Table names in the store.
 pub mod tables {
     /// Rollouts by id.
@@ -300,10 +243,15 @@ type IndexRowOut<'a> = ((u64, &'a [u8]), Vec<u8>);
 /// them is never held, and they never change once written.
 #[derive(Clone, Debug, Default)]
 struct IndexRows {
-    /// `(seq, start, end)` of each pending entry's bincode host name in `arena`, in seq
-    /// order. (One arena rather than a `Vec` per entry: this runs for every entry folded.)
-    keys: Vec<(u64, u32, u32)>,
-    arena: Vec<u8>,
+    /// `(seq, host id)` of each pending entry, in seq order. Host names are interned: a
+    /// block names ~16k entries but only a fleet's worth of hosts, so grouping its rows is
+    /// indexing by id rather than hashing every entry's name at flush time.
+    keys: Vec<(u64, u32)>,
+    /// Host name → id (foldhash: this runs for every entry folded, and SipHash was a fifth
+    /// of the index's cost).
+    ids: foldhash::HashMap<String, u32>,
+    /// Id → the host name and its bincode encoding (the stored key's suffix).
+    names: Vec<(String, Vec<u8>)>,
     /// The stored index holds every entry below this seq (a multiple of `INDEX_BLOCK`).
     covered: u64,
     off: bool,
@@ -317,48 +265,62 @@ impl IndexRows {
         }
     }
 
+    fn intern(&mut self, host: &str) -> u32 {
+        if let Some(&id) = self.ids.get(host) {
+            return id;
+        }
+        // Ids stay far below 4 Gi: they are reset at every block written.
+        let id = self.names.len() as u32;
+        self.names.push((host.to_string(), model::encode(&host)));
+        self.ids.insert(host.to_string(), id);
+        id
+    }
+
     fn push(&mut self, seq: u64, host: &str) {
-        let start = self.arena.len();
-        model::encode_append(&host, &mut self.arena);
-        // A pending block's host names stay far below 4 GiB.
-        self.keys.push((seq, start as u32, self.arena.len() as u32));
+        let id = self.intern(host);
+        self.keys.push((seq, id));
     }
 
     /// The pending entries below `below` grouped into stored rows, in key order (the order
     /// of the encoded keys: the block is fixed width): ((block, bincode host), offsets).
     fn rows_below(&self, below: u64) -> Vec<IndexRowOut<'_>> {
-        // Grouped by hash, then only the distinct (block, host) keys are sorted: a block has
-        // ~16k entries but only a fleet's worth of hosts.
-        let mut groups: std::collections::HashMap<(u64, &[u8]), Vec<u8>> =
-            std::collections::HashMap::new();
-        for &(seq, start, end) in self.keys.iter().take_while(|(seq, _, _)| *seq < below) {
-            // In range: INDEX_BLOCK fits in a u16 (asserted at compile time). Offsets are
-            // pushed in seq order, so each row's list is ascending.
-            let off = (seq % INDEX_BLOCK) as u16;
-            groups
-                .entry((seq / INDEX_BLOCK, &self.arena[start as usize..end as usize]))
-                .or_default()
-                .extend_from_slice(&off.to_be_bytes());
+        let mut rows = Vec::new();
+        let mut offsets: Vec<Vec<u8>> = vec![Vec::new(); self.names.len()];
+        let mut touched: Vec<u32> = Vec::new();
+        let pending = &self.keys[..self.keys.partition_point(|(seq, _)| *seq < below)];
+        for block in pending.chunk_by(|a, b| a.0 / INDEX_BLOCK == b.0 / INDEX_BLOCK) {
+            for &(seq, id) in block {
+                let list = &mut offsets[id as usize];
+                if list.is_empty() {
+                    touched.push(id);
+                }
+                // In range: INDEX_BLOCK fits in a u16 (asserted at compile time). Offsets
+                // are pushed in seq order, so each row's list is ascending.
+                list.extend_from_slice(&((seq % INDEX_BLOCK) as u16).to_be_bytes());
+            }
+            let n = block[0].0 / INDEX_BLOCK;
+            let first = rows.len();
+            rows.extend(touched.drain(..).map(|id| {
+                (
+                    (n, self.names[id as usize].1.as_slice()),
+                    std::mem::take(&mut offsets[id as usize]),
+                )
+            }));
+            rows[first..].sort_unstable_by(|a: &IndexRowOut<'_>, b| a.0.1.cmp(b.0.1));
         }
-        let mut rows: Vec<IndexRowOut<'_>> = groups.into_iter().collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         rows
     }
 
-    /// Forgets the pending entries below `target` (written).
+    /// Forgets the pending entries below `target` (written), and the names only they used.
     fn written_below(&mut self, target: u64) {
-        let keep = self.keys.partition_point(|(seq, _, _)| *seq < target);
-        let mut arena = Vec::with_capacity(self.arena.len());
-        let keys = self.keys[keep..]
-            .iter()
-            .map(|&(seq, start, end)| {
-                let s = arena.len() as u32;
-                arena.extend_from_slice(&self.arena[start as usize..end as usize]);
-                (seq, s, arena.len() as u32)
-            })
-            .collect();
-        self.keys = keys;
-        self.arena = arena;
+        let keep = self.keys.partition_point(|(seq, _)| *seq < target);
+        let rest = self.keys.split_off(keep);
+        let names = std::mem::take(&mut self.names);
+        self.keys.clear();
+        self.ids.clear();
+        for (seq, id) in rest {
+            self.push(seq, &names[id as usize].0);
+        }
     }
 }
 
@@ -431,10 +393,7 @@ pub struct State {
     pub quarantine: Model<(String, String), QuarantineRow>,
     /// Queued dispatches by (host, rollout).
     pub dispatch_queue: Model<(String, RolloutId), DispatchRow>,
-    /// Current block per (rollout, host).
-    ///
-    /// Untracked: its table is written a rollout at a time (see [`State::flush_deferrals`]),
-    /// so changes are remembered per rollout in `deferrals_changed`.
+    /// Current block per (rollout, host), stored a rollout per row (see [`Deferrals`]).
     pub deferrals: Deferrals,
     /// Index host → the rollouts it joined, in opening order (by the rollout's opening seq).
     ///
@@ -449,29 +408,8 @@ pub struct State {
     pub next_seq: u64,
     scratch: KeyScratch,
     index: IndexRows,
-    deferrals_changed: ChangedRollouts,
     forgotten: Forgotten,
 }
-
-/// Rollouts whose rows changed since the last flush (repeats allowed; consecutive repeats,
-/// the common case, are skipped). Not state: equality ignores it.
-#[derive(Clone, Debug, Default)]
-struct ChangedRollouts(Vec<RolloutId>);
-
-impl ChangedRollouts {
-    fn mark(&mut self, rollout: &RolloutId) {
-        if self.0.last() != Some(rollout) {
-            self.0.push(rollout.clone());
-        }
-    }
-}
-
-impl PartialEq for ChangedRollouts {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-impl Eq for ChangedRollouts {}
 
 impl State {
     /// How many host records of Pruned rollouts are not in memory (see [`State::load_live`],
@@ -499,9 +437,7 @@ impl State {
         self.probe_failures.set_tracking(track);
         self.quarantine.set_tracking(track);
         self.dispatch_queue.set_tracking(track);
-        if !track {
-            self.deferrals_changed.0.clear();
-        }
+        self.deferrals.set_tracking(track);
         self.active_by_channel.set_tracking(track);
     }
 
@@ -605,7 +541,7 @@ impl State {
                 if e.to != HostState::Pending {
                     self.dispatch_queue
                         .remove(self.scratch.hr(&e.hostname, &e.rollout_id));
-                    self.remove_deferral(&e.rollout_id, &e.hostname);
+                    self.deferrals.remove(&e.rollout_id, &e.hostname);
                 }
             }
             Event::DispatchQueued(e) => {
@@ -620,7 +556,7 @@ impl State {
                         updated_seq: seq,
                     },
                 );
-                self.remove_deferral(&e.rollout_id, &e.hostname);
+                self.deferrals.remove(&e.rollout_id, &e.hostname);
             }
             Event::DispatchDelivered(e) => {
                 self.dispatch_queue
@@ -646,9 +582,10 @@ impl State {
                             updated_seq: seq,
                         },
                     );
-                    self.deferrals_changed.mark(&e.rollout_id);
                 }
-                None => self.remove_deferral(&e.rollout_id, &e.hostname),
+                None => {
+                    self.deferrals.remove(&e.rollout_id, &e.hostname);
+                }
             },
             Event::QuarantineAdded(e) => {
                 self.quarantine
@@ -692,9 +629,7 @@ impl State {
     /// A rollout that stopped dispatching (finished, failed, superseded, pruned) has no
     /// current blocks and no queued dispatches: its waiting hosts will never be dispatched.
     fn retire_dispatching(&mut self, rollout: &RolloutId) {
-        if self.deferrals.by_rollout.remove(rollout).is_some() {
-            self.deferrals_changed.mark(rollout);
-        }
+        self.deferrals.remove_rollout(rollout);
         // The queue holds the dispatches in flight, a few per rollout; the rollout's hosts
         // are a fleet's worth.
         let queued: Vec<(String, RolloutId)> = self
@@ -705,12 +640,6 @@ impl State {
             .collect();
         for k in &queued {
             self.dispatch_queue.remove(k);
-        }
-    }
-
-    fn remove_deferral(&mut self, rollout: &RolloutId, host: &str) {
-        if self.deferrals.remove(rollout, host).is_some() {
-            self.deferrals_changed.mark(rollout);
         }
     }
 
@@ -772,62 +701,6 @@ impl State {
         self.hosts.of_rollout(rollout)
     }
 
-    /// Every rollout's current blocks, as stored in [`tables::DEFERRALS`]: one row per
-    /// rollout, its hosts' rows in host order.
-    fn deferral_groups(
-        &self,
-    ) -> impl Iterator<Item = (&RolloutId, &BTreeMap<String, DeferralRow>)> {
-        self.deferrals.by_rollout.iter()
-    }
-
-    /// Rewrites the stored row of every rollout whose blocks changed. Blocks are stored a
-    /// rollout at a time because they change a rollout at a time: one change upstream (a
-    /// predecessor's state, a gating host's) re-decides every waiting host of the rollout,
-    /// and a row per host made such a batch ~1,100 B-tree writes into a table of at most a
-    /// fleet's worth of rows.
-    fn flush_deferrals(&mut self, w: &mut dyn TableWriter) -> Result<(), TableError> {
-        let mut rollouts = std::mem::take(&mut self.deferrals_changed.0);
-        rollouts.sort_unstable();
-        rollouts.dedup();
-        let mut value = Vec::new();
-        for rollout in &rollouts {
-            let key = model::encode(rollout);
-            // A rollout's map is never left empty (see `Deferrals::remove`). Encoded as a
-            // map: the same bytes as a sequence of (host, row) pairs.
-            match self.deferrals.by_rollout.get(rollout) {
-                Some(rows) => {
-                    model::encode_into(rows, &mut value);
-                    w.put(tables::DEFERRALS, &key, &value)?;
-                }
-                None => w.delete(tables::DEFERRALS, &key)?,
-            }
-        }
-        Ok(())
-    }
-
-    /// Loads [`tables::DEFERRALS`] (see [`State::flush_deferrals`]).
-    fn load_deferrals(r: &dyn TableReader) -> Result<Deferrals, TableError> {
-        Ok(Deferrals::from_rows(read::deferrals(r)?))
-    }
-
-    fn diff_deferrals(&self, r: &dyn TableReader) -> Result<Option<String>, TableError> {
-        let expected = self
-            .deferral_groups()
-            .map(|(rollout, rows)| {
-                (
-                    model::encode(rollout),
-                    model::encode(&rows),
-                    format!("rollout {rollout:?}"),
-                )
-            })
-            .collect();
-        model::diff_rows(tables::DEFERRALS, expected, r, |k| {
-            model::decode::<RolloutId>(tables::DEFERRALS, k)
-                .ok()
-                .map(|r| format!("rollout {r:?}"))
-        })
-    }
-
     /// Writes every row changed since the last flush, and the watermark.
     pub fn flush(&mut self, w: &mut dyn TableWriter) -> Result<(), TableError> {
         use tables::*;
@@ -836,7 +709,7 @@ impl State {
         self.probe_failures.flush(PROBE_FAILURES, w)?;
         self.quarantine.flush(QUARANTINE, w)?;
         self.dispatch_queue.flush(DISPATCH_QUEUE, w)?;
-        self.flush_deferrals(w)?;
+        self.deferrals.flush(DEFERRALS, w)?;
         self.active_by_channel.flush(ACTIVE_BY_CHANNEL, w)?;
         // Index rows go out a whole block of entries at a time, sorted: one row per entry into
         // a host-ordered B-tree touches a different leaf per entry, which cost appends 40%.
@@ -855,11 +728,7 @@ impl State {
         self.probe_failures.write_all(PROBE_FAILURES, w)?;
         self.quarantine.write_all(QUARANTINE, w)?;
         self.dispatch_queue.write_all(DISPATCH_QUEUE, w)?;
-        w.clear(DEFERRALS)?;
-        self.deferrals_changed.0.clear();
-        for (rollout, rows) in self.deferral_groups() {
-            w.put(DEFERRALS, &model::encode(rollout), &model::encode(&rows))?;
-        }
+        self.deferrals.write_all(DEFERRALS, w)?;
         for retired in RETIRED {
             w.clear(retired)?;
         }
@@ -941,13 +810,12 @@ impl State {
             probe_failures: Model::load(PROBE_FAILURES, r)?,
             quarantine: Model::load(QUARANTINE, r)?,
             dispatch_queue: Model::load(DISPATCH_QUEUE, r)?,
-            deferrals: State::load_deferrals(r)?,
+            deferrals: Deferrals::load(DEFERRALS, r)?,
             by_host: HostIndex::default(),
             active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
             next_seq,
             scratch: KeyScratch::default(),
             index: IndexRows::default(),
-            deferrals_changed: ChangedRollouts::default(),
             forgotten: Forgotten::default(),
         }
         .with_by_host())
@@ -979,13 +847,12 @@ impl State {
             probe_failures: Model::load(PROBE_FAILURES, r)?,
             quarantine: Model::load(QUARANTINE, r)?,
             dispatch_queue: Model::load(DISPATCH_QUEUE, r)?,
-            deferrals: State::load_deferrals(r)?,
+            deferrals: Deferrals::load(DEFERRALS, r)?,
             active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
             rollouts,
             next_seq,
             scratch: KeyScratch::default(),
             index: IndexRows::default(),
-            deferrals_changed: ChangedRollouts::default(),
             forgotten: Forgotten(forgotten),
         }
         .with_by_host())
@@ -1014,7 +881,7 @@ impl State {
             (PROBE_FAILURES, self.probe_failures.diff(PROBE_FAILURES, r)?),
             (QUARANTINE, self.quarantine.diff(QUARANTINE, r)?),
             (DISPATCH_QUEUE, self.dispatch_queue.diff(DISPATCH_QUEUE, r)?),
-            (DEFERRALS, self.diff_deferrals(r)?),
+            (DEFERRALS, self.deferrals.diff(DEFERRALS, r)?),
             (
                 ACTIVE_BY_CHANNEL,
                 self.active_by_channel.diff(ACTIVE_BY_CHANNEL, r)?,
@@ -1132,13 +999,12 @@ impl State {
             probe_failures: Model::from_rows(probe_failures, false),
             quarantine: Model::from_rows(quarantine, false),
             dispatch_queue: Model::from_rows(dispatch_queue, false),
-            deferrals: Deferrals::from_rows(deferrals),
+            deferrals: Deferrals::from_rows(deferrals, false),
             by_host: HostIndex::default(),
             active_by_channel: Model::from_rows(active, false),
             next_seq,
             scratch: KeyScratch::default(),
             index: IndexRows::off(),
-            deferrals_changed: ChangedRollouts::default(),
             forgotten: Forgotten(omitted),
         };
         Ok(state)

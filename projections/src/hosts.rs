@@ -10,6 +10,7 @@
 //! rollouts with changes, encoding each rollout's key prefix once.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use ledger::domain::RolloutId;
 use ledger::tables::{TableError, TableReader, TableWriter};
@@ -99,19 +100,19 @@ impl Hosts {
             Some(group) => group,
             None => self.by_rollout.entry(rollout.clone()).or_default(),
         };
-        if group.hosts.contains_key(host) {
-            return false;
+        // One search with an owned key: a join is nearly always new.
+        match group.hosts.entry(host.to_string()) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(e) => {
+                e.insert(Slot {
+                    rec: Box::new(new()),
+                    dirty: self.track,
+                });
+                group.dirty += usize::from(self.track);
+                self.len += 1;
+                true
+            }
         }
-        group.hosts.insert(
-            host.to_string(),
-            Slot {
-                rec: Box::new(new()),
-                dirty: self.track,
-            },
-        );
-        group.dirty += usize::from(self.track);
-        self.len += 1;
-        true
     }
 
     /// The records of one rollout, by host name.

@@ -96,15 +96,6 @@ pub struct DeferralRow {
     pub updated_seq: u64,
 }
 
-/// A row of the per-host index: one rollout the host joined.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexRow {
-    /// The rollout.
-    pub rollout_id: RolloutId,
-    /// Seq of the `HostJoined` entry that created it.
-    pub created_seq: u64,
-}
-
 /// The active rollout of a channel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveRow {
@@ -112,51 +103,6 @@ pub struct ActiveRow {
     pub rollout_id: RolloutId,
     /// Seq of its `RolloutOpened`.
     pub created_seq: u64,
-}
-
-/// The rollouts each host joined, in the order they opened: the writer's index for a
-/// host's heartbeat. In memory only (see [`State::by_host`]); keyed by host first, so a
-/// join is a search among hosts and an append to that host's short list, not an insert
-/// into one map of every (host, rollout) pair.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HostIndex {
-    /// Host → (the rollout's opening seq, row), ascending by seq.
-    hosts: BTreeMap<String, Vec<(u64, IndexRow)>>,
-}
-
-impl HostIndex {
-    /// Records that `host` joined the rollout opened at seq `opened`.
-    pub fn insert(&mut self, host: &str, opened: u64, row: IndexRow) {
-        let list = match self.hosts.get_mut(host) {
-            Some(list) => list,
-            None => self.hosts.entry(host.to_string()).or_default(),
-        };
-        // Joins arrive in opening order but for late joiners of older rollouts.
-        if list.last().is_none_or(|(s, _)| *s < opened) {
-            list.push((opened, row));
-            return;
-        }
-        match list.binary_search_by_key(&opened, |(s, _)| *s) {
-            Ok(i) => list[i] = (opened, row),
-            Err(i) => list.insert(i, (opened, row)),
-        }
-    }
-
-    /// The rollouts `host` joined, in opening order.
-    pub fn rollouts_of(&self, host: &str) -> impl Iterator<Item = &IndexRow> {
-        self.hosts.get(host).into_iter().flatten().map(|(_, r)| r)
-    }
-
-    /// Drops the rows of these rollouts.
-    fn forget_rollouts(&mut self, rollouts: &[RolloutId]) {
-        if rollouts.is_empty() {
-            return;
-        }
-        self.hosts.retain(|_, list| {
-            list.retain(|(_, r)| !rollouts.contains(&r.rollout_id));
-            !list.is_empty()
-        });
-    }
 }
 
 /// Table names in the store.
@@ -196,8 +142,9 @@ pub mod tables {
         HOST_ENTRIES,
     ];
     /// Tables earlier fold versions wrote and this one does not: a rebuild deletes them.
-    /// `proj.by_host` (fold versions 1–4) held the per-host index, which is now derived in
-    /// memory when the tables are loaded (see [`State::by_host`](super::State::by_host)).
+    /// `proj.by_host` (fold versions 1–4) held a per-host index of the rollouts each host
+    /// joined; the writer now looks through the active rollouts instead (see
+    /// [`State::active_rollouts_of`](super::State::active_rollouts_of)).
     pub const RETIRED: [&str; 1] = ["proj.by_host"];
 }
 
@@ -395,13 +342,10 @@ pub struct State {
     pub dispatch_queue: Model<(String, RolloutId), DispatchRow>,
     /// Current block per (rollout, host), stored a rollout per row (see [`Deferrals`]).
     pub deferrals: Deferrals,
-    /// Index host → the rollouts it joined, in opening order (by the rollout's opening seq).
-    ///
-    /// In memory only, derived from the host records whenever a state is loaded or resumes
-    /// tracking: only the writer reads it, and a stored copy cost appends 20–25% (a
-    /// host-major key gets one insert per join on a different page, across a table that grows
-    /// with the fleet's history).
-    pub by_host: HostIndex,
+    /// The active rollouts (not Superseded or Pruned), by opening seq: what a host's
+    /// heartbeat looks through (see [`State::active_rollouts_of`]). In memory only, derived
+    /// from the rollouts on load and kept up by rollout events.
+    active: BTreeMap<u64, RolloutId>,
     /// Index channel → active rollout.
     pub active_by_channel: Model<String, ActiveRow>,
     /// Entries folded so far: the next seq expected.
@@ -426,12 +370,8 @@ impl State {
         s
     }
 
-    /// Turns change tracking on or off for every model. Untracked folds (rebuilds) skip the
-    /// per-host index and derive it from the host records in one pass when tracking resumes.
+    /// Turns change tracking on or off for every model.
     pub fn set_tracking(&mut self, track: bool) {
-        if track && !self.hosts.tracking() {
-            self.derive_by_host();
-        }
         self.rollouts.set_tracking(track);
         self.hosts.set_tracking(track);
         self.probe_failures.set_tracking(track);
@@ -439,27 +379,6 @@ impl State {
         self.dispatch_queue.set_tracking(track);
         self.deferrals.set_tracking(track);
         self.active_by_channel.set_tracking(track);
-    }
-
-    /// Rebuilds the per-host index from the host records in one pass (it is never stored,
-    /// and untracked folds skip it).
-    fn derive_by_host(&mut self) {
-        let mut index = HostIndex::default();
-        for h in self.hosts.values() {
-            let opened = self
-                .rollouts
-                .get(&h.rollout_id)
-                .map_or(h.created_seq, |r| r.opened_seq);
-            index.insert(
-                &h.hostname,
-                opened,
-                IndexRow {
-                    rollout_id: h.rollout_id.clone(),
-                    created_seq: h.created_seq,
-                },
-            );
-        }
-        self.by_host = index;
     }
 
     /// Folds one entry (its seq, CP time and event).
@@ -479,25 +398,12 @@ impl State {
                         created_seq: seq,
                     },
                 );
+                self.track_active(&e.rollout_id);
             }
             Event::HostJoined(e) => {
-                let joined = self.hosts.insert_new(&e.rollout_id, &e.host.hostname, || {
+                self.hosts.insert_new(&e.rollout_id, &e.host.hostname, || {
                     HostRecord::joined(&e.rollout_id, &e.host, seq)
                 });
-                if joined && self.hosts.tracking() {
-                    let opened = self
-                        .rollouts
-                        .get(&e.rollout_id)
-                        .map_or(seq, |r| r.opened_seq);
-                    self.by_host.insert(
-                        &e.host.hostname,
-                        opened,
-                        IndexRow {
-                            rollout_id: e.rollout_id.clone(),
-                            created_seq: seq,
-                        },
-                    );
-                }
             }
             Event::RolloutTransitioned(e) => {
                 if let Some(r) = self.rollouts.get_mut(&e.rollout_id) {
@@ -517,16 +423,19 @@ impl State {
                 {
                     self.active_by_channel.remove(&e.rollout_id.channel);
                 }
+                self.track_active(&e.rollout_id);
             }
             Event::WaveAdvanced(e) => {
                 if let Some(r) = self.rollouts.get_mut(&e.rollout_id) {
                     r.apply(seq, at, event);
                 }
+                self.track_active(&e.rollout_id);
             }
             Event::RolloutCleared(e) => {
                 if let Some(r) = self.rollouts.get_mut(&e.rollout_id) {
                     r.apply(seq, at, event);
                 }
+                self.track_active(&e.rollout_id);
             }
             Event::AgentEventRecorded(e) => {
                 self.apply_host(&e.rollout_id, &e.hostname, seq, at, event);
@@ -624,6 +533,38 @@ impl State {
             }
             _ => {}
         }
+    }
+
+    /// Keeps [`State::active`] in step with a rollout's record after one of its events.
+    fn track_active(&mut self, id: &RolloutId) {
+        if let Some(r) = self.rollouts.get(id) {
+            if r.is_active() {
+                self.active.insert(r.opened_seq, id.clone());
+            } else {
+                self.active.remove(&r.opened_seq);
+            }
+        }
+    }
+
+    /// Derives [`State::active`] from the rollouts (on load).
+    fn with_active(mut self) -> State {
+        self.active = self
+            .rollouts
+            .values()
+            .filter(|r| r.is_active())
+            .map(|r| (r.opened_seq, r.rollout_id.clone()))
+            .collect();
+        self
+    }
+
+    /// The active rollouts (not Superseded or Pruned) `host` has a record in, in the order
+    /// they opened: the rollouts a heartbeat that names none is about. Active rollouts are a
+    /// few per channel, so this is a handful of lookups, with no per-host index to keep up on
+    /// every join.
+    pub fn active_rollouts_of<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a RolloutId> {
+        self.active
+            .values()
+            .filter(move |r| self.hosts.get(r, host).is_some())
     }
 
     /// A rollout that stopped dispatching (finished, failed, superseded, pruned) has no
@@ -811,23 +752,18 @@ impl State {
             quarantine: Model::load(QUARANTINE, r)?,
             dispatch_queue: Model::load(DISPATCH_QUEUE, r)?,
             deferrals: Deferrals::load(DEFERRALS, r)?,
-            by_host: HostIndex::default(),
+            active: BTreeMap::new(),
             active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
             next_seq,
             scratch: KeyScratch::default(),
             index: IndexRows::default(),
             forgotten: Forgotten::default(),
         }
-        .with_by_host())
-    }
-
-    fn with_by_host(mut self) -> State {
-        self.derive_by_host();
-        self
+        .with_active())
     }
 
     /// Loads the tables for a long-running writer: like [`State::load`] but without the host
-    /// records and per-host index rows of Pruned rollouts. No decision reads them (a Pruned
+    /// records of Pruned rollouts. No decision reads them (a Pruned
     /// rollout refuses every input and the planner skips it), and on a long-lived fleet they
     /// are nearly all of the rows. The stored tables keep them; `check` and replay fold the
     /// whole log as before.
@@ -843,7 +779,7 @@ impl State {
         let (hosts, forgotten) = Hosts::load_filtered(HOSTS, r, live)?;
         Ok(State {
             hosts,
-            by_host: HostIndex::default(),
+            active: BTreeMap::new(),
             probe_failures: Model::load(PROBE_FAILURES, r)?,
             quarantine: Model::load(QUARANTINE, r)?,
             dispatch_queue: Model::load(DISPATCH_QUEUE, r)?,
@@ -855,11 +791,10 @@ impl State {
             index: IndexRows::default(),
             forgotten: Forgotten(forgotten),
         }
-        .with_by_host())
+        .with_active())
     }
 
-    /// Drops from memory (not from the tables) the host records and index rows of these
-    /// rollouts, which must be Pruned and flushed (see [`State::load_live`]).
+    /// Drops from memory (not from the tables) the host records of these rollouts, which must be Pruned and flushed (see [`State::load_live`]).
     pub fn forget_pruned(&mut self, pruned: &[RolloutId]) {
         for id in pruned {
             debug_assert!(
@@ -869,7 +804,6 @@ impl State {
             );
             self.forgotten.0 += self.hosts.forget_rollout(id) as u64;
         }
-        self.by_host.forget_rollouts(pruned);
     }
 
     /// The first table and key where the stored tables differ from this state, or None.
@@ -940,7 +874,7 @@ impl State {
 
     /// The state's rows for a replay snapshot: every model but the host records of Pruned
     /// rollouts (frozen since pruning, and most of the rows on a long-lived fleet) and the
-    /// per-host index (derived from the host records; see [`State::set_tracking`]). Encoded
+    /// set of active rollouts (derived from the rollouts). Encoded
     /// with bincode 2, with the number of host records left out (with those this state
     /// already does not hold); [`State::from_snapshot`] reads it back.
     pub fn snapshot(&self) -> Vec<u8> {
@@ -1000,14 +934,14 @@ impl State {
             quarantine: Model::from_rows(quarantine, false),
             dispatch_queue: Model::from_rows(dispatch_queue, false),
             deferrals: Deferrals::from_rows(deferrals, false),
-            by_host: HostIndex::default(),
+            active: BTreeMap::new(),
             active_by_channel: Model::from_rows(active, false),
             next_seq,
             scratch: KeyScratch::default(),
             index: IndexRows::off(),
             forgotten: Forgotten(omitted),
         };
-        Ok(state)
+        Ok(state.with_active())
     }
 
     /// Removes the host records of Pruned rollouts from an untracked state (replay shows

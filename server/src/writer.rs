@@ -818,18 +818,7 @@ impl Writer {
         let named = rollout.is_some();
         let rollouts: Vec<RolloutId> = match rollout {
             Some(r) => vec![r],
-            None => self
-                .state()
-                .by_host
-                .rollouts_of(host)
-                .map(|row| row.rollout_id.clone())
-                .filter(|r| {
-                    self.state()
-                        .rollouts
-                        .get(r)
-                        .is_some_and(projections::RolloutRecord::is_active)
-                })
-                .collect(),
+            None => self.state().active_rollouts_of(host).cloned().collect(),
         };
         let mut first_seq = None;
         let mut replay_from = None;

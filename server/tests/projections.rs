@@ -85,6 +85,52 @@ proptest! {
     }
 }
 
+/// A heartbeat that names no rollout is about the active rollouts the host has a record in,
+/// in opening order: the kept-up set of active rollouts gives what a scan of every rollout
+/// gives, for every host, incrementally and after a reopen.
+#[test]
+fn the_active_rollouts_of_a_host_are_what_a_scan_of_every_rollout_finds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("a.redb");
+    let mut appended = Some(sim_ledger(&path, 7, 400, 10).0);
+    // As appended (kept up entry by entry), then reopened (derived), then reopened live.
+    for live in [false, false, true] {
+        let ledger = match appended.take() {
+            Some(l) => l,
+            None if live => Ledger::open_live(&path, signer()).unwrap(),
+            None => Ledger::open(&path, signer()).unwrap(),
+        };
+        let s = ledger.state();
+        let mut rollouts: Vec<_> = s.rollouts.values().collect();
+        rollouts.sort_by_key(|r| r.opened_seq);
+        let hosts: std::collections::BTreeSet<&String> =
+            s.hosts.iter().map(|((_, h), _)| h).collect();
+        let (mut active, mut inactive) = (false, false);
+        for host in hosts {
+            let joined =
+                |r: &&&projections::RolloutRecord| s.hosts.get(&r.rollout_id, host).is_some();
+            let want: Vec<_> = rollouts
+                .iter()
+                .filter(joined)
+                .filter(|r| r.is_active())
+                .map(|r| &r.rollout_id)
+                .collect();
+            assert_eq!(
+                s.active_rollouts_of(host).collect::<Vec<_>>(),
+                want,
+                "{host}"
+            );
+            active |= !want.is_empty();
+            inactive |= rollouts.iter().filter(joined).any(|r| !r.is_active());
+        }
+        // (A live state holds no records of Pruned rollouts, the inactive ones here.)
+        assert!(
+            active && (inactive || live),
+            "the simulation covers hosts of active and of inactive rollouts"
+        );
+    }
+}
+
 #[test]
 fn a_failing_evidence_probe_with_an_observe_control_makes_exactly_one_row_at_its_seq() {
     use ledger::domain::{

@@ -42,7 +42,21 @@ pub struct Deferrals {
     /// Rollout → host → block. No rollout maps to an empty map.
     by_rollout: BTreeMap<RolloutId, BTreeMap<String, Slot>>,
     changed: Changed,
+    /// A rollout's value is encoded here, reused across flushes: a fresh ~100 KB buffer per
+    /// flush came from the OS every time, and zeroing its pages cost more than the copying.
+    value: Scratch,
 }
+
+/// A reused buffer. Not state: equality ignores it.
+#[derive(Clone, Debug, Default)]
+struct Scratch(Vec<u8>);
+
+impl PartialEq for Scratch {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Scratch {}
 
 impl Default for Deferrals {
     fn default() -> Self {
@@ -52,6 +66,7 @@ impl Default for Deferrals {
                 rollouts: Vec::new(),
                 track: true,
             },
+            value: Scratch::default(),
         }
     }
 }
@@ -190,14 +205,14 @@ impl Deferrals {
         let mut rollouts = std::mem::take(&mut self.changed.rollouts);
         rollouts.sort_unstable();
         rollouts.dedup();
-        let mut value = Vec::new();
+        let value = &mut self.value.0;
         for rollout in &rollouts {
             let key = encode(rollout);
             // A rollout's map is never left empty (see `Deferrals::remove`).
             match self.by_rollout.get_mut(rollout) {
                 Some(hosts) => {
-                    group_value(hosts, &mut value);
-                    w.put(table, &key, &value)?;
+                    group_value(hosts, value);
+                    w.put(table, &key, value)?;
                 }
                 None => w.delete(table, &key)?,
             }
@@ -213,10 +228,10 @@ impl Deferrals {
     ) -> Result<(), TableError> {
         w.clear(table)?;
         self.changed.rollouts.clear();
-        let mut value = Vec::new();
+        let value = &mut self.value.0;
         for (rollout, hosts) in &mut self.by_rollout {
-            group_value(hosts, &mut value);
-            w.put(table, &encode(rollout), &value)?;
+            group_value(hosts, value);
+            w.put(table, &encode(rollout), value)?;
         }
         Ok(())
     }

@@ -18,22 +18,14 @@ use ledger::domain::RolloutId;
 use ledger::tables::{TableError, TableReader, TableWriter};
 
 use crate::DeferralRow;
-use crate::model::{decode, diff_rows, encode, encode_append};
+use crate::model::{Aside, decode, diff_rows, encode, encode_append};
 
 /// A block and its encoded (host, row) pair, empty when stale.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Slot {
     row: DeferralRow,
-    encoded: Vec<u8>,
+    encoded: Aside<Vec<u8>>,
 }
-
-/// Rows only: a cached encoding does not make two states different.
-impl PartialEq for Slot {
-    fn eq(&self, other: &Self) -> bool {
-        self.row == other.row
-    }
-}
-impl Eq for Slot {}
 
 /// The current block per (rollout, host), remembering which rollouts changed since the last
 /// flush.
@@ -41,38 +33,27 @@ impl Eq for Slot {}
 pub struct Deferrals {
     /// Rollout → host → block. No rollout maps to an empty map.
     by_rollout: BTreeMap<RolloutId, BTreeMap<String, Slot>>,
-    changed: Changed,
+    changed: Aside<Changed>,
     /// A rollout's value is encoded here, reused across flushes: a fresh ~100 KB buffer per
     /// flush came from the OS every time, and zeroing its pages cost more than the copying.
-    value: Scratch,
+    value: Aside<Vec<u8>>,
 }
-
-/// A reused buffer. Not state: equality ignores it.
-#[derive(Clone, Debug, Default)]
-struct Scratch(Vec<u8>);
-
-impl PartialEq for Scratch {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-impl Eq for Scratch {}
 
 impl Default for Deferrals {
     fn default() -> Self {
         Deferrals {
             by_rollout: BTreeMap::new(),
-            changed: Changed {
+            changed: Aside(Changed {
                 rollouts: Vec::new(),
                 track: true,
-            },
-            value: Scratch::default(),
+            }),
+            value: Aside::default(),
         }
     }
 }
 
 /// Rollouts whose rows changed since the last flush (repeats allowed; consecutive repeats,
-/// the common case, are skipped). Not state: equality ignores it.
+/// the common case, are skipped).
 #[derive(Clone, Debug)]
 struct Changed {
     rollouts: Vec<RolloutId>,
@@ -87,13 +68,6 @@ impl Changed {
         }
     }
 }
-
-impl PartialEq for Changed {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-impl Eq for Changed {}
 
 /// A rollout's stored value: the map's length, then each host's cached (host, row) pair
 /// (encoding the stale ones). The same bytes as encoding the map of rows.
@@ -119,7 +93,7 @@ impl Deferrals {
         for ((r, h), row) in rows {
             let slot = Slot {
                 row,
-                encoded: Vec::new(),
+                encoded: Aside::default(),
             };
             d.by_rollout.entry(r).or_default().insert(h, slot);
         }
@@ -166,7 +140,7 @@ impl Deferrals {
             None => {
                 let slot = Slot {
                     row: new(),
-                    encoded: Vec::new(),
+                    encoded: Aside::default(),
                 };
                 hosts.insert(host.to_string(), slot);
             }
@@ -205,7 +179,7 @@ impl Deferrals {
         let mut rollouts = std::mem::take(&mut self.changed.rollouts);
         rollouts.sort_unstable();
         rollouts.dedup();
-        let value = &mut self.value.0;
+        let value = &mut *self.value;
         for rollout in &rollouts {
             let key = encode(rollout);
             // A rollout's map is never left empty (see `Deferrals::remove`).
@@ -228,7 +202,7 @@ impl Deferrals {
     ) -> Result<(), TableError> {
         w.clear(table)?;
         self.changed.rollouts.clear();
-        let value = &mut self.value.0;
+        let value = &mut *self.value;
         for (rollout, hosts) in &mut self.by_rollout {
             group_value(hosts, value);
             w.put(table, &encode(rollout), value)?;
@@ -246,7 +220,7 @@ impl Deferrals {
             for (h, row) in rows {
                 let slot = Slot {
                     row,
-                    encoded: Vec::new(),
+                    encoded: Aside::default(),
                 };
                 hosts.insert(h, slot);
             }

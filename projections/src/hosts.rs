@@ -16,39 +16,24 @@ use ledger::domain::RolloutId;
 use ledger::tables::{TableError, TableReader, TableWriter};
 
 use crate::host::HostRecord;
-use crate::model::{decode, diff_rows, encode, encode_append, encode_into};
+use crate::model::{Aside, decode, diff_rows, encode, encode_append, encode_into};
 
 /// A record and whether it changed since the last flush.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Slot {
     /// Boxed: a record is ~500 bytes, and a B-tree node moves its values on every insert
-    /// before them and on every split (which cost joins a third of their fold time).
+    /// before them and on every split (nearly half of a join's insert).
     rec: Box<HostRecord>,
-    dirty: bool,
+    dirty: Aside<bool>,
 }
-
-/// Records only: what changed since the last flush does not make two states different.
-impl PartialEq for Slot {
-    fn eq(&self, other: &Self) -> bool {
-        self.rec == other.rec
-    }
-}
-impl Eq for Slot {}
 
 /// One rollout's records.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Group {
     hosts: BTreeMap<String, Slot>,
     /// How many of them are flagged dirty.
-    dirty: usize,
+    dirty: Aside<usize>,
 }
-
-impl PartialEq for Group {
-    fn eq(&self, other: &Self) -> bool {
-        self.hosts == other.hosts
-    }
-}
-impl Eq for Group {}
 
 /// The host records, by rollout then host, remembering which changed since the last flush.
 /// Records are never removed by a fold (a host stays in a rollout it joined); only memory
@@ -81,9 +66,9 @@ impl Hosts {
     pub(crate) fn get_mut(&mut self, rollout: &RolloutId, host: &str) -> Option<&mut HostRecord> {
         let group = self.by_rollout.get_mut(rollout)?;
         let slot = group.hosts.get_mut(host)?;
-        if self.track && !slot.dirty {
-            slot.dirty = true;
-            group.dirty += 1;
+        if self.track && !*slot.dirty {
+            *slot.dirty = true;
+            *group.dirty += 1;
         }
         Some(&mut slot.rec)
     }
@@ -106,9 +91,9 @@ impl Hosts {
             Entry::Vacant(e) => {
                 e.insert(Slot {
                     rec: Box::new(new()),
-                    dirty: self.track,
+                    dirty: Aside(self.track),
                 });
-                group.dirty += usize::from(self.track);
+                *group.dirty += usize::from(self.track);
                 self.len += 1;
                 true
             }
@@ -161,9 +146,9 @@ impl Hosts {
     }
 
     fn clean(&mut self) {
-        for group in self.by_rollout.values_mut().filter(|g| g.dirty > 0) {
-            group.hosts.values_mut().for_each(|s| s.dirty = false);
-            group.dirty = 0;
+        for group in self.by_rollout.values_mut().filter(|g| *g.dirty > 0) {
+            group.hosts.values_mut().for_each(|s| *s.dirty = false);
+            *group.dirty = 0;
         }
     }
 
@@ -173,7 +158,7 @@ impl Hosts {
         let Some(group) = self.by_rollout.remove(rollout) else {
             return 0;
         };
-        debug_assert_eq!(group.dirty, 0, "forgetting unflushed records");
+        debug_assert_eq!(*group.dirty, 0, "forgetting unflushed records");
         self.len -= group.hosts.len();
         group.hosts.len()
     }
@@ -198,17 +183,17 @@ impl Hosts {
         w: &mut dyn TableWriter,
     ) -> Result<(), TableError> {
         let (mut key, mut row) = (Vec::new(), Vec::new());
-        for (rollout, group) in self.by_rollout.iter_mut().filter(|(_, g)| g.dirty > 0) {
+        for (rollout, group) in self.by_rollout.iter_mut().filter(|(_, g)| *g.dirty > 0) {
             // The key is the tuple's encoding: the rollout's then the host's, back to back.
             key.clear();
             encode_append(rollout, &mut key);
             let prefix = key.len();
-            let mut left = group.dirty;
+            let mut left = *group.dirty;
             for (host, slot) in &mut group.hosts {
-                if !slot.dirty {
+                if !*slot.dirty {
                     continue;
                 }
-                slot.dirty = false;
+                *slot.dirty = false;
                 key.truncate(prefix);
                 encode_append(host, &mut key);
                 encode_into(&slot.rec, &mut row);
@@ -218,7 +203,7 @@ impl Hosts {
                     break;
                 }
             }
-            group.dirty = 0;
+            *group.dirty = 0;
         }
         Ok(())
     }
@@ -260,7 +245,7 @@ impl Hosts {
                     host,
                     Slot {
                         rec: Box::new(rec),
-                        dirty: false,
+                        dirty: Aside(false),
                     },
                 )
                 .is_none()
@@ -289,7 +274,7 @@ impl Hosts {
                     h,
                     Slot {
                         rec: Box::new(rec),
-                        dirty: false,
+                        dirty: Aside(false),
                     },
                 )
                 .is_none()

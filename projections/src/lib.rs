@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use deferrals::Deferrals;
 pub use host::{HostRecord, ProbeRecord};
 pub use hosts::Hosts;
+use model::Aside;
 pub use model::Model;
 pub use rollout::RolloutRecord;
 
@@ -271,14 +272,6 @@ impl IndexRows {
     }
 }
 
-/// Pending index rows are not state.
-impl PartialEq for IndexRows {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-impl Eq for IndexRows {}
-
 /// Fold version and the next seq to fold (all entries below it are reflected).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {
@@ -295,14 +288,6 @@ struct KeyScratch {
     hr: (String, RolloutId),
 }
 
-/// Scratch space is not state.
-impl PartialEq for KeyScratch {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-impl Eq for KeyScratch {}
-
 impl KeyScratch {
     /// `(host, rollout)`, reusing the buffers.
     fn hr(&mut self, h: &str, r: &RolloutId) -> &(String, RolloutId) {
@@ -313,19 +298,6 @@ impl KeyScratch {
         &self.hr
     }
 }
-
-/// How many host records of Pruned rollouts this state holds only in the tables (a live
-/// state, [`State::load_live`]) or leaves out (a replay, [`State::drop_pruned_hosts`]).
-#[derive(Clone, Copy, Debug, Default)]
-struct Forgotten(u64);
-
-/// A count of rows not held is not state: a live state equals the fold it stands for.
-impl PartialEq for Forgotten {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-impl Eq for Forgotten {}
 
 /// Every read model.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -350,9 +322,13 @@ pub struct State {
     pub active_by_channel: Model<String, ActiveRow>,
     /// Entries folded so far: the next seq expected.
     pub next_seq: u64,
-    scratch: KeyScratch,
-    index: IndexRows,
-    forgotten: Forgotten,
+    scratch: Aside<KeyScratch>,
+    /// Index rows the fold produced and the next flush writes.
+    index: Aside<IndexRows>,
+    /// How many host records of Pruned rollouts this state holds only in the tables (a live
+    /// state, [`State::load_live`]) or leaves out (a replay, [`State::drop_pruned_hosts`]).
+    /// Not state: a live state equals the fold it stands for.
+    forgotten: Aside<u64>,
 }
 
 impl State {
@@ -755,9 +731,9 @@ impl State {
             active: BTreeMap::new(),
             active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
             next_seq,
-            scratch: KeyScratch::default(),
-            index: IndexRows::default(),
-            forgotten: Forgotten::default(),
+            scratch: Aside::default(),
+            index: Aside::default(),
+            forgotten: Aside(0),
         }
         .with_active())
     }
@@ -787,9 +763,9 @@ impl State {
             active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
             rollouts,
             next_seq,
-            scratch: KeyScratch::default(),
-            index: IndexRows::default(),
-            forgotten: Forgotten(forgotten),
+            scratch: Aside::default(),
+            index: Aside::default(),
+            forgotten: Aside(forgotten),
         }
         .with_active())
     }
@@ -937,9 +913,9 @@ impl State {
             active: BTreeMap::new(),
             active_by_channel: Model::from_rows(active, false),
             next_seq,
-            scratch: KeyScratch::default(),
-            index: IndexRows::off(),
-            forgotten: Forgotten(omitted),
+            scratch: Aside::default(),
+            index: Aside(IndexRows::off()),
+            forgotten: Aside(omitted),
         };
         Ok(state.with_active())
     }
@@ -959,7 +935,7 @@ impl State {
 
     /// This state without the entry index (replay and forensics, which never write tables).
     pub fn without_index(mut self) -> State {
-        self.index = IndexRows::off();
+        self.index = Aside(IndexRows::off());
         self
     }
 }

@@ -45,6 +45,31 @@ pub fn decode<T: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<T, Table
     Ok(v)
 }
 
+/// Data kept beside a state that is not part of it: scratch buffers, pending writes, change
+/// flags, counts of rows not held. Two states that differ only here are equal, so equality
+/// means "the same rows", which is what rebuild, replay and `check` compare.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Aside<T>(pub T);
+
+impl<T> PartialEq for Aside<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl<T> Eq for Aside<T> {}
+
+impl<T> std::ops::Deref for Aside<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+impl<T> std::ops::DerefMut for Aside<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
 /// The dirty-key list's first compaction point (see [`mark`]).
 const MIN_COMPACT: usize = 4096;
 

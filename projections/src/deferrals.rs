@@ -27,6 +27,15 @@ struct Slot {
     encoded: Aside<Vec<u8>>,
 }
 
+impl Slot {
+    fn new(row: DeferralRow) -> Slot {
+        Slot {
+            row,
+            encoded: Aside::default(),
+        }
+    }
+}
+
 /// The current block per (rollout, host), remembering which rollouts changed since the last
 /// flush.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,11 +100,7 @@ impl Deferrals {
         let mut d = Deferrals::default();
         d.changed.track = track;
         for ((r, h), row) in rows {
-            let slot = Slot {
-                row,
-                encoded: Aside::default(),
-            };
-            d.by_rollout.entry(r).or_default().insert(h, slot);
+            d.by_rollout.entry(r).or_default().insert(h, Slot::new(row));
         }
         d
     }
@@ -138,11 +143,7 @@ impl Deferrals {
                 slot.encoded.clear();
             }
             None => {
-                let slot = Slot {
-                    row: new(),
-                    encoded: Aside::default(),
-                };
-                hosts.insert(host.to_string(), slot);
+                hosts.insert(host.to_string(), Slot::new(new()));
             }
         }
         self.changed.mark(rollout);
@@ -217,13 +218,7 @@ impl Deferrals {
             let rollout: RolloutId = decode(table, k)?;
             let rows: Vec<(String, DeferralRow)> = decode(table, v)?;
             let hosts = d.by_rollout.entry(rollout).or_default();
-            for (h, row) in rows {
-                let slot = Slot {
-                    row,
-                    encoded: Aside::default(),
-                };
-                hosts.insert(h, slot);
-            }
+            hosts.extend(rows.into_iter().map(|(h, row)| (h, Slot::new(row))));
             Ok(())
         })?;
         Ok(d)

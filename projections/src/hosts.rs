@@ -222,6 +222,18 @@ impl Hosts {
         Ok(())
     }
 
+    /// Puts a record read from a table or snapshot (so not changed since a flush).
+    fn put_clean(&mut self, rollout: RolloutId, host: String, rec: HostRecord) {
+        let slot = Slot {
+            rec: Box::new(rec),
+            dirty: Aside(false),
+        };
+        let group = self.by_rollout.entry(rollout).or_default();
+        if group.hosts.insert(host, slot).is_none() {
+            self.len += 1;
+        }
+    }
+
     /// Loads the records of the rollouts `keep` accepts (the others stay in the table only);
     /// returns them and how many it left out.
     pub(crate) fn load_filtered(
@@ -238,20 +250,7 @@ impl Hosts {
                 left_out += 1;
                 return Ok(());
             }
-            let group = hosts.by_rollout.entry(rollout).or_default();
-            if group
-                .hosts
-                .insert(
-                    host,
-                    Slot {
-                        rec: Box::new(rec),
-                        dirty: Aside(false),
-                    },
-                )
-                .is_none()
-            {
-                hosts.len += 1;
-            }
+            hosts.put_clean(rollout, host, rec);
             Ok(())
         })?;
         Ok((hosts, left_out))
@@ -267,20 +266,7 @@ impl Hosts {
             ..Hosts::default()
         };
         for ((r, h), rec) in rows {
-            let group = hosts.by_rollout.entry(r).or_default();
-            if group
-                .hosts
-                .insert(
-                    h,
-                    Slot {
-                        rec: Box::new(rec),
-                        dirty: Aside(false),
-                    },
-                )
-                .is_none()
-            {
-                hosts.len += 1;
-            }
+            hosts.put_clean(r, h, rec);
         }
         hosts
     }

@@ -92,13 +92,12 @@ fn group_value(hosts: &mut BTreeMap<String, Slot>, out: &mut Vec<u8>) {
 }
 
 impl Deferrals {
-    /// Blocks from (rollout, host) → row rows.
+    /// Untracked blocks from (rollout, host) → row rows (a replay snapshot's).
     pub(crate) fn from_rows(
         rows: impl IntoIterator<Item = ((RolloutId, String), DeferralRow)>,
-        track: bool,
     ) -> Deferrals {
         let mut d = Deferrals::default();
-        d.changed.track = track;
+        d.changed.track = false;
         for ((r, h), row) in rows {
             d.by_rollout.entry(r).or_default().insert(h, Slot::new(row));
         }

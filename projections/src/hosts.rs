@@ -41,7 +41,6 @@ struct Group {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hosts {
     by_rollout: BTreeMap<RolloutId, Group>,
-    len: usize,
     /// Whether to remember changed records (off while rebuilding: every row is written).
     track: bool,
 }
@@ -50,7 +49,6 @@ impl Default for Hosts {
     fn default() -> Self {
         Hosts {
             by_rollout: BTreeMap::new(),
-            len: 0,
             track: true,
         }
     }
@@ -94,7 +92,6 @@ impl Hosts {
                     dirty: Aside(self.track),
                 });
                 *group.dirty += usize::from(self.track);
-                self.len += 1;
                 true
             }
         }
@@ -124,12 +121,12 @@ impl Hosts {
 
     /// Number of records held.
     pub fn len(&self) -> usize {
-        self.len
+        self.by_rollout.values().map(|g| g.hosts.len()).sum()
     }
 
     /// Whether none are held.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Whether changed records are remembered.
@@ -159,21 +156,14 @@ impl Hosts {
             return 0;
         };
         debug_assert_eq!(*group.dirty, 0, "forgetting unflushed records");
-        self.len -= group.hosts.len();
         group.hosts.len()
     }
 
     /// Keeps only the rollouts `keep` accepts; returns how many records it dropped.
     pub(crate) fn retain_rollouts(&mut self, mut keep: impl FnMut(&RolloutId) -> bool) -> usize {
-        let before = self.len;
-        self.by_rollout.retain(|r, g| {
-            let k = keep(r);
-            if !k {
-                self.len -= g.hosts.len();
-            }
-            k
-        });
-        before - self.len
+        let before = self.len();
+        self.by_rollout.retain(|r, _| keep(r));
+        before - self.len()
     }
 
     /// Writes the records changed since the last flush.
@@ -229,9 +219,7 @@ impl Hosts {
             dirty: Aside(false),
         };
         let group = self.by_rollout.entry(rollout).or_default();
-        if group.hosts.insert(host, slot).is_none() {
-            self.len += 1;
-        }
+        group.hosts.insert(host, slot);
     }
 
     /// Loads the records of the rollouts `keep` accepts (the others stay in the table only);
@@ -256,13 +244,12 @@ impl Hosts {
         Ok((hosts, left_out))
     }
 
-    /// Records from (rollout, host) → record rows, remembering none as changed.
+    /// Untracked records from (rollout, host) → record rows (a replay snapshot's).
     pub(crate) fn from_rows(
         rows: impl IntoIterator<Item = ((RolloutId, String), HostRecord)>,
-        track: bool,
     ) -> Hosts {
         let mut hosts = Hosts {
-            track,
+            track: false,
             ..Hosts::default()
         };
         for ((r, h), rec) in rows {

@@ -905,11 +905,11 @@ impl State {
         ) = model::decode("snapshot", bytes)?;
         let state = State {
             rollouts: Model::from_rows(rollouts, false),
-            hosts: Hosts::from_rows(hosts, false),
+            hosts: Hosts::from_rows(hosts),
             probe_failures: Model::from_rows(probe_failures, false),
             quarantine: Model::from_rows(quarantine, false),
             dispatch_queue: Model::from_rows(dispatch_queue, false),
-            deferrals: Deferrals::from_rows(deferrals, false),
+            deferrals: Deferrals::from_rows(deferrals),
             active: BTreeMap::new(),
             active_by_channel: Model::from_rows(active, false),
             next_seq,

@@ -143,11 +143,6 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
         &self.rows
     }
 
-    /// The rows, by value.
-    pub fn into_rows(self) -> BTreeMap<K, V> {
-        self.rows
-    }
-
     /// A model holding these rows, remembering none as changed.
     pub fn from_rows(rows: BTreeMap<K, V>, track: bool) -> Model<K, V> {
         Model {
@@ -292,13 +287,6 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
             Ok(())
         })?;
         Ok(Model::from_rows(rows, true))
-    }
-
-    /// Drops a row from memory only: the stored table keeps it. For rows no decision can
-    /// read any more; the caller flushes first, so no pending change is lost.
-    pub fn forget(&mut self, k: &K) {
-        debug_assert!(!self.dirty.contains(k), "forgetting an unflushed row");
-        self.rows.remove(k);
     }
 
     /// The first difference from the stored table: the key (decoded for humans) and what

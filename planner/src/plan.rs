@@ -225,16 +225,25 @@ pub fn plan(view: &FleetView<'_>, manifests: &Manifests, now: Micros) -> Vec<Dec
 }
 
 /// Whether a host record occupies a disruption-budget slot: Activating or Soaking, or
-/// dispatched and not yet acked (unless its rollout was superseded or pruned).
-fn occupies_slot(view: &FleetView<'_>, h: &HostRecord) -> bool {
+/// dispatched and not yet acked. Only hosts of rollouts that still count are asked
+/// ([`holds_slots`]).
+fn occupies_slot(h: &HostRecord) -> bool {
     h.state.is_in_flight()
         || (h.state == HostState::Pending
             && h.dispatched_at.is_some()
-            && h.dispatch_acked_at.is_none()
-            && !matches!(
-                view.state.rollouts.get(&h.rollout_id).map(|r| r.state),
-                Some(RolloutState::Superseded | RolloutState::Pruned)
-            ))
+            && h.dispatch_acked_at.is_none())
+}
+
+/// Whether a rollout's hosts can hold disruption-budget slots (DECISIONS 24). Terminal
+/// rollouts have every host Converged, Pruned ones are history, and a Superseded rollout's
+/// work is abandoned: its successor takes the hosts over, and an agent that drops the old
+/// dispatch never reports on it again, so counting its Activating or Soaking hosts would
+/// block the successor's channel until hosts finish work nobody wants (issue 13).
+fn holds_slots(r: &projections::RolloutRecord) -> bool {
+    !matches!(
+        r.state,
+        RolloutState::Terminal | RolloutState::Pruned | RolloutState::Superseded
+    )
 }
 
 /// Lookups built once per tick, so gating n hosts costs O(n log n), not O(n²).
@@ -260,17 +269,12 @@ impl<'a> Index<'a> {
                 )
             })
             .collect();
-        // Terminal rollouts have every host Converged and pruned ones are history: neither can
-        // hold a slot, and skipping them keeps a tick's cost bounded by the live rollouts.
+        // Skipping rollouts that hold no slots also keeps a tick's cost bounded by the live
+        // rollouts.
         let mut per_host: BTreeMap<&str, u32> = BTreeMap::new();
-        let live = view
-            .state
-            .rollouts
-            .values()
-            .filter(|r| !matches!(r.state, RolloutState::Terminal | RolloutState::Pruned));
-        for r in live {
+        for r in view.state.rollouts.values().filter(|r| holds_slots(r)) {
             for h in view.state.hosts_of(&r.rollout_id) {
-                if occupies_slot(view, h) {
+                if occupies_slot(h) {
                     *per_host.entry(h.hostname.as_str()).or_default() += 1;
                 }
             }
@@ -388,7 +392,7 @@ fn gates(
     {
         let Some(cap) = b.cap() else { continue };
         // A host never consumes its own slot (D-008 A), even when being re-dispatched.
-        let own = u32::from(occupies_slot(view, host));
+        let own = u32::from(occupies_slot(host));
         let in_flight = index
             .in_flight
             .get(b.selector.as_str())

@@ -288,7 +288,12 @@ fn host_edges_wait_for_converged_or_deferred() {
 }
 
 fn with_budget(hosts: &[&str], max: u32) -> Manifests {
-    let mut m = manifests(&[("stable", "ab12", vec![hosts.to_vec()])]);
+    with_budget_at("ab12", hosts, max)
+}
+
+/// Channel `stable` at `channel_ref`, one wave of `hosts`, a budget of `max` over them.
+fn with_budget_at(channel_ref: &str, hosts: &[&str], max: u32) -> Manifests {
+    let mut m = manifests(&[("stable", channel_ref, vec![hosts.to_vec()])]);
     m.rollouts.get_mut("stable").unwrap().budgets.push(Budget {
         selector: "tag:db".into(),
         hosts: hosts.iter().map(|h| h.to_string()).collect(),
@@ -342,6 +347,38 @@ fn disruption_budget_counts_in_flight_hosts_and_this_ticks_dispatches() {
         T0,
     );
     assert_eq!(dispatched(&run(&f, &m, &Views::default())), ["a"]);
+}
+
+/// Issue 13, defect 5: e1 activates rollout A; rollout B supersedes A. A's Activating e1 holds
+/// no slot of B's budget (DECISIONS 24): B dispatches at once, within its own budget.
+#[test]
+fn hosts_of_a_superseded_rollout_hold_no_budget_slot() {
+    let (a, b) = (rid("stable@ab12"), rid("stable@cd34"));
+    let ma = with_budget_at("ab12", &["e1", "e2"], 1);
+    let mut f = opened(&ma);
+    drive_to(&mut f, &a, "e1", HostState::Activating);
+    let mb = with_budget_at("cd34", &["e1", "e2"], 1);
+    for d in run(&f, &mb, &Views::default()) {
+        if let Decision::OpenRollout { events, .. } = d {
+            f.append(&events, T0);
+        }
+    }
+    assert_eq!(
+        f.state.rollouts.get(&a).map(|r| r.state),
+        Some(ledger::domain::RolloutState::Superseded)
+    );
+    assert_eq!(f.host(&a, "e1").state, HostState::Activating);
+    let d = run(&f, &mb, &Views::default());
+    assert_eq!(dispatched(&d), ["e1"], "B dispatches one host at once");
+    assert!(d.iter().all(|d| match d {
+        Decision::QueueDispatch { dispatch, .. } => dispatch.rollout_id == b,
+        _ => true,
+    }));
+    // e2 waits for B's own e1, not for A's.
+    assert!(matches!(
+        block_of(&d, "e2"),
+        Some(GateBlock::DisruptionBudget { in_flight: 1, max_in_flight: 1, .. })
+    ));
 }
 
 #[test]

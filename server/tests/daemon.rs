@@ -778,3 +778,56 @@ async fn finished_rollouts_are_pruned_when_their_retention_passes() {
         fleet_ledger::materialize::CheckOutcome::Identical { .. }
     ));
 }
+
+/// A canary rollout whose two hosts share a disruption budget of one.
+async fn post_paired(f: &Fleet, r: &str, secs: i64) -> (u16, Value) {
+    let mut doc = f
+        .setup
+        .rollout_doc("canary", r, &format!("/nix/store/{r}-canary"), &f.setup.at(secs))
+        .unwrap();
+    doc["disruption_budgets"] =
+        json!([{"selector": "pair", "hosts": ["web-0000", "web-0001"], "max_in_flight": 1}]);
+    let (body, _) = f.setup.sign(&doc).unwrap();
+    let path = format!("/v1/manifests/rollouts/canary@{r}");
+    f.c.post(&f.setup.tokens.ci, &path, &body).await.unwrap()
+}
+
+/// Issue 13, defect 5, end to end: canary hosts web-0000 and web-0001 share a budget of one.
+/// web-0000 acks rollout A's dispatch (Activating); rollout B supersedes A. B must dispatch at
+/// once (A's abandoned activation holds no slot), and `replay --check` recomputes the same
+/// decisions from the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_superseded_rollouts_activation_does_not_block_its_successors_budget() {
+    let f = Fleet::start(5).await;
+    f.post_fleet().await;
+    let (s, v) = post_paired(&f, "a1a1a1a1", -30).await;
+    assert_eq!(s, 200, "{v}");
+    let a = "canary@a1a1a1a1";
+    let d = dispatched(&f, "web-0000").await;
+    assert_eq!(d["rollout_id"], a);
+    let ack = json!({"kind": "DispatchAck", "current_closure_at_dispatch": "/nix/store/old", "received_at": T});
+    let (s, v) = f.event("web-0000", a, 1, ack).await;
+    assert_eq!(s, 200, "{v}");
+
+    let (s, v) = post_paired(&f, "b2b2b2b2", -20).await;
+    assert_eq!(s, 200, "{v}");
+    let b = "canary@b2b2b2b2";
+    let d = dispatched(&f, "web-0000").await;
+    assert_eq!(d["rollout_id"], b, "B dispatches web-0000 despite A's activation");
+    let (_, deferrals) = f.c.get(f.op(), "/v1/deferrals").await.unwrap();
+    let blocks: Vec<&Value> = deferrals["deferrals"]
+        .as_array()
+        .map(|d| d.iter().collect())
+        .unwrap_or_default();
+    assert!(
+        blocks
+            .iter()
+            .all(|d| d["hostname"] != "web-0000" && d["rollout_id"] != a),
+        "{deferrals}"
+    );
+    f.daemon.shutdown().await.unwrap();
+    let report =
+        fleet_ledger::forensics::check(fleet_ledger::forensics::Source::Db(&f.setup.db)).unwrap();
+    assert_eq!(report.divergence, None);
+    assert!(report.plans > 0);
+}

@@ -377,7 +377,11 @@ fn hosts_of_a_superseded_rollout_hold_no_budget_slot() {
     // e2 waits for B's own e1, not for A's.
     assert!(matches!(
         block_of(&d, "e2"),
-        Some(GateBlock::DisruptionBudget { in_flight: 1, max_in_flight: 1, .. })
+        Some(GateBlock::DisruptionBudget {
+            in_flight: 1,
+            max_in_flight: 1,
+            ..
+        })
     ));
 }
 

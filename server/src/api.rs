@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{Principal, Role, TokenTable};
 use crate::config::Limits;
+use crate::connections::Peer;
 use crate::intake::{self, Target, TrustRoots};
 use crate::wire::{self, ts};
 use crate::writer::{Class, Input, Job, Output, Refusal, Shared};
@@ -118,43 +119,52 @@ pub struct Caller(pub Principal);
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
-        let unauthorized =
-            |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string());
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            // No token: an agent may be identified by its verified client certificate.
-            let cn = parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<crate::tls::Peer>>()
-                .and_then(|p| p.0.cn.clone())
-                .ok_or_else(|| {
-                    unauthorized("missing Authorization: Bearer <token> (or a client certificate)")
-                })?;
-            let host = match &state.cn_suffix {
-                Some(suffix) => cn.strip_suffix(suffix.as_str()).ok_or_else(|| {
-                    unauthorized(&format!(
-                        "client certificate CN {cn:?} does not end in {suffix:?}"
-                    ))
-                })?,
-                None => cn.as_str(),
-            };
-            ledger::domain::check_host(host).map_err(|e| unauthorized(&e.to_string()))?;
-            return Ok(Caller(Principal {
-                role: Role::Agent,
-                name: host.to_string(),
-            }));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| unauthorized("Authorization is not `Bearer <token>`"))?;
-        state
-            .tokens
-            .authenticate(token.trim())
-            .cloned()
-            .map(Caller)
-            .ok_or_else(|| unauthorized("unknown token"))
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<Peer>>()
+            .map(|p| &p.0);
+        let caller = authenticate(parts, peer, state)?;
+        // An authenticated connection is never closed to make room for a new one.
+        if let Some(p) = peer {
+            p.mark_trusted();
+        }
+        Ok(caller)
     }
+}
+
+fn authenticate(parts: &Parts, peer: Option<&Peer>, state: &AppState) -> ApiResult<Caller> {
+    let unauthorized =
+        |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string());
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        // No token: an agent may be identified by its verified client certificate.
+        let cn = peer.and_then(|p| p.cn.clone()).ok_or_else(|| {
+            unauthorized("missing Authorization: Bearer <token> (or a client certificate)")
+        })?;
+        let host = match &state.cn_suffix {
+            Some(suffix) => cn.strip_suffix(suffix.as_str()).ok_or_else(|| {
+                unauthorized(&format!(
+                    "client certificate CN {cn:?} does not end in {suffix:?}"
+                ))
+            })?,
+            None => cn.as_str(),
+        };
+        ledger::domain::check_host(host).map_err(|e| unauthorized(&e.to_string()))?;
+        return Ok(Caller(Principal {
+            role: Role::Agent,
+            name: host.to_string(),
+        }));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("Authorization is not `Bearer <token>`"))?;
+    state
+        .tokens
+        .authenticate(token.trim())
+        .cloned()
+        .map(Caller)
+        .ok_or_else(|| unauthorized("unknown token"))
 }
 
 impl Caller {

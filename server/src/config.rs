@@ -91,6 +91,13 @@ pub struct Limits {
     pub concurrent_requests: usize,
     /// Time a request may take (long polls get their cap plus this).
     pub request_timeout_secs: u64,
+    /// Time a connection has for its TLS handshake, and then for each request head from the
+    /// connection's start or its previous response: also the keep-alive idle timeout.
+    pub header_read_timeout_secs: u64,
+    /// Open connections at most (lowered to fit the open-file limit); at the cap the oldest
+    /// connection that has not authenticated is closed for a newcomer
+    /// (`crate::connections`).
+    pub connections_max: usize,
 }
 
 impl Default for Limits {
@@ -102,6 +109,8 @@ impl Default for Limits {
             long_poll_secs: 60,
             concurrent_requests: 1024,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            connections_max: 4096,
         }
     }
 }
@@ -263,9 +272,14 @@ impl Config {
                 "limits: queue, batch_inputs and concurrent_requests must be positive and body_bytes at least 1024".into(),
             ));
         }
-        if l.long_poll_secs == 0 || l.request_timeout_secs == 0 || self.plan_interval_ms == 0 {
+        if l.long_poll_secs == 0
+            || l.request_timeout_secs == 0
+            || l.header_read_timeout_secs == 0
+            || l.connections_max == 0
+            || self.plan_interval_ms == 0
+        {
             return Err(ConfigError::Invalid(
-                "limits.long_poll_secs, limits.request_timeout_secs and plan_interval_ms must be positive".into(),
+                "limits.long_poll_secs, limits.request_timeout_secs, limits.header_read_timeout_secs, limits.connections_max and plan_interval_ms must be positive".into(),
             ));
         }
         let tls = self

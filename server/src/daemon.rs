@@ -11,13 +11,13 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use ledger::keys::Signer;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::api::{AppState, router};
 use crate::config::Settings;
+use crate::connections::{self, ConnLimits};
 use crate::intake::{self, TrustRoots};
-use crate::tls::{Peer, PlainListener, TlsListener};
 use crate::writer::{Clock, Input, Job, Shared, Writer};
 
 /// A running daemon.
@@ -57,9 +57,15 @@ impl Daemon {
         .await?
         .context("opening the ledger")?;
         let (tx, rx) = mpsc::channel::<Job>(limits.queue);
+        // Resolves when the writer thread ends, however it ends (its sender is dropped with
+        // the thread's closure, on return and on unwind alike).
+        let (writer_alive, writer_ended) = oneshot::channel::<()>();
         let writer_thread = std::thread::Builder::new()
             .name("fleet-ledger-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                let _alive = writer_alive;
+                writer.run(rx)
+            })
             .context("starting the writer thread")?;
         let trust = Arc::new(TrustRoots {
             keys: settings.manifest_keys.clone(),
@@ -71,6 +77,11 @@ impl Daemon {
             .tls
             .as_ref()
             .and_then(|t| t.agent_cn_suffix.clone());
+        let conn_limits = ConnLimits {
+            header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+            connections_max: limits.connections_max,
+        }
+        .fit_file_limit();
         let state = AppState {
             cn_suffix,
             tx: tx.clone(),
@@ -91,41 +102,44 @@ impl Daemon {
         drop(tx);
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let app = router(state);
-        let stopped = async move {
-            let _ = stopped.await;
-        };
-        let served = match settings.tls {
-            Some(tls) => {
-                let listener = TlsListener::new(listener, tls)?;
-                tokio::spawn(
-                    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-                        .with_graceful_shutdown(stopped)
-                        .into_future(),
-                )
-            }
-            None => tokio::spawn(
-                axum::serve(
-                    PlainListener(listener),
-                    app.into_make_service_with_connect_info::<Peer>(),
-                )
-                .with_graceful_shutdown(stopped)
-                .into_future(),
-            ),
-        };
+        let (halt, halted) = watch::channel(false);
+        let served = tokio::spawn(connections::serve(
+            listener,
+            settings.tls,
+            router(state),
+            conn_limits,
+            Arc::clone(&shared),
+            halted,
+        ));
         let task = tokio::spawn(async move {
-            let served = served.await?;
-            // Every queue sender is gone once the server, the ticker and the watcher are: the
-            // writer drains what is queued, commits, and ends.
+            let mut writer_ended = writer_ended;
+            let writer_died = tokio::select! {
+                _ = stopped => false,
+                _ = &mut writer_ended => true,
+            };
+            // Stop accepting; requests in progress finish. Every queue sender is gone once the
+            // server, the ticker and the watcher are: the writer drains what is queued,
+            // commits, and ends.
+            let _ = halt.send(true);
             ticker.abort();
             if let Some(w) = watcher {
                 w.abort();
             }
             let _ = ticker.await;
+            if writer_died {
+                // Nothing can be recorded any more: answer what is in flight (503) for a
+                // moment, then end so that a supervisor restarts the process.
+                let _ = tokio::time::timeout(WRITER_DIED_GRACE, served).await;
+                let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+                anyhow::bail!(
+                    "the writer thread stopped unexpectedly; exiting so that a supervisor restarts the daemon"
+                );
+            }
+            served.await.context("serving HTTP")?;
             tokio::task::spawn_blocking(move || writer_thread.join())
                 .await?
                 .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
-            served.context("serving HTTP")
+            Ok(())
         });
         tracing::info!(%addr, "fleet-ledger listening");
         Ok(Daemon {
@@ -144,13 +158,21 @@ impl Daemon {
         self.task.await?
     }
 
-    /// Waits for the daemon to end after `signal` resolves (SIGTERM/SIGINT for `serve`).
-    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> Result<()> {
-        signal.await;
+    /// Runs until `signal` resolves (SIGTERM/SIGINT for `serve`), then shuts down in order.
+    /// Returns an error at once if the daemon ends by itself first (its writer thread died):
+    /// the process must not linger half-alive.
+    pub async fn run_until(mut self, signal: impl std::future::Future<Output = ()>) -> Result<()> {
+        tokio::select! {
+            _ = signal => {}
+            ended = &mut self.task => return ended?,
+        }
         tracing::info!("shutting down: draining the queue");
         self.shutdown().await
     }
 }
+
+/// How long in-flight requests may still be answered after the writer thread died.
+const WRITER_DIED_GRACE: Duration = Duration::from_secs(2);
 
 /// The planner's safety tick: a `Tick` input every `every` (skipped when the queue is full).
 async fn tick(tx: mpsc::Sender<Job>, every: Duration) {

@@ -4,6 +4,8 @@
 //! * [`writer`]: the single writer thread: group commit of decided inputs.
 //! * [`api`]: the HTTP API (axum) in front of it; [`daemon`] wires them and runs `serve`.
 //! * [`intake`]: signed manifest verification (JCS, ed25519 `verify_strict`, freshness).
+//! * [`logging`]: the log sink, which can lose lines but never stop the daemon.
+//! * [`connections`]: accepting, TLS, header-read timeouts and the connection cap.
 //! * [`auth`], [`tls`], [`config`], [`wire`], [`metrics`]: tokens and client certificates,
 //!   the config file, JSON shapes, Prometheus metrics.
 //! * [`forensics`]: `replay`, `timeline`, `why` and the determinism check, on a database or
@@ -13,10 +15,12 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod daemon;
 pub mod demo;
 pub mod forensics;
 pub mod intake;
+pub mod logging;
 pub mod materialize;
 pub mod metrics;
 pub mod snapshots;

@@ -1,6 +1,9 @@
 //! Prometheus metrics (`GET /metrics`, text exposition format).
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -32,6 +35,12 @@ pub struct Metrics {
     pub queue_full: Counter,
     /// Failed commits.
     pub commit_failures: Counter,
+    /// HTTP connections open (TLS handshakes included).
+    pub connections_open: Gauge,
+    /// Unauthenticated connections closed to make room under `limits.connections_max`.
+    pub connections_evicted: Counter,
+    /// Connections refused because every open one was authenticated and the cap was reached.
+    pub connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -46,6 +55,9 @@ impl Default for Metrics {
         let rejections = Family::<Reason, Counter>::default();
         let queue_full = Counter::default();
         let commit_failures = Counter::default();
+        let connections_open = Gauge::default();
+        let connections_evicted = Counter::default();
+        let connections_refused = Counter::default();
         registry.register("appended_entries", "Entries appended", entries.clone());
         registry.register("commits", "Batches committed", commits.clone());
         registry.register(
@@ -83,6 +95,22 @@ impl Default for Metrics {
             "Commits that failed (every caller of the batch got an error)",
             commit_failures.clone(),
         );
+        registry.register(
+            "connections_open",
+            "HTTP connections open (TLS handshakes included)",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_evicted",
+            "Unauthenticated connections closed to make room under limits.connections_max",
+            connections_evicted.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused: the cap was reached and every open connection was authenticated",
+            connections_refused.clone(),
+        );
+        registry.register_collector(Box::new(LogLinesDropped));
         Metrics {
             registry,
             entries,
@@ -94,7 +122,27 @@ impl Default for Metrics {
             rejections,
             queue_full,
             commit_failures,
+            connections_open,
+            connections_evicted,
+            connections_refused,
         }
+    }
+}
+
+/// `log_lines_dropped_total`, read from the log sink at each scrape (`crate::logging`).
+#[derive(Debug)]
+struct LogLinesDropped;
+
+impl Collector for LogLinesDropped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new(crate::logging::dropped_lines());
+        let metric = encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines lost: stderr failed (full disk, closed pipe) or was too slow",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
     }
 }
 

@@ -3,25 +3,16 @@
 //! optional suffix), as in the reference (`extract_machine_id`). Clients without a
 //! certificate may still authenticate with a bearer token.
 //!
-//! Handshakes run in their own tasks (with a timeout) and finished connections are handed to
-//! axum through [`TlsListener`], so a slow or hostile client cannot stall accepting others.
+//! Handshakes run in each connection's task, bounded by the header-read timeout
+//! (`crate::connections`), so a slow or hostile client cannot stall accepting others.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 /// The `tls` section of the config.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -109,14 +100,8 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
     Ok(Arc::new(config))
 }
 
-/// What the connection tells about its client.
-#[derive(Clone, Debug, Default)]
-pub struct Peer {
-    /// The CN of a verified client certificate.
-    pub cn: Option<String>,
-}
-
-fn common_name(der: &CertificateDer<'_>) -> Option<String> {
+/// The CN of a client certificate (verified by rustls before this is asked).
+pub fn common_name(der: &CertificateDer<'_>) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
     let cn = cert
         .subject()
@@ -126,124 +111,4 @@ fn common_name(der: &CertificateDer<'_>) -> Option<String> {
         .ok()?
         .to_string();
     Some(cn)
-}
-
-/// Plain TCP with `TCP_NODELAY` (small JSON requests: Nagle would only add latency).
-#[derive(Debug)]
-pub struct PlainListener(pub TcpListener);
-
-impl Listener for PlainListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        loop {
-            match self.0.accept().await {
-                Ok((s, a)) => {
-                    let _ = s.set_nodelay(true);
-                    return (s, a);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-}
-
-impl Connected<IncomingStream<'_, PlainListener>> for Peer {
-    fn connect_info(_: IncomingStream<'_, PlainListener>) -> Peer {
-        Peer::default()
-    }
-}
-
-/// Connections whose TLS handshake finished.
-#[derive(Debug)]
-pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    acceptor: JoinHandle<()>,
-}
-
-/// A handshake that takes longer is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl TlsListener {
-    /// Accepts TCP on `tcp` and runs handshakes concurrently.
-    pub fn new(
-        tcp: TcpListener,
-        config: Arc<rustls::ServerConfig>,
-    ) -> std::io::Result<TlsListener> {
-        let local = tcp.local_addr()?;
-        let (tx, rx) = mpsc::channel(256);
-        let acceptor = TlsAcceptor::from(config);
-        let task = tokio::spawn(async move {
-            loop {
-                let (stream, addr) = match tcp.accept().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, addr)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener {
-            rx,
-            local,
-            acceptor: task,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor.abort();
-    }
-}
-
-impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
-        match self.rx.recv().await {
-            Some(x) => x,
-            // The acceptor task is gone: nothing will ever connect again.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
-}
-
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(s: IncomingStream<'_, TlsListener>) -> Peer {
-        let (_, conn) = s.io().get_ref();
-        Peer {
-            cn: conn
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(common_name),
-        }
-    }
 }

@@ -526,6 +526,11 @@ impl Writer {
                     m.entries.inc_by(entries);
                     m.batch_entries.observe(entries as f64);
                     self.shared.committed.send_replace(ledger.store().size());
+                    tracing::debug!(
+                        size = ledger.store().size(),
+                        micros = started.elapsed().as_micros() as u64,
+                        "committed"
+                    );
                 }
                 m.batch_inputs.observe(batch.len() as f64);
                 for (job, answer) in batch.drain(..).zip(answers) {

@@ -783,7 +783,12 @@ async fn finished_rollouts_are_pruned_when_their_retention_passes() {
 async fn post_paired(f: &Fleet, r: &str, secs: i64) -> (u16, Value) {
     let mut doc = f
         .setup
-        .rollout_doc("canary", r, &format!("/nix/store/{r}-canary"), &f.setup.at(secs))
+        .rollout_doc(
+            "canary",
+            r,
+            &format!("/nix/store/{r}-canary"),
+            &f.setup.at(secs),
+        )
         .unwrap();
     doc["disruption_budgets"] =
         json!([{"selector": "pair", "hosts": ["web-0000", "web-0001"], "max_in_flight": 1}]);
@@ -813,7 +818,10 @@ async fn a_superseded_rollouts_activation_does_not_block_its_successors_budget()
     assert_eq!(s, 200, "{v}");
     let b = "canary@b2b2b2b2";
     let d = dispatched(&f, "web-0000").await;
-    assert_eq!(d["rollout_id"], b, "B dispatches web-0000 despite A's activation");
+    assert_eq!(
+        d["rollout_id"], b,
+        "B dispatches web-0000 despite A's activation"
+    );
     let (_, deferrals) = f.c.get(f.op(), "/v1/deferrals").await.unwrap();
     let blocks: Vec<&Value> = deferrals["deferrals"]
         .as_array()

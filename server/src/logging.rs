@@ -1,0 +1,75 @@
+//! The daemon's log sink: stderr, written by a thread of its own, and unable to stop anything.
+//!
+//! A log line is never worth an input. The obvious set-up (`tracing_subscriber::fmt()` writing
+//! to `std::io::stderr`) let a failing stderr kill the writer thread: when a write fails
+//! (EPIPE from a closed pipe, EFBIG or ENOSPC from a full log file) tracing-subscriber reports
+//! it with `eprintln!`, which panics when stderr fails. So here:
+//!
+//! * events are formatted on the calling thread and handed to `tracing-appender`'s worker
+//!   through a bounded channel; when it is full (stderr is slow: a stuck journald, a pipe
+//!   nobody reads) the line is dropped, never waited for, so no thread blocks on its logs;
+//! * the worker writes through [`Sink`], which swallows write errors and counts them, and the
+//!   formatter's own error reporting is off, so nothing ever calls `eprintln!`;
+//! * both kinds of loss are counted in `fleet_ledger_log_lines_dropped_total`, so an operator
+//!   sees logs went missing even when the logs cannot say so.
+//!
+//! When the sink recovers (space freed, a new pipe), lines flow again.
+
+use std::io;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+
+/// Lines the sink failed to write (stderr returned an error).
+static WRITE_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// Lines dropped because the worker's channel was full.
+static CHANNEL_DROPS: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Lines queued for the sink at most; beyond that, new lines are dropped (and counted).
+const BUFFERED_LINES_MAX: usize = 16_384;
+
+/// stderr, whose failures are counted and otherwise ignored.
+#[derive(Debug)]
+struct Sink;
+
+impl io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if io::stderr().lock().write_all(buf).is_err() {
+            WRITE_FAILURES.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// Log lines lost so far: failed writes to stderr and lines dropped while it was too slow.
+pub fn dropped_lines() -> u64 {
+    WRITE_FAILURES.load(Ordering::Relaxed)
+        + CHANNEL_DROPS.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// Installs the global subscriber: `RUST_LOG` (default `info`) to stderr, never blocking and
+/// never panicking. Keep the guard until the process ends: dropping it flushes what is queued.
+/// A second call (tests) installs nothing and returns a guard for an idle worker.
+pub fn init() -> WorkerGuard {
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(BUFFERED_LINES_MAX)
+        .thread_name("fleet-ledger-log")
+        .finish(Sink);
+    let _ = CHANNEL_DROPS.set(writer.error_counter());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .log_internal_errors(false)
+        .try_init();
+    guard
+}

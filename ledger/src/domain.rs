@@ -30,6 +30,22 @@ pub enum IdError {
     /// Host name shape.
     #[error("malformed host name {0:?}: expected 1-253 characters of [A-Za-z0-9.-_]")]
     Host(String),
+    /// Closure (store path) shape.
+    #[error(
+        "malformed closure {0:?}: expected an absolute path of 1-1024 printable ASCII characters without spaces or `..`"
+    )]
+    Closure(String),
+}
+
+/// At most this much of a refused value is echoed in an error (a 5,000-character name would
+/// otherwise fill the answer).
+const SHOWN_MAX: usize = 80;
+
+fn shown(s: &str) -> String {
+    match s.char_indices().nth(SHOWN_MAX) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 fn is_channel(s: &str) -> bool {
@@ -51,7 +67,7 @@ pub fn check_channel(s: &str) -> Result<(), IdError> {
     if is_channel(s) {
         Ok(())
     } else {
-        Err(IdError::Channel(s.to_string()))
+        Err(IdError::Channel(shown(s)))
     }
 }
 
@@ -64,7 +80,22 @@ pub fn check_host(s: &str) -> Result<(), IdError> {
     if ok {
         Ok(())
     } else {
-        Err(IdError::Host(s.to_string()))
+        Err(IdError::Host(shown(s)))
+    }
+}
+
+/// Checks a closure: a Nix store path as manifests and agents name it. Only its shape is
+/// checked (the store directory and hash format are the agent's business): absolute, short,
+/// printable ASCII without whitespace, and no `..` component.
+pub fn check_closure(s: &str) -> Result<(), IdError> {
+    let ok = s.starts_with('/')
+        && s.len() <= 1024
+        && s.bytes().all(|b| b.is_ascii_graphic())
+        && !s.split('/').any(|c| c == "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(IdError::Closure(shown(s)))
     }
 }
 
@@ -87,13 +118,15 @@ impl RolloutId {
                 channel_ref: channel_ref.to_string(),
             })
         } else {
-            Err(IdError::RolloutId(format!("{channel}@{channel_ref}")))
+            Err(IdError::RolloutId(shown(&format!(
+                "{channel}@{channel_ref}"
+            ))))
         }
     }
 
     /// Parses `channel@ref` (exactly one `@`).
     pub fn parse(s: &str) -> Result<RolloutId, IdError> {
-        let bad = || IdError::RolloutId(s.to_string());
+        let bad = || IdError::RolloutId(shown(s));
         let (channel, channel_ref) = s.split_once('@').ok_or_else(bad)?;
         if channel_ref.contains('@') {
             return Err(bad());

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ledger::domain::{OnHealthFailure, RolloutId};
+use ledger::domain::{OnHealthFailure, RolloutId, check_channel, check_closure, check_host};
 use ledger::event::{Event, HostAssignment};
 use serde::Deserialize;
 use thiserror::Error;
@@ -34,6 +34,109 @@ pub enum DocumentError {
     /// Internally inconsistent (a wave host of another channel, an unknown policy, …).
     #[error("manifest is inconsistent: {0}")]
     Inconsistent(String),
+    /// A field holds a value the rest of the system refuses (a host name an agent could never
+    /// authenticate as, a channel that gates on itself, …).
+    #[error("{field}: {reason}")]
+    Field {
+        /// Where, as a JSON path (`hosts.web-01`, `host_set[3].target_closure`).
+        field: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn field(field: impl Into<String>, reason: impl std::fmt::Display) -> DocumentError {
+    DocumentError::Field {
+        field: field.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A key as it appears in a field path: short, and quoted if it holds anything but
+/// `[A-Za-z0-9._-]`.
+fn key(k: &str) -> String {
+    let plain = !k.is_empty()
+        && k.len() <= 64
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if plain {
+        k.to_string()
+    } else {
+        let short: String = k.chars().take(64).collect();
+        format!("{short:?}")
+    }
+}
+
+/// A free-text name (policy, budget selector): 1-256 characters, no control characters.
+fn check_label(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
+        Err("expected 1-256 characters without control characters")
+    } else {
+        Ok(())
+    }
+}
+
+/// Refuses an edge list whose edges name unknown nodes, a node gating on itself, or a cycle:
+/// any of them would hold the nodes involved back forever.
+fn check_edges(
+    name: &str,
+    edges: &[EdgeDoc],
+    known: impl Fn(&str) -> bool,
+) -> Result<(), DocumentError> {
+    let mut next: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (i, e) in edges.iter().enumerate() {
+        for (end, v) in [("gated", &e.gated), ("gates", &e.gates)] {
+            if !known(v) {
+                return Err(field(
+                    format!("{name}[{i}].{end}"),
+                    format!("{} is not declared in this manifest", key(v)),
+                ));
+            }
+        }
+        if e.gated == e.gates {
+            return Err(field(
+                format!("{name}[{i}]"),
+                format!("{} gates on itself and could never proceed", key(&e.gated)),
+            ));
+        }
+        next.entry(e.gated.as_str())
+            .or_default()
+            .push(e.gates.as_str());
+    }
+    // Depth-first search for a cycle (white/grey/black), iteratively: edge lists are data.
+    let mut state: BTreeMap<&str, u8> = BTreeMap::new();
+    for &start in next.keys() {
+        if state.contains_key(start) {
+            continue;
+        }
+        let mut stack: Vec<(&str, usize)> = vec![(start, 0)];
+        state.insert(start, 1);
+        while let Some((node, i)) = stack.pop() {
+            let succ = next.get(node).map(Vec::as_slice).unwrap_or_default();
+            if let Some(&n) = succ.get(i) {
+                stack.push((node, i + 1));
+                match state.get(n) {
+                    Some(1) => {
+                        return Err(field(
+                            name,
+                            format!(
+                                "the edges form a cycle through {}: none of it could ever proceed",
+                                key(n)
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        state.insert(n, 1);
+                        stack.push((n, 0));
+                    }
+                }
+            } else {
+                state.insert(node, 2);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +267,7 @@ pub fn parse_fleet(bytes: &[u8]) -> Result<FleetDocument, DocumentError> {
     let signed_at = doc.meta.signed_at()?;
     let mut fleet = Fleet::default();
     for (name, p) in doc.rollout_policies {
+        check_label(&name).map_err(|e| field(format!("rollout_policies.{}", key(&name)), e))?;
         fleet.rollout_policies.insert(
             name,
             RolloutPolicy {
@@ -173,11 +277,7 @@ pub fn parse_fleet(bytes: &[u8]) -> Result<FleetDocument, DocumentError> {
         );
     }
     for (name, c) in doc.channels {
-        if !is_channel(&name) {
-            return Err(inconsistent(format!(
-                "channel name {name:?} is not [a-z0-9_-]+"
-            )));
-        }
+        check_channel(&name).map_err(|e| field(format!("channels.{}", key(&name)), e))?;
         if !fleet.rollout_policies.contains_key(&c.rollout_policy) {
             return Err(inconsistent(format!(
                 "channel {name} names rollout policy {:?}, which is not declared",
@@ -187,6 +287,7 @@ pub fn parse_fleet(bytes: &[u8]) -> Result<FleetDocument, DocumentError> {
         fleet.channels.insert(name, c.rollout_policy);
     }
     for (host, h) in doc.hosts {
+        check_host(&host).map_err(|e| field(format!("hosts.{}", key(&host)), e))?;
         if !fleet.channels.contains_key(&h.channel) {
             return Err(inconsistent(format!(
                 "host {host} is on channel {:?}, which is not declared",
@@ -215,6 +316,10 @@ pub fn parse_fleet(bytes: &[u8]) -> Result<FleetDocument, DocumentError> {
             .waves
             .insert(channel, waves.into_iter().map(|w| w.hosts).collect());
     }
+    check_edges("channel_edges", &doc.channel_edges, |c| {
+        fleet.channels.contains_key(c)
+    })?;
+    check_edges("edges", &doc.edges, |h| fleet.hosts.contains_key(h))?;
     let edges = |v: Vec<EdgeDoc>| -> Vec<Edge> {
         v.into_iter()
             .map(|e| Edge {
@@ -241,12 +346,6 @@ pub struct RolloutDocument {
     pub host_set: Vec<HostAssignment>,
     /// Disruption budgets.
     pub budgets: Vec<Budget>,
-}
-
-fn is_channel(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// Parses a 64-digit lowercase hex SHA-256.
@@ -276,7 +375,10 @@ pub fn parse_rollout(bytes: &[u8]) -> Result<RolloutDocument, DocumentError> {
         .ok_or_else(|| inconsistent("fleet_resolved_hash is not 64 lowercase hex digits".into()))?;
     let mut seen = BTreeSet::new();
     let mut host_set = Vec::with_capacity(doc.host_set.len());
-    for h in doc.host_set {
+    for (i, h) in doc.host_set.into_iter().enumerate() {
+        check_host(&h.hostname).map_err(|e| field(format!("host_set[{i}].hostname"), e))?;
+        check_closure(&h.target_closure)
+            .map_err(|e| field(format!("host_set[{i}].target_closure"), e))?;
         if !seen.insert(h.hostname.clone()) {
             return Err(inconsistent(format!(
                 "host {} appears twice in host_set",
@@ -289,16 +391,31 @@ pub fn parse_rollout(bytes: &[u8]) -> Result<RolloutDocument, DocumentError> {
             target_closure: h.target_closure,
         });
     }
-    let budgets = doc
-        .disruption_budgets
-        .into_iter()
-        .map(|b| Budget {
+    let mut budgets = Vec::with_capacity(doc.disruption_budgets.len());
+    for (i, b) in doc.disruption_budgets.into_iter().enumerate() {
+        let at = |f: &str| format!("disruption_budgets[{i}].{f}");
+        check_label(&b.selector).map_err(|e| field(at("selector"), e))?;
+        for (j, h) in b.hosts.iter().enumerate() {
+            check_host(h).map_err(|e| field(at(&format!("hosts[{j}]")), e))?;
+        }
+        if b.max_in_flight == Some(0) {
+            return Err(field(
+                at("max_in_flight"),
+                "0 would hold every host back forever; at least 1",
+            ));
+        }
+        if let Some(p) = b.max_in_flight_pct
+            && !(1..=100).contains(&p)
+        {
+            return Err(field(at("max_in_flight_pct"), format!("{p} is not 1-100")));
+        }
+        budgets.push(Budget {
             selector: b.selector,
             hosts: b.hosts,
             max_in_flight: b.max_in_flight,
             max_in_flight_pct: b.max_in_flight_pct,
-        })
-        .collect();
+        });
+    }
     Ok(RolloutDocument {
         rollout_id,
         fleet_resolved_hash,

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -199,19 +198,65 @@ impl Caller {
 
 const READERS: &[Role] = &[Role::Operator, Role::Auditor];
 
-fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
-    let bytes = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                e.body_text(),
-            )
-        } else {
-            ApiError::bad("bad-body", e.body_text())
+/// A request body that must be JSON: `Content-Type: application/json` (any parameters, such
+/// as a charset, allowed), at most `limits.body_bytes`, read whole. Refusals are the API's
+/// errors: 415 without the header, 413 when too large, 400 when the body cannot be read.
+struct JsonBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+    async fn from_request(req: axum::extract::Request, state: &S) -> ApiResult<JsonBody> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                if content_type.is_empty() {
+                    "the body must be JSON with Content-Type: application/json (none was given)"
+                        .to_string()
+                } else {
+                    format!(
+                        "the body must be JSON with Content-Type: application/json, not {content_type:?}"
+                    )
+                },
+            ));
         }
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad("malformed-json", e.to_string()))
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    e.body_text(),
+                )
+            } else {
+                ApiError::bad("bad-body", e.body_text())
+            }
+        })?;
+        Ok(JsonBody(bytes))
+    }
+}
+
+fn parse_body<T: DeserializeOwned>(body: JsonBody) -> ApiResult<T> {
+    serde_json::from_slice(&body.0).map_err(|e| ApiError::bad("malformed-json", e.to_string()))
+}
+
+/// The `{id}` of a rollout route: percent-decoded and shape-checked, refused as the API's
+/// error (axum's own rejection is a text/plain 400).
+struct RolloutPath(RolloutId);
+
+impl<S: Send + Sync> FromRequestParts<S> for RolloutPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<RolloutPath> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad("malformed-path", e.body_text()))?;
+        rollout_id(&id).map(RolloutPath)
+    }
 }
 
 fn rollout_id(text: &str) -> ApiResult<RolloutId> {
@@ -288,7 +333,7 @@ fn now_us() -> Micros {
 async fn agent_event(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Bytes, BytesRejection>,
+    body: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Role::Agent])?;
     let env: wire::AgentEnvelope = parse_body(body)?;
@@ -319,7 +364,7 @@ async fn agent_event(
 async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Bytes, BytesRejection>,
+    body: JsonBody,
 ) -> ApiResult<Response> {
     caller.require(&[Role::Agent])?;
     let hb: wire::Heartbeat = parse_body(body)?;
@@ -405,11 +450,7 @@ async fn dispatch(
 // ---------------------------------------------------------------------------------------
 // Manifests
 
-async fn post_manifest(
-    state: &AppState,
-    target: Target,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+async fn post_manifest(state: &AppState, target: Target, body: JsonBody) -> ApiResult<Json<Value>> {
     let signed: wire::SignedManifest = parse_body(body)?;
     let verified = match intake::verify(
         &target,
@@ -447,7 +488,7 @@ async fn post_manifest(
 async fn post_fleet(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Bytes, BytesRejection>,
+    body: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Role::Ci, Role::Operator])?;
     post_manifest(&state, Target::Fleet, body).await
@@ -456,11 +497,10 @@ async fn post_fleet(
 async fn post_rollout_manifest(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    RolloutPath(id): RolloutPath,
+    body: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Role::Ci, Role::Operator])?;
-    let id = rollout_id(&id)?;
     post_manifest(&state, Target::Rollout(id), body).await
 }
 
@@ -507,10 +547,9 @@ fn load_rollout(snap: &Snapshot, id: &RolloutId) -> ApiResult<projections::Rollo
 async fn get_rollout(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    RolloutPath(id): RolloutPath,
 ) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
-    let id = rollout_id(&id)?;
     read(&state, move |snap| {
         let r = load_rollout(&snap, &id)?;
         let hosts = projections::read::hosts_of(&snap, &id).map_err(ApiError::internal)?;
@@ -524,10 +563,9 @@ async fn get_rollout(
 async fn lifecycle(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    RolloutPath(id): RolloutPath,
 ) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
-    let id = rollout_id(&id)?;
     read(&state, move |snap| {
         let r = load_rollout(&snap, &id)?;
         Ok(Json(json!({
@@ -548,10 +586,9 @@ async fn lifecycle(
 async fn rollout_hosts(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    RolloutPath(id): RolloutPath,
 ) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
-    let id = rollout_id(&id)?;
     read(&state, move |snap| {
         load_rollout(&snap, &id)?;
         let mut hosts = projections::read::hosts_of(&snap, &id).map_err(ApiError::internal)?;
@@ -625,11 +662,10 @@ pub fn entry_json(seq: u64, bytes: &[u8]) -> Value {
 async fn rollout_events(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    RolloutPath(id): RolloutPath,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
-    let id = rollout_id(&id)?;
     let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     read(&state, move |snap| {
@@ -733,11 +769,10 @@ async fn quarantine(State(state): State<AppState>, caller: Caller) -> ApiResult<
 async fn clearance(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    RolloutPath(id): RolloutPath,
+    body: JsonBody,
 ) -> ApiResult<Json<Value>> {
     let who = caller.require(&[Role::Operator])?.name.clone();
-    let id = rollout_id(&id)?;
     let c: wire::Clearance = parse_body(body)?;
     if c.reason.trim().is_empty() {
         return Err(ApiError::bad(
@@ -763,7 +798,7 @@ async fn clearance(
 async fn lift(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Bytes, BytesRejection>,
+    body: JsonBody,
 ) -> ApiResult<Json<Value>> {
     let who = caller.require(&[Role::Operator])?.name.clone();
     let l: wire::Lift = parse_body(body)?;
@@ -1004,6 +1039,32 @@ async fn fallback() -> ApiError {
     ApiError::not_found("no such route")
 }
 
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("{method} is not allowed on this route"),
+    )
+}
+
+/// The longest path and query the API reads. Every route's URI is short (ids, a few query
+/// numbers); a longer one is refused before routing, as the API's error. (hyper's own parser
+/// answers a bare 414 for URIs over 64 KiB, before any of this code runs.)
+const URI_BYTES_MAX: usize = 8 * 1024;
+
+async fn uri_limit(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if len > URI_BYTES_MAX {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            format!("the request URI is {len} bytes; at most {URI_BYTES_MAX} are read"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// The router with its limits: body size, concurrency (503 beyond it), request timeouts
 /// (long polls get their cap plus the normal timeout).
 pub fn router(state: AppState) -> Router {
@@ -1064,7 +1125,9 @@ pub fn router(state: AppState) -> Router {
         .merge(rest)
         .merge(streams)
         .route("/healthz", get(healthz))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
+        .layer(axum::middleware::from_fn(uri_limit))
         .layer(
             ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(overload))

@@ -94,6 +94,9 @@ impl ManifestError {
             ManifestError::Document(document::DocumentError::SchemaVersion(_)) => {
                 "manifest-schema-version"
             }
+            ManifestError::Document(document::DocumentError::Field { .. }) => {
+                "manifest-invalid-field"
+            }
             ManifestError::Document(_) => "manifest-invalid",
             ManifestError::RejectedBefore { .. } => "manifest-rejected-before",
             ManifestError::Stale { .. } => "manifest-stale",

@@ -839,3 +839,116 @@ async fn a_superseded_rollouts_activation_does_not_block_its_successors_budget()
     assert_eq!(report.divergence, None);
     assert!(report.plans > 0);
 }
+
+/// Issue 13, defect 7: every error answer is `{error, reason}` JSON, whatever produced it (a
+/// wrong method, an over-long URI, a path that does not decode, a body without a JSON
+/// Content-Type), and none of them writes anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_error_answer_is_json_with_a_code_and_a_reason() {
+    let f = Fleet::start(5).await;
+    f.post_fleet().await;
+    let before = f.size();
+    let http = &f.c.http;
+    let url = |p: &str| format!("{}{p}", f.c.base);
+    let long = format!("/v1/rollouts?pad={}", "x".repeat(10_000));
+    let host = json!({"hostname": "web-0000", "rollout_id": "canary@a1a1a1a1", "event": {"kind": "DispatchAck", "seq": 1, "current_closure_at_dispatch": "x", "received_at": T}}).to_string();
+    let agent = f.agent("web-0000");
+    let cases = [
+        (
+            http.put(url("/v1/rollouts")).bearer_auth(f.op()),
+            405,
+            "method-not-allowed",
+        ),
+        (http.delete(url("/healthz")), 405, "method-not-allowed"),
+        (
+            http.get(url("/v1/rollouts/%FF%FE")).bearer_auth(f.op()),
+            400,
+            "malformed-path",
+        ),
+        (
+            http.get(url("/v1/rollouts/nochannel")).bearer_auth(f.op()),
+            400,
+            "malformed-rollout-id",
+        ),
+        (
+            http.get(url(&long)).bearer_auth(f.op()),
+            414,
+            "uri-too-long",
+        ),
+        (http.get(url("/v1/nothing-here")), 404, "not-found"),
+        (
+            http.post(url("/v1/agent/events"))
+                .bearer_auth(agent)
+                .body(host.clone()),
+            415,
+            "unsupported-media-type",
+        ),
+        (
+            http.post(url("/v1/agent/events"))
+                .bearer_auth(agent)
+                .header("content-type", "text/plain")
+                .body(host.clone()),
+            415,
+            "unsupported-media-type",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let resp = req.send().await.unwrap();
+        let got = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let text = resp.text().await.unwrap();
+        assert_eq!(got, status, "{code}: {text}");
+        assert!(ct.starts_with("application/json"), "{code}: {ct}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        f.refused(status, code, (got, v), before).await;
+    }
+    // A JSON Content-Type with parameters is JSON.
+    let resp = http
+        .post(url("/v1/agent/events"))
+        .bearer_auth(agent)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(host)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.status().as_u16(), 415);
+    f.daemon.shutdown().await.unwrap();
+}
+
+/// Issue 13, defect 6, over HTTP: a validly signed fleet whose content the system could not
+/// use is refused with a 422 naming the field, and nothing is recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_manifests_with_unusable_content_are_refused_naming_the_field() {
+    let f = Fleet::start(5).await;
+    let before = f.size();
+    let mut doc = f.setup.fleet_doc.clone();
+    doc["hosts"]["web 0099"] = json!({"channel": "canary"});
+    let (body, _) = f.setup.sign(&doc).unwrap();
+    let got =
+        f.c.post(&f.setup.tokens.ci, "/v1/manifests/fleet", &body)
+            .await
+            .unwrap();
+    assert!(
+        got.1["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("hosts.\"web 0099\""),
+        "{}",
+        got.1
+    );
+    f.refused(422, "manifest-invalid-field", got, before).await;
+    let mut doc = f.setup.fleet_doc.clone();
+    doc["channel_edges"] = json!([{"gated": "canary", "gates": "canary"}]);
+    let (body, _) = f.setup.sign(&doc).unwrap();
+    let got =
+        f.c.post(&f.setup.tokens.ci, "/v1/manifests/fleet", &body)
+            .await
+            .unwrap();
+    f.refused(422, "manifest-invalid-field", got, before).await;
+    f.daemon.shutdown().await.unwrap();
+}

@@ -1,6 +1,8 @@
 //! A lone durable append, interleaved with its baselines: one ledger append of one entry
 //! (chain, tree, signed checkpoint, two-phase commit, fsync) against one raw redb insert of
-//! the same entry bytes with two-phase commit and with redb's default one-phase commit.
+//! the same entry bytes with two-phase commit and with redb's default one-phase commit, and
+//! the two-phase insert again in redb's single-writer mode (the ledger's mode since issue 13:
+//! read-only processes may open the file beside the writer), to show what that mode costs.
 //!
 //! At batch 1 every variant is one fsync-bound commit, and this machine's fsync latency
 //! drifts by 3× within seconds, so criterion's consecutive runs (`--bench ledger`,
@@ -56,14 +58,18 @@ fn main() {
     .expect("create");
     let two = Database::create(dir.path().join("raw2pc.redb")).expect("db");
     let one = Database::create(dir.path().join("raw.redb")).expect("db");
-    let (mut l, mut r2, mut r1) = (Vec::new(), Vec::new(), Vec::new());
+    let shared = redb::Builder::new()
+        .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
+        .create(dir.path().join("raw2pc-single-writer.redb"))
+        .expect("db");
+    let (mut l, mut r2, mut r1, mut rs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..rounds as u64 {
         let batch = make_batch(i, 1, T0);
         let e = entry_event(i);
         let bytes = entry::encode(i, T0, e.kind(), &Hash::ZERO, &e.encode_payload());
         // Rotate which goes first, so none always follows the same neighbour.
-        for k in 0..3 {
-            match (i as usize + k) % 3 {
+        for k in 0..4 {
+            match (i as usize + k) % 4 {
                 0 => {
                     let s = Instant::now();
                     store.append(&batch).expect("append");
@@ -74,6 +80,11 @@ fn main() {
                     raw_insert(&two, true, i, &bytes);
                     r2.push(s.elapsed());
                 }
+                2 => {
+                    let s = Instant::now();
+                    raw_insert(&shared, true, i, &bytes);
+                    rs.push(s.elapsed());
+                }
                 _ => {
                     let s = Instant::now();
                     raw_insert(&one, false, i, &bytes);
@@ -82,7 +93,12 @@ fn main() {
             }
         }
     }
-    let (l, r2, r1) = (median(&mut l), median(&mut r2), median(&mut r1));
+    let (l, r2, r1, rs) = (
+        median(&mut l),
+        median(&mut r2),
+        median(&mut r1),
+        median(&mut rs),
+    );
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!("lone append, medians of {rounds} interleaved rounds:");
     println!("  ledger append (1 entry)       {:8.1} µs", us(l));
@@ -95,5 +111,10 @@ fn main() {
         "  raw redb insert, 1PC          {:8.1} µs   ledger = {:.0}% of its throughput",
         us(r1),
         100.0 * us(r1) / us(l)
+    );
+    println!(
+        "  raw redb insert, 2PC, single-writer mode {:8.1} µs   ({:+.0}% against exclusive)",
+        us(rs),
+        100.0 * (us(rs) - us(r2)) / us(r2)
     );
 }

@@ -15,6 +15,8 @@ pub mod event;
 pub mod hash;
 pub mod keys;
 pub mod merkle;
+#[cfg(feature = "store")]
+mod overlay;
 pub mod proof;
 #[cfg(feature = "store")]
 pub mod store;

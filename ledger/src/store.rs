@@ -151,19 +151,19 @@ pub enum OpenError {
     #[error("{0} does not exist")]
     Missing(PathBuf),
     /// Not a redb file, or a corrupt one.
-    #[error("{path} is not a readable ledger database: {source}")]
+    #[error("{path} is not a readable ledger database: {reason}")]
     NotADatabase {
         /// File.
         path: PathBuf,
-        /// redb's reason.
-        source: redb::DatabaseError,
+        /// redb's reason (in the message, not a separate cause: printed once).
+        reason: redb::DatabaseError,
     },
-    /// The file was not closed cleanly (a crash or SIGKILL) and needs redb's recovery, which
-    /// a read-only open may not run.
+    /// Another process holds the file for writing (a running daemon, a `rebuild`), or a
+    /// private recovery holds it (see [`ReadOnlyStore::open`]).
     #[error(
-        "{path} was not closed cleanly and needs crash recovery, which a read-only open does not do: start the daemon on it once (or run `fleet-ledger rebuild --db`), or verify a copy after that"
+        "{path} is open for writing by another process (a running daemon?); stop it first, or use a read-only command"
     )]
-    NeedsRecovery {
+    InUse {
         /// File.
         path: PathBuf,
     },
@@ -312,18 +312,35 @@ fn begin_durable_write(db: &Database) -> Result<WriteTransaction, StorageError> 
     Ok(txn)
 }
 
-/// Opens an existing database read-write with the bounded cache.
+/// Every open of a ledger file: the bounded cache, and redb's single-writer mode (4.5+). One
+/// process writes (the daemon, or a maintenance command), and any number of processes may open
+/// the file read-only beside it and read its committed snapshots: an auditor verifies a live
+/// ledger without stopping it.
+fn builder() -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(CACHE_BYTES)
+        .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter);
+    b
+}
+
+fn not_a_database(path: &Path) -> impl FnOnce(redb::DatabaseError) -> OpenError + '_ {
+    move |source| match source {
+        redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse {
+            path: path.to_path_buf(),
+        },
+        reason => OpenError::NotADatabase {
+            path: path.to_path_buf(),
+            reason,
+        },
+    }
+}
+
+/// Opens an existing database read-write.
 fn open_rw(path: &Path) -> Result<Database, OpenError> {
     if !path.exists() {
         return Err(OpenError::Missing(path.to_path_buf()));
     }
-    redb::Builder::new()
-        .set_cache_size(CACHE_BYTES)
-        .open(path)
-        .map_err(|source| OpenError::NotADatabase {
-            path: path.to_path_buf(),
-            source,
-        })
+    builder().open(path).map_err(not_a_database(path))
 }
 
 /// Runs `f` on the table interface in one durable transaction and commits it.
@@ -352,8 +369,7 @@ impl Store {
         if path.exists() {
             return Err(CreateError::Exists(path.to_path_buf()));
         }
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
+        let db = builder()
             .create(path)
             .map_err(storage("creating the database"))?;
         let txn = begin_durable_write(&db)?;
@@ -692,9 +708,11 @@ impl Reader {
     }
 }
 
-/// A read-only handle, for verify, export and proofs, that never takes the writer's lock.
+/// A read-only handle, for verify, export, proofs and forensics: it never writes the file, and
+/// reads beside a running daemon ([`ReadOnlyStore::open_with`]).
 pub struct ReadOnlyStore {
-    db: ReadOnlyDatabase,
+    db: ReadHandle,
+    mode: ReadMode,
     path: PathBuf,
 }
 
@@ -704,36 +722,104 @@ impl std::fmt::Debug for ReadOnlyStore {
     }
 }
 
+/// How a [`ReadOnlyStore`] reads its file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// No process was writing the file: it was opened through a private layer (writes stay in
+    /// memory), after redb's crash recovery if the file was not closed cleanly, and after its
+    /// integrity check (every page's checksum) if one was asked for.
+    Private {
+        /// The file was not closed cleanly: recovered in memory, the file left as it was.
+        recovered: bool,
+        /// Every page's checksum was verified.
+        checked: bool,
+    },
+    /// A writer (the daemon) has the file open: committed snapshots are read beside it.
+    BesideWriter,
+}
+
+enum ReadHandle {
+    Private(Arc<Database>),
+    Shared(ReadOnlyDatabase),
+}
+
 impl ReadOnlyStore {
-    /// Opens a ledger read-only.
-    pub fn open(path: &Path) -> Result<ReadOnlyStore, OpenError> {
+    /// Opens a ledger without ever writing its file.
+    ///
+    /// * If a daemon has it open, reads its committed snapshots beside it (redb's single-writer
+    ///   mode): a read transaction sees one commit, whole, and the writer never reuses the
+    ///   pages it reads.
+    /// * Otherwise opens it through a private in-memory layer ([`crate::overlay`]), so that a
+    ///   file not closed cleanly (a crash, a SIGKILL) is recovered in memory, and with `check`
+    ///   redb's integrity check verifies every page's checksum first, so a damaged file is an
+    ///   error, not a panic deep inside a read.
+    pub fn open_with(path: &Path, check: bool) -> Result<ReadOnlyStore, OpenError> {
         if !path.exists() {
             return Err(OpenError::Missing(path.to_path_buf()));
         }
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .open_read_only(path)
-            .map_err(|source| match source {
-                redb::DatabaseError::RepairAborted => OpenError::NeedsRecovery {
-                    path: path.to_path_buf(),
+        let file = std::fs::File::open(path).map_err(|e| OpenError::NotADatabase {
+            path: path.to_path_buf(),
+            reason: e.into(),
+        })?;
+        let overlay = crate::overlay::Overlay::new(file).map_err(|e| OpenError::NotADatabase {
+            path: path.to_path_buf(),
+            reason: e.into(),
+        })?;
+        // Whether redb will have to recover the file: a read-only open refuses to.
+        let recovered = match builder().open_read_only(path) {
+            Ok(_) => false,
+            Err(redb::DatabaseError::RepairAborted) => true,
+            Err(e) => return Err(not_a_database(path)(e)),
+        };
+        let mut b = builder();
+        b.set_check_integrity_on_open(check);
+        let (db, mode) = match b.create_with_backend(overlay) {
+            Ok(db) => (
+                ReadHandle::Private(Arc::new(db)),
+                ReadMode::Private {
+                    recovered,
+                    checked: check,
                 },
-                source => OpenError::NotADatabase {
-                    path: path.to_path_buf(),
-                    source,
-                },
-            })?;
+            ),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                let db = builder()
+                    .open_read_only(path)
+                    .map_err(not_a_database(path))?;
+                (ReadHandle::Shared(db), ReadMode::BesideWriter)
+            }
+            Err(source) => return Err(not_a_database(path)(source)),
+        };
         Ok(ReadOnlyStore {
             db,
+            mode,
             path: path.to_path_buf(),
         })
     }
 
+    /// [`ReadOnlyStore::open_with`] without the integrity check.
+    pub fn open(path: &Path) -> Result<ReadOnlyStore, OpenError> {
+        ReadOnlyStore::open_with(path, false)
+    }
+
+    /// How the file is being read.
+    pub fn mode(&self) -> ReadMode {
+        self.mode
+    }
+
     /// A consistent read view.
     pub fn snapshot(&self) -> Result<Snapshot, OpenError> {
-        Snapshot::new(
-            self.db.begin_read().map_err(storage("beginning a read"))?,
-            &self.path,
-        )
+        match &self.db {
+            ReadHandle::Private(db) => {
+                let txn = db.begin_read().map_err(storage("beginning a read"))?;
+                let mut snap = Snapshot::new(txn, &self.path)?;
+                snap._db = Some(Arc::clone(db));
+                Ok(snap)
+            }
+            ReadHandle::Shared(db) => Snapshot::new(
+                db.begin_read().map_err(storage("beginning a read"))?,
+                &self.path,
+            ),
+        }
     }
 }
 
@@ -768,6 +854,9 @@ pub struct Snapshot {
     log: ReadOnlyTable<u64, &'static [u8]>,
     meta: ReadOnlyTable<&'static str, &'static [u8]>,
     _txn: ReadTransaction,
+    /// A private database ([`ReadOnlyStore::open_with`]) closes when dropped, ending its read
+    /// transactions: a snapshot keeps it open, as a read-only database's snapshots do.
+    _db: Option<Arc<Database>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -829,6 +918,7 @@ impl Snapshot {
             log,
             meta,
             _txn: txn,
+            _db: None,
         })
     }
 

@@ -31,7 +31,7 @@ fn append_reopen_rotate_verify_export() {
     let bundle = export(&store);
     let from_bundle = verify_bundle(bundle.as_slice(), signer_a().public(), |_| {}).unwrap();
     assert_eq!(from_bundle.checkpoint(), log.checkpoint());
-    // A read-only handle sees the same and verifies while the writer is open... after it closes.
+    // A read-only handle sees the same and verifies after the writer closes.
     drop(snap);
     drop(store);
     let ro = ReadOnlyStore::open(&db).unwrap();
@@ -43,6 +43,51 @@ fn append_reopen_rotate_verify_export() {
             .size(),
         120
     );
+}
+
+/// Issue 13, defect 8: a read-only store opens beside the writer (single-writer mode), reads
+/// its commits as they land and verifies them; with no writer it reads through a private
+/// layer, after redb's integrity check, and holds off a writer until it is closed.
+#[test]
+fn read_only_stores_read_beside_the_writer_and_follow_its_commits() {
+    use ledger::store::ReadMode;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("l.redb");
+    let mut store = build(&db, &[4], None);
+    let ro = ReadOnlyStore::open_with(&db, true).unwrap();
+    assert_eq!(ro.mode(), ReadMode::BesideWriter);
+    let before = ro.snapshot().unwrap();
+    store.append(&batch(100, 6)).unwrap();
+    let after = ro.snapshot().unwrap();
+    assert_eq!((before.size(), after.size()), (5, 11));
+    assert_eq!(
+        after.verify(signer_a().public(), |_| {}).unwrap().size(),
+        11
+    );
+    // A snapshot is one commit, whole, while the writer goes on.
+    store.append(&batch(200, 3)).unwrap();
+    assert_eq!(
+        before.verify(signer_a().public(), |_| {}).unwrap().size(),
+        5
+    );
+    drop((before, after, ro, store));
+
+    let ro = ReadOnlyStore::open_with(&db, true).unwrap();
+    assert_eq!(
+        ro.mode(),
+        ReadMode::Private {
+            recovered: false,
+            checked: true
+        }
+    );
+    let err = Store::open(&db, signer_a()).unwrap_err();
+    assert!(matches!(err, OpenError::InUse { .. }), "{err}");
+    let snap = ro.snapshot().unwrap();
+    drop(ro);
+    // The snapshot keeps the private handle open.
+    assert_eq!(snap.verify(signer_a().public(), |_| {}).unwrap().size(), 14);
+    drop(snap);
+    Store::open(&db, signer_a()).unwrap();
 }
 
 #[test]

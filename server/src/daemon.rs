@@ -50,12 +50,20 @@ impl Daemon {
         let batch = limits.batch_inputs;
         let retention = settings.retention_us();
         let every = settings.config.replay_snapshot_every;
+        let path = db.clone();
         let (writer, shared) = tokio::task::spawn_blocking(move || {
             Writer::open(db, signer, clock, batch)
                 .map(|(w, s)| (w.with_retention(retention).with_snapshots(every), s))
         })
-        .await?
-        .context("opening the ledger")?;
+        .await
+        .map_err(|e| {
+            // A panic inside the storage library: in practice a damaged file.
+            anyhow::anyhow!(
+                "opening {}: reading the file failed inside the storage library ({e}): the file is damaged; `fleet-ledger verify --db` says more",
+                path.display()
+            )
+        })?
+        .with_context(|| format!("opening the ledger {}", path.display()))?;
         let (tx, rx) = mpsc::channel::<Job>(limits.queue);
         // Resolves when the writer thread ends, however it ends (its sender is dropped with
         // the thread's closure, on return and on unwind alike).

@@ -203,6 +203,31 @@ enum Command {
     },
 }
 
+impl Command {
+    /// The file the command reads or writes, named when it fails.
+    fn subject(&self) -> Option<&Path> {
+        match self {
+            Command::Init { db, .. }
+            | Command::Export { db, .. }
+            | Command::Rebuild { db }
+            | Command::Check { db }
+            | Command::Serve { db, .. } => Some(db),
+            Command::Verify { source, .. }
+            | Command::Replay { source, .. }
+            | Command::Timeline { source, .. }
+            | Command::Why { source, .. }
+            | Command::Report { source, .. } => source.db.as_deref().or(source.bundle.as_deref()),
+            Command::Prove { proof } => match proof {
+                ProveCommand::Inclusion { db, .. } | ProveCommand::Consistency { db, .. } => {
+                    Some(db)
+                }
+            },
+            Command::VerifyProof { proof, .. } => Some(proof),
+            Command::Keygen { .. } | Command::Token { .. } | Command::Demo { .. } => None,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 #[group(required = true, multiple = false)]
 struct Source {
@@ -255,7 +280,22 @@ impl std::error::Error for Invalid {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command) {
+    let subject = cli.command.subject().map(Path::to_path_buf);
+    contain_panics();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli.command)));
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        // A library (in practice redb, on a damaged file) panicked on this thread: one line
+        // naming the file, never a backtrace; exit 2, as for any other unreadable input.
+        Err(_) => {
+            let what = subject.map_or_else(String::new, |p| format!("{}: ", p.display()));
+            Err(anyhow::anyhow!(
+                "{what}reading the file failed inside the storage library ({}): the file is damaged",
+                last_panic()
+            ))
+        }
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(invalid) = e.downcast_ref::<Invalid>() {
@@ -267,6 +307,42 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The message and place of the last panic on any thread.
+static LAST_PANIC: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+fn last_panic() -> String {
+    LAST_PANIC
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_else(|p| p.into_inner().clone())
+}
+
+/// Replaces the default panic report (several lines and a backtrace hint on stderr) with a
+/// record the command's edge turns into one line, and a log event for the daemon.
+fn contain_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let text = format!("{msg}{at}");
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        tracing::error!(thread, panic = %text, "a thread panicked");
+        if let Ok(mut last) = LAST_PANIC.lock() {
+            *last = text;
+        }
+    }));
 }
 
 fn run(command: Command) -> Result<()> {
@@ -402,6 +478,25 @@ fn open_ro(db: &Path) -> Result<ReadOnlyStore> {
     ReadOnlyStore::open(db).with_context(|| format!("opening {}", db.display()))
 }
 
+/// For commands that read the whole file anyway: redb's integrity check first, so a damaged
+/// file is reported as such (unless a daemon has it open: then its snapshots are read).
+fn open_checked(db: &Path) -> Result<ReadOnlyStore> {
+    ReadOnlyStore::open_with(db, true).with_context(|| format!("opening {}", db.display()))
+}
+
+/// How a database was read, for the verdict line.
+fn read_note(ro: &ReadOnlyStore) -> &'static str {
+    match ro.mode() {
+        ledger::store::ReadMode::BesideWriter => {
+            " (read beside the running writer: its latest commit)"
+        }
+        ledger::store::ReadMode::Private {
+            recovered: true, ..
+        } => " (the file was not closed cleanly: recovered in memory, the file left unchanged)",
+        ledger::store::ReadMode::Private { .. } => "",
+    }
+}
+
 fn keygen(out: &Path, name: &str) -> Result<()> {
     let signer = Signer::generate(name)?;
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -444,8 +539,10 @@ fn progress(total: Option<u64>, what: &str) -> ProgressBar {
 }
 
 fn verify(source: &Source, key: &PublicKey) -> Result<()> {
+    let mut note = "";
     let result = if let Some(db) = &source.db {
-        let ro = open_ro(db)?;
+        let ro = open_checked(db)?;
+        note = read_note(&ro);
         let snap = ro.snapshot()?;
         let bar = progress(Some(snap.size()), "verifying");
         let r = snap.verify(key, |n| bar.set_position(n));
@@ -464,7 +561,7 @@ fn verify(source: &Source, key: &PublicKey) -> Result<()> {
     let log = result.map_err(|e| Invalid(e.to_string()))?;
     let cp = log.checkpoint();
     println!(
-        "OK: {} entries, {} checkpoints, {} key(s); origin {}; root {}; head {}",
+        "OK: {} entries, {} checkpoints, {} key(s); origin {}; root {}; head {}{note}",
         log.size(),
         log.checkpoints(),
         log.keys().len(),
@@ -479,7 +576,7 @@ fn export(db: &Path, out: &Path) -> Result<()> {
     if out.exists() {
         bail!("{} already exists: refusing to overwrite", out.display());
     }
-    let ro = open_ro(db)?;
+    let ro = open_checked(db)?;
     let snap = ro.snapshot()?;
     let (entries, checkpoints) = write_bundle(&snap, out)?;
     println!(

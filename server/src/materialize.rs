@@ -120,9 +120,10 @@ pub enum CheckOutcome {
     },
 }
 
-/// Rebuilds in memory and compares with the stored tables, without writing anything.
+/// Rebuilds in memory and compares with the stored tables, without writing anything (beside a
+/// running daemon, on its latest commit; see [`ReadOnlyStore::open_with`]).
 pub fn check(path: &Path, progress: impl FnMut(u64)) -> Result<CheckOutcome, MaterializeError> {
-    let ro = ReadOnlyStore::open(path)?;
+    let ro = ReadOnlyStore::open_with(path, true)?;
     let snap = ro.snapshot()?;
     let state = fold_all(&snap, progress)?;
     match State::stored_watermark(&snap)? {

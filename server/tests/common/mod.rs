@@ -175,8 +175,8 @@ pub fn stop_and_check(mut child: Proc, setup: &Setup) {
     succeeds(&["replay", "--db", db, "--check"]);
 }
 
-/// Runs the CLI and requires exit 0.
-pub fn succeeds(args: &[&str]) {
+/// Runs the CLI, requires exit 0, returns its standard output.
+pub fn succeeds(args: &[&str]) -> String {
     let out = Command::new(EXE).args(args).output().unwrap();
     assert!(
         out.status.success(),
@@ -184,6 +184,7 @@ pub fn succeeds(args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// (ledger seq, host, agent seq) of every acknowledged event.

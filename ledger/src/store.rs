@@ -323,6 +323,15 @@ fn builder() -> redb::Builder {
     b
 }
 
+/// For a storage backend given by the caller: exclusive-writer mode, the one that needs no
+/// byte-range locks (a backend without them refuses the shared modes), and only this process
+/// can reach the storage anyway.
+fn backend_builder() -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(CACHE_BYTES);
+    b
+}
+
 fn not_a_database(path: &Path) -> impl FnOnce(redb::DatabaseError) -> OpenError + '_ {
     move |source| match source {
         redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse {
@@ -372,6 +381,32 @@ impl Store {
         let db = builder()
             .create(path)
             .map_err(storage("creating the database"))?;
+        Store::create_in(db, path, origin, signer, recorded_at_us)
+    }
+
+    /// [`Store::create`] on a storage backend instead of a file (fault-injection tests, and
+    /// any storage redb can be given); `label` names it in errors.
+    pub fn create_with_backend(
+        backend: impl redb::StorageBackend,
+        label: &Path,
+        origin: &str,
+        signer: Signer,
+        recorded_at_us: i64,
+    ) -> Result<Store, CreateError> {
+        check_origin(origin)?;
+        let db = backend_builder()
+            .create_with_backend(backend)
+            .map_err(storage("creating the database"))?;
+        Store::create_in(db, label, origin, signer, recorded_at_us)
+    }
+
+    fn create_in(
+        db: Database,
+        path: &Path,
+        origin: &str,
+        signer: Signer,
+        recorded_at_us: i64,
+    ) -> Result<Store, CreateError> {
         let txn = begin_durable_write(&db)?;
         {
             let mut meta = txn.open_table(META).map_err(storage("opening meta"))?;
@@ -418,7 +453,22 @@ impl Store {
     /// Opens an existing ledger for appending, checking that head, tree and latest checkpoint
     /// agree and that `signer` holds the key in force.
     pub fn open(path: &Path, signer: Signer) -> Result<Store, OpenError> {
-        let db = open_rw(path)?;
+        Store::open_in(open_rw(path)?, path, signer)
+    }
+
+    /// [`Store::open`] on a storage backend instead of a file; `label` names it in errors.
+    pub fn open_with_backend(
+        backend: impl redb::StorageBackend,
+        label: &Path,
+        signer: Signer,
+    ) -> Result<Store, OpenError> {
+        let db = backend_builder()
+            .create_with_backend(backend)
+            .map_err(not_a_database(label))?;
+        Store::open_in(db, label, signer)
+    }
+
+    fn open_in(db: Database, path: &Path, signer: Signer) -> Result<Store, OpenError> {
         let snap = Snapshot::new(db.begin_read().map_err(storage("beginning a read"))?, path)?;
         let tip = snap.check_tip(path)?;
         let in_force = snap
@@ -1018,6 +1068,29 @@ impl Snapshot {
     }
 
     /// Rebuilds the tip and checks head, tree and latest checkpoint agree (used on open).
+    /// Whether the batch ending at the head (the entries after the previous checkpoint)
+    /// holds a key rotation.
+    fn last_batch_rotates(&self, path: &Path, size: u64) -> Result<bool, OpenError> {
+        let rows = self
+            .log
+            .range(..size)
+            .map_err(storage("reading the last batch"))?;
+        for r in rows.rev() {
+            let (k, v) = r.map_err(storage("reading the last batch"))?;
+            let seq = k.value();
+            let row = Row::parse(v.value()).ok_or_else(|| self.bad_row(seq))?;
+            if seq + 1 < size && row.checkpoint().is_some() {
+                return Ok(false);
+            }
+            let entry = EntryRef::parse(row.entry())
+                .map_err(|e| inconsistent(path, format!("entry {seq}: {e}")))?;
+            if entry.header.kind == Kind::KeyRotated {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn check_tip(&self, path: &Path) -> Result<Tip, OpenError> {
         let size = self.size;
         if size == 0 {
@@ -1053,7 +1126,13 @@ impl Snapshot {
         let (_, note) = self.latest_checkpoint()?.ok_or_else(|| {
             inconsistent(path, format!("no checkpoint covers the head (size {size})"))
         })?;
-        let key = self.keys_in_force()?.pop().expect("non-empty");
+        // A rotation takes effect after the first checkpoint covering it (FORMAT.md §5), so a
+        // last batch that rotates was signed by the key before the newest.
+        let mut keys = self.keys_in_force()?;
+        if keys.len() > 1 && self.last_batch_rotates(path, size)? {
+            keys.pop();
+        }
+        let key = keys.pop().expect("non-empty");
         let verified = parse_note(note.as_bytes())
             .and_then(|n| n.verify(&key))
             .map_err(|e| inconsistent(path, format!("latest checkpoint: {e}")))?;

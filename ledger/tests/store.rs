@@ -90,6 +90,31 @@ fn read_only_stores_read_beside_the_writer_and_follow_its_commits() {
     Store::open(&db, signer_a()).unwrap();
 }
 
+/// Found by the storage fault sweep (issue 13): a ledger whose last batch is a key rotation
+/// was refused by `open` with the new key ("latest checkpoint: no signature by" it), and the
+/// old key was no longer the key in force: the ledger could not be opened for writing at all.
+/// That checkpoint is the old key's by design (a rotation takes effect after the first
+/// checkpoint covering it).
+#[test]
+fn a_ledger_ending_in_a_rotation_reopens_with_the_new_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("l.redb");
+    let mut store = build(&db, &[3], None);
+    let at = store.last_time();
+    store.rotate_key(signer_b(), "scheduled", at).unwrap();
+    drop(store);
+    let err = Store::open(&db, signer_a()).unwrap_err();
+    assert!(matches!(err, OpenError::WrongKey { .. }), "{err}");
+    let mut store = Store::open(&db, signer_b()).unwrap();
+    store.append(&batch(50, 2)).unwrap();
+    let log = store
+        .snapshot()
+        .unwrap()
+        .verify(signer_a().public(), |_| {})
+        .unwrap();
+    assert_eq!(log.size(), 1 + 3 + 1 + 2);
+}
+
 #[test]
 fn every_inclusion_and_consistency_proof_verifies_offline() {
     let tmp = tempfile::tempdir().unwrap();

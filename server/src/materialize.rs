@@ -124,9 +124,16 @@ pub enum CheckOutcome {
 /// running daemon, on its latest commit; see [`ReadOnlyStore::open_with`]).
 pub fn check(path: &Path, progress: impl FnMut(u64)) -> Result<CheckOutcome, MaterializeError> {
     let ro = ReadOnlyStore::open_with(path, true)?;
-    let snap = ro.snapshot()?;
-    let state = fold_all(&snap, progress)?;
-    match State::stored_watermark(&snap)? {
+    check_snapshot(&ro.snapshot()?, progress)
+}
+
+/// [`check`] on one snapshot.
+pub fn check_snapshot(
+    snap: &Snapshot,
+    progress: impl FnMut(u64),
+) -> Result<CheckOutcome, MaterializeError> {
+    let state = fold_all(snap, progress)?;
+    match State::stored_watermark(snap)? {
         Some(m) if m.fold_version != FOLD_VERSION => {
             return Ok(CheckOutcome::Stale {
                 detail: format!(
@@ -147,7 +154,7 @@ pub fn check(path: &Path, progress: impl FnMut(u64)) -> Result<CheckOutcome, Mat
         }
         Some(_) => {}
     }
-    Ok(match state.diff(&snap)? {
+    Ok(match state.diff(snap)? {
         None => CheckOutcome::Identical {
             entries: state.next_seq,
         },
@@ -177,6 +184,17 @@ impl Ledger {
     ) -> Result<Ledger, MaterializeError> {
         let store = Store::create(path, origin, signer, now_us)?;
         Ledger::materialize(store, false)
+    }
+
+    /// The ledger of an open store, its projections caught up (or rebuilt) as by
+    /// [`Ledger::open`].
+    pub fn from_store(store: Store) -> Result<Ledger, MaterializeError> {
+        Ledger::materialize(store, false)
+    }
+
+    /// The store back (its projections are as durable as its log).
+    pub fn into_store(self) -> Store {
+        self.store
     }
 
     /// Opens a ledger, catching up (or rebuilding, on a fold-version change) its projections.

@@ -807,6 +807,12 @@ impl ReadOnlyStore {
         if !path.exists() {
             return Err(OpenError::Missing(path.to_path_buf()));
         }
+        // Whether redb will have to recover the file: a read-only open refuses to.
+        let recovered = match builder().open_read_only(path) {
+            Ok(_) => false,
+            Err(redb::DatabaseError::RepairAborted) => true,
+            Err(e) => return Err(not_a_database(path)(e)),
+        };
         let file = std::fs::File::open(path).map_err(|e| OpenError::NotADatabase {
             path: path.to_path_buf(),
             reason: e.into(),
@@ -815,12 +821,6 @@ impl ReadOnlyStore {
             path: path.to_path_buf(),
             reason: e.into(),
         })?;
-        // Whether redb will have to recover the file: a read-only open refuses to.
-        let recovered = match builder().open_read_only(path) {
-            Ok(_) => false,
-            Err(redb::DatabaseError::RepairAborted) => true,
-            Err(e) => return Err(not_a_database(path)(e)),
-        };
         let mut b = builder();
         b.set_check_integrity_on_open(check);
         let (db, mode) = match b.create_with_backend(overlay) {

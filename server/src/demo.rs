@@ -487,10 +487,15 @@ impl Setup {
 
     /// Starts the daemon on 127.0.0.1 (any port).
     pub async fn start(&self) -> Result<(Daemon, ApiClient)> {
+        self.start_with(self.config.clone()).await
+    }
+
+    /// Starts the daemon on 127.0.0.1 (any port) with `config` instead of the setup's own.
+    pub async fn start_with(&self, config: Config) -> Result<(Daemon, ApiClient)> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let daemon = Daemon::start(
             self.db.clone(),
-            self.config.clone().settings()?,
+            config.settings()?,
             self.signer()?,
             listener,
             system_clock(),

@@ -685,17 +685,7 @@ async fn manifests_dropped_in_the_watched_directory_are_verified_and_recorded() 
 
     let mut config = setup.config.clone();
     config.manifest_dir = Some(watched);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let daemon = Daemon::start(
-        setup.db.clone(),
-        config.settings().unwrap(),
-        setup.signer().unwrap(),
-        listener,
-        fleet_ledger::daemon::system_clock(),
-    )
-    .await
-    .unwrap();
-    let c = ApiClient::new(&format!("http://{}", daemon.addr)).unwrap();
+    let (daemon, c) = setup.start_with(config).await.unwrap();
     let mut rollouts = Value::Null;
     for _ in 0..400 {
         let (_, v) = c.get(&setup.tokens.operator, "/v1/rollouts").await.unwrap();

@@ -121,21 +121,8 @@ async fn a_failed_commit_answers_503_and_leaves_the_ledger_as_it_was() {
     for (host, seq, _) in &refused {
         assert!(after[host] < *seq, "{host}: refused seq {seq} was recorded");
     }
-    let entry = c
-        .http
-        .get(format!(
-            "{}/v1/ledger/entries?from={manifest_seq}&to={}",
-            c.base,
-            manifest_seq + 1
-        ))
-        .bearer_auth(&auditor)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    match ledger::entry::EntryRef::parse(&entry[4..])
+    let entry = entries(&c, &auditor, manifest_seq, Some(manifest_seq + 1)).await;
+    match ledger::entry::EntryRef::parse(&entry[0])
         .unwrap()
         .event()
         .unwrap()
@@ -156,7 +143,9 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
     let (op, auditor) = (setup.tokens.operator.clone(), setup.tokens.auditor.clone());
     let acked: Acked = Arc::default();
 
-    for cycle in 0..4 {
+    // 21 SIGKILLs at varying moments of the load, then a SIGTERM.
+    const KILLS: u64 = 21;
+    for cycle in 0..=KILLS {
         let port = free_port();
         let mut child = spawn(&setup.db, &config, port);
         let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
@@ -191,8 +180,8 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
             .unwrap();
             assert!(out.contains("beside the running writer"), "{out}");
         }
-        tokio::time::sleep(Duration::from_millis(300 + 150 * cycle)).await;
-        if cycle < 3 {
+        tokio::time::sleep(Duration::from_millis(120 + (cycle * 97) % 380)).await;
+        if cycle < KILLS {
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
         } else {

@@ -11,16 +11,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use fleet_ledger::demo::{ApiClient, Setup};
-use serde_json::json;
 
 /// Posts `n` probe results for web-0002 after `prepare` and requires each to be recorded.
 async fn record(c: &ApiClient, setup: &Setup, from_seq: u64, n: u64) {
     let token = &setup.tokens.agents["web-0002"];
     for seq in from_seq..from_seq + n {
-        let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
-        let body = json!({"hostname": "web-0002", "rollout_id": ROLLOUT, "event": {
-            "kind": "ProbeResult", "seq": seq, "probe_name": "evidence-nis2", "mode": "enforce",
-            "status": "pass", "observed_at": now, "sub_results": []}});
+        let body = probe_result("web-0002", seq);
         let (status, v) = c.post(token, "/v1/agent/events", &body).await.unwrap();
         assert_eq!(status, 200, "seq {seq}: {v}");
     }
@@ -255,16 +251,7 @@ async fn daemon_with(
     let setup = Setup::create(dir.path(), None, 5).unwrap();
     let mut config = setup.config.clone();
     tune(&mut config.limits);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let daemon = fleet_ledger::daemon::Daemon::start(
-        setup.db.clone(),
-        config.settings().unwrap(),
-        setup.signer().unwrap(),
-        listener,
-        fleet_ledger::daemon::system_clock(),
-    )
-    .await
-    .unwrap();
+    let (daemon, _) = setup.start_with(config).await.unwrap();
     (dir, setup, daemon)
 }
 

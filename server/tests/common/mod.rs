@@ -201,11 +201,10 @@ pub async fn load(
 ) -> (String, u64, Option<serde_json::Value>) {
     loop {
         seq += 1;
-        let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
-        let body = json!({"hostname": host, "rollout_id": ROLLOUT, "event": {
-            "kind": "ProbeResult", "seq": seq, "probe_name": "evidence-nis2", "mode": "enforce",
-            "status": "pass", "observed_at": now, "sub_results": []}});
-        match c.post(&token, "/v1/agent/events", &body).await {
+        match c
+            .post(&token, "/v1/agent/events", &probe_result(&host, seq))
+            .await
+        {
             Ok((200, v)) => {
                 acked
                     .lock()
@@ -280,11 +279,20 @@ pub async fn last_seqs(c: &ApiClient, op: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Every acknowledged event is at its seq, as the event that was acknowledged.
-pub async fn all_present(c: &ApiClient, auditor: &str, acked: &[(u64, String, u64)]) {
+/// A passing probe result of `host` in [`ROLLOUT`] at agent seq `seq`.
+pub fn probe_result(host: &str, seq: u64) -> serde_json::Value {
+    let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+    json!({"hostname": host, "rollout_id": ROLLOUT, "event": {
+        "kind": "ProbeResult", "seq": seq, "probe_name": "evidence-nis2", "mode": "enforce",
+        "status": "pass", "observed_at": now, "sub_results": []}})
+}
+
+/// The raw entries `[from, to)` over the entries route (FORMAT.md §9a).
+pub async fn entries(c: &ApiClient, auditor: &str, from: u64, to: Option<u64>) -> Vec<Vec<u8>> {
+    let to = to.map(|t| format!("&to={t}")).unwrap_or_default();
     let bytes = c
         .http
-        .get(format!("{}/v1/ledger/entries?from=0", c.base))
+        .get(format!("{}/v1/ledger/entries?from={from}{to}", c.base))
         .bearer_auth(auditor)
         .send()
         .await
@@ -299,6 +307,12 @@ pub async fn all_present(c: &ApiClient, auditor: &str, acked: &[(u64, String, u6
         entries.push(rest[4..4 + len].to_vec());
         rest = &rest[4 + len..];
     }
+    entries
+}
+
+/// Every acknowledged event is at its seq, as the event that was acknowledged.
+pub async fn all_present(c: &ApiClient, auditor: &str, acked: &[(u64, String, u64)]) {
+    let entries = entries(c, auditor, 0, None).await;
     for (seq, host, agent_seq) in acked {
         let bytes = entries
             .get(*seq as usize)

@@ -294,7 +294,9 @@ pub struct Store {
     db: Arc<Database>,
     path: PathBuf,
     origin: String,
-    signer: Signer,
+    /// Shared, not copied, with whoever reopens the store after a failed commit (`Signer` is
+    /// deliberately not `Clone`: the key material exists once).
+    signer: Arc<Signer>,
     tip: Tip,
     poisoned: bool,
 }
@@ -431,7 +433,7 @@ impl Store {
                 frontier: Frontier::new(),
             },
             poisoned: false,
-            signer,
+            signer: Arc::new(signer),
         };
         let genesis = Event::Genesis(Genesis {
             origin: origin.to_string(),
@@ -452,23 +454,23 @@ impl Store {
 
     /// Opens an existing ledger for appending, checking that head, tree and latest checkpoint
     /// agree and that `signer` holds the key in force.
-    pub fn open(path: &Path, signer: Signer) -> Result<Store, OpenError> {
-        Store::open_in(open_rw(path)?, path, signer)
+    pub fn open(path: &Path, signer: impl Into<Arc<Signer>>) -> Result<Store, OpenError> {
+        Store::open_in(open_rw(path)?, path, signer.into())
     }
 
     /// [`Store::open`] on a storage backend instead of a file; `label` names it in errors.
     pub fn open_with_backend(
         backend: impl redb::StorageBackend,
         label: &Path,
-        signer: Signer,
+        signer: impl Into<Arc<Signer>>,
     ) -> Result<Store, OpenError> {
         let db = backend_builder()
             .create_with_backend(backend)
             .map_err(not_a_database(label))?;
-        Store::open_in(db, label, signer)
+        Store::open_in(db, label, signer.into())
     }
 
-    fn open_in(db: Database, path: &Path, signer: Signer) -> Result<Store, OpenError> {
+    fn open_in(db: Database, path: &Path, signer: Arc<Signer>) -> Result<Store, OpenError> {
         let snap = Snapshot::new(db.begin_read().map_err(storage("beginning a read"))?, path)?;
         let tip = snap.check_tip(path)?;
         let in_force = snap
@@ -491,6 +493,11 @@ impl Store {
             tip,
             poisoned: false,
         })
+    }
+
+    /// The signing key, shared (to reopen the store after a failed commit with the same key).
+    pub fn signer(&self) -> Arc<Signer> {
+        Arc::clone(&self.signer)
     }
 
     /// The database path.
@@ -596,7 +603,7 @@ impl Store {
             meta.insert("keys", keys.as_slice())?;
             Ok::<(), redb::Error>(())
         })?;
-        self.signer = next;
+        self.signer = Arc::new(next);
         Ok(receipt)
     }
 

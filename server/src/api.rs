@@ -15,7 +15,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ledger::domain::{Micros, RolloutId};
+use ledger::domain::RolloutId;
 use ledger::entry::EntryRef;
 use ledger::store::Snapshot;
 use serde::Deserialize;
@@ -31,8 +31,11 @@ use crate::wire::{self, ts};
 use crate::writer::{Class, Input, Job, Output, Refusal, Shared};
 
 /// What every handler shares.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
+    /// The daemon's clock (the writer's), for what handlers time-stamp or check freshness
+    /// against.
+    pub clock: crate::writer::Clock,
     /// The writer's queue.
     pub tx: mpsc::Sender<Job>,
     /// Readers and metrics.
@@ -323,8 +326,13 @@ async fn read<T: Send + 'static>(
         .map_err(ApiError::internal)?
 }
 
-fn now_us() -> Micros {
-    chrono::Utc::now().timestamp_micros()
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("limits", &self.limits)
+            .field("cn_suffix", &self.cn_suffix)
+            .finish_non_exhaustive()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -388,7 +396,7 @@ async fn heartbeat(
     else {
         return Err(unexpected(out));
     };
-    let mut body = json!({"received_at": ts::format(now_us())});
+    let mut body = json!({"received_at": ts::format((state.clock)())});
     if let Some(seq) = synthesized {
         body["synthesized_seq"] = json!(seq);
     }
@@ -457,7 +465,7 @@ async fn post_manifest(state: &AppState, target: Target, body: JsonBody) -> ApiR
         &signed.artifact,
         &signed.signature,
         &state.trust,
-        now_us(),
+        (state.clock)(),
     ) {
         Ok(v) => v,
         Err(e) => {

@@ -33,7 +33,7 @@ pub struct Daemon {
 
 /// The system clock in µs.
 pub fn system_clock() -> Clock {
-    Box::new(|| chrono::Utc::now().timestamp_micros())
+    Arc::new(|| chrono::Utc::now().timestamp_micros())
 }
 
 impl Daemon {
@@ -51,8 +51,9 @@ impl Daemon {
         let retention = settings.retention_us();
         let every = settings.config.replay_snapshot_every;
         let path = db.clone();
+        let writer_clock = Arc::clone(&clock);
         let (writer, shared) = tokio::task::spawn_blocking(move || {
-            Writer::open(db, signer, clock, batch)
+            Writer::open(db, signer, writer_clock, batch)
                 .map(|(w, s)| (w.with_retention(retention).with_snapshots(every), s))
         })
         .await
@@ -91,6 +92,7 @@ impl Daemon {
         }
         .fit_file_limit();
         let state = AppState {
+            clock: Arc::clone(&clock),
             cn_suffix,
             tx: tx.clone(),
             shared: Arc::clone(&shared),
@@ -102,11 +104,15 @@ impl Daemon {
             tx.clone(),
             Duration::from_millis(settings.config.plan_interval_ms),
         ));
-        let watcher = settings
-            .config
-            .manifest_dir
-            .clone()
-            .map(|dir| tokio::spawn(watch(dir, tx.clone(), trust, Arc::clone(&shared))));
+        let watcher = settings.config.manifest_dir.clone().map(|dir| {
+            tokio::spawn(watch(
+                dir,
+                tx.clone(),
+                trust,
+                Arc::clone(&shared),
+                Arc::clone(&clock),
+            ))
+        });
         drop(tx);
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -199,7 +205,13 @@ async fn tick(tx: mpsc::Sender<Job>, every: Duration) {
 }
 
 /// Watches a manifest directory: every changed artifact is verified and submitted like a POST.
-async fn watch(dir: PathBuf, tx: mpsc::Sender<Job>, trust: Arc<TrustRoots>, shared: Arc<Shared>) {
+async fn watch(
+    dir: PathBuf,
+    tx: mpsc::Sender<Job>,
+    trust: Arc<TrustRoots>,
+    shared: Arc<Shared>,
+    clock: Clock,
+) {
     let mut seen = BTreeMap::new();
     let mut interval = tokio::time::interval(intake::SCAN_INTERVAL);
     loop {
@@ -216,7 +228,7 @@ async fn watch(dir: PathBuf, tx: mpsc::Sender<Job>, trust: Arc<TrustRoots>, shar
             tracing::warn!(error = %e, "manifest directory");
         }
         for f in found {
-            let now = chrono::Utc::now().timestamp_micros();
+            let now = clock();
             match intake::verify(&f.target, &f.artifact, &f.signature, &trust, now) {
                 Ok(v) => {
                     let (reply, rx) = oneshot::channel();

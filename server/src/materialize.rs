@@ -3,6 +3,7 @@
 //! projections whose watermark is behind; `rebuild` and `check` work from the log alone.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use ledger::entry::EntryRef;
 use ledger::keys::Signer;
@@ -198,14 +199,17 @@ impl Ledger {
     }
 
     /// Opens a ledger, catching up (or rebuilding, on a fold-version change) its projections.
-    pub fn open(path: &Path, signer: Signer) -> Result<Ledger, MaterializeError> {
+    pub fn open(path: &Path, signer: impl Into<Arc<Signer>>) -> Result<Ledger, MaterializeError> {
         Ledger::materialize(Store::open(path, signer)?, false)
     }
 
     /// Opens a ledger for a long-running writer: the in-memory models leave out the rows of
     /// Pruned rollouts, now and whenever a rollout is pruned later ([`State::load_live`]).
     /// The stored tables are complete either way.
-    pub fn open_live(path: &Path, signer: Signer) -> Result<Ledger, MaterializeError> {
+    pub fn open_live(
+        path: &Path,
+        signer: impl Into<Arc<Signer>>,
+    ) -> Result<Ledger, MaterializeError> {
         Ledger::materialize(Store::open(path, signer)?, true)
     }
 

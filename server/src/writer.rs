@@ -264,14 +264,16 @@ struct InForce {
     rollouts: std::collections::BTreeMap<String, (u64, [u8; 32], Micros)>,
 }
 
-/// Supplies CP time in µs (the system clock in the daemon).
-pub type Clock = Box<dyn Fn() -> Micros + Send>;
+/// Supplies CP time in µs: the system clock in the daemon, another in tests. The one clock
+/// of the daemon: the writer, the API handlers and the manifest watcher all read it.
+pub type Clock = Arc<dyn Fn() -> Micros + Send + Sync>;
 
 /// The writer.
 pub struct Writer {
     ledger: Option<Ledger>,
     path: PathBuf,
-    signer: String,
+    /// The checkpoint key, shared with the open store, for reopening after a failed commit.
+    signer: Arc<Signer>,
     manifests: Manifests,
     in_force: InForce,
     shared: Arc<Shared>,
@@ -435,8 +437,8 @@ impl Writer {
         clock: Clock,
         batch_inputs: usize,
     ) -> Result<(Writer, Arc<Shared>), StartError> {
-        let signer_text = signer.to_text();
         let ledger = Ledger::open_live(&path, signer)?;
+        let signer = ledger.store().signer();
         let (manifests, in_force) = load_manifests(&ledger)?;
         let (committed, _) = watch::channel(ledger.store().size());
         let shared = Arc::new(Shared {
@@ -447,7 +449,7 @@ impl Writer {
         let writer = Writer {
             ledger: Some(ledger),
             path,
-            signer: signer_text,
+            signer,
             manifests,
             in_force,
             shared: Arc::clone(&shared),
@@ -589,9 +591,8 @@ impl Writer {
     fn reopen(&mut self) -> bool {
         // Readers may still hold the old database for a moment: retry briefly.
         for attempt in 0..50 {
-            let opened = Signer::from_text(&self.signer)
+            let opened = Ledger::open_live(&self.path, Arc::clone(&self.signer))
                 .map_err(|e| e.to_string())
-                .and_then(|signer| Ledger::open_live(&self.path, signer).map_err(|e| e.to_string()))
                 .and_then(|ledger| {
                     let (manifests, in_force) =
                         load_manifests(&ledger).map_err(|e| e.to_string())?;

@@ -727,7 +727,7 @@ async fn finished_rollouts_are_pruned_when_their_retention_passes() {
         .to_string();
     // A day and a minute later: every finished rollout's retention has passed.
     let later: fleet_ledger::writer::Clock =
-        Box::new(|| chrono::Utc::now().timestamp_micros() + 86_460_000_000);
+        std::sync::Arc::new(|| chrono::Utc::now().timestamp_micros() + 86_460_000_000);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let daemon = Daemon::start(s.db.clone(), settings, signer, listener, later)
         .await
@@ -941,4 +941,36 @@ async fn signed_manifests_with_unusable_content_are_refused_naming_the_field() {
             .unwrap();
     f.refused(422, "manifest-invalid-field", got, before).await;
     f.daemon.shutdown().await.unwrap();
+}
+
+/// Issue 14, one clock: the API reads the daemon's clock, not the system's. A daemon whose
+/// clock runs two hours behind sees a manifest signed a minute ago as signed in its future.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_reads_the_daemons_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::create(dir.path(), None, 5).unwrap();
+    let behind: fleet_ledger::writer::Clock =
+        std::sync::Arc::new(|| chrono::Utc::now().timestamp_micros() - 7_200_000_000);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let daemon = Daemon::start(
+        setup.db.clone(),
+        setup.config.clone().settings().unwrap(),
+        setup.signer().unwrap(),
+        listener,
+        behind,
+    )
+    .await
+    .unwrap();
+    let c = ApiClient::new(&format!("http://{}", daemon.addr)).unwrap();
+    let (body, _) = setup.signed_fleet().unwrap();
+    let (status, v) = c
+        .post(&setup.tokens.ci, "/v1/manifests/fleet", &body)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (422, Some("manifest-future-dated")),
+        "{v}"
+    );
+    daemon.shutdown().await.unwrap();
 }

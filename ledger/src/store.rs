@@ -557,13 +557,14 @@ impl Store {
     }
 
     /// Appends a batch in ONE durable transaction: assigns seqs, chains, extends the tree,
-    /// runs `hook` (which may write other tables in the same transaction), writes one signed
-    /// checkpoint, commits with fsync. Returns only after the commit; on any error nothing of
-    /// the batch (or the hook's writes) is in the ledger.
+    /// runs `hook` (which may write derived tables through the table interface, in the same
+    /// transaction), writes one signed checkpoint, commits with fsync. Returns only after the
+    /// commit; on any error nothing of the batch (or the hook's writes) is in the ledger. The
+    /// hook sees the table interface only, never redb: the store's tables stay the store's.
     pub fn append_with<E>(
         &mut self,
         batch: &[NewEntry],
-        hook: impl FnOnce(&WriteTransaction, &[Appended<'_>]) -> Result<(), E>,
+        hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
     ) -> Result<Receipt, AppendError>
     where
         E: Into<Box<dyn StdError + Send + Sync>>,
@@ -574,7 +575,9 @@ impl Store {
         }) {
             return Err(AppendError::ReservedKind(e));
         }
-        self.append_checked(batch, hook)
+        self.append_checked(batch, |txn, appended| {
+            hook(&mut RedbTables::new(txn), appended)
+        })
     }
 
     /// Appends a key rotation to `next`, signed off by the current key; later checkpoints are

@@ -9,7 +9,8 @@ use ledger::store::{AppendError, NewEntry, OpenError, ReadOnlyStore, Store};
 use ledger::verify::Location;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-const SIDE: TableDefinition<u64, u64> = TableDefinition::new("test.side");
+const SIDE_NAME: &str = "test.side";
+const SIDE: TableDefinition<&[u8], &[u8]> = TableDefinition::new(SIDE_NAME);
 
 #[test]
 fn append_reopen_rotate_verify_export() {
@@ -159,21 +160,21 @@ fn every_inclusion_and_consistency_proof_verifies_offline() {
 
 #[test]
 fn hook_writes_commit_with_the_batch_and_a_failing_hook_leaves_nothing() {
+    use ledger::tables::TableWriter as _;
     let tmp = tempfile::tempdir().unwrap();
     let mut store = build(&tmp.path().join("l.redb"), &[2], None);
     store
-        .append_with(&batch(10, 3), |txn, appended| {
-            let mut t = txn.open_table(SIDE)?;
+        .append_with(&batch(10, 3), |tables, appended| {
             for a in appended {
-                t.insert(a.seq, a.seq * 10)?;
+                tables.put(SIDE_NAME, &a.seq.to_be_bytes(), &(a.seq * 10).to_be_bytes())?;
             }
-            Ok::<(), redb::Error>(())
+            Ok::<(), ledger::tables::TableError>(())
         })
         .unwrap();
     let before = store.size();
     let err = store
-        .append_with(&batch(20, 3), |txn, _| {
-            txn.open_table(SIDE)?.insert(999, 1)?;
+        .append_with(&batch(20, 3), |tables, _| {
+            tables.put(SIDE_NAME, &999u64.to_be_bytes(), &[1])?;
             Err::<(), Box<dyn std::error::Error + Send + Sync>>("projection refused".into())
         })
         .unwrap_err();
@@ -182,8 +183,14 @@ fn hook_writes_commit_with_the_batch_and_a_failing_hook_leaves_nothing() {
     let rtx = store.database().begin_read().unwrap();
     let side = rtx.open_table(SIDE).unwrap();
     assert_eq!(side.len().unwrap(), 3);
-    assert!(side.get(999).unwrap().is_none());
-    assert_eq!(side.get(4).unwrap().unwrap().value(), 40);
+    assert!(side.get(999u64.to_be_bytes().as_slice()).unwrap().is_none());
+    assert_eq!(
+        side.get(4u64.to_be_bytes().as_slice())
+            .unwrap()
+            .unwrap()
+            .value(),
+        40u64.to_be_bytes()
+    );
     drop((side, rtx));
     // The store is still usable and consistent.
     store.append(&batch(30, 1)).unwrap();
@@ -305,7 +312,10 @@ fn corrupt_truncated_and_foreign_files_get_clear_errors() {
     {
         let d = redb::Database::create(&foreign).unwrap();
         let w = d.begin_write().unwrap();
-        w.open_table(SIDE).unwrap().insert(1, 1).unwrap();
+        w.open_table(SIDE)
+            .unwrap()
+            .insert([1u8].as_slice(), [1u8].as_slice())
+            .unwrap();
         w.commit().unwrap();
     }
     let real = tmp.path().join("real.redb");

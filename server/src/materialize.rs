@@ -276,11 +276,11 @@ impl Ledger {
         self.discard();
         // Folded inside the hook, from the batch as given: no copy of the events.
         let state = &mut self.state;
-        let result = self.store.append_with(batch, |txn, appended| {
+        let result = self.store.append_with(batch, |tables, appended| {
             for a in appended {
                 state.apply(a.seq, a.recorded_at_us, a.event);
             }
-            state.flush(&mut ledger::store::RedbTables::new(txn))
+            state.flush(tables)
         });
         match result {
             Ok(receipt) => {
@@ -328,9 +328,9 @@ impl Ledger {
         }
         let batch = std::mem::take(&mut self.staged);
         let state = &mut self.state;
-        let result = self.store.append_with(&batch, |txn, _| {
-            state.flush(&mut ledger::store::RedbTables::new(txn))
-        });
+        let result = self
+            .store
+            .append_with(&batch, |tables, _| state.flush(tables));
         match result {
             Ok(receipt) => {
                 self.forget_pruned(&batch);

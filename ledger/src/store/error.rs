@@ -1,0 +1,182 @@
+//! The store's errors, one per operation.
+
+use super::*;
+
+/// A redb failure, with the operation that hit it.
+#[derive(Debug, Error)]
+#[error("storage error while {doing}: {source}")]
+pub struct StorageError {
+    pub(super) doing: &'static str,
+    pub(super) source: redb::Error,
+}
+
+pub(super) fn storage<E: Into<redb::Error>>(doing: &'static str) -> impl FnOnce(E) -> StorageError {
+    move |e| StorageError {
+        doing,
+        source: e.into(),
+    }
+}
+
+/// Why a new ledger could not be created.
+#[derive(Debug, Error)]
+pub enum CreateError {
+    /// The path exists already.
+    #[error("{0} already exists: refusing to create a ledger over it")]
+    Exists(PathBuf),
+    /// Bad origin.
+    #[error(transparent)]
+    Origin(#[from] crate::checkpoint::BadOrigin),
+    /// Storage failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Writing genesis failed.
+    #[error("writing the genesis entry failed: {0}")]
+    Genesis(Box<AppendError>),
+}
+
+/// Why an existing ledger could not be opened. Never repaired silently.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    /// No file.
+    #[error("{0} does not exist")]
+    Missing(PathBuf),
+    /// Not a redb file, or a corrupt one.
+    #[error("{path} is not a readable ledger database: {reason}")]
+    NotADatabase {
+        /// File.
+        path: PathBuf,
+        /// redb's reason (in the message, not a separate cause: printed once).
+        reason: redb::DatabaseError,
+    },
+    /// Another process holds the file for writing (a running daemon, a `rebuild`), or a
+    /// private recovery holds it (see [`ReadOnlyStore::open`]).
+    #[error(
+        "{path} is open for writing by another process (a running daemon?); stop it first, or use a read-only command"
+    )]
+    InUse {
+        /// File.
+        path: PathBuf,
+    },
+    /// A redb database, but not a fleet-ledger one (or from an unknown format).
+    #[error("{path} is not a fleet-ledger store: {reason}")]
+    Foreign {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Head, tree and latest checkpoint disagree.
+    #[error("{path}: head, tree and latest checkpoint disagree: {reason}")]
+    Inconsistent {
+        /// File.
+        path: PathBuf,
+        /// What disagrees.
+        reason: String,
+    },
+    /// The signing key given is not the key in force.
+    #[error("the signing key {given} is not the key in force {in_force}")]
+    WrongKey {
+        /// `name+id` given.
+        given: String,
+        /// `name+id` in force.
+        in_force: String,
+    },
+    /// Storage failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why an append failed. The ledger is unchanged in every case.
+#[derive(Debug, Error)]
+pub enum AppendError {
+    /// Nothing to append.
+    #[error("empty batch")]
+    Empty,
+    /// Too many entries.
+    #[error("batch of {0} entries exceeds the limit of {BATCH_ENTRIES_MAX}")]
+    TooLarge(usize),
+    /// Genesis and key rotations have dedicated operations.
+    #[error("kind {0} is written only by the store itself")]
+    ReservedKind(&'static str),
+    /// Payload over the entry limit.
+    #[error(
+        "event of kind {kind} encodes to {bytes} bytes, over the {PAYLOAD_BYTES_MAX}-byte limit"
+    )]
+    PayloadTooLarge {
+        /// Kind name.
+        kind: &'static str,
+        /// Encoded size.
+        bytes: usize,
+    },
+    /// CP time before the previous entry's.
+    #[error("recorded time {found} µs is before the log's last time {last} µs")]
+    TimeRegression {
+        /// Last recorded time.
+        last: i64,
+        /// Offending time.
+        found: i64,
+    },
+    /// The caller's hook refused the batch.
+    #[error("append hook failed: {0}")]
+    Hook(Box<dyn StdError + Send + Sync>),
+    /// Storage failure before commit.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The commit failed. The store is poisoned: reopen it (never retry an fsync).
+    #[error("commit failed, store poisoned (reopen it): {0}")]
+    Commit(StorageError),
+    /// A previous commit failed; this handle refuses further appends.
+    #[error("store is poisoned by an earlier failed commit: reopen it")]
+    Poisoned,
+    /// A hot invariant failed on read-back. Nothing was committed.
+    #[error("invariant violated, nothing committed: {0}")]
+    Invariant(String),
+}
+
+/// Why a proof could not be produced.
+#[derive(Debug, Error)]
+pub enum ProofError {
+    /// Out of range, or shrinking.
+    #[error(transparent)]
+    Request(#[from] ProofRequestError),
+    /// Proofs are relative to signed checkpoints; there is none at this size.
+    #[error(
+        "no checkpoint at tree size {size}; nearest checkpoint sizes: {below:?} below, {above:?} above"
+    )]
+    NoCheckpoint {
+        /// Requested size.
+        size: u64,
+        /// Largest checkpoint size below.
+        below: Option<u64>,
+        /// Smallest checkpoint size above.
+        above: Option<u64>,
+    },
+    /// Read failure.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+}
+
+/// Why an export failed.
+#[derive(Debug, Error)]
+pub enum ExportError {
+    /// Reading the store.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Writing the bundle.
+    #[error("writing the bundle: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub(super) fn foreign(path: &Path, reason: impl Into<String>) -> OpenError {
+    OpenError::Foreign {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+pub(super) fn inconsistent(path: &Path, reason: impl Into<String>) -> OpenError {
+    OpenError::Inconsistent {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}

@@ -1,0 +1,186 @@
+//! The handles other than the writer: readers sharing its database, read-only stores that never write the file, and maintenance access for rewriting derived tables.
+
+use super::*;
+
+/// Snapshots of a [`Store`] that is open for appending in this process (the daemon's API
+/// threads): cheap to clone, MVCC, never blocks the writer. A snapshot sees only committed,
+/// durable batches.
+#[derive(Clone)]
+pub struct Reader {
+    pub(super) db: Arc<Database>,
+    pub(super) path: PathBuf,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Reader({})", self.path.display())
+    }
+}
+
+impl Reader {
+    /// A consistent read view of the last committed batch.
+    pub fn snapshot(&self) -> Result<Snapshot, OpenError> {
+        Snapshot::new(
+            self.db.begin_read().map_err(storage("beginning a read"))?,
+            &self.path,
+        )
+    }
+}
+
+/// A read-only handle, for verify, export, proofs and forensics: it never writes the file, and
+/// reads beside a running daemon ([`ReadOnlyStore::open_with`]).
+pub struct ReadOnlyStore {
+    db: ReadHandle,
+    mode: ReadMode,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for ReadOnlyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadOnlyStore({})", self.path.display())
+    }
+}
+
+/// How a [`ReadOnlyStore`] reads its file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// No process was writing the file: it was opened through a private layer (writes stay in
+    /// memory), after redb's crash recovery if the file was not closed cleanly, and after its
+    /// integrity check (every page's checksum) if one was asked for.
+    Private {
+        /// The file was not closed cleanly: recovered in memory, the file left as it was.
+        recovered: bool,
+        /// Every page's checksum was verified.
+        checked: bool,
+    },
+    /// A writer (the daemon) has the file open: committed snapshots are read beside it.
+    BesideWriter,
+}
+
+enum ReadHandle {
+    Private(Arc<Database>),
+    Shared(ReadOnlyDatabase),
+}
+
+impl ReadOnlyStore {
+    /// Opens a ledger without ever writing its file.
+    ///
+    /// * If a daemon has it open, reads its committed snapshots beside it (redb's single-writer
+    ///   mode): a read transaction sees one commit, whole, and the writer never reuses the
+    ///   pages it reads.
+    /// * Otherwise opens it through a private in-memory layer ([`crate::overlay`]), so that a
+    ///   file not closed cleanly (a crash, a SIGKILL) is recovered in memory, and with `check`
+    ///   redb's integrity check verifies every page's checksum first, so a damaged file is an
+    ///   error, not a panic deep inside a read.
+    pub fn open_with(path: &Path, check: bool) -> Result<ReadOnlyStore, OpenError> {
+        if !path.exists() {
+            return Err(OpenError::Missing(path.to_path_buf()));
+        }
+        // Whether redb will have to recover the file: a read-only open refuses to.
+        let recovered = match builder().open_read_only(path) {
+            Ok(_) => false,
+            Err(redb::DatabaseError::RepairAborted) => true,
+            Err(e) => return Err(not_a_database(path)(e)),
+        };
+        let file = std::fs::File::open(path).map_err(|e| OpenError::NotADatabase {
+            path: path.to_path_buf(),
+            reason: e.into(),
+        })?;
+        let overlay = crate::overlay::Overlay::new(file).map_err(|e| OpenError::NotADatabase {
+            path: path.to_path_buf(),
+            reason: e.into(),
+        })?;
+        let mut b = builder();
+        b.set_check_integrity_on_open(check);
+        let (db, mode) = match b.create_with_backend(overlay) {
+            Ok(db) => (
+                ReadHandle::Private(Arc::new(db)),
+                ReadMode::Private {
+                    recovered,
+                    checked: check,
+                },
+            ),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                let db = builder()
+                    .open_read_only(path)
+                    .map_err(not_a_database(path))?;
+                (ReadHandle::Shared(db), ReadMode::BesideWriter)
+            }
+            Err(source) => return Err(not_a_database(path)(source)),
+        };
+        Ok(ReadOnlyStore {
+            db,
+            mode,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// [`ReadOnlyStore::open_with`] without the integrity check.
+    pub fn open(path: &Path) -> Result<ReadOnlyStore, OpenError> {
+        ReadOnlyStore::open_with(path, false)
+    }
+
+    /// How the file is being read.
+    pub fn mode(&self) -> ReadMode {
+        self.mode
+    }
+
+    /// A consistent read view.
+    pub fn snapshot(&self) -> Result<Snapshot, OpenError> {
+        match &self.db {
+            ReadHandle::Private(db) => {
+                let txn = db.begin_read().map_err(storage("beginning a read"))?;
+                let mut snap = Snapshot::new(txn, &self.path)?;
+                snap._db = Some(Arc::clone(db));
+                Ok(snap)
+            }
+            ReadHandle::Shared(db) => Snapshot::new(
+                db.begin_read().map_err(storage("beginning a read"))?,
+                &self.path,
+            ),
+        }
+    }
+}
+
+/// Read-write access for maintenance (rebuilding derived tables) without a signing key. It
+/// runs the same open checks as [`Store::open`], never appends, and commits durably.
+pub struct Maintenance {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Maintenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Maintenance({})", self.path.display())
+    }
+}
+
+impl Maintenance {
+    /// Opens a ledger for maintenance, refusing one whose head, tree and checkpoint disagree.
+    pub fn open(path: &Path) -> Result<Maintenance, OpenError> {
+        let db = open_rw(path)?;
+        let snap = Snapshot::new(db.begin_read().map_err(storage("beginning a read"))?, path)?;
+        snap.check_tip(path)?;
+        drop(snap);
+        Ok(Maintenance {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A consistent read view.
+    pub fn snapshot(&self) -> Result<Snapshot, OpenError> {
+        Snapshot::new(
+            self.db.begin_read().map_err(storage("beginning a read"))?,
+            &self.path,
+        )
+    }
+
+    /// Writes derived tables in one durable transaction.
+    pub fn write_tables(
+        &self,
+        f: impl FnOnce(&mut RedbTables<'_>) -> Result<(), crate::tables::TableError>,
+    ) -> Result<(), AppendError> {
+        write_tables_in(&self.db, f)
+    }
+}

@@ -1,0 +1,584 @@
+//! The ledger on redb: one writer ([`Store`]), any number of MVCC readers ([`Snapshot`]).
+//!
+//! One row per entry, so an append of n entries is n inserts into one table, as close to a raw
+//! redb insert as the format allows:
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `ledger.log` | seq `u64` | a [`Row`]: the tree nodes this entry completed, the batch's signed checkpoint if the entry ends a batch, then the stored entry bytes |
+//! | `ledger.meta` | name `&str` | bytes: `format`, `origin`, `keys` (key chain, one verifier key per line) |
+//!
+//! Appending leaf j completes the perfect subtrees of levels 1..=t, t = trailing ones of j;
+//! their hashes ride in row j, so node `(level, index)` lives in row `(index + 1)·2^level − 1`.
+//! Level-0 nodes are the entry hashes, recomputed from the entry bytes when a proof needs one.
+//! The checkpoint of size s lives in row s − 1.
+//!
+//! The rooms: this file holds the writer ([`Store`]: create, open, append, rotate); `row` the
+//! row layout; `snapshot` the read view and everything computed from it (verification,
+//! proofs, export, the table reader); `handles` the other ways in ([`Reader`],
+//! [`ReadOnlyStore`], [`Maintenance`]); `redb_tables` the table interface on a write
+//! transaction; `error` one error type per operation.
+
+mod error;
+mod handles;
+mod redb_tables;
+mod row;
+mod snapshot;
+
+pub use error::{AppendError, CreateError, ExportError, OpenError, ProofError, StorageError};
+pub use handles::{Maintenance, ReadMode, ReadOnlyStore, Reader};
+pub use redb_tables::RedbTables;
+pub use row::Row;
+pub use snapshot::Snapshot;
+
+use error::{foreign, inconsistent, storage};
+use redb_tables::table_err;
+use std::error::Error as StdError;
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{
+    Database, Durability, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+use thiserror::Error;
+
+use crate::bundle::BundleWriter;
+use crate::checkpoint::{Checkpoint, NOTE_BYTES_MAX, check_origin, parse_note};
+use crate::entry::{self, EntryRef, PAYLOAD_BYTES_MAX};
+use crate::event::{Event, Genesis, KeyRotated, Kind};
+use crate::hash::{HASH_BYTES, Hash, leaf_hash};
+use crate::keys::{PublicKey, Signer};
+use crate::merkle::{self, Frontier, NodeSource, ProofRequestError};
+use crate::proof::{ConsistencyProof, InclusionProof};
+use crate::verify::{Failure, Location, VerifiedLog, Verifier, VerifyError};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger.log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("ledger.meta");
+
+/// Version of the table layout above, stored in `ledger.meta/format`.
+pub const STORE_FORMAT: u8 = 1;
+/// Most entries one append may carry.
+pub const BATCH_ENTRIES_MAX: usize = 100_000;
+/// redb's page cache per open database. redb defaults to 1 GiB, which a full scan (verify,
+/// export) fills: 64 MiB keeps a reader's memory flat on any log size, and appends only ever
+/// touch the right edge of the B-tree.
+pub const CACHE_BYTES: usize = 64 << 20;
+
+/// An event to append, with the CP time the writer decided it at.
+#[derive(Clone, Debug)]
+pub struct NewEntry {
+    /// CP time, µs since the Unix epoch; non-decreasing along the log.
+    pub recorded_at_us: i64,
+    /// The event.
+    pub event: Event,
+}
+
+/// An entry as it is being appended, handed to the hook.
+#[derive(Clone, Copy, Debug)]
+pub struct Appended<'a> {
+    /// Its seq.
+    pub seq: u64,
+    /// Its CP time.
+    pub recorded_at_us: i64,
+    /// Its entry hash.
+    pub hash: Hash,
+    /// The event.
+    pub event: &'a Event,
+}
+
+/// What a durable append produced.
+#[derive(Clone, Debug)]
+pub struct Receipt {
+    /// Seq of the first entry of the batch.
+    pub first_seq: u64,
+    /// Number of entries.
+    pub count: u64,
+    /// The batch's checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Its signed note.
+    pub note: String,
+}
+
+/// The append position: everything needed to append without reading the database.
+#[derive(Clone, Debug)]
+struct Tip {
+    head: Hash,
+    last_time: i64,
+    frontier: Frontier,
+}
+
+/// The single writer.
+#[derive(Debug)]
+pub struct Store {
+    // Shared with [`Reader`]s: redb allows one `Database` per file and process, and its read
+    // transactions are MVCC, so readers on other threads never block the writer.
+    db: Arc<Database>,
+    path: PathBuf,
+    origin: String,
+    /// Shared, not copied, with whoever reopens the store after a failed commit (`Signer` is
+    /// deliberately not `Clone`: the key material exists once).
+    signer: Arc<Signer>,
+    tip: Tip,
+    poisoned: bool,
+}
+
+fn begin_durable_write(db: &Database) -> Result<WriteTransaction, StorageError> {
+    let mut txn = db.begin_write().map_err(storage("beginning a write"))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| StorageError {
+            doing: "setting durability",
+            source: redb::Error::Corrupted(e.to_string()),
+        })?;
+    // Entries carry attacker-influenced bytes; one-phase commit would trust a non-cryptographic
+    // checksum during crash recovery. See ARCHITECTURE.md, "Durability".
+    txn.set_two_phase_commit(true);
+    Ok(txn)
+}
+
+/// Every open of a ledger file: the bounded cache, and redb's single-writer mode (4.5+). One
+/// process writes (the daemon, or a maintenance command), and any number of processes may open
+/// the file read-only beside it and read its committed snapshots: an auditor verifies a live
+/// ledger without stopping it.
+fn builder() -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(CACHE_BYTES)
+        .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter);
+    b
+}
+
+/// For a storage backend given by the caller: exclusive-writer mode, the one that needs no
+/// byte-range locks (a backend without them refuses the shared modes), and only this process
+/// can reach the storage anyway.
+fn backend_builder() -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(CACHE_BYTES);
+    b
+}
+
+fn not_a_database(path: &Path) -> impl FnOnce(redb::DatabaseError) -> OpenError + '_ {
+    move |source| match source {
+        redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse {
+            path: path.to_path_buf(),
+        },
+        reason => OpenError::NotADatabase {
+            path: path.to_path_buf(),
+            reason,
+        },
+    }
+}
+
+/// Opens an existing database read-write.
+fn open_rw(path: &Path) -> Result<Database, OpenError> {
+    if !path.exists() {
+        return Err(OpenError::Missing(path.to_path_buf()));
+    }
+    builder().open(path).map_err(not_a_database(path))
+}
+
+/// Runs `f` on the table interface in one durable transaction and commits it.
+fn write_tables_in(
+    db: &Database,
+    f: impl FnOnce(&mut RedbTables<'_>) -> Result<(), crate::tables::TableError>,
+) -> Result<(), AppendError> {
+    let txn = begin_durable_write(db)?;
+    {
+        let mut tables = RedbTables::new(&txn);
+        f(&mut tables).map_err(|e| AppendError::Hook(Box::new(e)))?;
+    }
+    txn.commit()
+        .map_err(|e| AppendError::Commit(storage("committing")(e)))
+}
+
+impl Store {
+    /// Creates a new ledger at `path` with a genesis entry naming `origin` and `signer`'s key.
+    pub fn create(
+        path: &Path,
+        origin: &str,
+        signer: Signer,
+        recorded_at_us: i64,
+    ) -> Result<Store, CreateError> {
+        check_origin(origin)?;
+        if path.exists() {
+            return Err(CreateError::Exists(path.to_path_buf()));
+        }
+        let db = builder()
+            .create(path)
+            .map_err(storage("creating the database"))?;
+        Store::create_in(db, path, origin, signer, recorded_at_us)
+    }
+
+    /// [`Store::create`] on a storage backend instead of a file (fault-injection tests, and
+    /// any storage redb can be given); `label` names it in errors.
+    pub fn create_with_backend(
+        backend: impl redb::StorageBackend,
+        label: &Path,
+        origin: &str,
+        signer: Signer,
+        recorded_at_us: i64,
+    ) -> Result<Store, CreateError> {
+        check_origin(origin)?;
+        let db = backend_builder()
+            .create_with_backend(backend)
+            .map_err(storage("creating the database"))?;
+        Store::create_in(db, label, origin, signer, recorded_at_us)
+    }
+
+    fn create_in(
+        db: Database,
+        path: &Path,
+        origin: &str,
+        signer: Signer,
+        recorded_at_us: i64,
+    ) -> Result<Store, CreateError> {
+        let txn = begin_durable_write(&db)?;
+        {
+            let mut meta = txn.open_table(META).map_err(storage("opening meta"))?;
+            meta.insert("format", [STORE_FORMAT].as_slice())
+                .map_err(storage("writing meta"))?;
+            meta.insert("origin", origin.as_bytes())
+                .map_err(storage("writing meta"))?;
+            meta.insert(
+                "keys",
+                format!("{}\n", signer.public().to_text()).as_bytes(),
+            )
+            .map_err(storage("writing meta"))?;
+            txn.open_table(LOG).map_err(storage("creating tables"))?;
+        }
+        let mut store = Store {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+            origin: origin.to_string(),
+            tip: Tip {
+                head: Hash::ZERO,
+                last_time: i64::MIN,
+                frontier: Frontier::new(),
+            },
+            poisoned: false,
+            signer: Arc::new(signer),
+        };
+        let genesis = Event::Genesis(Genesis {
+            origin: origin.to_string(),
+            key: store.signer.public().record(),
+        });
+        store
+            .commit_batch(
+                txn,
+                &[NewEntry {
+                    recorded_at_us,
+                    event: genesis,
+                }],
+                |_, _| Ok::<(), std::convert::Infallible>(()),
+            )
+            .map_err(|e| CreateError::Genesis(Box::new(e)))?;
+        Ok(store)
+    }
+
+    /// Opens an existing ledger for appending, checking that head, tree and latest checkpoint
+    /// agree and that `signer` holds the key in force.
+    pub fn open(path: &Path, signer: impl Into<Arc<Signer>>) -> Result<Store, OpenError> {
+        Store::open_in(open_rw(path)?, path, signer.into())
+    }
+
+    /// [`Store::open`] on a storage backend instead of a file; `label` names it in errors.
+    pub fn open_with_backend(
+        backend: impl redb::StorageBackend,
+        label: &Path,
+        signer: impl Into<Arc<Signer>>,
+    ) -> Result<Store, OpenError> {
+        let db = backend_builder()
+            .create_with_backend(backend)
+            .map_err(not_a_database(label))?;
+        Store::open_in(db, label, signer.into())
+    }
+
+    fn open_in(db: Database, path: &Path, signer: Arc<Signer>) -> Result<Store, OpenError> {
+        let snap = Snapshot::new(db.begin_read().map_err(storage("beginning a read"))?, path)?;
+        let tip = snap.check_tip(path)?;
+        let in_force = snap
+            .keys_in_force()?
+            .pop()
+            .expect("at least the genesis key");
+        if in_force != *signer.public() {
+            return Err(OpenError::WrongKey {
+                given: format!("{}+{:08x}", signer.public().name(), signer.public().id()),
+                in_force: format!("{}+{:08x}", in_force.name(), in_force.id()),
+            });
+        }
+        let origin = snap.origin.clone();
+        drop(snap);
+        Ok(Store {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+            origin,
+            signer,
+            tip,
+            poisoned: false,
+        })
+    }
+
+    /// The signing key, shared (to reopen the store after a failed commit with the same key).
+    pub fn signer(&self) -> Arc<Signer> {
+        Arc::clone(&self.signer)
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of entries (the next seq).
+    pub fn size(&self) -> u64 {
+        self.tip.frontier.size()
+    }
+
+    /// Hash of the last entry.
+    pub fn head(&self) -> Hash {
+        self.tip.head
+    }
+
+    /// CP time of the last entry, µs.
+    pub fn last_time(&self) -> i64 {
+        self.tip.last_time
+    }
+
+    /// The log's origin.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The key in force.
+    pub fn public_key(&self) -> &PublicKey {
+        self.signer.public()
+    }
+
+    /// The underlying database, for callers (projections) that keep their own tables in it.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// A consistent read view (MVCC: never blocks, never blocked by, the writer).
+    pub fn snapshot(&self) -> Result<Snapshot, OpenError> {
+        Snapshot::new(
+            self.db.begin_read().map_err(storage("beginning a read"))?,
+            &self.path,
+        )
+    }
+
+    /// A handle other threads use to take snapshots of this store while it appends.
+    pub fn reader(&self) -> Reader {
+        Reader {
+            db: Arc::clone(&self.db),
+            path: self.path.clone(),
+        }
+    }
+
+    /// Appends a batch without a hook.
+    pub fn append(&mut self, batch: &[NewEntry]) -> Result<Receipt, AppendError> {
+        self.append_with(batch, |_, _| Ok::<(), std::convert::Infallible>(()))
+    }
+
+    /// Appends a batch in ONE durable transaction: assigns seqs, chains, extends the tree,
+    /// runs `hook` (which may write derived tables through the table interface, in the same
+    /// transaction), writes one signed checkpoint, commits with fsync. Returns only after the
+    /// commit; on any error nothing of the batch (or the hook's writes) is in the ledger. The
+    /// hook sees the table interface only, never redb: the store's tables stay the store's.
+    pub fn append_with<E>(
+        &mut self,
+        batch: &[NewEntry],
+        hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
+    ) -> Result<Receipt, AppendError>
+    where
+        E: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        if let Some(e) = batch.iter().find_map(|e| match e.event.kind() {
+            Kind::Genesis | Kind::KeyRotated => Some(e.event.kind().name()),
+            _ => None,
+        }) {
+            return Err(AppendError::ReservedKind(e));
+        }
+        self.append_checked(batch, |txn, appended| {
+            hook(&mut RedbTables::new(txn), appended)
+        })
+    }
+
+    /// Appends a key rotation to `next`, signed off by the current key; later checkpoints are
+    /// signed by `next`.
+    pub fn rotate_key(
+        &mut self,
+        next: Signer,
+        reason: &str,
+        recorded_at_us: i64,
+    ) -> Result<Receipt, AppendError> {
+        let entry = NewEntry {
+            recorded_at_us,
+            event: Event::KeyRotated(KeyRotated {
+                next: next.public().record(),
+                reason: reason.to_string(),
+            }),
+        };
+        let line = format!("{}\n", next.public().to_text());
+        let receipt = self.append_checked(&[entry], |txn, _| {
+            let mut meta = txn.open_table(META)?;
+            let mut keys = meta
+                .get("keys")?
+                .map(|v| v.value().to_vec())
+                .unwrap_or_default();
+            keys.extend_from_slice(line.as_bytes());
+            meta.insert("keys", keys.as_slice())?;
+            Ok::<(), redb::Error>(())
+        })?;
+        self.signer = Arc::new(next);
+        Ok(receipt)
+    }
+
+    fn append_checked<E>(
+        &mut self,
+        batch: &[NewEntry],
+        hook: impl FnOnce(&WriteTransaction, &[Appended<'_>]) -> Result<(), E>,
+    ) -> Result<Receipt, AppendError>
+    where
+        E: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        if self.poisoned {
+            return Err(AppendError::Poisoned);
+        }
+        let txn = begin_durable_write(&self.db)?;
+        self.commit_batch(txn, batch, hook)
+    }
+
+    fn commit_batch<E>(
+        &mut self,
+        txn: WriteTransaction,
+        batch: &[NewEntry],
+        hook: impl FnOnce(&WriteTransaction, &[Appended<'_>]) -> Result<(), E>,
+    ) -> Result<Receipt, AppendError>
+    where
+        E: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        if batch.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        if batch.len() > BATCH_ENTRIES_MAX {
+            return Err(AppendError::TooLarge(batch.len()));
+        }
+        // Work on a copy of the tip: it replaces the real one only after the commit.
+        let mut tip = self.tip.clone();
+        let first_seq = tip.frontier.size();
+        let mut appended = Vec::with_capacity(batch.len());
+        // (completed tree nodes, entry bytes) per entry, encoded before anything is written.
+        let mut encoded: Vec<(Vec<Hash>, Vec<u8>)> = Vec::with_capacity(batch.len());
+        for new in batch {
+            if new.recorded_at_us < tip.last_time {
+                return Err(AppendError::TimeRegression {
+                    last: tip.last_time,
+                    found: new.recorded_at_us,
+                });
+            }
+            let payload = new.event.encode_payload();
+            if payload.len() > PAYLOAD_BYTES_MAX {
+                return Err(AppendError::PayloadTooLarge {
+                    kind: new.event.kind().name(),
+                    bytes: payload.len(),
+                });
+            }
+            let seq = tip.frontier.size();
+            let bytes = entry::encode(
+                seq,
+                new.recorded_at_us,
+                new.event.kind(),
+                &tip.head,
+                &payload,
+            );
+            let hash = leaf_hash(&bytes);
+            let mut nodes = Vec::new();
+            tip.frontier.push(hash, |_, _, node| nodes.push(*node));
+            tip.head = hash;
+            tip.last_time = new.recorded_at_us;
+            appended.push(Appended {
+                seq,
+                recorded_at_us: new.recorded_at_us,
+                hash,
+                event: &new.event,
+            });
+            encoded.push((nodes, bytes));
+        }
+        let checkpoint = Checkpoint {
+            origin: self.origin.clone(),
+            size: tip.frontier.size(),
+            root: tip.frontier.root(),
+            head: tip.head,
+        };
+        let note = checkpoint.sign(&self.signer);
+        {
+            let mut log = txn.open_table(LOG).map_err(storage("opening the log"))?;
+            let last = encoded.len() - 1;
+            for (i, (nodes, bytes)) in encoded.iter().enumerate() {
+                let cp = (i == last).then_some(note.as_bytes());
+                log.insert(
+                    first_seq + i as u64,
+                    Row::encode(nodes, cp, bytes).as_slice(),
+                )
+                .map_err(storage("inserting an entry"))?;
+            }
+            // Read back the last row written and re-check its hash, link and checkpoint (kept
+            // in release: a wrong answer here would corrupt the ledger for good).
+            let back = log
+                .get(tip.frontier.size() - 1)
+                .map_err(storage("reading back"))?
+                .ok_or_else(|| AppendError::Invariant("last entry missing on read-back".into()))?;
+            let row = Row::parse(back.value())
+                .ok_or_else(|| AppendError::Invariant("row read back is malformed".into()))?;
+            if leaf_hash(row.entry()) != tip.head || row.checkpoint() != Some(note.as_bytes()) {
+                return Err(AppendError::Invariant(
+                    "row read back does not hash to the head or lacks its checkpoint".into(),
+                ));
+            }
+            let parsed = EntryRef::parse(row.entry())
+                .map_err(|e| AppendError::Invariant(format!("entry read back: {e}")))?;
+            let expected_prev = match appended.len() {
+                1 => self.tip.head,
+                n => appended[n - 2].hash,
+            };
+            if parsed.header.prev_hash != expected_prev {
+                return Err(AppendError::Invariant(
+                    "entry read back does not link to its predecessor".into(),
+                ));
+            }
+        }
+        hook(&txn, &appended).map_err(|e| AppendError::Hook(e.into()))?;
+        let count = appended.len() as u64;
+        drop(appended);
+        if let Err(e) = txn.commit() {
+            // redb may have written part of the commit; the in-memory tip is unchanged but the
+            // handle must not be trusted again. The caller reopens (never retries the fsync).
+            self.poisoned = true;
+            return Err(AppendError::Commit(storage("committing")(e)));
+        }
+        self.tip = tip;
+        Ok(Receipt {
+            first_seq,
+            count,
+            checkpoint,
+            note,
+        })
+    }
+}
+impl Store {
+    /// Writes derived tables in one durable transaction without appending (catching up a
+    /// projection on open).
+    pub fn write_tables(
+        &mut self,
+        f: impl FnOnce(&mut RedbTables<'_>) -> Result<(), crate::tables::TableError>,
+    ) -> Result<(), AppendError> {
+        if self.poisoned {
+            return Err(AppendError::Poisoned);
+        }
+        let result = write_tables_in(&self.db, f);
+        if matches!(result, Err(AppendError::Commit(_))) {
+            self.poisoned = true;
+        }
+        result
+    }
+}

@@ -1,0 +1,537 @@
+//! A consistent MVCC read view: entries, checkpoints, proofs, verification, export, and the table reader over the derived tables.
+
+use super::*;
+
+/// A consistent view of the ledger at one moment.
+pub struct Snapshot {
+    path: PathBuf,
+    pub(super) origin: String,
+    size: u64,
+    log: ReadOnlyTable<u64, &'static [u8]>,
+    meta: ReadOnlyTable<&'static str, &'static [u8]>,
+    _txn: ReadTransaction,
+    /// A private database ([`ReadOnlyStore::open_with`]) closes when dropped, ending its read
+    /// transactions: a snapshot keeps it open, as a read-only database's snapshots do.
+    pub(super) _db: Option<Arc<Database>>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Snapshot({}, size {})", self.path.display(), self.size)
+    }
+}
+
+/// Rows a nearest-checkpoint search looks at before giving up (a batch is at most this long).
+const CHECKPOINT_SEARCH_ROWS_MAX: usize = BATCH_ENTRIES_MAX;
+
+impl Snapshot {
+    pub(super) fn new(txn: ReadTransaction, path: &Path) -> Result<Snapshot, OpenError> {
+        let table_err = |e: redb::TableError| match e {
+            redb::TableError::TableDoesNotExist(name) => {
+                foreign(path, format!("table {name} is missing"))
+            }
+            other => OpenError::Storage(storage("opening a table")(other)),
+        };
+        let meta = txn.open_table(META).map_err(table_err)?;
+        let format = meta
+            .get("format")
+            .map_err(storage("reading meta"))?
+            .map(|v| v.value().to_vec());
+        if format.as_deref() != Some(&[STORE_FORMAT][..]) {
+            return Err(foreign(
+                path,
+                format!("store format {format:?}, this build reads [{STORE_FORMAT}]"),
+            ));
+        }
+        let origin = meta
+            .get("origin")
+            .map_err(storage("reading meta"))?
+            .and_then(|v| String::from_utf8(v.value().to_vec()).ok())
+            .ok_or_else(|| foreign(path, "no origin"))?;
+        let log = txn.open_table(LOG).map_err(table_err)?;
+        let size = match log.last().map_err(storage("reading the head"))? {
+            Some((k, _)) => k.value().saturating_add(1),
+            None => 0,
+        };
+        Ok(Snapshot {
+            path: path.to_path_buf(),
+            origin,
+            size,
+            log,
+            meta,
+            _txn: txn,
+            _db: None,
+        })
+    }
+
+    /// Number of entries (one past the highest seq stored).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The log's origin as stored (verification checks it against genesis).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    fn bad_row(&self, seq: u64) -> OpenError {
+        inconsistent(&self.path, format!("row {seq} is malformed"))
+    }
+
+    /// Calls `f` with the parsed row at `seq`, if present.
+    fn with_row<T>(&self, seq: u64, f: impl FnOnce(Row<'_>) -> T) -> Result<Option<T>, OpenError> {
+        let Some(v) = self.log.get(seq).map_err(storage("reading an entry"))? else {
+            return Ok(None);
+        };
+        let row = Row::parse(v.value()).ok_or_else(|| self.bad_row(seq))?;
+        Ok(Some(f(row)))
+    }
+
+    /// The key chain recorded in meta, genesis key first.
+    pub fn keys_in_force(&self) -> Result<Vec<PublicKey>, OpenError> {
+        let raw = self
+            .meta
+            .get("keys")
+            .map_err(storage("reading meta"))?
+            .map(|v| v.value().to_vec())
+            .ok_or_else(|| foreign(&self.path, "no key chain in meta"))?;
+        let text =
+            String::from_utf8(raw).map_err(|_| foreign(&self.path, "key chain is not text"))?;
+        let keys = text
+            .lines()
+            .map(PublicKey::from_text)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| foreign(&self.path, format!("key chain: {e}")))?;
+        if keys.is_empty() {
+            return Err(foreign(&self.path, "empty key chain"));
+        }
+        Ok(keys)
+    }
+
+    /// The stored bytes of one entry.
+    pub fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>, OpenError> {
+        self.with_row(seq, |r| r.entry().to_vec())
+    }
+
+    /// Calls `f(seq, row)` for each stored row in `range`, in seq order.
+    pub fn for_each_row<E: From<OpenError>>(
+        &self,
+        range: impl RangeBounds<u64>,
+        mut f: impl FnMut(u64, Row<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let iter = self
+            .log
+            .range(range)
+            .map_err(|e| OpenError::from(storage("scanning entries")(e)))?;
+        for item in iter {
+            let (k, v) = item.map_err(|e| OpenError::from(storage("scanning entries")(e)))?;
+            let seq = k.value();
+            let row = Row::parse(v.value()).ok_or_else(|| self.bad_row(seq))?;
+            f(seq, row)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f(seq, bytes)` for each stored entry in `range`, in seq order.
+    pub fn for_each_entry<E: From<OpenError>>(
+        &self,
+        range: impl RangeBounds<u64>,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.for_each_row(range, |seq, row| f(seq, row.entry()))
+    }
+
+    /// The signed note of the checkpoint at exactly `size`.
+    pub fn checkpoint(&self, size: u64) -> Result<Option<String>, OpenError> {
+        let Some(seq) = size.checked_sub(1) else {
+            return Ok(None);
+        };
+        Ok(self
+            .with_row(seq, |r| {
+                r.checkpoint()
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+            })?
+            .flatten())
+    }
+
+    /// The latest checkpoint's size and note (it ends the last row).
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, OpenError> {
+        Ok(self.checkpoint(self.size)?.map(|n| (self.size, n)))
+    }
+
+    /// Rebuilds the tip and checks head, tree and latest checkpoint agree (used on open).
+    /// Whether the batch ending at the head (the entries after the previous checkpoint)
+    /// holds a key rotation.
+    fn last_batch_rotates(&self, path: &Path, size: u64) -> Result<bool, OpenError> {
+        let rows = self
+            .log
+            .range(..size)
+            .map_err(storage("reading the last batch"))?;
+        for r in rows.rev() {
+            let (k, v) = r.map_err(storage("reading the last batch"))?;
+            let seq = k.value();
+            let row = Row::parse(v.value()).ok_or_else(|| self.bad_row(seq))?;
+            if seq + 1 < size && row.checkpoint().is_some() {
+                return Ok(false);
+            }
+            let entry = EntryRef::parse(row.entry())
+                .map_err(|e| inconsistent(path, format!("entry {seq}: {e}")))?;
+            if entry.header.kind == Kind::KeyRotated {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    pub(super) fn check_tip(&self, path: &Path) -> Result<Tip, OpenError> {
+        let size = self.size;
+        if size == 0 {
+            return Err(inconsistent(path, "no entries (not even genesis)"));
+        }
+        let stored = self.log.len().map_err(storage("counting entries"))?;
+        if stored != size {
+            return Err(inconsistent(
+                path,
+                format!(
+                    "{stored} entries stored but the highest seq is {}",
+                    size - 1
+                ),
+            ));
+        }
+        let head_bytes = self
+            .entry(size - 1)?
+            .ok_or_else(|| inconsistent(path, "head entry missing"))?;
+        let head_entry = EntryRef::parse(&head_bytes)
+            .map_err(|e| inconsistent(path, format!("head entry: {e}")))?;
+        if head_entry.header.seq != size - 1 {
+            return Err(inconsistent(
+                path,
+                format!(
+                    "entry stored at seq {} states seq {}",
+                    size - 1,
+                    head_entry.header.seq
+                ),
+            ));
+        }
+        let head = head_entry.hash();
+        let frontier = Frontier::from_source(self, size)?;
+        let (_, note) = self.latest_checkpoint()?.ok_or_else(|| {
+            inconsistent(path, format!("no checkpoint covers the head (size {size})"))
+        })?;
+        // A rotation takes effect after the first checkpoint covering it (FORMAT.md §5), so a
+        // last batch that rotates was signed by the key before the newest.
+        let mut keys = self.keys_in_force()?;
+        if keys.len() > 1 && self.last_batch_rotates(path, size)? {
+            keys.pop();
+        }
+        let key = keys.pop().expect("non-empty");
+        let verified = parse_note(note.as_bytes())
+            .and_then(|n| n.verify(&key))
+            .map_err(|e| inconsistent(path, format!("latest checkpoint: {e}")))?;
+        let cp = verified.checkpoint();
+        let problems = [
+            (
+                cp.size != size,
+                format!(
+                    "latest checkpoint states size {}, log has {size} entries",
+                    cp.size
+                ),
+            ),
+            (
+                cp.root != frontier.root(),
+                format!(
+                    "checkpoint root {} but tree root {}",
+                    cp.root,
+                    frontier.root()
+                ),
+            ),
+            (
+                cp.head != head,
+                format!(
+                    "checkpoint head {} but head entry hashes to {head}",
+                    cp.head
+                ),
+            ),
+            (
+                cp.origin != self.origin,
+                format!(
+                    "checkpoint origin {:?} but store origin {:?}",
+                    cp.origin, self.origin
+                ),
+            ),
+        ];
+        if let Some((_, reason)) = problems.into_iter().find(|(bad, _)| *bad) {
+            return Err(inconsistent(path, reason));
+        }
+        Ok(Tip {
+            head,
+            last_time: head_entry.header.recorded_at_us,
+            frontier,
+        })
+    }
+
+    /// Size of the nearest checkpoint in a row range, searching in the given direction.
+    fn nearest_checkpoint(
+        &self,
+        rows: impl RangeBounds<u64>,
+        backwards: bool,
+    ) -> Result<Option<u64>, OpenError> {
+        let iter = self
+            .log
+            .range(rows)
+            .map_err(storage("reading checkpoints"))?;
+        let scan = |item: Result<
+            (redb::AccessGuard<'_, u64>, redb::AccessGuard<'_, &[u8]>),
+            redb::StorageError,
+        >| {
+            item.ok().and_then(|(k, v)| {
+                Row::parse(v.value())
+                    .and_then(|r| r.checkpoint())
+                    .map(|_| k.value() + 1)
+            })
+        };
+        Ok(if backwards {
+            iter.rev().take(CHECKPOINT_SEARCH_ROWS_MAX).find_map(scan)
+        } else {
+            iter.take(CHECKPOINT_SEARCH_ROWS_MAX).find_map(scan)
+        })
+    }
+
+    fn require_checkpoint(&self, size: u64) -> Result<String, ProofError> {
+        if let Some(note) = self.checkpoint(size)? {
+            return Ok(note);
+        }
+        let below = self.nearest_checkpoint(..size.saturating_sub(1), true)?;
+        let above = self.nearest_checkpoint(size..self.size, false)?;
+        Err(ProofError::NoCheckpoint { size, below, above })
+    }
+
+    /// Proof that entry `seq` is in the tree of the checkpoint at `size` (default: latest).
+    pub fn inclusion_proof(
+        &self,
+        seq: u64,
+        size: Option<u64>,
+    ) -> Result<InclusionProof, ProofError> {
+        let size = size.unwrap_or(self.size);
+        let note = self.require_checkpoint(size)?;
+        let path = merkle::inclusion_proof(self, seq, size)??;
+        let entry = self.entry(seq)?.ok_or(ProofRequestError::IndexOutOfRange {
+            index: seq,
+            size: self.size,
+        })?;
+        Ok(InclusionProof {
+            seq,
+            tree_size: size,
+            entry,
+            path,
+            checkpoint: note,
+        })
+    }
+
+    /// Proof that the checkpoint at `to` extends the checkpoint at `from`.
+    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<ConsistencyProof, ProofError> {
+        if from > to {
+            return Err(ProofRequestError::Shrinking { from, to }.into());
+        }
+        let from_note = self.require_checkpoint(from)?;
+        let to_note = self.require_checkpoint(to)?;
+        let path = merkle::consistency_proof(self, from, to)??;
+        Ok(ConsistencyProof {
+            from,
+            to,
+            path,
+            from_checkpoint: from_note,
+            to_checkpoint: to_note,
+        })
+    }
+
+    /// Verifies the whole stored log from its entries alone, trusting only `pinned` (the
+    /// genesis key): every link, hash, root, signature; then that the stored tree nodes and
+    /// key chain agree. `progress` is called with entries verified so far.
+    pub fn verify(
+        &self,
+        pinned: &PublicKey,
+        mut progress: impl FnMut(u64),
+    ) -> Result<VerifiedLog, VerifyError> {
+        let store_err =
+            |e: OpenError| VerifyError::new(Location::Log, Failure::Store(e.to_string()));
+        let mut verifier = Verifier::new(pinned.clone());
+        let mut expected = 0u64;
+        self.for_each_row(.., |seq, row| -> Result<(), VerifyErrorOrOpen> {
+            if seq != expected {
+                return Err(VerifyError::new(
+                    Location::Seq(expected),
+                    Failure::SeqMismatch {
+                        expected,
+                        found: seq,
+                    },
+                )
+                .into());
+            }
+            verifier.entry(row.entry())?;
+            if let Some(note) = row.checkpoint() {
+                verifier.checkpoint(note)?;
+            }
+            expected += 1;
+            if expected.is_multiple_of(65536) {
+                progress(expected);
+            }
+            Ok(())
+        })
+        .map_err(|e| e.0)?;
+        progress(expected);
+        let verified = verifier.finish()?;
+        // The stored nodes are a cache for proofs; they must give the verified root.
+        let stored_root = merkle::root(self, verified.size()).map_err(store_err)?;
+        if stored_root != verified.checkpoint().root {
+            return Err(VerifyError::new(
+                Location::Log,
+                Failure::Store(format!(
+                    "stored tree nodes give root {stored_root}, entries give {}",
+                    verified.checkpoint().root
+                )),
+            ));
+        }
+        let listed = self.keys_in_force().map_err(store_err)?;
+        if listed != verified.keys() {
+            return Err(VerifyError::new(
+                Location::Log,
+                Failure::Store("key chain in meta differs from the log's key chain".into()),
+            ));
+        }
+        Ok(verified)
+    }
+
+    /// Streams the log as a bundle: keys, then entries with each checkpoint after the entry
+    /// that completes it. Returns (entries, checkpoints) written.
+    pub fn export<W: std::io::Write>(
+        &self,
+        out: W,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(u64, u64), ExportError> {
+        let mut writer = BundleWriter::new(out)?;
+        for key in self.keys_in_force()? {
+            writer.key(&key)?;
+        }
+        let (mut n, mut c) = (0u64, 0u64);
+        self.for_each_row(.., |_, row| {
+            writer.entry(row.entry())?;
+            n += 1;
+            if let Some(note) = row.checkpoint() {
+                writer.checkpoint(note)?;
+                c += 1;
+            }
+            if n.is_multiple_of(65536) {
+                progress(n);
+            }
+            Ok::<(), ExportError>(())
+        })?;
+        writer.finish()?;
+        progress(n);
+        Ok((n, c))
+    }
+}
+
+/// Lets `for_each_row` carry a verification error through its `From<OpenError>` bound.
+struct VerifyErrorOrOpen(VerifyError);
+impl From<OpenError> for VerifyErrorOrOpen {
+    fn from(e: OpenError) -> Self {
+        VerifyErrorOrOpen(VerifyError::new(
+            Location::Log,
+            Failure::Store(e.to_string()),
+        ))
+    }
+}
+impl From<VerifyError> for VerifyErrorOrOpen {
+    fn from(e: VerifyError) -> Self {
+        VerifyErrorOrOpen(e)
+    }
+}
+
+impl NodeSource for Snapshot {
+    type Error = OpenError;
+    fn perfect(&self, level: u8, index: u64) -> Result<Hash, OpenError> {
+        if level == 0 {
+            return self
+                .with_row(index, |r| leaf_hash(r.entry()))?
+                .ok_or_else(|| inconsistent(&self.path, format!("entry {index} missing")));
+        }
+        // Node (level, index) was completed by leaf (index + 1)·2^level − 1.
+        let missing = || inconsistent(&self.path, format!("tree node ({level}, {index}) missing"));
+        let seq = index
+            .checked_add(1)
+            .and_then(|i| i.checked_shl(u32::from(level)))
+            .ok_or_else(missing)?
+            - 1;
+        self.with_row(seq, |r| r.node(level))?
+            .flatten()
+            .ok_or_else(missing)
+    }
+}
+/// A projection table as a snapshot reads it.
+type DerivedTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+impl Snapshot {
+    /// A derived (projection) table, if it was ever written.
+    fn derived_table(
+        &self,
+        table: &'static str,
+    ) -> Result<Option<DerivedTable>, crate::tables::TableError> {
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
+        match self._txn.open_table(def) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(table_err(table, e)),
+        }
+    }
+}
+
+impl crate::tables::TableReader for Snapshot {
+    fn scan(
+        &self,
+        table: &'static str,
+        f: &mut crate::tables::RowVisitor<'_>,
+    ) -> Result<(), crate::tables::TableError> {
+        let Some(t) = self.derived_table(table)? else {
+            return Ok(());
+        };
+        for row in t.iter().map_err(|e| table_err(table, e))? {
+            let (k, v) = row.map_err(|e| table_err(table, e))?;
+            f(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+
+    fn get(
+        &self,
+        table: &'static str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, crate::tables::TableError> {
+        let Some(t) = self.derived_table(table)? else {
+            return Ok(None);
+        };
+        Ok(t.get(key)
+            .map_err(|e| table_err(table, e))?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn scan_prefix(
+        &self,
+        table: &'static str,
+        prefix: &[u8],
+        f: &mut crate::tables::RowVisitor<'_>,
+    ) -> Result<(), crate::tables::TableError> {
+        let Some(t) = self.derived_table(table)? else {
+            return Ok(());
+        };
+        // Byte keys sort lexicographically, so the rows with a prefix are one range.
+        for row in t.range(prefix..).map_err(|e| table_err(table, e))? {
+            let (k, v) = row.map_err(|e| table_err(table, e))?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            f(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+}

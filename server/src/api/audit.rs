@@ -1,0 +1,191 @@
+//! Auditors: the latest checkpoint, raw entries, proofs and the export bundle, streamed.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------
+// Auditors
+
+pub(super) async fn checkpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Response> {
+    caller.require(READERS)?;
+    let note = read(&state, |snap| {
+        snap.latest_checkpoint()
+            .map_err(ApiError::internal)?
+            .map(|(_, note)| note)
+            .ok_or_else(|| ApiError::not_found("no checkpoint yet"))
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RangeQuery {
+    from: u64,
+    to: Option<u64>,
+}
+
+/// Streams blocking-produced chunks as a response body.
+pub(super) fn stream_body(
+    state: &AppState,
+    content_type: &'static str,
+    produce: impl FnOnce(Snapshot, &mut ChunkWriter) -> Result<(), String> + Send + 'static,
+) -> ApiResult<Response> {
+    let snap = snapshot(state)?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let result = produce(snap, &mut w).and_then(|()| w.flush_chunk());
+        if let Err(e) = result {
+            // The status line is gone already: cut the stream so the client sees an error.
+            let _ = w.tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    let stream = tokio_stream(rx);
+    Ok((
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+pub(super) const CHUNK: usize = 64 * 1024;
+
+/// A `Write` that sends 64 KiB chunks to the response body.
+#[derive(Debug)]
+pub struct ChunkWriter {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn flush_chunk(&mut self) -> Result<(), String> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| "client went away".to_string())
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush_chunk().map_err(std::io::Error::other)?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(super) fn tokio_stream(
+    mut rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+pub(super) async fn entries(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    caller.require(READERS)?;
+    let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
+    stream_body(&state, "application/octet-stream", move |snap, w| {
+        use std::io::Write as _;
+        let to = q.to.unwrap_or(snap.size()).min(snap.size());
+        snap.for_each_entry(q.from..to, |_, bytes| {
+            // Framing: u32 big-endian length, then the entry's stored bytes (FORMAT.md §9).
+            let len = u32::try_from(bytes.len()).expect("entries are far below 4 GiB");
+            w.write_all(&len.to_be_bytes())
+                .and_then(|()| w.write_all(bytes))
+                .map_err(|e| Stream(e.to_string()))
+        })
+        .map_err(|e: Stream| e.0)
+    })
+}
+
+pub(super) struct Stream(String);
+impl From<ledger::store::OpenError> for Stream {
+    fn from(e: ledger::store::OpenError) -> Stream {
+        Stream(e.to_string())
+    }
+}
+
+pub(super) async fn export(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    caller.require(READERS)?;
+    stream_body(&state, "application/octet-stream", |snap, w| {
+        snap.export(w, |_| {})
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InclusionQuery {
+    seq: u64,
+    #[serde(default)]
+    size: Option<u64>,
+}
+
+/// Answers a proof request from a snapshot: the proof file, or 422 saying why not.
+pub(super) async fn proof(
+    state: &AppState,
+    make: impl FnOnce(&Snapshot) -> Result<String, ledger::store::ProofError> + Send + 'static,
+) -> ApiResult<Response> {
+    let text = read(state, move |snap| {
+        make(&snap).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad-proof-request",
+                e.to_string(),
+            )
+        })
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+}
+
+pub(super) async fn proof_inclusion(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    caller.require(READERS)?;
+    let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
+    proof(&state, move |snap| {
+        Ok(snap.inclusion_proof(q.seq, q.size)?.to_json())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConsistencyQuery {
+    from: u64,
+    to: u64,
+}
+
+pub(super) async fn proof_consistency(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    caller.require(READERS)?;
+    let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
+    proof(&state, move |snap| {
+        Ok(snap.consistency_proof(q.from, q.to)?.to_json())
+    })
+    .await
+}

@@ -1,0 +1,153 @@
+//! Who is calling (bearer token or client certificate), and the extractors that refuse a request as the API's error: a JSON body, a rollout id in the path.
+
+use super::*;
+
+/// The authenticated caller (`Authorization: Bearer <token>`).
+#[derive(Debug)]
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<Peer>>()
+            .map(|p| &p.0);
+        let caller = authenticate(parts, peer, state)?;
+        // An authenticated connection is never closed to make room for a new one.
+        if let Some(p) = peer {
+            p.mark_trusted();
+        }
+        Ok(caller)
+    }
+}
+
+pub(super) fn authenticate(
+    parts: &Parts,
+    peer: Option<&Peer>,
+    state: &AppState,
+) -> ApiResult<Caller> {
+    let unauthorized =
+        |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string());
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        // No token: an agent may be identified by its verified client certificate.
+        let cn = peer.and_then(|p| p.cn.clone()).ok_or_else(|| {
+            unauthorized("missing Authorization: Bearer <token> (or a client certificate)")
+        })?;
+        let host = match &state.cn_suffix {
+            Some(suffix) => cn.strip_suffix(suffix.as_str()).ok_or_else(|| {
+                unauthorized(&format!(
+                    "client certificate CN {cn:?} does not end in {suffix:?}"
+                ))
+            })?,
+            None => cn.as_str(),
+        };
+        ledger::domain::check_host(host).map_err(|e| unauthorized(&e.to_string()))?;
+        return Ok(Caller(Principal {
+            role: Role::Agent,
+            name: host.to_string(),
+        }));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("Authorization is not `Bearer <token>`"))?;
+    state
+        .tokens
+        .authenticate(token.trim())
+        .cloned()
+        .map(Caller)
+        .ok_or_else(|| unauthorized("unknown token"))
+}
+
+impl Caller {
+    pub(super) fn require(&self, roles: &[Role]) -> ApiResult<&Principal> {
+        if roles.contains(&self.0.role) {
+            Ok(&self.0)
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "{} {:?} may not use this route (needs one of {roles:?})",
+                    self.0.name, self.0.role
+                ),
+            ))
+        }
+    }
+
+    /// An agent acting for `hostname`, which must be itself.
+    pub(super) fn agent_for(&self, hostname: &str) -> ApiResult<()> {
+        self.require(&[Role::Agent])?;
+        if self.0.name != hostname {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "wrong-host",
+                format!("agent {} may not post for host {hostname:?}", self.0.name),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A request body that must be JSON: `Content-Type: application/json` (any parameters, such
+/// as a charset, allowed), at most `limits.body_bytes`, read whole. Refusals are the API's
+/// errors: 415 without the header, 413 when too large, 400 when the body cannot be read.
+pub(super) struct JsonBody(pub(super) Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+    async fn from_request(req: axum::extract::Request, state: &S) -> ApiResult<JsonBody> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                if content_type.is_empty() {
+                    "the body must be JSON with Content-Type: application/json (none was given)"
+                        .to_string()
+                } else {
+                    format!(
+                        "the body must be JSON with Content-Type: application/json, not {content_type:?}"
+                    )
+                },
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    e.body_text(),
+                )
+            } else {
+                ApiError::bad("bad-body", e.body_text())
+            }
+        })?;
+        Ok(JsonBody(bytes))
+    }
+}
+
+pub(super) fn parse_body<T: DeserializeOwned>(body: JsonBody) -> ApiResult<T> {
+    serde_json::from_slice(&body.0).map_err(|e| ApiError::bad("malformed-json", e.to_string()))
+}
+
+/// The `{id}` of a rollout route: percent-decoded and shape-checked, refused as the API's
+/// error (axum's own rejection is a text/plain 400).
+pub(super) struct RolloutPath(pub(super) RolloutId);
+
+impl<S: Send + Sync> FromRequestParts<S> for RolloutPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<RolloutPath> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad("malformed-path", e.body_text()))?;
+        rollout_id(&id).map(RolloutPath)
+    }
+}

@@ -1,0 +1,290 @@
+//! The HTTP API (axum). Handlers authenticate, validate, and either read a committed redb
+//! snapshot (MVCC: never blocking the writer) or queue an input for the writer and wait for
+//! its answer, which comes only after the batch holding it is durable.
+//!
+//! Every error has one shape: `{"error": code, "reason": text}` (plus fields some codes add).
+//!
+//! The rooms: `error` (the one error shape), `caller` (authentication and the extractors),
+//! `agent` (events, heartbeats, dispatch), `manifests` (CI's signed artifacts), `rollouts`
+//! (what operators read and do), `audit` (what auditors read: checkpoints, entries, proofs,
+//! exports); this file holds what they share, health and metrics, and the router.
+
+mod agent;
+mod audit;
+mod caller;
+mod error;
+mod manifests;
+mod rollouts;
+
+pub use caller::Caller;
+pub use error::ApiError;
+pub use rollouts::entry_json;
+
+use agent::{agent_event, dispatch, heartbeat};
+use audit::{checkpoint, entries, export, proof_consistency, proof_inclusion};
+use caller::{JsonBody, RolloutPath, parse_body};
+use error::ApiResult;
+use manifests::{post_fleet, post_rollout_manifest};
+use rollouts::{
+    clearance, deferrals, get_rollout, lifecycle, lift, list_rollouts, quarantine, rollout_events,
+    rollout_hosts,
+};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ledger::domain::RolloutId;
+use ledger::entry::EntryRef;
+use ledger::store::Snapshot;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::{Principal, Role, TokenTable};
+use crate::config::Limits;
+use crate::connections::Peer;
+use crate::intake::{self, Target, TrustRoots};
+use crate::wire::{self, ts};
+use crate::writer::{Class, Input, Job, Output, Refusal, Shared};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The daemon's clock (the writer's), for what handlers time-stamp or check freshness
+    /// against.
+    pub clock: crate::writer::Clock,
+    /// The writer's queue.
+    pub tx: mpsc::Sender<Job>,
+    /// Readers and metrics.
+    pub shared: Arc<Shared>,
+    /// Tokens.
+    pub tokens: Arc<TokenTable>,
+    /// Manifest trust.
+    pub trust: Arc<TrustRoots>,
+    /// Limits.
+    pub limits: Limits,
+    /// Stripped from client-certificate CNs to get host names.
+    pub cn_suffix: Option<String>,
+}
+const READERS: &[Role] = &[Role::Operator, Role::Auditor];
+
+fn rollout_id(text: &str) -> ApiResult<RolloutId> {
+    RolloutId::parse(text).map_err(|e| ApiError::bad("malformed-rollout-id", e.to_string()))
+}
+
+/// Queues an input and waits for the writer's answer (sent after the commit).
+async fn submit(state: &AppState, input: Input) -> ApiResult<Output> {
+    let (reply, rx) = oneshot::channel();
+    let m = &state.shared.metrics;
+    match state.tx.try_send(Job { input, reply }) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            m.queue_full.inc();
+            m.reject("queue-full");
+            return Err(ApiError::unavailable(
+                "queue-full",
+                "the writer queue is full; retry after the Retry-After delay",
+            ));
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            return Err(ApiError::unavailable(
+                "shutting-down",
+                "the daemon is shutting down",
+            ));
+        }
+    }
+    m.queue_depth
+        .set((state.tx.max_capacity() - state.tx.capacity()) as i64);
+    match rx.await {
+        Ok(answer) => answer.map_err(ApiError::from),
+        Err(_) => Err(ApiError::unavailable(
+            "writer-gone",
+            "the writer stopped before answering; the input may not be recorded: retry",
+        )),
+    }
+}
+
+/// The writer answered an input with an output of another kind (a bug, not bad input).
+fn unexpected(out: Output) -> ApiError {
+    ApiError::internal(format!("unexpected writer answer {out:?}"))
+}
+
+fn snapshot(state: &AppState) -> ApiResult<Snapshot> {
+    let guard = state
+        .shared
+        .reader
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
+    let reader = guard
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("reopening", "the ledger is being reopened"))?;
+    reader.snapshot().map_err(ApiError::internal)
+}
+
+/// Runs a blocking read (redb) off the async workers.
+async fn read<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(Snapshot) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || f(snapshot(&state)?))
+        .await
+        .map_err(ApiError::internal)?
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("limits", &self.limits)
+            .field("cn_suffix", &self.cn_suffix)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Health and metrics
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let up = state
+        .shared
+        .reader
+        .read()
+        .map(|r| r.is_some())
+        .unwrap_or(false);
+    if up && !state.tx.is_closed() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "writer unavailable\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    caller.require(READERS)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.shared.metrics.render(),
+    )
+        .into_response())
+}
+
+async fn fallback() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("{method} is not allowed on this route"),
+    )
+}
+
+/// The longest path and query the API reads. Every route's URI is short (ids, a few query
+/// numbers); a longer one is refused before routing, as the API's error. (hyper's own parser
+/// answers a bare 414 for URIs over 64 KiB, before any of this code runs.)
+const URI_BYTES_MAX: usize = 8 * 1024;
+
+async fn uri_limit(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if len > URI_BYTES_MAX {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            format!("the request URI is {len} bytes; at most {URI_BYTES_MAX} are read"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The router with its limits: body size, concurrency (503 beyond it), request timeouts
+/// (long polls get their cap plus the normal timeout).
+pub fn router(state: AppState) -> Router {
+    use tower::ServiceBuilder;
+    let limits = state.limits.clone();
+    let timeout = Duration::from_secs(limits.request_timeout_secs);
+    let overload = |e: tower::BoxError| async move {
+        if e.is::<tower::load_shed::error::Overloaded>() {
+            ApiError::unavailable("overloaded", "too many requests in progress; retry")
+                .into_response()
+        } else if e.is::<tower::timeout::error::Elapsed>() {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request took too long",
+            )
+            .into_response()
+        } else {
+            ApiError::internal(e).into_response()
+        }
+    };
+    let long_poll = Router::new()
+        .route("/v1/agent/dispatch", get(dispatch))
+        .layer(
+            ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(overload))
+                .timeout(timeout + Duration::from_secs(limits.long_poll_secs)),
+        );
+    let rest = Router::new()
+        .route("/v1/agent/events", post(agent_event))
+        .route("/v1/agent/heartbeat", post(heartbeat))
+        .route("/v1/manifests/fleet", post(post_fleet))
+        .route("/v1/manifests/rollouts/{id}", post(post_rollout_manifest))
+        .route("/v1/rollouts", get(list_rollouts))
+        .route("/v1/rollouts/{id}", get(get_rollout))
+        .route("/v1/rollouts/{id}/lifecycle", get(lifecycle))
+        .route("/v1/rollouts/{id}/hosts", get(rollout_hosts))
+        .route("/v1/rollouts/{id}/events", get(rollout_events))
+        .route("/v1/rollouts/{id}/clearance", post(clearance))
+        .route("/v1/deferrals", get(deferrals))
+        .route("/v1/quarantine", get(quarantine))
+        .route("/v1/quarantine/lift", post(lift))
+        .route("/v1/ledger/checkpoint", get(checkpoint))
+        .route("/v1/ledger/proof/inclusion", get(proof_inclusion))
+        .route("/v1/ledger/proof/consistency", get(proof_consistency))
+        .route("/metrics", get(metrics))
+        .layer(
+            ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(overload))
+                .timeout(timeout),
+        );
+    // Streams run as long as the client reads; they are bounded by the body, not a timer.
+    let streams = Router::new()
+        .route("/v1/ledger/entries", get(entries))
+        .route("/v1/ledger/export", get(export));
+    Router::new()
+        .merge(long_poll)
+        .merge(rest)
+        .merge(streams)
+        .route("/healthz", get(healthz))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(fallback)
+        .layer(axum::middleware::from_fn(uri_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(overload))
+                .load_shed()
+                .concurrency_limit(limits.concurrent_requests)
+                .layer(axum::extract::DefaultBodyLimit::max(limits.body_bytes))
+                .layer(
+                    tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                        |req: &axum::http::Request<Body>| {
+                            tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                        },
+                    ),
+                ),
+        )
+        .with_state(state)
+}

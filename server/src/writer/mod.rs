@@ -10,6 +10,20 @@
 //! (after a failed fsync the kernel may have dropped the dirty pages: retrying could report
 //! success for data that never reached the disk).
 
+//!
+//! `protocol` is what the API and the writer exchange (inputs, answers, refusals, the queue);
+//! `replay_snapshots` the snapshots the writer leaves for `replay`; this file the writer. It
+//! is long because some decisions still live here (heartbeat synthesis, which dispatch to
+//! deliver, retention, lifts, whether a manifest replaces the one in force); issue 14 moves
+//! them behind one pure decision function in `planner`, which `replay --check` shares.
+
+mod protocol;
+mod replay_snapshots;
+
+pub use protocol::{Class, Dispatch, HostSnapshot, Input, Job, Output, Refusal, Reply, Shared};
+
+use replay_snapshots::Snapshots;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -32,230 +46,6 @@ use crate::intake::{Document, ManifestError, Target, Verified};
 use crate::materialize::{Ledger, MaterializeError};
 use crate::metrics::Metrics;
 use crate::snapshots::{Cache, NewMark};
-
-/// An input for the writer.
-#[derive(Debug)]
-pub enum Input {
-    /// An agent's report.
-    Agent {
-        /// Authenticated host.
-        host: String,
-        /// Rollout.
-        rollout: RolloutId,
-        /// Agent seq.
-        agent_seq: u64,
-        /// Report.
-        report: AgentReport,
-    },
-    /// A heartbeat (may synthesize reports).
-    Heartbeat {
-        /// Authenticated host.
-        host: String,
-        /// The rollout the agent names, if any.
-        rollout: Option<RolloutId>,
-        /// What it runs.
-        current_closure: Option<String>,
-        /// Agent clock.
-        at: Micros,
-    },
-    /// A verified manifest.
-    Manifest {
-        /// Which.
-        target: Target,
-        /// Verified artifact.
-        verified: Box<Verified>,
-    },
-    /// Operator clearance of a Failed/Reverted rollout.
-    Clear {
-        /// Rollout.
-        rollout: RolloutId,
-        /// Operator identity.
-        operator: String,
-        /// Why.
-        reason: String,
-    },
-    /// Operator lifts a quarantined closure.
-    Lift {
-        /// Channel.
-        channel: String,
-        /// Closure.
-        closure: String,
-        /// Operator identity.
-        operator: String,
-        /// Why.
-        reason: String,
-    },
-    /// A long poll takes the host's oldest queued dispatch.
-    TakeDispatch {
-        /// Authenticated host.
-        host: String,
-    },
-    /// The planner's safety tick.
-    Tick,
-}
-
-/// A dispatch handed to an agent (DOMAIN §8 `DispatchResponse`, with the RFC's `wave`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Dispatch {
-    /// Host.
-    pub hostname: String,
-    /// Rollout.
-    pub rollout_id: String,
-    /// What to activate.
-    pub target_closure: String,
-    /// Soak deadline (CP clock).
-    #[serde(with = "crate::wire::ts")]
-    pub soak_due_at: Micros,
-    /// When it was queued (CP clock).
-    #[serde(with = "crate::wire::ts")]
-    pub enqueued_at: Micros,
-    /// The host's wave.
-    pub wave: u32,
-    /// Seq of the `DispatchDelivered` entry.
-    pub seq: u64,
-}
-
-/// A host's record as the heartbeat reply shows it (DOMAIN §8 `HostRolloutSnapshot`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct HostSnapshot {
-    /// Rollout.
-    pub rollout_id: String,
-    /// Host.
-    pub hostname: String,
-    /// Channel.
-    pub channel: String,
-    /// State.
-    pub state: String,
-    /// Target.
-    pub target_closure: String,
-    /// Last agent seq accepted.
-    pub last_event_seq: u64,
-    /// Soak deadline.
-    #[serde(with = "crate::wire::ts::option")]
-    pub soak_due_at: Option<Micros>,
-}
-
-impl HostSnapshot {
-    fn of(h: &projections::HostRecord) -> HostSnapshot {
-        HostSnapshot {
-            rollout_id: h.rollout_id.to_string(),
-            hostname: h.hostname.clone(),
-            channel: h.rollout_id.channel.clone(),
-            state: format!("{:?}", h.state),
-            target_closure: h.target_closure.clone(),
-            last_event_seq: h.last_event_seq,
-            soak_due_at: h.soak_due_at,
-        }
-    }
-}
-
-/// What the writer answers (after the commit).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output {
-    /// Recorded: the seq of the input's first entry.
-    Recorded {
-        /// Seq.
-        seq: u64,
-        /// Entries appended for it.
-        entries: u64,
-    },
-    /// Already recorded earlier (a retransmit, or a manifest already in force).
-    Duplicate {
-        /// The original entry.
-        seq: u64,
-    },
-    /// Heartbeat answer.
-    Heartbeat {
-        /// Entries synthesized (seq of the first).
-        synthesized: Option<u64>,
-        /// Snapshots (when the heartbeat named no rollout).
-        bootstrap: Option<Vec<HostSnapshot>>,
-        /// Agent seq to resend from, when the CP's view of the host's closure differs.
-        replay_from: Option<u64>,
-    },
-    /// The long poll's answer.
-    Dispatch(Option<Dispatch>),
-    /// A tick ran.
-    Ticked,
-}
-
-/// How the API should answer a refusal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Class {
-    /// 404.
-    NotFound,
-    /// 409.
-    Conflict,
-    /// 422.
-    Unprocessable,
-    /// 503: nothing was recorded; retry.
-    Unavailable,
-}
-
-/// A refused input, or a batch that could not be committed. The ledger is unchanged.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    /// HTTP class.
-    pub class: Class,
-    /// Stable code.
-    pub code: &'static str,
-    /// For humans.
-    pub reason: String,
-}
-
-impl Refusal {
-    fn new(class: Class, code: &'static str, reason: impl Into<String>) -> Refusal {
-        Refusal {
-            class,
-            code,
-            reason: reason.into(),
-        }
-    }
-}
-
-impl From<Rejection> for Refusal {
-    fn from(r: Rejection) -> Refusal {
-        let class = match r {
-            Rejection::IllegalForState { .. } | Rejection::SeqRegression { .. } => Class::Conflict,
-            Rejection::UnknownRollout(_) | Rejection::UnknownHost { .. } => Class::Unprocessable,
-            Rejection::Invariant(_) | Rejection::RolloutPruned(_) => Class::Unprocessable,
-        };
-        Refusal::new(class, r.code(), r.to_string())
-    }
-}
-
-impl From<ManifestError> for Refusal {
-    fn from(e: ManifestError) -> Refusal {
-        let class = match e {
-            ManifestError::Outdated { .. } | ManifestError::FleetMismatch { .. } => Class::Conflict,
-            _ => Class::Unprocessable,
-        };
-        Refusal::new(class, e.code(), e.to_string())
-    }
-}
-
-/// The answer channel of one input.
-pub type Reply = oneshot::Sender<Result<Output, Refusal>>;
-
-/// One queued input and where its answer goes.
-#[derive(Debug)]
-pub struct Job {
-    /// The input.
-    pub input: Input,
-    /// The answer.
-    pub reply: Reply,
-}
-
-/// What the API threads share with the writer.
-#[derive(Debug)]
-pub struct Shared {
-    /// Snapshots of the committed ledger; `None` while the writer reopens the store.
-    pub reader: RwLock<Option<Reader>>,
-    /// Committed log size, bumped after every commit (long polls wait on it).
-    pub committed: watch::Sender<u64>,
-    /// Metrics.
-    pub metrics: Metrics,
-}
 
 /// The manifests in force and their provenance.
 #[derive(Debug, Default)]
@@ -284,89 +74,6 @@ pub struct Writer {
     retention_us: Option<Micros>,
     snapshots: Option<Snapshots>,
 }
-
-/// Replay snapshots of the live state, written beside the database each time the log crosses
-/// a multiple of `every` entries (`crate::snapshots`), so `replay` on this database starts
-/// near any point without a first full fold. The state is encoded on the writer thread (about
-/// a millisecond on a 1M-entry log); the file is written by a thread of its own, so its IO
-/// stays off the commit path. Losing a snapshot costs only speed.
-struct Snapshots {
-    tx: Option<std::sync::mpsc::SyncSender<NewMark>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    /// Hash of entry 0: binds the cache to this log.
-    genesis: [u8; 32],
-    every: u64,
-    /// `size / every` when the last snapshot was taken (or at start).
-    block: u64,
-}
-
-impl Snapshots {
-    fn start(db: &Path, ledger: &Ledger, every: u64) -> Snapshots {
-        let genesis = ledger
-            .store()
-            .snapshot()
-            .ok()
-            .and_then(|s| s.entry(0).ok().flatten())
-            .and_then(|e| crate::snapshots::entry_hash(&e))
-            .unwrap_or_default();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<NewMark>(2);
-        let db = db.to_path_buf();
-        let thread = std::thread::Builder::new()
-            .name("fleet-ledger-snapshots".into())
-            .spawn(move || {
-                let mut warned = false;
-                while let Ok(mark) = rx.recv() {
-                    let seq = mark.seq;
-                    if let Err(e) = Cache::open(&db).append(&genesis, &[mark])
-                        && !warned
-                    {
-                        warned = true;
-                        tracing::warn!(seq, error = %e, path = %crate::snapshots::cache_path(&db).display(), "replay snapshot not written (replays fold further; not warning again)");
-                    }
-                }
-            })
-            .ok();
-        Snapshots {
-            tx: thread.as_ref().map(|_| tx),
-            thread,
-            genesis,
-            every,
-            block: ledger.store().size() / every,
-        }
-    }
-
-    /// After a commit: hands a snapshot to the file thread when the log crossed a multiple.
-    /// (See `Drop`: the writer's exit waits for the file thread to finish.)
-    fn after_commit(&mut self, ledger: &Ledger) {
-        let store = ledger.store();
-        let block = store.size() / self.every;
-        if block <= self.block || self.genesis == [0; 32] {
-            return;
-        }
-        self.block = block;
-        if let Some(tx) = &self.tx {
-            // A full channel (the disk is slow) skips this one rather than wait.
-            let _ = tx.try_send(NewMark {
-                seq: store.size(),
-                at: store.last_time(),
-                hash: *store.head().as_bytes(),
-                offset: 0,
-                body: ledger.state().snapshot(),
-            });
-        }
-    }
-}
-
-/// The writer stops after the file thread has written what it was given.
-impl Drop for Snapshots {
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Writer({})", self.path.display())

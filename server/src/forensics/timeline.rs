@@ -1,0 +1,282 @@
+//! Timelines of one host or rollout, and the chain of decisions for one host (`why`).
+
+use super::*;
+
+/// One line of a timeline.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Line {
+    /// Seq.
+    pub seq: u64,
+    /// CP time (RFC 3339).
+    pub cp_time: String,
+    /// The agent's own time, for agent reports.
+    pub agent_time: Option<String>,
+    /// Kind.
+    pub kind: &'static str,
+    /// Rollout.
+    pub rollout: Option<String>,
+    /// Host.
+    pub host: Option<String>,
+    /// One-line summary.
+    pub summary: String,
+    /// The decoded payload.
+    pub payload: serde_json::Value,
+}
+
+/// Which entries a timeline shows.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Entries about this host.
+    pub host: Option<String>,
+    /// Entries about this rollout.
+    pub rollout: Option<RolloutId>,
+    /// From this CP time.
+    pub since: Option<Micros>,
+    /// Up to this CP time.
+    pub until: Option<Micros>,
+}
+
+/// A one-line, human summary of an event.
+pub fn summary(e: &Event) -> String {
+    use ledger::domain::AgentReport as R;
+    let report = |r: &R| match r {
+        R::ProbeResult {
+            probe_name,
+            mode,
+            status,
+            sub_results,
+            ..
+        } => {
+            let failing: Vec<String> = sub_results
+                .iter()
+                .filter(|s| s.status == ledger::domain::ProbeStatus::Fail)
+                .map(|s| format!("{} ({:?})", s.control_id, s.effective_mode))
+                .collect();
+            if failing.is_empty() {
+                format!("ProbeResult {probe_name} {mode:?} {status:?}")
+            } else {
+                format!(
+                    "ProbeResult {probe_name} {mode:?} {status:?}; failing controls: {}",
+                    failing.join(", ")
+                )
+            }
+        }
+        R::Failed {
+            failing_probes,
+            policy_applied,
+            ..
+        } => format!(
+            "Failed: probes {} ({policy_applied:?})",
+            failing_probes.join(", ")
+        ),
+        R::ActivationFailed {
+            exit_code,
+            stderr_tail,
+            ..
+        } => format!("ActivationFailed exit {exit_code}: {stderr_tail}"),
+        other => other.name().to_string(),
+    };
+    match e {
+        Event::AgentEventRecorded(a) => {
+            format!("agent report #{}: {}", a.agent_seq, report(&a.report))
+        }
+        Event::AgentEventSynthesized(a) => {
+            format!("synthesized ({}): {}", a.basis, report(&a.report))
+        }
+        Event::HostTransitioned(t) => format!(
+            "host {:?} -> {:?}{}",
+            t.from,
+            t.to,
+            t.policy_applied
+                .map(|p| format!(" (policy {p:?})"))
+                .unwrap_or_default()
+        ),
+        Event::RolloutOpened(o) => format!(
+            "rollout opened{}",
+            if o.supersedes.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", superseding {}",
+                    o.supersedes
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        ),
+        Event::HostJoined(j) => format!("host joined in wave {}", j.host.wave),
+        Event::WaveAdvanced(w) => format!("wave {} -> {}", w.from_wave, w.to_wave),
+        Event::RolloutTransitioned(t) => {
+            format!("rollout {:?} -> {:?} ({:?})", t.from, t.to, t.cause)
+        }
+        Event::DispatchQueued(d) => format!("dispatch queued: {}", d.target_closure),
+        Event::DispatchDelivered(_) => "dispatch delivered to the agent".into(),
+        Event::DispatchAcknowledged(d) => format!("dispatch acked (agent seq {})", d.agent_seq),
+        Event::GateDecision(g) => match &g.block {
+            Some(b) => format!("blocked by gate {}: {}", b.gate(), b.reason()),
+            None => "no longer blocked".into(),
+        },
+        Event::QuarantineAdded(q) => format!("closure {} quarantined on {}", q.closure, q.channel),
+        Event::QuarantineLifted(q) => format!(
+            "quarantine of {} on {} lifted by {}: {}",
+            q.closure, q.channel, q.operator, q.reason
+        ),
+        Event::ProbeFailureRecorded(p) => format!(
+            "enforce failure: {} {}",
+            p.probe_name,
+            p.control_id.as_deref().unwrap_or("")
+        ),
+        Event::RolloutCleared(c) => format!("cleared by {}: {}", c.operator, c.reason),
+        Event::FleetManifestAccepted(m) => {
+            format!("fleet manifest accepted (signed by {})", m.signer)
+        }
+        Event::RolloutManifestAccepted(m) => {
+            format!("rollout manifest accepted (signed by {})", m.signer)
+        }
+        other => other.kind().name().to_string(),
+    }
+}
+
+/// The agent's own time of an agent report.
+fn agent_time(e: &Event) -> Option<Micros> {
+    match e {
+        Event::AgentEventRecorded(a) => Some(a.report.at()),
+        Event::AgentEventSynthesized(a) => Some(a.report.at()),
+        _ => None,
+    }
+}
+
+/// A line for an item.
+pub fn line(item: &Item) -> Line {
+    let (rollout, host) = item.event.subject();
+    let mut payload = serde_json::to_value(&item.event).unwrap_or_default();
+    // Manifest bytes are long and already summarised by their hash.
+    if let Some(obj) = payload.as_object_mut()
+        && obj.contains_key("canonical")
+    {
+        obj.insert("canonical".into(), serde_json::json!("<JCS bytes>"));
+    }
+    Line {
+        seq: item.seq,
+        cp_time: crate::wire::ts::format(item.at),
+        agent_time: agent_time(&item.event).map(crate::wire::ts::format),
+        kind: item.event.kind().name(),
+        rollout: rollout.map(ToString::to_string),
+        host: host.map(str::to_string),
+        summary: summary(&item.event),
+        payload,
+    }
+}
+
+/// The seqs of one host's entries from the database's entry index, when its tables are
+/// current (otherwise None: the caller scans).
+fn indexed_seqs(db: &Path, host: &str) -> Result<Option<Vec<u64>>, ForensicsError> {
+    use ledger::tables::TableReader as _;
+    let ro = ReadOnlyStore::open(db)?;
+    let snap = ro.snapshot()?;
+    let current = State::stored_watermark(&snap)?
+        .is_some_and(|m| m.fold_version == projections::FOLD_VERSION && m.next_seq == snap.size());
+    if !current {
+        return Ok(None);
+    }
+    // The index is written in bulk: it covers the entries below its watermark, one row per
+    // block of `INDEX_BLOCK` entries and host; the entries after it (fewer than
+    // `INDEX_BLOCK`) are scanned.
+    let covered = State::stored_index_watermark(&snap)?;
+    let mut seqs = Vec::new();
+    for block in 0..covered / projections::INDEX_BLOCK {
+        let key = projections::host_entries_key(block, host);
+        let row = snap.get(projections::tables::HOST_ENTRIES, &key)?;
+        if let Some(row) = row {
+            seqs.extend(projections::host_entries_seqs(block, &row).ok_or_else(|| {
+                ledger::tables::TableError {
+                    table: projections::tables::HOST_ENTRIES.into(),
+                    reason: format!("malformed row for host {host:?} in block {block}"),
+                }
+            })?);
+        }
+    }
+    snap.for_each_entry(covered.., |seq, bytes| {
+        if decode(seq, bytes)?.event.subject().1 == Some(host) {
+            seqs.push(seq);
+        }
+        Ok::<(), ForensicsError>(())
+    })?;
+    Ok(Some(seqs))
+}
+
+fn keep(filter: &Filter, item: &Item) -> bool {
+    if filter.since.is_some_and(|s| item.at < s) || filter.until.is_some_and(|u| item.at > u) {
+        return false;
+    }
+    let (rollout, host) = item.event.subject();
+    filter.host.as_deref().is_none_or(|h| host == Some(h))
+        && filter.rollout.as_ref().is_none_or(|r| rollout == Some(r))
+}
+
+/// Every entry matching the filter, in seq order. A host's timeline on a database with
+/// current tables reads only that host's entries, through the entry index.
+pub fn timeline(source: Source<'_>, filter: &Filter) -> Result<Vec<Line>, ForensicsError> {
+    if let (Source::Db(db), Some(host)) = (source, &filter.host)
+        && let Some(seqs) = indexed_seqs(db, host)?
+    {
+        let ro = ReadOnlyStore::open(db)?;
+        let snap = ro.snapshot()?;
+        let mut out = Vec::new();
+        for seq in seqs {
+            let bytes = snap.entry(seq)?.ok_or_else(|| ForensicsError::Entry {
+                seq,
+                reason: "indexed but not in the log".into(),
+            })?;
+            let item = decode(seq, &bytes)?;
+            if keep(filter, &item) {
+                out.push(line(&item));
+            }
+        }
+        return Ok(out);
+    }
+    let mut out = Vec::new();
+    for_each(source, |item| {
+        if filter.until.is_some_and(|u| item.at > u) {
+            return Ok(false);
+        }
+        if keep(filter, &item) {
+            out.push(line(&item));
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// The answer of [`why`]: the chain of entries, and the host's and rollout's records at the
+/// end of the log.
+pub type Why = (
+    Vec<Line>,
+    Option<projections::HostRecord>,
+    Option<projections::RolloutRecord>,
+);
+
+/// The chain of decisions for one host in one rollout: every entry about it, plus the
+/// rollout-level events that moved the rollout while the host was in it, with the final
+/// state.
+pub fn why(source: Source<'_>, host: &str, rollout: &RolloutId) -> Result<Why, ForensicsError> {
+    let mut state = State::untracked().without_index();
+    let mut out = Vec::new();
+    for_each(source, |item| {
+        let (r, h) = item.event.subject();
+        let about_host = r == Some(rollout) && h == Some(host);
+        let about_rollout = r == Some(rollout) && h.is_none();
+        let about_closure =
+            matches!(&item.event, Event::QuarantineLifted(q) if q.channel == rollout.channel);
+        if about_host || about_rollout || about_closure {
+            out.push(line(&item));
+        }
+        state.apply(item.seq, item.at, &item.event);
+        Ok(true)
+    })?;
+    let rec = state.hosts.get(rollout, host).cloned();
+    let r = state.rollouts.get(rollout).cloned();
+    Ok((out, rec, r))
+}

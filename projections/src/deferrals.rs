@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use ledger::domain::RolloutId;
 use ledger::tables::{TableError, TableReader, TableWriter};
 
-use crate::DeferralRow;
 use crate::model::{Aside, decode, diff_rows, encode, encode_append};
+use crate::rows::DeferralRow;
 
 /// A block and its encoded (host, row) pair, empty when stale.
 #[derive(Clone, Debug, PartialEq, Eq)]

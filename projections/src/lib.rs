@@ -12,266 +12,33 @@
 pub mod deferrals;
 pub mod host;
 pub mod hosts;
+mod index;
 pub mod model;
 pub mod read;
 pub mod rollout;
+mod rows;
+pub mod tables;
 
 use std::collections::BTreeMap;
 
 use ledger::domain::{AgentReport, HostState, Micros, ProbeStatus, RolloutId, RolloutState};
-use ledger::event::{Event, GateBlock};
+use ledger::event::Event;
 use ledger::tables::{TableError, TableReader, TableWriter};
 use serde::{Deserialize, Serialize};
 
 pub use deferrals::Deferrals;
 pub use host::{HostRecord, ProbeRecord};
 pub use hosts::Hosts;
+pub use index::{INDEX_BLOCK, host_entries_key, host_entries_seqs};
+use index::{INDEX_WATERMARK, IndexRows, index_key};
 use model::Aside;
 pub use model::Model;
 pub use rollout::RolloutRecord;
+pub use rows::{ActiveRow, DeferralRow, DispatchRow, ProbeFailureRow, QuarantineRow};
 
 /// Version of the folds below. Changing any fold's meaning bumps it; opening a store whose
 /// tables were written by another version rebuilds them from the log.
 pub const FOLD_VERSION: u32 = 5;
-
-/// One failing enforce control (or probe, for probes without controls) of a host in a rollout.
-/// A row clears when a later result of the same probe reports that control (or the probe)
-/// passing, or when the host activates a closure again. Rows of one rollout never affect
-/// another rollout's gate.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProbeFailureRow {
-    /// Probe name.
-    pub probe_name: String,
-    /// Control id (evidence probes).
-    pub control_id: Option<String>,
-    /// Framework (evidence probes).
-    pub framework: Option<String>,
-    /// Last time the agent observed it failing.
-    pub observed_at: Micros,
-    /// Seq of the `ProbeFailureRecorded` that created the row.
-    pub created_seq: u64,
-    /// Seq of the entry that last changed it.
-    pub updated_seq: u64,
-}
-
-/// A quarantined closure on a channel.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuarantineRow {
-    /// Triggering rollout.
-    pub rollout_id: RolloutId,
-    /// Triggering host.
-    pub hostname: String,
-    /// CP time it was quarantined.
-    pub quarantined_at: Micros,
-    /// Seq of its `QuarantineAdded` (the first wins).
-    pub created_seq: u64,
-    /// Seq of the entry that last changed it.
-    pub updated_seq: u64,
-}
-
-/// A queued dispatch, waiting for the host's long poll.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DispatchRow {
-    /// What to activate.
-    pub target_closure: String,
-    /// Soak deadline (CP time).
-    pub soak_due_at: Micros,
-    /// CP time it was queued.
-    pub enqueued_at: Micros,
-    /// Seq of the `DispatchQueued`.
-    pub created_seq: u64,
-    /// Seq of the entry that last changed it.
-    pub updated_seq: u64,
-}
-
-/// The current block of a host (the deferral view).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeferralRow {
-    /// The gate and its inputs.
-    pub block: GateBlock,
-    /// CP time this block was first recorded.
-    pub since: Micros,
-    /// Seq of the `GateDecision` that recorded it.
-    pub created_seq: u64,
-    /// Seq of the entry that last changed it.
-    pub updated_seq: u64,
-}
-
-/// The active rollout of a channel.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActiveRow {
-    /// The rollout.
-    pub rollout_id: RolloutId,
-    /// Seq of its `RolloutOpened`.
-    pub created_seq: u64,
-}
-
-/// Table names in the store.
-pub mod tables {
-    /// Rollouts by id.
-    pub const ROLLOUTS: &str = "proj.rollouts";
-    /// Host records by (rollout, host).
-    pub const HOSTS: &str = "proj.hosts";
-    /// Failing controls by (rollout, host, control or probe).
-    pub const PROBE_FAILURES: &str = "proj.probe_failures";
-    /// Quarantined closures by (channel, closure).
-    pub const QUARANTINE: &str = "proj.quarantine";
-    /// Queued dispatches by (host, rollout).
-    pub const DISPATCH_QUEUE: &str = "proj.dispatch_queue";
-    /// Current blocks: one row per rollout with blocked hosts; key = the rollout id, value =
-    /// its (host, block) rows in host order.
-    pub const DEFERRALS: &str = "proj.deferrals";
-    /// Index: channel → its active rollout.
-    pub const ACTIVE_BY_CHANNEL: &str = "proj.active_by_channel";
-    /// Index: the entries that name each host, for timelines. One row per (block of
-    /// [`INDEX_BLOCK`](super::INDEX_BLOCK) entries, host): key = block number as 8 big-endian
-    /// bytes then the bincode host name; value = the entries' offsets in the block, u16
-    /// big-endian each, ascending. Block-major keys make every write an append at the end of
-    /// the table; a host's timeline is one point read per block.
-    pub const HOST_ENTRIES: &str = "proj.host_entries";
-    /// Watermark: fold version and the seq the tables reflect.
-    pub const META: &str = "proj.meta";
-    /// Every projection table, in a fixed order.
-    pub const ALL: [&str; 8] = [
-        ROLLOUTS,
-        HOSTS,
-        PROBE_FAILURES,
-        QUARANTINE,
-        DISPATCH_QUEUE,
-        DEFERRALS,
-        ACTIVE_BY_CHANNEL,
-        HOST_ENTRIES,
-    ];
-    /// Tables earlier fold versions wrote and this one does not: a rebuild deletes them.
-    /// `proj.by_host` (fold versions 1–4) held a per-host index of the rollouts each host
-    /// joined; the writer now looks through the active rollouts instead (see
-    /// [`State::active_rollouts_of`](super::State::active_rollouts_of)).
-    pub const RETIRED: [&str; 1] = ["proj.by_host"];
-}
-
-/// The entry index is written a block of this many entries at a time (see [`State::flush`]);
-/// a timeline scans at most this many entries past it.
-pub const INDEX_BLOCK: u64 = 16_384;
-const _: () = assert!(INDEX_BLOCK <= 1 << 16, "block offsets are stored as u16");
-
-/// `proj.meta` key of the entry index's watermark.
-const INDEX_WATERMARK: &[u8] = b"index_watermark";
-
-/// The [`tables::HOST_ENTRIES`] key of one host's row in one block.
-pub fn host_entries_key(block: u64, host: &str) -> Vec<u8> {
-    let mut key = block.to_be_bytes().to_vec();
-    key.extend_from_slice(&model::encode(&host));
-    key
-}
-
-/// The seqs a [`tables::HOST_ENTRIES`] row of `block` lists (None: a malformed row).
-pub fn host_entries_seqs(block: u64, value: &[u8]) -> Option<Vec<u64>> {
-    if !value.len().is_multiple_of(2) {
-        return None;
-    }
-    value
-        .chunks_exact(2)
-        .map(|c| {
-            let off = u64::from(u16::from_be_bytes([c[0], c[1]]));
-            (off < INDEX_BLOCK).then(|| block * INDEX_BLOCK + off)
-        })
-        .collect()
-}
-
-fn index_key(block: u64, host: &[u8]) -> Vec<u8> {
-    let mut key = block.to_be_bytes().to_vec();
-    key.extend_from_slice(host);
-    key
-}
-
-/// A stored entry-index row: ((block, bincode host), u16 BE offsets).
-type IndexRowOut<'a> = ((u64, &'a [u8]), Vec<u8>);
-
-/// Index rows the fold produced and the next flush writes. Not a model: a log's worth of
-/// them is never held, and they never change once written.
-#[derive(Clone, Debug, Default)]
-struct IndexRows {
-    /// `(seq, host id)` of each pending entry, in seq order. Host names are interned: a
-    /// block names ~16k entries but only a fleet's worth of hosts, so grouping its rows is
-    /// indexing by id rather than hashing every entry's name at flush time.
-    keys: Vec<(u64, u32)>,
-    /// Host name → id (foldhash: this runs for every entry folded, and SipHash was a fifth
-    /// of the index's cost).
-    ids: foldhash::HashMap<String, u32>,
-    /// Id → the host name and its bincode encoding (the stored key's suffix).
-    names: Vec<(String, Vec<u8>)>,
-    /// The stored index holds every entry below this seq (a multiple of `INDEX_BLOCK`).
-    covered: u64,
-    off: bool,
-}
-
-impl IndexRows {
-    fn off() -> IndexRows {
-        IndexRows {
-            off: true,
-            ..IndexRows::default()
-        }
-    }
-
-    fn intern(&mut self, host: &str) -> u32 {
-        if let Some(&id) = self.ids.get(host) {
-            return id;
-        }
-        // Ids stay far below 4 Gi: they are reset at every block written.
-        let id = self.names.len() as u32;
-        self.names.push((host.to_string(), model::encode(&host)));
-        self.ids.insert(host.to_string(), id);
-        id
-    }
-
-    fn push(&mut self, seq: u64, host: &str) {
-        let id = self.intern(host);
-        self.keys.push((seq, id));
-    }
-
-    /// The pending entries below `below` grouped into stored rows, in key order (the order
-    /// of the encoded keys: the block is fixed width): ((block, bincode host), offsets).
-    fn rows_below(&self, below: u64) -> Vec<IndexRowOut<'_>> {
-        let mut rows = Vec::new();
-        let mut offsets: Vec<Vec<u8>> = vec![Vec::new(); self.names.len()];
-        let mut touched: Vec<u32> = Vec::new();
-        let pending = &self.keys[..self.keys.partition_point(|(seq, _)| *seq < below)];
-        for block in pending.chunk_by(|a, b| a.0 / INDEX_BLOCK == b.0 / INDEX_BLOCK) {
-            for &(seq, id) in block {
-                let list = &mut offsets[id as usize];
-                if list.is_empty() {
-                    touched.push(id);
-                }
-                // In range: INDEX_BLOCK fits in a u16 (asserted at compile time). Offsets
-                // are pushed in seq order, so each row's list is ascending.
-                list.extend_from_slice(&((seq % INDEX_BLOCK) as u16).to_be_bytes());
-            }
-            let n = block[0].0 / INDEX_BLOCK;
-            let first = rows.len();
-            rows.extend(touched.drain(..).map(|id| {
-                (
-                    (n, self.names[id as usize].1.as_slice()),
-                    std::mem::take(&mut offsets[id as usize]),
-                )
-            }));
-            rows[first..].sort_unstable_by(|a: &IndexRowOut<'_>, b| a.0.1.cmp(b.0.1));
-        }
-        rows
-    }
-
-    /// Forgets the pending entries below `target` (written), and the names only they used.
-    fn written_below(&mut self, target: u64) {
-        let keep = self.keys.partition_point(|(seq, _)| *seq < target);
-        let rest = self.keys.split_off(keep);
-        let names = std::mem::take(&mut self.names);
-        self.keys.clear();
-        self.ids.clear();
-        for (seq, id) in rest {
-            self.push(seq, &names[id as usize].0);
-        }
-    }
-}
-
 /// Fold version and the next seq to fold (all entries below it are reflected).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {

@@ -492,13 +492,22 @@ impl Setup {
 
     /// Starts the daemon on 127.0.0.1 (any port) with `config` instead of the setup's own.
     pub async fn start_with(&self, config: Config) -> Result<(Daemon, ApiClient)> {
+        self.start_with_clock(config, system_clock()).await
+    }
+
+    /// Starts the daemon on 127.0.0.1 (any port) with `config` and `clock`.
+    pub async fn start_with_clock(
+        &self,
+        config: Config,
+        clock: crate::writer::Clock,
+    ) -> Result<(Daemon, ApiClient)> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let daemon = Daemon::start(
             self.db.clone(),
             config.settings()?,
             self.signer()?,
             listener,
-            system_clock(),
+            clock,
         )
         .await?;
         let c = ApiClient::new(&format!("http://{}", daemon.addr))?;

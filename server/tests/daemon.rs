@@ -951,17 +951,10 @@ async fn the_api_reads_the_daemons_clock() {
     let setup = Setup::create(dir.path(), None, 5).unwrap();
     let behind: fleet_ledger::writer::Clock =
         std::sync::Arc::new(|| chrono::Utc::now().timestamp_micros() - 7_200_000_000);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let daemon = Daemon::start(
-        setup.db.clone(),
-        setup.config.clone().settings().unwrap(),
-        setup.signer().unwrap(),
-        listener,
-        behind,
-    )
-    .await
-    .unwrap();
-    let c = ApiClient::new(&format!("http://{}", daemon.addr)).unwrap();
+    let (daemon, c) = setup
+        .start_with_clock(setup.config.clone(), behind)
+        .await
+        .unwrap();
     let (body, _) = setup.signed_fleet().unwrap();
     let (status, v) = c
         .post(&setup.tokens.ci, "/v1/manifests/fleet", &body)

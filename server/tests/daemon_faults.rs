@@ -205,17 +205,10 @@ async fn a_dead_writer_ends_the_daemon_with_an_error() {
         );
         chrono::Utc::now().timestamp_micros()
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let daemon = fleet_ledger::daemon::Daemon::start(
-        setup.db.clone(),
-        setup.config.clone().settings().unwrap(),
-        setup.signer().unwrap(),
-        listener,
-        clock,
-    )
-    .await
-    .unwrap();
-    let c = ApiClient::new(&format!("http://{}", daemon.addr)).unwrap();
+    let (daemon, c) = setup
+        .start_with_clock(setup.config.clone(), clock)
+        .await
+        .unwrap();
     let (body, _) = setup.signed_fleet().unwrap();
     let (status, _) = c
         .post(&setup.tokens.ci, "/v1/manifests/fleet", &body)

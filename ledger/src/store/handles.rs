@@ -131,7 +131,7 @@ impl ReadOnlyStore {
             ReadHandle::Private(db) => {
                 let txn = db.begin_read().map_err(storage("beginning a read"))?;
                 let mut snap = Snapshot::new(txn, &self.path)?;
-                snap._db = Some(Arc::clone(db));
+                snap.private_db = Some(Arc::clone(db));
                 Ok(snap)
             }
             ReadHandle::Shared(db) => Snapshot::new(

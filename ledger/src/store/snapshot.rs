@@ -12,7 +12,7 @@ pub struct Snapshot {
     _txn: ReadTransaction,
     /// A private database ([`ReadOnlyStore::open_with`]) closes when dropped, ending its read
     /// transactions: a snapshot keeps it open, as a read-only database's snapshots do.
-    pub(super) _db: Option<Arc<Database>>,
+    pub(super) private_db: Option<Arc<Database>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -60,7 +60,7 @@ impl Snapshot {
             log,
             meta,
             _txn: txn,
-            _db: None,
+            private_db: None,
         })
     }
 

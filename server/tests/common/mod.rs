@@ -142,19 +142,24 @@ pub fn sigterm(pid: u32) {
     assert!(status.success());
 }
 
-/// A counter or gauge from `/metrics` (0 when absent).
-pub async fn metric(c: &ApiClient, token: &str, name: &str) -> f64 {
-    let text = c
-        .http
-        .get(format!("{}/metrics", c.base))
+/// The body of an authenticated GET.
+pub async fn fetch(c: &ApiClient, token: &str, path: &str) -> bytes::Bytes {
+    c.http
+        .get(format!("{}{path}", c.base))
         .bearer_auth(token)
         .send()
         .await
         .unwrap()
-        .text()
+        .bytes()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// A counter or gauge from `/metrics` (0 when absent).
+pub async fn metric(c: &ApiClient, token: &str, name: &str) -> f64 {
+    let body = fetch(c, token, "/metrics").await;
+    String::from_utf8_lossy(&body)
+        .lines()
         .find(|l| l.starts_with(name) && !l.starts_with('#'))
         .and_then(|l| l.split_whitespace().last()?.parse().ok())
         .unwrap_or(0.0)
@@ -290,16 +295,7 @@ pub fn probe_result(host: &str, seq: u64) -> serde_json::Value {
 /// The raw entries `[from, to)` over the entries route (FORMAT.md §9a).
 pub async fn entries(c: &ApiClient, auditor: &str, from: u64, to: Option<u64>) -> Vec<Vec<u8>> {
     let to = to.map(|t| format!("&to={t}")).unwrap_or_default();
-    let bytes = c
-        .http
-        .get(format!("{}/v1/ledger/entries?from={from}{to}", c.base))
-        .bearer_auth(auditor)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = fetch(c, auditor, &format!("/v1/ledger/entries?from={from}{to}")).await;
     let mut entries = Vec::new();
     let mut rest = &bytes[..];
     while !rest.is_empty() {

@@ -61,7 +61,7 @@ fn append(c: &mut Criterion) {
                 i += 1;
                 shifted(&stream[(i - 1) % stream.len()], i, stream.len())
             },
-            |batch| with.append(&batch).expect("append"),
+            |batch| with.append(batch).expect("append"),
             BatchSize::PerIteration,
         )
     });

@@ -14,7 +14,7 @@ use ledger::event::{Event, HostAssignment};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::manifest::{Budget, Edge, Fleet, Manifests, RolloutManifest, RolloutPolicy};
+use crate::manifest::{Budget, Edge, Fleet, InForce, Manifests, RolloutManifest, RolloutPolicy};
 
 /// The only schema version this build reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -43,6 +43,47 @@ pub enum DocumentError {
         /// Why.
         reason: String,
     },
+}
+
+impl DocumentError {
+    /// A stable code for APIs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DocumentError::SchemaVersion(_) => "manifest-schema-version",
+            DocumentError::Field { .. } => "manifest-invalid-field",
+            _ => "manifest-invalid",
+        }
+    }
+}
+
+/// A parsed manifest document of either kind.
+#[derive(Clone, Debug)]
+pub enum Document {
+    /// `fleet.resolved`.
+    Fleet(FleetDocument),
+    /// A rollout manifest.
+    Rollout(RolloutDocument),
+}
+
+impl Document {
+    /// Parses the canonical bytes of a recorded manifest entry.
+    pub fn of_entry(event: &Event) -> Option<Result<Document, DocumentError>> {
+        match event {
+            Event::FleetManifestAccepted(e) => Some(parse_fleet(&e.canonical).map(Document::Fleet)),
+            Event::RolloutManifestAccepted(e) => {
+                Some(parse_rollout(&e.canonical).map(Document::Rollout))
+            }
+            _ => None,
+        }
+    }
+
+    /// `meta.signedAt`, as written.
+    pub fn signed_at(&self) -> &str {
+        match self {
+            Document::Fleet(f) => &f.signed_at,
+            Document::Rollout(r) => &r.signed_at,
+        }
+    }
 }
 
 fn field(field: impl Into<String>, reason: impl std::fmt::Display) -> DocumentError {
@@ -459,13 +500,26 @@ impl Manifests {
     /// Folds a manifest entry: the fleet replaces the fleet, a rollout manifest replaces its
     /// channel's. Other events are ignored. The bytes were checked before they were appended,
     /// so an error here means the log holds a manifest this build cannot read.
-    pub fn apply(&mut self, event: &Event) -> Result<(), DocumentError> {
+    pub fn apply(&mut self, seq: u64, event: &Event) -> Result<(), DocumentError> {
         match event {
             Event::FleetManifestAccepted(e) => {
                 self.fleet = parse_fleet(&e.canonical)?.fleet;
+                self.fleet_in_force = Some(InForce {
+                    seq,
+                    content_hash: e.content_hash,
+                    signed_at: e.signed_at,
+                });
             }
             Event::RolloutManifestAccepted(e) => {
                 let doc = parse_rollout(&e.canonical)?;
+                self.rollout_in_force.insert(
+                    doc.rollout_id.channel.clone(),
+                    InForce {
+                        seq,
+                        content_hash: e.content_hash,
+                        signed_at: e.signed_at,
+                    },
+                );
                 self.rollouts.insert(
                     doc.rollout_id.channel.clone(),
                     RolloutManifest {

@@ -93,6 +93,22 @@ pub struct Manifests {
     pub fleet: Fleet,
     /// Channel → its current rollout manifest.
     pub rollouts: BTreeMap<String, RolloutManifest>,
+    /// Where the fleet in force was recorded.
+    pub fleet_in_force: Option<InForce>,
+    /// Channel → where its rollout manifest in force was recorded.
+    pub rollout_in_force: BTreeMap<String, InForce>,
+}
+
+/// Where a manifest in force was recorded: a newer one may replace it, the same bytes are a
+/// duplicate of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InForce {
+    /// Seq of its entry.
+    pub seq: u64,
+    /// SHA-256 of its canonical bytes.
+    pub content_hash: [u8; 32],
+    /// `meta.signedAt`.
+    pub signed_at: ledger::domain::Micros,
 }
 
 impl Manifests {

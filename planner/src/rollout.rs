@@ -84,6 +84,18 @@ pub enum RolloutRejection {
     Invariant(String),
 }
 
+impl RolloutRejection {
+    /// A stable code for APIs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RolloutRejection::Unknown(_) => "unknown-rollout",
+            RolloutRejection::IllegalForState { .. } => "illegal-transition",
+            RolloutRejection::SupersessionExpected { .. } => "supersession-expected",
+            RolloutRejection::Invariant(_) => "invariant",
+        }
+    }
+}
+
 fn transitioned(
     rollout_id: &RolloutId,
     from: RolloutState,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use ledger::domain::Micros;
 use ledger::keys::Signer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -54,7 +55,7 @@ impl Daemon {
         let writer_clock = Arc::clone(&clock);
         let (writer, shared) = tokio::task::spawn_blocking(move || {
             Writer::open(db, signer, writer_clock, batch)
-                .map(|(w, s)| (w.with_retention(retention).with_snapshots(every), s))
+                .map(|(w, s)| (w.with_snapshots(every), s))
         })
         .await
         .map_err(|e| {
@@ -103,6 +104,7 @@ impl Daemon {
         let ticker = tokio::spawn(tick(
             tx.clone(),
             Duration::from_millis(settings.config.plan_interval_ms),
+            retention,
         ));
         let watcher = settings.config.manifest_dir.clone().map(|dir| {
             tokio::spawn(watch(
@@ -189,14 +191,14 @@ impl Daemon {
 const WRITER_DIED_GRACE: Duration = Duration::from_secs(2);
 
 /// The planner's safety tick: a `Tick` input every `every` (skipped when the queue is full).
-async fn tick(tx: mpsc::Sender<Job>, every: Duration) {
+async fn tick(tx: mpsc::Sender<Job>, every: Duration, retain_for: Option<Micros>) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         interval.tick().await;
         let (reply, _) = oneshot::channel();
         if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Job {
-            input: Input::Tick,
+            input: Input::Tick { retain_for },
             reply,
         }) {
             return;
@@ -233,10 +235,7 @@ async fn watch(
                 Ok(v) => {
                     let (reply, rx) = oneshot::channel();
                     let job = Job {
-                        input: Input::Manifest {
-                            target: f.target,
-                            verified: Box::new(v),
-                        },
+                        input: Input::Manifest(Box::new(v)),
                         reply,
                     };
                     if tx.send(job).await.is_err() {
@@ -247,7 +246,7 @@ async fn watch(
                             tracing::info!(path = %f.path.display(), ?out, "manifest from directory")
                         }
                         Ok(Err(r)) => {
-                            tracing::warn!(path = %f.path.display(), code = r.code, reason = %r.reason, "manifest from directory refused")
+                            tracing::warn!(path = %f.path.display(), code = r.code(), reason = %r, "manifest from directory refused")
                         }
                         Err(_) => return,
                     }

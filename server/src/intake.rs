@@ -2,7 +2,8 @@
 //! ed25519 signature with `verify_strict` against the trusted keys in declaration order, then
 //! the schema, `reject_before`, freshness and (for rollouts) the id discriminator. What passes
 //! becomes a `FleetManifestAccepted` / `RolloutManifestAccepted` entry holding the JCS bytes;
-//! checks against the manifests in force (fleet anchor, newer-than) are the writer's.
+//! checks against the manifests in force (fleet anchor, newer-than) are the decision's
+//! ([`planner::decide`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, VerifyingKey};
 use ledger::domain::{Micros, RolloutId};
-use planner::document::{self, FleetDocument, RolloutDocument};
+use planner::Manifest;
+use planner::document::{self, Document};
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
@@ -63,25 +65,6 @@ pub enum ManifestError {
         /// `channel@channel_ref` of the manifest.
         found: String,
     },
-    /// A rollout manifest arrived before any fleet manifest.
-    #[error("no fleet manifest is in force yet; post fleet.resolved first")]
-    NoFleet,
-    /// Built against another fleet than the one in force.
-    #[error("fleet_resolved_hash {found} does not match the fleet manifest in force ({in_force})")]
-    FleetMismatch {
-        /// Manifest's anchor.
-        found: String,
-        /// In force.
-        in_force: String,
-    },
-    /// Not newer than the manifest in force (a replay of an older artifact).
-    #[error("signed at {signed_at}, not after the manifest in force (signed at {in_force})")]
-    Outdated {
-        /// This one.
-        signed_at: String,
-        /// In force.
-        in_force: String,
-    },
 }
 
 impl ManifestError {
@@ -91,20 +74,11 @@ impl ManifestError {
             ManifestError::Parse(_) => "manifest-parse",
             ManifestError::NotSigned => "manifest-not-signed",
             ManifestError::BadSignature => "manifest-bad-signature",
-            ManifestError::Document(document::DocumentError::SchemaVersion(_)) => {
-                "manifest-schema-version"
-            }
-            ManifestError::Document(document::DocumentError::Field { .. }) => {
-                "manifest-invalid-field"
-            }
-            ManifestError::Document(_) => "manifest-invalid",
+            ManifestError::Document(d) => d.code(),
             ManifestError::RejectedBefore { .. } => "manifest-rejected-before",
             ManifestError::Stale { .. } => "manifest-stale",
             ManifestError::FutureDated { .. } => "manifest-future-dated",
             ManifestError::Discriminator { .. } => "manifest-discriminator",
-            ManifestError::NoFleet => "manifest-no-fleet",
-            ManifestError::FleetMismatch { .. } => "manifest-fleet-mismatch",
-            ManifestError::Outdated { .. } => "manifest-outdated",
         }
     }
 }
@@ -116,30 +90,6 @@ pub enum Target {
     Fleet,
     /// A rollout manifest, as requested by id (path or file name).
     Rollout(RolloutId),
-}
-
-/// A manifest whose signature, schema and freshness checked out.
-#[derive(Clone, Debug)]
-pub struct Verified {
-    /// The JCS bytes (what the signature and hash cover).
-    pub canonical: Vec<u8>,
-    /// SHA-256 of `canonical`.
-    pub content_hash: [u8; 32],
-    /// Base64 of the trusted key that verified it.
-    pub signer: String,
-    /// `meta.signedAt`.
-    pub signed_at: Micros,
-    /// The parsed document.
-    pub document: Document,
-}
-
-/// The parsed document.
-#[derive(Clone, Debug)]
-pub enum Document {
-    /// Fleet.
-    Fleet(FleetDocument),
-    /// Rollout.
-    Rollout(RolloutDocument),
 }
 
 /// Trust settings the checks need.
@@ -160,7 +110,7 @@ pub fn verify(
     signature_b64: &str,
     trust: &TrustRoots,
     now: Micros,
-) -> Result<Verified, ManifestError> {
+) -> Result<Manifest, ManifestError> {
     if !artifact.is_object() {
         return Err(ManifestError::Parse(
             "the artifact is not a JSON object".into(),
@@ -192,11 +142,7 @@ pub fn verify(
             Document::Rollout(doc)
         }
     };
-    let signed_at_text = match &document {
-        Document::Fleet(f) => &f.signed_at,
-        Document::Rollout(r) => &r.signed_at,
-    };
-    let signed_at = crate::wire::ts::parse(signed_at_text)
+    let signed_at = crate::wire::ts::parse(document.signed_at())
         .map_err(|e| ManifestError::Document(document::DocumentError::SignedAt(e)))?;
     let show = crate::wire::ts::format;
     if let Some(cutoff) = trust.reject_before_us
@@ -222,7 +168,7 @@ pub fn verify(
         });
     }
     let content_hash: [u8; 32] = Sha256::digest(&canonical).into();
-    Ok(Verified {
+    Ok(Manifest {
         canonical,
         content_hash,
         signer: base64::engine::general_purpose::STANDARD.encode(signer.as_bytes()),

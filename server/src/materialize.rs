@@ -269,29 +269,18 @@ impl Ledger {
         &self.store
     }
 
-    /// Appends a batch and folds it into the projections in the same transaction. On failure
-    /// the in-memory models are reloaded from the last commit, so they never run ahead of the
-    /// log.
-    pub fn append(&mut self, batch: &[NewEntry]) -> Result<Receipt, MaterializeError> {
+    /// Appends a batch and folds it into the projections in the same transaction: the
+    /// batch is staged as given, then committed, the path every append takes. On failure the
+    /// in-memory models are reloaded from the last commit, so they never run ahead of the log.
+    pub fn append(&mut self, batch: Vec<NewEntry>) -> Result<Receipt, MaterializeError> {
         self.discard();
-        // Folded inside the hook, from the batch as given: no copy of the events.
-        let state = &mut self.state;
-        let result = self.store.append_with(batch, |tables, appended| {
-            for a in appended {
-                state.apply(a.seq, a.recorded_at_us, a.event);
-            }
-            state.flush(tables)
-        });
-        match result {
-            Ok(receipt) => {
-                self.forget_pruned(batch);
-                Ok(receipt)
-            }
-            Err(e) => {
-                self.reload();
-                Err(e.into())
-            }
+        let first = self.next_seq();
+        for (i, e) in batch.iter().enumerate() {
+            self.state
+                .apply(first + i as u64, e.recorded_at_us, &e.event);
         }
+        self.staged = batch;
+        self.write_staged()
     }
 
     /// Folds `events` (decided at CP time `at`) into the models and stages them for the next
@@ -326,6 +315,10 @@ impl Ledger {
         if self.staged.is_empty() {
             return Ok(None);
         }
+        self.write_staged().map(Some)
+    }
+
+    fn write_staged(&mut self) -> Result<Receipt, MaterializeError> {
         let batch = std::mem::take(&mut self.staged);
         let state = &mut self.state;
         let result = self
@@ -334,7 +327,7 @@ impl Ledger {
         match result {
             Ok(receipt) => {
                 self.forget_pruned(&batch);
-                Ok(Some(receipt))
+                Ok(receipt)
             }
             Err(e) => {
                 self.reload();
@@ -392,5 +385,33 @@ impl Ledger {
                 self.state = s;
             }
         }
+    }
+}
+
+/// The daemon's decisions stage into the ledger: each staged event is folded into the models
+/// at once, so the next decision of the batch sees it.
+impl planner::Log for Ledger {
+    fn state(&self) -> &State {
+        &self.state
+    }
+
+    fn next_seq(&self) -> u64 {
+        Ledger::next_seq(self)
+    }
+
+    fn stage(&mut self, at: i64, events: Vec<ledger::event::Event>) -> u64 {
+        Ledger::stage(self, at, events)
+    }
+
+    fn recorded(&self, seq: u64) -> Result<Option<ledger::event::Event>, String> {
+        if let Some(e) = self.staged(seq) {
+            return Ok(Some(e.clone()));
+        }
+        let snap = self.store.snapshot().map_err(|e| e.to_string())?;
+        let Some(bytes) = snap.entry(seq).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let entry = ledger::entry::EntryRef::parse(&bytes).map_err(|e| e.to_string())?;
+        entry.event().map(Some).map_err(|e| e.to_string())
     }
 }

@@ -328,3 +328,74 @@ pub struct SignedManifest {
     /// Base64 signature.
     pub signature: String,
 }
+
+/// A dispatch handed to an agent (DOMAIN §8 `DispatchResponse`, with the RFC's `wave`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Dispatch {
+    /// Host.
+    pub hostname: String,
+    /// Rollout.
+    pub rollout_id: String,
+    /// What to activate.
+    pub target_closure: String,
+    /// Soak deadline (CP clock).
+    #[serde(with = "ts")]
+    pub soak_due_at: Micros,
+    /// When it was queued (CP clock).
+    #[serde(with = "ts")]
+    pub enqueued_at: Micros,
+    /// The host's wave.
+    pub wave: u32,
+    /// Seq of the `DispatchDelivered` entry.
+    pub seq: u64,
+}
+
+impl Dispatch {
+    /// The wire form of a delivered dispatch.
+    pub fn of(d: planner::Delivered) -> Dispatch {
+        Dispatch {
+            hostname: d.host,
+            rollout_id: d.rollout.to_string(),
+            target_closure: d.row.target_closure,
+            soak_due_at: d.row.soak_due_at,
+            enqueued_at: d.row.enqueued_at,
+            wave: d.wave,
+            seq: d.seq,
+        }
+    }
+}
+
+/// A host's record as the heartbeat reply shows it (DOMAIN §8 `HostRolloutSnapshot`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HostSnapshot {
+    /// Rollout.
+    pub rollout_id: String,
+    /// Host.
+    pub hostname: String,
+    /// Channel.
+    pub channel: String,
+    /// State.
+    pub state: String,
+    /// Target.
+    pub target_closure: String,
+    /// Last agent seq accepted.
+    pub last_event_seq: u64,
+    /// Soak deadline.
+    #[serde(with = "ts::option")]
+    pub soak_due_at: Option<Micros>,
+}
+
+impl HostSnapshot {
+    /// The wire form of a host's record.
+    pub fn of(h: &projections::HostRecord) -> HostSnapshot {
+        HostSnapshot {
+            rollout_id: h.rollout_id.to_string(),
+            hostname: h.hostname.clone(),
+            channel: h.rollout_id.channel.clone(),
+            state: format!("{:?}", h.state),
+            target_closure: h.target_closure.clone(),
+            last_event_seq: h.last_event_seq,
+            soak_due_at: h.soak_due_at,
+        }
+    }
+}

@@ -52,42 +52,105 @@ fn a_daemon_ledger_replays_deterministically_from_the_db_and_from_a_bundle() {
     }
 }
 
+/// The demo's log re-recorded (signed anew) with `alter` applied to each entry: it returns
+/// the events to record in its place.
+fn rerecorded(
+    dir: &Path,
+    name: &str,
+    all: &[forensics::Item],
+    alter: impl Fn(&forensics::Item) -> Vec<Event>,
+) -> PathBuf {
+    let copy = dir.join(format!("{name}.redb"));
+    let mut l = Ledger::create(&copy, demo::ORIGIN, fixtures::genesis_signer(), all[0].at).unwrap();
+    let batch: Vec<NewEntry> = all[1..]
+        .iter()
+        .flat_map(|i| {
+            alter(i).into_iter().map(|event| NewEntry {
+                recorded_at_us: i.at,
+                event,
+            })
+        })
+        .collect();
+    l.append(batch).unwrap();
+    copy
+}
+
 #[test]
 fn an_altered_decision_is_the_first_divergence() {
     let dir = tempfile::tempdir().unwrap();
     let s = demo_ledger(dir.path());
     let all = items(&s.db);
-    // Re-record the same log, with one transition's agent time moved by a microsecond.
+    // One transition's agent time moved by a microsecond.
     let victim = all
         .iter()
         .find(|i| matches!(i.event, Event::HostTransitioned(_)))
         .unwrap()
         .seq;
-    let copy = dir.path().join("altered.redb");
-    let mut l = Ledger::create(&copy, demo::ORIGIN, fixtures::genesis_signer(), all[0].at).unwrap();
-    let batch: Vec<NewEntry> = all[1..]
-        .iter()
-        .map(|i| {
-            let mut event = i.event.clone();
-            if i.seq == victim
-                && let Event::HostTransitioned(t) = &mut event
-            {
-                t.at += 1;
-            }
-            NewEntry {
-                recorded_at_us: i.at,
-                event,
-            }
-        })
-        .collect();
-    l.append(&batch).unwrap();
-    drop(l);
+    let copy = rerecorded(dir.path(), "altered", &all, |i| {
+        let mut event = i.event.clone();
+        if i.seq == victim
+            && let Event::HostTransitioned(t) = &mut event
+        {
+            t.at += 1;
+        }
+        vec![event]
+    });
     let r = forensics::check(Source::Db(&copy)).unwrap();
     let d = r.divergence.expect("a divergence");
     assert_eq!(d.seq, victim);
     assert!(d.recorded.starts_with("HostTransitioned"), "{d:?}");
     assert!(d.recomputed.starts_with("HostTransitioned"), "{d:?}");
     assert_ne!(d.recorded, d.recomputed);
+}
+
+/// Every input the daemon decides is re-decided by the check, not only the planner's and
+/// the state machines': a manifest that could not have replaced the one in force, a dispatch
+/// delivered that was never queued, a lift of a closure that was never quarantined.
+#[test]
+fn inputs_the_daemon_would_have_refused_are_divergences() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = demo_ledger(dir.path());
+    let all = items(&s.db);
+    let first = |pick: fn(&Event) -> bool| all.iter().find(|i| pick(&i.event)).unwrap().clone();
+    let fleet = first(|e| matches!(e, Event::FleetManifestAccepted(_)));
+    let delivered = first(|e| matches!(e, Event::DispatchDelivered(_)));
+    let cases: Vec<(&str, u64, Event, &str)> = vec![
+        // The same fleet again: the daemon answers a duplicate and records nothing.
+        ("fleet-twice", fleet.seq, fleet.event.clone(), "nothing"),
+        // Delivered again: nothing is queued for the host any more.
+        (
+            "delivered-twice",
+            delivered.seq,
+            delivered.event.clone(),
+            "nothing",
+        ),
+        (
+            "lift-unknown",
+            fleet.seq,
+            Event::QuarantineLifted(ledger::event::QuarantineLifted {
+                channel: "canary".into(),
+                closure: "/nix/store/never-quarantined".into(),
+                operator: "mallory".into(),
+                reason: "none".into(),
+            }),
+            "a refusal (not-quarantined)",
+        ),
+    ];
+    for (name, after, extra, recomputed) in cases {
+        let copy = rerecorded(dir.path(), name, &all, |i| {
+            let mut events = vec![i.event.clone()];
+            if i.seq == after {
+                events.push(extra.clone());
+            }
+            events
+        });
+        let r = forensics::check(Source::Db(&copy)).unwrap();
+        let d = r
+            .divergence
+            .unwrap_or_else(|| panic!("{name}: no divergence"));
+        assert_eq!(d.seq, after + 1, "{name}: {d:?}");
+        assert!(d.recomputed.starts_with(recomputed), "{name}: {d:?}");
+    }
 }
 
 #[test]
@@ -175,7 +238,7 @@ fn sim_ledger(db: &Path, seed: u64, hosts: usize, entries: u64) {
     let groups = sim.run(entries);
     let mut ledger = Ledger::create(db, demo::ORIGIN, fixtures::genesis_signer(), start).unwrap();
     for chunk in groups.chunks(30) {
-        ledger.append(&fixtures::sim::entries(chunk)).unwrap();
+        ledger.append(fixtures::sim::entries(chunk)).unwrap();
     }
 }
 

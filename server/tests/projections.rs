@@ -21,7 +21,7 @@ fn append_all(ledger: &mut Ledger, groups: &[Group], batch: usize) {
     for chunk in groups.chunks(batch.max(1)) {
         let entries = fixtures::sim::entries(chunk);
         if !entries.is_empty() {
-            ledger.append(&entries).unwrap();
+            ledger.append(entries).unwrap();
         }
     }
 }
@@ -156,7 +156,7 @@ fn a_failing_evidence_probe_with_an_observe_control_makes_exactly_one_row_at_its
                 event,
             })
             .collect();
-        l.append(&entries).unwrap()
+        l.append(entries).unwrap()
     };
     append(&mut l, open);
     let policy = planner::HostPolicy {
@@ -377,7 +377,7 @@ fn crash_child() {
                 continue;
             }
             assert_eq!(skip, 0, "groups are appended whole");
-            ledger.append(&fixtures::sim::entries([&g])).unwrap();
+            ledger.append(fixtures::sim::entries([&g])).unwrap();
             writeln!(out, "committed {}", ledger.store().size()).unwrap();
             out.flush().unwrap();
         }

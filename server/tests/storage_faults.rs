@@ -265,7 +265,7 @@ fn workload(disk: &Disk, batches: &[Vec<NewEntry>], acked: &mut Acked, recover: 
         }
         let before = ledger.store().size();
         acked.attempted = Some(before + batch.len() as u64);
-        match ledger.append(batch) {
+        match ledger.append(batch.clone()) {
             Ok(_) => acked.sizes.push(ledger.store().size()),
             Err(_) if recover => {
                 // Nothing of the batch is visible to a new reader.
@@ -314,7 +314,7 @@ fn reopen_and_go_on(
     for batch in &batches[from.min(batches.len())..] {
         let before = ledger.store().size();
         acked.attempted = Some(before + batch.len() as u64);
-        ledger.append(batch).expect("no second fault");
+        ledger.append(batch.clone()).expect("no second fault");
         acked.sizes.push(ledger.store().size());
     }
     true

@@ -212,3 +212,27 @@ pub fn drive_to(f: &mut Fleet, r: &RolloutId, host: &str, target: HostState) {
     }
     assert_eq!(f.host(r, host).state, target);
 }
+
+/// The harness is a log the one decision function can stage into, as the writer's ledger is.
+impl planner::Log for Fleet {
+    fn state(&self) -> &State {
+        &self.state
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn stage(&mut self, at: Micros, events: Vec<Event>) -> u64 {
+        let first = self.seq;
+        self.append(&events, at);
+        first
+    }
+
+    fn recorded(&self, seq: u64) -> Result<Option<Event>, String> {
+        Ok(seq
+            .checked_sub(1)
+            .and_then(|i| self.log.get(i as usize))
+            .cloned())
+    }
+}

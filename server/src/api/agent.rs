@@ -19,7 +19,7 @@ pub(super) async fn agent_event(
         .map_err(|e| ApiError::bad("malformed-event", e))?;
     let out = submit(
         &state,
-        Input::Agent {
+        Input::Report {
             host: env.hostname,
             rollout,
             agent_seq,
@@ -28,10 +28,10 @@ pub(super) async fn agent_event(
     )
     .await?;
     match out {
-        Output::Recorded { seq, entries } => Ok(Json(
+        Answer::Recorded { seq, entries } => Ok(Json(
             json!({"seq": seq, "entries": entries, "duplicate": false}),
         )),
-        Output::Duplicate { seq } => Ok(Json(json!({"seq": seq, "duplicate": true}))),
+        Answer::Duplicate { seq } => Ok(Json(json!({"seq": seq, "duplicate": true}))),
         other => Err(unexpected(other)),
     }
 }
@@ -55,7 +55,7 @@ pub(super) async fn heartbeat(
         },
     )
     .await?;
-    let Output::Heartbeat {
+    let Answer::Heartbeat {
         synthesized,
         bootstrap,
         replay_from,
@@ -67,8 +67,9 @@ pub(super) async fn heartbeat(
     if let Some(seq) = synthesized {
         body["synthesized_seq"] = json!(seq);
     }
-    if let Some(b) = bootstrap {
-        body["bootstrap_rollouts"] = json!(b);
+    if let Some(records) = bootstrap {
+        let snapshots: Vec<_> = records.iter().map(wire::HostSnapshot::of).collect();
+        body["bootstrap_rollouts"] = json!(snapshots);
     }
     let mut resp = Json(body).into_response();
     if let Some(seq) = replay_from {
@@ -107,10 +108,10 @@ pub(super) async fn dispatch(
         })
         .await?;
         if !queued.is_empty()
-            && let Output::Dispatch(Some(d)) =
+            && let Answer::Dispatch(Some(d)) =
                 submit(&state, Input::TakeDispatch { host: host.clone() }).await?
         {
-            return Ok(Json(d).into_response());
+            return Ok(Json(wire::Dispatch::of(d)).into_response());
         }
         committed.mark_unchanged();
         if tokio::time::timeout_at(deadline, committed.changed())

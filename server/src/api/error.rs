@@ -41,15 +41,45 @@ impl ApiError {
     }
 }
 
-impl From<Refusal> for ApiError {
-    fn from(r: Refusal) -> ApiError {
-        let status = match r.class {
-            Class::NotFound => StatusCode::NOT_FOUND,
-            Class::Conflict => StatusCode::CONFLICT,
-            Class::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
-            Class::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+/// The one place a refused input gets its HTTP status: 404 when what it names does not
+/// exist, 409 when it conflicts with the state (retrying the same input cannot succeed until
+/// the state changes), 422 when it can never be accepted, 503 when nothing was recorded and a
+/// retry may succeed.
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> ApiError {
+        use planner::{ManifestRefusal as M, Refusal as R, Rejection as H, RolloutRejection as O};
+        let code = e.code();
+        let status = match &e {
+            WriteError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WriteError::Refused(r) => match r {
+                R::Host(H::IllegalForState { .. } | H::SeqRegression { .. }) => {
+                    StatusCode::CONFLICT
+                }
+                R::Host(
+                    H::UnknownRollout(_)
+                    | H::UnknownHost { .. }
+                    | H::Invariant(_)
+                    | H::RolloutPruned(_),
+                ) => StatusCode::UNPROCESSABLE_ENTITY,
+                R::Rollout(O::Unknown(_)) | R::NotQuarantined { .. } => StatusCode::NOT_FOUND,
+                R::Rollout(O::IllegalForState { .. } | O::SupersessionExpected { .. }) => {
+                    StatusCode::CONFLICT
+                }
+                R::Rollout(O::Invariant(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+                R::Manifest(M::Outdated { .. } | M::FleetMismatch { .. }) => StatusCode::CONFLICT,
+                R::Manifest(M::NoFleet | M::Document(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+                R::SeqReused { .. } => StatusCode::CONFLICT,
+                R::Unreadable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            },
         };
-        ApiError::new(status, r.code, r.reason)
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// A manifest the intake refused (signature, schema, freshness): it can never be accepted.
+impl From<ManifestError> for ApiError {
+    fn from(e: ManifestError) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
     }
 }
 

@@ -21,23 +21,15 @@ pub(super) async fn post_manifest(
         Ok(v) => v,
         Err(e) => {
             state.shared.metrics.reject(e.code());
-            return Err(Refusal::from(e).into());
+            return Err(e.into());
         }
     };
     let hash = crate::auth::hex(&verified.content_hash);
-    match submit(
-        state,
-        Input::Manifest {
-            target,
-            verified: Box::new(verified),
-        },
-    )
-    .await?
-    {
-        Output::Recorded { seq, .. } => Ok(Json(
+    match submit(state, Input::Manifest(Box::new(verified))).await? {
+        Answer::Recorded { seq, .. } => Ok(Json(
             json!({"seq": seq, "content_hash": hash, "duplicate": false}),
         )),
-        Output::Duplicate { seq } => Ok(Json(
+        Answer::Duplicate { seq } => Ok(Json(
             json!({"seq": seq, "content_hash": hash, "duplicate": true}),
         )),
         other => Err(unexpected(other)),

@@ -52,9 +52,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::{Principal, Role, TokenTable};
 use crate::config::Limits;
 use crate::connections::Peer;
-use crate::intake::{self, Target, TrustRoots};
+use crate::intake::{self, ManifestError, Target, TrustRoots};
 use crate::wire::{self, ts};
-use crate::writer::{Class, Input, Job, Output, Refusal, Shared};
+use crate::writer::{Answer, Input, Job, Shared, WriteError};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -82,7 +82,7 @@ fn rollout_id(text: &str) -> ApiResult<RolloutId> {
 }
 
 /// Queues an input and waits for the writer's answer (sent after the commit).
-async fn submit(state: &AppState, input: Input) -> ApiResult<Output> {
+async fn submit(state: &AppState, input: Input) -> ApiResult<Answer> {
     let (reply, rx) = oneshot::channel();
     let m = &state.shared.metrics;
     match state.tx.try_send(Job { input, reply }) {
@@ -114,7 +114,7 @@ async fn submit(state: &AppState, input: Input) -> ApiResult<Output> {
 }
 
 /// The writer answered an input with an output of another kind (a bug, not bad input).
-fn unexpected(out: Output) -> ApiError {
+fn unexpected(out: Answer) -> ApiError {
     ApiError::internal(format!("unexpected writer answer {out:?}"))
 }
 

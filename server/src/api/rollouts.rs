@@ -303,7 +303,7 @@ pub(super) async fn clearance(
     )
     .await?
     {
-        Output::Recorded { seq, .. } => Ok(Json(json!({ "seq": seq }))),
+        Answer::Recorded { seq, .. } => Ok(Json(json!({ "seq": seq }))),
         other => Err(unexpected(other)),
     }
 }
@@ -329,7 +329,7 @@ pub(super) async fn lift(
     )
     .await?
     {
-        Output::Recorded { seq, .. } => Ok(Json(json!({ "seq": seq }))),
+        Answer::Recorded { seq, .. } => Ok(Json(json!({ "seq": seq }))),
         other => Err(unexpected(other)),
     }
 }

@@ -26,100 +26,128 @@ pub struct CheckReport {
     pub divergence: Option<Divergence>,
 }
 
-/// Whether an event is an input recorded as-is (nothing decides it from the state).
-fn is_recorded_input(e: &Event) -> bool {
-    matches!(
-        e,
-        Event::Genesis(_)
-            | Event::KeyRotated(_)
-            | Event::Annotation(_)
-            | Event::FleetManifestAccepted(_)
-            | Event::RolloutManifestAccepted(_)
-            | Event::QuarantineLifted(_)
-            | Event::DispatchDelivered(_)
-            | Event::InputRejected(_)
-            | Event::Unknown { .. }
-    )
-}
-
-/// Whether an event can only come from the planner.
-fn is_planner_output(e: &Event) -> bool {
-    match e {
+/// The input whose decision starts with `e`, rebuilt from what the entry records; `None` for
+/// an entry recorded as is (nothing decides it from the state).
+fn input_of(e: &Event) -> Result<Option<Input>, String> {
+    Ok(Some(match e {
+        Event::AgentEventRecorded(e) => Input::Report {
+            host: e.hostname.clone(),
+            rollout: e.rollout_id.clone(),
+            agent_seq: e.agent_seq,
+            report: e.report.clone(),
+        },
+        // A heartbeat is not recorded, only what it implied: the heartbeat that names the
+        // rollout, at the time and with the closure the synthesized report states.
+        Event::AgentEventSynthesized(e) => Input::Heartbeat {
+            host: e.hostname.clone(),
+            rollout: Some(e.rollout_id.clone()),
+            current_closure: match &e.report {
+                AgentReport::DispatchAck {
+                    current_closure_at_dispatch: c,
+                    ..
+                }
+                | AgentReport::ActivationCompleted {
+                    observed_current_closure: c,
+                    ..
+                } => Some(c.clone()),
+                _ => None,
+            },
+            at: e.heartbeat_at,
+        },
+        Event::FleetManifestAccepted(m) => Input::Manifest(Box::new(manifest_of(
+            e,
+            m.content_hash,
+            &m.signer,
+            m.signed_at,
+            &m.canonical,
+        )?)),
+        Event::RolloutManifestAccepted(m) => Input::Manifest(Box::new(manifest_of(
+            e,
+            m.content_hash,
+            &m.signer,
+            m.signed_at,
+            &m.canonical,
+        )?)),
+        Event::RolloutCleared(e) => Input::Clear {
+            rollout: e.rollout_id.clone(),
+            operator: e.operator.clone(),
+            reason: e.reason.clone(),
+        },
+        Event::QuarantineLifted(e) => Input::Lift {
+            channel: e.channel.clone(),
+            closure: e.closure.clone(),
+            operator: e.operator.clone(),
+            reason: e.reason.clone(),
+        },
+        Event::DispatchDelivered(e) => Input::TakeDispatch {
+            host: e.hostname.clone(),
+        },
+        // The retention period is the operator's policy, not in the log: what is checked is
+        // that the rollout machine allows the pruning at that time.
+        Event::RolloutTransitioned(t) if matches!(t.cause, RolloutCause::RetentionExpired) => {
+            Input::Expire {
+                rollout: t.rollout_id.clone(),
+            }
+        }
         Event::RolloutOpened(_)
         | Event::HostJoined(_)
         | Event::WaveAdvanced(_)
         | Event::GateDecision(_)
-        | Event::DispatchQueued(_) => true,
-        Event::RolloutTransitioned(t) => !matches!(t.cause, RolloutCause::RetentionExpired),
-        _ => false,
-    }
+        | Event::DispatchQueued(_)
+        | Event::RolloutTransitioned(_) => Input::Plan,
+        _ => return Ok(None),
+    }))
 }
 
-fn policy(m: &Manifests, r: &RolloutId) -> HostPolicy {
-    HostPolicy {
-        on_health_failure: m
-            .policy(&r.channel)
-            .map_or(OnHealthFailure::Halt, |p| p.on_health_failure),
-    }
+fn manifest_of(
+    event: &Event,
+    content_hash: [u8; 32],
+    signer: &str,
+    signed_at: Micros,
+    canonical: &[u8],
+) -> Result<Manifest, String> {
+    let document = Document::of_entry(event)
+        .expect("a manifest entry")
+        .map_err(|e| format!("the manifest it records cannot be read: {e}"))?;
+    Ok(Manifest {
+        canonical: canonical.to_vec(),
+        content_hash,
+        signer: signer.to_string(),
+        signed_at,
+        document,
+    })
 }
 
-/// Recomputes the events the decision starting at `item` produces, from the state before it.
-fn recompute(state: &State, manifests: &Manifests, item: &Item) -> Result<Vec<Event>, String> {
-    let now = item.at;
-    match &item.event {
-        Event::AgentEventRecorded(e) => planner::decide_report(
-            state,
-            &e.rollout_id,
-            &e.hostname,
-            &HostInput::Agent {
-                agent_seq: e.agent_seq,
-                report: e.report.clone(),
-            },
-            now,
-            &policy(manifests, &e.rollout_id),
-        )
-        .map_err(|r| format!("the host machine refuses this report: {r}")),
-        Event::AgentEventSynthesized(e) => planner::decide_report(
-            state,
-            &e.rollout_id,
-            &e.hostname,
-            &HostInput::Synthesized {
-                report: e.report.clone(),
-                heartbeat_at: e.heartbeat_at,
-                basis: e.basis.clone(),
-            },
-            now,
-            &policy(manifests, &e.rollout_id),
-        )
-        .map_err(|r| format!("the host machine refuses this synthesized report: {r}")),
-        Event::RolloutCleared(e) => planner::decide_rollout(
-            state,
-            &e.rollout_id,
-            &RolloutInput::OperatorClearance {
-                operator: e.operator.clone(),
-                reason: e.reason.clone(),
-            },
-            now,
-        )
-        .map_err(|r| format!("the rollout machine refuses this clearance: {r}")),
-        Event::RolloutTransitioned(t) if matches!(t.cause, RolloutCause::RetentionExpired) => {
-            planner::decide_rollout(state, &t.rollout_id, &RolloutInput::RetentionExpired, now)
-                .map_err(|r| format!("the rollout machine refuses retention: {r}"))
+/// What a decision re-run during the check stages into: the replayed state, folded at once
+/// as the writer's ledger does, and the events to compare with the log.
+struct Replaying<'a> {
+    state: &'a mut State,
+    next: u64,
+    staged: Vec<Event>,
+}
+
+impl planner::Log for Replaying<'_> {
+    fn state(&self) -> &State {
+        self.state
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.next + self.staged.len() as u64
+    }
+
+    fn stage(&mut self, at: Micros, events: Vec<Event>) -> u64 {
+        let first = self.next_seq();
+        for (i, e) in events.into_iter().enumerate() {
+            self.state.apply(first + i as u64, at, &e);
+            self.staged.push(e);
         }
-        e if is_planner_output(e) => {
-            let view = FleetView {
-                state,
-                compliance_available: true,
-            };
-            Ok(planner::plan(&view, manifests, now)
-                .into_iter()
-                .flat_map(Decision::into_events)
-                .collect())
-        }
-        other => Err(format!(
-            "{} is recorded with no input before it that decides it",
-            other.kind().name()
-        )),
+        first
+    }
+
+    /// A retransmit records nothing, so an input the check re-runs is never one: the log
+    /// holding a report with the seq of the one before is a divergence.
+    fn recorded(&self, _seq: u64) -> Result<Option<Event>, String> {
+        Ok(None)
     }
 }
 
@@ -131,7 +159,8 @@ fn show(e: &Event) -> String {
     )
 }
 
-/// Re-runs every decision over the recorded inputs with the recorded `now` and compares.
+/// Re-runs every decision over the recorded inputs with the recorded `now` and compares: the
+/// same decision function the daemon's writer runs ([`planner::decide`]).
 pub fn check(source: Source<'_>) -> Result<CheckReport, ForensicsError> {
     let mut state = State::default().without_index();
     let mut manifests = Manifests::default();
@@ -144,70 +173,55 @@ pub fn check(source: Source<'_>) -> Result<CheckReport, ForensicsError> {
     };
     for_each(source, |item| {
         report.entries += 1;
-        if expected.is_empty() && !is_recorded_input(&item.event) {
-            match recompute(&state, &manifests, &item) {
-                Ok(events) => {
-                    if is_planner_output(&item.event) {
+        if expected.is_empty() {
+            let input = input_of(&item.event).map_err(|reason| ForensicsError::Entry {
+                seq: item.seq,
+                reason,
+            })?;
+            let Some(input) = input else {
+                state.apply(item.seq, item.at, &item.event);
+                return Ok(true);
+            };
+            let plan = matches!(input, Input::Plan);
+            let mut log = Replaying {
+                state: &mut state,
+                next: item.seq,
+                staged: Vec::new(),
+            };
+            match planner::decide(&mut log, &mut manifests, input, item.at) {
+                Ok(_) => {
+                    if plan {
                         report.plans += 1;
                     } else {
                         report.decisions += 1;
                     }
-                    expected = events.into();
+                    expected = log.staged.into();
                 }
-                Err(why) => {
+                Err(r) => {
                     report.divergence = Some(Divergence {
                         seq: item.seq,
                         recorded: show(&item.event),
-                        recomputed: why,
+                        recomputed: format!("a refusal ({}): {r}", r.code()),
                     });
                     return Ok(false);
                 }
             }
         }
-        // Recorded inputs still have preconditions the writer checked.
-        let unfounded = match &item.event {
-            Event::DispatchDelivered(d) => (!state
-                .dispatch_queue
-                .contains_key(&(d.hostname.clone(), d.rollout_id.clone())))
-            .then_some("no such dispatch was queued"),
-            Event::QuarantineLifted(q) => (!state
-                .quarantine
-                .contains_key(&(q.channel.clone(), q.closure.clone())))
-            .then_some("no such closure was quarantined"),
-            _ => None,
-        };
-        if let (Some(why), true) = (unfounded, expected.is_empty()) {
-            report.divergence = Some(Divergence {
-                seq: item.seq,
-                recorded: show(&item.event),
-                recomputed: why.into(),
-            });
-            return Ok(false);
-        }
-        if !is_recorded_input(&item.event) || !expected.is_empty() {
-            match expected.pop_front() {
-                Some(e) if e == item.event => {}
-                other => {
-                    report.divergence = Some(Divergence {
-                        seq: item.seq,
-                        recorded: show(&item.event),
-                        recomputed: other.map_or(
-                            "nothing (the decision ended before this entry)".into(),
-                            |e| show(&e),
-                        ),
-                    });
-                    return Ok(false);
-                }
+        // Recomputed events were folded as they were staged: a match needs no fold.
+        match expected.pop_front() {
+            Some(e) if e == item.event => Ok(true),
+            other => {
+                report.divergence = Some(Divergence {
+                    seq: item.seq,
+                    recorded: show(&item.event),
+                    recomputed: other.map_or(
+                        "nothing (the decision ended before this entry)".into(),
+                        |e| show(&e),
+                    ),
+                });
+                Ok(false)
             }
         }
-        if let Err(e) = manifests.apply(&item.event) {
-            return Err(ForensicsError::Entry {
-                seq: item.seq,
-                reason: e.to_string(),
-            });
-        }
-        state.apply(item.seq, item.at, &item.event);
-        Ok(true)
     })?;
     if report.divergence.is_none()
         && let Some(e) = expected.front()

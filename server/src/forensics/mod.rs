@@ -27,11 +27,12 @@ use std::io::{BufReader, Seek, SeekFrom};
 use std::path::Path;
 
 use ledger::bundle::{BundleReader, Record};
-use ledger::domain::{Micros, OnHealthFailure, RolloutId};
+use ledger::domain::{AgentReport, Micros, RolloutId};
 use ledger::entry::EntryRef;
 use ledger::event::{Event, RolloutCause};
 use ledger::store::ReadOnlyStore;
-use planner::{Decision, FleetView, HostInput, HostPolicy, Manifests, RolloutInput};
+use planner::document::Document;
+use planner::{Input, Manifest, Manifests};
 use projections::State;
 use thiserror::Error;
 

@@ -1,0 +1,494 @@
+//! The one decision function, input by input, with no daemon and no HTTP: heartbeat
+//! synthesis, which dispatch a long poll takes, retention, lifts, retransmits and whether a
+//! manifest replaces the one in force. The harness's log folds what is staged, as the
+//! writer's ledger and the determinism check do.
+
+mod common;
+
+use common::*;
+use ledger::domain::{AgentReport, HostState, Micros, OnHealthFailure, RolloutId, RolloutState};
+use ledger::event::{Event, QuarantineAdded};
+use planner::document::{Document, parse_fleet, parse_rollout};
+use planner::{Answer, Input, Manifest, ManifestRefusal, Manifests, Refusal, Rejection, decide};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+fn run(f: &mut Fleet, input: Input, now: Micros) -> Result<(Answer, bool, Vec<Event>), Refusal> {
+    let mut m = Manifests::default();
+    run_with(f, &mut m, input, now)
+}
+
+/// Decides `input`; returns the answer, whether to replan, and what was staged.
+fn run_with(
+    f: &mut Fleet,
+    m: &mut Manifests,
+    input: Input,
+    now: Micros,
+) -> Result<(Answer, bool, Vec<Event>), Refusal> {
+    let before = f.log.len();
+    let decided = decide(f, m, input, now)?;
+    Ok((decided.answer, decided.replan, f.log[before..].to_vec()))
+}
+
+fn kinds(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind().name()).collect()
+}
+
+fn heartbeat(host: &str, rollout: Option<&RolloutId>, current: Option<&str>, at: Micros) -> Input {
+    Input::Heartbeat {
+        host: host.into(),
+        rollout: rollout.cloned(),
+        current_closure: current.map(str::to_string),
+        at,
+    }
+}
+
+/// A rollout with one host brought to `state` by the agent's own reports.
+fn host_in(state: HostState) -> (Fleet, RolloutId) {
+    let r = rid("canary@a1a1");
+    let mut f = Fleet::new();
+    f.open(&r, &[("web-01", 0)], T0);
+    let halt = OnHealthFailure::Halt;
+    let mut seq = 0;
+    let mut feed = |f: &mut Fleet, report: AgentReport| {
+        seq += 1;
+        f.feed(&r, "web-01", agent(seq, report), T0 + MIN, halt)
+            .unwrap();
+    };
+    match state {
+        HostState::Pending => {}
+        HostState::Activating => feed(&mut f, ack(T0)),
+        HostState::Deferred => {
+            feed(&mut f, ack(T0));
+            feed(
+                &mut f,
+                AgentReport::ActivationDeferred {
+                    component: "kernel".into(),
+                    deferred_at: T0,
+                },
+            );
+        }
+        HostState::Soaking => {
+            feed(&mut f, ack(T0));
+            feed(&mut f, completed(TARGET, T0));
+        }
+        other => panic!("no recipe for {other:?}"),
+    }
+    assert_eq!(f.host(&r, "web-01").state, state);
+    (f, r)
+}
+
+#[test]
+fn a_heartbeat_at_the_target_synthesizes_what_the_host_state_implies() {
+    use HostState as S;
+    let table: &[(S, &[&str], S)] = &[
+        (
+            S::Pending,
+            &[
+                "AgentEventSynthesized",
+                "HostTransitioned",
+                "AgentEventSynthesized",
+                "HostTransitioned",
+            ],
+            S::Soaking,
+        ),
+        (
+            S::Activating,
+            &["AgentEventSynthesized", "HostTransitioned"],
+            S::Soaking,
+        ),
+        (
+            S::Deferred,
+            &["AgentEventSynthesized", "HostTransitioned"],
+            S::Soaking,
+        ),
+        // Converged is never synthesized: the soak must be observed by the agent's probes.
+        (S::Soaking, &[], S::Soaking),
+    ];
+    for (from, expect, to) in table {
+        let (mut f, r) = host_in(*from);
+        let at = T0 + 2 * MIN;
+        for named in [false, true] {
+            let (mut f, r) = (
+                Fleet {
+                    state: f.state.clone(),
+                    seq: f.seq,
+                    log: f.log.clone(),
+                    headers: f.headers.clone(),
+                },
+                r.clone(),
+            );
+            let input = heartbeat("web-01", named.then_some(&r), Some(TARGET), at);
+            let (answer, replan, staged) = run(&mut f, input, at + 1).unwrap();
+            let staged_kinds: Vec<_> = kinds(&staged)
+                .into_iter()
+                .filter(|k| *k != "RolloutTransitioned" && *k != "WaveAdvanced")
+                .collect();
+            assert_eq!(staged_kinds, *expect, "from {from:?} (named {named})");
+            assert_eq!(f.host(&r, "web-01").state, *to, "from {from:?}");
+            assert_eq!(replan, !expect.is_empty(), "from {from:?}");
+            let Answer::Heartbeat {
+                synthesized,
+                bootstrap,
+                replay_from,
+            } = answer
+            else {
+                panic!("a heartbeat answer");
+            };
+            assert_eq!(synthesized.is_some(), !expect.is_empty());
+            assert_eq!(replay_from, None);
+            // Only an unnamed heartbeat asks for the records to bootstrap from.
+            assert_eq!(bootstrap.map(|b| b.len()), (!named).then_some(1));
+        }
+        // The basis says which heartbeat, in the log's time format.
+        if let Some(Event::AgentEventSynthesized(e)) = run(
+            &mut f,
+            heartbeat("web-01", Some(&r), Some(TARGET), at),
+            at + 1,
+        )
+        .unwrap()
+        .2
+        .first()
+        {
+            assert_eq!(
+                e.basis,
+                format!(
+                    "heartbeat at {}: host runs its target closure",
+                    planner::decide::rfc3339(at)
+                )
+            );
+        }
+    }
+}
+
+#[test]
+fn a_heartbeat_off_the_target_synthesizes_nothing_and_may_ask_for_a_replay() {
+    let (mut f, r) = host_in(HostState::Activating);
+    let at = T0 + 2 * MIN;
+    // Named, and the CP does not know the host runs this: resend from the next agent seq.
+    let (answer, replan, staged) =
+        run(&mut f, heartbeat("web-01", Some(&r), Some(PRIOR), at), at).unwrap();
+    assert!(staged.is_empty() && !replan);
+    let last = f.host(&r, "web-01").last_event_seq;
+    assert!(matches!(answer, Answer::Heartbeat { replay_from: Some(s), .. } if s == last + 1));
+    // Unnamed: nothing to ask (the agent bootstraps from the records instead).
+    let (answer, _, staged) = run(&mut f, heartbeat("web-01", None, Some(PRIOR), at), at).unwrap();
+    assert!(staged.is_empty());
+    assert!(matches!(
+        answer,
+        Answer::Heartbeat {
+            replay_from: None,
+            bootstrap: Some(_),
+            ..
+        }
+    ));
+    // No closure at all: nothing inferred.
+    let (_, _, staged) = run(&mut f, heartbeat("web-01", Some(&r), None, at), at).unwrap();
+    assert!(staged.is_empty());
+}
+
+#[test]
+fn a_heartbeat_naming_a_rollout_the_host_is_not_in_is_refused() {
+    let (mut f, r) = host_in(HostState::Pending);
+    let err = run(&mut f, heartbeat("db-01", Some(&r), Some(TARGET), T0), T0).unwrap_err();
+    assert!(matches!(err, Refusal::Host(Rejection::UnknownHost { .. })));
+    assert_eq!(err.code(), "unknown-host");
+    // Unnamed, an unknown host simply has nothing to bootstrap.
+    let (answer, _, staged) = run(&mut f, heartbeat("db-01", None, Some(TARGET), T0), T0).unwrap();
+    assert!(staged.is_empty());
+    assert!(matches!(answer, Answer::Heartbeat { bootstrap: Some(b), .. } if b.is_empty()));
+}
+
+#[test]
+fn a_long_poll_takes_the_oldest_dispatch_then_the_smaller_rollout_id() {
+    let a = rid("canary@a1a1");
+    let b = rid("stable@b2b2");
+    let c = rid("edge@c3c3");
+    let mut f = Fleet::new();
+    for r in [&a, &b, &c] {
+        f.open(r, &[("web-01", 0), ("web-02", 0)], T0);
+    }
+    f.dispatch(&b, "web-01", T0 + MIN, 0);
+    f.dispatch(&a, "web-01", T0 + 2 * MIN, 0);
+    f.dispatch(&c, "web-01", T0 + MIN, 0);
+    f.dispatch(&a, "web-02", T0, 0);
+    let take = |f: &mut Fleet| {
+        let (answer, replan, staged) = run(
+            f,
+            Input::TakeDispatch {
+                host: "web-01".into(),
+            },
+            T0 + 3 * MIN,
+        )
+        .unwrap();
+        assert!(!replan);
+        match answer {
+            Answer::Dispatch(Some(d)) => {
+                assert_eq!(kinds(&staged), ["DispatchDelivered"]);
+                assert_eq!(d.seq, f.seq - 1);
+                assert_eq!(d.host, "web-01");
+                Some(d.rollout)
+            }
+            Answer::Dispatch(None) => {
+                assert!(staged.is_empty());
+                None
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    // b and c were queued at the same time: the smaller id (edge@…) goes first.
+    assert_eq!(take(&mut f), Some(c));
+    assert_eq!(take(&mut f), Some(b));
+    assert_eq!(take(&mut f), Some(a));
+    // web-02's dispatch is never web-01's.
+    assert_eq!(take(&mut f), None);
+}
+
+#[test]
+fn retention_prunes_finished_rollouts_once_their_time_has_passed() {
+    let old = rid("canary@a1a1");
+    let new = rid("canary@b2b2");
+    let mut f = Fleet::new();
+    f.open(&old, &[("web-01", 0)], T0);
+    f.open(&new, &[("web-01", 0)], T0 + MIN);
+    assert_eq!(f.state.rollouts[&old].state, RolloutState::Superseded);
+    let keep = 10 * MIN;
+    let table: &[(Micros, &[&RolloutId])] = &[
+        (T0 + MIN, &[]),
+        (T0 + MIN + keep - 1, &[]),
+        (T0 + MIN + keep, &[&old]),
+    ];
+    for (now, due) in table {
+        let got = planner::retention_due(&f.state, keep, *now);
+        assert_eq!(got.iter().collect::<Vec<_>>(), *due, "at {now}");
+    }
+    // No retention: a tick prunes nothing, but still plans.
+    let (answer, replan, staged) =
+        run(&mut f, Input::Tick { retain_for: None }, T0 + 99 * MIN).unwrap();
+    assert!(staged.is_empty() && replan);
+    assert_eq!(answer, Answer::Done { entries: 0 });
+    let (answer, _, staged) = run(
+        &mut f,
+        Input::Tick {
+            retain_for: Some(keep),
+        },
+        T0 + MIN + keep,
+    )
+    .unwrap();
+    assert_eq!(kinds(&staged), ["RolloutTransitioned"]);
+    assert_eq!(answer, Answer::Done { entries: 1 });
+    assert_eq!(f.state.rollouts[&old].state, RolloutState::Pruned);
+    // The active rollout is never due, and the machine refuses to prune it if asked.
+    let err = run(&mut f, Input::Expire { rollout: new }, T0 + 999 * MIN).unwrap_err();
+    assert_eq!(err.code(), "illegal-transition");
+}
+
+#[test]
+fn only_a_quarantined_closure_can_be_lifted() {
+    let r = rid("canary@a1a1");
+    let mut f = Fleet::new();
+    f.open(&r, &[("web-01", 0)], T0);
+    let lift = || Input::Lift {
+        channel: "canary".into(),
+        closure: TARGET.into(),
+        operator: "alice".into(),
+        reason: "fixed upstream".into(),
+    };
+    let err = run(&mut f, lift(), T0).unwrap_err();
+    assert!(matches!(err, Refusal::NotQuarantined { .. }));
+    assert_eq!(err.code(), "not-quarantined");
+    assert_eq!(f.log.len(), 3, "a refusal stages nothing");
+    f.append(
+        &[Event::QuarantineAdded(QuarantineAdded {
+            channel: "canary".into(),
+            closure: TARGET.into(),
+            rollout_id: r.clone(),
+            hostname: "web-01".into(),
+        })],
+        T0,
+    );
+    let (answer, replan, staged) = run(&mut f, lift(), T0 + MIN).unwrap();
+    assert_eq!(kinds(&staged), ["QuarantineLifted"]);
+    assert!(replan);
+    assert!(matches!(answer, Answer::Recorded { entries: 1, .. }));
+    assert!(f.state.quarantine.is_empty());
+    assert!(matches!(
+        run(&mut f, lift(), T0 + MIN),
+        Err(Refusal::NotQuarantined { .. })
+    ));
+}
+
+#[test]
+fn the_last_agent_seq_again_is_a_retransmit_or_a_reused_seq() {
+    let (mut f, r) = host_in(HostState::Activating);
+    let report = |at| Input::Report {
+        host: "web-01".into(),
+        rollout: r.clone(),
+        agent_seq: 1,
+        report: ack(at),
+    };
+    let size = f.log.len();
+    let (answer, replan, staged) = run(&mut f, report(T0), T0 + MIN).unwrap();
+    assert!(staged.is_empty() && !replan);
+    let first = f.host(&r, "web-01").last_report_seq;
+    assert_eq!(answer, Answer::Duplicate { seq: first });
+    let err = run(&mut f, report(T0 + 1), T0 + MIN).unwrap_err();
+    assert_eq!(
+        err,
+        Refusal::SeqReused {
+            agent_seq: 1,
+            seq: first
+        }
+    );
+    assert_eq!(f.log.len(), size);
+    // A lower seq is a regression, refused by the host machine.
+    let mut low = report(T0);
+    if let Input::Report { agent_seq, .. } = &mut low {
+        *agent_seq = 0;
+    }
+    assert_eq!(run(&mut f, low, T0).unwrap_err().code(), "seq-regression");
+}
+
+fn fleet_doc(signed_at: &str, policy: &str) -> Value {
+    json!({
+        "schemaVersion": 1,
+        "hosts": {"web-01": {"channel": "canary"}},
+        "channels": {"canary": {"rollout_policy": policy}},
+        "rollout_policies": {policy: {"strategy": "all-at-once", "waves": [{"soak_minutes": 0}], "on_health_failure": "halt"}},
+        "waves": {"canary": [{"hosts": ["web-01"]}]},
+        "meta": {"schemaVersion": 1, "signedAt": signed_at},
+    })
+}
+
+fn rollout_doc(fleet_hash: [u8; 32], signed_at: &str) -> Value {
+    json!({
+        "schema_version": 1,
+        "channel": "canary",
+        "channel_ref": "a1a1a1a1",
+        "fleet_resolved_hash": fleet_hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "host_set": [{"hostname": "web-01", "wave_index": 0, "target_closure": "/nix/store/aaaa-system"}],
+        "disruption_budgets": [],
+        "meta": {"schemaVersion": 1, "signedAt": signed_at},
+    })
+}
+
+/// A manifest as the intake would hand it over (the hash is a stand-in: the decision only
+/// compares it).
+fn manifest(doc: &Value, hash: u8, signed_at: Micros) -> Input {
+    let canonical = doc.to_string().into_bytes();
+    let document = if doc.get("hosts").is_some() {
+        Document::Fleet(parse_fleet(&canonical).unwrap())
+    } else {
+        Document::Rollout(parse_rollout(&canonical).unwrap())
+    };
+    Input::Manifest(Box::new(Manifest {
+        canonical,
+        content_hash: [hash; 32],
+        signer: "key".into(),
+        signed_at,
+        document,
+    }))
+}
+
+#[test]
+fn a_manifest_replaces_the_one_in_force_only_when_newer_and_consistent() {
+    let mut f = Fleet::new();
+    let mut m = Manifests::default();
+    let t = "2026-11-30T12:00:00Z";
+    // A rollout manifest needs a fleet in force, and the same one.
+    let err = run_with(
+        &mut f,
+        &mut m,
+        manifest(&rollout_doc([1; 32], t), 9, T0),
+        T0,
+    )
+    .unwrap_err();
+    assert_eq!(err, Refusal::Manifest(ManifestRefusal::NoFleet));
+
+    let (answer, replan, staged) =
+        run_with(&mut f, &mut m, manifest(&fleet_doc(t, "fast"), 1, T0), T0).unwrap();
+    assert_eq!(kinds(&staged), ["FleetManifestAccepted"]);
+    assert!(replan);
+    let Answer::Recorded { seq: fleet_seq, .. } = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(m.fleet_in_force.map(|f| f.seq), Some(fleet_seq));
+
+    // The same bytes again: a duplicate of the entry in force, nothing staged.
+    let (answer, _, staged) =
+        run_with(&mut f, &mut m, manifest(&fleet_doc(t, "fast"), 1, T0), T0).unwrap();
+    assert!(staged.is_empty());
+    assert_eq!(answer, Answer::Duplicate { seq: fleet_seq });
+    // Other bytes signed at the same time or earlier: no rollback to an older artifact.
+    for at in [T0, T0 - 1] {
+        let err = run_with(&mut f, &mut m, manifest(&fleet_doc(t, "slow"), 2, at), T0).unwrap_err();
+        assert_eq!(err.code(), "manifest-outdated");
+    }
+
+    let err = run_with(
+        &mut f,
+        &mut m,
+        manifest(&rollout_doc([7; 32], t), 9, T0),
+        T0,
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "manifest-fleet-mismatch");
+    let (_, _, staged) = run_with(
+        &mut f,
+        &mut m,
+        manifest(&rollout_doc([1; 32], t), 9, T0),
+        T0,
+    )
+    .unwrap();
+    assert_eq!(kinds(&staged), ["RolloutManifestAccepted"]);
+    assert!(m.rollouts.contains_key("canary"));
+
+    // A newer fleet replaces the one in force: a rollout manifest built against the old one
+    // is now refused, even signed later.
+    let (_, _, staged) = run_with(
+        &mut f,
+        &mut m,
+        manifest(&fleet_doc(t, "slow"), 3, T0 + 1),
+        T0,
+    )
+    .unwrap();
+    assert_eq!(kinds(&staged), ["FleetManifestAccepted"]);
+    let err = run_with(
+        &mut f,
+        &mut m,
+        manifest(&rollout_doc([1; 32], t), 10, T0 + 1),
+        T0,
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "manifest-fleet-mismatch");
+}
+
+proptest! {
+    /// The log's time text is chrono's RFC 3339, over chrono's whole range.
+    #[test]
+    fn log_times_read_as_chrono_writes_them(us in -8_210_266_876_799_999_999i64..=8_210_298_412_799_999_999i64) {
+        let chrono = chrono::DateTime::from_timestamp_micros(us)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        if let Some(c) = chrono {
+            prop_assert_eq!(planner::decide::rfc3339(us), c);
+        }
+    }
+}
+
+#[test]
+fn log_times_at_the_edges() {
+    for us in [
+        0,
+        -1,
+        1,
+        951_782_400_000_000,
+        4_107_542_400_000_000,
+        T0,
+        -62_135_596_800_000_001,
+    ] {
+        let c = chrono::DateTime::from_timestamp_micros(us)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        assert_eq!(planner::decide::rfc3339(us), c);
+    }
+}

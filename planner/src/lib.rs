@@ -11,7 +11,7 @@
 //! * [`host`]: the host state machine (`decide`) and [`decide_report`], which runs a report
 //!   through the host and rollout machines as one atomic decision.
 //! * [`rollout`]: the rollout state machine (`decide_open`, `decide`).
-//! * [`plan`]: the planner and its six gates.
+//! * [`mod@plan`]: the planner and its six gates.
 //! * [`document`], [`manifest`]: CI's signed documents and the manifests in force.
 
 pub mod decide;

@@ -4,7 +4,7 @@
 //!
 //! The damaged files are `fixtures/redb-panics/base.redb` with one byte changed: one mutation
 //! for each of the places redb 4.6.0 itself panics when such a file is opened read-only and
-//! read (found by `server/examples/redb_mutations.rs`; see the fixture's README).
+//! read (found by `benches/examples/redb_mutations.rs`; see the fixture's README).
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! `fixtures/redb-panics/`), and the way `fleet-ledger verify --db` and `check --db` read it,
 //! to count what still escapes as a panic.
 //!
-//! `cargo run --release -p fleet-ledger --example redb_mutations -- DB MUTATIONS SEED [OUT]`
+//! `cargo run --release -p fleet-ledger-benches --example redb_mutations -- DB MUTATIONS SEED [OUT]`
 //!
 //! With OUT, one mutation per distinct redb panic site is appended to that file as a line
 //! `site<TAB>offset<TAB>from<TAB>to` (the format of `fixtures/redb-panics/mutations.tsv`).

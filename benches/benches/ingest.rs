@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use fleet_ledger::config::Config;
 use fleet_ledger::daemon::{Daemon, system_clock};
-use fleet_ledger::demo::{ApiClient, Setup};
 use fleet_ledger_benches::{bench_dir, cached_log};
+use fleet_ledger_demo::{ApiClient, Setup};
 
 use serde_json::json;
 

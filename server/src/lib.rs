@@ -17,7 +17,6 @@ pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod daemon;
-pub mod demo;
 pub mod forensics;
 pub mod intake;
 pub mod logging;

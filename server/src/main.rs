@@ -190,17 +190,6 @@ enum Command {
         #[arg(long)]
         name: String,
     },
-    /// Start the daemon on a fresh ledger, drive simulated agents over HTTP through full
-    /// rollouts (with a failure, a rollback, a quarantine and a successor), verify the ledger
-    /// and print what to try next.
-    Demo {
-        /// Hosts in the sample fleet.
-        #[arg(long, default_value_t = 200)]
-        hosts: usize,
-        /// Ledger database to create (default: in a new temporary directory).
-        #[arg(long)]
-        db: Option<PathBuf>,
-    },
 }
 
 impl Command {
@@ -223,7 +212,7 @@ impl Command {
                 }
             },
             Command::VerifyProof { proof, .. } => Some(proof),
-            Command::Keygen { .. } | Command::Token { .. } | Command::Demo { .. } => None,
+            Command::Keygen { .. } | Command::Token { .. } => None,
         }
     }
 }
@@ -463,7 +452,6 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Token { role, name } => token(&role, &name),
-        Command::Demo { hosts, db } => demo(hosts, db),
     }
 }
 
@@ -876,60 +864,5 @@ fn token(role: &str, name: &str) -> Result<()> {
         "config entry for \"tokens\": {}",
         serde_json::to_string(&entry)?
     );
-    Ok(())
-}
-
-fn demo(hosts: usize, db: Option<PathBuf>) -> Result<()> {
-    if hosts == 0 || hosts > 100_000 {
-        bail!("--hosts must be between 1 and 100000");
-    }
-    let dir = match &db {
-        Some(p) => {
-            if p.exists() {
-                bail!("{} already exists: choose another --db", p.display());
-            }
-            let parent = p
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            parent.join(format!(
-                "{}.demo",
-                p.file_name().and_then(|n| n.to_str()).unwrap_or("ledger")
-            ))
-        }
-        None => tempfile::Builder::new()
-            .prefix("fleet-ledger-demo-")
-            .tempdir()?
-            .keep(),
-    };
-    println!(
-        "fleet-ledger demo: {hosts} hosts, files in {}",
-        dir.display()
-    );
-    let summary = runtime()?.block_on(fleet_ledger::demo::run(fleet_ledger::demo::Options {
-        hosts,
-        dir: dir.clone(),
-        verbose: true,
-        db,
-    }))?;
-    let genesis = keys::read_public_key(&summary.genesis_pub)?;
-    let ro = ReadOnlyStore::open(&summary.db)?;
-    let log = ro
-        .snapshot()?
-        .verify(&genesis, |_| {})
-        .map_err(|e| Invalid(e.to_string()))?;
-    drop(ro);
-    println!(
-        "\nverified the ledger: {} entries, {} signed checkpoints",
-        log.size(),
-        log.checkpoints()
-    );
-    match fleet_ledger::materialize::check(&summary.db, |_| {})? {
-        CheckOutcome::Identical { entries } => {
-            println!("checked the projections: identical to a fold of the {entries} entries")
-        }
-        other => return Err(Invalid(format!("projection check: {other:?}")).into()),
-    }
-    fleet_ledger::demo::print_summary(&summary, &dir);
     Ok(())
 }

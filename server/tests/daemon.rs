@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fleet_ledger::daemon::Daemon;
-use fleet_ledger::demo::{self, ApiClient, Setup};
+use fleet_ledger_demo::{self as demo, ApiClient, Setup};
 use serde_json::{Value, json};
 
 struct Fleet {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use fleet_ledger::demo::{ApiClient, Setup};
+use fleet_ledger_demo::{ApiClient, Setup};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_commit_answers_503_and_leaves_the_ledger_as_it_was() {

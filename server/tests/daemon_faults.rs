@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use fleet_ledger::demo::{ApiClient, Setup};
+use fleet_ledger_demo::{ApiClient, Setup};
 
 /// Posts `n` probe results for web-0002 after `prepare` and requires each to be recorded.
 async fn record(c: &ApiClient, setup: &Setup, from_seq: u64, n: u64) {

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fleet_ledger::daemon::{Daemon, system_clock};
-use fleet_ledger::demo::Setup;
 use fleet_ledger::tls::TlsConfig;
+use fleet_ledger_demo::Setup;
 use http_body_util::BodyExt as _;
 use http_body_util::Full;
 use hyper::Request;

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use fleet_ledger::demo;
 use fleet_ledger::forensics::{self, Filter, Source};
 use fleet_ledger::materialize::Ledger;
+use fleet_ledger_demo as demo;
 use ledger::event::Event;
 use ledger::store::{NewEntry, ReadOnlyStore};
 

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleet_ledger::demo::{ApiClient, Setup};
+use fleet_ledger_demo::{ApiClient, Setup};
 use serde_json::json;
 
 pub const EXE: &str = env!("CARGO_BIN_EXE_fleet-ledger");

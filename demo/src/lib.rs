@@ -1,8 +1,12 @@
-//! `fleet-ledger demo`: the daemon on an embedded ledger, a sample fleet signed with the
+//! `fleet-ledger-demo`: the daemon on an embedded ledger, a sample fleet signed with the
 //! fixture CI key, and simulated agents that talk to it over real HTTP through whole
 //! rollouts, with trouble: a host fails its enforce compliance probe and rolls back, its
 //! closure is quarantined and blocks a re-dispatch of the same closure, an operator clears
 //! the failed rollout, and a fixed successor supersedes and converges.
+//!
+//! It is also the daemon tests' harness ([`Setup`] writes a config, keys and tokens and starts
+//! the daemon; [`ApiClient`] speaks its HTTP API). It lives outside the product: the CI key it
+//! signs with is a fixture, public on purpose.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,11 +21,11 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::net::TcpListener;
 
-use crate::auth::{self, Role};
-use crate::config::{Config, Limits, TokenEntry, Trust, TrustedKey};
-use crate::daemon::{Daemon, system_clock};
-use crate::materialize::Ledger;
-use crate::wire::ts;
+use fleet_ledger::auth::{self, Role};
+use fleet_ledger::config::{Config, Limits, TokenEntry, Trust, TrustedKey};
+use fleet_ledger::daemon::{Daemon, system_clock};
+use fleet_ledger::materialize::Ledger;
+use fleet_ledger::wire::ts;
 
 /// The fixture CI release key (public on purpose; see fixtures/demo/README.md).
 const CI_KEY: &str = include_str!("../../fixtures/demo/ci-demo.key");
@@ -453,7 +457,7 @@ impl Setup {
             limits: Limits::default(),
             plan_interval_ms: 100,
             retention_hours: 168,
-            replay_snapshot_every: crate::snapshots::SNAPSHOT_EVERY,
+            replay_snapshot_every: fleet_ledger::snapshots::SNAPSHOT_EVERY,
         };
         std::fs::write(
             dir.join("config.json"),
@@ -499,7 +503,7 @@ impl Setup {
     pub async fn start_with_clock(
         &self,
         config: Config,
-        clock: crate::writer::Clock,
+        clock: fleet_ledger::writer::Clock,
     ) -> Result<(Daemon, ApiClient)> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let daemon = Daemon::start(

@@ -18,6 +18,7 @@ pub mod merkle;
 #[cfg(feature = "store")]
 mod overlay;
 pub mod proof;
+#[cfg(feature = "store")]
 pub mod sim_disk;
 #[cfg(feature = "store")]
 pub mod store;

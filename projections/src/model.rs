@@ -355,3 +355,43 @@ pub fn diff_rows(
     }
     Ok(first)
 }
+
+/// A model kept in a table of its own: what the state does with each of its tables
+/// (see `stored_tables!` in lib.rs).
+pub(crate) trait Stored {
+    /// Turns change tracking on or off.
+    fn set_tracking(&mut self, track: bool);
+    /// Writes the rows changed since the last flush.
+    fn flush(&mut self, table: &'static str, w: &mut dyn TableWriter) -> Result<(), TableError>;
+    /// Replaces the whole table with these rows (a rebuild).
+    fn write_all(&mut self, table: &'static str, w: &mut dyn TableWriter)
+    -> Result<(), TableError>;
+    /// The first difference from the stored table, or None.
+    fn diff(&self, table: &'static str, r: &dyn TableReader) -> Result<Option<String>, TableError>;
+}
+
+/// Each model's own methods, behind the common trait.
+macro_rules! stored_by_inherent_methods {
+    ($([$($generics:tt)*] $ty:ty),* $(,)?) => {$(
+        impl<$($generics)*> Stored for $ty {
+            fn set_tracking(&mut self, track: bool) {
+                <$ty>::set_tracking(self, track)
+            }
+            fn flush(&mut self, table: &'static str, w: &mut dyn TableWriter) -> Result<(), TableError> {
+                <$ty>::flush(self, table, w)
+            }
+            fn write_all(&mut self, table: &'static str, w: &mut dyn TableWriter) -> Result<(), TableError> {
+                <$ty>::write_all(self, table, w)
+            }
+            fn diff(&self, table: &'static str, r: &dyn TableReader) -> Result<Option<String>, TableError> {
+                <$ty>::diff(self, table, r)
+            }
+        }
+    )*};
+}
+
+stored_by_inherent_methods! {
+    [K: Ord + Clone + Serialize + DeserializeOwned + std::fmt::Debug, V: Serialize + DeserializeOwned] Model<K, V>,
+    [] crate::Hosts,
+    [] crate::Deferrals,
+}

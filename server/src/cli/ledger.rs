@@ -1,0 +1,203 @@
+//! Keys, ledgers, bundles, proofs and tokens.
+
+use crate::*;
+
+pub(crate) fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn open_ro(db: &Path) -> Result<ReadOnlyStore> {
+    ReadOnlyStore::open(db).with_context(|| format!("opening {}", db.display()))
+}
+
+/// For commands that read the whole file anyway: redb's integrity check first, so a damaged
+/// file is reported as such (unless a daemon has it open: then its snapshots are read).
+pub(crate) fn open_checked(db: &Path) -> Result<ReadOnlyStore> {
+    ReadOnlyStore::open_with(db, true).with_context(|| format!("opening {}", db.display()))
+}
+
+/// How a database was read, for the verdict line.
+pub(crate) fn read_note(ro: &ReadOnlyStore) -> &'static str {
+    match ro.mode() {
+        ledger::store::ReadMode::BesideWriter => {
+            " (read beside the running writer: its latest commit)"
+        }
+        ledger::store::ReadMode::Private {
+            recovered: true, ..
+        } => " (the file was not closed cleanly: recovered in memory, the file left unchanged)",
+        ledger::store::ReadMode::Private { .. } => "",
+    }
+}
+
+pub(crate) fn keygen(out: &Path, name: &str) -> Result<()> {
+    let signer = Signer::generate(name)?;
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let key_path = out.join(format!("{name}.key"));
+    let pub_path = out.join(format!("{name}.pub"));
+    if pub_path.exists() {
+        bail!(
+            "{} already exists: refusing to overwrite a key",
+            pub_path.display()
+        );
+    }
+    keys::write_private_key(&key_path, &signer)?;
+    keys::write_public_key(&pub_path, signer.public())?;
+    println!("private key: {} (mode 0600)", key_path.display());
+    println!("public key:  {}", pub_path.display());
+    println!("{}", signer.public().to_text());
+    Ok(())
+}
+
+/// A progress bar on stderr, only when stderr is a terminal.
+pub(crate) fn progress(total: Option<u64>, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/{len} entries ({per_sec}, eta {eta})",
+            )
+            .expect("valid template"),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {msg} {pos} entries ({per_sec})")
+                .expect("valid template"),
+        ),
+    };
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+pub(crate) fn verify(source: &Source, key: &PublicKey) -> Result<()> {
+    let mut note = "";
+    let result = if let Some(db) = &source.db {
+        let ro = open_checked(db)?;
+        note = read_note(&ro);
+        let snap = ro.snapshot()?;
+        let bar = progress(Some(snap.size()), "verifying");
+        let r = snap.verify(key, |n| bar.set_position(n));
+        bar.finish_and_clear();
+        r
+    } else {
+        let path = source.bundle.as_ref().expect("clap enforces one source");
+        let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let bar = progress(None, "verifying");
+        let r = verify_bundle(BufReader::with_capacity(1 << 20, file), key, |n| {
+            bar.set_position(n)
+        });
+        bar.finish_and_clear();
+        r
+    };
+    let log = result.map_err(|e| Invalid(e.to_string()))?;
+    let cp = log.checkpoint();
+    println!(
+        "OK: {} entries, {} checkpoints, {} key(s); origin {}; root {}; head {}{note}",
+        log.size(),
+        log.checkpoints(),
+        log.keys().len(),
+        log.origin(),
+        cp.root.to_base64(),
+        cp.head.to_base64()
+    );
+    Ok(())
+}
+
+pub(crate) fn export(db: &Path, out: &Path) -> Result<()> {
+    if out.exists() {
+        bail!("{} already exists: refusing to overwrite", out.display());
+    }
+    let ro = open_checked(db)?;
+    let snap = ro.snapshot()?;
+    let (entries, checkpoints) = write_bundle(&snap, out)?;
+    println!(
+        "exported {entries} entries and {checkpoints} checkpoints to {}",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Writes the bundle to a temporary sibling, fsyncs, then renames: a bundle file either
+/// exists whole or not at all.
+pub(crate) fn write_bundle(snap: &Snapshot, out: &Path) -> Result<(u64, u64)> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let bar = progress(Some(snap.size()), "exporting");
+    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let counts = snap.export(&mut w, |n| bar.set_position(n))?;
+    w.flush()?;
+    drop(w);
+    bar.finish_and_clear();
+    tmp.as_file().sync_all()?;
+    tmp.persist_noclobber(out)
+        .map_err(|e| e.error)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(counts)
+}
+
+pub(crate) fn verify_proof(proof: &Path, key_files: &[PathBuf]) -> Result<()> {
+    let keys = key_files
+        .iter()
+        .map(|k| keys::read_public_key(k).with_context(|| format!("reading {}", k.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let meta = fs::metadata(proof).with_context(|| format!("reading {}", proof.display()))?;
+    if meta.len() > 64 << 20 {
+        bail!(
+            "{} is {} bytes: too large for a proof file",
+            proof.display(),
+            meta.len()
+        );
+    }
+    let text = fs::read_to_string(proof).with_context(|| format!("reading {}", proof.display()))?;
+    let kind = text
+        .find("\"format\"")
+        .map(|i| &text[i..])
+        .unwrap_or_default();
+    if kind.contains(ledger::proof::CONSISTENCY_FORMAT) {
+        let p = ConsistencyProof::from_json(&text)?;
+        let (old, new) = p.verify(&keys).map_err(|e| Invalid(e.to_string()))?;
+        println!(
+            "OK: the log {} at size {} extends size {}",
+            new.origin, new.size, old.size
+        );
+    } else {
+        let p = InclusionProof::from_json(&text)?;
+        let cp = p.verify(&keys).map_err(|e| Invalid(e.to_string()))?;
+        println!(
+            "OK: entry seq {} is in the log {} at size {} (root {})",
+            p.seq,
+            cp.origin,
+            cp.size,
+            cp.root.to_base64()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn token(role: &str, name: &str) -> Result<()> {
+    let role: fleet_ledger::auth::Role = serde_json::from_value(serde_json::json!(role))
+        .map_err(|_| anyhow::anyhow!("--role must be agent, operator, auditor or ci"))?;
+    if role == fleet_ledger::auth::Role::Agent {
+        ledger::domain::check_host(name)?;
+    }
+    let t = fleet_ledger::auth::generate_token()?;
+    let entry = fleet_ledger::config::TokenEntry {
+        sha256: fleet_ledger::auth::hex(&fleet_ledger::auth::digest(&t)),
+        role,
+        name: name.to_string(),
+    };
+    println!("token (give it to {name}; it is not stored anywhere): {t}");
+    println!(
+        "config entry for \"tokens\": {}",
+        serde_json::to_string(&entry)?
+    );
+    Ok(())
+}

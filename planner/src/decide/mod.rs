@@ -12,20 +12,24 @@
 //! is committed once all its inputs are decided); the check's is the state it replays.
 //! Either way no IO happens here, and `now` is passed in.
 
-use std::fmt::Write as _;
+mod refusal;
+mod text;
+
+pub use refusal::{ManifestRefusal, Refusal};
+use text::hex;
+pub use text::rfc3339;
 
 use ledger::domain::{AgentReport, HostState, Micros, OnHealthFailure, RolloutId, RolloutState};
 use ledger::event::{
     DispatchDelivered, Event, FleetManifestAccepted, QuarantineLifted, RolloutManifestAccepted,
 };
 use projections::{DispatchRow, HostRecord, State};
-use thiserror::Error;
 
-use crate::document::{self, Document, DocumentError};
+use crate::document::{self, Document};
 use crate::host::{HostInput, HostPolicy, Rejection};
 use crate::manifest::{InForce, Manifests};
 use crate::plan::{Decision, FleetView};
-use crate::rollout::{RolloutInput, RolloutRejection};
+use crate::rollout::RolloutInput;
 
 /// The log as a decision sees it: the state folded over everything recorded so far,
 /// including what this decision (and the batch it is part of) already staged.
@@ -197,93 +201,6 @@ pub struct Decided {
     pub answer: Answer,
     /// Whether what was staged can change what the planner decides.
     pub replan: bool,
-}
-
-/// Why a manifest cannot replace the one in force. The intake's own checks (signature,
-/// schema, freshness) come before.
-#[derive(Clone, Debug, Error, PartialEq, Eq)]
-pub enum ManifestRefusal {
-    /// The document is inconsistent with the fleet in force, or unreadable.
-    #[error(transparent)]
-    Document(#[from] DocumentError),
-    /// A rollout manifest arrived before any fleet manifest.
-    #[error("no fleet manifest is in force yet; post fleet.resolved first")]
-    NoFleet,
-    /// Built against another fleet than the one in force.
-    #[error("fleet_resolved_hash {found} does not match the fleet manifest in force ({in_force})")]
-    FleetMismatch {
-        /// The manifest's anchor.
-        found: String,
-        /// In force.
-        in_force: String,
-    },
-    /// Not newer than the manifest in force (a replay of an older artifact).
-    #[error("signed at {signed_at}, not after the manifest in force (signed at {in_force})")]
-    Outdated {
-        /// This one.
-        signed_at: String,
-        /// In force.
-        in_force: String,
-    },
-}
-
-/// Why an input is refused. Nothing was staged for it; the ledger is unchanged by it.
-#[derive(Clone, Debug, Error, PartialEq, Eq)]
-pub enum Refusal {
-    /// The host machine refuses the report.
-    #[error(transparent)]
-    Host(#[from] Rejection),
-    /// The rollout machine refuses the input.
-    #[error(transparent)]
-    Rollout(#[from] RolloutRejection),
-    /// The manifest cannot replace the one in force.
-    #[error(transparent)]
-    Manifest(#[from] ManifestRefusal),
-    /// A lift of a closure that is not quarantined.
-    #[error("closure {closure} is not quarantined on channel {channel}")]
-    NotQuarantined {
-        /// The channel.
-        channel: String,
-        /// The closure.
-        closure: String,
-    },
-    /// The agent reused its last seq for a different report.
-    #[error(
-        "agent seq {agent_seq} was already recorded (entry {seq}) with a different report; use a new seq"
-    )]
-    SeqReused {
-        /// The seq.
-        agent_seq: u64,
-        /// The entry that holds it.
-        seq: u64,
-    },
-    /// The entry a retransmit must be compared with could not be read.
-    #[error("entry {seq} could not be read back: {reason}")]
-    Unreadable {
-        /// The entry.
-        seq: u64,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl Refusal {
-    /// A stable code for APIs, metrics and `InputRejected` entries (listed in OPERATIONS.md).
-    pub fn code(&self) -> &'static str {
-        match self {
-            Refusal::Host(r) => r.code(),
-            Refusal::Rollout(r) => r.code(),
-            Refusal::Manifest(m) => match m {
-                ManifestRefusal::Document(d) => d.code(),
-                ManifestRefusal::NoFleet => "manifest-no-fleet",
-                ManifestRefusal::FleetMismatch { .. } => "manifest-fleet-mismatch",
-                ManifestRefusal::Outdated { .. } => "manifest-outdated",
-            },
-            Refusal::NotQuarantined { .. } => "not-quarantined",
-            Refusal::SeqReused { .. } => "seq-reused",
-            Refusal::Unreadable { .. } => "unavailable",
-        }
-    }
 }
 
 /// Decides `input` at CP time `now`: stages its events into `log` and answers, or refuses
@@ -697,42 +614,4 @@ pub fn retention_due(state: &State, keep: Micros, now: Micros) -> Vec<RolloutId>
         })
         .map(|r| r.rollout_id.clone())
         .collect()
-}
-
-/// RFC 3339 UTC with microseconds (`2026-11-30T14:25:58.000000Z`), as the log's texts write
-/// CP and agent times: the same text as chrono's `to_rfc3339_opts(Micros, true)` (a test
-/// holds them equal), computed here because the pure crates do not depend on a crate that
-/// can read the clock.
-pub fn rfc3339(us: Micros) -> String {
-    let (days, rem) = (us.div_euclid(86_400_000_000), us.rem_euclid(86_400_000_000));
-    let (secs, micros) = (rem / 1_000_000, rem % 1_000_000);
-    // Days to a civil date (Howard Hinnant's `civil_from_days`, proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let year = match year {
-        0..=9999 => format!("{year:04}"),
-        y if y > 9999 => format!("+{y}"),
-        y => format!("-{:04}", -y),
-    };
-    format!(
-        "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }

@@ -84,6 +84,58 @@ pub fn check_host(s: &str) -> Result<(), IdError> {
     }
 }
 
+/// A host name: the machine id an agent authenticates as (its certificate CN or token name)
+/// and manifests list, held to [`check_host`]'s rules. Entries store it as its text, so the
+/// type changes nothing on disk.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Hostname(String);
+
+impl Hostname {
+    /// Checks and wraps a host name.
+    pub fn parse(s: &str) -> Result<Hostname, IdError> {
+        check_host(s)?;
+        Ok(Hostname(s.to_string()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl TryFrom<String> for Hostname {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Hostname, IdError> {
+        check_host(&s)?;
+        Ok(Hostname(s))
+    }
+}
+
+impl From<Hostname> for String {
+    fn from(h: Hostname) -> String {
+        h.0
+    }
+}
+
+impl fmt::Display for Hostname {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for Hostname {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Checks a closure: a Nix store path as manifests and agents name it. Only its shape is
 /// checked (the store directory and hash format are the agent's business): absolute, short,
 /// printable ASCII without whitespace, and no `..` component.

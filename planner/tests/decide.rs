@@ -6,7 +6,9 @@
 mod common;
 
 use common::*;
-use ledger::domain::{AgentReport, HostState, Micros, OnHealthFailure, RolloutId, RolloutState};
+use ledger::domain::{
+    AgentReport, HostState, Hostname, Micros, OnHealthFailure, RolloutId, RolloutState,
+};
 use ledger::event::{Event, QuarantineAdded};
 use planner::document::{Document, parse_fleet, parse_rollout};
 use planner::{Answer, Input, Manifest, ManifestRefusal, Manifests, Refusal, Rejection, decide};
@@ -30,13 +32,17 @@ fn run_with(
     Ok((decided.answer, decided.replan, f.log[before..].to_vec()))
 }
 
+fn h(name: &str) -> Hostname {
+    Hostname::parse(name).unwrap()
+}
+
 fn kinds(events: &[Event]) -> Vec<&'static str> {
     events.iter().map(|e| e.kind().name()).collect()
 }
 
 fn heartbeat(host: &str, rollout: Option<&RolloutId>, current: Option<&str>, at: Micros) -> Input {
     Input::Heartbeat {
-        host: host.into(),
+        host: h(host),
         rollout: rollout.cloned(),
         current_closure: current.map(str::to_string),
         at,
@@ -213,20 +219,14 @@ fn a_long_poll_takes_the_oldest_dispatch_then_the_smaller_rollout_id() {
     f.dispatch(&c, "web-01", T0 + MIN, 0);
     f.dispatch(&a, "web-02", T0, 0);
     let take = |f: &mut Fleet| {
-        let (answer, replan, staged) = run(
-            f,
-            Input::TakeDispatch {
-                host: "web-01".into(),
-            },
-            T0 + 3 * MIN,
-        )
-        .unwrap();
+        let (answer, replan, staged) =
+            run(f, Input::TakeDispatch { host: h("web-01") }, T0 + 3 * MIN).unwrap();
         assert!(!replan);
         match answer {
             Answer::Dispatch(Some(d)) => {
                 assert_eq!(kinds(&staged), ["DispatchDelivered"]);
                 assert_eq!(d.seq, f.seq - 1);
-                assert_eq!(d.host, "web-01");
+                assert_eq!(d.host.as_str(), "web-01");
                 Some(d.rollout)
             }
             Answer::Dispatch(None) => {
@@ -322,7 +322,7 @@ fn only_a_quarantined_closure_can_be_lifted() {
 fn the_last_agent_seq_again_is_a_retransmit_or_a_reused_seq() {
     let (mut f, r) = host_in(HostState::Activating);
     let report = |at| Input::Report {
-        host: "web-01".into(),
+        host: h("web-01"),
         rollout: r.clone(),
         agent_seq: 1,
         report: ack(at),

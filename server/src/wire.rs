@@ -354,7 +354,7 @@ impl Dispatch {
     /// The wire form of a delivered dispatch.
     pub fn of(d: planner::Delivered) -> Dispatch {
         Dispatch {
-            hostname: d.host,
+            hostname: d.host.into_string(),
             rollout_id: d.rollout.to_string(),
             target_closure: d.row.target_closure,
             soak_due_at: d.row.soak_due_at,

@@ -19,7 +19,9 @@ pub use refusal::{ManifestRefusal, Refusal};
 use text::hex;
 pub use text::rfc3339;
 
-use ledger::domain::{AgentReport, HostState, Micros, OnHealthFailure, RolloutId, RolloutState};
+use ledger::domain::{
+    AgentReport, HostState, Hostname, Micros, OnHealthFailure, RolloutId, RolloutState,
+};
 use ledger::event::{
     DispatchDelivered, Event, FleetManifestAccepted, QuarantineLifted, RolloutManifestAccepted,
 };
@@ -66,7 +68,7 @@ pub enum Input {
     /// An agent's report.
     Report {
         /// The authenticated host.
-        host: String,
+        host: Hostname,
         /// The rollout it reports on.
         rollout: RolloutId,
         /// The agent's seq for this (host, rollout).
@@ -77,7 +79,7 @@ pub enum Input {
     /// A heartbeat: it may imply reports the agent has not sent (see [`synthesis`]).
     Heartbeat {
         /// The authenticated host.
-        host: String,
+        host: Hostname,
         /// The rollout the agent names, if any (none: all the host's active rollouts, and the
         /// answer carries their records for the agent to bootstrap from).
         rollout: Option<RolloutId>,
@@ -112,7 +114,7 @@ pub enum Input {
     /// A host's long poll takes its oldest queued dispatch.
     TakeDispatch {
         /// The authenticated host.
-        host: String,
+        host: Hostname,
     },
     /// The safety tick: prunes the finished rollouts whose retention passed, then plans.
     Tick {
@@ -150,7 +152,7 @@ impl Input {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivered {
     /// The host.
-    pub host: String,
+    pub host: Hostname,
     /// The rollout.
     pub rollout: RolloutId,
     /// The queued row it was taken from.
@@ -567,25 +569,25 @@ fn replaces(in_force: Option<&InForce>, m: &Manifest) -> Result<Option<Answer>, 
 }
 
 /// The host's oldest queued dispatch (ties: the smaller rollout id), now delivered.
-fn take_dispatch(log: &mut impl Log, host: String, now: Micros) -> Option<Delivered> {
+fn take_dispatch(log: &mut impl Log, host: Hostname, now: Micros) -> Option<Delivered> {
     let state = log.state();
     let (rollout, row) = state
         .dispatch_queue
         .range(
             (
-                host.clone(),
+                host.to_string(),
                 RolloutId {
                     channel: String::new(),
                     channel_ref: String::new(),
                 },
             )..,
         )
-        .take_while(|((h, _), _)| *h == host)
+        .take_while(|((h, _), _)| *h == *host)
         .min_by_key(|((_, r), row)| (row.enqueued_at, r.clone()))
         .map(|((_, r), row)| (r.clone(), row.clone()))?;
     let wave = state.hosts.get(&rollout, &host).map_or(0, |h| h.wave);
     let e = Event::DispatchDelivered(DispatchDelivered {
-        hostname: host.clone(),
+        hostname: host.to_string(),
         rollout_id: rollout.clone(),
     });
     let seq = log.stage(now, vec![e]);

@@ -12,7 +12,7 @@ pub(super) async fn agent_event(
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Role::Agent])?;
     let env: wire::AgentEnvelope = parse_body(body)?;
-    caller.agent_for(&env.hostname)?;
+    let host = caller.agent_for(&env.hostname)?;
     let rollout = rollout_id(&env.rollout_id)?;
     let (agent_seq, report) = env
         .report()
@@ -20,7 +20,7 @@ pub(super) async fn agent_event(
     let out = submit(
         &state,
         Input::Report {
-            host: env.hostname,
+            host,
             rollout,
             agent_seq,
             report,
@@ -43,12 +43,12 @@ pub(super) async fn heartbeat(
 ) -> ApiResult<Response> {
     caller.require(&[Role::Agent])?;
     let hb: wire::Heartbeat = parse_body(body)?;
-    caller.agent_for(&hb.hostname)?;
+    let host = caller.agent_for(&hb.hostname)?;
     let rollout = hb.rollout_id.as_deref().map(rollout_id).transpose()?;
     let out = submit(
         &state,
         Input::Heartbeat {
-            host: hb.hostname,
+            host,
             rollout,
             current_closure: hb.current_closure,
             at: hb.at,
@@ -95,7 +95,7 @@ pub(super) async fn dispatch(
 ) -> ApiResult<Response> {
     caller.require(&[Role::Agent])?;
     let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
-    let host = caller.0.name.clone();
+    let host = caller.host()?;
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(state.limits.long_poll_secs));
     let deadline = tokio::time::Instant::now() + wait;
     let mut committed = state.shared.committed.subscribe();

@@ -78,7 +78,7 @@ impl Caller {
     }
 
     /// An agent acting for `hostname`, which must be itself.
-    pub(super) fn agent_for(&self, hostname: &str) -> ApiResult<()> {
+    pub(super) fn agent_for(&self, hostname: &str) -> ApiResult<Hostname> {
         self.require(&[Role::Agent])?;
         if self.0.name != hostname {
             return Err(ApiError::new(
@@ -87,7 +87,12 @@ impl Caller {
                 format!("agent {} may not post for host {hostname:?}", self.0.name),
             ));
         }
-        Ok(())
+        self.host()
+    }
+
+    /// The host an agent caller is.
+    pub(super) fn host(&self) -> ApiResult<Hostname> {
+        Hostname::parse(&self.0.name).map_err(|e| ApiError::bad("malformed-host", e.to_string()))
     }
 }
 

@@ -41,7 +41,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ledger::domain::RolloutId;
+use ledger::domain::{Hostname, RolloutId};
 use ledger::entry::EntryRef;
 use ledger::store::Snapshot;
 use serde::Deserialize;

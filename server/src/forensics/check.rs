@@ -31,7 +31,7 @@ pub struct CheckReport {
 fn input_of(e: &Event) -> Result<Option<Input>, String> {
     Ok(Some(match e {
         Event::AgentEventRecorded(e) => Input::Report {
-            host: e.hostname.clone(),
+            host: recorded_host(&e.hostname)?,
             rollout: e.rollout_id.clone(),
             agent_seq: e.agent_seq,
             report: e.report.clone(),
@@ -39,7 +39,7 @@ fn input_of(e: &Event) -> Result<Option<Input>, String> {
         // A heartbeat is not recorded, only what it implied: the heartbeat that names the
         // rollout, at the time and with the closure the synthesized report states.
         Event::AgentEventSynthesized(e) => Input::Heartbeat {
-            host: e.hostname.clone(),
+            host: recorded_host(&e.hostname)?,
             rollout: Some(e.rollout_id.clone()),
             current_closure: match &e.report {
                 AgentReport::DispatchAck {
@@ -80,7 +80,7 @@ fn input_of(e: &Event) -> Result<Option<Input>, String> {
             reason: e.reason.clone(),
         },
         Event::DispatchDelivered(e) => Input::TakeDispatch {
-            host: e.hostname.clone(),
+            host: recorded_host(&e.hostname)?,
         },
         // The retention period is the operator's policy, not in the log: what is checked is
         // that the rollout machine allows the pruning at that time.
@@ -97,6 +97,12 @@ fn input_of(e: &Event) -> Result<Option<Input>, String> {
         | Event::RolloutTransitioned(_) => Input::Plan,
         _ => return Ok(None),
     }))
+}
+
+/// A host name as an entry records it: one the daemon accepted, so a name it would refuse
+/// means the entry did not come from a daemon's decision.
+fn recorded_host(name: &str) -> Result<Hostname, String> {
+    Hostname::parse(name).map_err(|e| format!("the host it names is not a valid host name: {e}"))
 }
 
 fn manifest_of(

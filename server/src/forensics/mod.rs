@@ -27,7 +27,7 @@ use std::io::{BufReader, Seek, SeekFrom};
 use std::path::Path;
 
 use ledger::bundle::{BundleReader, Record};
-use ledger::domain::{AgentReport, Micros, RolloutId};
+use ledger::domain::{AgentReport, Hostname, Micros, RolloutId};
 use ledger::entry::EntryRef;
 use ledger::event::{Event, RolloutCause};
 use ledger::store::ReadOnlyStore;

@@ -235,7 +235,7 @@ impl Writer {
                 self.shared.metrics.commit_failures.inc();
                 for job in batch.drain(..) {
                     let _ = job.reply.send(Err(WriteError::Unavailable(format!(
-                        "the commit failed and nothing was recorded ({e}); retry"
+                        "the commit failed ({e}): the batch is absent, or whole if the disk kept it; retry (what was kept is answered as a duplicate)"
                     ))));
                 }
                 self.close();

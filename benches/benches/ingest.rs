@@ -91,7 +91,7 @@ fn redb_commit_baseline(dir: &Path, n: usize) -> Duration {
 fn event_json(host: &str, seq: u64) -> String {
     let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
     format!(
-        r#"{{"hostname":"{host}","rollout_id":"{ROLLOUT}","event":{{"kind":"ProbeResult","seq":{seq},"probe_name":"evidence-nis2-essential","mode":"enforce","status":"pass","observed_at":"{now}","sub_results":[{{"control_id":"nis2.art21.a","status":"pass","framework":"nis2-essential","article":"21","effective_mode":"enforce","override_reason":null}},{{"control_id":"access-control","status":"fail","framework":"nis2-essential","article":null,"effective_mode":"observe","override_reason":"accepted risk"}}]}}}}"#
+        r#"{{"hostname":"{host}","rolloutId":"{ROLLOUT}","event":{{"kind":"ProbeResult","seq":{seq},"probeName":"evidence-nis2-essential","mode":"enforce","status":"pass","observedAt":"{now}","subResults":[{{"controlId":"nis2.art21.a","status":"pass","framework":"nis2-essential","article":"21","effectiveMode":"enforce"}},{{"controlId":"access-control","status":"fail","framework":"nis2-essential","effectiveMode":"observe","overrideReason":"accepted risk"}}]}}}}"#
     )
 }
 

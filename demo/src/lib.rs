@@ -83,54 +83,57 @@ async fn agent(
         let now = || ts::format(chrono::Utc::now().timestamp_micros());
         let bad = target == bad_closure;
         let status = if bad { "fail" } else { "pass" };
-        let probe = json!({
-            "probe_name": "evidence-nis2-essential", "mode": "enforce", "status": status,
-            "failure_reason": bad.then_some("nis2.art21.a: no backup evidence in 48 h"),
-            "sub_results": [
-                {"control_id": "nis2.art21.a", "status": status, "framework": "nis2-essential",
-                 "article": "21", "effective_mode": "enforce", "override_reason": null},
-                {"control_id": "access-control", "status": "fail", "framework": "nis2-essential",
-                 "article": null, "effective_mode": "observe", "override_reason": "accepted risk until Q3"},
+        let mut probe = json!({
+            "probeName": "evidence-nis2-essential", "mode": "enforce", "status": status,
+            "subResults": [
+                {"controlId": "nis2.art21.a", "status": status, "framework": "nis2-essential",
+                 "article": "21", "effectiveMode": "enforce"},
+                {"controlId": "access-control", "status": "fail", "framework": "nis2-essential",
+                 "effectiveMode": "observe", "overrideReason": "accepted risk until Q3"},
             ],
         });
-        // Each report is stamped when it is sent, as a real agent does.
+        if bad {
+            probe["failureReason"] = json!("nis2.art21.a: no backup evidence in 48 h");
+        }
+        // Each report is stamped when it is sent, as a real agent does. The shapes are
+        // nixfleet v0.2's (NIXFLEET-WIRE.md §3.3).
         let steps: Vec<(&str, Step)> = {
             let (cur, tgt) = (current.clone(), target.clone());
             let mut v: Vec<(&str, Step)> = vec![
                 (
                     "DispatchAck",
-                    Box::new(
-                        move || json!({"current_closure_at_dispatch": cur, "received_at": now()}),
-                    ),
+                    Box::new(move || json!({"currentClosureAtDispatch": cur, "receivedAt": now()})),
                 ),
                 (
                     "ActivationStarted",
-                    Box::new(move || json!({"started_at": now(), "switch_method": "switch"})),
+                    Box::new(
+                        move || json!({"startedAt": now(), "switchMethod": "switch-to-configuration"}),
+                    ),
                 ),
                 ("ActivationCompleted", {
                     let tgt = tgt.clone();
                     Box::new(
-                        move || json!({"observed_current_closure": tgt, "exit_code": 0, "completed_at": now()}),
+                        move || json!({"observedCurrentClosure": tgt, "exitCode": 0, "completedAt": now()}),
                     )
                 }),
                 (
                     "ProbeResult",
                     Box::new(move || {
                         let mut p = probe.clone();
-                        p["observed_at"] = json!(now());
+                        p["observedAt"] = json!(now());
                         p
                     }),
                 ),
             ];
             if bad {
                 let cur = current.clone();
-                v.push(("Failed", Box::new(move || json!({"failed_at": now(), "sustained_duration_secs": 300,
-                    "failing_probes": ["evidence-nis2-essential"], "policy_applied": "rollback-and-halt"}))));
-                v.push(("RollbackComplete", Box::new(move || json!({"reverted_to_closure": cur, "exit_code": 0, "completed_at": now()}))));
+                v.push(("Failed", Box::new(move || json!({"failedAt": now(), "sustainedDurationSecs": 300,
+                    "failingProbes": ["evidence-nis2-essential"], "policyApplied": "rollback-and-halt"}))));
+                v.push(("RollbackComplete", Box::new(move || json!({"revertedToClosure": cur, "exitCode": 0, "completedAt": now()}))));
             } else {
                 v.push((
                     "Converged",
-                    Box::new(move || json!({"converged_at": now(), "current_closure": tgt})),
+                    Box::new(move || json!({"convergedAt": now(), "currentClosure": tgt})),
                 ));
             }
             v
@@ -139,9 +142,9 @@ async fn agent(
             let mut event = fields();
             event["kind"] = json!(kind);
             event["seq"] = json!(seq + 1);
-            let body = json!({"hostname": host, "rollout_id": rollout, "event": event});
+            let body = json!({"hostname": host, "rolloutId": rollout, "event": event});
             let (status, v) = c.post(&token, "/v1/agent/events", &body).await?;
-            if status != 200 {
+            if status != 200 || v.get("refused").is_some() {
                 bail!("{host}: {kind} refused: {status} {v}");
             }
         }

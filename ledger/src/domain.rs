@@ -32,7 +32,7 @@ pub enum IdError {
     Host(String),
     /// Closure (store path) shape.
     #[error(
-        "malformed closure {0:?}: expected an absolute path of 1-1024 printable ASCII characters without spaces or `..`"
+        "malformed closure {0:?}: expected a store path (absolute, no `..`) or its basename (no `/`), 1-1024 printable ASCII characters without spaces"
     )]
     Closure(String),
 }
@@ -136,14 +136,20 @@ impl std::ops::Deref for Hostname {
     }
 }
 
-/// Checks a closure: a Nix store path as manifests and agents name it. Only its shape is
-/// checked (the store directory and hash format are the agent's business): absolute, short,
-/// printable ASCII without whitespace, and no `..` component.
+/// Checks a closure as manifests and agents name it: an absolute Nix store path
+/// (`/nix/store/…-system`) or, as nixfleet writes `closureHash` and agents send
+/// `current_closure`, the store path's basename (`…-nixos-system-web-01`). Only its shape is
+/// checked (the store directory and hash format are the agent's business): short, printable
+/// ASCII without whitespace; a path is absolute with no `..` component, a basename has no `/`
+/// and is not `.` or `..`.
 pub fn check_closure(s: &str) -> Result<(), IdError> {
-    let ok = s.starts_with('/')
-        && s.len() <= 1024
-        && s.bytes().all(|b| b.is_ascii_graphic())
-        && !s.split('/').any(|c| c == "..");
+    let shaped = !s.is_empty() && s.len() <= 1024 && s.bytes().all(|b| b.is_ascii_graphic());
+    let ok = shaped
+        && if s.starts_with('/') {
+            !s.split('/').any(|c| c == "..")
+        } else {
+            !s.contains('/') && s != "." && s != ".."
+        };
     if ok {
         Ok(())
     } else {
@@ -306,9 +312,11 @@ pub enum ProbeStatus {
     Fail,
 }
 
-/// Probe kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// Probe kind. The agent's wire type is a free string; nixfleet's module declares `http`,
+/// `tcp`, `exec` and `evidence`, and any other name is kept as it came (`Other`). JSON writes
+/// the name. bincode writes the variant index (then the name, for `Other`), so entries
+/// written before `Other` existed decode unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ProbeKind {
     /// HTTP check.
     Http,
@@ -318,6 +326,73 @@ pub enum ProbeKind {
     Exec,
     /// Compliance evidence file.
     Evidence,
+    /// A kind this build does not know, by its name.
+    Other(String),
+}
+
+impl ProbeKind {
+    /// The kind of a wire name.
+    pub fn from_name(name: &str) -> ProbeKind {
+        match name {
+            "http" => ProbeKind::Http,
+            "tcp" => ProbeKind::Tcp,
+            "exec" => ProbeKind::Exec,
+            "evidence" => ProbeKind::Evidence,
+            other => ProbeKind::Other(other.to_string()),
+        }
+    }
+
+    /// The wire name.
+    pub fn name(&self) -> &str {
+        match self {
+            ProbeKind::Http => "http",
+            ProbeKind::Tcp => "tcp",
+            ProbeKind::Exec => "exec",
+            ProbeKind::Evidence => "evidence",
+            ProbeKind::Other(name) => name,
+        }
+    }
+}
+
+/// The binary form of [`ProbeKind`]: the variant index, as the derived encoding always was.
+#[derive(Serialize, Deserialize)]
+enum ProbeKindRepr {
+    Http,
+    Tcp,
+    Exec,
+    Evidence,
+    Other(String),
+}
+
+impl Serialize for ProbeKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return s.serialize_str(self.name());
+        }
+        match self {
+            ProbeKind::Http => ProbeKindRepr::Http,
+            ProbeKind::Tcp => ProbeKindRepr::Tcp,
+            ProbeKind::Exec => ProbeKindRepr::Exec,
+            ProbeKind::Evidence => ProbeKindRepr::Evidence,
+            ProbeKind::Other(name) => ProbeKindRepr::Other(name.clone()),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProbeKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ProbeKind, D::Error> {
+        if d.is_human_readable() {
+            return String::deserialize(d).map(|name| ProbeKind::from_name(&name));
+        }
+        Ok(match ProbeKindRepr::deserialize(d)? {
+            ProbeKindRepr::Http => ProbeKind::Http,
+            ProbeKindRepr::Tcp => ProbeKind::Tcp,
+            ProbeKindRepr::Exec => ProbeKind::Exec,
+            ProbeKindRepr::Evidence => ProbeKind::Evidence,
+            ProbeKindRepr::Other(name) => ProbeKind::from_name(&name),
+        })
+    }
 }
 
 /// One compliance control checked by an evidence probe.

@@ -488,3 +488,24 @@ pub struct InputRejected {
     /// The reason, for humans.
     pub detail: String,
 }
+
+/// Kind 28: a well-formed agent report the CP refused (an illegal transition, a stale seq, a
+/// host or rollout it does not know). The report is kept whole, with the refusal's code and
+/// reason, and the agent is answered 2xx: a nixfleet agent retries any other answer forever,
+/// so one refused report would stall its queue for good. Folds change no row for it; it
+/// shows in the host's timeline and in `why`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentReportRefused {
+    /// The host (certificate identity).
+    pub hostname: String,
+    /// The rollout it reports about.
+    pub rollout_id: RolloutId,
+    /// The agent's seq.
+    pub agent_seq: u64,
+    /// The report, with the agent's timestamps.
+    pub report: AgentReport,
+    /// The refusal's stable code (`illegal-transition`, `seq-regression`, …).
+    pub code: String,
+    /// The refusal, for humans.
+    pub reason: String,
+}

@@ -196,6 +196,8 @@ vocabulary! {
     26 => InputRejected(InputRejected),
     /// An operator cleared a failed rollout.
     27 => RolloutCleared(RolloutCleared),
+    /// A well-formed agent report the CP refused, kept with why.
+    28 => AgentReportRefused(AgentReportRefused),
 }
 
 pub use crate::domain_events::*;
@@ -256,6 +258,7 @@ impl Event {
             Event::ProbeFailureRecorded(e) => (Some(&e.rollout_id), Some(&e.hostname)),
             Event::RolloutManifestAccepted(e) => (Some(&e.rollout_id), None),
             Event::RolloutCleared(e) => (Some(&e.rollout_id), None),
+            Event::AgentReportRefused(e) => (Some(&e.rollout_id), Some(&e.hostname)),
             Event::Genesis(_)
             | Event::KeyRotated(_)
             | Event::Annotation(_)

@@ -22,3 +22,40 @@ fn host_names_parse_and_serialize_as_their_text() {
         assert!(serde_json::from_str::<Hostname>(&format!("{bad:?}")).is_err());
     }
 }
+
+/// Probe kinds are a free string on nixfleet's wire. The four known ones keep the one-byte
+/// encoding entries always had; any other name is kept, not refused.
+#[test]
+fn probe_kinds_keep_their_encoding_and_accept_any_name() {
+    use ledger::domain::ProbeKind;
+    let cfg = bincode::config::standard();
+    for (i, k) in [
+        ProbeKind::Http,
+        ProbeKind::Tcp,
+        ProbeKind::Exec,
+        ProbeKind::Evidence,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bytes = bincode::serde::encode_to_vec(&k, cfg).unwrap();
+        assert_eq!(bytes, [i as u8], "{k:?}: the encoding entries hold");
+        let (back, _): (ProbeKind, usize) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, k);
+        assert_eq!(
+            serde_json::to_string(&k).unwrap(),
+            format!("{:?}", k.name())
+        );
+    }
+    let other: ProbeKind = serde_json::from_str("\"dns\"").unwrap();
+    assert_eq!(other, ProbeKind::Other("dns".into()));
+    assert_eq!(serde_json::to_string(&other).unwrap(), "\"dns\"");
+    let bytes = bincode::serde::encode_to_vec(&other, cfg).unwrap();
+    assert_eq!(bytes, [4, 3, b'd', b'n', b's']);
+    let (back, _): (ProbeKind, usize) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+    assert_eq!(back, other);
+    assert_eq!(
+        serde_json::from_str::<ProbeKind>("\"evidence\"").unwrap(),
+        ProbeKind::Evidence
+    );
+}

@@ -321,32 +321,41 @@ fn only_a_quarantined_closure_can_be_lifted() {
 #[test]
 fn the_last_agent_seq_again_is_a_retransmit_or_a_reused_seq() {
     let (mut f, r) = host_in(HostState::Activating);
-    let report = |at| Input::Report {
+    let report = |agent_seq, at| Input::Report {
         host: h("web-01"),
         rollout: r.clone(),
-        agent_seq: 1,
+        agent_seq,
         report: ack(at),
     };
     let size = f.log.len();
-    let (answer, replan, staged) = run(&mut f, report(T0), T0 + MIN).unwrap();
+    let (answer, replan, staged) = run(&mut f, report(1, T0), T0 + MIN).unwrap();
     assert!(staged.is_empty() && !replan);
     let first = f.host(&r, "web-01").last_report_seq;
     assert_eq!(answer, Answer::Duplicate { seq: first });
-    let err = run(&mut f, report(T0 + 1), T0 + MIN).unwrap_err();
-    assert_eq!(
-        err,
-        Refusal::SeqReused {
-            agent_seq: 1,
-            seq: first
-        }
-    );
     assert_eq!(f.log.len(), size);
-    // A lower seq is a regression, refused by the host machine.
-    let mut low = report(T0);
-    if let Input::Report { agent_seq, .. } = &mut low {
-        *agent_seq = 0;
+    // Refused reports are recorded as refused, whole, with the refusal's code: the agent is
+    // answered 2xx and its queue moves on.
+    let host_before = f.host(&r, "web-01").clone();
+    for (agent_seq, code) in [(1, "seq-reused"), (0, "seq-regression")] {
+        let (answer, replan, staged) = run(&mut f, report(agent_seq, T0 + 1), T0 + MIN).unwrap();
+        assert!(!replan);
+        let Answer::Refused { seq, refusal } = answer else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(refusal.code(), code);
+        assert_eq!(seq, f.seq - 1);
+        let [Event::AgentReportRefused(e)] = staged.as_slice() else {
+            panic!("{staged:?}")
+        };
+        assert_eq!((e.agent_seq, e.code.as_str()), (agent_seq, code));
+        assert_eq!(e.report, ack(T0 + 1));
+        assert_eq!(e.reason, refusal.to_string());
     }
-    assert_eq!(run(&mut f, low, T0).unwrap_err().code(), "seq-regression");
+    assert_eq!(
+        f.host(&r, "web-01"),
+        &host_before,
+        "a refused report changes no row"
+    );
 }
 
 fn fleet_doc(signed_at: &str, policy: &str) -> Value {

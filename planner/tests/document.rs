@@ -110,6 +110,7 @@ fn closures_budgets_channels_and_policies_are_checked() {
     for closure in [
         "",
         "nix/store/x",
+        "..",
         "/nix/store/a b",
         "/nix/store/../etc",
         "/nix/\u{7f}",
@@ -117,6 +118,10 @@ fn closures_budgets_channels_and_policies_are_checked() {
         let f = rollout_with(|v| v["host_set"][0]["target_closure"] = json!(closure));
         assert_eq!(f, "host_set[0].target_closure", "{closure:?}");
     }
+    // nixfleet's `closureHash` is the store path's basename: accepted, as a path is.
+    let mut v = rollout();
+    v["host_set"][0]["target_closure"] = json!("l3gla1g9aaaa-nixos-system-web-01-26.05");
+    parse_rollout(v.to_string().as_bytes()).unwrap();
     let f = rollout_with(|v| v["disruption_budgets"][0]["max_in_flight"] = json!(0));
     assert_eq!(f, "disruption_budgets[0].max_in_flight");
     let f = rollout_with(|v| v["disruption_budgets"][0]["max_in_flight_pct"] = json!(101));

@@ -1,8 +1,11 @@
-//! The JSON shapes of the HTTP API (DOMAIN §8), and their conversion to the domain types.
-//! Times are RFC 3339 strings on the wire and integer microseconds inside.
+//! The JSON shapes of the HTTP API, and their conversion to the domain types. The agent
+//! routes speak nixfleet v0.2's wire exactly (`../shared/domain/NIXFLEET-WIRE.md` §3): the
+//! event envelope and events camelCase, the heartbeat and dispatch snake_case, bootstrap
+//! snapshots camelCase. Times are RFC 3339 strings on the wire and integer microseconds
+//! inside.
 
 use ledger::domain::{
-    AgentReport, Micros, OnHealthFailure, ProbeMode, ProbeStatus, ProbeSubResult,
+    AgentReport, Micros, OnHealthFailure, ProbeKind, ProbeMode, ProbeStatus, ProbeSubResult,
     ProbeTopologyEntry,
 };
 use serde::{Deserialize, Serialize};
@@ -56,9 +59,42 @@ pub mod ts {
     }
 }
 
-/// An agent report on the wire (`kind`-tagged, the wire names of DOMAIN §2.3).
+/// One declared probe, as nixfleet agents write it (camelCase; `kind` a free string).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+#[allow(missing_docs)]
+pub struct WireProbe {
+    pub probe_name: String,
+    pub kind: ProbeKind,
+    pub mode: ProbeMode,
+}
+
+/// One control of an evidence probe's result, as nixfleet agents write it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(missing_docs)]
+pub struct WireSubResult {
+    pub control_id: String,
+    pub status: ProbeStatus,
+    pub framework: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub article: Option<String>,
+    /// Absent on input means `enforce` (nixfleet's default); the agent always writes it.
+    #[serde(default = "enforce")]
+    pub effective_mode: ProbeMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_reason: Option<String>,
+}
+
+fn enforce() -> ProbeMode {
+    ProbeMode::Enforce
+}
+
+/// An agent report on nixfleet v0.2's wire: `kind`-tagged, fields camelCase, times RFC 3339
+/// (up to nanoseconds; the ledger keeps microseconds). Unknown fields are ignored, as every
+/// nixfleet reader does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all_fields = "camelCase")]
 #[allow(missing_docs)]
 pub enum WireReport {
     DispatchAck {
@@ -89,7 +125,7 @@ pub enum WireReport {
         deferred_at: Micros,
     },
     ProbeTopologyDeclared {
-        probes: Vec<ProbeTopologyEntry>,
+        probes: Vec<WireProbe>,
         #[serde(with = "ts")]
         declared_at: Micros,
     },
@@ -105,10 +141,10 @@ pub enum WireReport {
         status: ProbeStatus,
         #[serde(with = "ts")]
         observed_at: Micros,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         failure_reason: Option<String>,
-        #[serde(default)]
-        sub_results: Vec<ProbeSubResult>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sub_results: Vec<WireSubResult>,
     },
     ProbeFailureFirst {
         probe_name: String,
@@ -136,10 +172,24 @@ pub enum WireReport {
     },
 }
 
-impl From<WireReport> for AgentReport {
-    fn from(w: WireReport) -> AgentReport {
+/// A probe kind an agent may name: a short printable name (nixfleet's module declares four;
+/// the wire type is free).
+fn check_probe_kind(kind: &ProbeKind) -> Result<(), String> {
+    let name = kind.name();
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "probe kind {:?} is not 1-64 printable ASCII characters",
+            name.chars().take(64).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+impl WireReport {
+    /// The domain report, after the checks the wire types cannot express.
+    pub fn into_report(self) -> Result<AgentReport, String> {
         use WireReport as W;
-        match w {
+        Ok(match self {
             W::DispatchAck {
                 current_closure_at_dispatch,
                 received_at,
@@ -183,7 +233,17 @@ impl From<WireReport> for AgentReport {
                 probes,
                 declared_at,
             } => AgentReport::ProbeTopologyDeclared {
-                probes,
+                probes: probes
+                    .into_iter()
+                    .map(|p| {
+                        check_probe_kind(&p.kind)?;
+                        Ok(ProbeTopologyEntry {
+                            probe_name: p.probe_name,
+                            kind: p.kind,
+                            mode: p.mode,
+                        })
+                    })
+                    .collect::<Result<_, String>>()?,
                 declared_at,
             },
             W::ProbeObservedFirst {
@@ -208,7 +268,17 @@ impl From<WireReport> for AgentReport {
                 status,
                 observed_at,
                 failure_reason,
-                sub_results,
+                sub_results: sub_results
+                    .into_iter()
+                    .map(|s| ProbeSubResult {
+                        control_id: s.control_id,
+                        status: s.status,
+                        framework: s.framework,
+                        article: s.article,
+                        effective_mode: s.effective_mode,
+                        override_reason: s.override_reason,
+                    })
+                    .collect(),
             },
             W::ProbeFailureFirst {
                 probe_name,
@@ -246,21 +316,23 @@ impl From<WireReport> for AgentReport {
                 converged_at,
                 current_closure,
             },
-        }
+        })
     }
 }
 
-/// `POST /v1/agent/events`. The event object carries the agent's `seq` beside its `kind`.
+/// `POST /v1/agent/events`: nixfleet's envelope. The event object carries the agent's `seq`
+/// beside its `kind`. Unknown fields are ignored.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct AgentEnvelope {
     /// Must equal the caller's identity.
     pub hostname: String,
-    /// `channel@ref`.
+    /// `channel@channelRef`.
     pub rollout_id: String,
     /// `{"kind": …, "seq": N, …fields}`.
     pub event: serde_json::Map<String, serde_json::Value>,
-    /// Reserved for agent-side signatures (DOMAIN §6.14); accepted and not yet checked.
+    /// Reserved by nixfleet for agent-side signatures (hex ed25519 over the canonical event);
+    /// its agents never send it and its CP ignores it. Accepted, not checked.
     #[serde(default)]
     pub signature: Option<String>,
 }
@@ -277,20 +349,19 @@ impl AgentEnvelope {
             .ok_or("event.seq must be a positive integer")?;
         let wire: WireReport = serde_json::from_value(serde_json::Value::Object(event))
             .map_err(|e| format!("event: {e}"))?;
-        Ok((seq, wire.into()))
+        Ok((seq, wire.into_report()?))
     }
 }
 
-/// `POST /v1/agent/heartbeat`.
+/// `POST /v1/agent/heartbeat` (snake_case, as nixfleet's). Unknown fields are ignored.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// Must equal the caller's identity.
     pub hostname: String,
-    /// The rollout the agent works on, if it knows one.
+    /// The rollout the agent works on (nixfleet v0.2 agents never name one).
     #[serde(default)]
     pub rollout_id: Option<String>,
-    /// What the host runs.
+    /// What the host runs (nixfleet agents send the store path's basename).
     #[serde(default)]
     pub current_closure: Option<String>,
     /// Agent clock.
@@ -365,37 +436,54 @@ impl Dispatch {
     }
 }
 
-/// A host's record as the heartbeat reply shows it (DOMAIN §8 `HostRolloutSnapshot`).
+/// A host's record as the heartbeat reply shows it: nixfleet's `HostRolloutSnapshot`
+/// (camelCase; absent optionals omitted; `dispatchedAt` required, so only dispatched records
+/// are shown).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(missing_docs)]
 pub struct HostSnapshot {
-    /// Rollout.
     pub rollout_id: String,
-    /// Host.
     pub hostname: String,
-    /// Channel.
     pub channel: String,
-    /// State.
+    /// PascalCase state name.
     pub state: String,
-    /// Target.
     pub target_closure: String,
-    /// Last agent seq accepted.
-    pub last_event_seq: u64,
-    /// Soak deadline.
-    #[serde(with = "ts::option")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_closure_at_dispatch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_closure: Option<String>,
+    #[serde(with = "ts")]
+    pub dispatched_at: Micros,
+    #[serde(with = "ts::option", skip_serializing_if = "Option::is_none")]
+    pub dispatch_acked_at: Option<Micros>,
+    #[serde(with = "ts::option", skip_serializing_if = "Option::is_none")]
+    pub activation_started_at: Option<Micros>,
+    #[serde(with = "ts::option", skip_serializing_if = "Option::is_none")]
+    pub activation_completed_at: Option<Micros>,
+    #[serde(with = "ts::option", skip_serializing_if = "Option::is_none")]
     pub soak_due_at: Option<Micros>,
+    pub last_event_seq: u64,
 }
 
 impl HostSnapshot {
-    /// The wire form of a host's record.
-    pub fn of(h: &projections::HostRecord) -> HostSnapshot {
-        HostSnapshot {
+    /// The wire form of a host's record, if it was dispatched (a record not yet dispatched
+    /// gives the agent nothing to do).
+    pub fn of(h: &projections::HostRecord) -> Option<HostSnapshot> {
+        Some(HostSnapshot {
             rollout_id: h.rollout_id.to_string(),
             hostname: h.hostname.clone(),
             channel: h.rollout_id.channel.clone(),
             state: format!("{:?}", h.state),
             target_closure: h.target_closure.clone(),
-            last_event_seq: h.last_event_seq,
+            current_closure_at_dispatch: h.current_closure_at_dispatch.clone(),
+            current_closure: h.current_closure.clone(),
+            dispatched_at: h.dispatched_at?,
+            dispatch_acked_at: h.dispatch_acked_at,
+            activation_started_at: h.activation_started_at,
+            activation_completed_at: h.activation_completed_at,
             soak_due_at: h.soak_due_at,
-        }
+            last_event_seq: h.last_event_seq,
+        })
     }
 }

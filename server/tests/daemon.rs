@@ -85,7 +85,7 @@ async fn agent_events_retransmits_and_refusals() {
     let d = dispatched(&f, "web-0000").await;
     assert_eq!(d["rollout_id"], r);
     assert_eq!(d["wave"], 0);
-    let ack = json!({"kind": "DispatchAck", "current_closure_at_dispatch": "/nix/store/old", "received_at": T});
+    let ack = json!({"kind": "DispatchAck", "currentClosureAtDispatch": "/nix/store/old", "receivedAt": T});
 
     let (s, v) = f.event("web-0000", r, 1, ack.clone()).await;
     assert_eq!(s, 200, "{v}");
@@ -106,24 +106,29 @@ async fn agent_events_retransmits_and_refusals() {
     assert_eq!(f.size(), before);
 
     // The same seq with another report, a regression, an illegal transition, unknown
-    // rollout and host, another host's name: refused, nothing written.
-    let started = json!({"kind": "ActivationStarted", "started_at": T, "switch_method": "switch"});
+    // rollout and host: recorded as refused, with why, and answered 2xx (a nixfleet agent
+    // retries anything else forever). Another host's name: 403, nothing written.
+    let started = json!({"kind": "ActivationStarted", "startedAt": T, "switchMethod": "switch-to-configuration"});
     let got = f.event("web-0000", r, 1, started.clone()).await;
-    f.refused(409, "seq-reused", got, before).await;
+    f.recorded_refusal("seq-reused", got, before).await;
     let (s, _) = f.event("web-0000", r, 3, started.clone()).await;
     assert_eq!(s, 200, "a gap is accepted");
     let before = f.size();
     let got = f.event("web-0000", r, 2, started.clone()).await;
-    f.refused(409, "seq-regression", got, before).await;
+    f.recorded_refusal("seq-regression", got, before).await;
+    let before = f.size();
     let converged =
-        json!({"kind": "Converged", "converged_at": T, "current_closure": "/nix/store/c-canary"});
+        json!({"kind": "Converged", "convergedAt": T, "currentClosure": "/nix/store/c-canary"});
     let got = f.event("web-0000", r, 4, converged).await;
-    f.refused(409, "illegal-transition", got, before).await;
+    f.recorded_refusal("illegal-transition", got, before).await;
+    let before = f.size();
     let got = f.event("web-0000", "canary@ffff", 1, ack.clone()).await;
-    f.refused(422, "unknown-rollout", got, before).await;
+    f.recorded_refusal("unknown-rollout", got, before).await;
+    let before = f.size();
     let got = f.event("web-0002", r, 1, ack.clone()).await;
-    f.refused(422, "unknown-host", got, before).await;
-    let body = json!({"hostname": "web-0001", "rollout_id": r, "event": {"kind": "DispatchAck", "seq": 1, "current_closure_at_dispatch": "x", "received_at": T}});
+    f.recorded_refusal("unknown-host", got, before).await;
+    let before = f.size();
+    let body = json!({"hostname": "web-0001", "rolloutId": r, "event": {"kind": "DispatchAck", "seq": 1, "currentClosureAtDispatch": "x", "receivedAt": T}});
     let got =
         f.c.post(f.agent("web-0000"), "/v1/agent/events", &body)
             .await
@@ -169,7 +174,7 @@ async fn heartbeat_synthesizes_bootstraps_and_asks_for_replay() {
     f.post_rollout("canary", "a1a1a1a1", target).await;
     let r = "canary@a1a1a1a1";
     dispatched(&f, "web-0000").await;
-    let ack = json!({"kind": "DispatchAck", "current_closure_at_dispatch": "/nix/store/old", "received_at": T});
+    let ack = json!({"kind": "DispatchAck", "currentClosureAtDispatch": "/nix/store/old", "receivedAt": T});
     assert_eq!(f.event("web-0000", r, 1, ack).await.0, 200);
     let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
 
@@ -207,10 +212,13 @@ async fn heartbeat_synthesizes_bootstraps_and_asks_for_replay() {
     assert_eq!(s, 200, "{v}");
     let boot = v["bootstrap_rollouts"].as_array().expect("bootstrap");
     assert_eq!(boot.len(), 1);
-    assert_eq!(boot[0]["rollout_id"], r);
+    assert_eq!(boot[0]["rolloutId"], r);
+    assert!(boot[0]["dispatchedAt"].is_string(), "{v}");
+    assert_eq!(boot[0]["lastEventSeq"], 0);
     assert_eq!(boot[0]["state"], "Pending");
 
-    // A closure the CP did not hear about: resend from the next agent seq.
+    // A closure the CP did not hear about: the header names the last agent seq accepted, as
+    // nixfleet's CP does.
     let before = f.size();
     let resp = f
         .c
@@ -222,7 +230,7 @@ async fn heartbeat_synthesizes_bootstraps_and_asks_for_replay() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["x-fleet-replay-from"], "2");
+    assert_eq!(resp.headers()["x-nixfleet-replay-from"], "1");
     assert_eq!(f.size(), before);
     f.daemon.shutdown().await.unwrap();
 }
@@ -494,7 +502,7 @@ async fn a_superseded_rollouts_activation_does_not_block_its_successors_budget()
     let a = "canary@a1a1a1a1";
     let d = dispatched(&f, "web-0000").await;
     assert_eq!(d["rollout_id"], a);
-    let ack = json!({"kind": "DispatchAck", "current_closure_at_dispatch": "/nix/store/old", "received_at": T});
+    let ack = json!({"kind": "DispatchAck", "currentClosureAtDispatch": "/nix/store/old", "receivedAt": T});
     let (s, v) = f.event("web-0000", a, 1, ack).await;
     assert_eq!(s, 200, "{v}");
 

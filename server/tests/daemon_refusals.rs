@@ -39,16 +39,18 @@ async fn bad_input_gets_a_clear_4xx_and_leaves_the_ledger_unchanged() {
     let big = vec![b' '; 512 * 1024];
     let got = json_of(raw(agent, "/v1/agent/events", big).await.unwrap()).await;
     f.refused(413, "body-too-large", got, before).await;
-    let unknown = json!({"hostname": "web-0000", "rollout_id": "canary@a1a1a1a1", "event": {"kind": "DispatchAck", "seq": 1, "current_closure_at_dispatch": "x", "received_at": T}, "extra": 1});
-    let got = c.post(agent, "/v1/agent/events", &unknown).await.unwrap();
-    f.refused(400, "malformed-json", got, before).await;
-    let unknown_field = json!({"hostname": "web-0000", "rollout_id": "canary@a1a1a1a1", "event": {"kind": "DispatchAck", "seq": 1, "current_closure_at_dispatch": "x", "received_at": T, "bogus": true}});
-    let got = c
-        .post(agent, "/v1/agent/events", &unknown_field)
-        .await
-        .unwrap();
+    // Unknown fields are ignored, as every nixfleet reader does; missing ones are not.
+    let unknown = json!({"hostname": "web-0000", "rolloutId": "canary@a1a1a1a1", "event": {"kind": "DispatchAck", "seq": 1, "currentClosureAtDispatch": "x", "receivedAt": T}, "extra": 1});
+    let missing = json!({"hostname": "web-0000", "rolloutId": "canary@a1a1a1a1", "event": {"kind": "DispatchAck", "seq": 1, "currentClosureAtDispatch": "x"}});
+    let got = c.post(agent, "/v1/agent/events", &missing).await.unwrap();
     f.refused(400, "malformed-event", got, before).await;
-    let bad_time = json!({"hostname": "web-0000", "rollout_id": "canary@a1a1a1a1", "event": {"kind": "DispatchAck", "seq": 1, "current_closure_at_dispatch": "x", "received_at": "yesterday"}});
+    let snake = json!({"hostname": "web-0000", "rollout_id": "canary@a1a1a1a1", "event": {"kind": "DispatchAck", "seq": 1, "currentClosureAtDispatch": "x", "receivedAt": T}});
+    let got = c.post(agent, "/v1/agent/events", &snake).await.unwrap();
+    f.refused(400, "malformed-json", got, before).await;
+    let bad_kind = json!({"hostname": "web-0000", "rolloutId": "canary@a1a1a1a1", "event": {"kind": "ProbeTopologyDeclared", "seq": 1, "declaredAt": T, "probes": [{"probeName": "p", "kind": "a b", "mode": "enforce"}]}});
+    let got = c.post(agent, "/v1/agent/events", &bad_kind).await.unwrap();
+    f.refused(400, "malformed-event", got, before).await;
+    let bad_time = json!({"hostname": "web-0000", "rolloutId": "canary@a1a1a1a1", "event": {"kind": "DispatchAck", "seq": 1, "currentClosureAtDispatch": "x", "receivedAt": "yesterday"}});
     let got = c.post(agent, "/v1/agent/events", &bad_time).await.unwrap();
     f.refused(400, "malformed-event", got, before).await;
     for bad_id in [
@@ -58,7 +60,7 @@ async fn bad_input_gets_a_clear_4xx_and_leaves_the_ledger_unchanged() {
         "canary@a1@b2",
         "canary@xyz",
     ] {
-        let body = json!({"hostname": "web-0000", "rollout_id": bad_id, "event": {"kind": "DispatchAck", "seq": 1, "current_closure_at_dispatch": "x", "received_at": T}});
+        let body = json!({"hostname": "web-0000", "rolloutId": bad_id, "event": {"kind": "DispatchAck", "seq": 1, "currentClosureAtDispatch": "x", "receivedAt": T}});
         let got = c.post(agent, "/v1/agent/events", &body).await.unwrap();
         f.refused(400, "malformed-rollout-id", got, before).await;
     }
@@ -193,7 +195,7 @@ async fn every_error_answer_is_json_with_a_code_and_a_reason() {
     let http = &f.c.http;
     let url = |p: &str| format!("{}{p}", f.c.base);
     let long = format!("/v1/rollouts?pad={}", "x".repeat(10_000));
-    let host = json!({"hostname": "web-0000", "rollout_id": "canary@a1a1a1a1", "event": {"kind": "DispatchAck", "seq": 1, "current_closure_at_dispatch": "x", "received_at": T}}).to_string();
+    let host = json!({"hostname": "web-0000", "rolloutId": "canary@a1a1a1a1", "event": {"kind": "DispatchAck", "seq": 1, "currentClosureAtDispatch": "x", "receivedAt": T}}).to_string();
     let agent = f.agent("web-0000");
     let cases = [
         (

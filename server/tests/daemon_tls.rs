@@ -140,6 +140,34 @@ async fn agents_are_identified_by_client_certificates_over_https() {
     let addr = daemon.addr;
     let hb = |host: &str| json!({"hostname": host, "current_closure": "/nix/store/x", "at": "2026-11-26T12:00:00Z"});
 
+    // Until a verified fleet is in force, agent routes answer 503 with Retry-After: 30, as
+    // nixfleet's CP does (its agents retry); then CI posts one.
+    let (s, v) = request(
+        addr,
+        &ca_pem,
+        Some(&agent),
+        "POST",
+        "/v1/agent/heartbeat",
+        None,
+        Some(hb("web-0002")),
+    )
+    .await
+    .unwrap();
+    assert_eq!((s, v["error"].as_str()), (503, Some("not-ready")), "{v}");
+    let (fleet, _) = setup.signed_fleet().unwrap();
+    let (s, v) = request(
+        addr,
+        &ca_pem,
+        None,
+        "POST",
+        "/v1/manifests/fleet",
+        Some(&setup.tokens.ci),
+        Some(fleet),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200, "{v}");
+
     // The certificate's CN names the agent.
     let (s, v) = request(
         addr,

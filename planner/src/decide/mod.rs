@@ -23,7 +23,8 @@ use ledger::domain::{
     AgentReport, HostState, Hostname, Micros, OnHealthFailure, RolloutId, RolloutState,
 };
 use ledger::event::{
-    DispatchDelivered, Event, FleetManifestAccepted, QuarantineLifted, RolloutManifestAccepted,
+    AgentReportRefused, DispatchDelivered, Event, FleetManifestAccepted, QuarantineLifted,
+    RolloutManifestAccepted,
 };
 use projections::{DispatchRow, HostRecord, State};
 
@@ -172,6 +173,14 @@ pub enum Answer {
         seq: u64,
         /// Entries staged for it.
         entries: u64,
+    },
+    /// An agent report recorded as refused (`AgentReportRefused`): the agent is answered
+    /// 2xx so its queue moves on, and the log keeps the report and why.
+    Refused {
+        /// Seq of the `AgentReportRefused` entry.
+        seq: u64,
+        /// Why.
+        refusal: Refusal,
     },
     /// Already recorded earlier (a retransmit, or the manifest in force).
     Duplicate {
@@ -349,6 +358,9 @@ pub fn host_policy(manifests: &Manifests, rollout: &RolloutId) -> HostPolicy {
     }
 }
 
+/// An agent's report: recorded when the machines accept it, recorded as refused when they
+/// do not (see [`Answer::Refused`]), answered with the original entry when it is a
+/// retransmit.
 fn report_from_agent(
     log: &mut impl Log,
     manifests: &Manifests,
@@ -358,35 +370,63 @@ fn report_from_agent(
     report: AgentReport,
     now: Micros,
 ) -> Result<Decided, Refusal> {
-    if let Some(rec) = log.state().hosts.get(rollout, host)
-        && agent_seq == rec.last_event_seq
-        && rec.last_report_seq > 0
-    {
-        // The last accepted agent seq again: the same report is a retransmit (answered with
-        // the original entry), a different one reuses a seq.
-        let seq = rec.last_report_seq;
-        return match log.recorded(seq) {
-            Ok(Some(Event::AgentEventRecorded(e))) if e.report == report => Ok(Decided {
-                answer: Answer::Duplicate { seq },
+    let decided = match log.state().hosts.get(rollout, host) {
+        Some(rec) if agent_seq == rec.last_event_seq && rec.last_report_seq > 0 => {
+            // The last accepted agent seq again: the same report is a retransmit (answered
+            // with the original entry), a different one reuses a seq.
+            let seq = rec.last_report_seq;
+            match log.recorded(seq) {
+                Ok(Some(Event::AgentEventRecorded(e))) if e.report == report => {
+                    return Ok(Decided {
+                        answer: Answer::Duplicate { seq },
+                        replan: false,
+                    });
+                }
+                Ok(_) => Err(Refusal::SeqReused { agent_seq, seq }),
+                Err(reason) => return Err(Refusal::Unreadable { seq, reason }),
+            }
+        }
+        _ => {
+            let input = HostInput::Agent {
+                agent_seq,
+                report: report.clone(),
+            };
+            crate::host::decide_report(
+                log.state(),
+                rollout,
+                host,
+                &input,
+                now,
+                &host_policy(manifests, rollout),
+            )
+            .map_err(Refusal::from)
+        }
+    };
+    match decided {
+        Ok(events) => {
+            let replan = events
+                .iter()
+                .any(|e| matches!(e, Event::HostTransitioned(_)));
+            Ok(recorded(log, now, events, replan))
+        }
+        Err(refusal) => {
+            let seq = log.stage(
+                now,
+                vec![Event::AgentReportRefused(AgentReportRefused {
+                    hostname: host.to_string(),
+                    rollout_id: rollout.clone(),
+                    agent_seq,
+                    report,
+                    code: refusal.code().to_string(),
+                    reason: refusal.to_string(),
+                })],
+            );
+            Ok(Decided {
+                answer: Answer::Refused { seq, refusal },
                 replan: false,
-            }),
-            Ok(_) => Err(Refusal::SeqReused { agent_seq, seq }),
-            Err(reason) => Err(Refusal::Unreadable { seq, reason }),
-        };
+            })
+        }
     }
-    let input = HostInput::Agent { agent_seq, report };
-    let events = crate::host::decide_report(
-        log.state(),
-        rollout,
-        host,
-        &input,
-        now,
-        &host_policy(manifests, rollout),
-    )?;
-    let replan = events
-        .iter()
-        .any(|e| matches!(e, Event::HostTransitioned(_)));
-    Ok(recorded(log, now, events, replan))
 }
 
 fn heartbeat(

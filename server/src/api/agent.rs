@@ -32,6 +32,13 @@ pub(super) async fn agent_event(
             json!({"seq": seq, "entries": entries, "duplicate": false}),
         )),
         Answer::Duplicate { seq } => Ok(Json(json!({"seq": seq, "duplicate": true}))),
+        // 2xx: the report is durably recorded, as refused. A nixfleet agent retries any
+        // other answer forever (DECISIONS 75).
+        Answer::Refused { seq, refusal } => Ok(Json(json!({
+            "seq": seq,
+            "duplicate": false,
+            "refused": {"error": refusal.code(), "reason": refusal.to_string()},
+        }))),
         other => Err(unexpected(other)),
     }
 }
@@ -44,6 +51,7 @@ pub(super) async fn heartbeat(
     caller.require(&[Role::Agent])?;
     let hb: wire::Heartbeat = parse_body(body)?;
     let host = caller.agent_for(&hb.hostname)?;
+    let at = hb.at;
     let rollout = hb.rollout_id.as_deref().map(rollout_id).transpose()?;
     let out = submit(
         &state,
@@ -63,26 +71,33 @@ pub(super) async fn heartbeat(
     else {
         return Err(unexpected(out));
     };
-    let mut body = json!({"received_at": ts::format((state.clock)())});
+    // nixfleet's CP echoes the heartbeat's own time.
+    let mut body = json!({"received_at": ts::format(at)});
     if let Some(seq) = synthesized {
         body["synthesized_seq"] = json!(seq);
     }
-    if let Some(records) = bootstrap {
-        let snapshots: Vec<_> = records.iter().map(wire::HostSnapshot::of).collect();
+    let snapshots: Vec<_> = bootstrap
+        .iter()
+        .flatten()
+        .filter_map(wire::HostSnapshot::of)
+        .collect();
+    if !snapshots.is_empty() {
         body["bootstrap_rollouts"] = json!(snapshots);
     }
     let mut resp = Json(body).into_response();
-    if let Some(seq) = replay_from {
+    if let Some(from) = replay_from {
+        // nixfleet's CP sends the record's last accepted agent seq (its comment says "+ 1",
+        // its code does not; its agents only log the header): DECISIONS 76.
+        let last = from.saturating_sub(1);
         resp.headers_mut().insert(
-            "x-fleet-replay-from",
-            HeaderValue::from_str(&seq.to_string()).expect("digits"),
+            "x-nixfleet-replay-from",
+            HeaderValue::from_str(&last.to_string()).expect("digits"),
         );
     }
     Ok(resp)
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct DispatchQuery {
     #[serde(default)]
     wait: Option<u64>,
@@ -96,7 +111,9 @@ pub(super) async fn dispatch(
     caller.require(&[Role::Agent])?;
     let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
     let host = caller.host()?;
-    let wait = Duration::from_secs(q.wait.unwrap_or(0).min(state.limits.long_poll_secs));
+    // nixfleet's default is the whole bound (its agents always send `wait=60`).
+    let bound = state.limits.long_poll_secs;
+    let wait = Duration::from_secs(q.wait.unwrap_or(bound).min(bound));
     let deadline = tokio::time::Instant::now() + wait;
     let mut committed = state.shared.committed.subscribe();
     loop {

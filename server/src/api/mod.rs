@@ -211,6 +211,63 @@ async fn uri_limit(req: axum::extract::Request, next: axum::middleware::Next) ->
 
 /// The router with its limits: body size, concurrency (503 beyond it), request timeouts
 /// (long polls get their cap plus the normal timeout).
+/// nixfleet's readiness rule for the agent routes: until a verified fleet is in force, 503
+/// with `Retry-After: 30` (its agents retry enrollment on a body that says "control plane
+/// not ready"). Operator, CI and audit routes are not gated: CI's first fleet has to get in.
+async fn ready(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !state
+        .shared
+        .fleet_ready
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        let mut resp = ApiError::unavailable(
+            "not-ready",
+            "control plane not ready: awaiting first signed artifact",
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+        return resp;
+    }
+    next.run(req).await
+}
+
+/// The protocol major this daemon speaks (`X-Nixfleet-Protocol`).
+pub const PROTOCOL_MAJOR: u32 = 1;
+
+/// `X-Nixfleet-Protocol: <major>` on `/v1/*`: absent is accepted (nixfleet v0.2's runtime
+/// workers do not send it), unparsable is 400, another major 426.
+async fn protocol(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.uri().path().starts_with("/v1/")
+        && let Some(v) = req.headers().get("x-nixfleet-protocol")
+    {
+        let major = v.to_str().ok().and_then(|s| s.trim().parse::<u32>().ok());
+        match major {
+            None => {
+                return ApiError::bad(
+                    "bad-protocol-header",
+                    "X-Nixfleet-Protocol must be a protocol major version number",
+                )
+                .into_response();
+            }
+            Some(m) if m != PROTOCOL_MAJOR => {
+                return ApiError::new(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "protocol-unsupported",
+                    format!("this control plane speaks protocol {PROTOCOL_MAJOR}, not {m}"),
+                )
+                .into_response();
+            }
+            Some(_) => {}
+        }
+    }
+    next.run(req).await
+}
+
 pub fn router(state: AppState) -> Router {
     use tower::ServiceBuilder;
     let limits = state.limits.clone();
@@ -237,9 +294,17 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::error_handling::HandleErrorLayer::new(overload))
                 .timeout(timeout + Duration::from_secs(limits.long_poll_secs)),
         );
-    let rest = Router::new()
+    let agents = Router::new()
         .route("/v1/agent/events", post(agent_event))
         .route("/v1/agent/heartbeat", post(heartbeat))
+        .layer(
+            ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(overload))
+                .timeout(timeout),
+        )
+        .merge(long_poll)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ready));
+    let rest = Router::new()
         .route("/v1/manifests/fleet", post(post_fleet))
         .route("/v1/manifests/rollouts/{id}", post(post_rollout_manifest))
         .route("/v1/rollouts", get(list_rollouts))
@@ -265,12 +330,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ledger/entries", get(entries))
         .route("/v1/ledger/export", get(export));
     Router::new()
-        .merge(long_poll)
+        .merge(agents)
         .merge(rest)
         .merge(streams)
         .route("/healthz", get(healthz))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
+        .layer(axum::middleware::from_fn(protocol))
         .layer(axum::middleware::from_fn(uri_limit))
         .layer(
             ServiceBuilder::new()

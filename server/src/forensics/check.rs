@@ -36,6 +36,13 @@ fn input_of(e: &Event) -> Result<Option<Input>, String> {
             agent_seq: e.agent_seq,
             report: e.report.clone(),
         },
+        // A refused report is decided like any other: the decision must refuse it again.
+        Event::AgentReportRefused(e) => Input::Report {
+            host: recorded_host(&e.hostname)?,
+            rollout: e.rollout_id.clone(),
+            agent_seq: e.agent_seq,
+            report: e.report.clone(),
+        },
         // A heartbeat is not recorded, only what it implied: the heartbeat that names the
         // rollout, at the time and with the closure the synthesized report states.
         Event::AgentEventSynthesized(e) => Input::Heartbeat {

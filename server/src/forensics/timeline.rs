@@ -83,6 +83,13 @@ pub fn summary(e: &Event) -> String {
         Event::AgentEventSynthesized(a) => {
             format!("synthesized ({}): {}", a.basis, report(&a.report))
         }
+        Event::AgentReportRefused(a) => format!(
+            "agent report #{} refused ({}: {}): {}",
+            a.agent_seq,
+            a.code,
+            a.reason,
+            report(&a.report)
+        ),
         Event::HostTransitioned(t) => format!(
             "host {:?} -> {:?}{}",
             t.from,
@@ -144,6 +151,7 @@ fn agent_time(e: &Event) -> Option<Micros> {
     match e {
         Event::AgentEventRecorded(a) => Some(a.report.at()),
         Event::AgentEventSynthesized(a) => Some(a.report.at()),
+        Event::AgentReportRefused(a) => Some(a.report.at()),
         _ => None,
     }
 }

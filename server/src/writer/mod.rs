@@ -122,6 +122,7 @@ impl Writer {
         let shared = Arc::new(Shared {
             reader: RwLock::new(Some(ledger.store().reader())),
             committed,
+            fleet_ready: manifests.fleet_in_force.is_some().into(),
             metrics: Metrics::default(),
         });
         let writer = Writer {
@@ -213,6 +214,10 @@ impl Writer {
                     m.entries.inc_by(entries);
                     m.batch_entries.observe(entries as f64);
                     self.shared.committed.send_replace(ledger.store().size());
+                    self.shared.fleet_ready.store(
+                        self.manifests.fleet_in_force.is_some(),
+                        std::sync::atomic::Ordering::Release,
+                    );
                     tracing::debug!(
                         size = ledger.store().size(),
                         micros = started.elapsed().as_micros() as u64,
@@ -278,6 +283,10 @@ impl Writer {
                 });
             match opened {
                 Ok((ledger, manifests)) => {
+                    self.shared.fleet_ready.store(
+                        manifests.fleet_in_force.is_some(),
+                        std::sync::atomic::Ordering::Release,
+                    );
                     self.manifests = manifests;
                     *self
                         .shared

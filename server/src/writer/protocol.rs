@@ -43,6 +43,8 @@ pub struct Shared {
     pub reader: RwLock<Option<Reader>>,
     /// Committed log size, bumped after every commit (long polls wait on it).
     pub committed: watch::Sender<u64>,
+    /// Whether a verified fleet is in force (agent routes answer 503 until then).
+    pub fleet_ready: std::sync::atomic::AtomicBool,
     /// Metrics.
     pub metrics: Metrics,
 }

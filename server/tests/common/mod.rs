@@ -287,9 +287,9 @@ pub async fn last_seqs(c: &ApiClient, op: &str) -> Vec<(String, u64)> {
 /// A passing probe result of `host` in [`ROLLOUT`] at agent seq `seq`.
 pub fn probe_result(host: &str, seq: u64) -> serde_json::Value {
     let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
-    json!({"hostname": host, "rollout_id": ROLLOUT, "event": {
-        "kind": "ProbeResult", "seq": seq, "probe_name": "evidence-nis2", "mode": "enforce",
-        "status": "pass", "observed_at": now, "sub_results": []}})
+    json!({"hostname": host, "rolloutId": ROLLOUT, "event": {
+        "kind": "ProbeResult", "seq": seq, "probeName": "evidence-nis2", "mode": "enforce",
+        "status": "pass", "observedAt": now}})
 }
 
 /// The raw entries `[from, to)` over the entries route (FORMAT.md §9a).

@@ -93,11 +93,27 @@ impl Fleet {
     pub async fn event(&self, host: &str, rollout: &str, seq: u64, event: Value) -> (u16, Value) {
         let mut event = event;
         event["seq"] = json!(seq);
-        let body = json!({"hostname": host, "rollout_id": rollout, "event": event});
+        let body = json!({"hostname": host, "rolloutId": rollout, "event": event});
         self.c
             .post(self.agent(host), "/v1/agent/events", &body)
             .await
             .unwrap()
+    }
+
+    /// Asserts an agent report recorded as refused: 200, the refusal's code and reason in the
+    /// answer, and exactly one entry (the `AgentReportRefused`) appended.
+    pub async fn recorded_refusal(&self, code: &str, got: (u16, Value), before: u64) {
+        assert_eq!(got.0, 200, "{}", got.1);
+        assert_eq!(got.1["refused"]["error"], code, "{}", got.1);
+        assert!(
+            got.1["refused"]["reason"]
+                .as_str()
+                .is_some_and(|r| !r.is_empty()),
+            "{}",
+            got.1
+        );
+        assert_eq!(got.1["seq"], before, "{}", got.1);
+        assert_eq!(self.size(), before + 1, "one AgentReportRefused entry");
     }
 
     /// Asserts a refusal: its status and code, and that nothing was appended.

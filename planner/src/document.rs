@@ -198,18 +198,29 @@ impl Meta {
     }
 }
 
+// The documents as nixfleet's CI writes them (camelCase, NIXFLEET-WIRE.md §4.1–4.2). The
+// snake_case names fleet-ledger's first documents used are accepted as aliases, so manifest
+// entries recorded before stay readable. Fields the planner does not read (a host's `system`
+// and `tags`, a channel's intervals, a policy's `strategy` and `healthGate`, `displayName`)
+// are covered by the signature and the content hash but not parsed.
+
 #[derive(Debug, Deserialize)]
 struct HostDoc {
     channel: String,
+    /// The host's SSH ed25519 key (OpenSSH one-line form), which enrollment binds to.
+    #[serde(default)]
+    pubkey: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct ChannelDoc {
+    #[serde(alias = "rolloutPolicy")]
     rollout_policy: String,
 }
 
 #[derive(Debug, Deserialize)]
 struct PolicyWaveDoc {
+    #[serde(alias = "soakMinutes")]
     soak_minutes: u32,
 }
 
@@ -217,17 +228,23 @@ struct PolicyWaveDoc {
 struct PolicyDoc {
     #[serde(default)]
     waves: Vec<PolicyWaveDoc>,
+    #[serde(alias = "onHealthFailure")]
     on_health_failure: OnHealthFailure,
 }
 
 #[derive(Debug, Deserialize)]
 struct WaveDoc {
     hosts: Vec<String>,
+    /// nixfleet resolves each wave's soak into the wave itself.
+    #[serde(default, alias = "soakMinutes")]
+    soak_minutes: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
 struct EdgeDoc {
+    #[serde(alias = "after")]
     gated: String,
+    #[serde(alias = "before")]
     gates: String,
 }
 
@@ -237,10 +254,11 @@ struct FleetDoc {
     schema_version: u32,
     hosts: BTreeMap<String, HostDoc>,
     channels: BTreeMap<String, ChannelDoc>,
+    #[serde(default, alias = "rolloutPolicies")]
     rollout_policies: BTreeMap<String, PolicyDoc>,
     #[serde(default)]
     waves: BTreeMap<String, Vec<WaveDoc>>,
-    #[serde(default)]
+    #[serde(default, alias = "channelEdges")]
     channel_edges: Vec<EdgeDoc>,
     #[serde(default)]
     edges: Vec<EdgeDoc>,
@@ -250,28 +268,57 @@ struct FleetDoc {
 #[derive(Debug, Deserialize)]
 struct HostWaveDoc {
     hostname: String,
+    #[serde(alias = "waveIndex")]
     wave_index: u32,
+    #[serde(alias = "targetClosure")]
     target_closure: String,
 }
 
 #[derive(Debug, Deserialize)]
 struct BudgetDoc {
-    selector: String,
+    /// nixfleet writes a selector object (`{tags, tagsAny, hosts, channel, all}`); the first
+    /// fleet-ledger documents a name.
+    selector: serde_json::Value,
     hosts: Vec<String>,
+    #[serde(alias = "maxInFlight")]
     max_in_flight: Option<u32>,
+    #[serde(alias = "maxInFlightPct")]
     max_in_flight_pct: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
 struct RolloutDoc {
+    #[serde(alias = "schemaVersion")]
     schema_version: u32,
     channel: String,
+    #[serde(alias = "channelRef")]
     channel_ref: String,
+    #[serde(alias = "fleetResolvedHash")]
     fleet_resolved_hash: String,
+    #[serde(alias = "hostSet")]
     host_set: Vec<HostWaveDoc>,
-    #[serde(default)]
+    #[serde(default, alias = "disruptionBudgets")]
     disruption_budgets: Vec<BudgetDoc>,
     meta: Meta,
+}
+
+/// A budget's selector as an identity across rollouts: a name as written, an object as its
+/// JSON with keys sorted.
+fn selector_text(v: &serde_json::Value) -> Result<String, &'static str> {
+    match v {
+        serde_json::Value::String(s) => {
+            check_label(s)?;
+            Ok(s.clone())
+        }
+        serde_json::Value::Object(_) => {
+            let text = v.to_string();
+            if text.len() > 4096 {
+                return Err("a selector object of at most 4096 bytes");
+            }
+            Ok(text)
+        }
+        _ => Err("expected a selector object or a name"),
+    }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DocumentError> {
@@ -335,6 +382,9 @@ pub fn parse_fleet(bytes: &[u8]) -> Result<FleetDocument, DocumentError> {
                 h.channel
             )));
         }
+        if let Some(key) = h.pubkey {
+            fleet.host_keys.insert(host.clone(), key);
+        }
         fleet.hosts.insert(host, h.channel);
     }
     for (channel, waves) in doc.waves {
@@ -352,6 +402,12 @@ pub fn parse_fleet(bytes: &[u8]) -> Result<FleetDocument, DocumentError> {
                     )));
                 }
             }
+        }
+        if waves.iter().all(|w| w.soak_minutes.is_some()) {
+            fleet.wave_soak_minutes.insert(
+                channel.clone(),
+                waves.iter().filter_map(|w| w.soak_minutes).collect(),
+            );
         }
         fleet
             .waves
@@ -435,7 +491,7 @@ pub fn parse_rollout(bytes: &[u8]) -> Result<RolloutDocument, DocumentError> {
     let mut budgets = Vec::with_capacity(doc.disruption_budgets.len());
     for (i, b) in doc.disruption_budgets.into_iter().enumerate() {
         let at = |f: &str| format!("disruption_budgets[{i}].{f}");
-        check_label(&b.selector).map_err(|e| field(at("selector"), e))?;
+        let selector = selector_text(&b.selector).map_err(|e| field(at("selector"), e))?;
         for (j, h) in b.hosts.iter().enumerate() {
             check_host(h).map_err(|e| field(at(&format!("hosts[{j}]")), e))?;
         }
@@ -451,7 +507,7 @@ pub fn parse_rollout(bytes: &[u8]) -> Result<RolloutDocument, DocumentError> {
             return Err(field(at("max_in_flight_pct"), format!("{p} is not 1-100")));
         }
         budgets.push(Budget {
-            selector: b.selector,
+            selector,
             hosts: b.hosts,
             max_in_flight: b.max_in_flight,
             max_in_flight_pct: b.max_in_flight_pct,
@@ -485,7 +541,8 @@ pub fn check_rollout(doc: &RolloutDocument, fleet: &Fleet) -> Result<(), Documen
         }
         if let Some(waves) = waves {
             let fleet_wave = waves.iter().position(|w| w.contains(&h.hostname));
-            if fleet_wave != Some(h.wave as usize) {
+            // nixfleet gives a host in no wave the index 0.
+            if fleet_wave.unwrap_or(0) != h.wave as usize {
                 return Err(inconsistent(format!(
                     "host {} has wave_index {} but the fleet puts it in wave {fleet_wave:?}",
                     h.hostname, h.wave

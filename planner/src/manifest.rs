@@ -25,6 +25,11 @@ pub struct Fleet {
     pub channel_edges: Vec<Edge>,
     /// `gated` host waits for the `gates` host (same channel only).
     pub host_edges: Vec<Edge>,
+    /// Channel → soak minutes per wave, when the fleet resolves them into its waves (as
+    /// nixfleet's does); otherwise the channel's policy says.
+    pub wave_soak_minutes: BTreeMap<String, Vec<u32>>,
+    /// Host → its SSH ed25519 key as the fleet declares it (what enrollment binds to).
+    pub host_keys: BTreeMap<String, String>,
 }
 
 /// An ordering edge.
@@ -122,6 +127,14 @@ impl Manifests {
 
     /// Soak minutes for a wave of a channel.
     pub fn soak_minutes(&self, channel: &str, wave: u32) -> u32 {
+        if let Some(m) = self
+            .fleet
+            .wave_soak_minutes
+            .get(channel)
+            .and_then(|w| w.get(wave as usize))
+        {
+            return *m;
+        }
         self.policy(channel)
             .and_then(|p| p.wave_soak_minutes.get(wave as usize).copied())
             .unwrap_or(DEFAULT_SOAK_MINUTES)

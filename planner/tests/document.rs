@@ -137,3 +137,52 @@ fn closures_budgets_channels_and_policies_are_checked() {
     });
     assert!(f.starts_with("rollout_policies."), "{f}");
 }
+
+/// The nixfleet v0.2 documents of NIXFLEET-WIRE.md §4.1–4.2, as its CI writes them
+/// (`fixtures/nixfleet/`): camelCase, selector objects, resolved soaks, host keys.
+#[test]
+fn nixfleet_documents_parse_as_ci_writes_them() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/nixfleet");
+    let fleet_bytes = std::fs::read(dir.join("fleet.resolved.json")).unwrap();
+    let fleet = parse_fleet(&fleet_bytes).unwrap();
+    assert_eq!(fleet.signed_at, "2026-05-17T12:00:00.123456789Z");
+    let f = &fleet.fleet;
+    assert_eq!(f.channels["stable"], "all-at-once");
+    assert_eq!(
+        f.waves["stable"],
+        vec![vec!["web-01".to_string(), "web-02".into()]]
+    );
+    assert_eq!(f.wave_soak_minutes["stable"], vec![0]);
+    assert_eq!(
+        f.rollout_policies["all-at-once"].on_health_failure,
+        ledger::domain::OnHealthFailure::RollbackAndHalt
+    );
+    assert!(f.host_keys["web-01"].starts_with("ssh-ed25519 "));
+    assert!(
+        !f.host_keys.contains_key("web-02"),
+        "a null pubkey is no key"
+    );
+
+    let rollout_bytes =
+        std::fs::read(dir.join("stable@5d4b6c1e6cee214e4a2f486e3bcaba0438bf87e4.json")).unwrap();
+    let r = parse_rollout(&rollout_bytes).unwrap();
+    assert_eq!(
+        r.rollout_id.to_string(),
+        "stable@5d4b6c1e6cee214e4a2f486e3bcaba0438bf87e4"
+    );
+    assert_eq!(r.host_set.len(), 2);
+    assert_eq!(
+        r.host_set[0].target_closure,
+        "l3gla1g9aaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web-01-26.05"
+    );
+    assert_eq!(r.budgets[0].max_in_flight, Some(10));
+    assert!(
+        r.budgets[0].selector.starts_with('{'),
+        "{}",
+        r.budgets[0].selector
+    );
+    planner::document::check_rollout(&r, f).unwrap();
+    let mut m = planner::Manifests::default();
+    m.fleet = f.clone();
+    assert_eq!(m.soak_minutes("stable", 0), 0);
+}

@@ -252,6 +252,8 @@ impl Setup {
                     algorithm: "ed25519".into(),
                     public: base64::engine::general_purpose::STANDARD.encode(ci.public().bytes()),
                 }],
+                ci_release_key: None,
+                trust_file: None,
                 reject_before: None,
                 max_age_secs: 3600,
             },

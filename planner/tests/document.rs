@@ -182,7 +182,9 @@ fn nixfleet_documents_parse_as_ci_writes_them() {
         r.budgets[0].selector
     );
     planner::document::check_rollout(&r, f).unwrap();
-    let mut m = planner::Manifests::default();
-    m.fleet = f.clone();
+    let m = planner::Manifests {
+        fleet: f.clone(),
+        ..Default::default()
+    };
     assert_eq!(m.soak_minutes("stable", 0), 0);
 }

@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -35,22 +33,24 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// A trusted manifest signing key (DOMAIN §7.3 `TrustedPubkey`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrustedKey {
-    /// Only `ed25519` is read; other algorithms are skipped, as in the reference.
-    pub algorithm: String,
-    /// Base64 of the 32-byte public key.
-    pub public: String,
-}
+/// A trusted CI key (`{algorithm, public}`; `ed25519` or `ecdsa-p256`).
+pub use crate::trust::KeyText as TrustedKey;
 
 /// How manifests are trusted.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trust {
-    /// Keys tried in declaration order.
+    /// Keys tried in declaration order (`ed25519` or `ecdsa-p256`).
+    #[serde(default)]
     pub manifest_keys: Vec<TrustedKey>,
+    /// nixfleet's key slot, as in its trust file's `ciReleaseKey`: `current`, `previous`,
+    /// `successor` (until `retireAt`), `rejectBefore`. Tried after `manifest_keys`.
+    #[serde(default)]
+    pub ci_release_key: Option<crate::trust::KeySlot>,
+    /// A nixfleet trust file (`/etc/nixfleet/cp/trust.json`) whose `ciReleaseKey` is read
+    /// the same way (relative to the config file).
+    #[serde(default)]
+    pub trust_file: Option<PathBuf>,
     /// Compromise switch: manifests signed strictly before this RFC 3339 time are refused.
     #[serde(default)]
     pub reject_before: Option<String>,
@@ -169,10 +169,8 @@ fn default_plan_interval() -> u64 {
 pub struct Settings {
     /// The raw config, paths resolved.
     pub config: Config,
-    /// Trusted manifest keys, in order.
-    pub manifest_keys: Vec<VerifyingKey>,
-    /// `reject_before` in µs.
-    pub reject_before_us: Option<i64>,
+    /// Trusted manifest keys, in order, and the cut-off.
+    pub manifest_keys: crate::trust::TrustedKeys,
     /// Tokens.
     pub tokens: TokenTable,
     /// The TLS server config, when `tls` is set.
@@ -201,6 +199,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.signing_key = base.join(&config.signing_key);
         config.manifest_dir = config.manifest_dir.map(|d| base.join(d));
+        config.trust.trust_file = config.trust.trust_file.map(|f| base.join(f));
         if let Some(t) = &mut config.tls {
             t.cert = base.join(&t.cert);
             t.key = base.join(&t.key);
@@ -211,39 +210,39 @@ impl Config {
 
     /// Checks a config already in memory (the demo builds one).
     pub fn settings(self) -> Result<Settings, ConfigError> {
-        let mut manifest_keys = Vec::new();
+        let mut manifest_keys = crate::trust::TrustedKeys::default();
         for (i, k) in self.trust.manifest_keys.iter().enumerate() {
-            if k.algorithm != "ed25519" {
-                tracing::warn!(index = i, algorithm = %k.algorithm, "skipping a trusted key of an unsupported algorithm");
-                continue;
-            }
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(&k.public)
-                .map_err(|e| {
-                    ConfigError::Invalid(format!("trust.manifest_keys[{i}].public: {e}"))
-                })?;
-            let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
-                ConfigError::Invalid(format!("trust.manifest_keys[{i}].public is not 32 bytes"))
-            })?;
-            let key = VerifyingKey::from_bytes(&bytes).map_err(|e| {
-                ConfigError::Invalid(format!("trust.manifest_keys[{i}].public: {e}"))
-            })?;
-            manifest_keys.push(key);
+            manifest_keys
+                .add(&format!("trust.manifest_keys[{i}]"), k)
+                .map_err(ConfigError::Invalid)?;
+        }
+        if let Some(slot) = &self.trust.ci_release_key {
+            manifest_keys
+                .add_slot("trust.ci_release_key", slot)
+                .map_err(ConfigError::Invalid)?;
+        }
+        if let Some(path) = &self.trust.trust_file {
+            let file = crate::trust::TrustFile::load(path).map_err(ConfigError::Invalid)?;
+            manifest_keys
+                .add_slot(
+                    &format!("{}: ciReleaseKey", path.display()),
+                    &file.ci_release_key,
+                )
+                .map_err(ConfigError::Invalid)?;
         }
         if manifest_keys.is_empty() {
             return Err(ConfigError::Invalid(
-                "trust.manifest_keys holds no ed25519 key: no manifest could ever be accepted"
+                "trust holds no ed25519 or ecdsa-p256 key: no manifest could ever be accepted"
                     .into(),
             ));
         }
-        let reject_before_us = match &self.trust.reject_before {
-            None => None,
-            Some(t) => Some(
+        if let Some(t) = &self.trust.reject_before {
+            manifest_keys.reject_after(
                 chrono::DateTime::parse_from_rfc3339(t)
                     .map_err(|e| ConfigError::Invalid(format!("trust.reject_before: {e}")))?
                     .timestamp_micros(),
-            ),
-        };
+            );
+        }
         let mut tokens = TokenTable::default();
         for (i, t) in self.tokens.iter().enumerate() {
             let digest = planner::document::parse_hash(&t.sha256).ok_or_else(|| {
@@ -291,7 +290,6 @@ impl Config {
         Ok(Settings {
             config: self,
             manifest_keys,
-            reject_before_us,
             tokens,
             tls,
         })

@@ -79,7 +79,6 @@ impl Daemon {
             .context("starting the writer thread")?;
         let trust = Arc::new(TrustRoots {
             keys: settings.manifest_keys.clone(),
-            reject_before_us: settings.reject_before_us,
             max_age_secs: settings.config.trust.max_age_secs,
         });
         let cn_suffix = settings

@@ -1,5 +1,6 @@
-//! Signed manifest intake (DOMAIN §7.3): canonicalize with JCS (RFC 8785), verify the
-//! ed25519 signature with `verify_strict` against the trusted keys in declaration order, then
+//! Signed manifest intake (DOMAIN §7.3, NIXFLEET-WIRE.md §4.4): canonicalize with JCS (RFC
+//! 8785), verify the signature (ed25519 or ecdsa-p256, `crate::trust`) against the trusted
+//! keys in order, then
 //! the schema, `reject_before`, freshness and (for rollouts) the id discriminator. What passes
 //! becomes a `FleetManifestAccepted` / `RolloutManifestAccepted` entry holding the JCS bytes;
 //! checks against the manifests in force (fleet anchor, newer-than) are the decision's
@@ -9,8 +10,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine as _;
-use ed25519_dalek::{Signature, VerifyingKey};
 use ledger::domain::{Micros, RolloutId};
 use planner::Manifest;
 use planner::document::{self, Document};
@@ -26,8 +25,8 @@ pub enum ManifestError {
     /// Not JSON, or not canonicalizable.
     #[error("manifest does not parse: {0}")]
     Parse(String),
-    /// The signature is not base64 of 64 bytes.
-    #[error("signature is not base64 of a 64-byte ed25519 signature")]
+    /// The signature is not 64 bytes (raw, or base64 of them).
+    #[error("the signature is not 64 bytes (raw, or base64 of 64 bytes)")]
     NotSigned,
     /// No trusted key verifies the signature.
     #[error("no trusted key verifies the signature over the JCS canonical form")]
@@ -95,10 +94,8 @@ pub enum Target {
 /// Trust settings the checks need.
 #[derive(Clone, Debug)]
 pub struct TrustRoots {
-    /// Keys in order.
-    pub keys: Vec<VerifyingKey>,
-    /// Cut-off.
-    pub reject_before_us: Option<Micros>,
+    /// Keys in order, and the `reject_before` cut-off.
+    pub keys: crate::trust::TrustedKeys,
     /// Freshness window.
     pub max_age_secs: u64,
 }
@@ -107,7 +104,7 @@ pub struct TrustRoots {
 pub fn verify(
     target: &Target,
     artifact: &serde_json::Value,
-    signature_b64: &str,
+    signature: &[u8],
     trust: &TrustRoots,
     now: Micros,
 ) -> Result<Manifest, ManifestError> {
@@ -118,16 +115,10 @@ pub fn verify(
     }
     let canonical = serde_json_canonicalizer::to_vec(artifact)
         .map_err(|e| ManifestError::Parse(format!("JCS canonicalization: {e}")))?;
-    let sig = base64::engine::general_purpose::STANDARD
-        .decode(signature_b64.trim())
-        .ok()
-        .and_then(|b| <[u8; 64]>::try_from(b).ok())
-        .map(|b| Signature::from_bytes(&b))
-        .ok_or(ManifestError::NotSigned)?;
+    let sig = crate::trust::signature_bytes(signature).map_err(|_| ManifestError::NotSigned)?;
     let signer = trust
         .keys
-        .iter()
-        .find(|k| k.verify_strict(&canonical, &sig).is_ok())
+        .verifier(&canonical, &sig, now)
         .ok_or(ManifestError::BadSignature)?;
     let document = match target {
         Target::Fleet => Document::Fleet(document::parse_fleet(&canonical)?),
@@ -145,7 +136,7 @@ pub fn verify(
     let signed_at = crate::wire::ts::parse(document.signed_at())
         .map_err(|e| ManifestError::Document(document::DocumentError::SignedAt(e)))?;
     let show = crate::wire::ts::format;
-    if let Some(cutoff) = trust.reject_before_us
+    if let Some(cutoff) = trust.keys.reject_before_us
         && signed_at < cutoff
     {
         return Err(ManifestError::RejectedBefore {
@@ -171,7 +162,7 @@ pub fn verify(
     Ok(Manifest {
         canonical,
         content_hash,
-        signer: base64::engine::general_purpose::STANDARD.encode(signer.as_bytes()),
+        signer: signer.public(),
         signed_at,
         document,
     })
@@ -186,48 +177,86 @@ pub struct Found {
     pub path: PathBuf,
     /// Parsed JSON.
     pub artifact: serde_json::Value,
-    /// `.sig` contents.
-    pub signature: String,
+    /// `.sig` contents (raw signature bytes, as nixfleet's CI writes them, or base64 text).
+    pub signature: Vec<u8>,
 }
 
-/// Scans a manifest directory: `fleet.resolved.json` and `rollouts/<channel>@<ref>.json`,
-/// each with a base64 `.sig` file beside it. Returns the artifacts whose bytes changed since
-/// the last scan (`seen` maps path → SHA-256 of artifact and signature), and a line per file
-/// that cannot be read.
+/// Scans a manifest directory laid out as nixfleet's CI writes its release directory:
+/// `fleet.resolved.json` and `rollouts/<channel>@<ref>.json`, each with its signature in
+/// `<file>.sig` beside it. Returns the artifacts whose bytes changed since the last scan
+/// (`seen` maps path → SHA-256 of artifact and signature), and a line per file it skips, with
+/// why (each reported once per change of the file).
 pub fn scan_dir(dir: &Path, seen: &mut BTreeMap<PathBuf, [u8; 32]>) -> (Vec<Found>, Vec<String>) {
     let mut candidates = vec![(Target::Fleet, dir.join("fleet.resolved.json"))];
+    let mut errors = Vec::new();
+    // Reports a skipped file once per change of what makes it skipped.
+    let mut skip = |seen: &mut BTreeMap<PathBuf, [u8; 32]>, path: &Path, why: String| {
+        let digest: [u8; 32] = Sha256::digest(why.as_bytes()).into();
+        if seen.insert(path.to_path_buf(), digest) != Some(digest) {
+            errors.push(format!("{}: skipped: {why}", path.display()));
+        }
+    };
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        let mut names: Vec<PathBuf> = rd.filter_map(Result::ok).map(|e| e.path()).collect();
+        names.sort();
+        for p in names {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let known = matches!(
+                name,
+                "fleet.resolved.json" | "fleet.resolved.json.sig" | "rollouts"
+            );
+            if !known {
+                skip(
+                    seen,
+                    &p,
+                    "not an artifact this control plane reads (fleet.resolved.json and rollouts/<channel>@<ref>.json, each with a .sig)".into(),
+                );
+            }
+        }
+    }
     if let Ok(rd) = std::fs::read_dir(dir.join("rollouts")) {
-        let mut files: Vec<PathBuf> = rd
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
+        let mut files: Vec<PathBuf> = rd.filter_map(Result::ok).map(|e| e.path()).collect();
         files.sort();
         for p in files {
-            let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.ends_with(".json.sig") {
+                continue;
+            }
+            let Some(stem) = name.strip_suffix(".json") else {
+                skip(seen, &p, "not a .json artifact or its .json.sig".into());
+                continue;
+            };
             match RolloutId::parse(stem) {
                 Ok(id) => candidates.push((Target::Rollout(id), p)),
-                Err(e) => {
-                    // Reported once per change, like a refused manifest.
-                    let digest: [u8; 32] = Sha256::digest(stem.as_bytes()).into();
-                    if seen.insert(p.clone(), digest) != Some(digest) {
-                        warn_bad_name(&p, &e.to_string());
-                    }
-                }
+                Err(e) => skip(seen, &p, format!("the file name is not a rollout id: {e}")),
             }
         }
     }
     let mut found = Vec::new();
-    let mut errors = Vec::new();
     for (target, path) in candidates {
         let sig_path = path.with_extension("json.sig");
-        let (Ok(bytes), Ok(sig)) = (std::fs::read(&path), std::fs::read_to_string(&sig_path))
-        else {
-            continue;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                skip(seen, &path, format!("cannot be read: {e}"));
+                continue;
+            }
+        };
+        let sig = match std::fs::read(&sig_path) {
+            Ok(s) => s,
+            Err(e) => {
+                skip(
+                    seen,
+                    &path,
+                    format!("its signature {} cannot be read: {e}", sig_path.display()),
+                );
+                continue;
+            }
         };
         let mut h = Sha256::new();
         h.update(&bytes);
-        h.update(sig.as_bytes());
+        h.update(&sig);
         let digest: [u8; 32] = h.finalize().into();
         if seen.get(&path) == Some(&digest) {
             continue;
@@ -240,14 +269,10 @@ pub fn scan_dir(dir: &Path, seen: &mut BTreeMap<PathBuf, [u8; 32]>) -> (Vec<Foun
                 artifact,
                 signature: sig,
             }),
-            Err(e) => errors.push(format!("{}: {e}", path.display())),
+            Err(e) => skip(seen, &path, format!("not JSON: {e}")),
         }
     }
     (found, errors)
-}
-
-fn warn_bad_name(path: &Path, reason: &str) {
-    tracing::warn!(path = %path.display(), reason, "manifest file name is not a rollout id");
 }
 
 /// How often the manifest directory is scanned.

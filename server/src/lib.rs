@@ -24,5 +24,6 @@ pub mod materialize;
 pub mod metrics;
 pub mod snapshots;
 pub mod tls;
+pub mod trust;
 pub mod wire;
 pub mod writer;

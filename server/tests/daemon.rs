@@ -384,7 +384,8 @@ async fn manifests_dropped_in_the_watched_directory_are_verified_and_recorded() 
     // A tampered artifact is refused and logged, never recorded.
     let mut bad = rollout.clone();
     bad["artifact"]["channel"] = json!("stable");
-    write("rollouts/stable@a1a1a1a1.json", &bad);
+    // Sorted before the good one, so it is refused before the rollout opens.
+    write("rollouts/beta@a1a1a1a1.json", &bad);
 
     let mut config = setup.config.clone();
     config.manifest_dir = Some(watched);

@@ -11,10 +11,13 @@ pub(super) async fn post_manifest(
     body: JsonBody,
 ) -> ApiResult<Json<Value>> {
     let signed: wire::SignedManifest = parse_body(body)?;
+    // The POST body carries the signature as base64 text.
+    let signature = crate::trust::signature_bytes(signed.signature.as_bytes())
+        .map_err(|_| ApiError::from(intake::ManifestError::NotSigned))?;
     let verified = match intake::verify(
         &target,
         &signed.artifact,
-        &signed.signature,
+        &signature,
         &state.trust,
         (state.clock)(),
     ) {

@@ -118,6 +118,7 @@ impl Writer {
         let ledger = Ledger::open_live(&path, signer)?;
         let signer = ledger.store().signer();
         let manifests = load_manifests(&ledger)?;
+        let ledger_last_time = ledger.store().last_time();
         let (committed, _) = watch::channel(ledger.store().size());
         let shared = Arc::new(Shared {
             reader: RwLock::new(Some(ledger.store().reader())),
@@ -132,7 +133,10 @@ impl Writer {
             manifests,
             shared: Arc::clone(&shared),
             clock,
-            last_now: i64::MIN,
+            // A clock behind the log (stepped back, or a copied ledger) must not make every
+            // commit fail: the log's times never decrease, so decisions are stamped no
+            // earlier than its last entry.
+            last_now: ledger_last_time,
             batch_inputs,
             snapshots: None,
         };
@@ -283,6 +287,7 @@ impl Writer {
                 });
             match opened {
                 Ok((ledger, manifests)) => {
+                    self.last_now = self.last_now.max(ledger.store().last_time());
                     self.shared.fleet_ready.store(
                         manifests.fleet_in_force.is_some(),
                         std::sync::atomic::Ordering::Release,

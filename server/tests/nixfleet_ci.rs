@@ -1,0 +1,165 @@
+//! CI's files as nixfleet's CI writes them: the NIXFLEET-WIRE.md §4 example documents
+//! (`fixtures/nixfleet/`, JCS bytes), raw signature bytes in `.sig` files, one signed with an
+//! ed25519 key and one with an ecdsa-p256 key (high s, as a TPM signs half the time), trusted
+//! through a nixfleet trust file. Dropped in the watched directory, they open a rollout that a
+//! nixfleet-shaped agent then works through.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use fleet_ledger::config::TokenEntry;
+use fleet_ledger_demo::Setup;
+use serde_json::{Value, json};
+
+mod fleet;
+use fleet::until_committed;
+
+const ROLLOUT: &str = "stable@5d4b6c1e6cee214e4a2f486e3bcaba0438bf87e4";
+const WEB01_TARGET: &str = "l3gla1g9aaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web-01-26.05";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/nixfleet")
+}
+
+fn ed25519_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+}
+
+fn p256_key() -> p256::ecdsa::SigningKey {
+    p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap()
+}
+
+fn p256_public(k: &p256::ecdsa::SigningKey) -> String {
+    let point = k.verifying_key().to_sec1_point(false);
+    base64::engine::general_purpose::STANDARD.encode(&point.as_bytes()[1..])
+}
+
+/// A P-256 signature with a high s: the other of the two valid (r, s) pairs.
+fn p256_high_s(k: &p256::ecdsa::SigningKey, msg: &[u8]) -> Vec<u8> {
+    use p256::ecdsa::signature::Signer as _;
+    let sig: p256::ecdsa::Signature = k.sign(msg);
+    let (r, s) = sig.split_scalars();
+    let high = if sig.normalize_s() == sig { -*s } else { *s };
+    let flipped = p256::ecdsa::Signature::from_scalars(r.to_bytes(), high.to_bytes()).unwrap();
+    assert_ne!(flipped.normalize_s(), flipped, "the signature has a high s");
+    flipped.to_bytes().to_vec()
+}
+
+fn copy_signed(from: &Path, to: &Path, sig: &[u8]) {
+    std::fs::copy(from, to).unwrap();
+    std::fs::write(to.with_extension("json.sig"), sig).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nixfleet_ci_files_open_a_rollout_an_agent_works_through() {
+    use ed25519_dalek::Signer as _;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::create(dir.path(), None, 1).unwrap();
+
+    // The release directory, as nixfleet's CI leaves it.
+    let watched = dir.path().join("release");
+    std::fs::create_dir_all(watched.join("rollouts")).unwrap();
+    let fleet_bytes = std::fs::read(fixtures().join("fleet.resolved.json")).unwrap();
+    let rollout_file = fixtures().join(format!("{ROLLOUT}.json"));
+    let rollout_bytes = std::fs::read(&rollout_file).unwrap();
+    copy_signed(
+        &fixtures().join("fleet.resolved.json"),
+        &watched.join("fleet.resolved.json"),
+        &ed25519_key().sign(&fleet_bytes).to_bytes(),
+    );
+    copy_signed(
+        &rollout_file,
+        &watched.join(format!("rollouts/{ROLLOUT}.json")),
+        &p256_high_s(&p256_key(), &rollout_bytes),
+    );
+    // Files this CP does not read are skipped, and said so.
+    std::fs::write(watched.join("revocations.json"), b"{}").unwrap();
+    let mut seen = Default::default();
+    let (found, skipped) = fleet_ledger::intake::scan_dir(&watched, &mut seen);
+    assert_eq!(found.len(), 2);
+    assert!(
+        skipped.len() == 1 && skipped[0].contains("revocations.json: skipped"),
+        "{skipped:?}"
+    );
+
+    // nixfleet's trust file: P-256 is the current key, ed25519 the previous one.
+    let trust = json!({"schemaVersion": 1, "ciReleaseKey": {
+        "current": {"algorithm": "ecdsa-p256", "public": p256_public(&p256_key())},
+        "previous": {"algorithm": "ed25519",
+                     "public": base64::engine::general_purpose::STANDARD.encode(ed25519_key().verifying_key().as_bytes())},
+        "rejectBefore": "2026-01-01T00:00:00Z"}, "cacheKeys": [], "issuanceCaPems": []});
+    std::fs::write(dir.path().join("trust.json"), trust.to_string()).unwrap();
+    let mut config = setup.config.clone();
+    config.trust.manifest_keys.clear();
+    config.trust.trust_file = Some(dir.path().join("trust.json"));
+    config.manifest_dir = Some(watched);
+    let token = fleet_ledger::auth::generate_token().unwrap();
+    config.tokens.push(TokenEntry {
+        sha256: fleet_ledger::auth::hex(&fleet_ledger::auth::digest(&token)),
+        role: fleet_ledger::auth::Role::Agent,
+        name: "web-01".into(),
+    });
+    // The CP's clock five minutes after CI signed (the documents say 2026-05-17T12:00). It is
+    // months behind the ledger's genesis (written now): the writer stamps decisions no
+    // earlier than the log's last entry, so the clock being behind costs no commit (a
+    // regression test: before, every commit failed until the clock caught up).
+    let signed = chrono::DateTime::parse_from_rfc3339("2026-05-17T12:05:00Z")
+        .unwrap()
+        .timestamp_micros();
+    let offset = signed - chrono::Utc::now().timestamp_micros();
+    let clock: fleet_ledger::writer::Clock =
+        Arc::new(move || chrono::Utc::now().timestamp_micros() + offset);
+    let (daemon, c) = setup.start_with_clock(config, clock).await.unwrap();
+
+    let op = setup.tokens.operator.clone();
+    let mut rollouts = Value::Null;
+    until_committed(
+        &daemon,
+        "the rollout from the release directory",
+        async || {
+            rollouts = c.get(&op, "/v1/rollouts").await.unwrap().1;
+            rollouts["rollouts"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["rolloutId"] == ROLLOUT))
+        },
+    )
+    .await;
+
+    // The agent: long poll, then report in nixfleet's envelope.
+    let (s, d) = c.get(&token, "/v1/agent/dispatch?wait=10").await.unwrap();
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(d["rollout_id"], ROLLOUT);
+    assert_eq!(d["target_closure"], WEB01_TARGET);
+    let ack = json!({"hostname": "web-01", "rolloutId": ROLLOUT, "event": {"kind": "DispatchAck",
+        "currentClosureAtDispatch": WEB01_TARGET, "receivedAt": d["enqueued_at"], "seq": 1}});
+    let (s, v) = c.post(&token, "/v1/agent/events", &ack).await.unwrap();
+    assert_eq!((s, &v["duplicate"]), (200, &json!(false)), "{v}");
+    assert!(v.get("refused").is_none(), "{v}");
+    let hb = json!({"hostname": "web-01", "current_closure": "x7q-nixos-system-web-01-26.04",
+        "at": "2026-05-17T12:05:01.123456789Z"});
+    let (s, v) = c.post(&token, "/v1/agent/heartbeat", &hb).await.unwrap();
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["received_at"], "2026-05-17T12:05:01.123456Z");
+    let snap = &v["bootstrap_rollouts"][0];
+    assert_eq!(snap["rolloutId"], ROLLOUT);
+    assert_eq!(snap["state"], "Activating");
+    assert_eq!(snap["targetClosure"], WEB01_TARGET);
+    assert_eq!(snap["lastEventSeq"], 1);
+    assert!(snap["dispatchedAt"].is_string() && snap["dispatchAckedAt"].is_string());
+
+    // The recorded manifests are CI's bytes, and name the key that verified each.
+    let (_, page) = c
+        .get(&op, &format!("/v1/rollouts/{ROLLOUT}/events"))
+        .await
+        .unwrap();
+    let manifest = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "RolloutManifestAccepted")
+        .expect("the manifest entry")
+        .clone();
+    assert_eq!(manifest["payload"]["signer"], p256_public(&p256_key()));
+    daemon.shutdown().await.unwrap();
+}

@@ -509,3 +509,45 @@ pub struct AgentReportRefused {
     /// The refusal, for humans.
     pub reason: String,
 }
+
+/// Kind 29: a verified fleet manifest with CI's signature, as CI made both: the canonical
+/// bytes CI signed (nixfleet writes these bytes as the artifact file) and the raw signature,
+/// so the ledger can serve both to agents and an auditor can re-verify them. Supersedes kind
+/// 24 for new entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetManifestSigned {
+    /// SHA-256 of `canonical`.
+    pub content_hash: [u8; 32],
+    /// The trusted key that verified it (base64, as trust files write it).
+    pub signer: String,
+    /// Its algorithm (`ed25519`, `ecdsa-p256`).
+    pub algorithm: String,
+    /// The raw signature bytes.
+    pub signature: Vec<u8>,
+    /// `meta.signedAt`, µs.
+    pub signed_at: Micros,
+    /// The JCS (RFC 8785) canonical bytes that were signed.
+    pub canonical: Vec<u8>,
+}
+
+/// Kind 30: a verified rollout manifest with CI's signature (see kind 29). Supersedes kind 25
+/// for new entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutManifestSigned {
+    /// Its rollout id (checked against the manifest's channel and ref).
+    pub rollout_id: RolloutId,
+    /// SHA-256 of `canonical`.
+    pub content_hash: [u8; 32],
+    /// The fleet manifest it was built against.
+    pub fleet_resolved_hash: [u8; 32],
+    /// The trusted key that verified it.
+    pub signer: String,
+    /// Its algorithm.
+    pub algorithm: String,
+    /// The raw signature bytes.
+    pub signature: Vec<u8>,
+    /// `meta.signedAt`, µs.
+    pub signed_at: Micros,
+    /// The JCS canonical bytes that were signed.
+    pub canonical: Vec<u8>,
+}

@@ -198,6 +198,10 @@ vocabulary! {
     27 => RolloutCleared(RolloutCleared),
     /// A well-formed agent report the CP refused, kept with why.
     28 => AgentReportRefused(AgentReportRefused),
+    /// A verified fleet manifest with CI's raw signature.
+    29 => FleetManifestSigned(FleetManifestSigned),
+    /// A verified rollout manifest with CI's raw signature.
+    30 => RolloutManifestSigned(RolloutManifestSigned),
 }
 
 pub use crate::domain_events::*;
@@ -238,7 +242,69 @@ pub struct Annotation {
     pub text: String,
 }
 
+/// A manifest entry of any kind (24, 25, 29, 30), seen the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ManifestEntry<'a> {
+    /// The rollout it is for; None for the fleet.
+    pub rollout_id: Option<&'a crate::domain::RolloutId>,
+    /// SHA-256 of `canonical`.
+    pub content_hash: [u8; 32],
+    /// For a rollout manifest, the fleet it was built against.
+    pub fleet_resolved_hash: Option<[u8; 32]>,
+    /// The trusted key that verified it.
+    pub signer: &'a str,
+    /// `meta.signedAt`, µs.
+    pub signed_at: crate::domain::Micros,
+    /// The canonical bytes.
+    pub canonical: &'a [u8],
+    /// CI's algorithm and raw signature (kinds 29 and 30; the first kinds did not keep it).
+    pub signature: Option<(&'a str, &'a [u8])>,
+}
+
 impl Event {
+    /// The manifest this entry records, if it records one.
+    pub fn manifest(&self) -> Option<ManifestEntry<'_>> {
+        Some(match self {
+            Event::FleetManifestAccepted(e) => ManifestEntry {
+                rollout_id: None,
+                content_hash: e.content_hash,
+                fleet_resolved_hash: None,
+                signer: &e.signer,
+                signed_at: e.signed_at,
+                canonical: &e.canonical,
+                signature: None,
+            },
+            Event::RolloutManifestAccepted(e) => ManifestEntry {
+                rollout_id: Some(&e.rollout_id),
+                content_hash: e.content_hash,
+                fleet_resolved_hash: Some(e.fleet_resolved_hash),
+                signer: &e.signer,
+                signed_at: e.signed_at,
+                canonical: &e.canonical,
+                signature: None,
+            },
+            Event::FleetManifestSigned(e) => ManifestEntry {
+                rollout_id: None,
+                content_hash: e.content_hash,
+                fleet_resolved_hash: None,
+                signer: &e.signer,
+                signed_at: e.signed_at,
+                canonical: &e.canonical,
+                signature: Some((&e.algorithm, &e.signature)),
+            },
+            Event::RolloutManifestSigned(e) => ManifestEntry {
+                rollout_id: Some(&e.rollout_id),
+                content_hash: e.content_hash,
+                fleet_resolved_hash: Some(e.fleet_resolved_hash),
+                signer: &e.signer,
+                signed_at: e.signed_at,
+                canonical: &e.canonical,
+                signature: Some((&e.algorithm, &e.signature)),
+            },
+            _ => return None,
+        })
+    }
+
     /// The rollout and the host this event is about, where it names them (timelines, the
     /// per-rollout event listing). A quarantine lift names a channel, not a rollout.
     pub fn subject(&self) -> (Option<&crate::domain::RolloutId>, Option<&str>) {
@@ -259,11 +325,13 @@ impl Event {
             Event::RolloutManifestAccepted(e) => (Some(&e.rollout_id), None),
             Event::RolloutCleared(e) => (Some(&e.rollout_id), None),
             Event::AgentReportRefused(e) => (Some(&e.rollout_id), Some(&e.hostname)),
+            Event::RolloutManifestSigned(e) => (Some(&e.rollout_id), None),
             Event::Genesis(_)
             | Event::KeyRotated(_)
             | Event::Annotation(_)
             | Event::QuarantineLifted(_)
             | Event::FleetManifestAccepted(_)
+            | Event::FleetManifestSigned(_)
             | Event::InputRejected(_)
             | Event::Unknown { .. } => (None, None),
         }

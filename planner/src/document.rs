@@ -68,13 +68,11 @@ pub enum Document {
 impl Document {
     /// Parses the canonical bytes of a recorded manifest entry.
     pub fn of_entry(event: &Event) -> Option<Result<Document, DocumentError>> {
-        match event {
-            Event::FleetManifestAccepted(e) => Some(parse_fleet(&e.canonical).map(Document::Fleet)),
-            Event::RolloutManifestAccepted(e) => {
-                Some(parse_rollout(&e.canonical).map(Document::Rollout))
-            }
-            _ => None,
-        }
+        let m = event.manifest()?;
+        Some(match m.rollout_id {
+            None => parse_fleet(m.canonical).map(Document::Fleet),
+            Some(_) => parse_rollout(m.canonical).map(Document::Rollout),
+        })
     }
 
     /// `meta.signedAt`, as written.
@@ -558,36 +556,30 @@ impl Manifests {
     /// channel's. Other events are ignored. The bytes were checked before they were appended,
     /// so an error here means the log holds a manifest this build cannot read.
     pub fn apply(&mut self, seq: u64, event: &Event) -> Result<(), DocumentError> {
-        match event {
-            Event::FleetManifestAccepted(e) => {
-                self.fleet = parse_fleet(&e.canonical)?.fleet;
-                self.fleet_in_force = Some(InForce {
-                    seq,
-                    content_hash: e.content_hash,
-                    signed_at: e.signed_at,
-                });
-            }
-            Event::RolloutManifestAccepted(e) => {
-                let doc = parse_rollout(&e.canonical)?;
-                self.rollout_in_force.insert(
-                    doc.rollout_id.channel.clone(),
-                    InForce {
-                        seq,
-                        content_hash: e.content_hash,
-                        signed_at: e.signed_at,
-                    },
-                );
-                self.rollouts.insert(
-                    doc.rollout_id.channel.clone(),
-                    RolloutManifest {
-                        rollout_id: doc.rollout_id,
-                        manifest_hash: e.content_hash,
-                        host_set: doc.host_set,
-                        budgets: doc.budgets,
-                    },
-                );
-            }
-            _ => {}
+        let Some(m) = event.manifest() else {
+            return Ok(());
+        };
+        let in_force = InForce {
+            seq,
+            content_hash: m.content_hash,
+            signed_at: m.signed_at,
+        };
+        if m.rollout_id.is_none() {
+            self.fleet = parse_fleet(m.canonical)?.fleet;
+            self.fleet_in_force = Some(in_force);
+        } else {
+            let doc = parse_rollout(m.canonical)?;
+            let channel = doc.rollout_id.channel.clone();
+            self.rollout_in_force.insert(channel.clone(), in_force);
+            self.rollouts.insert(
+                channel,
+                RolloutManifest {
+                    rollout_id: doc.rollout_id,
+                    manifest_hash: m.content_hash,
+                    host_set: doc.host_set,
+                    budgets: doc.budgets,
+                },
+            );
         }
         Ok(())
     }

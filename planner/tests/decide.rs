@@ -396,6 +396,7 @@ fn manifest(doc: &Value, hash: u8, signed_at: Micros) -> Input {
         signer: "key".into(),
         signed_at,
         document,
+        signature: Some(("ed25519".into(), vec![hash; 64])),
     }))
 }
 
@@ -416,7 +417,7 @@ fn a_manifest_replaces_the_one_in_force_only_when_newer_and_consistent() {
 
     let (answer, replan, staged) =
         run_with(&mut f, &mut m, manifest(&fleet_doc(t, "fast"), 1, T0), T0).unwrap();
-    assert_eq!(kinds(&staged), ["FleetManifestAccepted"]);
+    assert_eq!(kinds(&staged), ["FleetManifestSigned"]);
     assert!(replan);
     let Answer::Recorded { seq: fleet_seq, .. } = answer else {
         panic!("{answer:?}")
@@ -449,7 +450,7 @@ fn a_manifest_replaces_the_one_in_force_only_when_newer_and_consistent() {
         T0,
     )
     .unwrap();
-    assert_eq!(kinds(&staged), ["RolloutManifestAccepted"]);
+    assert_eq!(kinds(&staged), ["RolloutManifestSigned"]);
     assert!(m.rollouts.contains_key("canary"));
 
     // A newer fleet replaces the one in force: a rollout manifest built against the old one
@@ -461,7 +462,7 @@ fn a_manifest_replaces_the_one_in_force_only_when_newer_and_consistent() {
         T0,
     )
     .unwrap();
-    assert_eq!(kinds(&staged), ["FleetManifestAccepted"]);
+    assert_eq!(kinds(&staged), ["FleetManifestSigned"]);
     let err = run_with(
         &mut f,
         &mut m,

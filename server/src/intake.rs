@@ -163,6 +163,7 @@ pub fn verify(
         canonical,
         content_hash,
         signer: signer.public(),
+        signature: Some((signer.algorithm().to_string(), sig)),
         signed_at,
         document,
     })

@@ -8,7 +8,7 @@ use fleet::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_a_clear_4xx_and_leaves_the_ledger_unchanged() {
-    let f = Fleet::start(5).await;
+    let f = Fleet::start_quiet(5).await;
     f.post_fleet().await;
     f.post_rollout("canary", "a1a1a1a1", "/nix/store/c").await;
     f.wait("the rollout to open", |f| f.size() > 6).await;
@@ -26,7 +26,7 @@ async fn bad_input_gets_a_clear_4xx_and_leaves_the_ledger_unchanged() {
         let s = r.status().as_u16();
         (s, r.json::<Value>().await.unwrap_or(Value::Null))
     };
-    // Stop the planner from appending between the checks: nothing is pending for it.
+    // No safety tick runs (start_quiet), so nothing but these requests could append.
     let before = f.size();
 
     let got = json_of(
@@ -189,7 +189,7 @@ async fn bad_input_gets_a_clear_4xx_and_leaves_the_ledger_unchanged() {
 /// Content-Type), and none of them writes anything.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_error_answer_is_json_with_a_code_and_a_reason() {
-    let f = Fleet::start(5).await;
+    let f = Fleet::start_quiet(5).await;
     f.post_fleet().await;
     let before = f.size();
     let http = &f.c.http;
@@ -268,7 +268,7 @@ async fn every_error_answer_is_json_with_a_code_and_a_reason() {
 /// use is refused with a 422 naming the field, and nothing is recorded.
 #[tokio::test(flavor = "multi_thread")]
 async fn signed_manifests_with_unusable_content_are_refused_naming_the_field() {
-    let f = Fleet::start(5).await;
+    let f = Fleet::start_quiet(5).await;
     let before = f.size();
     let mut doc = f.setup.fleet_doc.clone();
     doc["hosts"]["web 0099"] = json!({"channel": "canary"});

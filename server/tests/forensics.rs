@@ -112,7 +112,7 @@ fn inputs_the_daemon_would_have_refused_are_divergences() {
     let s = demo_ledger(dir.path());
     let all = items(&s.db);
     let first = |pick: fn(&Event) -> bool| all.iter().find(|i| pick(&i.event)).unwrap().clone();
-    let fleet = first(|e| matches!(e, Event::FleetManifestAccepted(_)));
+    let fleet = first(|e| matches!(e, Event::FleetManifestSigned(_)));
     let delivered = first(|e| matches!(e, Event::DispatchDelivered(_)));
     let cases: Vec<(&str, u64, Event, &str)> = vec![
         // The same fleet again: the daemon answers a duplicate and records nothing.

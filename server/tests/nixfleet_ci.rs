@@ -63,15 +63,17 @@ async fn nixfleet_ci_files_open_a_rollout_an_agent_works_through() {
     let fleet_bytes = std::fs::read(fixtures().join("fleet.resolved.json")).unwrap();
     let rollout_file = fixtures().join(format!("{ROLLOUT}.json"));
     let rollout_bytes = std::fs::read(&rollout_file).unwrap();
+    let fleet_sig = ed25519_key().sign(&fleet_bytes).to_bytes().to_vec();
+    let rollout_sig = p256_high_s(&p256_key(), &rollout_bytes);
     copy_signed(
         &fixtures().join("fleet.resolved.json"),
         &watched.join("fleet.resolved.json"),
-        &ed25519_key().sign(&fleet_bytes).to_bytes(),
+        &fleet_sig,
     );
     copy_signed(
         &rollout_file,
         &watched.join(format!("rollouts/{ROLLOUT}.json")),
-        &p256_high_s(&p256_key(), &rollout_bytes),
+        &rollout_sig,
     );
     // Files this CP does not read are skipped, and said so.
     std::fs::write(watched.join("revocations.json"), b"{}").unwrap();
@@ -126,6 +128,45 @@ async fn nixfleet_ci_files_open_a_rollout_an_agent_works_through() {
     )
     .await;
 
+    // The agent fetches what it must verify before activating: CI's bytes and signatures,
+    // exactly (NIXFLEET-WIRE.md §4.6).
+    let fetch = |path: String| {
+        let (c, token) = (c.clone(), token.clone());
+        async move {
+            let r = c
+                .http
+                .get(format!("{}{path}", c.base))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+            (r.status().as_u16(), ct, r.bytes().await.unwrap().to_vec())
+        }
+    };
+    assert_eq!(
+        fetch("/v1/fleet.resolved".into()).await,
+        (200, "application/json".into(), fleet_bytes.clone())
+    );
+    assert_eq!(
+        fetch("/v1/fleet.resolved/sig".into()).await,
+        (200, "application/octet-stream".into(), fleet_sig.clone())
+    );
+    assert_eq!(
+        fetch(format!("/v1/rollouts/{ROLLOUT}")).await,
+        (200, "application/json".into(), rollout_bytes.clone())
+    );
+    assert_eq!(
+        fetch(format!("/v1/rollouts/{ROLLOUT}/sig")).await,
+        (200, "application/octet-stream".into(), rollout_sig.clone())
+    );
+    assert_eq!(fetch("/v1/rollouts/stable@ffff".into()).await.0, 404);
+    let (s, v) = c
+        .get(&op, &format!("/v1/rollouts/{ROLLOUT}/summary"))
+        .await
+        .unwrap();
+    assert_eq!((s, &v["rolloutId"]), (200, &json!(ROLLOUT)), "{v}");
+
     // The agent: long poll, then report in nixfleet's envelope.
     let (s, d) = c.get(&token, "/v1/agent/dispatch?wait=10").await.unwrap();
     assert_eq!(s, 200, "{d}");
@@ -157,7 +198,7 @@ async fn nixfleet_ci_files_open_a_rollout_an_agent_works_through() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["kind"] == "RolloutManifestAccepted")
+        .find(|e| e["kind"] == "RolloutManifestSigned")
         .expect("the manifest entry")
         .clone();
     assert_eq!(manifest["payload"]["signer"], p256_public(&p256_key()));

@@ -23,8 +23,8 @@ use ledger::domain::{
     AgentReport, HostState, Hostname, Micros, OnHealthFailure, RolloutId, RolloutState,
 };
 use ledger::event::{
-    AgentReportRefused, DispatchDelivered, Event, FleetManifestAccepted, QuarantineLifted,
-    RolloutManifestAccepted,
+    AgentReportRefused, DispatchDelivered, Event, FleetManifestAccepted, FleetManifestSigned,
+    QuarantineLifted, RolloutManifestAccepted, RolloutManifestSigned,
 };
 use projections::{DispatchRow, HostRecord, State};
 
@@ -61,6 +61,10 @@ pub struct Manifest {
     pub signed_at: Micros,
     /// The parsed document.
     pub document: Document,
+    /// CI's signature: its algorithm and raw bytes. Always there for a manifest from the
+    /// intake; None only when the check re-decides an entry of the first manifest kinds,
+    /// which did not keep it.
+    pub signature: Option<(String, Vec<u8>)>,
 }
 
 /// Everything the CP decides on.
@@ -546,12 +550,22 @@ fn manifest(
             if let Some(dup) = replaces(manifests.fleet_in_force.as_ref(), &m)? {
                 return Ok(dup);
             }
-            Event::FleetManifestAccepted(FleetManifestAccepted {
-                content_hash: m.content_hash,
-                signer: m.signer,
-                signed_at: m.signed_at,
-                canonical: m.canonical,
-            })
+            match m.signature {
+                Some((algorithm, signature)) => Event::FleetManifestSigned(FleetManifestSigned {
+                    content_hash: m.content_hash,
+                    signer: m.signer,
+                    algorithm,
+                    signature,
+                    signed_at: m.signed_at,
+                    canonical: m.canonical,
+                }),
+                None => Event::FleetManifestAccepted(FleetManifestAccepted {
+                    content_hash: m.content_hash,
+                    signer: m.signer,
+                    signed_at: m.signed_at,
+                    canonical: m.canonical,
+                }),
+            }
         }
         Document::Rollout(doc) => {
             let Some(fleet) = &manifests.fleet_in_force else {
@@ -569,14 +583,28 @@ fn manifest(
             if let Some(dup) = replaces(in_force, &m)? {
                 return Ok(dup);
             }
-            Event::RolloutManifestAccepted(RolloutManifestAccepted {
-                rollout_id: doc.rollout_id.clone(),
-                content_hash: m.content_hash,
-                fleet_resolved_hash: doc.fleet_resolved_hash,
-                signer: m.signer,
-                signed_at: m.signed_at,
-                canonical: m.canonical,
-            })
+            match m.signature {
+                Some((algorithm, signature)) => {
+                    Event::RolloutManifestSigned(RolloutManifestSigned {
+                        rollout_id: doc.rollout_id.clone(),
+                        content_hash: m.content_hash,
+                        fleet_resolved_hash: doc.fleet_resolved_hash,
+                        signer: m.signer,
+                        algorithm,
+                        signature,
+                        signed_at: m.signed_at,
+                        canonical: m.canonical,
+                    })
+                }
+                None => Event::RolloutManifestAccepted(RolloutManifestAccepted {
+                    rollout_id: doc.rollout_id.clone(),
+                    content_hash: m.content_hash,
+                    fleet_resolved_hash: doc.fleet_resolved_hash,
+                    signer: m.signer,
+                    signed_at: m.signed_at,
+                    canonical: m.canonical,
+                }),
+            }
         }
     };
     // Folded into the manifests before it is staged, so a document this build cannot fold

@@ -14,6 +14,7 @@ mod audit;
 mod caller;
 mod error;
 mod manifests;
+mod published;
 mod rollouts;
 
 pub use caller::Caller;
@@ -25,6 +26,7 @@ use audit::{checkpoint, entries, export, proof_consistency, proof_inclusion};
 use caller::{JsonBody, RolloutPath, parse_body};
 use error::ApiResult;
 use manifests::{post_fleet, post_rollout_manifest};
+use published::{fleet_resolved, fleet_resolved_sig, rollout_manifest, rollout_manifest_sig};
 use rollouts::{
     clearance, deferrals, get_rollout, lifecycle, lift, list_rollouts, quarantine, rollout_events,
     rollout_hosts,
@@ -297,6 +299,10 @@ pub fn router(state: AppState) -> Router {
     let agents = Router::new()
         .route("/v1/agent/events", post(agent_event))
         .route("/v1/agent/heartbeat", post(heartbeat))
+        .route("/v1/fleet.resolved", get(fleet_resolved))
+        .route("/v1/fleet.resolved/sig", get(fleet_resolved_sig))
+        .route("/v1/rollouts/{id}", get(rollout_manifest))
+        .route("/v1/rollouts/{id}/sig", get(rollout_manifest_sig))
         .layer(
             ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(overload))
@@ -308,7 +314,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/manifests/fleet", post(post_fleet))
         .route("/v1/manifests/rollouts/{id}", post(post_rollout_manifest))
         .route("/v1/rollouts", get(list_rollouts))
-        .route("/v1/rollouts/{id}", get(get_rollout))
+        .route("/v1/rollouts/{id}/summary", get(get_rollout))
         .route("/v1/rollouts/{id}/lifecycle", get(lifecycle))
         .route("/v1/rollouts/{id}/hosts", get(rollout_hosts))
         .route("/v1/rollouts/{id}/events", get(rollout_events))

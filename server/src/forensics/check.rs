@@ -61,20 +61,7 @@ fn input_of(e: &Event) -> Result<Option<Input>, String> {
             },
             at: e.heartbeat_at,
         },
-        Event::FleetManifestAccepted(m) => Input::Manifest(Box::new(manifest_of(
-            e,
-            m.content_hash,
-            &m.signer,
-            m.signed_at,
-            &m.canonical,
-        )?)),
-        Event::RolloutManifestAccepted(m) => Input::Manifest(Box::new(manifest_of(
-            e,
-            m.content_hash,
-            &m.signer,
-            m.signed_at,
-            &m.canonical,
-        )?)),
+        e if e.manifest().is_some() => Input::Manifest(Box::new(manifest_of(e)?)),
         Event::RolloutCleared(e) => Input::Clear {
             rollout: e.rollout_id.clone(),
             operator: e.operator.clone(),
@@ -112,22 +99,18 @@ fn recorded_host(name: &str) -> Result<Hostname, String> {
     Hostname::parse(name).map_err(|e| format!("the host it names is not a valid host name: {e}"))
 }
 
-fn manifest_of(
-    event: &Event,
-    content_hash: [u8; 32],
-    signer: &str,
-    signed_at: Micros,
-    canonical: &[u8],
-) -> Result<Manifest, String> {
+fn manifest_of(event: &Event) -> Result<Manifest, String> {
+    let m = event.manifest().expect("a manifest entry");
     let document = Document::of_entry(event)
         .expect("a manifest entry")
         .map_err(|e| format!("the manifest it records cannot be read: {e}"))?;
     Ok(Manifest {
-        canonical: canonical.to_vec(),
-        content_hash,
-        signer: signer.to_string(),
-        signed_at,
+        canonical: m.canonical.to_vec(),
+        content_hash: m.content_hash,
+        signer: m.signer.to_string(),
+        signed_at: m.signed_at,
         document,
+        signature: m.signature.map(|(a, s)| (a.to_string(), s.to_vec())),
     })
 }
 

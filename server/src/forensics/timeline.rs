@@ -142,6 +142,18 @@ pub fn summary(e: &Event) -> String {
         Event::RolloutManifestAccepted(m) => {
             format!("rollout manifest accepted (signed by {})", m.signer)
         }
+        Event::FleetManifestSigned(m) => {
+            format!(
+                "fleet manifest accepted ({} signature by {})",
+                m.algorithm, m.signer
+            )
+        }
+        Event::RolloutManifestSigned(m) => {
+            format!(
+                "rollout manifest accepted ({} signature by {})",
+                m.algorithm, m.signer
+            )
+        }
         other => other.kind().name().to_string(),
     }
 }

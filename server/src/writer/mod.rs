@@ -85,26 +85,55 @@ impl From<ledger::store::OpenError> for StartError {
 }
 
 /// Rebuilds the manifests in force from the log's manifest entries.
-fn load_manifests(ledger: &Ledger) -> Result<Manifests, StartError> {
+fn load_manifests(ledger: &Ledger) -> Result<(Manifests, Published), StartError> {
     use ledger::entry::EntryRef;
     use ledger::event::Kind;
     let snap = ledger.store().snapshot().map_err(MaterializeError::from)?;
     let mut manifests = Manifests::default();
+    let mut published = Published::new();
     snap.for_each_entry(0.., |seq, bytes| {
         let bad = |reason: String| StartError::Manifest { seq, reason };
         let entry = EntryRef::parse(bytes).map_err(|e| bad(e.to_string()))?;
         // Only manifest kinds are decoded: the scan stays cheap on a large log.
         let kind = entry.header.kind;
-        if kind != Kind::FleetManifestAccepted && kind != Kind::RolloutManifestAccepted {
+        if !matches!(
+            kind,
+            Kind::FleetManifestAccepted
+                | Kind::RolloutManifestAccepted
+                | Kind::FleetManifestSigned
+                | Kind::RolloutManifestSigned
+        ) {
             return Ok(());
         }
         let event = entry.event().map_err(|e| bad(e.to_string()))?;
         manifests
             .apply(seq, &event)
             .map_err(|e| bad(e.to_string()))?;
+        if let Some(m) = event.manifest() {
+            published.insert(
+                m.rollout_id.map_or("fleet".into(), ToString::to_string),
+                seq,
+            );
+        }
         Ok::<(), StartError>(())
     })?;
-    Ok(manifests)
+    Ok((manifests, published))
+}
+
+/// Manifest name (`fleet` or a rollout id) → seq of its latest entry.
+type Published = std::collections::BTreeMap<String, u64>;
+
+/// Records the manifests in force as published (after a commit: they are durable).
+fn publish(shared: &Shared, manifests: &Manifests) {
+    let mut p = shared.published.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(f) = &manifests.fleet_in_force {
+        p.insert("fleet".into(), f.seq);
+    }
+    for (channel, r) in &manifests.rollouts {
+        if let Some(f) = manifests.rollout_in_force.get(channel) {
+            p.insert(r.rollout_id.to_string(), f.seq);
+        }
+    }
 }
 
 impl Writer {
@@ -117,13 +146,14 @@ impl Writer {
     ) -> Result<(Writer, Arc<Shared>), StartError> {
         let ledger = Ledger::open_live(&path, signer)?;
         let signer = ledger.store().signer();
-        let manifests = load_manifests(&ledger)?;
+        let (manifests, published) = load_manifests(&ledger)?;
         let ledger_last_time = ledger.store().last_time();
         let (committed, _) = watch::channel(ledger.store().size());
         let shared = Arc::new(Shared {
             reader: RwLock::new(Some(ledger.store().reader())),
             committed,
             fleet_ready: manifests.fleet_in_force.is_some().into(),
+            published: RwLock::new(published),
             metrics: Metrics::default(),
         });
         let writer = Writer {
@@ -218,6 +248,7 @@ impl Writer {
                     m.entries.inc_by(entries);
                     m.batch_entries.observe(entries as f64);
                     self.shared.committed.send_replace(ledger.store().size());
+                    publish(&self.shared, &self.manifests);
                     self.shared.fleet_ready.store(
                         self.manifests.fleet_in_force.is_some(),
                         std::sync::atomic::Ordering::Release,
@@ -282,11 +313,17 @@ impl Writer {
             let opened = Ledger::open_live(&self.path, Arc::clone(&self.signer))
                 .map_err(|e| e.to_string())
                 .and_then(|ledger| {
-                    let manifests = load_manifests(&ledger).map_err(|e| e.to_string())?;
-                    Ok((ledger, manifests))
+                    let (manifests, published) =
+                        load_manifests(&ledger).map_err(|e| e.to_string())?;
+                    Ok((ledger, manifests, published))
                 });
             match opened {
-                Ok((ledger, manifests)) => {
+                Ok((ledger, manifests, published)) => {
+                    *self
+                        .shared
+                        .published
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner()) = published;
                     self.last_now = self.last_now.max(ledger.store().last_time());
                     self.shared.fleet_ready.store(
                         manifests.fleet_in_force.is_some(),

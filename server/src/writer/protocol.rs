@@ -45,6 +45,9 @@ pub struct Shared {
     pub committed: watch::Sender<u64>,
     /// Whether a verified fleet is in force (agent routes answer 503 until then).
     pub fleet_ready: std::sync::atomic::AtomicBool,
+    /// Where each manifest agents may fetch was recorded: `fleet` (the fleet in force) and
+    /// every rollout id, to the seq of its latest entry. Updated after each commit.
+    pub published: RwLock<std::collections::BTreeMap<String, u64>>,
     /// Metrics.
     pub metrics: Metrics,
 }

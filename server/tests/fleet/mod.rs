@@ -17,9 +17,24 @@ pub struct Fleet {
 
 impl Fleet {
     pub async fn start(hosts: usize) -> Fleet {
+        Fleet::start_with(hosts, |_| {}).await
+    }
+
+    /// A fleet whose planner runs only when an input calls for it (no safety tick), so a
+    /// test can require that a refusal appends nothing without racing a tick.
+    pub async fn start_quiet(hosts: usize) -> Fleet {
+        Fleet::start_with(hosts, |c| c.plan_interval_ms = 3_600_000).await
+    }
+
+    pub async fn start_with(
+        hosts: usize,
+        edit: impl FnOnce(&mut fleet_ledger::config::Config),
+    ) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let setup = Setup::create(dir.path(), None, hosts).unwrap();
-        let (daemon, c) = setup.start().await.unwrap();
+        let mut config = setup.config.clone();
+        edit(&mut config);
+        let (daemon, c) = setup.start_with(config).await.unwrap();
         Fleet {
             _dir: dir,
             setup,

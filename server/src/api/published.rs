@@ -1,0 +1,90 @@
+//! CI's signed manifests as agents fetch them (NIXFLEET-WIRE.md §4.6): the recorded canonical
+//! bytes (exactly what CI signed) and the raw signature, served from the entries that
+//! recorded them. The CP holds no manifest key: it serves what CI signed.
+
+use super::*;
+
+/// Who may fetch manifests: agents verify them before activating; the others audit them.
+const FETCHERS: &[Role] = &[Role::Agent, Role::Operator, Role::Auditor, Role::Ci];
+
+#[derive(Clone, Copy)]
+enum Part {
+    Bytes,
+    Signature,
+}
+
+/// The recorded bytes or signature of the manifest `name` (`fleet` or a rollout id).
+async fn serve(state: &AppState, name: String, part: Part) -> ApiResult<Response> {
+    let seq = state
+        .shared
+        .published
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&name)
+        .copied()
+        .ok_or_else(|| ApiError::not_found(format!("no manifest {name} was recorded")))?;
+    read(state, move |snap| {
+        let bytes = snap
+            .entry(seq)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::internal(format!("entry {seq} is missing")))?;
+        let event = EntryRef::parse(&bytes)
+            .map_err(ApiError::internal)?
+            .event()
+            .map_err(ApiError::internal)?;
+        let m = event
+            .manifest()
+            .ok_or_else(|| ApiError::internal(format!("entry {seq} is not a manifest")))?;
+        let (body, content_type) = match part {
+            Part::Bytes => (m.canonical.to_vec(), "application/json"),
+            Part::Signature => match m.signature {
+                Some((_, sig)) => (sig.to_vec(), "application/octet-stream"),
+                None => {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "signature-not-recorded",
+                        format!(
+                            "manifest {name} was recorded (entry {seq}) by a version that did not keep CI's signature"
+                        ),
+                    ));
+                }
+            },
+        };
+        Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+    })
+    .await
+}
+
+pub(super) async fn fleet_resolved(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Response> {
+    caller.require(FETCHERS)?;
+    serve(&state, "fleet".into(), Part::Bytes).await
+}
+
+pub(super) async fn fleet_resolved_sig(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Response> {
+    caller.require(FETCHERS)?;
+    serve(&state, "fleet".into(), Part::Signature).await
+}
+
+pub(super) async fn rollout_manifest(
+    State(state): State<AppState>,
+    caller: Caller,
+    RolloutPath(id): RolloutPath,
+) -> ApiResult<Response> {
+    caller.require(FETCHERS)?;
+    serve(&state, id.to_string(), Part::Bytes).await
+}
+
+pub(super) async fn rollout_manifest_sig(
+    State(state): State<AppState>,
+    caller: Caller,
+    RolloutPath(id): RolloutPath,
+) -> ApiResult<Response> {
+    caller.require(FETCHERS)?;
+    serve(&state, id.to_string(), Part::Signature).await
+}

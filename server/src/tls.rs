@@ -1,7 +1,8 @@
 //! TLS for the API, with optional client certificates: an agent that presents a certificate
-//! signed by the configured client CA is identified by its certificate's CN (minus an
-//! optional suffix), as in the reference (`extract_machine_id`). Clients without a
-//! certificate may still authenticate with a bearer token.
+//! signed by the configured client CA is identified by its certificate's CN, by nixfleet's
+//! rule (`agent-<id>.<suffix>` is `<id>`, any other CN is the id as it is;
+//! `crate::api::machine_id`). Clients without a certificate may still authenticate with a
+//! bearer token.
 //!
 //! Handshakes run in each connection's task, bounded by the header-read timeout
 //! (`crate::connections`), so a slow or hostile client cannot stall accepting others.
@@ -26,8 +27,9 @@ pub struct TlsConfig {
     /// certificates are asked for.
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
-    /// Stripped from the end of a client certificate's CN to get the host name
-    /// (e.g. `.agents.example.org`).
+    /// nixfleet's `--agent-cn-suffix` (e.g. `fleet.example.org`): a client certificate whose
+    /// CN is `agent-<id>.<suffix>` identifies host `<id>`; any other CN is the host name as it
+    /// is.
     #[serde(default)]
     pub agent_cn_suffix: Option<String>,
 }

@@ -33,10 +33,22 @@ impl Pki {
 
     /// A leaf certificate and its key, PEM.
     fn leaf(&self, cn: &str, sans: &[&str]) -> (String, String) {
+        self.leaf_with(cn, sans, KeyPair::generate().unwrap())
+    }
+
+    /// An agent's certificate as nixfleet issues it: an ed25519 key (the host's SSH key).
+    fn ed25519_leaf(&self, cn: &str) -> (String, String) {
+        self.leaf_with(
+            cn,
+            &[cn],
+            KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap(),
+        )
+    }
+
+    fn leaf_with(&self, cn: &str, sans: &[&str], key: KeyPair) -> (String, String) {
         let mut p =
             CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().unwrap();
         let cert = p.signed_by(&key, &self.ca).unwrap();
         (cert.pem(), key.serialize_pem())
     }
@@ -116,16 +128,19 @@ async fn agents_are_identified_by_client_certificates_over_https() {
     let pki = Pki::new("fleet test CA");
     let ca_pem = pki.ca.pem();
     let (server_cert, server_key) = pki.leaf("cp.test", &["localhost"]);
-    let agent = pki.leaf("web-0002.agents.test", &[]);
-    let wrong_suffix = pki.leaf("web-0002.elsewhere", &[]);
-    let rogue = Pki::new("rogue CA").leaf("web-0002.agents.test", &[]);
+    // nixfleet's CN rule: its CA issues `agent-<id>.<suffix>`; any other CN is the id as it
+    // is (a legacy bare `web-0003`), so another suffix names another host.
+    let agent = pki.ed25519_leaf("agent-web-0002.agents.test");
+    let bare = pki.leaf("web-0003", &[]);
+    let wrong_suffix = pki.leaf("agent-web-0002.elsewhere", &[]);
+    let rogue = Pki::new("rogue CA").leaf("agent-web-0002.agents.test", &[]);
 
     let mut config = setup.config.clone();
     config.tls = Some(TlsConfig {
         cert: write(dir.path(), "server.pem", &server_cert),
         key: write(dir.path(), "server.key", &server_key),
         client_ca: Some(write(dir.path(), "ca.pem", &ca_pem)),
-        agent_cn_suffix: Some(".agents.test".into()),
+        agent_cn_suffix: Some("agents.test".into()),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let daemon = Daemon::start(
@@ -206,7 +221,7 @@ async fn agents_are_identified_by_client_certificates_over_https() {
     .await
     .unwrap();
     assert_eq!(s, 403);
-    // A CN without the suffix is not an agent identity.
+    // Another suffix is another machine id (the CN as it is), so not web-0002.
     let (s, v) = request(
         addr,
         &ca_pem,
@@ -218,7 +233,20 @@ async fn agents_are_identified_by_client_certificates_over_https() {
     )
     .await
     .unwrap();
-    assert_eq!(s, 401, "{v}");
+    assert_eq!((s, v["error"].as_str()), (403, Some("wrong-host")), "{v}");
+    // A bare CN is the machine id.
+    let (s, v) = request(
+        addr,
+        &ca_pem,
+        Some(&bare),
+        "POST",
+        "/v1/agent/heartbeat",
+        None,
+        Some(hb("web-0003")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200, "{v}");
     // No certificate, no token.
     let (s, _) = request(
         addr,

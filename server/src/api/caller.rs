@@ -22,6 +22,21 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// nixfleet's CN rule (NIXFLEET-WIRE.md §1.3, `extract_machine_id`): a certificate it issues
+/// has CN `agent-<machine id>.<suffix>`; any other CN (a legacy bare `web-01`, another
+/// suffix) is the machine id unchanged. The suffix is configured with or without its
+/// leading dot.
+pub fn machine_id<'a>(cn: &'a str, suffix: Option<&str>) -> &'a str {
+    let Some(suffix) = suffix.map(|s| s.trim_start_matches('.')) else {
+        return cn;
+    };
+    cn.strip_prefix("agent-")
+        .and_then(|rest| rest.strip_suffix(suffix))
+        .and_then(|rest| rest.strip_suffix('.'))
+        .filter(|id| !id.is_empty())
+        .unwrap_or(cn)
+}
+
 pub(super) fn authenticate(
     parts: &Parts,
     peer: Option<&Peer>,
@@ -34,14 +49,7 @@ pub(super) fn authenticate(
         let cn = peer.and_then(|p| p.cn.clone()).ok_or_else(|| {
             unauthorized("missing Authorization: Bearer <token> (or a client certificate)")
         })?;
-        let host = match &state.cn_suffix {
-            Some(suffix) => cn.strip_suffix(suffix.as_str()).ok_or_else(|| {
-                unauthorized(&format!(
-                    "client certificate CN {cn:?} does not end in {suffix:?}"
-                ))
-            })?,
-            None => cn.as_str(),
-        };
+        let host = machine_id(&cn, state.cn_suffix.as_deref());
         ledger::domain::check_host(host).map_err(|e| unauthorized(&e.to_string()))?;
         return Ok(Caller(Principal {
             role: Role::Agent,
@@ -154,5 +162,44 @@ impl<S: Send + Sync> FromRequestParts<S> for RolloutPath {
             .await
             .map_err(|e| ApiError::bad("malformed-path", e.body_text()))?;
         rollout_id(&id).map(RolloutPath)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::machine_id;
+
+    /// NIXFLEET-WIRE.md §1.3: strip `agent-` and `.<suffix>` together, or nothing.
+    #[test]
+    fn machine_ids_follow_nixfleets_cn_rule() {
+        let s = Some("fleet.lab.internal");
+        for (cn, suffix, id) in [
+            ("agent-web-01.fleet.lab.internal", s, "web-01"),
+            (
+                "agent-web-01.fleet.lab.internal",
+                Some(".fleet.lab.internal"),
+                "web-01",
+            ),
+            ("web-01", s, "web-01"),
+            (
+                "agent-web-01.other.example",
+                s,
+                "agent-web-01.other.example",
+            ),
+            ("web-01.fleet.lab.internal", s, "web-01.fleet.lab.internal"),
+            ("agent-.fleet.lab.internal", s, "agent-.fleet.lab.internal"),
+            (
+                "agent-web-01xfleet.lab.internal",
+                s,
+                "agent-web-01xfleet.lab.internal",
+            ),
+            (
+                "agent-web-01.fleet.lab.internal",
+                None,
+                "agent-web-01.fleet.lab.internal",
+            ),
+        ] {
+            assert_eq!(machine_id(cn, suffix), id, "{cn} with {suffix:?}");
+        }
     }
 }

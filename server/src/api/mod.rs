@@ -17,7 +17,7 @@ mod manifests;
 mod published;
 mod rollouts;
 
-pub use caller::Caller;
+pub use caller::{Caller, machine_id};
 pub use error::ApiError;
 pub use rollouts::entry_json;
 

@@ -112,6 +112,8 @@ pub(crate) type Client = ApiClient;
 impl ApiClient {
     /// A client of the daemon at `base`.
     pub fn new(base: &str) -> Result<ApiClient> {
+        // The HTTP client's TLS uses the product's crypto (ring); already installed is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Ok(ApiClient {
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(1024)
@@ -258,6 +260,7 @@ impl Setup {
                 max_age_secs: 3600,
             },
             manifest_dir: None,
+            pull: None,
             tls: None,
             tokens: entries,
             limits: Limits::default(),

@@ -127,6 +127,9 @@ pub struct Config {
     /// `.sig` beside it.
     #[serde(default)]
     pub manifest_dir: Option<PathBuf>,
+    /// CI's published URLs, pulled on nixfleet's schedule (`crate::sources::PullConfig`).
+    #[serde(default)]
+    pub pull: Option<crate::sources::PullConfig>,
     /// API tokens.
     pub tokens: Vec<TokenEntry>,
     /// Limits.
@@ -200,6 +203,9 @@ impl Config {
         config.signing_key = base.join(&config.signing_key);
         config.manifest_dir = config.manifest_dir.map(|d| base.join(d));
         config.trust.trust_file = config.trust.trust_file.map(|f| base.join(f));
+        if let Some(p) = &mut config.pull {
+            p.bearer_token_file = p.bearer_token_file.as_ref().map(|f| base.join(f));
+        }
         if let Some(t) = &mut config.tls {
             t.cert = base.join(&t.cert);
             t.key = base.join(&t.key);
@@ -210,6 +216,9 @@ impl Config {
 
     /// Checks a config already in memory (the demo builds one).
     pub fn settings(self) -> Result<Settings, ConfigError> {
+        if let Some(p) = &self.pull {
+            p.check().map_err(ConfigError::Invalid)?;
+        }
         let mut manifest_keys = crate::trust::TrustedKeys::default();
         for (i, k) in self.trust.manifest_keys.iter().enumerate() {
             manifest_keys

@@ -2,7 +2,6 @@
 //! watcher, and an orderly shutdown: stop accepting, let in-flight requests finish, let the
 //! writer drain the queue and commit, then return.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use tokio::task::JoinHandle;
 use crate::api::{AppState, router};
 use crate::config::Settings;
 use crate::connections::{self, ConnLimits};
-use crate::intake::{self, TrustRoots};
+use crate::intake::TrustRoots;
 use crate::writer::{Clock, Input, Job, Shared, Writer};
 
 /// A running daemon.
@@ -105,15 +104,22 @@ impl Daemon {
             Duration::from_millis(settings.config.plan_interval_ms),
             retention,
         ));
-        let watcher = settings.config.manifest_dir.clone().map(|dir| {
-            tokio::spawn(watch(
-                dir,
-                tx.clone(),
-                trust,
-                Arc::clone(&shared),
-                Arc::clone(&clock),
-            ))
-        });
+        let submitter = crate::sources::Submitter {
+            tx: tx.clone(),
+            trust,
+            shared: Arc::clone(&shared),
+            clock: Arc::clone(&clock),
+        };
+        let watcher = settings
+            .config
+            .manifest_dir
+            .clone()
+            .map(|dir| tokio::spawn(crate::sources::watch(dir, submitter.clone())));
+        let puller = settings
+            .config
+            .pull
+            .clone()
+            .map(|cfg| tokio::spawn(crate::sources::pull(cfg, submitter)));
         drop(tx);
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -133,14 +139,15 @@ impl Daemon {
                 _ = &mut writer_ended => true,
             };
             // Stop accepting; requests in progress finish. Every queue sender is gone once the
-            // server, the ticker and the watcher are: the writer drains what is queued,
-            // commits, and ends.
+            // server, the ticker, the watcher and the puller are: the writer drains what is
+            // queued, commits, and ends.
             let _ = halt.send(true);
             ticker.abort();
-            if let Some(w) = watcher {
-                w.abort();
-            }
             let _ = ticker.await;
+            for source in [watcher, puller].into_iter().flatten() {
+                source.abort();
+                let _ = source.await;
+            }
             if writer_died {
                 // Nothing can be recorded any more: answer what is in flight (503) for a
                 // moment, then end so that a supervisor restarts the process.
@@ -201,60 +208,6 @@ async fn tick(tx: mpsc::Sender<Job>, every: Duration, retain_for: Option<Micros>
             reply,
         }) {
             return;
-        }
-    }
-}
-
-/// Watches a manifest directory: every changed artifact is verified and submitted like a POST.
-async fn watch(
-    dir: PathBuf,
-    tx: mpsc::Sender<Job>,
-    trust: Arc<TrustRoots>,
-    shared: Arc<Shared>,
-    clock: Clock,
-) {
-    let mut seen = BTreeMap::new();
-    let mut interval = tokio::time::interval(intake::SCAN_INTERVAL);
-    loop {
-        interval.tick().await;
-        let d = dir.clone();
-        let scan = tokio::task::spawn_blocking(move || {
-            let (found, errors) = intake::scan_dir(&d, &mut seen);
-            (found, errors, seen)
-        })
-        .await;
-        let Ok((found, errors, s)) = scan else { return };
-        seen = s;
-        for e in errors {
-            tracing::warn!(error = %e, "manifest directory");
-        }
-        for f in found {
-            let now = clock();
-            match intake::verify(&f.target, &f.artifact, &f.signature, &trust, now) {
-                Ok(v) => {
-                    let (reply, rx) = oneshot::channel();
-                    let job = Job {
-                        input: Input::Manifest(Box::new(v)),
-                        reply,
-                    };
-                    if tx.send(job).await.is_err() {
-                        return;
-                    }
-                    match rx.await {
-                        Ok(Ok(out)) => {
-                            tracing::info!(path = %f.path.display(), ?out, "manifest from directory")
-                        }
-                        Ok(Err(r)) => {
-                            tracing::warn!(path = %f.path.display(), code = r.code(), reason = %r, "manifest from directory refused")
-                        }
-                        Err(_) => return,
-                    }
-                }
-                Err(e) => {
-                    shared.metrics.reject(e.code());
-                    tracing::warn!(path = %f.path.display(), code = e.code(), reason = %e, "manifest from directory refused");
-                }
-            }
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod logging;
 pub mod materialize;
 pub mod metrics;
 pub mod snapshots;
+pub mod sources;
 pub mod tls;
 pub mod trust;
 pub mod wire;

@@ -204,3 +204,75 @@ async fn nixfleet_ci_files_open_a_rollout_an_agent_works_through() {
     assert_eq!(manifest["payload"]["signer"], p256_public(&p256_key()));
     daemon.shutdown().await.unwrap();
 }
+
+/// nixfleet's CP pulls CI's published files; fleet-ledger does too. Served here by a real
+/// HTTP server (Python's `http.server`) from a release directory on loopback.
+#[tokio::test(flavor = "multi_thread")]
+async fn ci_files_are_pulled_from_their_urls() {
+    use ed25519_dalek::Signer as _;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::create(dir.path(), None, 1).unwrap();
+    let release = dir.path().join("release");
+    std::fs::create_dir_all(release.join("rollouts")).unwrap();
+    let fleet_bytes = std::fs::read(fixtures().join("fleet.resolved.json")).unwrap();
+    let rollout_file = fixtures().join(format!("{ROLLOUT}.json"));
+    let rollout_bytes = std::fs::read(&rollout_file).unwrap();
+    copy_signed(
+        &fixtures().join("fleet.resolved.json"),
+        &release.join("fleet.resolved.json"),
+        &ed25519_key().sign(&fleet_bytes).to_bytes(),
+    );
+    copy_signed(
+        &rollout_file,
+        &release.join(format!("rollouts/{ROLLOUT}.json")),
+        &ed25519_key().sign(&rollout_bytes).to_bytes(),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(&release)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+
+    let mut config = setup.config.clone();
+    config.trust.manifest_keys = vec![fleet_ledger::config::TrustedKey {
+        algorithm: "ed25519".into(),
+        public: base64::engine::general_purpose::STANDARD
+            .encode(ed25519_key().verifying_key().as_bytes()),
+    }];
+    config.trust.max_age_secs = 400 * 24 * 3600;
+    config.pull = Some(fleet_ledger::sources::PullConfig {
+        fleet_url: format!("{base}/fleet.resolved.json"),
+        fleet_signature_url: None,
+        rollout_url_template: format!("{base}/rollouts/{{rolloutId}}.json"),
+        rollout_signature_url_template: None,
+        bearer_token_file: None,
+        interval_secs: 1,
+    });
+    let (daemon, c) = setup.start_with(config).await.unwrap();
+    let op = setup.tokens.operator.clone();
+    let mut rollouts = Value::Null;
+    until_committed(&daemon, "the rollout pulled from CI's URLs", async || {
+        rollouts = c.get(&op, "/v1/rollouts").await.unwrap().1;
+        rollouts["rollouts"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["rolloutId"] == ROLLOUT))
+    })
+    .await;
+    daemon.shutdown().await.unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -121,6 +121,27 @@ async fn request(
     ))
 }
 
+/// A heartbeat for `host` over a connection presenting `cert` (or none).
+async fn heartbeat(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    cert: Option<&(String, String)>,
+    host: &str,
+) -> Result<(u16, Value), String> {
+    let body =
+        json!({"hostname": host, "current_closure": "/nix/store/x", "at": "2026-11-26T12:00:00Z"});
+    request(
+        addr,
+        ca_pem,
+        cert,
+        "POST",
+        "/v1/agent/heartbeat",
+        None,
+        Some(body),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn agents_are_identified_by_client_certificates_over_https() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,21 +174,12 @@ async fn agents_are_identified_by_client_certificates_over_https() {
     .await
     .unwrap();
     let addr = daemon.addr;
-    let hb = |host: &str| json!({"hostname": host, "current_closure": "/nix/store/x", "at": "2026-11-26T12:00:00Z"});
 
     // Until a verified fleet is in force, agent routes answer 503 with Retry-After: 30, as
     // nixfleet's CP does (its agents retry); then CI posts one.
-    let (s, v) = request(
-        addr,
-        &ca_pem,
-        Some(&agent),
-        "POST",
-        "/v1/agent/heartbeat",
-        None,
-        Some(hb("web-0002")),
-    )
-    .await
-    .unwrap();
+    let (s, v) = heartbeat(addr, &ca_pem, Some(&agent), "web-0002")
+        .await
+        .unwrap();
     assert_eq!((s, v["error"].as_str()), (503, Some("not-ready")), "{v}");
     let (fleet, _) = setup.signed_fleet().unwrap();
     let (s, v) = request(
@@ -184,29 +196,13 @@ async fn agents_are_identified_by_client_certificates_over_https() {
     assert_eq!(s, 200, "{v}");
 
     // The certificate's CN names the agent.
-    let (s, v) = request(
-        addr,
-        &ca_pem,
-        Some(&agent),
-        "POST",
-        "/v1/agent/heartbeat",
-        None,
-        Some(hb("web-0002")),
-    )
-    .await
-    .unwrap();
+    let (s, v) = heartbeat(addr, &ca_pem, Some(&agent), "web-0002")
+        .await
+        .unwrap();
     assert_eq!(s, 200, "{v}");
-    let (s, v) = request(
-        addr,
-        &ca_pem,
-        Some(&agent),
-        "POST",
-        "/v1/agent/heartbeat",
-        None,
-        Some(hb("web-0003")),
-    )
-    .await
-    .unwrap();
+    let (s, v) = heartbeat(addr, &ca_pem, Some(&agent), "web-0003")
+        .await
+        .unwrap();
     assert_eq!((s, v["error"].as_str()), (403, Some("wrong-host")), "{v}");
     // Agents may not read the operators' views.
     let (s, _) = request(
@@ -222,57 +218,23 @@ async fn agents_are_identified_by_client_certificates_over_https() {
     .unwrap();
     assert_eq!(s, 403);
     // Another suffix is another machine id (the CN as it is), so not web-0002.
-    let (s, v) = request(
-        addr,
-        &ca_pem,
-        Some(&wrong_suffix),
-        "POST",
-        "/v1/agent/heartbeat",
-        None,
-        Some(hb("web-0002")),
-    )
-    .await
-    .unwrap();
+    let (s, v) = heartbeat(addr, &ca_pem, Some(&wrong_suffix), "web-0002")
+        .await
+        .unwrap();
     assert_eq!((s, v["error"].as_str()), (403, Some("wrong-host")), "{v}");
     // A bare CN is the machine id.
-    let (s, v) = request(
-        addr,
-        &ca_pem,
-        Some(&bare),
-        "POST",
-        "/v1/agent/heartbeat",
-        None,
-        Some(hb("web-0003")),
-    )
-    .await
-    .unwrap();
+    let (s, v) = heartbeat(addr, &ca_pem, Some(&bare), "web-0003")
+        .await
+        .unwrap();
     assert_eq!(s, 200, "{v}");
     // No certificate, no token.
-    let (s, _) = request(
-        addr,
-        &ca_pem,
-        None,
-        "POST",
-        "/v1/agent/heartbeat",
-        None,
-        Some(hb("web-0002")),
-    )
-    .await
-    .unwrap();
+    let (s, _) = heartbeat(addr, &ca_pem, None, "web-0002").await.unwrap();
     assert_eq!(s, 401);
     // A certificate from another CA does not get through the handshake.
     assert!(
-        request(
-            addr,
-            &ca_pem,
-            Some(&rogue),
-            "POST",
-            "/v1/agent/heartbeat",
-            None,
-            Some(hb("web-0002"))
-        )
-        .await
-        .is_err()
+        heartbeat(addr, &ca_pem, Some(&rogue), "web-0002")
+            .await
+            .is_err()
     );
     // Token holders use the same listener without a certificate.
     let (s, v) = request(

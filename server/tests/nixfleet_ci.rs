@@ -46,35 +46,52 @@ fn p256_high_s(k: &p256::ecdsa::SigningKey, msg: &[u8]) -> Vec<u8> {
     flipped.to_bytes().to_vec()
 }
 
-fn copy_signed(from: &Path, to: &Path, sig: &[u8]) {
-    std::fs::copy(from, to).unwrap();
-    std::fs::write(to.with_extension("json.sig"), sig).unwrap();
+/// A release directory as nixfleet's CI leaves it: the fixture documents, each with the raw
+/// signature `sign` makes over its bytes beside it. Returns the directory and, for the fleet
+/// and the rollout manifest, the bytes and the signature written.
+#[allow(clippy::type_complexity)]
+fn release_dir(
+    dir: &Path,
+    sign_fleet: impl Fn(&[u8]) -> Vec<u8>,
+    sign_rollout: impl Fn(&[u8]) -> Vec<u8>,
+) -> (PathBuf, (Vec<u8>, Vec<u8>), (Vec<u8>, Vec<u8>)) {
+    let release = dir.join("release");
+    std::fs::create_dir_all(release.join("rollouts")).unwrap();
+    let mut written = Vec::new();
+    for (name, to, sign) in [
+        (
+            "fleet.resolved.json".to_string(),
+            release.join("fleet.resolved.json"),
+            &sign_fleet as &dyn Fn(&[u8]) -> Vec<u8>,
+        ),
+        (
+            format!("{ROLLOUT}.json"),
+            release.join(format!("rollouts/{ROLLOUT}.json")),
+            &sign_rollout,
+        ),
+    ] {
+        let bytes = std::fs::read(fixtures().join(name)).unwrap();
+        let sig = sign(&bytes);
+        std::fs::write(&to, &bytes).unwrap();
+        std::fs::write(to.with_extension("json.sig"), &sig).unwrap();
+        written.push((bytes, sig));
+    }
+    let rollout = written.pop().unwrap();
+    let fleet = written.pop().unwrap();
+    (release, fleet, rollout)
+}
+
+fn ed25519_sign(bytes: &[u8]) -> Vec<u8> {
+    use ed25519_dalek::Signer as _;
+    ed25519_key().sign(bytes).to_bytes().to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nixfleet_ci_files_open_a_rollout_an_agent_works_through() {
-    use ed25519_dalek::Signer as _;
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup::create(dir.path(), None, 1).unwrap();
-
-    // The release directory, as nixfleet's CI leaves it.
-    let watched = dir.path().join("release");
-    std::fs::create_dir_all(watched.join("rollouts")).unwrap();
-    let fleet_bytes = std::fs::read(fixtures().join("fleet.resolved.json")).unwrap();
-    let rollout_file = fixtures().join(format!("{ROLLOUT}.json"));
-    let rollout_bytes = std::fs::read(&rollout_file).unwrap();
-    let fleet_sig = ed25519_key().sign(&fleet_bytes).to_bytes().to_vec();
-    let rollout_sig = p256_high_s(&p256_key(), &rollout_bytes);
-    copy_signed(
-        &fixtures().join("fleet.resolved.json"),
-        &watched.join("fleet.resolved.json"),
-        &fleet_sig,
-    );
-    copy_signed(
-        &rollout_file,
-        &watched.join(format!("rollouts/{ROLLOUT}.json")),
-        &rollout_sig,
-    );
+    let (watched, (fleet_bytes, fleet_sig), (rollout_bytes, rollout_sig)) =
+        release_dir(dir.path(), ed25519_sign, |b| p256_high_s(&p256_key(), b));
     // Files this CP does not read are skipped, and said so.
     std::fs::write(watched.join("revocations.json"), b"{}").unwrap();
     let mut seen = Default::default();
@@ -209,24 +226,9 @@ async fn nixfleet_ci_files_open_a_rollout_an_agent_works_through() {
 /// HTTP server (Python's `http.server`) from a release directory on loopback.
 #[tokio::test(flavor = "multi_thread")]
 async fn ci_files_are_pulled_from_their_urls() {
-    use ed25519_dalek::Signer as _;
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup::create(dir.path(), None, 1).unwrap();
-    let release = dir.path().join("release");
-    std::fs::create_dir_all(release.join("rollouts")).unwrap();
-    let fleet_bytes = std::fs::read(fixtures().join("fleet.resolved.json")).unwrap();
-    let rollout_file = fixtures().join(format!("{ROLLOUT}.json"));
-    let rollout_bytes = std::fs::read(&rollout_file).unwrap();
-    copy_signed(
-        &fixtures().join("fleet.resolved.json"),
-        &release.join("fleet.resolved.json"),
-        &ed25519_key().sign(&fleet_bytes).to_bytes(),
-    );
-    copy_signed(
-        &rollout_file,
-        &release.join(format!("rollouts/{ROLLOUT}.json")),
-        &ed25519_key().sign(&rollout_bytes).to_bytes(),
-    );
+    let (release, _, _) = release_dir(dir.path(), ed25519_sign, ed25519_sign);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -166,6 +166,88 @@ async fn agent_events_retransmits_and_refusals() {
     f.daemon.shutdown().await.unwrap();
 }
 
+/// The sequences a nixfleet agent runs (NIXFLEET-WIRE.md §3.3), in its shapes: a deferred
+/// activation that completes after the reboot (the CP infers ActivationCompleted from the
+/// heartbeat, which names no rollout, as nixfleet agents send it), probes, convergence; and
+/// a probe failure through Failed and RollbackComplete.
+#[tokio::test(flavor = "multi_thread")]
+async fn nixfleet_agent_sequences_run_to_the_end() {
+    let f = Fleet::start(5).await;
+    f.post_fleet().await;
+    let target = "/nix/store/c-canary";
+    f.post_rollout("canary", "a1a1a1a1", target).await;
+    let r = "canary@a1a1a1a1";
+    // Agent times after the dispatch (the soak is 0 minutes: due at once).
+    let at = || fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+    let state = |host: &'static str| {
+        let f = &f;
+        async move {
+            let hosts = f.hosts(r).await;
+            hosts["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["host"] == host)
+                .map(|h| h["state"].clone())
+                .unwrap()
+        }
+    };
+    let send = |host: &'static str, seq: u64, event: Value| {
+        let f = &f;
+        async move {
+            let (s, v) = f.event(host, r, seq, event).await;
+            assert_eq!(s, 200, "{v}");
+            assert!(v.get("refused").is_none(), "{host} seq {seq}: {v}");
+        }
+    };
+
+    // Deferred, then the reboot.
+    let d = dispatched(&f, "web-0000").await;
+    send("web-0000", 1, json!({"kind": "DispatchAck", "currentClosureAtDispatch": target, "receivedAt": d["enqueued_at"]})).await;
+    send("web-0000", 2, json!({"kind": "ActivationStarted", "startedAt": at(), "switchMethod": "switch-to-configuration"})).await;
+    send(
+        "web-0000",
+        3,
+        json!({"kind": "ActivationDeferred", "component": "kernel", "deferredAt": at()}),
+    )
+    .await;
+    assert_eq!(state("web-0000").await, "Deferred");
+    let hb = json!({"hostname": "web-0000", "current_closure": target, "at": at()});
+    let (s, v) =
+        f.c.post(f.agent("web-0000"), "/v1/agent/heartbeat", &hb)
+            .await
+            .unwrap();
+    assert_eq!(s, 200, "{v}");
+    assert!(v["synthesized_seq"].is_u64(), "{v}");
+    assert_eq!(v["bootstrap_rollouts"][0]["state"], "Soaking", "{v}");
+    send("web-0000", 4, json!({"kind": "ProbeTopologyDeclared", "probes": [{"probeName": "evidence-nis2-essential", "kind": "evidence", "mode": "enforce"}], "declaredAt": at()})).await;
+    send("web-0000", 5, json!({"kind": "ProbeObservedFirst", "probeName": "evidence-nis2-essential", "mode": "enforce", "observedAt": at()})).await;
+    send("web-0000", 6, json!({"kind": "ProbeResult", "probeName": "evidence-nis2-essential", "mode": "enforce", "status": "pass", "observedAt": at()})).await;
+    send(
+        "web-0000",
+        7,
+        json!({"kind": "Converged", "convergedAt": at(), "currentClosure": target}),
+    )
+    .await;
+    assert_eq!(state("web-0000").await, "Converged");
+
+    // A probe that keeps failing, then the rollback.
+    let d = dispatched(&f, "web-0001").await;
+    send("web-0001", 1, json!({"kind": "DispatchAck", "currentClosureAtDispatch": target, "receivedAt": d["enqueued_at"]})).await;
+    send("web-0001", 2, json!({"kind": "ActivationStarted", "startedAt": at(), "switchMethod": "switch-to-configuration"})).await;
+    send("web-0001", 3, json!({"kind": "ActivationCompleted", "observedCurrentClosure": target, "exitCode": 0, "completedAt": at()})).await;
+    send("web-0001", 4, json!({"kind": "ProbeFailureFirst", "probeName": "evidence-nis2-essential", "mode": "enforce", "firstFailedAt": at()})).await;
+    send("web-0001", 5, json!({"kind": "ProbeResult", "probeName": "evidence-nis2-essential", "mode": "enforce", "status": "fail", "observedAt": at(), "failureReason": "1 enforce-mode control failing",
+        "subResults": [{"controlId": "access-control", "status": "fail", "framework": "nis2-essential", "article": "21.2.i", "effectiveMode": "enforce"}]})).await;
+    send("web-0001", 6, json!({"kind": "Failed", "failedAt": at(), "sustainedDurationSecs": 121, "failingProbes": ["evidence-nis2-essential"], "policyApplied": "rollback-and-halt"})).await;
+    send("web-0001", 7, json!({"kind": "RollbackComplete", "revertedToClosure": "/nix/store/prior", "exitCode": 0, "completedAt": at()})).await;
+    assert_eq!(state("web-0001").await, "Reverted");
+    f.daemon.shutdown().await.unwrap();
+    let report =
+        fleet_ledger::forensics::check(fleet_ledger::forensics::Source::Db(&f.setup.db)).unwrap();
+    assert_eq!(report.divergence, None);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn heartbeat_synthesizes_bootstraps_and_asks_for_replay() {
     let f = Fleet::start(5).await;

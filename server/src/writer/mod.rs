@@ -54,6 +54,8 @@ pub struct Writer {
     clock: Clock,
     last_now: Micros,
     batch_inputs: usize,
+    /// The newest manifest entry published to the API (see `publish`).
+    published_upto: u64,
     snapshots: Option<Snapshots>,
 }
 impl std::fmt::Debug for Writer {
@@ -123,8 +125,20 @@ fn load_manifests(ledger: &Ledger) -> Result<(Manifests, Published), StartError>
 /// Manifest name (`fleet` or a rollout id) → seq of its latest entry.
 type Published = std::collections::BTreeMap<String, u64>;
 
-/// Records the manifests in force as published (after a commit: they are durable).
-fn publish(shared: &Shared, manifests: &Manifests) {
+/// Records the manifests in force as published, after a commit (they are durable), if one
+/// is newer than `upto` (the newest entry published so far, which this raises). Every commit
+/// calls this; only one that recorded a manifest changes anything.
+fn publish(shared: &Shared, manifests: &Manifests, upto: &mut u64) {
+    let newest = manifests
+        .rollout_in_force
+        .values()
+        .chain(&manifests.fleet_in_force)
+        .map(|f| f.seq)
+        .max();
+    match newest {
+        Some(n) if n > *upto => *upto = n,
+        _ => return,
+    }
     let mut p = shared.published.write().unwrap_or_else(|p| p.into_inner());
     if let Some(f) = &manifests.fleet_in_force {
         p.insert("fleet".into(), f.seq);
@@ -147,6 +161,7 @@ impl Writer {
         let ledger = Ledger::open_live(&path, signer)?;
         let signer = ledger.store().signer();
         let (manifests, published) = load_manifests(&ledger)?;
+        let published_upto = published.values().copied().max().unwrap_or(0);
         let ledger_last_time = ledger.store().last_time();
         let (committed, _) = watch::channel(ledger.store().size());
         let shared = Arc::new(Shared {
@@ -168,6 +183,7 @@ impl Writer {
             // earlier than its last entry.
             last_now: ledger_last_time,
             batch_inputs,
+            published_upto,
             snapshots: None,
         };
         Ok((writer, shared))
@@ -248,7 +264,7 @@ impl Writer {
                     m.entries.inc_by(entries);
                     m.batch_entries.observe(entries as f64);
                     self.shared.committed.send_replace(ledger.store().size());
-                    publish(&self.shared, &self.manifests);
+                    publish(&self.shared, &self.manifests, &mut self.published_upto);
                     self.shared.fleet_ready.store(
                         self.manifests.fleet_in_force.is_some(),
                         std::sync::atomic::Ordering::Release,
@@ -319,6 +335,7 @@ impl Writer {
                 });
             match opened {
                 Ok((ledger, manifests, published)) => {
+                    self.published_upto = published.values().copied().max().unwrap_or(0);
                     *self
                         .shared
                         .published

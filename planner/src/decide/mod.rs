@@ -374,6 +374,8 @@ fn report_from_agent(
     report: AgentReport,
     now: Micros,
 ) -> Result<Decided, Refusal> {
+    // A refused report is recorded whole, so the refusal hands it back (no copy of it on
+    // the hot path).
     let decided = match log.state().hosts.get(rollout, host) {
         Some(rec) if agent_seq == rec.last_event_seq && rec.last_report_seq > 0 => {
             // The last accepted agent seq again: the same report is a retransmit (answered
@@ -386,15 +388,12 @@ fn report_from_agent(
                         replan: false,
                     });
                 }
-                Ok(_) => Err(Refusal::SeqReused { agent_seq, seq }),
+                Ok(_) => Err((Refusal::SeqReused { agent_seq, seq }, report)),
                 Err(reason) => return Err(Refusal::Unreadable { seq, reason }),
             }
         }
         _ => {
-            let input = HostInput::Agent {
-                agent_seq,
-                report: report.clone(),
-            };
+            let input = HostInput::Agent { agent_seq, report };
             crate::host::decide_report(
                 log.state(),
                 rollout,
@@ -403,7 +402,11 @@ fn report_from_agent(
                 now,
                 &host_policy(manifests, rollout),
             )
-            .map_err(Refusal::from)
+            .map_err(|r| match input {
+                HostInput::Agent { report, .. } | HostInput::Synthesized { report, .. } => {
+                    (Refusal::from(r), report)
+                }
+            })
         }
     };
     match decided {
@@ -413,7 +416,7 @@ fn report_from_agent(
                 .any(|e| matches!(e, Event::HostTransitioned(_)));
             Ok(recorded(log, now, events, replan))
         }
-        Err(refusal) => {
+        Err((refusal, report)) => {
             let seq = log.stage(
                 now,
                 vec![Event::AgentReportRefused(AgentReportRefused {

@@ -262,6 +262,7 @@ impl Setup {
             manifest_dir: None,
             pull: None,
             tls: None,
+            enrollment: None,
             tokens: entries,
             limits: Limits::default(),
             plan_interval_ms: 100,

@@ -551,3 +551,66 @@ pub struct RolloutManifestSigned {
     /// The JCS canonical bytes that were signed.
     pub canonical: Vec<u8>,
 }
+
+/// An agent certificate the CP's fleet CA issued (kinds 31 and 32): the identity an agent
+/// authenticates with from then on, kept whole so an auditor can check it against the CA.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedCertificate {
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// Its serial number (big-endian bytes, as in the certificate).
+    pub serial: Vec<u8>,
+    /// Its CN, nixfleet's `agent-<host>.<suffix>`.
+    pub common_name: String,
+    /// The agent's raw ed25519 public key (its SSH host key), which the fleet manifest in
+    /// force declared for the host.
+    pub public_key: [u8; 32],
+    /// `notBefore`, µs.
+    pub not_before: Micros,
+    /// `notAfter`, µs.
+    pub not_after: Micros,
+}
+
+/// The bootstrap token an enrollment was granted on (nixfleet's `BootstrapToken`), as the
+/// operator's org root key signed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapTokenRecord {
+    /// The token's version (1).
+    pub version: u32,
+    /// The JCS (RFC 8785) bytes of the token's `claims`: what the signature covers.
+    pub claims: Vec<u8>,
+    /// The raw ed25519 signature over `claims`.
+    pub signature: Vec<u8>,
+    /// The org root key that verified it (base64 of the 32 raw bytes).
+    pub signer: String,
+    /// `claims.nonce`: single use, ever.
+    pub nonce: String,
+    /// `claims.issuedAt`, µs.
+    pub issued_at: Micros,
+    /// `claims.expiresAt`, µs.
+    pub expires_at: Micros,
+}
+
+/// Kind 31: a host enrolled (`POST /v1/enroll`): who got which identity, on what token. The
+/// token's nonce is never accepted again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentEnrolled {
+    /// The host (the token's `claims.hostname`, the CSR's CN).
+    pub hostname: String,
+    /// The token it presented.
+    pub token: BootstrapTokenRecord,
+    /// The certificate it was issued.
+    pub certificate: IssuedCertificate,
+}
+
+/// Kind 32: an enrolled agent renewed its certificate (`POST /v1/agent/renew`), identified by
+/// the certificate it presented.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCertificateRenewed {
+    /// The host (from the presented certificate's CN).
+    pub hostname: String,
+    /// The serial of the certificate it presented (big-endian bytes).
+    pub presented_serial: Vec<u8>,
+    /// The certificate it was issued.
+    pub certificate: IssuedCertificate,
+}

@@ -202,6 +202,10 @@ vocabulary! {
     29 => FleetManifestSigned(FleetManifestSigned),
     /// A verified rollout manifest with CI's raw signature.
     30 => RolloutManifestSigned(RolloutManifestSigned),
+    /// A host enrolled and was issued its agent certificate.
+    31 => AgentEnrolled(AgentEnrolled),
+    /// An agent renewed its certificate.
+    32 => AgentCertificateRenewed(AgentCertificateRenewed),
 }
 
 pub use crate::domain_events::*;
@@ -326,6 +330,8 @@ impl Event {
             Event::RolloutCleared(e) => (Some(&e.rollout_id), None),
             Event::AgentReportRefused(e) => (Some(&e.rollout_id), Some(&e.hostname)),
             Event::RolloutManifestSigned(e) => (Some(&e.rollout_id), None),
+            Event::AgentEnrolled(e) => (None, Some(&e.hostname)),
+            Event::AgentCertificateRenewed(e) => (None, Some(&e.hostname)),
             Event::Genesis(_)
             | Event::KeyRotated(_)
             | Event::Annotation(_)

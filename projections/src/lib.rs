@@ -34,11 +34,13 @@ pub use index::{INDEX_BLOCK, host_entries_key, host_entries_seqs};
 pub use model::Model;
 use model::{Aside, Stored};
 pub use rollout::RolloutRecord;
-pub use rows::{ActiveRow, DeferralRow, DispatchRow, ProbeFailureRow, QuarantineRow};
+pub use rows::{
+    ActiveRow, DeferralRow, DispatchRow, EnrollmentRow, ProbeFailureRow, QuarantineRow,
+};
 
 /// Version of the folds below. Changing any fold's meaning bumps it; opening a store whose
 /// tables were written by another version rebuilds them from the log.
-pub const FOLD_VERSION: u32 = 5;
+pub const FOLD_VERSION: u32 = 6;
 /// Fold version and the next seq to fold (all entries below it are reflected).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {
@@ -87,6 +89,8 @@ pub struct State {
     active: BTreeMap<u64, RolloutId>,
     /// Index channel → active rollout.
     pub active_by_channel: Model<String, ActiveRow>,
+    /// Enrollment nonces used, by nonce.
+    pub enrollments: Model<String, EnrollmentRow>,
     /// Entries folded so far: the next seq expected.
     pub next_seq: u64,
     scratch: Aside<KeyScratch>,
@@ -127,6 +131,7 @@ stored_tables! {
     dispatch_queue => DISPATCH_QUEUE,
     deferrals => DEFERRALS,
     active_by_channel => ACTIVE_BY_CHANNEL,
+    enrollments => ENROLLMENTS,
 }
 
 impl State {
@@ -300,6 +305,17 @@ impl State {
                         },
                     ),
                 }
+            }
+            // The first use of a nonce is the one kept (the decision refuses a second).
+            Event::AgentEnrolled(e) if !self.enrollments.contains_key(&e.token.nonce) => {
+                self.enrollments.insert(
+                    e.token.nonce.clone(),
+                    EnrollmentRow {
+                        hostname: e.hostname.clone(),
+                        seq,
+                        enrolled_at: at,
+                    },
+                );
             }
             _ => {}
         }

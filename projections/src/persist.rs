@@ -131,6 +131,7 @@ impl State {
             dispatch_queue: Model::load(DISPATCH_QUEUE, r)?,
             deferrals: Deferrals::load(DEFERRALS, r)?,
             active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
+            enrollments: Model::load(ENROLLMENTS, r)?,
             rollouts,
             next_seq,
             scratch: Aside::default(),
@@ -223,6 +224,7 @@ impl State {
                 .iter()
                 .collect::<BTreeMap<(&RolloutId, &String), &DeferralRow>>(),
             self.active_by_channel.rows(),
+            self.enrollments.rows(),
         ))
     }
 
@@ -240,6 +242,7 @@ impl State {
             dispatch_queue,
             deferrals,
             active,
+            enrollments,
         ): (
             u64,
             u64,
@@ -250,6 +253,7 @@ impl State {
             BTreeMap<(String, RolloutId), DispatchRow>,
             BTreeMap<(RolloutId, String), DeferralRow>,
             BTreeMap<String, ActiveRow>,
+            BTreeMap<String, EnrollmentRow>,
         ) = model::decode("snapshot", bytes)?;
         let state = State {
             rollouts: Model::from_rows(rollouts, false),
@@ -260,6 +264,7 @@ impl State {
             deferrals: Deferrals::from_rows(deferrals),
             active: BTreeMap::new(),
             active_by_channel: Model::from_rows(active, false),
+            enrollments: Model::from_rows(enrollments, false),
             next_seq,
             scratch: Aside::default(),
             index: Aside(IndexRows::off()),

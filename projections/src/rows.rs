@@ -24,6 +24,17 @@ pub struct ProbeFailureRow {
     pub updated_seq: u64,
 }
 
+/// A bootstrap token's nonce, used by an enrollment (`AgentEnrolled`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentRow {
+    /// The host that enrolled with it.
+    pub hostname: String,
+    /// Seq of the `AgentEnrolled` entry.
+    pub seq: u64,
+    /// CP time of the enrollment.
+    pub enrolled_at: Micros,
+}
+
 /// A quarantined closure on a channel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuarantineRow {

@@ -21,10 +21,12 @@ pub const ACTIVE_BY_CHANNEL: &str = "proj.active_by_channel";
 /// big-endian each, ascending. Block-major keys make every write an append at the end of
 /// the table; a host's timeline is one point read per block.
 pub const HOST_ENTRIES: &str = "proj.host_entries";
+/// Enrollment tokens used, by nonce: a nonce is accepted once, ever.
+pub const ENROLLMENTS: &str = "proj.enrollments";
 /// Watermark: fold version and the seq the tables reflect.
 pub const META: &str = "proj.meta";
 /// Every projection table, in a fixed order.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
     ROLLOUTS,
     HOSTS,
     PROBE_FAILURES,
@@ -32,6 +34,7 @@ pub const ALL: [&str; 8] = [
     DISPATCH_QUEUE,
     DEFERRALS,
     ACTIVE_BY_CHANNEL,
+    ENROLLMENTS,
     HOST_ENTRIES,
 ];
 /// Tables earlier fold versions wrote and this one does not: a rebuild deletes them.

@@ -139,6 +139,10 @@ pub struct Config {
     /// (for a loopback or a TLS-terminating proxy) and agents use bearer tokens.
     #[serde(default)]
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Agent enrollment and renewal (`POST /v1/enroll`, `/v1/agent/renew`): the fleet CA
+    /// and the org root key. Needs `tls` with `client_ca` and `agent_cn_suffix`.
+    #[serde(default)]
+    pub enrollment: Option<crate::enrollment::EnrollmentConfig>,
     /// Planner safety tick (the reference used 15 s).
     #[serde(default = "default_plan_interval")]
     pub plan_interval_ms: u64,
@@ -178,6 +182,8 @@ pub struct Settings {
     pub tokens: TokenTable,
     /// The TLS server config, when `tls` is set.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The fleet CA, when `enrollment` is set.
+    pub enrollment: Option<std::sync::Arc<crate::enrollment::Authority>>,
 }
 
 impl Settings {
@@ -211,6 +217,10 @@ impl Config {
             t.key = base.join(&t.key);
             t.client_ca = t.client_ca.as_ref().map(|c| base.join(c));
         }
+        if let Some(e) = &mut config.enrollment {
+            e.ca_cert = base.join(&e.ca_cert);
+            e.ca_key = base.join(&e.ca_key);
+        }
         config.settings()
     }
 
@@ -220,6 +230,7 @@ impl Config {
             p.check().map_err(ConfigError::Invalid)?;
         }
         let mut manifest_keys = crate::trust::TrustedKeys::default();
+        let mut org_root_key = None;
         for (i, k) in self.trust.manifest_keys.iter().enumerate() {
             manifest_keys
                 .add(&format!("trust.manifest_keys[{i}]"), k)
@@ -238,6 +249,7 @@ impl Config {
                     &file.ci_release_key,
                 )
                 .map_err(ConfigError::Invalid)?;
+            org_root_key = file.org_root_key;
         }
         if manifest_keys.is_empty() {
             return Err(ConfigError::Invalid(
@@ -296,11 +308,30 @@ impl Config {
             .map(crate::tls::server_config)
             .transpose()
             .map_err(|e| ConfigError::Invalid(format!("tls: {e}")))?;
+        let enrollment = self
+            .enrollment
+            .as_ref()
+            .map(|e| {
+                let tls = self.tls.as_ref().filter(|t| t.client_ca.is_some()).ok_or_else(|| {
+                    ConfigError::Invalid(
+                        "enrollment needs tls with client_ca (the fleet CA, so the certificates it issues identify agents)".into(),
+                    )
+                })?;
+                crate::enrollment::Authority::load(
+                    e,
+                    org_root_key.as_ref(),
+                    tls.agent_cn_suffix.as_deref().unwrap_or(""),
+                )
+                .map(std::sync::Arc::new)
+                .map_err(|e| ConfigError::Invalid(format!("enrollment: {e}")))
+            })
+            .transpose()?;
         Ok(Settings {
             config: self,
             manifest_keys,
             tokens,
             tls,
+            enrollment,
         })
     }
 }

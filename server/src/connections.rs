@@ -48,6 +48,8 @@ const RESERVED_FDS: u64 = 64;
 pub struct Peer {
     /// The CN of a verified client certificate.
     pub cn: Option<String>,
+    /// Its serial number (big-endian bytes), which a renewal records.
+    pub serial: Option<Vec<u8>>,
     /// The client's address.
     pub addr: Option<SocketAddr>,
     trusted: Arc<AtomicBool>,
@@ -211,6 +213,7 @@ pub async fn serve(
             limits,
             peer: Peer {
                 cn: None,
+                serial: None,
                 addr: Some(addr),
                 trusted,
             },
@@ -263,12 +266,16 @@ impl Connection {
             _ = &mut self.evicted => return,
             _ = stopping(&mut self.shutdown) => return,
         };
-        self.peer.cn = tls
+        if let Some((cn, serial)) = tls
             .get_ref()
             .1
             .peer_certificates()
             .and_then(|c| c.first())
-            .and_then(crate::tls::common_name);
+            .and_then(crate::tls::client_identity)
+        {
+            self.peer.cn = Some(cn);
+            self.peer.serial = Some(serial);
+        }
         self.http(tls).await
     }
 

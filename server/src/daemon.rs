@@ -98,6 +98,7 @@ impl Daemon {
             tokens: Arc::new(settings.tokens),
             trust: Arc::clone(&trust),
             limits,
+            enrollment: settings.enrollment.clone(),
         };
         let ticker = tokio::spawn(tick(
             tx.clone(),

@@ -8,15 +8,17 @@
 //! * [`connections`]: accepting, TLS, header-read timeouts and the connection cap.
 //! * [`auth`], [`tls`], [`config`], [`wire`], [`metrics`]: tokens and client certificates,
 //!   the config file, JSON shapes, Prometheus metrics.
+//! * [`trust`], [`sources`]: CI's keys and where its signed manifests come from.
+//! * [`enrollment`]: the fleet CA that issues agents their certificates.
 //! * [`forensics`]: `replay`, `timeline`, `why` and the determinism check, on a database or
 //!   a bundle.
-//! * [`demo`]: the README's main command: a daemon and simulated agents over real HTTP.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod daemon;
+pub mod enrollment;
 pub mod forensics;
 pub mod intake;
 pub mod logging;

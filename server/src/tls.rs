@@ -102,8 +102,9 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
     Ok(Arc::new(config))
 }
 
-/// The CN of a client certificate (verified by rustls before this is asked).
-pub fn common_name(der: &CertificateDer<'_>) -> Option<String> {
+/// The CN and serial number of a client certificate (verified by rustls before this is
+/// asked).
+pub fn client_identity(der: &CertificateDer<'_>) -> Option<(String, Vec<u8>)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
     let cn = cert
         .subject()
@@ -112,5 +113,5 @@ pub fn common_name(der: &CertificateDer<'_>) -> Option<String> {
         .as_str()
         .ok()?
         .to_string();
-    Some(cn)
+    Some((cn, cert.tbs_certificate.raw_serial().to_vec()))
 }

@@ -134,6 +134,9 @@ pub struct TrustFile {
     pub schema_version: u32,
     /// The CI release keys.
     pub ci_release_key: KeySlot,
+    /// The org root key, which signs bootstrap tokens (enrollment).
+    #[serde(default)]
+    pub org_root_key: Option<KeySlot>,
 }
 
 impl TrustFile {
@@ -211,6 +214,21 @@ impl TrustedKeys {
     /// Refuses manifests signed before `cutoff` (the latest cut-off given wins).
     pub fn reject_after(&mut self, cutoff: Micros) {
         self.reject_before_us = Some(self.reject_before_us.map_or(cutoff, |c| c.max(cutoff)));
+    }
+
+    /// Keeps the ed25519 keys only, warning about the others (nixfleet's bootstrap tokens are
+    /// verified with ed25519 org root keys only).
+    pub fn retain_ed25519(&mut self) {
+        self.keys.retain(|(k, _)| {
+            let keep = matches!(k, CiKey::Ed25519(_));
+            if !keep {
+                tracing::warn!(
+                    algorithm = k.algorithm(),
+                    "skipping a non-ed25519 org root key"
+                );
+            }
+            keep
+        });
     }
 
     /// Whether no key can verify anything.

@@ -12,9 +12,11 @@
 //! is committed once all its inputs are decided); the check's is the state it replays.
 //! Either way no IO happens here, and `now` is passed in.
 
+mod identity;
 mod refusal;
 mod text;
 
+pub use identity::{IdentityRefusal, ssh_ed25519_key};
 pub use refusal::{ManifestRefusal, Refusal};
 use text::hex;
 pub use text::rfc3339;
@@ -134,6 +136,12 @@ pub enum Input {
     },
     /// Run the planner over the fleet.
     Plan,
+    /// A host enrolls: the certificate the CA issued on its bootstrap token, recorded if the
+    /// fleet in force binds the host to the certificate's key and the nonce is unused.
+    Enroll(Box<ledger::event::AgentEnrolled>),
+    /// An enrolled agent renews: recorded if the fleet in force still binds the host to the
+    /// key.
+    Renew(Box<ledger::event::AgentCertificateRenewed>),
 }
 
 impl Input {
@@ -149,6 +157,8 @@ impl Input {
             Input::Tick { .. } => "tick",
             Input::Expire { .. } => "expire",
             Input::Plan => "plan",
+            Input::Enroll(_) => "enroll",
+            Input::Renew(_) => "renew",
         }
     }
 }
@@ -319,6 +329,20 @@ pub fn decide(
             }
             Ok(Decided {
                 answer: Answer::Done { entries },
+                replan: false,
+            })
+        }
+        Input::Enroll(e) => {
+            let seq = identity::enroll(log, manifests, *e, now)?;
+            Ok(Decided {
+                answer: Answer::Recorded { seq, entries: 1 },
+                replan: false,
+            })
+        }
+        Input::Renew(e) => {
+            let seq = identity::renew(log, manifests, *e, now)?;
+            Ok(Decided {
+                answer: Answer::Recorded { seq, entries: 1 },
                 replan: false,
             })
         }

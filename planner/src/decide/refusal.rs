@@ -46,6 +46,9 @@ pub enum Refusal {
     /// The manifest cannot replace the one in force.
     #[error(transparent)]
     Manifest(#[from] ManifestRefusal),
+    /// An enrollment or renewal.
+    #[error(transparent)]
+    Identity(#[from] super::IdentityRefusal),
     /// A lift of a closure that is not quarantined.
     #[error("closure {closure} is not quarantined on channel {channel}")]
     NotQuarantined {
@@ -86,6 +89,7 @@ impl Refusal {
                 ManifestRefusal::FleetMismatch { .. } => "manifest-fleet-mismatch",
                 ManifestRefusal::Outdated { .. } => "manifest-outdated",
             },
+            Refusal::Identity(i) => i.code(),
             Refusal::NotQuarantined { .. } => "not-quarantined",
             Refusal::SeqReused { .. } => "seq-reused",
             Refusal::Unreadable { .. } => "unavailable",

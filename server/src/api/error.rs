@@ -47,7 +47,10 @@ impl ApiError {
 /// retry may succeed.
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> ApiError {
-        use planner::{ManifestRefusal as M, Refusal as R, Rejection as H, RolloutRejection as O};
+        use planner::{
+            IdentityRefusal as I, ManifestRefusal as M, Refusal as R, Rejection as H,
+            RolloutRejection as O,
+        };
         let code = e.code();
         let status = match &e {
             WriteError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -69,6 +72,12 @@ impl From<WriteError> for ApiError {
                 R::Manifest(M::Outdated { .. } | M::FleetMismatch { .. }) => StatusCode::CONFLICT,
                 R::Manifest(M::NoFleet | M::Document(_)) => StatusCode::UNPROCESSABLE_ENTITY,
                 R::SeqReused { .. } => StatusCode::CONFLICT,
+                // nixfleet's statuses for enrollment and renewal (NIXFLEET-WIRE.md §5).
+                R::Identity(I::NoFleet) => StatusCode::SERVICE_UNAVAILABLE,
+                R::Identity(I::UnknownHost(_) | I::NoHostKey { .. } | I::KeyMismatch(_)) => {
+                    StatusCode::UNAUTHORIZED
+                }
+                R::Identity(I::NonceUsed { .. }) => StatusCode::CONFLICT,
                 R::Unreadable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             },
         };
@@ -91,8 +100,10 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // nixfleet's agents expect 30 s while the CP waits for its first fleet.
+            let after = if self.code == "not-ready" { "30" } else { "1" };
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(after));
         }
         resp
     }

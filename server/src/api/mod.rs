@@ -6,13 +6,14 @@
 //!
 //! The rooms: `error` (the one error shape), `caller` (authentication and the extractors),
 //! `agent` (events, heartbeats, dispatch), `manifests` (CI's signed artifacts), `rollouts`
-//! (what operators read and do), `audit` (what auditors read: checkpoints, entries, proofs,
+//! (what operators read and do), `identity` (enrollment and renewal), `audit` (what auditors read: checkpoints, entries, proofs,
 //! exports); this file holds what they share, health and metrics, and the router.
 
 mod agent;
 mod audit;
 mod caller;
 mod error;
+mod identity;
 mod manifests;
 mod published;
 mod rollouts;
@@ -25,6 +26,7 @@ use agent::{agent_event, dispatch, heartbeat};
 use audit::{checkpoint, entries, export, proof_consistency, proof_inclusion};
 use caller::{JsonBody, RolloutPath, parse_body};
 use error::ApiResult;
+use identity::{enroll, renew};
 use manifests::{post_fleet, post_rollout_manifest};
 use published::{fleet_resolved, fleet_resolved_sig, rollout_manifest, rollout_manifest_sig};
 use rollouts::{
@@ -76,6 +78,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Stripped from client-certificate CNs to get host names.
     pub cn_suffix: Option<String>,
+    /// The fleet CA (enrollment and renewal), when configured.
+    pub enrollment: Option<Arc<crate::enrollment::Authority>>,
 }
 const READERS: &[Role] = &[Role::Operator, Role::Auditor];
 
@@ -299,6 +303,8 @@ pub fn router(state: AppState) -> Router {
     let agents = Router::new()
         .route("/v1/agent/events", post(agent_event))
         .route("/v1/agent/heartbeat", post(heartbeat))
+        .route("/v1/enroll", post(enroll))
+        .route("/v1/agent/renew", post(renew))
         .route("/v1/fleet.resolved", get(fleet_resolved))
         .route("/v1/fleet.resolved/sig", get(fleet_resolved_sig))
         .route("/v1/rollouts/{id}", get(rollout_manifest))

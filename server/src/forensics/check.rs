@@ -62,6 +62,9 @@ fn input_of(e: &Event) -> Result<Option<Input>, String> {
             at: e.heartbeat_at,
         },
         e if e.manifest().is_some() => Input::Manifest(Box::new(manifest_of(e)?)),
+        // The identity the CA issued is recorded whole: the decision must bind it again.
+        Event::AgentEnrolled(e) => Input::Enroll(Box::new(e.clone())),
+        Event::AgentCertificateRenewed(e) => Input::Renew(Box::new(e.clone())),
         Event::RolloutCleared(e) => Input::Clear {
             rollout: e.rollout_id.clone(),
             operator: e.operator.clone(),

@@ -154,8 +154,27 @@ pub fn summary(e: &Event) -> String {
                 m.algorithm, m.signer
             )
         }
+        Event::AgentEnrolled(a) => format!(
+            "enrolled as {} (serial {}, until {}) on bootstrap token {} signed by {}",
+            a.certificate.common_name,
+            hex(&a.certificate.serial),
+            planner::decide::rfc3339(a.certificate.not_after),
+            a.token.nonce,
+            a.token.signer
+        ),
+        Event::AgentCertificateRenewed(a) => format!(
+            "certificate renewed: {} (serial {}, until {}), replacing serial {}",
+            a.certificate.common_name,
+            hex(&a.certificate.serial),
+            planner::decide::rfc3339(a.certificate.not_after),
+            hex(&a.presented_serial)
+        ),
         other => other.kind().name().to_string(),
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The agent's own time of an agent report.
@@ -177,6 +196,14 @@ pub fn line(item: &Item) -> Line {
         && obj.contains_key("canonical")
     {
         obj.insert("canonical".into(), serde_json::json!("<JCS bytes>"));
+    }
+    // So is an issued certificate (its serial, CN and validity are shown).
+    if let Some(cert) = payload
+        .get_mut("certificate")
+        .and_then(|c| c.as_object_mut())
+        && let Some(n) = cert.get("der").and_then(|d| d.as_array()).map(Vec::len)
+    {
+        cert.insert("der".into(), serde_json::json!(format!("<DER, {n} bytes>")));
     }
     Line {
         seq: item.seq,

@@ -1,0 +1,138 @@
+//! Agent identity: `POST /v1/enroll` (anonymous: a bootstrap token) and
+//! `POST /v1/agent/renew` (the client certificate the CA issued), nixfleet's wire
+//! (NIXFLEET-WIRE.md §5). The certificate is answered only once the entry recording it is
+//! durable: who got which identity, when, on what token.
+
+use super::*;
+use crate::enrollment::{Authority, BootstrapToken, Csr, IdentityError};
+use ledger::event::{AgentCertificateRenewed, AgentEnrolled};
+
+/// nixfleet's `EnrollRequest`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnrollRequest {
+    token: BootstrapToken,
+    csr_pem: String,
+}
+
+/// nixfleet's `RenewRequest`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RenewRequest {
+    csr_pem: String,
+}
+
+/// nixfleet's statuses: a malformed CSR or a non-ed25519 key is 400, a token or CSR that
+/// does not authorize the identity 401.
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> ApiError {
+        let status = match &e {
+            IdentityError::Csr(_) | IdentityError::CsrKey => StatusCode::BAD_REQUEST,
+            IdentityError::Issue(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            IdentityError::TokenVersion(_)
+            | IdentityError::TokenTime { .. }
+            | IdentityError::TokenClaims(_)
+            | IdentityError::TokenSignature
+            | IdentityError::CsrHost { .. }
+            | IdentityError::CsrFingerprint { .. } => StatusCode::UNAUTHORIZED,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+/// The serial of the client certificate the connection presented, if any.
+pub(super) struct PresentedSerial(Option<Vec<u8>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PresentedSerial {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<PresentedSerial> {
+        Ok(PresentedSerial(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<Peer>>()
+                .and_then(|p| p.0.serial.clone()),
+        ))
+    }
+}
+
+fn authority(state: &AppState) -> ApiResult<&Authority> {
+    state.enrollment.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "enrollment-disabled",
+            "this control plane does not issue agent certificates (no `enrollment` in its config)",
+        )
+    })
+}
+
+fn issued(cert_pem: String, not_after: ledger::domain::Micros) -> Json<Value> {
+    Json(json!({"certPem": cert_pem, "notAfter": ts::format(not_after)}))
+}
+
+pub(super) async fn enroll(
+    State(state): State<AppState>,
+    body: JsonBody,
+) -> ApiResult<Json<Value>> {
+    let ca = authority(&state)?;
+    let req: EnrollRequest = parse_body(body)?;
+    let now = (state.clock)();
+    let csr = Csr::parse(&req.csr_pem)?;
+    let token = ca.check_token(&req.token, &csr, now)?;
+    let host = Hostname::parse(&csr.common_name)
+        .map_err(|e| ApiError::bad("malformed-host", e.to_string()))?;
+    let (certificate, pem) = ca.issue(&host, csr, now)?;
+    let not_after = certificate.not_after;
+    let nonce = token.nonce.clone();
+    let out = submit(
+        &state,
+        Input::Enroll(Box::new(AgentEnrolled {
+            hostname: host.to_string(),
+            token,
+            certificate,
+        })),
+    )
+    .await?;
+    let Answer::Recorded { seq, .. } = out else {
+        return Err(unexpected(out));
+    };
+    tracing::info!(%host, seq, %nonce, "agent enrolled");
+    Ok(issued(pem, not_after))
+}
+
+pub(super) async fn renew(
+    State(state): State<AppState>,
+    caller: Caller,
+    PresentedSerial(serial): PresentedSerial,
+    body: JsonBody,
+) -> ApiResult<Json<Value>> {
+    let ca = authority(&state)?;
+    caller.require(&[Role::Agent])?;
+    // The certificate being replaced is what authorizes the renewal: a bearer token does not.
+    let Some(presented_serial) = serial else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "certificate-required",
+            "renewal needs the agent's client certificate (mTLS), not a bearer token",
+        ));
+    };
+    let host = caller.host()?;
+    let req: RenewRequest = parse_body(body)?;
+    let now = (state.clock)();
+    let csr = Csr::parse(&req.csr_pem)?;
+    let (certificate, pem) = ca.issue(&host, csr, now)?;
+    let not_after = certificate.not_after;
+    let out = submit(
+        &state,
+        Input::Renew(Box::new(AgentCertificateRenewed {
+            hostname: host.to_string(),
+            presented_serial,
+            certificate,
+        })),
+    )
+    .await?;
+    let Answer::Recorded { seq, .. } = out else {
+        return Err(unexpected(out));
+    };
+    tracing::info!(%host, seq, "agent certificate renewed");
+    Ok(issued(pem, not_after))
+}

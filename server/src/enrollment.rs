@@ -1,0 +1,532 @@
+//! Agent identity: the fleet CA that issues nixfleet agents their client certificates on
+//! `POST /v1/enroll` (a bootstrap token signed by the org root key) and
+//! `POST /v1/agent/renew` (the certificate it issued before), as NIXFLEET-WIRE.md §5 has it.
+//!
+//! This module checks what needs no ledger state (the token's version, validity window and
+//! signature; the CSR's self-signature, CN and key) and signs the certificate. Whether the
+//! fleet in force binds the host to that key, and whether the token's nonce is unused, the
+//! writer decides (`planner::decide`, `Input::Enroll`/`Input::Renew`), so the certificate
+//! leaves the daemon only once its `AgentEnrolled`/`AgentCertificateRenewed` entry is durable.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use ledger::domain::Micros;
+use ledger::event::{BootstrapTokenRecord, IssuedCertificate};
+use rcgen::{
+    CertificateSigningRequestParams, DnType, DnValue, ExtendedKeyUsagePurpose, Issuer, KeyPair,
+    KeyUsagePurpose, SanType, SerialNumber,
+};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+use thiserror::Error;
+
+use crate::trust::{KeySlot, TrustedKeys};
+
+/// nixfleet's default agent certificate validity (`--agent-cert-validity-secs`): 30 days.
+pub const DEFAULT_VALIDITY_SECS: u64 = 30 * 24 * 3600;
+/// The shortest validity nixfleet allows.
+pub const MIN_VALIDITY_SECS: u64 = 60;
+
+/// The `enrollment` section of the config.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentConfig {
+    /// The fleet CA's certificate (PEM). Agents' certificates chain to it, so it belongs in
+    /// `tls.client_ca` too.
+    pub ca_cert: PathBuf,
+    /// The fleet CA's private key (PEM: PKCS#8 ed25519 or P-256, or SEC1 P-256).
+    pub ca_key: PathBuf,
+    /// Validity of the certificates it issues, seconds (at least 60).
+    #[serde(default = "default_validity")]
+    pub cert_validity_secs: u64,
+    /// The org root key that signs bootstrap tokens (nixfleet's `orgRootKey`; ed25519
+    /// keys only). The trust file's `orgRootKey`, when `trust.trust_file` is set, is added.
+    #[serde(default)]
+    pub org_root_key: Option<KeySlot>,
+}
+
+fn default_validity() -> u64 {
+    DEFAULT_VALIDITY_SECS
+}
+
+/// Why the fleet CA could not be set up (a config error: the daemon does not start).
+#[derive(Debug, Error)]
+pub enum SetupError {
+    /// A file.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Why an enrollment or renewal request is refused before the writer sees it. Each maps to
+/// nixfleet's status (`api::enroll`).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum IdentityError {
+    /// The token's version is not 1.
+    #[error("bootstrap token version {0} is not supported (this control plane reads 1)")]
+    TokenVersion(u32),
+    /// The token is not valid at the CP's time.
+    #[error("bootstrap token is valid from {from} until {until}, not now ({now})")]
+    TokenTime {
+        /// `issuedAt`.
+        from: String,
+        /// `expiresAt`.
+        until: String,
+        /// CP time.
+        now: String,
+    },
+    /// The token's fields cannot be read.
+    #[error("bootstrap token claims: {0}")]
+    TokenClaims(String),
+    /// No trusted org root key signed the token.
+    #[error("bootstrap token signature does not verify against any trusted org root key")]
+    TokenSignature,
+    /// The CSR cannot be read, or its self-signature does not verify.
+    #[error("CSR: {0}")]
+    Csr(String),
+    /// The CSR's key is not ed25519 (nixfleet agents use their SSH ed25519 host key).
+    #[error("the CSR's key is not ed25519 (the agent's key is its SSH ed25519 host key)")]
+    CsrKey,
+    /// The CSR is for another host than the token.
+    #[error("the CSR's CN {csr:?} is not the token's hostname {token:?}")]
+    CsrHost {
+        /// CN.
+        csr: String,
+        /// `claims.hostname`.
+        token: String,
+    },
+    /// The CSR's key is not the one the token was minted for.
+    #[error("the CSR's key fingerprint {csr} is not the token's expectedPubkeyFingerprint {token}")]
+    CsrFingerprint {
+        /// Fingerprint of the CSR's key.
+        csr: String,
+        /// The token's.
+        token: String,
+    },
+    /// Signing the certificate failed.
+    #[error("issuing the certificate: {0}")]
+    Issue(String),
+}
+
+impl IdentityError {
+    /// A stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IdentityError::TokenVersion(_) => "token-version",
+            IdentityError::TokenTime { .. } => "token-not-valid-now",
+            IdentityError::TokenClaims(_) => "malformed-token",
+            IdentityError::TokenSignature => "bad-token-signature",
+            IdentityError::Csr(_) => "malformed-csr",
+            IdentityError::CsrKey => "csr-key-not-ed25519",
+            IdentityError::CsrHost { .. } => "csr-host-mismatch",
+            IdentityError::CsrFingerprint { .. } => "csr-fingerprint-mismatch",
+            IdentityError::Issue(_) => "issue-failed",
+        }
+    }
+}
+
+/// nixfleet's `BootstrapToken` as the agent sends it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapToken {
+    /// Must be 1.
+    pub version: u32,
+    /// The claims, kept as sent: the signature covers their JCS form.
+    pub claims: serde_json::Value,
+    /// Base64 of the raw ed25519 signature over the claims' JCS bytes.
+    pub signature: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Claims {
+    hostname: String,
+    expected_pubkey_fingerprint: String,
+    issued_at: String,
+    expires_at: String,
+    nonce: String,
+}
+
+/// A CSR the CA accepts: self-signed by an ed25519 key, with a CN.
+#[derive(Debug)]
+pub struct Csr {
+    params: CertificateSigningRequestParams,
+    /// The CSR's CN.
+    pub common_name: String,
+    /// Its raw ed25519 public key.
+    pub public_key: [u8; 32],
+}
+
+impl Csr {
+    /// Parses a PEM CSR and checks its self-signature and key type.
+    pub fn parse(pem: &str) -> Result<Csr, IdentityError> {
+        let params = CertificateSigningRequestParams::from_pem(pem)
+            .map_err(|e| IdentityError::Csr(e.to_string()))?;
+        let common_name = params
+            .params
+            .distinguished_name
+            .get(&DnType::CommonName)
+            .and_then(|v| match v {
+                DnValue::PrintableString(s) => Some(s.to_string()),
+                DnValue::Utf8String(s) => Some(s.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| IdentityError::Csr("the CSR has no CN".into()))?;
+        use rcgen::PublicKeyData as _;
+        if params.public_key.algorithm() != &rcgen::PKCS_ED25519 {
+            return Err(IdentityError::CsrKey);
+        }
+        let public_key = params
+            .public_key
+            .der_bytes()
+            .try_into()
+            .map_err(|_| IdentityError::CsrKey)?;
+        Ok(Csr {
+            params,
+            common_name,
+            public_key,
+        })
+    }
+
+    /// nixfleet's key fingerprint: base64 of SHA-256 of the raw 32-byte key.
+    pub fn fingerprint(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(self.public_key))
+    }
+}
+
+/// The fleet CA and the keys that may sign bootstrap tokens.
+pub struct Authority {
+    issuer: Issuer<'static, KeyPair>,
+    org_root: TrustedKeys,
+    validity: Duration,
+    cn_suffix: String,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("validity", &self.validity)
+            .field("cn_suffix", &self.cn_suffix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read(path: &Path) -> Result<String, SetupError> {
+    std::fs::read_to_string(path).map_err(|e| SetupError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// The CA key from PEM: PKCS#8 (ed25519, P-256), or a SEC1 P-256 key (`EC PRIVATE KEY`, as
+/// `openssl ecparam -genkey` writes it), converted to PKCS#8 for the signer.
+fn ca_key(path: &Path) -> Result<KeyPair, SetupError> {
+    let text = read(path)?;
+    let bad = |reason: String| SetupError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if text.contains("-----BEGIN EC PRIVATE KEY-----") {
+        use p256::pkcs8::EncodePrivateKey as _;
+        let key = p256::SecretKey::from_sec1_pem(&text)
+            .map_err(|e| bad(format!("not a SEC1 P-256 key: {e}")))?;
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|e| bad(format!("converting the SEC1 key: {e}")))?;
+        return KeyPair::try_from(der.as_bytes()).map_err(|e| bad(e.to_string()));
+    }
+    KeyPair::from_pem(&text).map_err(|e| {
+        bad(format!(
+            "not a PKCS#8 ed25519 or P-256 key (or a SEC1 P-256 key): {e}"
+        ))
+    })
+}
+
+fn micros(t: SystemTime) -> Micros {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as Micros)
+}
+
+impl Authority {
+    /// Loads the CA and the org root keys (`extra_root`: the trust file's `orgRootKey`).
+    pub fn load(
+        cfg: &EnrollmentConfig,
+        extra_root: Option<&KeySlot>,
+        cn_suffix: &str,
+    ) -> Result<Authority, SetupError> {
+        if cfg.cert_validity_secs < MIN_VALIDITY_SECS {
+            return Err(SetupError::Invalid(format!(
+                "enrollment.cert_validity_secs is {}, less than {MIN_VALIDITY_SECS}",
+                cfg.cert_validity_secs
+            )));
+        }
+        let key = ca_key(&cfg.ca_key)?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&read(&cfg.ca_cert)?, key).map_err(|e| SetupError::File {
+                path: cfg.ca_cert.clone(),
+                reason: format!("not a PEM certificate: {e}"),
+            })?;
+        let mut org_root = TrustedKeys::default();
+        for (field, slot) in [
+            ("enrollment.org_root_key", cfg.org_root_key.as_ref()),
+            ("trust file orgRootKey", extra_root),
+        ] {
+            if let Some(slot) = slot {
+                org_root
+                    .add_slot(field, slot)
+                    .map_err(SetupError::Invalid)?;
+            }
+        }
+        // nixfleet verifies bootstrap tokens with ed25519 org root keys only.
+        org_root.retain_ed25519();
+        if org_root.is_empty() {
+            return Err(SetupError::Invalid(
+                "enrollment needs an ed25519 org root key (enrollment.org_root_key, or orgRootKey in the trust file) to verify bootstrap tokens".into(),
+            ));
+        }
+        let suffix = cn_suffix.trim_start_matches('.');
+        if suffix.is_empty() {
+            return Err(SetupError::Invalid(
+                "enrollment needs tls.agent_cn_suffix: issued certificates are agent-<host>.<suffix>"
+                    .into(),
+            ));
+        }
+        Ok(Authority {
+            issuer,
+            org_root,
+            validity: Duration::from_secs(cfg.cert_validity_secs),
+            cn_suffix: suffix.to_string(),
+        })
+    }
+
+    /// Checks a bootstrap token at CP time `now` against a CSR: version 1, `issuedAt ≤ now <
+    /// expiresAt`, signed by a trusted org root key over the JCS form of its claims, for the
+    /// CSR's CN and key. Returns what the ledger records of it.
+    pub fn check_token(
+        &self,
+        token: &BootstrapToken,
+        csr: &Csr,
+        now: Micros,
+    ) -> Result<BootstrapTokenRecord, IdentityError> {
+        if token.version != 1 {
+            return Err(IdentityError::TokenVersion(token.version));
+        }
+        let claims: Claims = serde_json::from_value(token.claims.clone())
+            .map_err(|e| IdentityError::TokenClaims(e.to_string()))?;
+        let time = |field: &str, text: &str| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|t| t.timestamp_micros())
+                .map_err(|e| IdentityError::TokenClaims(format!("{field} {text:?}: {e}")))
+        };
+        let issued_at = time("issuedAt", &claims.issued_at)?;
+        let expires_at = time("expiresAt", &claims.expires_at)?;
+        if now < issued_at || now >= expires_at {
+            return Err(IdentityError::TokenTime {
+                from: claims.issued_at,
+                until: claims.expires_at,
+                now: crate::wire::ts::format(now),
+            });
+        }
+        // The signature covers the JCS form of the claims as the minter serialized them;
+        // canonicalizing what arrived gives those bytes back.
+        let signed = serde_json_canonicalizer::to_vec(&token.claims)
+            .map_err(|e| IdentityError::TokenClaims(e.to_string()))?;
+        let signature = base64::engine::general_purpose::STANDARD
+            .decode(token.signature.trim())
+            .map_err(|_| IdentityError::TokenSignature)?;
+        let signer = self
+            .org_root
+            .verifier(&signed, &signature, now)
+            .ok_or(IdentityError::TokenSignature)?;
+        if csr.common_name != claims.hostname {
+            return Err(IdentityError::CsrHost {
+                csr: csr.common_name.clone(),
+                token: claims.hostname,
+            });
+        }
+        let fingerprint = csr.fingerprint();
+        if fingerprint != claims.expected_pubkey_fingerprint {
+            return Err(IdentityError::CsrFingerprint {
+                csr: fingerprint,
+                token: claims.expected_pubkey_fingerprint,
+            });
+        }
+        Ok(BootstrapTokenRecord {
+            version: token.version,
+            claims: signed,
+            signature,
+            signer: signer.public(),
+            nonce: claims.nonce,
+            issued_at,
+            expires_at,
+        })
+    }
+
+    /// nixfleet's CN for a host: `agent-<host>.<suffix>`.
+    pub fn common_name(&self, host: &str) -> String {
+        format!("agent-{host}.{}", self.cn_suffix)
+    }
+
+    /// Signs a client certificate for `host` with the CSR's key and subject (its CN replaced
+    /// by nixfleet's), valid from `now` (whole seconds) for the configured validity: SAN
+    /// dNSName = CN (webpki needs a SAN), EKU clientAuth, a random 128-bit serial.
+    pub fn issue(
+        &self,
+        host: &str,
+        csr: Csr,
+        now: Micros,
+    ) -> Result<(IssuedCertificate, String), IdentityError> {
+        let issue_err = |e: String| IdentityError::Issue(e);
+        let common_name = self.common_name(host);
+        let CertificateSigningRequestParams {
+            mut params,
+            public_key,
+        } = csr.params;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name.clone());
+        params.subject_alt_names = vec![SanType::DnsName(
+            common_name
+                .clone()
+                .try_into()
+                .map_err(|e: rcgen::Error| issue_err(e.to_string()))?,
+        )];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.is_ca = rcgen::IsCa::ExplicitNoCa;
+        let mut serial = [0u8; 16];
+        getrandom::fill(&mut serial).map_err(|e| issue_err(e.to_string()))?;
+        // Positive and 16 bytes long in DER (no sign byte, no stripped leading zero).
+        serial[0] = (serial[0] & 0x7f) | 0x40;
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs((now / 1_000_000).max(0) as u64);
+        let end = start + self.validity;
+        params.not_before = start.into();
+        params.not_after = end.into();
+        let cert = params
+            .signed_by(&public_key, &self.issuer)
+            .map_err(|e| issue_err(e.to_string()))?;
+        Ok((
+            IssuedCertificate {
+                der: cert.der().to_vec(),
+                serial: serial.to_vec(),
+                common_name,
+                public_key: csr.public_key,
+                not_before: micros(start),
+                not_after: micros(end),
+            },
+            cert.pem(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa};
+
+    /// A CA from `key`, written beside it; the config for it.
+    fn ca(dir: &Path, key_pem: &str, key: &KeyPair) -> EnrollmentConfig {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, "fleet CA");
+        let cert = p.self_signed(key).unwrap();
+        std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("ca.key"), key_pem).unwrap();
+        let root = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        EnrollmentConfig {
+            ca_cert: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
+            cert_validity_secs: 120,
+            org_root_key: Some(KeySlot {
+                current: Some(crate::trust::KeyText {
+                    algorithm: "ed25519".into(),
+                    public: base64::engine::general_purpose::STANDARD
+                        .encode(root.verifying_key().as_bytes()),
+                }),
+                ..KeySlot::default()
+            }),
+        }
+    }
+
+    /// Issues for `web-01` and checks the certificate's signature with the CA's key, its
+    /// names, serial and validity.
+    fn issues_verifiable_certificates(cfg: &EnrollmentConfig) {
+        let authority = Authority::load(cfg, None, ".fleet.test").unwrap();
+        let agent = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "web-01");
+        let csr = Csr::parse(&p.serialize_request(&agent).unwrap().pem().unwrap()).unwrap();
+        assert_eq!(csr.public_key.as_slice(), agent.public_key_raw());
+        let (cert, _) = authority
+            .issue("web-01", csr, 1_800_000_000_123_456)
+            .unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert.der).unwrap();
+        let ca_pem = std::fs::read_to_string(&cfg.ca_cert).unwrap();
+        let ca_der = {
+            use rustls::pki_types::pem::PemObject as _;
+            rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap()
+        };
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(ca_der.as_ref()).unwrap();
+        parsed
+            .verify_signature(Some(ca_cert.public_key()))
+            .expect("signed by the fleet CA");
+        assert_eq!(cert.common_name, "agent-web-01.fleet.test");
+        assert_eq!(parsed.tbs_certificate.raw_serial(), cert.serial.as_slice());
+        assert_eq!(cert.not_before, 1_800_000_000_000_000);
+        assert_eq!(cert.not_after, 1_800_000_120_000_000);
+        assert_eq!(parsed.validity().not_after.timestamp(), 1_800_000_120);
+    }
+
+    #[test]
+    fn an_ed25519_ca_issues() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        issues_verifiable_certificates(&ca(dir.path(), &key.serialize_pem(), &key));
+    }
+
+    #[test]
+    fn a_p256_ca_in_pkcs8_or_sec1_issues() {
+        use p256::pkcs8::EncodePrivateKey as _;
+        let secret = p256::SecretKey::from_slice(&[9; 32]).unwrap();
+        let pkcs8 = secret.to_pkcs8_der().unwrap();
+        let key = KeyPair::try_from(pkcs8.as_bytes()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        issues_verifiable_certificates(&ca(dir.path(), &key.serialize_pem(), &key));
+        let sec1 = secret.to_sec1_pem(p256::pkcs8::LineEnding::LF).unwrap();
+        assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        issues_verifiable_certificates(&ca(dir.path(), &sec1, &key));
+    }
+
+    #[test]
+    fn setup_refuses_what_cannot_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let cfg = ca(dir.path(), &key.serialize_pem(), &key);
+        let err = |cfg: &EnrollmentConfig, suffix: &str| {
+            Authority::load(cfg, None, suffix).unwrap_err().to_string()
+        };
+        assert!(err(&cfg, "").contains("agent_cn_suffix"));
+        let short = EnrollmentConfig {
+            cert_validity_secs: 59,
+            ..cfg.clone()
+        };
+        assert!(err(&short, "x").contains("less than 60"));
+        let no_root = EnrollmentConfig {
+            org_root_key: None,
+            ..cfg.clone()
+        };
+        assert!(err(&no_root, "x").contains("org root key"));
+        std::fs::write(dir.path().join("ca.key"), "not a key").unwrap();
+        assert!(err(&cfg, "x").contains("ca.key"));
+    }
+}

@@ -1,0 +1,394 @@
+//! Enrollment and renewal as a nixfleet v0.2 agent runs them (NIXFLEET-WIRE.md §5), over
+//! real HTTPS: the operator mints a bootstrap token with the org root key (its claims signed
+//! in their JCS form, written out here byte for byte, not by fleet-ledger's code), the agent
+//! posts it with a CSR of its SSH ed25519 host key, gets a certificate from the fleet CA,
+//! talks mTLS with it (CN `agent-<host>.<suffix>`), then renews with it. Each refusal has
+//! nixfleet's status; the two issuances are ledger entries that `replay --check` re-decides
+//! and the host's timeline shows.
+
+mod tls;
+
+use base64::Engine as _;
+use ed25519_dalek::Signer as _;
+use fleet_ledger::daemon::{Daemon, system_clock};
+use fleet_ledger::enrollment::EnrollmentConfig;
+use fleet_ledger::tls::TlsConfig;
+use fleet_ledger::trust::{KeySlot, KeyText};
+use fleet_ledger_demo::Setup;
+use rcgen::{CertificateParams, DnType, KeyPair};
+use serde_json::{Value, json};
+use sha2::Digest as _;
+use tls::{Pki, request_with, write};
+
+const HOST: &str = "web-0002";
+const SUFFIX: &str = "agents.test";
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The host's SSH ed25519 key as an OpenSSH public key line (RFC 8709 wire blob).
+fn openssh_line(key: &KeyPair) -> String {
+    let raw = key.public_key_raw();
+    let mut blob = Vec::new();
+    blob.extend_from_slice(&11u32.to_be_bytes());
+    blob.extend_from_slice(b"ssh-ed25519");
+    blob.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+    blob.extend_from_slice(raw);
+    format!("ssh-ed25519 {} root@{HOST}", b64(&blob))
+}
+
+/// nixfleet's fingerprint: base64(SHA-256(raw key)).
+fn fingerprint(key: &KeyPair) -> String {
+    b64(&sha2::Sha256::digest(key.public_key_raw()))
+}
+
+/// A bootstrap token as `nixfleet mint-token` writes it: the claims' JCS bytes (keys in
+/// code-point order, no whitespace) signed by the org root key.
+fn token(
+    org_root: &ed25519_dalek::SigningKey,
+    host: &str,
+    fp: &str,
+    issued: &str,
+    expires: &str,
+    nonce: &str,
+) -> Value {
+    let jcs = format!(
+        r#"{{"expectedPubkeyFingerprint":"{fp}","expiresAt":"{expires}","hostname":"{host}","issuedAt":"{issued}","nonce":"{nonce}"}}"#
+    );
+    let sig = org_root.sign(jcs.as_bytes());
+    json!({
+        "version": 1,
+        "claims": serde_json::from_str::<Value>(&jcs).unwrap(),
+        "signature": b64(&sig.to_bytes()),
+    })
+}
+
+/// The agent's CSR: CN = the bare machine id, key = its SSH host key.
+fn csr(cn: &str, key: &KeyPair) -> String {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.serialize_request(key).unwrap().pem().unwrap()
+}
+
+fn now_plus(secs: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(secs))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn serial_of(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject as _;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    cert.tbs_certificate.raw_serial().to_vec()
+}
+
+fn cn_of(pem: &str) -> String {
+    use rustls::pki_types::pem::PemObject as _;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_enrolls_with_a_bootstrap_token_talks_mtls_and_renews() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::create(dir.path(), None, 5).unwrap();
+    // The fleet CA is a P-256 file key (as nixfleet's); the server's certificate comes from
+    // another CA the agent trusts.
+    let fleet_ca = Pki::new("fleet CA");
+    let server_ca = Pki::new("server CA");
+    let server_ca_pem = server_ca.ca.pem();
+    let (server_cert, server_key) = server_ca.leaf("cp.test", &["localhost"]);
+    let org_root = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let host_key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let other_key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+
+    let mut config = setup.config.clone();
+    config.tls = Some(TlsConfig {
+        cert: write(dir.path(), "server.pem", &server_cert),
+        key: write(dir.path(), "server.key", &server_key),
+        client_ca: Some(write(dir.path(), "fleet-ca.pem", &fleet_ca.ca.pem())),
+        agent_cn_suffix: Some(SUFFIX.into()),
+    });
+    config.enrollment = Some(EnrollmentConfig {
+        ca_cert: dir.path().join("fleet-ca.pem"),
+        ca_key: write(
+            dir.path(),
+            "fleet-ca.key",
+            &fleet_ca.ca.key().serialize_pem(),
+        ),
+        cert_validity_secs: 3600,
+        org_root_key: Some(KeySlot {
+            current: Some(KeyText {
+                algorithm: "ed25519".into(),
+                public: b64(org_root.verifying_key().as_bytes()),
+            }),
+            ..KeySlot::default()
+        }),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let daemon = Daemon::start(
+        setup.db.clone(),
+        config.settings().unwrap(),
+        setup.signer().unwrap(),
+        listener,
+        system_clock(),
+    )
+    .await
+    .unwrap();
+    let addr = daemon.addr;
+    let proto = [("x-nixfleet-protocol", "1")];
+    let enroll = |body: Value| {
+        let ca = server_ca_pem.clone();
+        async move {
+            request_with(
+                addr,
+                &ca,
+                None,
+                "POST",
+                "/v1/enroll",
+                None,
+                &proto,
+                Some(body),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let good_token = token(
+        &org_root,
+        HOST,
+        &fingerprint(&host_key),
+        &now_plus(-60),
+        &now_plus(3600),
+        "00112233445566778899aabbccddeeff",
+    );
+    let good = json!({"token": good_token, "csrPem": csr(HOST, &host_key)});
+
+    // Before a verified fleet, nixfleet's agent retries a 503 that says so.
+    let (s, v) = enroll(good.clone()).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("control plane not ready")
+    );
+
+    // CI's fleet declares web-0002's SSH host key (and web-0003's, which is another key).
+    let mut fleet = setup.fleet_doc.clone();
+    fleet["hosts"][HOST]["pubkey"] = json!(openssh_line(&host_key));
+    fleet["hosts"]["web-0003"]["pubkey"] = json!(openssh_line(&other_key));
+    let (signed, _) = setup.sign(&fleet).unwrap();
+    let (s, v) = request_with(
+        addr,
+        &server_ca_pem,
+        None,
+        "POST",
+        "/v1/manifests/fleet",
+        Some(&setup.tokens.ci),
+        &[],
+        Some(signed),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200, "{v}");
+
+    // Refusals, each with nixfleet's status, none of them recorded.
+    let refused = [
+        (
+            "an expired token",
+            json!({"token": token(&org_root, HOST, &fingerprint(&host_key), &now_plus(-7200), &now_plus(-3600), "01"), "csrPem": csr(HOST, &host_key)}),
+            401,
+            "token-not-valid-now",
+        ),
+        (
+            "a token signed by another key",
+            json!({"token": token(&ed25519_dalek::SigningKey::from_bytes(&[7; 32]), HOST, &fingerprint(&host_key), &now_plus(-60), &now_plus(3600), "02"), "csrPem": csr(HOST, &host_key)}),
+            401,
+            "bad-token-signature",
+        ),
+        (
+            "a token minted for another key than the CSR's",
+            json!({"token": token(&org_root, HOST, &fingerprint(&other_key), &now_plus(-60), &now_plus(3600), "03"), "csrPem": csr(HOST, &host_key)}),
+            401,
+            "csr-fingerprint-mismatch",
+        ),
+        (
+            "a CSR for another host than the token",
+            json!({"token": token(&org_root, HOST, &fingerprint(&host_key), &now_plus(-60), &now_plus(3600), "04"), "csrPem": csr("web-0003", &host_key)}),
+            401,
+            "csr-host-mismatch",
+        ),
+        (
+            "a key the fleet does not declare for the host",
+            json!({"token": token(&org_root, HOST, &fingerprint(&other_key), &now_plus(-60), &now_plus(3600), "05"), "csrPem": csr(HOST, &other_key)}),
+            401,
+            "host-key-mismatch",
+        ),
+        (
+            "a host the fleet does not declare",
+            json!({"token": token(&org_root, "web-9999", &fingerprint(&host_key), &now_plus(-60), &now_plus(3600), "06"), "csrPem": csr("web-9999", &host_key)}),
+            401,
+            "host-not-in-fleet",
+        ),
+        (
+            "a P-256 CSR (agents use their SSH ed25519 host key)",
+            json!({"token": token(&org_root, HOST, &fingerprint(&host_key), &now_plus(-60), &now_plus(3600), "07"), "csrPem": csr(HOST, &KeyPair::generate().unwrap())}),
+            400,
+            "csr-key-not-ed25519",
+        ),
+        (
+            "a CSR that is not PEM",
+            json!({"token": good_token, "csrPem": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}),
+            400,
+            "malformed-csr",
+        ),
+    ];
+    let size = |d: &Daemon| *d.shared.committed.borrow();
+    let before = size(&daemon);
+    for (what, body, status, code) in refused {
+        let (s, v) = enroll(body).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (status, Some(code)),
+            "{what}: {v}"
+        );
+    }
+    assert_eq!(size(&daemon), before, "refusals record nothing");
+
+    // The good token: a certificate for agent-web-0002.agents.test, from the fleet CA.
+    let (s, v) = enroll(good.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    let cert_pem = v["certPem"].as_str().unwrap().to_string();
+    assert!(v["notAfter"].as_str().unwrap().ends_with('Z'), "{v}");
+    assert_eq!(cn_of(&cert_pem), format!("agent-{HOST}.{SUFFIX}"));
+    let first_serial = serial_of(&cert_pem);
+    // The nonce is spent: the same token again is a replay.
+    let (s, v) = enroll(good).await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("nonce-used")), "{v}");
+
+    // The agent now talks mTLS with the certificate and its host key; the CN rule names it.
+    let identity = (cert_pem.clone(), host_key.serialize_pem());
+    let beat = json!({"hostname": HOST, "current_closure": "/nix/store/x", "at": now_plus(0)});
+    let (s, v) = request_with(
+        addr,
+        &server_ca_pem,
+        Some(&identity),
+        "POST",
+        "/v1/agent/heartbeat",
+        None,
+        &[],
+        Some(beat),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200, "{v}");
+
+    // Renewal: the same CSR over mTLS; a bearer token cannot renew.
+    let renew_body = json!({"csrPem": csr(HOST, &host_key)});
+    let (s, v) = request_with(
+        addr,
+        &server_ca_pem,
+        None,
+        "POST",
+        "/v1/agent/renew",
+        Some(&setup.tokens.agents[HOST]),
+        &proto,
+        Some(renew_body.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (401, Some("certificate-required")),
+        "{v}"
+    );
+    let (s, v) = request_with(
+        addr,
+        &server_ca_pem,
+        Some(&identity),
+        "POST",
+        "/v1/agent/renew",
+        None,
+        &proto,
+        Some(json!({"csrPem": csr(HOST, &other_key)})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (401, Some("host-key-mismatch")),
+        "{v}"
+    );
+    let (s, v) = request_with(
+        addr,
+        &server_ca_pem,
+        Some(&identity),
+        "POST",
+        "/v1/agent/renew",
+        None,
+        &proto,
+        Some(renew_body),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let renewed = v["certPem"].as_str().unwrap().to_string();
+    assert_eq!(cn_of(&renewed), format!("agent-{HOST}.{SUFFIX}"));
+    assert_ne!(serial_of(&renewed), first_serial, "a new serial");
+    let (s, v) = request_with(
+        addr,
+        &server_ca_pem,
+        Some(&(renewed, host_key.serialize_pem())),
+        "POST",
+        "/v1/agent/heartbeat",
+        None,
+        &[],
+        Some(json!({"hostname": HOST, "at": now_plus(0)})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200, "{v}");
+    daemon.shutdown().await.unwrap();
+
+    // The audit trail: who got which identity, on what token; re-decided by the check.
+    let source = fleet_ledger::forensics::Source::Db(&setup.db);
+    let lines = fleet_ledger::forensics::timeline(
+        source,
+        &fleet_ledger::forensics::Filter {
+            host: Some(HOST.into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let issued: Vec<_> = lines
+        .iter()
+        .filter(|l| l.kind == "AgentEnrolled" || l.kind == "AgentCertificateRenewed")
+        .collect();
+    assert_eq!(issued.len(), 2, "{lines:#?}");
+    assert!(
+        issued[0]
+            .summary
+            .contains("on bootstrap token 00112233445566778899aabbccddeeff"),
+        "{}",
+        issued[0].summary
+    );
+    let hex: String = first_serial.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        issued[1]
+            .summary
+            .contains(&format!("replacing serial {hex}")),
+        "{}",
+        issued[1].summary
+    );
+    let report = fleet_ledger::forensics::check(source).unwrap();
+    assert!(report.divergence.is_none(), "{report:?}");
+}

@@ -196,6 +196,8 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+    /// Print the OpenAPI description of the HTTP API (what `GET /v1/openapi.json` serves).
+    Openapi,
 }
 
 impl Command {
@@ -218,7 +220,7 @@ impl Command {
                 }
             },
             Command::VerifyProof { proof, .. } => Some(proof),
-            Command::Keygen { .. } | Command::Token { .. } => None,
+            Command::Keygen { .. } | Command::Token { .. } | Command::Openapi => None,
         }
     }
 }
@@ -458,5 +460,10 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Token { role, name } => token(&role, &name),
+        Command::Openapi => {
+            use utoipa::OpenApi as _;
+            println!("{}", fleet_ledger::api::ApiDoc::openapi().to_pretty_json()?);
+            Ok(())
+        }
     }
 }

@@ -60,27 +60,33 @@ pub mod ts {
 }
 
 /// One declared probe, as nixfleet agents write it (camelCase; `kind` a free string).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(missing_docs)]
 pub struct WireProbe {
     pub probe_name: String,
+    /// `http`, `tcp`, `exec`, `evidence`, or any other name of 1–64 printable ASCII
+    /// characters (kept as it came).
+    #[schema(value_type = String, example = "http")]
     pub kind: ProbeKind,
+    #[schema(value_type = schema::ProbeMode)]
     pub mode: ProbeMode,
 }
 
 /// One control of an evidence probe's result, as nixfleet agents write it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(missing_docs)]
 pub struct WireSubResult {
     pub control_id: String,
+    #[schema(value_type = schema::ProbeStatus)]
     pub status: ProbeStatus,
     pub framework: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub article: Option<String>,
     /// Absent on input means `enforce` (nixfleet's default); the agent always writes it.
     #[serde(default = "enforce")]
+    #[schema(value_type = schema::ProbeMode)]
     pub effective_mode: ProbeMode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub override_reason: Option<String>,
@@ -93,80 +99,109 @@ fn enforce() -> ProbeMode {
 /// An agent report on nixfleet v0.2's wire: `kind`-tagged, fields camelCase, times RFC 3339
 /// (up to nanoseconds; the ledger keeps microseconds). Unknown fields are ignored, as every
 /// nixfleet reader does.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all_fields = "camelCase")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind")]
 #[allow(missing_docs)]
 pub enum WireReport {
+    #[serde(rename_all = "camelCase")]
     DispatchAck {
         current_closure_at_dispatch: String,
         #[serde(with = "ts")]
+        #[schema(value_type = String, format = DateTime)]
         received_at: Micros,
     },
+    #[serde(rename_all = "camelCase")]
     ActivationStarted {
         #[serde(with = "ts")]
+        #[schema(value_type = String, format = DateTime)]
         started_at: Micros,
         switch_method: String,
     },
+    #[serde(rename_all = "camelCase")]
     ActivationCompleted {
         observed_current_closure: String,
         exit_code: i32,
         #[serde(with = "ts")]
+        #[schema(value_type = String, format = DateTime)]
         completed_at: Micros,
     },
+    #[serde(rename_all = "camelCase")]
     ActivationFailed {
         exit_code: i32,
         stderr_tail: String,
         #[serde(with = "ts")]
+        #[schema(value_type = String, format = DateTime)]
         failed_at: Micros,
     },
+    #[serde(rename_all = "camelCase")]
     ActivationDeferred {
         component: String,
         #[serde(with = "ts")]
+        #[schema(value_type = String, format = DateTime)]
         deferred_at: Micros,
     },
+    #[serde(rename_all = "camelCase")]
     ProbeTopologyDeclared {
         probes: Vec<WireProbe>,
         #[serde(with = "ts")]
+        #[schema(value_type = String, format = DateTime)]
         declared_at: Micros,
     },
+    #[serde(rename_all = "camelCase")]
     ProbeObservedFirst {
         probe_name: String,
+        #[schema(value_type = schema::ProbeMode)]
         mode: ProbeMode,
         #[serde(with = "ts")]
+        #[schema(value_type = String, format = DateTime)]
         observed_at: Micros,
     },
+    #[serde(rename_all = "camelCase")]
     ProbeResult {
         probe_name: String,
+        #[schema(value_type = schema::ProbeMode)]
         mode: ProbeMode,
+        #[schema(value_type = schema::ProbeStatus)]
         status: ProbeStatus,
         #[serde(with = "ts")]
+        #[schema(value_type = String, format = DateTime)]
         observed_at: Micros,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failure_reason: Option<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         sub_results: Vec<WireSubResult>,
     },
+    #[serde(rename_all = "camelCase")]
     ProbeFailureFirst {
         probe_name: String,
+        #[schema(value_type = schema::ProbeMode)]
         mode: ProbeMode,
         #[serde(with = "ts")]
+        #[schema(value_type = String, format = DateTime)]
         first_failed_at: Micros,
     },
+    #[serde(rename_all = "camelCase")]
     Failed {
         #[serde(with = "ts")]
+        #[schema(value_type = String, format = DateTime)]
         failed_at: Micros,
         sustained_duration_secs: u64,
         failing_probes: Vec<String>,
+        #[schema(value_type = schema::OnHealthFailure)]
         policy_applied: OnHealthFailure,
     },
+    #[serde(rename_all = "camelCase")]
     RollbackComplete {
         reverted_to_closure: String,
         exit_code: i32,
         #[serde(with = "ts")]
+        #[schema(value_type = String, format = DateTime)]
         completed_at: Micros,
     },
+    #[serde(rename_all = "camelCase")]
     Converged {
         #[serde(with = "ts")]
+        #[schema(value_type = String, format = DateTime)]
         converged_at: Micros,
         current_closure: String,
     },
@@ -322,14 +357,16 @@ impl WireReport {
 
 /// `POST /v1/agent/events`: nixfleet's envelope. The event object carries the agent's `seq`
 /// beside its `kind`. Unknown fields are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentEnvelope {
     /// Must equal the caller's identity.
     pub hostname: String,
     /// `channel@channelRef`.
     pub rollout_id: String,
-    /// `{"kind": …, "seq": N, …fields}`.
+    /// `{"kind": …, "seq": N, …fields}`: one of the twelve reports, with the agent's
+    /// positive `seq` for this (host, rollout) beside its fields.
+    #[schema(schema_with = schema::agent_event)]
     pub event: serde_json::Map<String, serde_json::Value>,
     /// Reserved by nixfleet for agent-side signatures (hex ed25519 over the canonical event);
     /// its agents never send it and its CP ignores it. Accepted, not checked.
@@ -354,7 +391,7 @@ impl AgentEnvelope {
 }
 
 /// `POST /v1/agent/heartbeat` (snake_case, as nixfleet's). Unknown fields are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Heartbeat {
     /// Must equal the caller's identity.
     pub hostname: String,
@@ -366,11 +403,12 @@ pub struct Heartbeat {
     pub current_closure: Option<String>,
     /// Agent clock.
     #[serde(with = "ts")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: Micros,
 }
 
 /// `POST /v1/rollouts/{id}/clearance`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Clearance {
     /// Why (recorded with the operator's identity).
@@ -378,7 +416,7 @@ pub struct Clearance {
 }
 
 /// `POST /v1/quarantine/lift`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Lift {
     /// Channel.
@@ -391,17 +429,19 @@ pub struct Lift {
 
 /// `POST /v1/manifests/fleet` and `/v1/manifests/rollouts/{id}`: the artifact as CI signed
 /// it and the base64 ed25519 signature over its JCS canonical form.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignedManifest {
-    /// The artifact (any JSON object; canonicalized before verification).
+    /// The artifact: nixfleet's `fleet.resolved` (for `/v1/manifests/fleet`) or a rollout
+    /// manifest, canonicalized (JCS) before verification.
+    #[schema(value_type = Object)]
     pub artifact: serde_json::Value,
     /// Base64 signature.
     pub signature: String,
 }
 
 /// A dispatch handed to an agent (DOMAIN §8 `DispatchResponse`, with the RFC's `wave`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Dispatch {
     /// Host.
     pub hostname: String,
@@ -411,9 +451,11 @@ pub struct Dispatch {
     pub target_closure: String,
     /// Soak deadline (CP clock).
     #[serde(with = "ts")]
+    #[schema(value_type = String, format = DateTime)]
     pub soak_due_at: Micros,
     /// When it was queued (CP clock).
     #[serde(with = "ts")]
+    #[schema(value_type = String, format = DateTime)]
     pub enqueued_at: Micros,
     /// The host's wave.
     pub wave: u32,
@@ -439,7 +481,7 @@ impl Dispatch {
 /// A host's record as the heartbeat reply shows it: nixfleet's `HostRolloutSnapshot`
 /// (camelCase; absent optionals omitted; `dispatchedAt` required, so only dispatched records
 /// are shown).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(missing_docs)]
 pub struct HostSnapshot {
@@ -454,14 +496,19 @@ pub struct HostSnapshot {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_closure: Option<String>,
     #[serde(with = "ts")]
+    #[schema(value_type = String, format = DateTime)]
     pub dispatched_at: Micros,
     #[serde(with = "ts::option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub dispatch_acked_at: Option<Micros>,
     #[serde(with = "ts::option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub activation_started_at: Option<Micros>,
     #[serde(with = "ts::option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub activation_completed_at: Option<Micros>,
     #[serde(with = "ts::option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub soak_due_at: Option<Micros>,
     pub last_event_seq: u64,
 }
@@ -485,5 +532,61 @@ impl HostSnapshot {
             soak_due_at: h.soak_due_at,
             last_event_seq: h.last_event_seq,
         })
+    }
+}
+
+/// OpenAPI schemas of the ledger's enums as the wire writes them (the ledger crate does not
+/// know the OpenAPI), and of the event object, which is a report plus its `seq`.
+pub mod schema {
+    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+    use utoipa::openapi::{RefOr, Schema};
+
+    /// A probe's mode.
+    #[derive(Debug, utoipa::ToSchema)]
+    #[serde(rename_all = "kebab-case")]
+    #[allow(dead_code, missing_docs)]
+    pub enum ProbeMode {
+        Enforce,
+        Observe,
+        Disabled,
+    }
+
+    /// A probe's outcome.
+    #[derive(Debug, utoipa::ToSchema)]
+    #[serde(rename_all = "kebab-case")]
+    #[allow(dead_code, missing_docs)]
+    pub enum ProbeStatus {
+        Pass,
+        Fail,
+    }
+
+    /// What a health failure does (`halt-only` is read as `halt`).
+    #[derive(Debug, utoipa::ToSchema)]
+    #[serde(rename_all = "kebab-case")]
+    #[allow(dead_code, missing_docs)]
+    pub enum OnHealthFailure {
+        Halt,
+        RollbackAndHalt,
+    }
+
+    /// The event object of an agent envelope: a [`super::WireReport`] and its `seq`.
+    pub fn agent_event() -> impl Into<RefOr<Schema>> {
+        AllOfBuilder::new()
+            .item(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                "WireReport",
+            )))
+            .item(
+                ObjectBuilder::new()
+                    .property(
+                        "seq",
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .minimum(Some(1))
+                            .description(Some(
+                                "the agent's sequence number for this (host, rollout)",
+                            )),
+                    )
+                    .required("seq"),
+            )
     }
 }

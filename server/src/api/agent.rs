@@ -5,11 +5,35 @@ use super::*;
 // ---------------------------------------------------------------------------------------
 // Agents
 
+/// The answer to an agent's report, once durable.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct EventAnswer {
+    /// Seq of the report's first entry (of the original entry, for a retransmit).
+    seq: u64,
+    /// Entries recorded for it (absent for a retransmit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entries: Option<u64>,
+    /// A retransmit of the report recorded at `seq`.
+    duplicate: bool,
+    /// A well-formed report the ledger's state does not allow: recorded as
+    /// `AgentReportRefused` with this code and reason, and answered 200 so a nixfleet agent's
+    /// queue moves on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<ErrorBody>,
+}
+
+/// An agent's report (one of nixfleet's twelve event kinds).
+#[utoipa::path(post, path = "/v1/agent/events", tag = "agents",
+    request_body = wire::AgentEnvelope,
+    responses(
+        (status = 200, body = EventAnswer, description = "durably recorded (accepted, a retransmit, or refused with why)"),
+        (status = "4XX", body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("mtls" = []), ("bearer" = [])))]
 pub(super) async fn agent_event(
     State(state): State<AppState>,
     caller: Caller,
     body: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventAnswer>> {
     caller.require(&[Role::Agent])?;
     let env: wire::AgentEnvelope = parse_body(body)?;
     let host = caller.agent_for(&env.hostname)?;
@@ -28,21 +52,55 @@ pub(super) async fn agent_event(
     )
     .await?;
     match out {
-        Answer::Recorded { seq, entries } => Ok(Json(
-            json!({"seq": seq, "entries": entries, "duplicate": false}),
-        )),
-        Answer::Duplicate { seq } => Ok(Json(json!({"seq": seq, "duplicate": true}))),
+        Answer::Recorded { seq, entries } => Ok(Json(EventAnswer {
+            seq,
+            entries: Some(entries),
+            duplicate: false,
+            refused: None,
+        })),
+        Answer::Duplicate { seq } => Ok(Json(EventAnswer {
+            seq,
+            entries: None,
+            duplicate: true,
+            refused: None,
+        })),
         // 2xx: the report is durably recorded, as refused. A nixfleet agent retries any
         // other answer forever (DECISIONS 75).
-        Answer::Refused { seq, refusal } => Ok(Json(json!({
-            "seq": seq,
-            "duplicate": false,
-            "refused": {"error": refusal.code(), "reason": refusal.to_string()},
-        }))),
+        Answer::Refused { seq, refusal } => Ok(Json(EventAnswer {
+            seq,
+            entries: None,
+            duplicate: false,
+            refused: Some(ErrorBody {
+                error: refusal.code().to_string(),
+                reason: refusal.to_string(),
+            }),
+        })),
         other => Err(unexpected(other)),
     }
 }
 
+/// The answer to a heartbeat (snake_case, as nixfleet's).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct HeartbeatAnswer {
+    /// The heartbeat's own `at`, echoed as nixfleet's CP does.
+    received_at: String,
+    /// Seq of the first report the heartbeat implied, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    synthesized_seq: Option<u64>,
+    /// The host's dispatched records in its active rollouts, when the heartbeat named no
+    /// rollout (nixfleet v0.2 agents never name one), for the agent to bootstrap from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    bootstrap_rollouts: Vec<wire::HostSnapshot>,
+}
+
+/// A heartbeat: may imply reports the agent has not sent (recorded as synthesized).
+#[utoipa::path(post, path = "/v1/agent/heartbeat", tag = "agents",
+    request_body = wire::Heartbeat,
+    responses(
+        (status = 200, body = HeartbeatAnswer, headers(("x-nixfleet-replay-from" = u64,
+            description = "the last accepted agent seq, when the CP's view of a named rollout's closure differs"))),
+        (status = "4XX", body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("mtls" = []), ("bearer" = [])))]
 pub(super) async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
@@ -72,18 +130,15 @@ pub(super) async fn heartbeat(
         return Err(unexpected(out));
     };
     // nixfleet's CP echoes the heartbeat's own time.
-    let mut body = json!({"received_at": ts::format(at)});
-    if let Some(seq) = synthesized {
-        body["synthesized_seq"] = json!(seq);
-    }
-    let snapshots: Vec<_> = bootstrap
-        .iter()
-        .flatten()
-        .filter_map(wire::HostSnapshot::of)
-        .collect();
-    if !snapshots.is_empty() {
-        body["bootstrap_rollouts"] = json!(snapshots);
-    }
+    let body = HeartbeatAnswer {
+        received_at: ts::format(at),
+        synthesized_seq: synthesized,
+        bootstrap_rollouts: bootstrap
+            .iter()
+            .flatten()
+            .filter_map(wire::HostSnapshot::of)
+            .collect(),
+    };
     let mut resp = Json(body).into_response();
     if let Some(from) = replay_from {
         // nixfleet's CP sends the record's last accepted agent seq (its comment says "+ 1",
@@ -97,12 +152,21 @@ pub(super) async fn heartbeat(
     Ok(resp)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct DispatchQuery {
+    /// Seconds to wait for a dispatch (at most, and by default, `limits.long_poll_secs`).
     #[serde(default)]
     wait: Option<u64>,
 }
 
+/// The long poll: the host's oldest queued dispatch, now delivered, or 204 after `wait`.
+#[utoipa::path(get, path = "/v1/agent/dispatch", tag = "agents", params(DispatchQuery),
+    responses(
+        (status = 200, body = wire::Dispatch),
+        (status = 204, description = "nothing to do within `wait`"),
+        (status = "4XX", body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("mtls" = []), ("bearer" = [])))]
 pub(super) async fn dispatch(
     State(state): State<AppState>,
     caller: Caller,

@@ -5,6 +5,11 @@ use super::*;
 // ---------------------------------------------------------------------------------------
 // Auditors
 
+/// The latest signed checkpoint: a C2SP signed note (docs/FORMAT.md §5).
+#[utoipa::path(get, path = "/v1/ledger/checkpoint", tag = "auditors",
+    responses((status = 200, description = "the note", content_type = "text/plain", body = String),
+        (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn checkpoint(
     State(state): State<AppState>,
     caller: Caller,
@@ -20,10 +25,13 @@ pub(super) async fn checkpoint(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct RangeQuery {
+    /// First seq.
     from: u64,
+    /// End seq, exclusive (default: the log's size).
     to: Option<u64>,
 }
 
@@ -94,6 +102,12 @@ pub(super) fn tokio_stream(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+/// Raw entries `[from, to)`, streamed: `u32be len` then the stored bytes, per entry
+/// (docs/FORMAT.md §9a).
+#[utoipa::path(get, path = "/v1/ledger/entries", tag = "auditors", params(RangeQuery),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn entries(
     State(state): State<AppState>,
     caller: Caller,
@@ -122,6 +136,11 @@ impl From<ledger::store::OpenError> for Stream {
     }
 }
 
+/// The whole log as a bundle (docs/FORMAT.md §8), streamed.
+#[utoipa::path(get, path = "/v1/ledger/export", tag = "auditors",
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn export(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     caller.require(READERS)?;
     stream_body(&state, "application/octet-stream", |snap, w| {
@@ -131,10 +150,13 @@ pub(super) async fn export(State(state): State<AppState>, caller: Caller) -> Api
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct InclusionQuery {
+    /// The entry.
     seq: u64,
+    /// The tree size (default: the latest checkpoint's).
     #[serde(default)]
     size: Option<u64>,
 }
@@ -157,6 +179,11 @@ pub(super) async fn proof(
     Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
 }
 
+/// An inclusion proof file (docs/FORMAT.md §9).
+#[utoipa::path(get, path = "/v1/ledger/proof/inclusion", tag = "auditors", params(InclusionQuery),
+    responses((status = 200, content_type = "application/json", body = Object),
+        (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn proof_inclusion(
     State(state): State<AppState>,
     caller: Caller,
@@ -170,13 +197,21 @@ pub(super) async fn proof_inclusion(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ConsistencyQuery {
+    /// The older tree size.
     from: u64,
+    /// The newer tree size.
     to: u64,
 }
 
+/// A consistency proof file (docs/FORMAT.md §9).
+#[utoipa::path(get, path = "/v1/ledger/proof/consistency", tag = "auditors", params(ConsistencyQuery),
+    responses((status = 200, content_type = "application/json", body = Object),
+        (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn proof_consistency(
     State(state): State<AppState>,
     caller: Caller,

@@ -16,6 +16,10 @@ impl ApiError {
         code: &'static str,
         reason: impl Into<String>,
     ) -> ApiError {
+        debug_assert!(
+            ERROR_CODES.iter().any(|(c, _)| *c == code),
+            "error code {code} is not in ERROR_CODES"
+        );
         ApiError {
             status,
             code,
@@ -110,3 +114,240 @@ impl IntoResponse for ApiError {
 }
 
 pub(super) type ApiResult<T> = Result<T, ApiError>;
+
+/// Every error code the API answers, with its meaning: the `error` of [`ErrorBody`], listed
+/// in the OpenAPI description. A code not listed here is a bug (`ApiError::new` asserts it in
+/// debug builds; `server/tests/openapi.rs` scans the sources for codes).
+pub const ERROR_CODES: &[(&str, &str)] = &[
+    // The request itself.
+    (
+        "unauthorized",
+        "401: no or unknown bearer token, and no client certificate",
+    ),
+    ("forbidden", "403: the caller's role may not use this route"),
+    (
+        "wrong-host",
+        "403: an agent posting for another host than its identity",
+    ),
+    ("not-found", "404: no such route or record"),
+    (
+        "method-not-allowed",
+        "405: the route does not take this method",
+    ),
+    (
+        "timeout",
+        "408: the request took longer than limits.request_timeout_secs",
+    ),
+    ("body-too-large", "413: the body is over limits.body_bytes"),
+    ("uri-too-long", "414: the path and query are over 8 KiB"),
+    (
+        "unsupported-media-type",
+        "415: a body without Content-Type: application/json",
+    ),
+    ("bad-body", "400: the body could not be read"),
+    (
+        "malformed-json",
+        "400: the body is not the route's JSON shape",
+    ),
+    ("malformed-path", "400: a path segment could not be decoded"),
+    ("malformed-rollout-id", "400: not `channel@channelRef`"),
+    (
+        "malformed-event",
+        "400: an agent event that is not one of the twelve kinds",
+    ),
+    ("malformed-host", "400: not a valid host name"),
+    (
+        "bad-query",
+        "400: the query string is not the route's parameters",
+    ),
+    (
+        "reason-required",
+        "400: a clearance or lift without a reason",
+    ),
+    (
+        "bad-protocol-header",
+        "400: X-Nixfleet-Protocol is not a number",
+    ),
+    (
+        "protocol-unsupported",
+        "426: X-Nixfleet-Protocol names another major version",
+    ),
+    (
+        "bad-proof-request",
+        "422: a proof for a range the log does not have",
+    ),
+    (
+        "signature-not-recorded",
+        "404: a manifest recorded before signatures were kept",
+    ),
+    // Availability (503, with Retry-After).
+    (
+        "not-ready",
+        "503 (Retry-After: 30): no verified fleet manifest is in force yet",
+    ),
+    ("queue-full", "503: the writer's queue is full"),
+    (
+        "overloaded",
+        "503: limits.concurrent_requests are in progress",
+    ),
+    (
+        "reopening",
+        "503: the ledger is being reopened after a failed commit",
+    ),
+    ("shutting-down", "503: the daemon is stopping"),
+    (
+        "writer-gone",
+        "503: the writer stopped before answering; the input may not be recorded",
+    ),
+    ("unavailable", "503: an entry could not be read back; retry"),
+    ("internal", "500: a bug; the reason says where"),
+    // The decision's refusals (nothing recorded).
+    (
+        "illegal-transition",
+        "409: not legal in the host's or rollout's current state",
+    ),
+    (
+        "seq-regression",
+        "409: the agent seq is not above the last one accepted",
+    ),
+    (
+        "seq-reused",
+        "409: the last accepted agent seq again, with a different report",
+    ),
+    (
+        "supersession-expected",
+        "409: a rollout would open beside an active one without superseding it",
+    ),
+    (
+        "unknown-rollout",
+        "422 for a report, 404 for a clearance: no such rollout",
+    ),
+    ("unknown-host", "422: the host is not part of the rollout"),
+    ("rollout-pruned", "422: the rollout's retention expired"),
+    ("invariant", "422: the input would break an invariant"),
+    (
+        "not-quarantined",
+        "404: a lift of a closure that is not quarantined",
+    ),
+    (
+        "manifest-no-fleet",
+        "422: a rollout manifest before any fleet manifest",
+    ),
+    (
+        "manifest-fleet-mismatch",
+        "409: a rollout manifest built against another fleet than the one in force",
+    ),
+    (
+        "manifest-outdated",
+        "409: signed no later than the manifest in force",
+    ),
+    (
+        "manifest-invalid",
+        "422: the document is inconsistent or unreadable",
+    ),
+    (
+        "manifest-invalid-field",
+        "422: a field of the document (the reason names it)",
+    ),
+    (
+        "manifest-schema-version",
+        "422: a schemaVersion this build does not read",
+    ),
+    // The manifest intake.
+    (
+        "manifest-parse",
+        "422: the artifact is not JSON this build can canonicalize",
+    ),
+    ("manifest-not-signed", "422: no signature, or not 64 bytes"),
+    (
+        "manifest-bad-signature",
+        "422: no trusted key verifies the signature",
+    ),
+    (
+        "manifest-rejected-before",
+        "422: signed before the trust's rejectBefore",
+    ),
+    ("manifest-stale", "422: older than trust.max_age_secs"),
+    (
+        "manifest-future-dated",
+        "422: signed more than 60 s ahead of the CP's clock",
+    ),
+    (
+        "manifest-discriminator",
+        "422: a rollout manifest for another id than the route's or file's",
+    ),
+    // Enrollment and renewal.
+    ("enrollment-disabled", "404: no `enrollment` in the config"),
+    (
+        "token-version",
+        "401: a bootstrap token version other than 1",
+    ),
+    ("malformed-token", "401: the token's claims cannot be read"),
+    (
+        "token-not-valid-now",
+        "401: the token is expired or not yet valid",
+    ),
+    (
+        "bad-token-signature",
+        "401: no trusted org root key signed the token",
+    ),
+    (
+        "csr-host-mismatch",
+        "401: the CSR's CN is not the token's hostname",
+    ),
+    (
+        "csr-fingerprint-mismatch",
+        "401: the CSR's key is not the one the token was minted for",
+    ),
+    (
+        "certificate-required",
+        "401: a renewal without the agent's client certificate",
+    ),
+    (
+        "malformed-csr",
+        "400: the CSR cannot be read or its self-signature does not verify",
+    ),
+    ("csr-key-not-ed25519", "400: the CSR's key is not ed25519"),
+    ("issue-failed", "500: the fleet CA could not sign"),
+    (
+        "host-not-in-fleet",
+        "401: the fleet in force does not declare the host",
+    ),
+    (
+        "no-host-key",
+        "401: the fleet in force declares no ed25519 pubkey for the host",
+    ),
+    (
+        "host-key-mismatch",
+        "401: the CSR's key is not the host key the fleet declares",
+    ),
+    (
+        "nonce-used",
+        "409: the bootstrap token's nonce was used before",
+    ),
+];
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code.
+    #[schema(schema_with = error_code_schema)]
+    pub error: String,
+    /// What went wrong, for humans.
+    pub reason: String,
+}
+
+fn error_code_schema() -> utoipa::openapi::schema::OneOfBuilder {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    ERROR_CODES
+        .iter()
+        .fold(OneOfBuilder::new(), |b, (code, meaning)| {
+            b.item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([*code]))
+                    .description(Some(*meaning)),
+            )
+        })
+        .description(Some("a stable error code"))
+}

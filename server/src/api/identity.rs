@@ -7,19 +7,60 @@ use super::*;
 use crate::enrollment::{Authority, BootstrapToken, Csr, IdentityError};
 use ledger::event::{AgentCertificateRenewed, AgentEnrolled};
 
-/// nixfleet's `EnrollRequest`.
-#[derive(Deserialize)]
+/// nixfleet's `TokenClaims`; the org root key signed their JCS form.
+#[derive(utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct EnrollRequest {
+#[allow(dead_code)]
+pub(super) struct TokenClaims {
+    /// The machine id (the CSR's CN).
+    hostname: String,
+    /// Base64 of SHA-256 of the raw 32-byte ed25519 key the CSR must carry.
+    expected_pubkey_fingerprint: String,
+    /// RFC 3339.
+    issued_at: String,
+    /// RFC 3339.
+    expires_at: String,
+    /// 16 random bytes as hex; accepted once, ever.
+    nonce: String,
+}
+
+/// nixfleet's `BootstrapToken`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct Token {
+    /// 1.
+    version: u32,
+    claims: TokenClaims,
+    /// Base64 of the ed25519 signature over the JCS bytes of `claims`.
+    signature: String,
+}
+
+/// nixfleet's `EnrollRequest`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct EnrollRequest {
+    #[schema(value_type = Token)]
     token: BootstrapToken,
+    /// PKCS#10 PEM: CN = the machine id, key = the host's SSH ed25519 key.
     csr_pem: String,
 }
 
 /// nixfleet's `RenewRequest`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RenewRequest {
+pub(super) struct RenewRequest {
+    /// PKCS#10 PEM of the same host key.
     csr_pem: String,
+}
+
+/// An issued certificate (nixfleet's `EnrollResponse`/`RenewResponse`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Issued {
+    /// PEM; CN and SAN `agent-<host>.<suffix>`, EKU clientAuth, from the fleet CA.
+    cert_pem: String,
+    /// RFC 3339.
+    not_after: String,
 }
 
 /// nixfleet's statuses: a malformed CSR or a non-ed25519 key is 400, a token or CSR that
@@ -65,14 +106,22 @@ fn authority(state: &AppState) -> ApiResult<&Authority> {
     })
 }
 
-fn issued(cert_pem: String, not_after: ledger::domain::Micros) -> Json<Value> {
-    Json(json!({"certPem": cert_pem, "notAfter": ts::format(not_after)}))
+fn issued(cert_pem: String, not_after: ledger::domain::Micros) -> Json<Issued> {
+    Json(Issued {
+        cert_pem,
+        not_after: ts::format(not_after),
+    })
 }
 
+/// Enrollment: a certificate for a host on a bootstrap token, once recorded
+/// (`AgentEnrolled`). Anonymous: the token is the credential.
+#[utoipa::path(post, path = "/v1/enroll", tag = "agents", request_body = EnrollRequest,
+    responses((status = 200, body = Issued), (status = "4XX", body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "not-ready: no fleet in force yet; retry")))]
 pub(super) async fn enroll(
     State(state): State<AppState>,
     body: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Issued>> {
     let ca = authority(&state)?;
     let req: EnrollRequest = parse_body(body)?;
     let now = (state.clock)();
@@ -99,12 +148,18 @@ pub(super) async fn enroll(
     Ok(issued(pem, not_after))
 }
 
+/// Renewal: a new certificate for the host the presented client certificate names, once
+/// recorded (`AgentCertificateRenewed`).
+#[utoipa::path(post, path = "/v1/agent/renew", tag = "agents", request_body = RenewRequest,
+    responses((status = 200, body = Issued), (status = "4XX", body = ErrorBody),
+        (status = 503, body = ErrorBody)),
+    security(("mtls" = [])))]
 pub(super) async fn renew(
     State(state): State<AppState>,
     caller: Caller,
     PresentedSerial(serial): PresentedSerial,
     body: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Issued>> {
     let ca = authority(&state)?;
     caller.require(&[Role::Agent])?;
     // The certificate being replaced is what authorizes the renewal: a bearer token does not.

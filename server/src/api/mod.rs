@@ -15,11 +15,13 @@ mod caller;
 mod error;
 mod identity;
 mod manifests;
+mod openapi;
 mod published;
 mod rollouts;
 
 pub use caller::{Caller, machine_id};
-pub use error::ApiError;
+pub use error::{ApiError, ERROR_CODES, ErrorBody};
+pub use openapi::ApiDoc;
 pub use rollouts::entry_json;
 
 use agent::{agent_event, dispatch, heartbeat};
@@ -48,8 +50,8 @@ use axum::{Json, Router};
 use ledger::domain::{Hostname, RolloutId};
 use ledger::entry::EntryRef;
 use ledger::store::Snapshot;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -159,6 +161,10 @@ impl std::fmt::Debug for AppState {
 // ---------------------------------------------------------------------------------------
 // Health and metrics
 
+/// 200 while the writer is up, else 503 (no authentication: for load balancers and systemd).
+#[utoipa::path(get, path = "/healthz", tag = "daemon",
+    responses((status = 200, content_type = "text/plain", body = String),
+        (status = 503, content_type = "text/plain", body = String)))]
 async fn healthz(State(state): State<AppState>) -> Response {
     let up = state
         .shared
@@ -173,6 +179,11 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "daemon",
+    responses((status = 200, content_type = "application/openmetrics-text", body = String),
+        (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
 async fn metrics(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     caller.require(READERS)?;
     Ok((
@@ -332,6 +343,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ledger/proof/inclusion", get(proof_inclusion))
         .route("/v1/ledger/proof/consistency", get(proof_consistency))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
         .layer(
             ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(overload))

@@ -55,6 +55,10 @@ async fn serve(state: &AppState, name: String, part: Part) -> ApiResult<Response
     .await
 }
 
+/// The fleet manifest in force: the JCS bytes CI signed.
+#[utoipa::path(get, path = "/v1/fleet.resolved", tag = "agents",
+    responses((status = 200, description = "the canonical bytes", content_type = "application/json", body = openapi::FleetResolved), (status = "4XX", body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("mtls" = []), ("bearer" = [])))]
 pub(super) async fn fleet_resolved(
     State(state): State<AppState>,
     caller: Caller,
@@ -63,6 +67,10 @@ pub(super) async fn fleet_resolved(
     serve(&state, "fleet".into(), Part::Bytes).await
 }
 
+/// CI's raw signature over the fleet manifest in force.
+#[utoipa::path(get, path = "/v1/fleet.resolved/sig", tag = "agents",
+    responses((status = 200, description = "64 raw bytes (ed25519, or ecdsa-p256 r‖s)", content_type = "application/octet-stream", body = Vec<u8>), (status = "4XX", body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("mtls" = []), ("bearer" = [])))]
 pub(super) async fn fleet_resolved_sig(
     State(state): State<AppState>,
     caller: Caller,
@@ -71,6 +79,11 @@ pub(super) async fn fleet_resolved_sig(
     serve(&state, "fleet".into(), Part::Signature).await
 }
 
+/// A rollout manifest (the latest recorded for the id): the JCS bytes CI signed.
+#[utoipa::path(get, path = "/v1/rollouts/{id}", tag = "agents",
+    params(("id" = String, Path, description = "`channel@channelRef`")),
+    responses((status = 200, description = "the canonical bytes", content_type = "application/json", body = openapi::RolloutManifest), (status = "4XX", body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("mtls" = []), ("bearer" = [])))]
 pub(super) async fn rollout_manifest(
     State(state): State<AppState>,
     caller: Caller,
@@ -80,6 +93,11 @@ pub(super) async fn rollout_manifest(
     serve(&state, id.to_string(), Part::Bytes).await
 }
 
+/// CI's raw signature over a rollout manifest.
+#[utoipa::path(get, path = "/v1/rollouts/{id}/sig", tag = "agents",
+    params(("id" = String, Path, description = "`channel@channelRef`")),
+    responses((status = 200, description = "64 raw bytes (ed25519, or ecdsa-p256 r‖s)", content_type = "application/octet-stream", body = Vec<u8>), (status = "4XX", body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("mtls" = []), ("bearer" = [])))]
 pub(super) async fn rollout_manifest_sig(
     State(state): State<AppState>,
     caller: Caller,

@@ -5,39 +5,72 @@ use super::*;
 // ---------------------------------------------------------------------------------------
 // Operators
 
-pub(super) fn rollout_json(
-    r: &projections::RolloutRecord,
-    hosts: &[projections::HostRecord],
-) -> Value {
-    let states: BTreeMap<&str, String> = hosts
-        .iter()
-        .map(|h| (h.hostname.as_str(), format!("{:?}", h.state)))
-        .collect();
-    json!({
-        "rolloutId": r.rollout_id.to_string(),
-        "channel": r.rollout_id.channel,
-        "state": format!("{:?}", r.state),
-        "currentWave": r.current_wave,
-        "createdAt": ts::format(r.opened_at),
-        "openedSeq": r.opened_seq,
-        "updatedSeq": r.updated_seq,
-        "hostStates": states,
-    })
+/// A rollout and its hosts' states.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RolloutView {
+    /// `channel@channelRef`.
+    rollout_id: String,
+    channel: String,
+    /// `Active`, `Converging`, `Terminal`, `Failed`, `Reverted`, `Superseded`, `Pruned`.
+    state: String,
+    current_wave: u32,
+    /// When it opened (CP clock).
+    created_at: String,
+    /// Seq of its `RolloutOpened` entry.
+    opened_seq: u64,
+    /// Seq of the entry that last changed it.
+    updated_seq: u64,
+    /// Host → its state in this rollout.
+    host_states: BTreeMap<String, String>,
+    /// SHA-256 of the rollout manifest (hex); in `/summary` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manifest_hash: Option<String>,
 }
 
+pub(super) fn rollout_view(
+    r: &projections::RolloutRecord,
+    hosts: &[projections::HostRecord],
+) -> RolloutView {
+    RolloutView {
+        rollout_id: r.rollout_id.to_string(),
+        channel: r.rollout_id.channel.clone(),
+        state: format!("{:?}", r.state),
+        current_wave: r.current_wave,
+        created_at: ts::format(r.opened_at),
+        opened_seq: r.opened_seq,
+        updated_seq: r.updated_seq,
+        host_states: hosts
+            .iter()
+            .map(|h| (h.hostname.clone(), format!("{:?}", h.state)))
+            .collect(),
+        manifest_hash: None,
+    }
+}
+
+/// `GET /v1/rollouts`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct RolloutList {
+    rollouts: Vec<RolloutView>,
+}
+
+/// Every rollout with its hosts' states.
+#[utoipa::path(get, path = "/v1/rollouts", tag = "operators",
+    responses((status = 200, body = RolloutList), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn list_rollouts(
     State(state): State<AppState>,
     caller: Caller,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RolloutList>> {
     caller.require(READERS)?;
     read(&state, |snap| {
-        let mut out = Vec::new();
+        let mut rollouts = Vec::new();
         for r in projections::read::rollouts(&snap).map_err(ApiError::internal)? {
             let hosts =
                 projections::read::hosts_of(&snap, &r.rollout_id).map_err(ApiError::internal)?;
-            out.push(rollout_json(&r, &hosts));
+            rollouts.push(rollout_view(&r, &hosts));
         }
-        Ok(Json(json!({ "rollouts": out })))
+        Ok(Json(RolloutList { rollouts }))
     })
     .await
 }
@@ -51,89 +84,167 @@ pub(super) fn load_rollout(
         .ok_or_else(|| ApiError::not_found(format!("no rollout {id}")))
 }
 
+/// One rollout, with its manifest's hash.
+#[utoipa::path(get, path = "/v1/rollouts/{id}/summary", tag = "operators",
+    params(("id" = String, Path, description = "`channel@channelRef`")),
+    responses((status = 200, body = RolloutView), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn get_rollout(
     State(state): State<AppState>,
     caller: Caller,
     RolloutPath(id): RolloutPath,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RolloutView>> {
     caller.require(READERS)?;
     read(&state, move |snap| {
         let r = load_rollout(&snap, &id)?;
         let hosts = projections::read::hosts_of(&snap, &id).map_err(ApiError::internal)?;
-        let mut v = rollout_json(&r, &hosts);
-        v["manifestHash"] = json!(crate::auth::hex(&r.manifest_hash));
+        let mut v = rollout_view(&r, &hosts);
+        v.manifest_hash = Some(crate::auth::hex(&r.manifest_hash));
         Ok(Json(v))
     })
     .await
 }
 
+/// Who cleared a rollout, and why.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct ClearedBy {
+    operator: String,
+    reason: String,
+}
+
+/// A rollout's lifecycle.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Lifecycle {
+    rollout_id: String,
+    state: String,
+    opened_at: String,
+    superseded_at: Option<String>,
+    superseded_by: Option<String>,
+    terminal_at: Option<String>,
+    pruned_at: Option<String>,
+    cleared_by: Option<ClearedBy>,
+    /// Seq of its last `RolloutTransitioned` entry.
+    last_transition_seq: u64,
+}
+
+/// A rollout's state, when it was superseded (and by which), finished, pruned or cleared.
+#[utoipa::path(get, path = "/v1/rollouts/{id}/lifecycle", tag = "operators",
+    params(("id" = String, Path, description = "`channel@channelRef`")),
+    responses((status = 200, body = Lifecycle), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn lifecycle(
     State(state): State<AppState>,
     caller: Caller,
     RolloutPath(id): RolloutPath,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Lifecycle>> {
     caller.require(READERS)?;
     read(&state, move |snap| {
         let r = load_rollout(&snap, &id)?;
-        Ok(Json(json!({
-            "rolloutId": r.rollout_id.to_string(),
-            "state": format!("{:?}", r.state),
-            "openedAt": ts::format(r.opened_at),
-            "supersededAt": r.superseded_at.map(ts::format),
-            "supersededBy": r.superseded_by.as_ref().map(ToString::to_string),
-            "terminalAt": r.terminal_at.map(ts::format),
-            "prunedAt": r.pruned_at.map(ts::format),
-            "clearedBy": r.cleared_by.as_ref().map(|(op, why)| json!({"operator": op, "reason": why})),
-            "lastTransitionSeq": r.last_transition_seq,
-        })))
+        Ok(Json(Lifecycle {
+            rollout_id: r.rollout_id.to_string(),
+            state: format!("{:?}", r.state),
+            opened_at: ts::format(r.opened_at),
+            superseded_at: r.superseded_at.map(ts::format),
+            superseded_by: r.superseded_by.as_ref().map(ToString::to_string),
+            terminal_at: r.terminal_at.map(ts::format),
+            pruned_at: r.pruned_at.map(ts::format),
+            cleared_by: r.cleared_by.as_ref().map(|(op, why)| ClearedBy {
+                operator: op.clone(),
+                reason: why.clone(),
+            }),
+            last_transition_seq: r.last_transition_seq,
+        }))
     })
     .await
 }
 
+/// A host in a rollout.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct HostRow {
+    host: String,
+    channel: String,
+    wave: u32,
+    /// `Pending`, `Activating`, `Deferred`, `Soaking`, `Converged`, `Failed`, `Reverted`.
+    state: String,
+    target_closure_hash: String,
+    target_channel_ref: String,
+    dispatched_at: Option<String>,
+    /// `converged`, `failed` or `reverted` once there.
+    terminal_state: Option<String>,
+    terminal_at: Option<String>,
+    /// The last agent seq accepted.
+    last_event_seq: u64,
+    /// Seq of the entry that last changed the record.
+    updated_seq: u64,
+}
+
+/// `GET /v1/rollouts/{id}/hosts`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RolloutHosts {
+    rollout_id: String,
+    hosts: Vec<HostRow>,
+}
+
+/// A rollout's hosts, by wave then name.
+#[utoipa::path(get, path = "/v1/rollouts/{id}/hosts", tag = "operators",
+    params(("id" = String, Path, description = "`channel@channelRef`")),
+    responses((status = 200, body = RolloutHosts), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn rollout_hosts(
     State(state): State<AppState>,
     caller: Caller,
     RolloutPath(id): RolloutPath,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RolloutHosts>> {
+    use ledger::domain::HostState as S;
     caller.require(READERS)?;
     read(&state, move |snap| {
         load_rollout(&snap, &id)?;
         let mut hosts = projections::read::hosts_of(&snap, &id).map_err(ApiError::internal)?;
         hosts.sort_by(|a, b| (a.wave, &a.hostname).cmp(&(b.wave, &b.hostname)));
-        let rows: Vec<Value> = hosts
+        let hosts = hosts
             .iter()
             .map(|h| {
                 let terminal_at = match h.state {
-                    ledger::domain::HostState::Converged => h.converged_at,
-                    ledger::domain::HostState::Failed => h.failed_at,
-                    ledger::domain::HostState::Reverted => h.reverted_at,
+                    S::Converged => h.converged_at,
+                    S::Failed => h.failed_at,
+                    S::Reverted => h.reverted_at,
                     _ => None,
                 };
-                json!({
-                    "host": h.hostname,
-                    "channel": h.rollout_id.channel,
-                    "wave": h.wave,
-                    "state": format!("{:?}", h.state),
-                    "targetClosureHash": h.target_closure,
-                    "targetChannelRef": h.rollout_id.channel_ref,
-                    "dispatchedAt": h.dispatched_at.map(ts::format),
-                    "terminalState": matches!(h.state, ledger::domain::HostState::Converged | ledger::domain::HostState::Failed | ledger::domain::HostState::Reverted).then(|| format!("{:?}", h.state).to_lowercase()),
-                    "terminalAt": terminal_at.map(ts::format),
-                    "lastEventSeq": h.last_event_seq,
-                    "updatedSeq": h.updated_seq,
-                })
+                HostRow {
+                    host: h.hostname.clone(),
+                    channel: h.rollout_id.channel.clone(),
+                    wave: h.wave,
+                    state: format!("{:?}", h.state),
+                    target_closure_hash: h.target_closure.clone(),
+                    target_channel_ref: h.rollout_id.channel_ref.clone(),
+                    dispatched_at: h.dispatched_at.map(ts::format),
+                    terminal_state: matches!(h.state, S::Converged | S::Failed | S::Reverted)
+                        .then(|| format!("{:?}", h.state).to_lowercase()),
+                    terminal_at: terminal_at.map(ts::format),
+                    last_event_seq: h.last_event_seq,
+                    updated_seq: h.updated_seq,
+                }
             })
             .collect();
-        Ok(Json(json!({"rolloutId": id.to_string(), "hosts": rows})))
+        Ok(Json(RolloutHosts {
+            rollout_id: id.to_string(),
+            hosts,
+        }))
     })
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct EventsQuery {
+    /// Entries after this seq (the previous page's `nextAfter`).
     #[serde(default)]
     after: Option<u64>,
+    /// Events per page (1–10000, default 1000).
     #[serde(default)]
     limit: Option<usize>,
 }
@@ -166,12 +277,17 @@ pub fn entry_json(seq: u64, bytes: &[u8]) -> Value {
     }
 }
 
+/// A rollout's entries, decoded, a page at a time.
+#[utoipa::path(get, path = "/v1/rollouts/{id}/events", tag = "operators",
+    params(("id" = String, Path, description = "`channel@channelRef`"), EventsQuery),
+    responses((status = 200, body = RolloutEvents), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn rollout_events(
     State(state): State<AppState>,
     caller: Caller,
     RolloutPath(id): RolloutPath,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RolloutEvents>> {
     caller.require(READERS)?;
     let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
@@ -210,13 +326,25 @@ pub(super) async fn rollout_events(
         } else {
             Some(last)
         };
-        Ok(Json(json!({
-            "rolloutId": id.to_string(),
-            "events": events,
-            "nextAfter": next,
-        })))
+        Ok(Json(RolloutEvents {
+            rollout_id: id.to_string(),
+            events,
+            next_after: next,
+        }))
     })
     .await
+}
+
+/// An entry, decoded: `{seq, recordedAt, kind, rolloutId, host, payload}` (the payload is the
+/// event's fields, docs/FORMAT.md §3).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RolloutEvents {
+    rollout_id: String,
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<Value>,
+    /// The cursor for the next page; null at the end.
+    next_after: Option<u64>,
 }
 
 enum StopOr {
@@ -229,62 +357,121 @@ impl From<ledger::store::OpenError> for StopOr {
     }
 }
 
+/// A host's current gate block.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Deferral {
+    rollout_id: String,
+    host: String,
+    /// The gate that blocks it: `quarantine`, `channel-edges`,
+    /// `wave-promotion-host-unstaged`, `wave-promotion`, `host-edge`, `disruption-budget` or
+    /// `compliance-wave`.
+    gate: String,
+    reason: String,
+    since: String,
+    /// Seq of the `GateDecision` entry.
+    seq: u64,
+}
+
+/// `GET /v1/deferrals`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Deferrals {
+    deferrals: Vec<Deferral>,
+}
+
+/// The current gate block of every blocked host.
+#[utoipa::path(get, path = "/v1/deferrals", tag = "operators",
+    responses((status = 200, body = Deferrals), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn deferrals(
     State(state): State<AppState>,
     caller: Caller,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Deferrals>> {
     caller.require(READERS)?;
     read(&state, |snap| {
-        let rows: Vec<Value> = projections::read::deferrals(&snap)
+        let deferrals = projections::read::deferrals(&snap)
             .map_err(ApiError::internal)?
             .into_iter()
-            .map(|((r, h), d)| {
-                json!({
-                    "rolloutId": r.to_string(),
-                    "host": h,
-                    "gate": d.block.gate(),
-                    "reason": d.block.reason(),
-                    "since": ts::format(d.since),
-                    "seq": d.updated_seq,
-                })
+            .map(|((r, h), d)| Deferral {
+                rollout_id: r.to_string(),
+                host: h,
+                gate: d.block.gate().to_string(),
+                reason: d.block.reason(),
+                since: ts::format(d.since),
+                seq: d.updated_seq,
             })
             .collect();
-        Ok(Json(json!({ "deferrals": rows })))
+        Ok(Json(Deferrals { deferrals }))
     })
     .await
 }
 
+/// A quarantined closure.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Quarantined {
+    channel: String,
+    closure: String,
+    /// The rollout whose rollback quarantined it.
+    rollout_id: String,
+    host: String,
+    quarantined_at: String,
+    /// Seq of the `QuarantineAdded` entry.
+    seq: u64,
+}
+
+/// `GET /v1/quarantine`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct QuarantineList {
+    quarantine: Vec<Quarantined>,
+}
+
+/// Every quarantined closure.
+#[utoipa::path(get, path = "/v1/quarantine", tag = "operators",
+    responses((status = 200, body = QuarantineList), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn quarantine(
     State(state): State<AppState>,
     caller: Caller,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<QuarantineList>> {
     caller.require(READERS)?;
     read(&state, |snap| {
-        let rows: Vec<Value> = projections::read::quarantine(&snap)
+        let quarantine = projections::read::quarantine(&snap)
             .map_err(ApiError::internal)?
             .into_iter()
-            .map(|((c, closure), q)| {
-                json!({
-                    "channel": c,
-                    "closure": closure,
-                    "rolloutId": q.rollout_id.to_string(),
-                    "host": q.hostname,
-                    "quarantinedAt": ts::format(q.quarantined_at),
-                    "seq": q.created_seq,
-                })
+            .map(|((channel, closure), q)| Quarantined {
+                channel,
+                closure,
+                rollout_id: q.rollout_id.to_string(),
+                host: q.hostname,
+                quarantined_at: ts::format(q.quarantined_at),
+                seq: q.created_seq,
             })
             .collect();
-        Ok(Json(json!({ "quarantine": rows })))
+        Ok(Json(QuarantineList { quarantine }))
     })
     .await
 }
 
+/// An operator's input, recorded.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Recorded {
+    /// Seq of its entry.
+    seq: u64,
+}
+
+/// Clears a Failed or Reverted rollout (recorded with the operator and the reason).
+#[utoipa::path(post, path = "/v1/rollouts/{id}/clearance", tag = "operators",
+    params(("id" = String, Path, description = "`channel@channelRef`")),
+    request_body = wire::Clearance,
+    responses((status = 200, body = Recorded), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn clearance(
     State(state): State<AppState>,
     caller: Caller,
     RolloutPath(id): RolloutPath,
     body: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Recorded>> {
     let who = caller.require(&[Role::Operator])?.name.clone();
     let c: wire::Clearance = parse_body(body)?;
     if c.reason.trim().is_empty() {
@@ -303,16 +490,21 @@ pub(super) async fn clearance(
     )
     .await?
     {
-        Answer::Recorded { seq, .. } => Ok(Json(json!({ "seq": seq }))),
+        Answer::Recorded { seq, .. } => Ok(Json(Recorded { seq })),
         other => Err(unexpected(other)),
     }
 }
 
+/// Lifts a quarantined closure.
+#[utoipa::path(post, path = "/v1/quarantine/lift", tag = "operators",
+    request_body = wire::Lift,
+    responses((status = 200, body = Recorded), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn lift(
     State(state): State<AppState>,
     caller: Caller,
     body: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Recorded>> {
     let who = caller.require(&[Role::Operator])?.name.clone();
     let l: wire::Lift = parse_body(body)?;
     if l.reason.trim().is_empty() {
@@ -329,7 +521,7 @@ pub(super) async fn lift(
     )
     .await?
     {
-        Answer::Recorded { seq, .. } => Ok(Json(json!({ "seq": seq }))),
+        Answer::Recorded { seq, .. } => Ok(Json(Recorded { seq })),
         other => Err(unexpected(other)),
     }
 }

@@ -261,3 +261,40 @@ pub fn signature_bytes(sig: &[u8]) -> Result<Vec<u8>, &'static str> {
         .filter(|b| b.len() == 64)
         .ok_or("neither 64 raw bytes nor base64 of 64 bytes")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+
+    /// A P-256 signature made by another implementation (ring, BoringSSL's code) in the
+    /// fixed r‖s form CI's signer writes verifies with the key as a trust file holds it;
+    /// a changed message or signature does not.
+    #[test]
+    fn ecdsa_p256_signatures_from_another_implementation_verify() {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let signer =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                .unwrap();
+        // ring's public key is the SEC1 uncompressed point 0x04 ‖ X ‖ Y; a trust file holds
+        // base64 of X ‖ Y.
+        let point = signer.public_key().as_ref();
+        assert_eq!((point.len(), point[0]), (65, 4));
+        let public = base64::engine::general_purpose::STANDARD.encode(&point[1..]);
+        let key = CiKey::parse("ecdsa-p256", &public).unwrap().unwrap();
+        assert_eq!(key.public(), public);
+        let msg = br#"{"meta":{"signedAt":"2026-05-17T12:00:00Z"},"schemaVersion":1}"#;
+        for _ in 0..32 {
+            // ECDSA signatures are randomized: some have a high s, which must verify too.
+            let sig = signer.sign(&rng, msg).unwrap();
+            let sig = sig.as_ref();
+            assert_eq!(sig.len(), 64);
+            assert!(key.verifies(msg, sig));
+            assert!(!key.verifies(b"another message", sig));
+            let mut bad = sig.to_vec();
+            bad[10] ^= 1;
+            assert!(!key.verifies(msg, &bad));
+        }
+    }
+}

@@ -1,10 +1,11 @@
-//! Enrollment and renewal as a nixfleet v0.2 agent runs them (NIXFLEET-WIRE.md §5), over
-//! real HTTPS: the operator mints a bootstrap token with the org root key (its claims signed
-//! in their JCS form, written out here byte for byte, not by fleet-ledger's code), the agent
-//! posts it with a CSR of its SSH ed25519 host key, gets a certificate from the fleet CA,
-//! talks mTLS with it (CN `agent-<host>.<suffix>`), then renews with it. Each refusal has
-//! nixfleet's status; the two issuances are ledger entries that `replay --check` re-decides
-//! and the host's timeline shows.
+//! An agent's life as a nixfleet v0.2 agent runs it (NIXFLEET-WIRE.md §3–5), over real
+//! HTTPS: the operator mints a bootstrap token with the org root key (its claims signed in
+//! their JCS form, written out here byte for byte, not by fleet-ledger's code), the agent
+//! posts it with a CSR of its SSH ed25519 host key, gets a certificate from the fleet CA and
+//! from then on talks mTLS with it (CN `agent-<host>.<suffix>`): heartbeat, long poll,
+//! fetch and verify the rollout manifest, report through Converged, then renew. Each refusal
+//! has nixfleet's status; the two issuances are ledger entries that `replay --check`
+//! re-decides and the host's timeline shows.
 
 mod tls;
 
@@ -18,9 +19,10 @@ use fleet_ledger_demo::Setup;
 use rcgen::{CertificateParams, DnType, KeyPair};
 use serde_json::{Value, json};
 use sha2::Digest as _;
-use tls::{Pki, request_with, write};
+use tls::{Pki, request_raw, request_with, write};
 
-const HOST: &str = "web-0002";
+/// A canary host of the demo fleet (its rollout soaks 0 minutes).
+const HOST: &str = "web-0001";
 const SUFFIX: &str = "agents.test";
 
 fn b64(bytes: &[u8]) -> String {
@@ -97,7 +99,7 @@ fn cn_of(pem: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_agent_enrolls_with_a_bootstrap_token_talks_mtls_and_renews() {
+async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup::create(dir.path(), None, 5).unwrap();
     // The fleet CA is a P-256 file key (as nixfleet's); the server's certificate comes from
@@ -291,6 +293,91 @@ async fn an_agent_enrolls_with_a_bootstrap_token_talks_mtls_and_renews() {
     .await
     .unwrap();
     assert_eq!(s, 200, "{v}");
+
+    // CI's canary rollout; the agent works through it over mTLS, as nixfleet's does.
+    let rollout = "canary@c0ffee01";
+    let target = "/nix/store/c-canary";
+    let doc = setup
+        .rollout_doc("canary", "c0ffee01", target, &setup.at(0))
+        .unwrap();
+    let mut doc = doc;
+    let (_, fleet_hash) = setup.sign(&fleet).unwrap();
+    doc["fleet_resolved_hash"] = json!(fleet_hash);
+    let (signed, _) = setup.sign(&doc).unwrap();
+    let (s, v) = request_with(
+        addr,
+        &server_ca_pem,
+        None,
+        "POST",
+        &format!("/v1/manifests/rollouts/{rollout}"),
+        Some(&setup.tokens.ci),
+        &[],
+        Some(signed),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let agent = |method: &'static str, path: String, body: Option<Value>| {
+        let (ca, id) = (server_ca_pem.clone(), identity.clone());
+        async move {
+            request_raw(addr, &ca, Some(&id), method, &path, None, &[], body)
+                .await
+                .unwrap()
+        }
+    };
+    let (s, d) = agent("GET", "/v1/agent/dispatch?wait=10".into(), None).await;
+    assert_eq!(s, 200);
+    let d: Value = serde_json::from_slice(&d).unwrap();
+    assert_eq!(
+        (d["rollout_id"].as_str(), d["target_closure"].as_str()),
+        (Some(rollout), Some(target))
+    );
+    // Before activating, the agent fetches the manifest and its raw signature and verifies
+    // them with CI's key.
+    let (s, bytes) = agent("GET", format!("/v1/rollouts/{rollout}"), None).await;
+    assert_eq!(s, 200);
+    let (s, sig) = agent("GET", format!("/v1/rollouts/{rollout}/sig"), None).await;
+    assert_eq!(s, 200);
+    let ci = ed25519_dalek::VerifyingKey::from_bytes(&setup.ci.public().bytes()).unwrap();
+    ci.verify_strict(&bytes, &ed25519_dalek::Signature::from_slice(&sig).unwrap())
+        .expect("the served manifest verifies with CI's key");
+    let at = || fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+    let events = [
+        json!({"kind": "DispatchAck", "currentClosureAtDispatch": target, "receivedAt": at()}),
+        json!({"kind": "ActivationStarted", "startedAt": at(), "switchMethod": "switch-to-configuration"}),
+        json!({"kind": "ActivationCompleted", "observedCurrentClosure": target, "exitCode": 0, "completedAt": at()}),
+        json!({"kind": "ProbeTopologyDeclared", "probes": [{"probeName": "evidence-nis2-essential", "kind": "evidence", "mode": "enforce"}], "declaredAt": at()}),
+        json!({"kind": "ProbeResult", "probeName": "evidence-nis2-essential", "mode": "enforce", "status": "pass", "observedAt": at()}),
+        json!({"kind": "Converged", "convergedAt": at(), "currentClosure": target}),
+    ];
+    for (i, mut event) in events.into_iter().enumerate() {
+        event["seq"] = json!(i + 1);
+        let body = json!({"hostname": HOST, "rolloutId": rollout, "event": event});
+        let (s, v) = agent("POST", "/v1/agent/events".into(), Some(body)).await;
+        let v: Value = serde_json::from_slice(&v).unwrap();
+        assert_eq!(s, 200, "{v}");
+        assert!(v.get("refused").is_none(), "event {}: {v}", i + 1);
+    }
+    let (s, v) = request_with(
+        addr,
+        &server_ca_pem,
+        None,
+        "GET",
+        &format!("/v1/rollouts/{rollout}/hosts"),
+        Some(&setup.tokens.operator),
+        &[],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let me = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == HOST)
+        .unwrap();
+    assert_eq!(me["state"], "Converged", "{v}");
 
     // Renewal: the same CSR over mTLS; a bearer token cannot renew.
     let renew_body = json!({"csrPem": csr(HOST, &host_key)});

@@ -83,6 +83,26 @@ pub async fn request_with(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> Result<(u16, Value), String> {
+    let (status, bytes) =
+        request_raw(addr, ca_pem, client, method, path, token, headers, body).await?;
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+/// [`request_with`], answering the body's bytes.
+#[allow(clippy::too_many_arguments)]
+pub async fn request_raw(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    client: Option<&(String, String)>,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Result<(u16, Vec<u8>), String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
@@ -130,8 +150,5 @@ pub async fn request_with(
         .map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
+    Ok((status, bytes.to_vec()))
 }

@@ -98,6 +98,79 @@ fn cn_of(pem: &str) -> String {
         .to_string()
 }
 
+/// Runs `fixtures/independent/tls_client_auth.py` (Python's ssl, i.e. OpenSSL) as a TLS
+/// server that requires a client certificate from `client_ca`, connects to it presenting
+/// `client`, and answers the CN and SANs OpenSSL verified.
+async fn openssl_accepts(
+    dir: &std::path::Path,
+    server: &(String, String),
+    server_ca_pem: &str,
+    client_ca: &str,
+    client: &(String, String),
+) -> (String, Vec<String>) {
+    use std::io::BufRead as _;
+    use tokio::io::AsyncReadExt as _;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/independent/tls_client_auth.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(write(dir, "openssl-server.pem", &server.0))
+        .arg(write(dir, "openssl-server.key", &server.1))
+        .arg(write(dir, "openssl-client-ca.pem", client_ca))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(server_ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        rustls::pki_types::CertificateDer::pem_slice_iter(client.0.as_bytes())
+            .map(Result::unwrap)
+            .collect(),
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(client.1.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let mut ok = Vec::new();
+    let _ = tls.read_to_end(&mut ok).await;
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert!(child.wait().unwrap().success(), "OpenSSL refused: {line}");
+    assert_eq!(ok, b"ok\n");
+    let v: Value = serde_json::from_str(&line).unwrap();
+    (
+        v["cn"].as_str().unwrap().to_string(),
+        v["san"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
     let dir = tempfile::tempdir().unwrap();
@@ -429,6 +502,17 @@ async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
     .unwrap();
     assert_eq!(s, 200, "{v}");
     let renewed = v["certPem"].as_str().unwrap().to_string();
+    // OpenSSL, as a TLS server requiring the fleet CA's client certificates, accepts it.
+    let (cn, san) = openssl_accepts(
+        dir.path(),
+        &(server_cert.clone(), server_key.clone()),
+        &server_ca_pem,
+        &fleet_ca.ca.pem(),
+        &(renewed.clone(), host_key.serialize_pem()),
+    )
+    .await;
+    assert_eq!(cn, format!("agent-{HOST}.{SUFFIX}"));
+    assert_eq!(san, vec![cn.clone()]);
     assert_eq!(cn_of(&renewed), format!("agent-{HOST}.{SUFFIX}"));
     assert_ne!(serial_of(&renewed), first_serial, "a new serial");
     let (s, v) = request_with(

@@ -414,6 +414,21 @@ async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
     let ci = ed25519_dalek::VerifyingKey::from_bytes(&setup.ci.public().bytes()).unwrap();
     ci.verify_strict(&bytes, &ed25519_dalek::Signature::from_slice(&sig).unwrap())
         .expect("the served manifest verifies with CI's key");
+    // And the fleet it was built against, whose hash it names.
+    let (s, fleet_bytes) = agent("GET", "/v1/fleet.resolved".into(), None).await;
+    assert_eq!(s, 200);
+    let (s, fleet_sig) = agent("GET", "/v1/fleet.resolved/sig".into(), None).await;
+    assert_eq!(s, 200);
+    ci.verify_strict(
+        &fleet_bytes,
+        &ed25519_dalek::Signature::from_slice(&fleet_sig).unwrap(),
+    )
+    .expect("the served fleet verifies with CI's key");
+    let named: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        named["fleet_resolved_hash"].as_str().unwrap(),
+        fleet_ledger::auth::hex(&sha2::Sha256::digest(&fleet_bytes))
+    );
     let at = || fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
     let events = [
         json!({"kind": "DispatchAck", "currentClosureAtDispatch": target, "receivedAt": at()}),

@@ -4,8 +4,9 @@
 //!   100, 1000, against raw redb inserts of the same entry bytes at the same batch sizes, with
 //!   redb's default one-phase commit and with the two-phase commit the ledger uses.
 //! * `verify/*`: full verification of a 1M-entry log (one checkpoint per 1000-entry batch),
-//!   from the store and from a bundle in memory; blake3 alone over the same entries as the
-//!   ceiling.
+//!   from the store and from a bundle in memory, in format version 2 (SHA-256 tree) and 1
+//!   (blake3 tree, the format before) built from the same batches; blake3 alone and blake3
+//!   plus SHA-256 over the same entries as ceilings.
 //! * `proof/*`: inclusion and consistency proof generation and verification on that log.
 //!
 //! `FLEET_BENCH_ENTRIES` shrinks the large log for a quick run (default 1,000,000).
@@ -49,7 +50,14 @@ fn append(c: &mut Criterion) {
         let bytes: Vec<Vec<u8>> = (0..batch as u64)
             .map(|i| {
                 let e = entry_event(i);
-                entry::encode(i, T0, e.kind(), &Hash::ZERO, &e.encode_payload())
+                entry::encode(
+                    entry::FORMAT_VERSION,
+                    i,
+                    T0,
+                    e.kind(),
+                    &Hash::ZERO,
+                    &e.encode_payload(),
+                )
             })
             .collect();
         for two_phase in [false, true] {
@@ -88,26 +96,40 @@ fn large_entries() -> u64 {
         .unwrap_or(1_000_000)
 }
 
+/// A log of `n` entries in format `version`, one checkpoint per 1000-entry batch.
+fn large_log(dir: &std::path::Path, n: u64, version: u8) -> std::path::PathBuf {
+    let path = dir.join(format!("large-v{version}.redb"));
+    let mut store = Store::create_versioned(
+        &path,
+        "bench.example/log",
+        fixtures::genesis_signer(),
+        T0,
+        version,
+    )
+    .expect("create");
+    while store.size() < n {
+        let k = (n - store.size()).min(1000) as usize;
+        store
+            .append(&make_batch(store.size(), k, T0))
+            .expect("append");
+    }
+    path
+}
+
 fn verify_and_proofs(c: &mut Criterion) {
     let dir = bench_dir();
-    let path = dir.path().join("large.redb");
     let n = large_entries();
-    {
-        let mut store = Store::create(&path, "bench.example/log", fixtures::genesis_signer(), T0)
-            .expect("create");
-        while store.size() < n {
-            let k = (n - store.size()).min(1000) as usize;
-            store
-                .append(&make_batch(store.size(), k, T0))
-                .expect("append");
-        }
-    }
+    let v1 = ReadOnlyStore::open(&large_log(dir.path(), n, 1)).expect("open");
+    let v1 = v1.snapshot().expect("snapshot");
+    let path = large_log(dir.path(), n, entry::FORMAT_VERSION);
     let ro = ReadOnlyStore::open(&path).expect("open");
     let snap = ro.snapshot().expect("snapshot");
     let size = snap.size();
     let key = fixtures::genesis_signer().public().clone();
     let mut bundle = Vec::new();
     snap.export(&mut bundle, |_| {}).expect("export");
+    let mut bundle_v1 = Vec::new();
+    v1.export(&mut bundle_v1, |_| {}).expect("export");
 
     let mut g = c.benchmark_group("verify");
     g.sample_size(10).measurement_time(Duration::from_secs(15));
@@ -115,9 +137,16 @@ fn verify_and_proofs(c: &mut Criterion) {
     g.bench_function("store", |b| {
         b.iter(|| snap.verify(&key, |_| {}).expect("verify"))
     });
+    g.bench_function("store_v1", |b| {
+        b.iter(|| v1.verify(&key, |_| {}).expect("verify"))
+    });
     g.bench_function("bundle", |b| {
         b.iter(|| verify_bundle(bundle.as_slice(), &key, |_| {}).expect("verify"))
     });
+    g.bench_function("bundle_v1", |b| {
+        b.iter(|| verify_bundle(bundle_v1.as_slice(), &key, |_| {}).expect("verify"))
+    });
+    drop(bundle_v1);
     let mut raw = Vec::with_capacity(size as usize);
     snap.for_each_entry(.., |_, bytes| {
         raw.push(bytes.to_vec());
@@ -128,6 +157,15 @@ fn verify_and_proofs(c: &mut Criterion) {
         b.iter(|| {
             for e in &raw {
                 black_box(ledger::hash::leaf_hash(e));
+            }
+        })
+    });
+    g.bench_function("blake3_and_sha256", |b| {
+        let tree = ledger::hash::TreeHash::Sha256;
+        b.iter(|| {
+            for e in &raw {
+                black_box(ledger::hash::leaf_hash(e));
+                black_box(tree.leaf(e));
             }
         })
     });

@@ -66,7 +66,14 @@ fn main() {
     for i in 0..rounds as u64 {
         let batch = make_batch(i, 1, T0);
         let e = entry_event(i);
-        let bytes = entry::encode(i, T0, e.kind(), &Hash::ZERO, &e.encode_payload());
+        let bytes = entry::encode(
+            entry::FORMAT_VERSION,
+            i,
+            T0,
+            e.kind(),
+            &Hash::ZERO,
+            &e.encode_payload(),
+        );
         // Rotate which goes first, so none always follows the same neighbour.
         for k in 0..4 {
             match (i as usize + k) % 4 {

@@ -9,6 +9,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             // A decoded event re-encodes to a payload that decodes to the same event.
             let payload = event.encode_payload();
             let again = ledger::entry::encode(
+                entry.header.version,
                 entry.header.seq,
                 entry.header.recorded_at_us,
                 event.kind(),

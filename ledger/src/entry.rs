@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! offset size  field
-//!      0    1  format version (1)
+//!      0    1  format version (1 or 2: which hash the log's Merkle tree uses)
 //!      1    8  seq, u64 big-endian (0 for the genesis entry, then +1 each)
 //!      9    8  recorded_at_us, i64 big-endian: CP time, µs since the Unix epoch
 //!     17    2  kind, u16 big-endian
@@ -11,16 +11,20 @@
 //!     55    n  payload: bincode of the kind's struct
 //! ```
 //!
-//! The entry hash is [`leaf_hash`] over exactly these bytes. Readers hash what is stored and
-//! never re-encode: an entry's identity is its bytes.
+//! The entry hash is [`leaf_hash`] over exactly these bytes; the Merkle leaf hash is the
+//! log's [`TreeHash`] leaf over the same bytes. Readers hash what is stored and never
+//! re-encode: an entry's identity is its bytes. Every entry of a log has the version of its
+//! genesis entry.
 
 use thiserror::Error;
 
 use crate::event::{DecodeError, Event, Kind};
-use crate::hash::{HASH_BYTES, Hash, leaf_hash};
+use crate::hash::{HASH_BYTES, Hash, TreeHash, leaf_hash};
 
-/// The only entry format version so far.
-pub const FORMAT_VERSION: u8 = 1;
+/// The format version new logs are written in (2: an RFC 6962 SHA-256 tree).
+pub const FORMAT_VERSION: u8 = 2;
+/// Every format version this build reads.
+pub const FORMAT_VERSIONS: [u8; 2] = [1, 2];
 /// Size of the fixed header.
 pub const HEADER_BYTES: usize = 55;
 /// Largest payload an entry may carry (16 MiB): big enough for a signed fleet manifest of a
@@ -30,6 +34,8 @@ pub const PAYLOAD_BYTES_MAX: usize = 16 << 20;
 /// The decoded fixed header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// Format version.
+    pub version: u8,
     /// Position in the log.
     pub seq: u64,
     /// CP time when the entry was appended, µs since the Unix epoch.
@@ -52,9 +58,7 @@ pub enum EntryFormatError {
         len: usize,
     },
     /// A format version this build does not read.
-    #[error(
-        "entry format version {0} is not supported (this build reads version {FORMAT_VERSION})"
-    )]
+    #[error("entry format version {0} is not supported (this build reads versions 1 and 2)")]
     UnsupportedVersion(u8),
     /// The header's payload length disagrees with the bytes present.
     #[error("header states a {stated}-byte payload but {actual} bytes follow the header")]
@@ -69,9 +73,11 @@ pub enum EntryFormatError {
     PayloadTooLarge(usize),
 }
 
-/// Encodes an entry. Panics only on a payload over [`PAYLOAD_BYTES_MAX`], which callers check
-/// first (the store refuses such events with an error).
+/// Encodes an entry of format `version`. Panics only on a payload over
+/// [`PAYLOAD_BYTES_MAX`], which callers check first (the store refuses such events with an
+/// error), or on a version this build does not write.
 pub fn encode(
+    version: u8,
     seq: u64,
     recorded_at_us: i64,
     kind: Kind,
@@ -79,8 +85,9 @@ pub fn encode(
     payload: &[u8],
 ) -> Vec<u8> {
     assert!(payload.len() <= PAYLOAD_BYTES_MAX, "payload over the limit");
+    assert!(FORMAT_VERSIONS.contains(&version), "unknown format version");
     let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
-    out.push(FORMAT_VERSION);
+    out.push(version);
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(&recorded_at_us.to_be_bytes());
     out.extend_from_slice(&kind.0.to_be_bytes());
@@ -107,8 +114,9 @@ impl<'a> EntryRef<'a> {
         if bytes.len() < HEADER_BYTES {
             return Err(EntryFormatError::TooShort { len: bytes.len() });
         }
-        if bytes[0] != FORMAT_VERSION {
-            return Err(EntryFormatError::UnsupportedVersion(bytes[0]));
+        let version = bytes[0];
+        if !FORMAT_VERSIONS.contains(&version) {
+            return Err(EntryFormatError::UnsupportedVersion(version));
         }
         let u64_at = |o: usize| u64::from_be_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
         let seq = u64_at(1);
@@ -128,6 +136,7 @@ impl<'a> EntryRef<'a> {
         }
         Ok(EntryRef {
             header: Header {
+                version,
                 seq,
                 recorded_at_us,
                 kind,
@@ -139,9 +148,19 @@ impl<'a> EntryRef<'a> {
         })
     }
 
-    /// The entry hash (= Merkle leaf hash) of the stored bytes.
+    /// The entry hash of the stored bytes (what the next entry's `prev_hash` names).
     pub fn hash(&self) -> Hash {
         leaf_hash(self.bytes)
+    }
+
+    /// The hash function of its log's Merkle tree.
+    pub fn tree(&self) -> TreeHash {
+        TreeHash::of_version(self.header.version).expect("parse checked the version")
+    }
+
+    /// Its Merkle leaf hash.
+    pub fn leaf(&self) -> Hash {
+        self.tree().leaf(self.bytes)
     }
 
     /// Decodes the payload.
@@ -158,6 +177,7 @@ mod tests {
     #[test]
     fn golden_entry_bytes_and_hash() {
         let bytes = encode(
+            1,
             1,
             1_700_000_000_000_000,
             Kind(3),
@@ -185,16 +205,16 @@ mod tests {
 
     #[test]
     fn malformed_entries_are_refused() {
-        let good = encode(0, 0, Kind(1), &Hash::ZERO, b"xyz");
+        let good = encode(1, 0, 0, Kind(1), &Hash::ZERO, b"xyz");
         assert_eq!(
             EntryRef::parse(&good[..10]).unwrap_err(),
             EntryFormatError::TooShort { len: 10 }
         );
-        let mut v2 = good.clone();
-        v2[0] = 2;
+        let mut v3 = good.clone();
+        v3[0] = 3;
         assert_eq!(
-            EntryRef::parse(&v2).unwrap_err(),
-            EntryFormatError::UnsupportedVersion(2)
+            EntryRef::parse(&v3).unwrap_err(),
+            EntryFormatError::UnsupportedVersion(3)
         );
         let mut short = good.clone();
         short.pop();

@@ -1,8 +1,14 @@
-//! The one hash of the format: blake3, 32 bytes, with RFC 9162's leaf/node domain separation.
+//! The format's hashes, 32 bytes each, with RFC 6962's leaf/node domain separation.
 //!
-//! An entry's hash *is* its Merkle leaf hash: `blake3(0x00 || stored entry bytes)`. Interior
-//! tree nodes are `blake3(0x01 || left || right)`. The distinct one-byte prefixes keep a leaf
-//! from ever being read as a node (the second-preimage attack on Merkle trees).
+//! - The **entry hash**, which chains entries (`prev_hash`) and which checkpoints name as
+//!   their head, is `blake3(0x00 || stored entry bytes)` in every format version.
+//! - The **Merkle tree** hashes with the function its log's format version fixes
+//!   ([`TreeHash`]): version 1 with blake3 (its leaf hash *is* the entry hash), version 2 with
+//!   SHA-256 exactly as RFC 6962 §2.1 (leaf `SHA-256(0x00 || entry bytes)`, node
+//!   `SHA-256(0x01 || left || right)`), so standard transparency-log tools can check it.
+//!
+//! The distinct one-byte prefixes keep a leaf from ever being read as a node (the
+//! second-preimage attack on Merkle trees).
 
 use std::fmt;
 
@@ -79,4 +85,73 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 /// Root of the empty tree: `blake3("")` (RFC 9162: MTH({}) = HASH()).
 pub fn empty_root() -> Hash {
     Hash(*blake3::hash(&[]).as_bytes())
+}
+
+/// The Merkle tree's hash function, fixed by the log's format version (the version byte of
+/// its entries, docs/FORMAT.md §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TreeHash {
+    /// Format version 1: blake3, the leaf hash being the entry hash.
+    Blake3,
+    /// Format version 2: SHA-256 as RFC 6962 §2.1 (and C2SP tlog-tiles) hash.
+    Sha256,
+}
+
+impl TreeHash {
+    /// The tree hash of an entry format version, if it is one this build reads.
+    pub fn of_version(version: u8) -> Option<TreeHash> {
+        match version {
+            1 => Some(TreeHash::Blake3),
+            2 => Some(TreeHash::Sha256),
+            _ => None,
+        }
+    }
+
+    /// The entry format version that uses this tree hash.
+    pub fn version(self) -> u8 {
+        match self {
+            TreeHash::Blake3 => 1,
+            TreeHash::Sha256 => 2,
+        }
+    }
+
+    /// Leaf hash of a stored entry.
+    pub fn leaf(self, entry_bytes: &[u8]) -> Hash {
+        match self {
+            TreeHash::Blake3 => leaf_hash(entry_bytes),
+            TreeHash::Sha256 => {
+                use sha2::Digest as _;
+                let mut h = sha2::Sha256::new();
+                h.update([LEAF_PREFIX]);
+                h.update(entry_bytes);
+                Hash(h.finalize().into())
+            }
+        }
+    }
+
+    /// Interior node hash.
+    pub fn node(self, left: &Hash, right: &Hash) -> Hash {
+        match self {
+            TreeHash::Blake3 => node_hash(left, right),
+            TreeHash::Sha256 => {
+                use sha2::Digest as _;
+                let mut buf = [0u8; 1 + 2 * HASH_BYTES];
+                buf[0] = NODE_PREFIX;
+                buf[1..33].copy_from_slice(&left.0);
+                buf[33..].copy_from_slice(&right.0);
+                Hash(sha2::Sha256::digest(buf).into())
+            }
+        }
+    }
+
+    /// Root of the empty tree: the hash of the empty string.
+    pub fn empty(self) -> Hash {
+        match self {
+            TreeHash::Blake3 => empty_root(),
+            TreeHash::Sha256 => {
+                use sha2::Digest as _;
+                Hash(sha2::Sha256::digest([]).into())
+            }
+        }
+    }
 }

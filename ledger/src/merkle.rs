@@ -1,4 +1,6 @@
-//! The Merkle tree over entry hashes, with the structure and algorithms of RFC 9162 §2.1.
+//! The Merkle tree over a log's entries, with the structure and algorithms of RFC 9162 §2.1,
+//! hashed with the log's [`TreeHash`] (blake3 for format version 1, SHA-256 as RFC 6962 for
+//! version 2).
 //!
 //! Storage is by *perfect subtrees*: the node at `(level, index)` is the root of the subtree
 //! over leaves `[index·2^level, (index+1)·2^level)`. A tree of any size is a right fold of the
@@ -8,24 +10,34 @@
 
 use thiserror::Error;
 
-use crate::hash::{Hash, empty_root, node_hash};
+use crate::hash::{Hash, TreeHash};
 
 /// Longest proof any tree of `u64` size can need. Anything longer is rejected before hashing.
 pub const PROOF_HASHES_MAX: usize = 64;
 
 /// The right edge of a tree: the roots of the perfect subtrees of its binary decomposition,
 /// largest (leftmost) first. Enough to append and to compute the root, in O(log n) memory.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frontier {
+    tree: TreeHash,
     size: u64,
     /// `(level, hash)`, strictly decreasing levels.
     nodes: Vec<(u8, Hash)>,
 }
 
 impl Frontier {
-    /// The empty tree.
-    pub fn new() -> Frontier {
-        Frontier::default()
+    /// The empty tree hashed with `tree`.
+    pub fn new(tree: TreeHash) -> Frontier {
+        Frontier {
+            tree,
+            size: 0,
+            nodes: Vec::new(),
+        }
+    }
+
+    /// The tree's hash function.
+    pub fn tree(&self) -> TreeHash {
+        self.tree
     }
 
     /// Rebuilds the frontier of a tree of `size` leaves from its perfect subtrees.
@@ -41,7 +53,11 @@ impl Frontier {
                 start += 1u64 << level;
             }
         }
-        Ok(Frontier { size, nodes })
+        Ok(Frontier {
+            tree: source.tree(),
+            size,
+            nodes,
+        })
     }
 
     /// Number of leaves.
@@ -60,7 +76,7 @@ impl Frontier {
                 break;
             }
             self.nodes.pop();
-            hash = node_hash(&top, &hash);
+            hash = self.tree.node(&top, &hash);
             level += 1;
             index >>= 1;
             completed(level, index, &hash);
@@ -73,42 +89,61 @@ impl Frontier {
     pub fn root(&self) -> Hash {
         let mut iter = self.nodes.iter().rev();
         let Some(&(_, mut acc)) = iter.next() else {
-            return empty_root();
+            return self.tree.empty();
         };
         for (_, left) in iter {
-            acc = node_hash(left, &acc);
+            acc = self.tree.node(left, &acc);
         }
         acc
     }
 }
 
-/// Supplies the hash of the perfect subtree `(level, index)`; level 0 is a leaf (entry) hash.
+/// Supplies the hash of the perfect subtree `(level, index)`; level 0 is a leaf hash.
 pub trait NodeSource {
     /// Read failure.
     type Error;
+    /// The tree's hash function.
+    fn tree(&self) -> TreeHash;
     /// Root of leaves `[index·2^level, (index+1)·2^level)`. Callers only ask for subtrees that
     /// lie wholly inside the tree.
     fn perfect(&self, level: u8, index: u64) -> Result<Hash, Self::Error>;
 }
 
 /// Leaf hashes in memory: the reference model for tests and for small in-memory trees.
-impl NodeSource for [Hash] {
+#[derive(Clone, Copy, Debug)]
+pub struct Leaves<'a> {
+    /// The tree's hash function.
+    pub tree: TreeHash,
+    /// The leaf hashes.
+    pub leaves: &'a [Hash],
+}
+
+impl NodeSource for Leaves<'_> {
     type Error = std::convert::Infallible;
+    fn tree(&self) -> TreeHash {
+        self.tree
+    }
     fn perfect(&self, level: u8, index: u64) -> Result<Hash, Self::Error> {
         let width = 1usize << level;
         let start = index as usize * width;
-        Ok(reference_root(&self[start..start + width]))
+        Ok(reference_root(
+            self.tree,
+            &self.leaves[start..start + width],
+        ))
     }
 }
 
 /// RFC 9162 MTH computed naively over all leaves. O(n): a reference for tests.
-pub fn reference_root(leaves: &[Hash]) -> Hash {
+pub fn reference_root(tree: TreeHash, leaves: &[Hash]) -> Hash {
     match leaves.len() {
-        0 => empty_root(),
+        0 => tree.empty(),
         1 => leaves[0],
         n => {
             let k = split(n as u64) as usize;
-            node_hash(&reference_root(&leaves[..k]), &reference_root(&leaves[k..]))
+            tree.node(
+                &reference_root(tree, &leaves[..k]),
+                &reference_root(tree, &leaves[k..]),
+            )
         }
     }
 }
@@ -131,13 +166,13 @@ fn subtree<S: NodeSource + ?Sized>(src: &S, start: u64, end: u64) -> Result<Hash
     let k = split(width);
     let left = subtree(src, start, start + k)?;
     let right = subtree(src, start + k, end)?;
-    Ok(node_hash(&left, &right))
+    Ok(src.tree().node(&left, &right))
 }
 
 /// Root of the first `size` leaves.
 pub fn root<S: NodeSource + ?Sized>(src: &S, size: u64) -> Result<Hash, S::Error> {
     if size == 0 {
-        return Ok(empty_root());
+        return Ok(src.tree().empty());
     }
     subtree(src, 0, size)
 }
@@ -278,6 +313,7 @@ fn inclusion_len(index: u64, size: u64) -> usize {
 
 /// RFC 9162 §2.1.3.2: verifies that `leaf` is at `index` in the tree of `size` with `root`.
 pub fn verify_inclusion(
+    tree: TreeHash,
     index: u64,
     size: u64,
     leaf: &Hash,
@@ -310,7 +346,7 @@ pub fn verify_inclusion(
             });
         }
         if fn_ & 1 == 1 || fn_ == sn {
-            r = node_hash(p, &r);
+            r = tree.node(p, &r);
             if fn_ & 1 == 0 {
                 while fn_ & 1 == 0 && fn_ != 0 {
                     fn_ >>= 1;
@@ -318,7 +354,7 @@ pub fn verify_inclusion(
                 }
             }
         } else {
-            r = node_hash(&r, p);
+            r = tree.node(&r, p);
         }
         fn_ >>= 1;
         sn >>= 1;
@@ -390,6 +426,7 @@ fn consistency_len(from: u64, to: u64) -> usize {
 
 /// RFC 9162 §2.1.4.2: verifies that the tree (`to`, `new_root`) extends (`from`, `old_root`).
 pub fn verify_consistency(
+    tree: TreeHash,
     from: u64,
     to: u64,
     old_root: &Hash,
@@ -440,8 +477,8 @@ pub fn verify_consistency(
             return Err(ConsistencyError::NewRootMismatch);
         }
         if fn_ & 1 == 1 || fn_ == sn {
-            fr = node_hash(c, &fr);
-            sr = node_hash(c, &sr);
+            fr = tree.node(c, &fr);
+            sr = tree.node(c, &sr);
             if fn_ & 1 == 0 {
                 while fn_ & 1 == 0 && fn_ != 0 {
                     fn_ >>= 1;
@@ -449,7 +486,7 @@ pub fn verify_consistency(
                 }
             }
         } else {
-            sr = node_hash(&sr, c);
+            sr = tree.node(&sr, c);
         }
         fn_ >>= 1;
         sn >>= 1;
@@ -469,124 +506,186 @@ mod tests {
     use crate::hash::leaf_hash;
     use proptest::prelude::*;
 
-    fn leaves(n: u64) -> Vec<Hash> {
-        (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect()
+    const TREES: [TreeHash; 2] = [TreeHash::Blake3, TreeHash::Sha256];
+
+    fn leaves(tree: TreeHash, n: u64) -> Vec<Hash> {
+        (0..n).map(|i| tree.leaf(&i.to_be_bytes())).collect()
+    }
+
+    fn src(tree: TreeHash, leaves: &[Hash]) -> Leaves<'_> {
+        Leaves { tree, leaves }
     }
 
     #[test]
     fn frontier_root_matches_reference_for_every_size_up_to_300() {
-        let all = leaves(300);
-        let mut f = Frontier::new();
-        assert_eq!(f.root(), reference_root(&[]));
-        for (i, leaf) in all.iter().enumerate() {
-            f.push(*leaf, |_, _, _| {});
-            assert_eq!(f.root(), reference_root(&all[..=i]), "size {}", i + 1);
-            assert_eq!(
-                Frontier::from_source(all.as_slice(), i as u64 + 1).unwrap(),
-                f
-            );
+        for tree in TREES {
+            let all = leaves(tree, 300);
+            let mut f = Frontier::new(tree);
+            assert_eq!(f.root(), reference_root(tree, &[]));
+            for (i, leaf) in all.iter().enumerate() {
+                f.push(*leaf, |_, _, _| {});
+                assert_eq!(f.root(), reference_root(tree, &all[..=i]), "size {}", i + 1);
+                assert_eq!(
+                    Frontier::from_source(&src(tree, &all), i as u64 + 1).unwrap(),
+                    f
+                );
+            }
         }
     }
 
     #[test]
     fn completed_nodes_are_the_perfect_subtrees() {
-        let all = leaves(64);
-        let mut f = Frontier::new();
-        let mut seen = Vec::new();
-        for leaf in &all {
-            f.push(*leaf, |l, i, h| seen.push((l, i, *h)));
-        }
-        // 32 + 16 + 8 + 4 + 2 + 1 interior perfect subtrees.
-        assert_eq!(seen.len(), 63);
-        for (l, i, h) in seen {
-            assert_eq!(all.as_slice().perfect(l, i).unwrap(), h);
+        for tree in TREES {
+            let all = leaves(tree, 64);
+            let mut f = Frontier::new(tree);
+            let mut seen = Vec::new();
+            for leaf in &all {
+                f.push(*leaf, |l, i, h| seen.push((l, i, *h)));
+            }
+            // 32 + 16 + 8 + 4 + 2 + 1 interior perfect subtrees.
+            assert_eq!(seen.len(), 63);
+            for (l, i, h) in seen {
+                assert_eq!(src(tree, &all).perfect(l, i).unwrap(), h);
+            }
         }
     }
 
     #[test]
     fn every_inclusion_and_consistency_proof_verifies_up_to_70() {
-        let all = leaves(70);
-        let src = all.as_slice();
-        for n in 1..=70u64 {
-            let root_n = reference_root(&all[..n as usize]);
-            for i in 0..n {
-                let p = inclusion_proof(src, i, n).unwrap().unwrap();
-                assert_eq!(p.len(), inclusion_len(i, n));
-                verify_inclusion(i, n, &all[i as usize], &p, &root_n).unwrap();
-                // The wrong leaf must fail.
-                let other = all[((i + 1) % n) as usize];
-                if n > 1 {
-                    assert!(verify_inclusion(i, n, &other, &p, &root_n).is_err());
+        for tree in TREES {
+            let all = leaves(tree, 70);
+            let s = src(tree, &all);
+            for n in 1..=70u64 {
+                let root_n = reference_root(tree, &all[..n as usize]);
+                for i in 0..n {
+                    let p = inclusion_proof(&s, i, n).unwrap().unwrap();
+                    assert_eq!(p.len(), inclusion_len(i, n));
+                    verify_inclusion(tree, i, n, &all[i as usize], &p, &root_n).unwrap();
+                    // The wrong leaf must fail, and so must the other tree hash.
+                    let other = all[((i + 1) % n) as usize];
+                    if n > 1 {
+                        assert!(verify_inclusion(tree, i, n, &other, &p, &root_n).is_err());
+                        let wrong = TREES.into_iter().find(|t| *t != tree).unwrap();
+                        assert!(
+                            verify_inclusion(wrong, i, n, &all[i as usize], &p, &root_n).is_err()
+                        );
+                    }
                 }
-            }
-            for m in 0..=n {
-                let root_m = reference_root(&all[..m as usize]);
-                let p = consistency_proof(src, m, n).unwrap().unwrap();
-                verify_consistency(m, n, &root_m, &root_n, &p)
-                    .unwrap_or_else(|e| panic!("{m}->{n}: {e}"));
+                for m in 0..=n {
+                    let root_m = reference_root(tree, &all[..m as usize]);
+                    let p = consistency_proof(&s, m, n).unwrap().unwrap();
+                    verify_consistency(tree, m, n, &root_m, &root_n, &p)
+                        .unwrap_or_else(|e| panic!("{m}->{n}: {e}"));
+                }
             }
         }
     }
 
     #[test]
     fn requests_outside_the_tree_are_refused() {
-        let all = leaves(5);
-        let src = all.as_slice();
+        let tree = TreeHash::Sha256;
+        let all = leaves(tree, 5);
+        let s = src(tree, &all);
         assert!(matches!(
-            inclusion_proof(src, 5, 5).unwrap(),
+            inclusion_proof(&s, 5, 5).unwrap(),
             Err(ProofRequestError::IndexOutOfRange { .. })
         ));
         assert!(matches!(
-            consistency_proof(src, 5, 4).unwrap(),
+            consistency_proof(&s, 5, 4).unwrap(),
             Err(ProofRequestError::Shrinking { .. })
         ));
         assert!(matches!(
-            verify_inclusion(5, 5, &all[0], &[], &all[0]),
+            verify_inclusion(tree, 5, 5, &all[0], &[], &all[0]),
             Err(InclusionError::IndexOutOfRange { .. })
         ));
     }
 
-    /// Known-answer vector pinning the tree shape: the root of 7 leaves, whose leaf i is
-    /// `leaf_hash(i as u64 big-endian)`. Computed once with the reference recursion;
-    /// docs/FORMAT.md shows the same value.
+    /// Known-answer vector pinning the version-1 tree shape: the root of 7 leaves, whose
+    /// leaf i is `leaf_hash(i as u64 big-endian)`. Computed once with the reference
+    /// recursion; docs/FORMAT.md shows the same value.
     #[test]
     fn known_answer_root_of_seven() {
-        let all = leaves(7);
+        let all: Vec<Hash> = (0..7u64).map(|i| leaf_hash(&i.to_be_bytes())).collect();
         let l = |i: usize| all[i];
-        let n = node_hash;
+        let n = |a: &Hash, b: &Hash| TreeHash::Blake3.node(a, b);
         let expected = n(
             &n(&n(&l(0), &l(1)), &n(&l(2), &l(3))),
             &n(&n(&l(4), &l(5)), &l(6)),
         );
-        assert_eq!(reference_root(&all), expected);
-        assert_eq!(root(all.as_slice(), 7).unwrap(), expected);
+        assert_eq!(reference_root(TreeHash::Blake3, &all), expected);
+        assert_eq!(root(&src(TreeHash::Blake3, &all), 7).unwrap(), expected);
+    }
+
+    /// The version-2 tree is RFC 6962's: the roots of Certificate Transparency's reference
+    /// test vectors (the eight leaves of `merkle_tree_test.cc` in the CT C++ sources, also in
+    /// Go's `sumdb/tlog` tests), and SHA-256 of the empty string for the empty tree.
+    #[test]
+    fn version_2_is_rfc_6962() {
+        fn hex(s: &str) -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        }
+        let inputs = [
+            "",
+            "00",
+            "10",
+            "2021",
+            "3031",
+            "40414243",
+            "5051525354555657",
+            "606162636465666768696a6b6c6d6e6f",
+        ];
+        let roots = [
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+            "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+            "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+            "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+            "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+            "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+        ];
+        let tree = TreeHash::Sha256;
+        assert_eq!(
+            tree.empty().to_hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let leaves: Vec<Hash> = inputs.iter().map(|i| tree.leaf(&hex(i))).collect();
+        let mut f = Frontier::new(tree);
+        for (i, leaf) in leaves.iter().enumerate() {
+            f.push(*leaf, |_, _, _| {});
+            assert_eq!(f.root().to_hex(), roots[i], "size {}", i + 1);
+        }
     }
 
     proptest! {
         #[test]
-        fn tampered_proofs_fail(n in 2u64..200, i_seed: u64, m_seed: u64, pos_seed: usize, bit in 0u8..8) {
-            let all = leaves(n);
-            let src = all.as_slice();
+        fn tampered_proofs_fail(v2: bool, n in 2u64..200, i_seed: u64, m_seed: u64, pos_seed: usize, bit in 0u8..8) {
+            let tree = if v2 { TreeHash::Sha256 } else { TreeHash::Blake3 };
+            let all = leaves(tree, n);
+            let s = src(tree, &all);
             let i = i_seed % n;
-            let root_n = reference_root(&all);
-            let mut p = inclusion_proof(src, i, n).unwrap().unwrap();
+            let root_n = reference_root(tree, &all);
+            let mut p = inclusion_proof(&s, i, n).unwrap().unwrap();
             if !p.is_empty() {
                 let pos = pos_seed % p.len();
                 p[pos].0[(pos_seed / 7) % 32] ^= 1 << bit;
-                prop_assert!(verify_inclusion(i, n, &all[i as usize], &p, &root_n).is_err());
+                prop_assert!(verify_inclusion(tree, i, n, &all[i as usize], &p, &root_n).is_err());
             }
             let m = 1 + m_seed % (n - 1);
-            let root_m = reference_root(&all[..m as usize]);
-            let mut c = consistency_proof(src, m, n).unwrap().unwrap();
-            prop_assert!(verify_consistency(m, n, &root_m, &root_n, &c).is_ok());
+            let root_m = reference_root(tree, &all[..m as usize]);
+            let mut c = consistency_proof(&s, m, n).unwrap().unwrap();
+            prop_assert!(verify_consistency(tree, m, n, &root_m, &root_n, &c).is_ok());
             let pos = pos_seed % c.len();
             c[pos].0[(pos_seed / 7) % 32] ^= 1 << bit;
-            prop_assert!(verify_consistency(m, n, &root_m, &root_n, &c).is_err());
+            prop_assert!(verify_consistency(tree, m, n, &root_m, &root_n, &c).is_err());
             // A truncated proof fails on shape, before hashing.
             c.pop();
             prop_assert!(
                 matches!(
-                    verify_consistency(m, n, &root_m, &root_n, &c),
+                    verify_consistency(tree, m, n, &root_m, &root_n, &c),
                     Err(ConsistencyError::WrongLength { .. })
                 ),
                 "truncated proof must fail on shape"

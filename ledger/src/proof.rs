@@ -11,14 +11,39 @@ use thiserror::Error;
 
 use crate::checkpoint::{Checkpoint, NoteError, VerifiedCheckpoint, parse_note};
 use crate::entry::{EntryFormatError, EntryRef};
-use crate::hash::Hash;
+use crate::hash::{Hash, TreeHash};
 use crate::keys::PublicKey;
 use crate::merkle::{self, ConsistencyError, InclusionError, PROOF_HASHES_MAX};
 
-/// `format` field of an inclusion proof file.
+/// `format` field of an inclusion proof file of a version-1 log (blake3 tree).
 pub const INCLUSION_FORMAT: &str = "fleet-ledger-inclusion-proof/v1";
-/// `format` field of a consistency proof file.
+/// `format` field of a consistency proof file of a version-1 log (blake3 tree).
 pub const CONSISTENCY_FORMAT: &str = "fleet-ledger-consistency-proof/v1";
+/// `format` field of an inclusion proof file of a version-2 log (RFC 6962 SHA-256 tree).
+pub const INCLUSION_FORMAT_V2: &str = "fleet-ledger-inclusion-proof/v2";
+/// `format` field of a consistency proof file of a version-2 log (RFC 6962 SHA-256 tree).
+pub const CONSISTENCY_FORMAT_V2: &str = "fleet-ledger-consistency-proof/v2";
+
+fn inclusion_format(tree: TreeHash) -> &'static str {
+    match tree {
+        TreeHash::Blake3 => INCLUSION_FORMAT,
+        TreeHash::Sha256 => INCLUSION_FORMAT_V2,
+    }
+}
+
+fn consistency_format(tree: TreeHash) -> &'static str {
+    match tree {
+        TreeHash::Blake3 => CONSISTENCY_FORMAT,
+        TreeHash::Sha256 => CONSISTENCY_FORMAT_V2,
+    }
+}
+
+/// The tree hash a proof file's `format` names.
+fn tree_of_format(format: &str, names: fn(TreeHash) -> &'static str) -> Option<TreeHash> {
+    [TreeHash::Blake3, TreeHash::Sha256]
+        .into_iter()
+        .find(|t| names(*t) == format)
+}
 
 /// Entry `seq` is leaf `seq` of the tree of the checkpoint at `tree_size`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +63,8 @@ pub struct InclusionProof {
 /// The checkpoint at `to` extends the checkpoint at `from`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsistencyProof {
+    /// The log's tree hash (its format version; the file's `format` names it).
+    pub tree: TreeHash,
     /// Older size.
     pub from: u64,
     /// Newer size.
@@ -132,8 +159,9 @@ fn verify_with_any(note: &str, keys: &[PublicKey]) -> Result<VerifiedCheckpoint,
 impl InclusionProof {
     /// JSON text of the proof file.
     pub fn to_json(&self) -> String {
+        let tree = EntryRef::parse(&self.entry).map_or(TreeHash::Blake3, |e| e.tree());
         let wire = InclusionWire {
-            format: INCLUSION_FORMAT.into(),
+            format: inclusion_format(tree).into(),
             seq: self.seq,
             tree_size: self.tree_size,
             entry: B64.encode(&self.entry),
@@ -147,13 +175,13 @@ impl InclusionProof {
     pub fn from_json(text: &str) -> Result<InclusionProof, ProofError> {
         let w: InclusionWire =
             serde_json::from_str(text).map_err(|e| ProofError::Malformed(e.to_string()))?;
-        if w.format != INCLUSION_FORMAT {
-            return Err(ProofError::Malformed(format!(
-                "format {:?}, expected {INCLUSION_FORMAT:?}",
+        let tree = tree_of_format(&w.format, inclusion_format).ok_or_else(|| {
+            ProofError::Malformed(format!(
+                "format {:?}, expected {INCLUSION_FORMAT:?} or {INCLUSION_FORMAT_V2:?}",
                 w.format
-            )));
-        }
-        Ok(InclusionProof {
+            ))
+        })?;
+        let proof = InclusionProof {
             seq: w.seq,
             tree_size: w.tree_size,
             entry: B64
@@ -161,7 +189,15 @@ impl InclusionProof {
                 .map_err(|e| ProofError::Malformed(format!("entry is not base64: {e}")))?,
             path: path_from_wire(&w.path)?,
             checkpoint: w.checkpoint,
-        })
+        };
+        let entry = EntryRef::parse(&proof.entry)?;
+        if entry.tree() != tree {
+            return Err(ProofError::Mismatch(format!(
+                "a {:?} proof of an entry of format version {}",
+                w.format, entry.header.version
+            )));
+        }
+        Ok(proof)
     }
 
     /// Checks the checkpoint's signature by one of `keys`, then the entry's inclusion in its
@@ -183,9 +219,10 @@ impl InclusionProof {
             )));
         }
         merkle::verify_inclusion(
+            entry.tree(),
             self.seq,
             self.tree_size,
-            &entry.hash(),
+            &entry.leaf(),
             &self.path,
             &cp.root,
         )?;
@@ -197,7 +234,7 @@ impl ConsistencyProof {
     /// JSON text of the proof file.
     pub fn to_json(&self) -> String {
         let wire = ConsistencyWire {
-            format: CONSISTENCY_FORMAT.into(),
+            format: consistency_format(self.tree).into(),
             from: self.from,
             to: self.to,
             path: path_to_wire(&self.path),
@@ -211,13 +248,14 @@ impl ConsistencyProof {
     pub fn from_json(text: &str) -> Result<ConsistencyProof, ProofError> {
         let w: ConsistencyWire =
             serde_json::from_str(text).map_err(|e| ProofError::Malformed(e.to_string()))?;
-        if w.format != CONSISTENCY_FORMAT {
-            return Err(ProofError::Malformed(format!(
-                "format {:?}, expected {CONSISTENCY_FORMAT:?}",
+        let tree = tree_of_format(&w.format, consistency_format).ok_or_else(|| {
+            ProofError::Malformed(format!(
+                "format {:?}, expected {CONSISTENCY_FORMAT:?} or {CONSISTENCY_FORMAT_V2:?}",
                 w.format
-            )));
-        }
+            ))
+        })?;
         Ok(ConsistencyProof {
+            tree,
             from: w.from,
             to: w.to,
             path: path_from_wire(&w.path)?,
@@ -244,7 +282,9 @@ impl ConsistencyProof {
                 old.size, new.size, self.from, self.to
             )));
         }
-        merkle::verify_consistency(self.from, self.to, &old.root, &new.root, &self.path)?;
+        merkle::verify_consistency(
+            self.tree, self.from, self.to, &old.root, &new.root, &self.path,
+        )?;
         Ok((old.clone(), new.clone()))
     }
 }

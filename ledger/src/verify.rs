@@ -65,6 +65,14 @@ pub enum Failure {
     /// Entry 0 is not a genesis entry, or a genesis entry appears later.
     #[error("{0}")]
     Genesis(&'static str),
+    /// An entry's format version differs from the genesis entry's.
+    #[error("entry format version {found}, but the log's (its genesis entry's) is {log}")]
+    VersionChange {
+        /// The genesis entry's version.
+        log: u8,
+        /// This entry's.
+        found: u8,
+    },
     /// The genesis key is not the key the verifier was told to trust.
     #[error("genesis names key {found}, but the pinned key is {pinned}")]
     GenesisKeyNotPinned {
@@ -264,7 +272,8 @@ impl Verifier {
             origin: None,
             next_seq: 0,
             last_time: i64::MIN,
-            frontier: Frontier::new(),
+            // Replaced at the genesis entry, whose format version fixes the tree hash.
+            frontier: Frontier::new(crate::hash::TreeHash::Sha256),
             last_hash: Hash::ZERO,
             suspect: None,
             last_checkpoint: None,
@@ -326,6 +335,17 @@ impl Verifier {
                 Failure::SeqMismatch {
                     expected: seq,
                     found: h.seq,
+                },
+            ));
+        }
+        if seq == 0 {
+            self.frontier = Frontier::new(entry.tree());
+        } else if entry.tree() != self.frontier.tree() {
+            return Err(VerifyError::new(
+                at,
+                Failure::VersionChange {
+                    log: self.frontier.tree().version(),
+                    found: h.version,
                 },
             ));
         }
@@ -395,7 +415,7 @@ impl Verifier {
         }
         self.last_time = h.recorded_at_us;
         self.last_hash = entry.hash();
-        self.frontier.push(self.last_hash, |_, _, _| {});
+        self.frontier.push(entry.leaf(), |_, _, _| {});
         self.next_seq += 1;
         Ok(())
     }

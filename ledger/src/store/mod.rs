@@ -46,9 +46,9 @@ use thiserror::Error;
 
 use crate::bundle::BundleWriter;
 use crate::checkpoint::{Checkpoint, NOTE_BYTES_MAX, check_origin, parse_note};
-use crate::entry::{self, EntryRef, PAYLOAD_BYTES_MAX};
+use crate::entry::{self, EntryRef, FORMAT_VERSION, PAYLOAD_BYTES_MAX};
 use crate::event::{Event, Genesis, KeyRotated, Kind};
-use crate::hash::{HASH_BYTES, Hash, leaf_hash};
+use crate::hash::{HASH_BYTES, Hash, TreeHash, leaf_hash};
 use crate::keys::{PublicKey, Signer};
 use crate::merkle::{self, Frontier, NodeSource, ProofRequestError};
 use crate::proof::{ConsistencyProof, InclusionProof};
@@ -199,6 +199,18 @@ impl Store {
         signer: Signer,
         recorded_at_us: i64,
     ) -> Result<Store, CreateError> {
+        Store::create_versioned(path, origin, signer, recorded_at_us, FORMAT_VERSION)
+    }
+
+    /// [`Store::create`] in a given entry format version (1: a blake3 tree, for tests and
+    /// fixtures of version-1 logs; 2: the current format).
+    pub fn create_versioned(
+        path: &Path,
+        origin: &str,
+        signer: Signer,
+        recorded_at_us: i64,
+        version: u8,
+    ) -> Result<Store, CreateError> {
         check_origin(origin)?;
         if path.exists() {
             return Err(CreateError::Exists(path.to_path_buf()));
@@ -206,7 +218,7 @@ impl Store {
         let db = builder()
             .create(path)
             .map_err(storage("creating the database"))?;
-        Store::create_in(db, path, origin, signer, recorded_at_us)
+        Store::create_in(db, path, origin, signer, recorded_at_us, version)
     }
 
     /// [`Store::create`] on a storage backend instead of a file (fault-injection tests, and
@@ -222,7 +234,7 @@ impl Store {
         let db = backend_builder()
             .create_with_backend(backend)
             .map_err(storage("creating the database"))?;
-        Store::create_in(db, label, origin, signer, recorded_at_us)
+        Store::create_in(db, label, origin, signer, recorded_at_us, FORMAT_VERSION)
     }
 
     fn create_in(
@@ -231,7 +243,13 @@ impl Store {
         origin: &str,
         signer: Signer,
         recorded_at_us: i64,
+        version: u8,
     ) -> Result<Store, CreateError> {
+        let tree = TreeHash::of_version(version).ok_or_else(|| {
+            CreateError::Genesis(Box::new(AppendError::Invariant(format!(
+                "entry format version {version} is not one this build writes"
+            ))))
+        })?;
         let txn = begin_durable_write(&db)?;
         {
             let mut meta = txn.open_table(META).map_err(storage("opening meta"))?;
@@ -253,7 +271,7 @@ impl Store {
             tip: Tip {
                 head: Hash::ZERO,
                 last_time: i64::MIN,
-                frontier: Frontier::new(),
+                frontier: Frontier::new(tree),
             },
             poisoned: false,
             signer: Arc::new(signer),
@@ -485,6 +503,7 @@ impl Store {
             }
             let seq = tip.frontier.size();
             let bytes = entry::encode(
+                tip.frontier.tree().version(),
                 seq,
                 new.recorded_at_us,
                 new.event.kind(),
@@ -493,7 +512,8 @@ impl Store {
             );
             let hash = leaf_hash(&bytes);
             let mut nodes = Vec::new();
-            tip.frontier.push(hash, |_, _, node| nodes.push(*node));
+            let leaf = tip.frontier.tree().leaf(&bytes);
+            tip.frontier.push(leaf, |_, _, node| nodes.push(*node));
             tip.head = hash;
             tip.last_time = new.recorded_at_us;
             appended.push(Appended {

@@ -7,6 +7,8 @@ pub struct Snapshot {
     path: PathBuf,
     pub(super) origin: String,
     size: u64,
+    /// The tree's hash, from the genesis entry's format version.
+    tree: TreeHash,
     log: ReadOnlyTable<u64, &'static [u8]>,
     meta: ReadOnlyTable<&'static str, &'static [u8]>,
     _txn: ReadTransaction,
@@ -53,10 +55,23 @@ impl Snapshot {
             Some((k, _)) => k.value().saturating_add(1),
             None => 0,
         };
+        let version = match log.get(0).map_err(storage("reading the genesis entry"))? {
+            Some(v) => Row::parse(v.value())
+                .and_then(|r| r.entry().first().copied())
+                .ok_or_else(|| inconsistent(path, "row 0 is malformed"))?,
+            None => crate::entry::FORMAT_VERSION,
+        };
+        let tree = TreeHash::of_version(version).ok_or_else(|| {
+            foreign(
+                path,
+                format!("entry format version {version}, this build reads versions 1 and 2"),
+            )
+        })?;
         Ok(Snapshot {
             path: path.to_path_buf(),
             origin,
             size,
+            tree,
             log,
             meta,
             _txn: txn,
@@ -67,6 +82,11 @@ impl Snapshot {
     /// Number of entries (one past the highest seq stored).
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The hash function of the log's Merkle tree.
+    pub fn tree_hash(&self) -> TreeHash {
+        self.tree
     }
 
     /// The log's origin as stored (verification checks it against genesis).
@@ -337,6 +357,7 @@ impl Snapshot {
         let to_note = self.require_checkpoint(to)?;
         let path = merkle::consistency_proof(self, from, to)??;
         Ok(ConsistencyProof {
+            tree: self.tree,
             from,
             to,
             path,
@@ -450,10 +471,14 @@ impl From<VerifyError> for VerifyErrorOrOpen {
 
 impl NodeSource for Snapshot {
     type Error = OpenError;
+    fn tree(&self) -> TreeHash {
+        self.tree
+    }
     fn perfect(&self, level: u8, index: u64) -> Result<Hash, OpenError> {
         if level == 0 {
+            let tree = self.tree;
             return self
-                .with_row(index, |r| leaf_hash(r.entry()))?
+                .with_row(index, |r| tree.leaf(r.entry()))?
                 .ok_or_else(|| inconsistent(&self.path, format!("entry {index} missing")));
         }
         // Node (level, index) was completed by leaf (index + 1)·2^level − 1.

@@ -10,8 +10,11 @@
 //! ```
 //!
 //! The signature is over the body: every byte before the blank line, its final newline
-//! included. A note may carry several signature lines; verification looks for the key it is
-//! asked about and ignores others, as signed-note prescribes.
+//! included. A note may carry several signature lines, as C2SP signed-note has them: a line
+//! whose (key name, key id) is not a key the verifier knows is ignored, whatever its name,
+//! length or signature type (a witness's cosignature, another log's key); every line of a
+//! known key must verify, or the note is rejected. Witness cosignatures
+//! (C2SP tlog-cosignature) are checked by [`crate::witness`].
 
 use std::fmt;
 
@@ -22,9 +25,10 @@ use thiserror::Error;
 use crate::hash::Hash;
 use crate::keys::{PublicKey, Signer};
 
-/// Largest note accepted (bodies are ~150 bytes; room for many cosignatures).
-pub const NOTE_BYTES_MAX: usize = 64 * 1024;
-/// Most signature lines accepted on one note.
+/// Largest note accepted (bodies are ~150 bytes; room for 16 post-quantum cosignatures of
+/// ~5 kB, which signed-note requires verifiers to accept).
+pub const NOTE_BYTES_MAX: usize = 128 * 1024;
+/// Most signature lines accepted on one note (signed-note: at least 16).
 pub const NOTE_SIGNATURES_MAX: usize = 64;
 /// Longest origin accepted.
 pub const ORIGIN_BYTES_MAX: usize = 256;
@@ -87,15 +91,16 @@ impl Checkpoint {
     }
 }
 
-/// One signature line.
+/// One signature line: its key name and id, and the signature bytes after the id (of any
+/// length and type until a known key claims the line).
 #[derive(Clone, PartialEq, Eq)]
 pub struct NoteSignature {
     /// Key name.
     pub name: String,
     /// Key id.
     pub id: u32,
-    /// The ed25519 signature.
-    pub signature: [u8; 64],
+    /// The signature (for an ed25519 key, 64 bytes; for a cosignature, 8 + 64).
+    pub signature: Vec<u8>,
 }
 
 impl fmt::Debug for NoteSignature {
@@ -152,6 +157,14 @@ pub enum NoteError {
     /// A signature by the expected key that does not verify.
     #[error("signature by key {0} does not verify")]
     BadSignature(String),
+    /// Fewer trusted witnesses cosigned than required.
+    #[error("{found} of the trusted witnesses cosigned this checkpoint; {required} required")]
+    TooFewCosignatures {
+        /// Witnesses whose cosignature verified.
+        found: usize,
+        /// Required.
+        required: usize,
+    },
 }
 
 /// Parses a note: shape checks only, no cryptography.
@@ -184,17 +197,23 @@ pub fn parse_note(text: &[u8]) -> Result<ParsedNote, NoteError> {
         let (name, b64) = rest
             .split_once(' ')
             .ok_or_else(|| bad("expected '<name> <base64>'"))?;
-        crate::keys::check_name(name).map_err(|_| bad("invalid key name"))?;
+        // signed-note's rule for any key name: non-empty, no Unicode space, no '+'. Names
+        // of keys this verifier does not know are not otherwise restricted.
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '+') {
+            return Err(bad("invalid key name"));
+        }
         let blob = B64
             .decode(b64)
             .map_err(|_| bad("signature is not base64"))?;
-        if blob.len() != 4 + 64 {
-            return Err(bad("ed25519 signature blob must be 4 + 64 bytes"));
+        if blob.len() < 5 {
+            return Err(bad(
+                "signature must be a 4-byte key id and at least one byte",
+            ));
         }
         signatures.push(NoteSignature {
             name: name.to_string(),
             id: u32::from_be_bytes(blob[..4].try_into().expect("4 bytes")),
-            signature: blob[4..].try_into().expect("64 bytes"),
+            signature: blob[4..].to_vec(),
         });
     }
     let checkpoint = parse_body(body)?;
@@ -258,23 +277,26 @@ impl VerifiedCheckpoint {
 }
 
 impl ParsedNote {
-    /// Checks the signature by `key` (`verify_strict`).
+    /// Checks the signature by `key` (`verify_strict`). Every line with `key`'s name and id
+    /// must verify (a repeated line too); lines of other keys are ignored.
     pub fn verify(&self, key: &PublicKey) -> Result<VerifiedCheckpoint, NoteError> {
         let label = |name: &str, id: u32| format!("{name}+{id:08x}");
         let mut found = false;
         for sig in &self.signatures {
             if sig.name == key.name() && sig.id == key.id() {
                 found = true;
-                if key.verify(self.body.as_bytes(), &sig.signature) {
-                    return Ok(VerifiedCheckpoint {
-                        checkpoint: self.checkpoint.clone(),
-                        key: key.clone(),
-                    });
+                let ok = <&[u8; 64]>::try_from(sig.signature.as_slice())
+                    .is_ok_and(|s| key.verify(self.body.as_bytes(), s));
+                if !ok {
+                    return Err(NoteError::BadSignature(label(key.name(), key.id())));
                 }
             }
         }
         if found {
-            return Err(NoteError::BadSignature(label(key.name(), key.id())));
+            return Ok(VerifiedCheckpoint {
+                checkpoint: self.checkpoint.clone(),
+                key: key.clone(),
+            });
         }
         Err(NoteError::NotSignedBy {
             expected: label(key.name(), key.id()),
@@ -351,6 +373,55 @@ mod tests {
         note.push_str(second.rsplit_once("\n\n").unwrap().1);
         assert!(verify_note(note.as_bytes(), s.public()).is_ok());
         assert!(verify_note(note.as_bytes(), other.public()).is_ok());
+    }
+
+    /// C2SP signed-note: lines of unknown keys are ignored whatever their name (non-ASCII,
+    /// over 128 bytes) or signature length; every line of the trusted key must verify.
+    #[test]
+    fn unknown_keys_lines_are_ignored_and_known_ones_must_verify() {
+        let (s, cp) = sample();
+        let note = cp.sign(&s);
+        let line = |name: &str, blob: &[u8]| format!("\u{2014} {name} {}\n", B64.encode(blob));
+        let mut text = note.clone();
+        text.push_str(&line(&"ключ.example/".repeat(12), &[9; 4 + 1312]));
+        text.push_str(&line("witness.example/w", &[1; 4 + 8 + 64]));
+        text.push_str(&line("x", &[2; 5]));
+        assert!(verify_note(text.as_bytes(), s.public()).is_ok(), "{text}");
+        // The trusted key's line twice: both verify, so the note does.
+        let own = note.rsplit_once("\n\n").unwrap().1;
+        let twice = format!("{text}{own}");
+        assert!(verify_note(twice.as_bytes(), s.public()).is_ok());
+        // A line with the trusted key's name and id whose signature fails rejects the note,
+        // even beside a good one.
+        let mut blob = s.public().id().to_be_bytes().to_vec();
+        blob.extend_from_slice(&[0; 64]);
+        let forged = format!("{text}{}", line(s.public().name(), &blob));
+        assert!(matches!(
+            verify_note(forged.as_bytes(), s.public()),
+            Err(NoteError::BadSignature(_))
+        ));
+        // The same key name with another id is another key: ignored.
+        let mut other = (s.public().id() ^ 1).to_be_bytes().to_vec();
+        other.extend_from_slice(&[0; 64]);
+        let other = format!("{text}{}", line(s.public().name(), &other));
+        assert!(verify_note(other.as_bytes(), s.public()).is_ok());
+        // Malformed lines are still refused: a name with a '+' or a space, bad base64, a
+        // signature shorter than a key id and one byte.
+        for bad in [
+            line("a+b", &[1; 68]),
+            "\u{2014} a b c\n".to_string(),
+            "\u{2014} name !!!!\n".to_string(),
+            line("short", &[1; 4]),
+        ] {
+            let t = format!("{note}{bad}");
+            assert!(
+                matches!(
+                    parse_note(t.as_bytes()),
+                    Err(NoteError::BadSignatureLine { .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

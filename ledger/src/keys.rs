@@ -376,6 +376,11 @@ pub fn read_private_key(path: &Path) -> Result<Signer, KeyError> {
     Signer::from_text(&read_small(path)?)
 }
 
+/// Reads a small key file as text (at most 4 KiB).
+pub fn read_key_text(path: &Path) -> Result<String, KeyError> {
+    read_small(path)
+}
+
 /// Reads a public key file.
 pub fn read_public_key(path: &Path) -> Result<PublicKey, KeyError> {
     PublicKey::from_text(&read_small(path)?)

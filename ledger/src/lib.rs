@@ -24,6 +24,7 @@ pub mod sim_disk;
 pub mod store;
 pub mod tables;
 pub mod verify;
+pub mod witness;
 
 pub use checkpoint::Checkpoint;
 pub use event::{Event, Kind};

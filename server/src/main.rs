@@ -93,6 +93,13 @@ enum Command {
         /// Trusted public key file; repeat for every key the checkpoints may be signed by.
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
+        /// A trusted witness's verifier key file (C2SP tlog-cosignature,
+        /// `<name>+<id>+base64(0x04 || key)`); repeat for each witness.
+        #[arg(long = "witness")]
+        witnesses: Vec<PathBuf>,
+        /// How many of the trusted witnesses must have cosigned the (newer) checkpoint.
+        #[arg(long, default_value_t = 0)]
+        witnesses_required: usize,
     },
     /// Rebuild every projection table from the log.
     Rebuild {
@@ -377,7 +384,9 @@ fn run(command: Command) -> Result<()> {
         Command::VerifyProof {
             proof,
             keys: key_files,
-        } => verify_proof(&proof, &key_files),
+            witnesses,
+            witnesses_required,
+        } => verify_proof(&proof, &key_files, &witnesses, witnesses_required),
         Command::Rebuild { db } => {
             let size = open_ro(&db)?.snapshot()?.size();
             let bar = progress(Some(size), "rebuilding");

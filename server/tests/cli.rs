@@ -174,3 +174,121 @@ fn bad_inputs_get_clear_errors() {
     );
     assert!(err.contains("invalid origin"), "{err}");
 }
+
+/// Proof files of a version-2 log, with C2SP witness cosignatures: `verify-proof` ignores
+/// signature lines of keys it does not know (whatever their name or length), counts the
+/// trusted witnesses' cosignatures, and refuses a checkpoint with fewer than required.
+#[test]
+fn verify_proof_checks_witness_cosignatures_on_a_version_2_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("sample.redb");
+    drop(fixtures::build_sample(&db, 2));
+    let genesis = tmp.path().join("genesis.pub");
+    let rotated = tmp.path().join("rotated.pub");
+    std::fs::write(&genesis, fixtures::genesis_signer().public().to_text()).unwrap();
+    std::fs::write(&rotated, fixtures::rotated_signer().public().to_text()).unwrap();
+    let witness = ledger::witness::Witness::from_seed("witness.example/w1", &[7; 32]).unwrap();
+    let witness_pub = tmp.path().join("w1.vkey");
+    std::fs::write(&witness_pub, witness.key().to_text()).unwrap();
+
+    // Adds lines to the note held in `field` of a proof file.
+    let with_lines = |proof: &str, field: &str, lines: &dyn Fn(&str) -> String| {
+        let mut v: serde_json::Value = serde_json::from_str(proof).unwrap();
+        let note = v[field].as_str().unwrap().to_string();
+        let body = ledger::checkpoint::parse_note(note.as_bytes())
+            .unwrap()
+            .body;
+        v[field] = serde_json::json!(format!("{note}{}", lines(&body)));
+        serde_json::to_string_pretty(&v).unwrap()
+    };
+    // A cosignature, and a line of a key nobody here knows: a non-ASCII name longer than 128
+    // bytes and a signature of an unusual length (ignored, as signed-note requires).
+    let cosigned = |body: &str| {
+        let stranger = format!(
+            "\u{2014} {} {}\n",
+            "témoin.example/".repeat(10),
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [1u8; 77])
+        );
+        format!("{}{stranger}", witness.cosign(body, 1_767_225_600))
+    };
+    let verify = |path: &Path, required: &str| {
+        run(&[
+            "verify-proof",
+            "--proof",
+            s(path),
+            "--key",
+            s(&genesis),
+            "--key",
+            s(&rotated),
+            "--witness",
+            s(&witness_pub),
+            "--witnesses-required",
+            required,
+        ])
+    };
+
+    let inclusion = ok(&["prove", "inclusion", "--db", s(&db), "--seq", "42"]);
+    assert!(inclusion.contains("fleet-ledger-inclusion-proof/v2"));
+    let consistency = ok(&[
+        "prove",
+        "consistency",
+        "--db",
+        s(&db),
+        "--from",
+        "1",
+        "--to",
+        "300",
+    ]);
+    assert!(consistency.contains("fleet-ledger-consistency-proof/v2"));
+    for (proof, field, what) in [
+        (&inclusion, "checkpoint", "OK: entry seq 42"),
+        (&consistency, "to_checkpoint", "OK: the log"),
+    ] {
+        let plain = tmp.path().join("plain.json");
+        std::fs::write(&plain, proof).unwrap();
+        let out = verify(&plain, "0");
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with(what));
+        let out = verify(&plain, "1");
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("0 of the trusted witnesses cosigned this checkpoint; 1 required"),
+            "{out:?}"
+        );
+        let witnessed = tmp.path().join("witnessed.json");
+        std::fs::write(&witnessed, with_lines(proof, field, &cosigned)).unwrap();
+        let out = verify(&witnessed, "1");
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("cosigned by witness.example/w1"),
+            "{out:?}"
+        );
+        // A cosignature line of the trusted witness that does not verify rejects the note.
+        let forged = tmp.path().join("forged.json");
+        std::fs::write(
+            &forged,
+            with_lines(proof, field, &|body| {
+                witness.cosign(&body.replace("fleet-ledger", "elsewhere"), 1)
+            }),
+        )
+        .unwrap();
+        let out = verify(&forged, "0");
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+    }
+    // More witnesses required than given cannot be met.
+    fails(
+        &[
+            "verify-proof",
+            "--proof",
+            s(&tmp.path().join("plain.json")),
+            "--key",
+            s(&genesis),
+            "--witness",
+            s(&witness_pub),
+            "--witnesses-required",
+            "2",
+        ],
+        2,
+    );
+}

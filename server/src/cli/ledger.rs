@@ -143,11 +143,60 @@ pub(crate) fn write_bundle(snap: &Snapshot, out: &Path) -> Result<(u64, u64)> {
     Ok(counts)
 }
 
-pub(crate) fn verify_proof(proof: &Path, key_files: &[PathBuf]) -> Result<()> {
+/// Reads witness verifier key files.
+pub(crate) fn read_witnesses(
+    files: &[PathBuf],
+    required: usize,
+) -> Result<Vec<ledger::witness::WitnessKey>> {
+    let witnesses = files
+        .iter()
+        .map(|f| {
+            let text =
+                keys::read_key_text(f).with_context(|| format!("reading {}", f.display()))?;
+            ledger::witness::WitnessKey::from_text(&text)
+                .with_context(|| format!("{}: not a witness verifier key", f.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if required > witnesses.len() {
+        bail!(
+            "--witnesses-required {required} cannot be met by the {} --witness key(s) given",
+            witnesses.len()
+        );
+    }
+    Ok(witnesses)
+}
+
+/// The trusted witnesses' cosignatures on a checkpoint note, at least `required` of them.
+fn cosigned(
+    note: &str,
+    witnesses: &[ledger::witness::WitnessKey],
+    required: usize,
+) -> Result<Vec<ledger::witness::Cosignature>> {
+    let parsed =
+        ledger::checkpoint::parse_note(note.as_bytes()).map_err(|e| Invalid(e.to_string()))?;
+    ledger::witness::require_cosignatures(&parsed, witnesses, required)
+        .map_err(|e| Invalid(e.to_string()).into())
+}
+
+fn witnessed_by(found: &[ledger::witness::Cosignature]) -> String {
+    if found.is_empty() {
+        return String::new();
+    }
+    let names: Vec<_> = found.iter().map(|c| c.witness.as_str()).collect();
+    format!("; cosigned by {}", names.join(", "))
+}
+
+pub(crate) fn verify_proof(
+    proof: &Path,
+    key_files: &[PathBuf],
+    witness_files: &[PathBuf],
+    witnesses_required: usize,
+) -> Result<()> {
     let keys = key_files
         .iter()
         .map(|k| keys::read_public_key(k).with_context(|| format!("reading {}", k.display())))
         .collect::<Result<Vec<_>>>()?;
+    let witnesses = read_witnesses(witness_files, witnesses_required)?;
     let meta = fs::metadata(proof).with_context(|| format!("reading {}", proof.display()))?;
     if meta.len() > 64 << 20 {
         bail!(
@@ -161,22 +210,29 @@ pub(crate) fn verify_proof(proof: &Path, key_files: &[PathBuf]) -> Result<()> {
         .find("\"format\"")
         .map(|i| &text[i..])
         .unwrap_or_default();
-    if kind.contains(ledger::proof::CONSISTENCY_FORMAT) {
+    // Both versions' names: "fleet-ledger-consistency-proof/v1" and ".../v2".
+    if kind.contains("fleet-ledger-consistency-proof/") {
         let p = ConsistencyProof::from_json(&text)?;
         let (old, new) = p.verify(&keys).map_err(|e| Invalid(e.to_string()))?;
+        let found = cosigned(&p.to_checkpoint, &witnesses, witnesses_required)?;
         println!(
-            "OK: the log {} at size {} extends size {}",
-            new.origin, new.size, old.size
+            "OK: the log {} at size {} extends size {}{}",
+            new.origin,
+            new.size,
+            old.size,
+            witnessed_by(&found)
         );
     } else {
         let p = InclusionProof::from_json(&text)?;
         let cp = p.verify(&keys).map_err(|e| Invalid(e.to_string()))?;
+        let found = cosigned(&p.checkpoint, &witnesses, witnesses_required)?;
         println!(
-            "OK: entry seq {} is in the log {} at size {} (root {})",
+            "OK: entry seq {} is in the log {} at size {} (root {}){}",
             p.seq,
             cp.origin,
             cp.size,
-            cp.root.to_base64()
+            cp.root.to_base64(),
+            witnessed_by(&found)
         );
     }
     Ok(())

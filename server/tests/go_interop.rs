@@ -1,0 +1,141 @@
+//! A standard transparency-log client checks fleet-ledger: Go's reference implementations of
+//! signed notes and RFC 6962 proofs (`golang.org/x/mod/sumdb/note` and `sumdb/tlog`, from
+//! Debian's `golang-golang-x-mod-dev`, built in GOPATH mode with `GOPROXY=off`) open every
+//! checkpoint of a version-2 log with the log's verifier keys (across a key rotation, and with
+//! a witness cosignature beside the log's signature) and check inclusion and consistency
+//! proofs, through `fixtures/go/tlogcheck`, which shares no code with fleet-ledger. Tampered
+//! proofs are refused.
+//!
+//! `.ci/run` installs Go; without it this test fails and says so, unless `FLEET_SKIP_GO=1`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ledger::store::ReadOnlyStore;
+
+/// Builds `fixtures/go/tlogcheck` with Debian's Go and x/mod, or explains why it cannot.
+fn tlogcheck(dir: &Path) -> Option<PathBuf> {
+    let gopath = "/usr/share/gocode";
+    let have_go = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let have_mod = Path::new(gopath)
+        .join("src/golang.org/x/mod/sumdb/tlog")
+        .is_dir();
+    if !(have_go && have_mod) {
+        let msg = "NO GO: install Debian's `golang-go` and `golang-golang-x-mod-dev` (.ci/run does) to run the Go interop test";
+        if std::env::var("FLEET_SKIP_GO").as_deref() == Ok("1") {
+            eprintln!("\n*** {msg}; FLEET_SKIP_GO=1: NOT RUN ***\n");
+            return None;
+        }
+        panic!("{msg}, or set FLEET_SKIP_GO=1 to skip it knowingly");
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/go/tlogcheck/main.go");
+    let out = dir.join("tlogcheck");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", gopath)
+        .env("GOPROXY", "off")
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOFLAGS", "")
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    Some(out)
+}
+
+fn check(tool: &Path, kind: &str, proof: &str, keys: &[String], dir: &Path) -> (bool, String) {
+    let file = dir.join("proof.json");
+    std::fs::write(&file, proof).unwrap();
+    let out = Command::new(tool)
+        .arg(kind)
+        .arg(&file)
+        .args(keys)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success(), text)
+}
+
+#[test]
+fn go_sumdb_note_and_tlog_check_fleet_ledger_checkpoints_and_proofs() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(tool) = tlogcheck(dir.path()) else {
+        return;
+    };
+    let db = dir.path().join("sample.redb");
+    drop(fixtures::build_sample(&db, 2));
+    let ro = ReadOnlyStore::open(&db).unwrap();
+    let snap = ro.snapshot().unwrap();
+    let keys = [
+        fixtures::genesis_signer().public().to_text(),
+        fixtures::rotated_signer().public().to_text(),
+    ];
+    // Every checkpoint the log has (one per append batch; the key rotates half way).
+    let sizes: Vec<u64> = (1..=snap.size())
+        .filter(|n| snap.checkpoint(*n).unwrap().is_some())
+        .collect();
+    assert!(sizes.len() > 30, "{sizes:?}");
+
+    let witness = ledger::witness::Witness::from_seed("witness.example/w1", &[7; 32]).unwrap();
+    let mut checked = 0;
+    for (i, &size) in sizes.iter().enumerate() {
+        // Inclusion of the first, a middle and the last entry of each checkpointed tree.
+        for seq in [0, size / 2, size - 1] {
+            let proof = snap.inclusion_proof(seq, Some(size)).unwrap();
+            let (ok, out) = check(&tool, "inclusion", &proof.to_json(), &keys, dir.path());
+            assert!(ok, "seq {seq} at size {size}: {out}");
+            assert!(out.starts_with(&format!("OK: record {seq} is in")), "{out}");
+            checked += 1;
+        }
+        // Consistency with the previous checkpoint and with the first.
+        for &from in [sizes[0], sizes[i.saturating_sub(1)]].iter() {
+            let proof = snap.consistency_proof(from, size).unwrap();
+            let (ok, out) = check(&tool, "consistency", &proof.to_json(), &keys, dir.path());
+            assert!(ok, "{from} -> {size}: {out}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 150);
+
+    // A checkpoint that also carries a witness cosignature still opens (the cosignature is a
+    // key Go's verifier does not know, which signed-note says to ignore).
+    let last = *sizes.last().unwrap();
+    let mut proof = snap.inclusion_proof(7, Some(last)).unwrap();
+    let body = ledger::checkpoint::parse_note(proof.checkpoint.as_bytes())
+        .unwrap()
+        .body;
+    proof
+        .checkpoint
+        .push_str(&witness.cosign(&body, 1_767_225_600));
+    let (ok, out) = check(&tool, "inclusion", &proof.to_json(), &keys, dir.path());
+    assert!(ok, "cosigned: {out}");
+
+    // Tampering is caught by Go's code: another entry, a changed path hash, a note signed by
+    // a key it does not trust.
+    let good = snap.inclusion_proof(100, Some(last)).unwrap();
+    let mut other_entry = good.clone();
+    other_entry.entry = snap.entry(101).unwrap().unwrap();
+    let mut bad_path = good.clone();
+    bad_path.path[0].0[0] ^= 1;
+    for (what, p, keys) in [
+        ("another entry", &other_entry, &keys[..]),
+        ("a changed path", &bad_path, &keys[..]),
+        ("an untrusted key", &good, &keys[..1]),
+    ] {
+        let (ok, out) = check(&tool, "inclusion", &p.to_json(), keys, dir.path());
+        assert!(!ok && out.starts_with("INVALID"), "{what}: {out}");
+    }
+    let mut bad = snap.consistency_proof(sizes[3], last).unwrap();
+    bad.path[0].0[5] ^= 0x40;
+    let (ok, out) = check(&tool, "consistency", &bad.to_json(), &keys, dir.path());
+    assert!(!ok && out.starts_with("INVALID"), "{out}");
+}

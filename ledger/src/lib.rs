@@ -23,6 +23,7 @@ pub mod sim_disk;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod tables;
+pub mod tiles;
 pub mod verify;
 pub mod witness;
 

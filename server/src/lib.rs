@@ -24,6 +24,7 @@ pub mod intake;
 pub mod logging;
 pub mod materialize;
 pub mod metrics;
+pub mod publish;
 pub mod snapshots;
 pub mod sources;
 pub mod tls;

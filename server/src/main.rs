@@ -205,6 +205,16 @@ enum Command {
     },
     /// Print the OpenAPI description of the HTTP API (what `GET /v1/openapi.json` serves).
     Openapi,
+    /// Publish the log as C2SP tlog-tiles (checkpoint, hash tiles, entry bundles) into a
+    /// directory, incrementally: what the directory already holds is kept.
+    Publish {
+        /// Ledger database (a daemon may have it open).
+        #[arg(long)]
+        db: PathBuf,
+        /// Directory to publish into (created if missing; serve it with any static server).
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 impl Command {
@@ -215,7 +225,8 @@ impl Command {
             | Command::Export { db, .. }
             | Command::Rebuild { db }
             | Command::Check { db }
-            | Command::Serve { db, .. } => Some(db),
+            | Command::Serve { db, .. }
+            | Command::Publish { db, .. } => Some(db),
             Command::Verify { source, .. }
             | Command::Replay { source, .. }
             | Command::Timeline { source, .. }
@@ -469,6 +480,26 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Token { role, name } => token(&role, &name),
+        Command::Publish { db, to } => {
+            let ro = open_ro(&db)?;
+            let snap = ro.snapshot()?;
+            let sink = fleet_ledger::publish::DirSink::new(&to)
+                .with_context(|| format!("creating {}", to.display()))?;
+            let p = fleet_ledger::publish::publish(&snap, &sink)?;
+            if p.from == p.to {
+                println!("{} is already published at size {}", to.display(), p.to);
+            } else {
+                println!(
+                    "published size {} (from {}) into {}: {} files, {} bytes",
+                    p.to,
+                    p.from,
+                    to.display(),
+                    p.files,
+                    p.bytes
+                );
+            }
+            Ok(())
+        }
         Command::Openapi => {
             use utoipa::OpenApi as _;
             println!("{}", fleet_ledger::api::ApiDoc::openapi().to_pretty_json()?);

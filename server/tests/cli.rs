@@ -292,3 +292,38 @@ fn verify_proof_checks_witness_cosignatures_on_a_version_2_log() {
         2,
     );
 }
+
+/// `publish` writes tlog-tiles into a directory, incrementally; a version-1 ledger is refused
+/// with a reason.
+#[test]
+fn publish_writes_tiles_and_refuses_version_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("v2.redb");
+    drop(fixtures::build_sample(&db, 2));
+    let out = tmp.path().join("tiles");
+    let first = ok(&["publish", "--db", s(&db), "--to", s(&out)]);
+    assert!(first.starts_with("published size 300 (from 0)"), "{first}");
+    for f in [
+        "checkpoint",
+        "tile/0/000",
+        "tile/0/001.p/44",
+        "tile/1/000.p/1",
+        "tile/entries/000",
+        "tile/entries/001.p/44",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    assert_eq!(
+        std::fs::metadata(out.join("tile/0/000")).unwrap().len(),
+        8192
+    );
+    let again = ok(&["publish", "--db", s(&db), "--to", s(&out)]);
+    assert!(again.contains("already published at size 300"), "{again}");
+    let v1 = tmp.path().join("v1.redb");
+    drop(fixtures::build_sample(&v1, 1));
+    let err = fails(
+        &["publish", "--db", s(&v1), "--to", s(&tmp.path().join("t1"))],
+        2,
+    );
+    assert!(err.contains("version-2"), "{err}");
+}

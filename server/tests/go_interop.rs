@@ -139,3 +139,105 @@ fn go_sumdb_note_and_tlog_check_fleet_ledger_checkpoints_and_proofs() {
     let (ok, out) = check(&tool, "consistency", &bad.to_json(), &keys, dir.path());
     assert!(!ok && out.starts_with("INVALID"), "{out}");
 }
+
+/// The log published as C2SP tlog-tiles, read by Go's `sumdb/tlog` (its tile hash reader
+/// checks every tile against the signed root): every entry's inclusion is proven and checked
+/// through the tiles, after each of several incremental publications, with an entry too large
+/// for an entry bundle, a key rotation, and a tree deep enough for level-2 tiles.
+#[test]
+fn go_sumdb_tlog_reads_the_published_tiles() {
+    use fleet_ledger::publish::{DirSink, publish};
+    use ledger::event::{Annotation, Event};
+    use ledger::store::{NewEntry, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(tool) = tlogcheck(dir.path()) else {
+        return;
+    };
+    let db = dir.path().join("log.redb");
+    let t0 = fixtures::SAMPLE_T0_US;
+    let mut store =
+        Store::create(&db, "tiles.example/log", fixtures::genesis_signer(), t0).unwrap();
+    let out = dir.path().join("published");
+    let sink = DirSink::new(&out).unwrap();
+    let keys = [
+        fixtures::genesis_signer().public().to_text(),
+        fixtures::rotated_signer().public().to_text(),
+    ];
+    let mut published = 0;
+    let mut check = |store: &Store, at: &str| {
+        let ro = ReadOnlyStore::open(&db).unwrap();
+        let snap = ro.snapshot().unwrap();
+        let p = publish(&snap, &sink).unwrap();
+        assert_eq!((p.from, p.to), (published, store.size()), "{at}");
+        published = p.to;
+        let out = Command::new(&tool)
+            .arg("tiles")
+            .arg(&out)
+            .args(&keys)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{at}: {text}");
+        assert!(
+            text.starts_with(&format!(
+                "OK: {} records of tiles.example/log",
+                store.size()
+            )),
+            "{at}: {text}"
+        );
+    };
+    check(&store, "genesis only");
+    // Entry times are t0 + seq, non-decreasing as the format requires.
+    let append = |store: &mut Store, k: u64, text: &dyn Fn(u64) -> String| {
+        let first = store.size();
+        let batch: Vec<NewEntry> = (first..first + k)
+            .map(|seq| NewEntry {
+                recorded_at_us: t0 + seq as i64,
+                event: Event::Annotation(Annotation {
+                    author: "tiles-test".into(),
+                    text: text(seq),
+                }),
+            })
+            .collect();
+        store.append(&batch).unwrap();
+    };
+    append(&mut store, 299, &|i| format!("entry {i}"));
+    // An entry over 64 KiB: published whole beside the bundles.
+    append(&mut store, 1, &|_| "x".repeat(70_000));
+    check(&store, "301 entries, one of them large");
+    let at = t0 + store.size() as i64;
+    store
+        .rotate_key(fixtures::rotated_signer(), "scheduled", at)
+        .unwrap();
+    for _ in 0..66 {
+        append(&mut store, 1000, &|i| format!("entry {i}"));
+    }
+    check(&store, "past 65,536 entries: level-2 tiles");
+    assert!(out.join("tile/2/000.p/1").exists());
+    assert!(out.join("tile/1/000").exists());
+    assert!(out.join("entry/300").exists(), "the large entry");
+    // Nothing new: nothing written but the answer.
+    let ro = ReadOnlyStore::open(&db).unwrap();
+    let p = publish(&ro.snapshot().unwrap(), &sink).unwrap();
+    assert_eq!((p.from, p.to, p.files), (published, published, 0));
+    // A changed tile or entry is caught by Go's reader.
+    for file in ["tile/0/100", "tile/entries/100"] {
+        let path = out.join(file);
+        let good = std::fs::read(&path).unwrap();
+        let mut bad = good.clone();
+        bad[100] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        let o = Command::new(&tool)
+            .arg("tiles")
+            .arg(&out)
+            .args(&keys)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            !o.status.success() && text.starts_with("INVALID"),
+            "{file}: {text}"
+        );
+        std::fs::write(&path, &good).unwrap();
+    }
+}

@@ -1,0 +1,276 @@
+//! The log as C2SP tlog-tiles (docs/FORMAT.md §11): which tiles and entry bundles a tree of a
+//! given size has, their paths, and their bytes. Nothing here does IO: the publisher
+//! (`fleet-ledger publish`, the daemon's `publish` option) writes what this computes, and the
+//! tile verifier reads what it wrote.
+//!
+//! A tile at level `L`, index `N`, holds up to 256 consecutive hashes of the tree's nodes at
+//! height `8·L` (level 0: leaf hashes), so it is exactly the perfect subtrees a
+//! [`NodeSource`] supplies. Only version-2 logs (RFC 6962 SHA-256 trees) are published:
+//! tlog-tiles fixes SHA-256.
+
+use crate::hash::{Hash, TreeHash};
+use crate::merkle::NodeSource;
+
+/// Height of a tile: 8 tree levels, 256 hashes.
+pub const TILE_HEIGHT: u32 = 8;
+/// Hashes (or entries) in a full tile (or entry bundle).
+pub const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
+/// Largest entry an entry bundle carries inline (its length prefix is a `u16`).
+pub const BUNDLED_ENTRY_BYTES_MAX: usize = u16::MAX as usize;
+
+/// A tile (level ≥ 0) or an entry bundle (`level` None), full (`width` 256) or partial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tile {
+    /// Tile level; None for an entry bundle.
+    pub level: Option<u8>,
+    /// Index within the level.
+    pub index: u64,
+    /// Hashes (entries) it holds, 1..=256.
+    pub width: u64,
+}
+
+impl Tile {
+    /// Whether it is full (immutable for good; a partial tile is superseded by a wider one).
+    pub fn is_full(&self) -> bool {
+        self.width == TILE_WIDTH
+    }
+
+    /// Its path under the log's prefix: `tile/<L>/<N>[.p/<W>]` or
+    /// `tile/entries/<N>[.p/<W>]`.
+    pub fn path(&self) -> String {
+        let level = match self.level {
+            Some(l) => l.to_string(),
+            None => "entries".to_string(),
+        };
+        let mut p = format!("tile/{level}/{}", index_path(self.index));
+        if !self.is_full() {
+            p.push_str(&format!(".p/{}", self.width));
+        }
+        p
+    }
+
+    /// The first leaf (entry) it covers.
+    pub fn first_leaf(&self) -> u64 {
+        self.index << (TILE_HEIGHT * (u32::from(self.level.unwrap_or(0)) + 1))
+    }
+}
+
+/// A tile index as path elements: zero-padded 3-digit groups, all but the last prefixed with
+/// `x` (1234067 → `x001/x234/067`).
+pub fn index_path(mut n: u64) -> String {
+    let mut groups = vec![format!("{:03}", n % 1000)];
+    n /= 1000;
+    while n > 0 {
+        groups.push(format!("x{:03}", n % 1000));
+        n /= 1000;
+    }
+    groups.reverse();
+    groups.join("/")
+}
+
+/// Where an entry too large for an entry bundle is published whole: `entry/<N>` with the
+/// entry's index encoded as tile indexes are.
+pub fn large_entry_path(seq: u64) -> String {
+    format!("entry/{}", index_path(seq))
+}
+
+/// Every tile and entry bundle of the tree of `size`, as a publisher for that size writes
+/// them (bundles first, then tiles by level).
+pub fn tiles_of(size: u64) -> Vec<Tile> {
+    tiles_between(0, size)
+}
+
+/// The tiles and bundles of the tree of `size` that the tree of `published` (≤ `size`) did not
+/// already have: the full ones completed since, and the partial ones of `size`.
+pub fn tiles_between(published: u64, size: u64) -> Vec<Tile> {
+    let mut out = Vec::new();
+    for level in std::iter::once(None).chain((0u8..).map(Some)) {
+        let shift = TILE_HEIGHT * u32::from(level.unwrap_or(0));
+        // Nodes at this tile level's base height, in each tree.
+        let (old, new) = (published >> shift, size >> shift);
+        if new == 0 {
+            break;
+        }
+        let full_from = old / TILE_WIDTH;
+        for index in full_from..new / TILE_WIDTH {
+            out.push(Tile {
+                level,
+                index,
+                width: TILE_WIDTH,
+            });
+        }
+        let partial = new % TILE_WIDTH;
+        if partial > 0 && (partial, new / TILE_WIDTH) != (old % TILE_WIDTH, old / TILE_WIDTH) {
+            out.push(Tile {
+                level,
+                index: new / TILE_WIDTH,
+                width: partial,
+            });
+        }
+        if level.is_some() && new < TILE_WIDTH {
+            break;
+        }
+    }
+    out
+}
+
+/// The bytes of hash tile `tile` (level ≥ 0) of a version-2 log: its hashes, concatenated.
+pub fn tile_bytes<S: NodeSource + ?Sized>(src: &S, tile: &Tile) -> Result<Vec<u8>, S::Error> {
+    let level = tile.level.expect("a hash tile");
+    debug_assert_eq!(src.tree(), TreeHash::Sha256, "tlog-tiles are SHA-256");
+    let height = (TILE_HEIGHT * u32::from(level)) as u8;
+    let first = tile.index * TILE_WIDTH;
+    let mut out = Vec::with_capacity(tile.width as usize * 32);
+    for i in 0..tile.width {
+        let h: Hash = src.perfect(height, first + i)?;
+        out.extend_from_slice(h.as_bytes());
+    }
+    Ok(out)
+}
+
+/// Appends one entry to an entry bundle: a `u16` big-endian length, then its bytes. An entry
+/// longer than [`BUNDLED_ENTRY_BYTES_MAX`] is written as length 0 (no fleet-ledger entry is
+/// empty: a header alone is 55 bytes) and published whole at [`large_entry_path`]; returns
+/// whether it was bundled inline.
+pub fn bundle_entry(bundle: &mut Vec<u8>, entry: &[u8]) -> bool {
+    match u16::try_from(entry.len()) {
+        Ok(len) => {
+            bundle.extend_from_slice(&len.to_be_bytes());
+            bundle.extend_from_slice(entry);
+            true
+        }
+        Err(_) => {
+            bundle.extend_from_slice(&0u16.to_be_bytes());
+            false
+        }
+    }
+}
+
+/// The entries of an entry bundle, in order; an empty slice stands for an entry published at
+/// [`large_entry_path`]. None when the bytes are not a bundle of `width` entries.
+pub fn split_bundle(bytes: &[u8], width: u64) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::with_capacity(width as usize);
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<2>()?;
+        let len = u16::from_be_bytes(*len) as usize;
+        if tail.len() < len {
+            return None;
+        }
+        out.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    (out.len() as u64 == width).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_c2sp_tlog_tiles() {
+        assert_eq!(index_path(0), "000");
+        assert_eq!(index_path(1234067), "x001/x234/067");
+        assert_eq!(index_path(1000), "x001/000");
+        let t = Tile {
+            level: Some(0),
+            index: 1234067,
+            width: 256,
+        };
+        assert_eq!(t.path(), "tile/0/x001/x234/067");
+        let p = Tile {
+            level: None,
+            index: 5,
+            width: 17,
+        };
+        assert_eq!(p.path(), "tile/entries/005.p/17");
+        assert_eq!(large_entry_path(70_000), "entry/x070/000");
+    }
+
+    /// The specification's example: a tree of 70,000 has 273 full level-0 tiles, a partial
+    /// one of width 112, one full level-1 tile, a partial one of width 17 and a partial
+    /// level-2 tile of width 1; 256 has a full level-0 tile and a level-1 tile of width 1.
+    #[test]
+    fn the_tiles_of_a_tree_are_the_specifications() {
+        let hash_tiles = |size| -> Vec<Tile> {
+            tiles_of(size)
+                .into_iter()
+                .filter(|t| t.level.is_some())
+                .collect()
+        };
+        let t = hash_tiles(70_000);
+        let count = |level: u8, full: bool| {
+            t.iter()
+                .filter(|x| x.level == Some(level) && x.is_full() == full)
+                .count()
+        };
+        assert_eq!(
+            (count(0, true), count(1, true), count(1, false)),
+            (273, 1, 1)
+        );
+        assert!(t.contains(&Tile {
+            level: Some(0),
+            index: 273,
+            width: 112
+        }));
+        assert!(t.contains(&Tile {
+            level: Some(1),
+            index: 1,
+            width: 17
+        }));
+        assert!(t.contains(&Tile {
+            level: Some(2),
+            index: 0,
+            width: 1
+        }));
+        assert_eq!(t.len(), 273 + 1 + 1 + 1 + 1);
+        assert_eq!(
+            hash_tiles(256),
+            vec![
+                Tile {
+                    level: Some(0),
+                    index: 0,
+                    width: 256
+                },
+                Tile {
+                    level: Some(1),
+                    index: 0,
+                    width: 1
+                }
+            ]
+        );
+        assert!(tiles_of(0).is_empty());
+    }
+
+    /// Publishing step by step writes, over all steps, every tile the final tree has, and
+    /// nothing twice except partial tiles that grew.
+    #[test]
+    fn incremental_publication_covers_the_tree() {
+        let mut written = std::collections::BTreeSet::new();
+        let mut published = 0;
+        for size in [1u64, 3, 255, 256, 257, 600, 65_536, 65_537, 70_000] {
+            for t in tiles_between(published, size) {
+                assert!(written.insert(t), "{t:?} twice");
+            }
+            for t in tiles_of(size) {
+                assert!(written.contains(&t), "{t:?} of size {size} missing");
+            }
+            published = size;
+        }
+        // Nothing new when nothing grew.
+        assert!(tiles_between(70_000, 70_000).is_empty());
+    }
+
+    #[test]
+    fn entry_bundles_round_trip_with_large_entries_out_of_line() {
+        let big = vec![7u8; 70_000];
+        let mut b = Vec::new();
+        assert!(bundle_entry(&mut b, b"first"));
+        assert!(!bundle_entry(&mut b, &big));
+        assert!(bundle_entry(&mut b, b"third"));
+        let parts = split_bundle(&b, 3).unwrap();
+        assert_eq!(parts, vec![&b"first"[..], &[][..], &b"third"[..]]);
+        assert!(split_bundle(&b, 2).is_none());
+        assert!(split_bundle(&b[..b.len() - 1], 3).is_none());
+    }
+}

@@ -163,6 +163,147 @@ pub fn split_bundle(bytes: &[u8], width: u64) -> Option<Vec<&[u8]>> {
     (out.len() as u64 == width).then_some(out)
 }
 
+/// Reads a published file by its path under the log's prefix: its bytes, None when it does
+/// not exist, or why it could not be read.
+pub type Fetch<'a> = dyn FnMut(&str) -> Result<Option<Vec<u8>>, String> + 'a;
+
+/// What [`verify`] found.
+#[derive(Debug)]
+pub struct TilesVerified {
+    /// The log, as the verifier saw it (origin, latest checkpoint, keys).
+    pub log: crate::verify::VerifiedLog,
+    /// Files read.
+    pub files: u64,
+}
+
+/// Fully verifies a log published as tiles, streaming, in memory bounded by a bundle and
+/// one pending tile per level: every entry from the entry bundles through the log verifier
+/// (the chain, the genesis key `pinned`, rotations), every hash tile against the hashes
+/// recomputed from the entries, and the latest `checkpoint` (signature, size, head, root).
+/// `fetch` reads a file by its path under the log's prefix (None: it does not exist).
+pub fn verify(
+    fetch: &mut Fetch<'_>,
+    pinned: crate::keys::PublicKey,
+    progress: &mut dyn FnMut(u64),
+) -> Result<TilesVerified, crate::verify::VerifyError> {
+    use crate::merkle::reference_root;
+    use crate::verify::{Failure, Location, Verifier, VerifyError};
+    let mut files = 0u64;
+    let mut get = |path: &str, at: Location| -> Result<Vec<u8>, VerifyError> {
+        files += 1;
+        fetch(path)
+            .map_err(|e| VerifyError::new(at, Failure::Tiles(format!("{path}: {e}"))))?
+            .ok_or_else(|| VerifyError::new(at, Failure::Tiles(format!("{path} is missing"))))
+    };
+    let note = get("checkpoint", Location::Log)?;
+    let size = crate::checkpoint::parse_note(&note)
+        .map_err(|e| VerifyError::new(Location::Log, e))?
+        .checkpoint
+        .size;
+    let tree = TreeHash::Sha256;
+    let mut verifier = Verifier::new(pinned);
+    // Hashes recomputed from the entries, waiting to fill a tile of each level ≥ 1; and how
+    // many full tiles of each level were compared.
+    let mut pending: Vec<Vec<Hash>> = Vec::new();
+    let mut full: Vec<u64> = Vec::new();
+    let mismatch = |path: &str, at: u64| {
+        VerifyError::new(
+            Location::Seq(at),
+            Failure::Tiles(format!("{path} is not the hashes of the entries")),
+        )
+    };
+    let bundles = size.div_ceil(TILE_WIDTH);
+    for b in 0..bundles {
+        let width = (size - b * TILE_WIDTH).min(TILE_WIDTH);
+        let first = b * TILE_WIDTH;
+        let bundle_tile = Tile {
+            level: None,
+            index: b,
+            width,
+        };
+        let path = bundle_tile.path();
+        let bytes = get(&path, Location::Seq(first))?;
+        let entries = split_bundle(&bytes, width).ok_or_else(|| {
+            VerifyError::new(
+                Location::Seq(first),
+                Failure::Tiles(format!("{path} is not a bundle of {width} entries")),
+            )
+        })?;
+        let mut leaves = Vec::with_capacity(width as usize);
+        for (i, e) in entries.iter().enumerate() {
+            let seq = first + i as u64;
+            let large;
+            let entry: &[u8] = if e.is_empty() {
+                large = get(&large_entry_path(seq), Location::Seq(seq))?;
+                &large
+            } else {
+                e
+            };
+            verifier.entry(entry)?;
+            leaves.push(tree.leaf(entry));
+        }
+        progress(first + width);
+        let level0 = Tile {
+            level: Some(0),
+            index: b,
+            width,
+        };
+        let tile = get(&level0.path(), Location::Seq(first))?;
+        if tile != leaves.iter().flat_map(|h| h.0).collect::<Vec<u8>>() {
+            return Err(mismatch(&level0.path(), first));
+        }
+        if width < TILE_WIDTH {
+            break;
+        }
+        // A full tile's root is one hash of the level above; a level that fills a tile is
+        // compared and carried up.
+        let mut carry = reference_root(tree, &leaves);
+        for level in 1u8.. {
+            let l = usize::from(level) - 1;
+            if pending.len() <= l {
+                pending.push(Vec::new());
+                full.push(0);
+            }
+            pending[l].push(carry);
+            if pending[l].len() < TILE_WIDTH as usize {
+                break;
+            }
+            let t = Tile {
+                level: Some(level),
+                index: full[l],
+                width: TILE_WIDTH,
+            };
+            let got = get(&t.path(), Location::Seq(t.first_leaf()))?;
+            if got != pending[l].iter().flat_map(|h| h.0).collect::<Vec<u8>>() {
+                return Err(mismatch(&t.path(), t.first_leaf()));
+            }
+            carry = reference_root(tree, &pending[l]);
+            pending[l].clear();
+            full[l] += 1;
+        }
+    }
+    // The partial tiles of the levels above.
+    for (l, hashes) in pending.iter().enumerate() {
+        if hashes.is_empty() {
+            continue;
+        }
+        let t = Tile {
+            level: Some(l as u8 + 1),
+            index: full[l],
+            width: hashes.len() as u64,
+        };
+        let got = get(&t.path(), Location::Seq(t.first_leaf()))?;
+        if got != hashes.iter().flat_map(|h| h.0).collect::<Vec<u8>>() {
+            return Err(mismatch(&t.path(), t.first_leaf()));
+        }
+    }
+    verifier.sparse_checkpoint(&note)?;
+    Ok(TilesVerified {
+        log: verifier.finish()?,
+        files,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -178,6 +178,9 @@ pub enum Failure {
     /// The store could not be read.
     #[error("reading the store failed: {0}")]
     Store(String),
+    /// Published tiles: a file is missing, malformed, or disagrees with the entries.
+    #[error("{0}")]
+    Tiles(String),
 }
 
 /// A verification failure: where, and why.
@@ -422,6 +425,19 @@ impl Verifier {
 
     /// Checks a checkpoint note that covers exactly the entries fed so far.
     pub fn checkpoint(&mut self, note: &[u8]) -> Result<Checkpoint, VerifyError> {
+        self.check_checkpoint(note, false)
+    }
+
+    /// Checks the only checkpoint a source has (published tiles keep the latest alone):
+    /// the log's other checkpoints are not seen, so a key rotation recorded since the last
+    /// checkpoint checked may have taken effect at one of them. The checkpoint may be signed
+    /// by the key in force or by a key rotated to since; every such rotation is in force
+    /// after it.
+    pub fn sparse_checkpoint(&mut self, note: &[u8]) -> Result<Checkpoint, VerifyError> {
+        self.check_checkpoint(note, true)
+    }
+
+    fn check_checkpoint(&mut self, note: &[u8], sparse: bool) -> Result<Checkpoint, VerifyError> {
         let entries = self.next_seq;
         let at = Location::Checkpoint(entries);
         let parsed = parse_note(note).map_err(|e| VerifyError::new(at, e))?;
@@ -429,7 +445,16 @@ impl Verifier {
             .keys
             .last()
             .expect("the chain starts with the pinned key");
-        parsed.verify(key).map_err(|e| {
+        let signer = if sparse {
+            self.pending_keys
+                .iter()
+                .rev()
+                .find(|k| parsed.verify(k).is_ok())
+                .unwrap_or(key)
+        } else {
+            key
+        };
+        parsed.verify(signer).map_err(|e| {
             let label = |k: &PublicKey| format!("{}+{:08x}", k.name(), k.id());
             let signed_by = |k: &PublicKey| {
                 parsed

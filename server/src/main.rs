@@ -66,7 +66,7 @@ enum Command {
     /// Verify a ledger database or an export bundle offline against the genesis public key.
     Verify {
         #[command(flatten)]
-        source: Source,
+        source: VerifySource,
         /// The genesis public key file (`NAME.pub`), the only thing trusted.
         #[arg(long)]
         key: PathBuf,
@@ -227,8 +227,12 @@ impl Command {
             | Command::Check { db }
             | Command::Serve { db, .. }
             | Command::Publish { db, .. } => Some(db),
-            Command::Verify { source, .. }
-            | Command::Replay { source, .. }
+            Command::Verify { source, .. } => source
+                .db
+                .as_deref()
+                .or(source.bundle.as_deref())
+                .or(source.tiles.as_deref()),
+            Command::Replay { source, .. }
             | Command::Timeline { source, .. }
             | Command::Why { source, .. }
             | Command::Report { source, .. } => source.db.as_deref().or(source.bundle.as_deref()),
@@ -252,6 +256,21 @@ struct Source {
     /// An export bundle.
     #[arg(long)]
     bundle: Option<PathBuf>,
+}
+
+/// What `verify` reads: a database, a bundle, or published tiles.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct VerifySource {
+    /// A ledger database.
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// An export bundle.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// A directory of published C2SP tlog-tiles (`fleet-ledger publish`).
+    #[arg(long)]
+    tiles: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -319,6 +319,30 @@ fn publish_writes_tiles_and_refuses_version_1() {
     );
     let again = ok(&["publish", "--db", s(&db), "--to", s(&out)]);
     assert!(again.contains("already published at size 300"), "{again}");
+    // An auditor verifies the published tiles alone against the genesis key, across the
+    // sample's key rotation.
+    let genesis = tmp.path().join("genesis.pub");
+    std::fs::write(&genesis, fixtures::genesis_signer().public().to_text()).unwrap();
+    let v = ok(&["verify", "--tiles", s(&out), "--key", s(&genesis)]);
+    assert!(v.starts_with("OK: 300 entries and every tile"), "{v}");
+    assert!(v.contains("2 key(s)"), "{v}");
+    for (file, at) in [
+        ("tile/0/000", "seq 0"),
+        ("tile/1/000.p/1", "seq 0"),
+        ("tile/entries/001.p/44", "seq 256"),
+    ] {
+        let path = out.join(file);
+        let good = std::fs::read(&path).unwrap();
+        let mut bad = good.clone();
+        bad[7] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        let err = fails(&["verify", "--tiles", s(&out), "--key", s(&genesis)], 1);
+        assert!(err.contains(at), "{file}: {err}");
+        std::fs::write(&path, &good).unwrap();
+    }
+    std::fs::remove_file(out.join("tile/0/001.p/44")).unwrap();
+    let err = fails(&["verify", "--tiles", s(&out), "--key", s(&genesis)], 1);
+    assert!(err.contains("tile/0/001.p/44 is missing"), "{err}");
     let v1 = tmp.path().join("v1.redb");
     drop(fixtures::build_sample(&v1, 1));
     let err = fails(

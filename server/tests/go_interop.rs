@@ -185,6 +185,16 @@ fn go_sumdb_tlog_reads_the_published_tiles() {
             )),
             "{at}: {text}"
         );
+        // fleet-ledger's own tile verifier agrees (entries, chain, rotation, every tile).
+        let root = dir.path().join("published");
+        let mut fetch = |path: &str| Ok(std::fs::read(root.join(path)).ok());
+        let v = ledger::tiles::verify(
+            &mut fetch,
+            fixtures::genesis_signer().public().clone(),
+            &mut |_| {},
+        )
+        .unwrap_or_else(|e| panic!("{at}: {e}"));
+        assert_eq!(v.log.size(), store.size());
     };
     check(&store, "genesis only");
     // Entry times are t0 + seq, non-decreasing as the format requires.

@@ -73,7 +73,34 @@ pub(crate) fn progress(total: Option<u64>, what: &str) -> ProgressBar {
     bar
 }
 
-pub(crate) fn verify(source: &Source, key: &PublicKey) -> Result<()> {
+/// Verifies published tiles in a directory.
+fn verify_tiles(dir: &Path, key: &PublicKey) -> Result<()> {
+    let bar = progress(None, "verifying");
+    let mut fetch = |path: &str| match fs::read(dir.join(path)) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    };
+    let r = ledger::tiles::verify(&mut fetch, key.clone(), &mut |n| bar.set_position(n));
+    bar.finish_and_clear();
+    let v = r.map_err(|e| Invalid(e.to_string()))?;
+    let cp = v.log.checkpoint();
+    println!(
+        "OK: {} entries and every tile ({} files), {} key(s); origin {}; root {}; head {}",
+        v.log.size(),
+        v.files,
+        v.log.keys().len(),
+        v.log.origin(),
+        cp.root.to_base64(),
+        cp.head.to_base64()
+    );
+    Ok(())
+}
+
+pub(crate) fn verify(source: &VerifySource, key: &PublicKey) -> Result<()> {
+    if let Some(dir) = &source.tiles {
+        return verify_tiles(dir, key);
+    }
     let mut note = "";
     let result = if let Some(db) = &source.db {
         let ro = open_checked(db)?;

@@ -63,6 +63,22 @@ enum Command {
         #[arg(long)]
         origin: String,
     },
+    /// Rotate the checkpoint signing key (the daemon stopped): records `KeyRotated` to the new
+    /// key, signed off by the current one; every later checkpoint is signed by the new key.
+    RotateKey {
+        /// Ledger database.
+        #[arg(long)]
+        db: PathBuf,
+        /// The key in force (private key file).
+        #[arg(long)]
+        key: PathBuf,
+        /// The new key (private key file, from `keygen`).
+        #[arg(long)]
+        to: PathBuf,
+        /// Why (recorded in the entry).
+        #[arg(long)]
+        reason: String,
+    },
     /// Verify a ledger database or an export bundle offline against the genesis public key.
     Verify {
         #[command(flatten)]
@@ -222,6 +238,7 @@ impl Command {
     fn subject(&self) -> Option<&Path> {
         match self {
             Command::Init { db, .. }
+            | Command::RotateKey { db, .. }
             | Command::Export { db, .. }
             | Command::Rebuild { db }
             | Command::Check { db }
@@ -392,6 +409,12 @@ fn run(command: Command) -> Result<()> {
             );
             Ok(())
         }
+        Command::RotateKey {
+            db,
+            key,
+            to,
+            reason,
+        } => rotate_key(&db, &key, &to, &reason),
         Command::Verify { source, key } => {
             let key = keys::read_public_key(&key)?;
             verify(&source, &key)

@@ -351,3 +351,93 @@ fn publish_writes_tiles_and_refuses_version_1() {
     );
     assert!(err.contains("version-2"), "{err}");
 }
+
+/// `rotate-key` records the rotation; verification follows it from the genesis key alone,
+/// and a key already in the chain, or a wrong current key, is refused.
+#[test]
+fn rotate_key_is_followed_by_verifiers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    ok(&["keygen", "--out", s(&keys), "--name", "cp.example/fleet"]);
+    ok(&["keygen", "--out", s(&keys), "--name", "cp-2027"]);
+    // A key named as its log's origin: its files are named with '_' for '/'.
+    let (k1, k2) = (keys.join("cp.example_fleet.key"), keys.join("cp-2027.key"));
+    let db = tmp.path().join("l.redb");
+    ok(&[
+        "init",
+        "--db",
+        s(&db),
+        "--key",
+        s(&k1),
+        "--origin",
+        "cp.example/fleet",
+    ]);
+    let genesis_pub = k1.with_extension("pub");
+    let out = ok(&[
+        "rotate-key",
+        "--db",
+        s(&db),
+        "--key",
+        s(&k1),
+        "--to",
+        s(&k2),
+        "--reason",
+        "yearly",
+    ]);
+    assert!(out.starts_with("rotated at entry 1"), "{out}");
+    let v = ok(&["verify", "--db", s(&db), "--key", s(&genesis_pub)]);
+    assert!(
+        v.starts_with("OK: 2 entries, 2 checkpoints, 2 key(s)"),
+        "{v}"
+    );
+    // The old key is no longer in force; the new one cannot be rotated to twice.
+    let err = fails(
+        &[
+            "rotate-key",
+            "--db",
+            s(&db),
+            "--key",
+            s(&k1),
+            "--to",
+            s(&k2),
+            "--reason",
+            "x",
+        ],
+        2,
+    );
+    assert!(err.contains("key"), "{err}");
+    let err = fails(
+        &[
+            "rotate-key",
+            "--db",
+            s(&db),
+            "--key",
+            s(&k2),
+            "--to",
+            s(&k2),
+            "--reason",
+            "x",
+        ],
+        2,
+    );
+    assert!(err.contains("already in the log's key chain"), "{err}");
+    fails(
+        &[
+            "rotate-key",
+            "--db",
+            s(&db),
+            "--key",
+            s(&k2),
+            "--to",
+            s(&k1),
+            "--reason",
+            " ",
+        ],
+        2,
+    );
+    // Published tiles verify across the rotation too.
+    let tiles = tmp.path().join("tiles");
+    ok(&["publish", "--db", s(&db), "--to", s(&tiles)]);
+    let v = ok(&["verify", "--tiles", s(&tiles), "--key", s(&genesis_pub)]);
+    assert!(v.contains("2 key(s)"), "{v}");
+}

@@ -35,8 +35,11 @@ pub(crate) fn read_note(ro: &ReadOnlyStore) -> &'static str {
 pub(crate) fn keygen(out: &Path, name: &str) -> Result<()> {
     let signer = Signer::generate(name)?;
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let key_path = out.join(format!("{name}.key"));
-    let pub_path = out.join(format!("{name}.pub"));
+    // Key names are often schema-less URLs (`cp.example.org/fleet`, C2SP's advice, and the
+    // log's origin): the file name is the name with each '/' as '_'.
+    let stem = name.replace('/', "_");
+    let key_path = out.join(format!("{stem}.key"));
+    let pub_path = out.join(format!("{stem}.pub"));
     if pub_path.exists() {
         bail!(
             "{} already exists: refusing to overwrite a key",
@@ -130,6 +133,47 @@ pub(crate) fn verify(source: &VerifySource, key: &PublicKey) -> Result<()> {
         log.origin(),
         cp.root.to_base64(),
         cp.head.to_base64()
+    );
+    Ok(())
+}
+
+pub(crate) fn rotate_key(db: &Path, key: &Path, to: &Path, reason: &str) -> Result<()> {
+    if reason.trim().is_empty() {
+        bail!("--reason must say why the key is rotated (it is recorded)");
+    }
+    let current =
+        keys::read_private_key(key).with_context(|| format!("reading {}", key.display()))?;
+    let next = keys::read_private_key(to).with_context(|| format!("reading {}", to.display()))?;
+    let next_public = next.public().clone();
+    // Opening also brings the projections up to date; it refuses a key not in force.
+    let ledger = Ledger::open(db, current).with_context(|| format!("opening {}", db.display()))?;
+    let mut store = ledger.into_store();
+    if store
+        .snapshot()?
+        .keys_in_force()?
+        .iter()
+        .any(|k| k.bytes() == next_public.bytes())
+    {
+        bail!(
+            "{} is already in the log's key chain: a rotation must introduce a new key",
+            next_public.to_text()
+        );
+    }
+    let at = now_us().max(store.last_time());
+    let receipt = store
+        .rotate_key(next, reason, at)
+        .with_context(|| format!("rotating the key of {}", db.display()))?;
+    drop(store);
+    // The projections fold the new entry (they ignore it) so their watermark follows.
+    drop(
+        Ledger::open(db, keys::read_private_key(to)?)
+            .with_context(|| format!("reopening {}", db.display()))?,
+    );
+    println!(
+        "rotated at entry {}: checkpoints after it are signed by {} (serve with --config naming {}); verifiers follow the rotation from the log, witnesses must be told the new key",
+        receipt.first_seq,
+        next_public.to_text(),
+        to.display()
     );
     Ok(())
 }

@@ -263,6 +263,7 @@ impl Setup {
             pull: None,
             tls: None,
             enrollment: None,
+            publish: None,
             tokens: entries,
             limits: Limits::default(),
             plan_interval_ms: 100,

@@ -143,6 +143,9 @@ pub struct Config {
     /// and the org root key. Needs `tls` with `client_ca` and `agent_cn_suffix`.
     #[serde(default)]
     pub enrollment: Option<crate::enrollment::EnrollmentConfig>,
+    /// Publish the log as C2SP tlog-tiles into a directory as it commits.
+    #[serde(default)]
+    pub publish: Option<crate::publish::PublishConfig>,
     /// Planner safety tick (the reference used 15 s).
     #[serde(default = "default_plan_interval")]
     pub plan_interval_ms: u64,
@@ -216,6 +219,9 @@ impl Config {
             t.cert = base.join(&t.cert);
             t.key = base.join(&t.key);
             t.client_ca = t.client_ca.as_ref().map(|c| base.join(c));
+        }
+        if let Some(p) = &mut config.publish {
+            p.to = base.join(&p.to);
         }
         if let Some(e) = &mut config.enrollment {
             e.ca_cert = base.join(&e.ca_cert);

@@ -121,6 +121,11 @@ impl Daemon {
             .pull
             .clone()
             .map(|cfg| tokio::spawn(crate::sources::pull(cfg, submitter)));
+        let publisher = settings
+            .config
+            .publish
+            .clone()
+            .map(|cfg| tokio::spawn(crate::publish::run(cfg, Arc::clone(&shared))));
         drop(tx);
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -145,7 +150,7 @@ impl Daemon {
             let _ = halt.send(true);
             ticker.abort();
             let _ = ticker.await;
-            for source in [watcher, puller].into_iter().flatten() {
+            for source in [watcher, puller, publisher].into_iter().flatten() {
                 source.abort();
                 let _ = source.await;
             }

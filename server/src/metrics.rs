@@ -41,6 +41,12 @@ pub struct Metrics {
     pub connections_evicted: Counter,
     /// Connections refused because every open one was authenticated and the cap was reached.
     pub connections_refused: Counter,
+    /// The size of the log as last published as tiles.
+    pub published_entries: Gauge,
+    /// Committed entries not yet published, as of the last publication.
+    pub publication_lag_entries: Gauge,
+    /// Publications that failed (retried at the next round).
+    pub publication_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -58,6 +64,24 @@ impl Default for Metrics {
         let connections_open = Gauge::default();
         let connections_evicted = Counter::default();
         let connections_refused = Counter::default();
+        let published_entries = Gauge::default();
+        let publication_lag_entries = Gauge::default();
+        let publication_failures = Counter::default();
+        registry.register(
+            "published_entries",
+            "The log's size as last published as tiles (config `publish`)",
+            published_entries.clone(),
+        );
+        registry.register(
+            "publication_lag_entries",
+            "Committed entries not yet published, as of the last publication",
+            publication_lag_entries.clone(),
+        );
+        registry.register(
+            "publication_failures",
+            "Publications that failed (retried at the next round)",
+            publication_failures.clone(),
+        );
         registry.register("appended_entries", "Entries appended", entries.clone());
         registry.register("commits", "Batches committed", commits.clone());
         registry.register(
@@ -125,6 +149,9 @@ impl Default for Metrics {
             connections_open,
             connections_evicted,
             connections_refused,
+            published_entries,
+            publication_lag_entries,
+            publication_failures,
         }
     }
 }

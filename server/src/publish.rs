@@ -193,3 +193,80 @@ fn entry_bundle(
     })?;
     Ok(bundle)
 }
+
+/// The `publish` section of the config: the daemon publishes tiles as it commits.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// Directory to publish into (served by a static web server, or synced to a bucket).
+    pub to: PathBuf,
+    /// Publish at most this often, seconds (default 5); each publication covers every
+    /// commit since the last.
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+}
+
+fn default_interval() -> u64 {
+    5
+}
+
+/// The daemon's publisher: after commits, at most every `interval_secs`, publishes the latest
+/// committed state from a read snapshot. The writer never waits on it; the gap shows in
+/// `fleet_ledger_publication_lag_entries`, failures in the log and
+/// `fleet_ledger_publication_failures_total` (the next round retries).
+pub async fn run(cfg: PublishConfig, shared: std::sync::Arc<crate::writer::Shared>) {
+    let sink = match DirSink::new(&cfg.to) {
+        Ok(s) => std::sync::Arc::new(s),
+        Err(e) => {
+            tracing::error!(to = %cfg.to.display(), error = %e, "cannot publish: creating the directory failed");
+            return;
+        }
+    };
+    let every = std::time::Duration::from_secs(cfg.interval_secs.max(1));
+    let mut committed = shared.committed.subscribe();
+    let mut failing = false;
+    loop {
+        committed.mark_unchanged();
+        let shared2 = std::sync::Arc::clone(&shared);
+        let sink2 = std::sync::Arc::clone(&sink);
+        let result = tokio::task::spawn_blocking(move || {
+            let guard = shared2.reader.read().unwrap_or_else(|p| p.into_inner());
+            let snap = guard
+                .as_ref()
+                .ok_or_else(|| PublishError::Refused("the ledger is being reopened".into()))?
+                .snapshot()?;
+            drop(guard);
+            publish(&snap, sink2.as_ref())
+        })
+        .await;
+        let m = &shared.metrics;
+        match result {
+            Ok(Ok(p)) => {
+                m.published_entries.set(p.to as i64);
+                let head = *shared.committed.borrow();
+                m.publication_lag_entries
+                    .set(head.saturating_sub(p.to) as i64);
+                if failing {
+                    tracing::info!(size = p.to, "publication works again");
+                    failing = false;
+                }
+            }
+            Ok(Err(e)) => {
+                m.publication_failures.inc();
+                if !failing {
+                    tracing::warn!(to = %cfg.to.display(), error = %e, "publication failed; retrying");
+                    failing = true;
+                }
+            }
+            Err(e) => {
+                m.publication_failures.inc();
+                tracing::error!(error = %e, "publication panicked; retrying");
+            }
+        }
+        tokio::time::sleep(every).await;
+        // Nothing new since: wait for a commit.
+        if !committed.has_changed().unwrap_or(false) && committed.changed().await.is_err() {
+            return;
+        }
+    }
+}

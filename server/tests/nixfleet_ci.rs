@@ -133,14 +133,25 @@ async fn nixfleet_ci_files_open_a_rollout_an_agent_works_through() {
 
     let op = setup.tokens.operator.clone();
     let mut rollouts = Value::Null;
+    // The operator's view reads the committed tables; the manifests agents fetch are served
+    // once the writer has published them, just after the commit (a long poll is woken only
+    // then): wait for both.
     until_committed(
         &daemon,
         "the rollout from the release directory",
         async || {
             rollouts = c.get(&op, "/v1/rollouts").await.unwrap().1;
-            rollouts["rollouts"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|r| r["rolloutId"] == ROLLOUT))
+            let served = c
+                .http
+                .get(format!("{}/v1/rollouts/{ROLLOUT}", c.base))
+                .bearer_auth(&op)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            served
+                && rollouts["rollouts"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r["rolloutId"] == ROLLOUT))
         },
     )
     .await;

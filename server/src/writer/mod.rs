@@ -263,12 +263,15 @@ impl Writer {
                     m.commits.inc();
                     m.entries.inc_by(entries);
                     m.batch_entries.observe(entries as f64);
-                    self.shared.committed.send_replace(ledger.store().size());
+                    // The served manifests and readiness first, then the commit's
+                    // notification: whoever wakes on it (a long poll handing out a dispatch)
+                    // finds the manifest it names already served.
                     publish(&self.shared, &self.manifests, &mut self.published_upto);
                     self.shared.fleet_ready.store(
                         self.manifests.fleet_in_force.is_some(),
                         std::sync::atomic::Ordering::Release,
                     );
+                    self.shared.committed.send_replace(ledger.store().size());
                     tracing::debug!(
                         size = ledger.store().size(),
                         micros = started.elapsed().as_micros() as u64,

@@ -172,6 +172,8 @@ pub type Fetch<'a> = dyn FnMut(&str) -> Result<Option<Vec<u8>>, String> + 'a;
 pub struct TilesVerified {
     /// The log, as the verifier saw it (origin, latest checkpoint, keys).
     pub log: crate::verify::VerifiedLog,
+    /// The checkpoint's signed note.
+    pub note: String,
     /// Files read.
     pub files: u64,
 }
@@ -300,6 +302,255 @@ pub fn verify(
     verifier.sparse_checkpoint(&note)?;
     Ok(TilesVerified {
         log: verifier.finish()?,
+        note: String::from_utf8_lossy(&note).into_owned(),
+        files,
+    })
+}
+
+/// What an auditor keeps between two tile verifications: the last checkpoint verified and
+/// the log's key chain then in force (genesis first), as text. `verify --tiles --since FILE`
+/// reads and rewrites it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TilesState {
+    /// `fleet-ledger-tiles-state/v1`.
+    pub format: String,
+    /// The signed note of the last checkpoint verified.
+    pub checkpoint: String,
+    /// The key chain in force for it, verifier key texts, genesis first.
+    pub keys: Vec<String>,
+}
+
+/// [`TilesState::format`].
+pub const STATE_FORMAT: &str = "fleet-ledger-tiles-state/v1";
+
+impl TilesState {
+    /// The state after a verification.
+    pub fn of(v: &TilesVerified) -> TilesState {
+        TilesState {
+            format: STATE_FORMAT.into(),
+            checkpoint: v.note.clone(),
+            keys: v.log.keys().iter().map(|k| k.to_text()).collect(),
+        }
+    }
+}
+
+/// The tree's nodes as published tiles of a tree of `size` give them (fetched once each).
+struct TileNodes<'a, 'f> {
+    size: u64,
+    fetch: std::cell::RefCell<&'a mut Fetch<'f>>,
+    cache: std::cell::RefCell<std::collections::HashMap<String, Vec<u8>>>,
+    files: std::cell::Cell<u64>,
+}
+
+impl NodeSource for TileNodes<'_, '_> {
+    type Error = String;
+    fn tree(&self) -> TreeHash {
+        TreeHash::Sha256
+    }
+    fn perfect(&self, level: u8, index: u64) -> Result<Hash, String> {
+        let (l, r) = (
+            u32::from(level) / TILE_HEIGHT,
+            u32::from(level) % TILE_HEIGHT,
+        );
+        let base = index << r;
+        let (t, off) = (base / TILE_WIDTH, (base % TILE_WIDTH) as usize);
+        let nodes = self.size >> (TILE_HEIGHT * l);
+        let width = if (t + 1) * TILE_WIDTH <= nodes {
+            TILE_WIDTH
+        } else {
+            nodes % TILE_WIDTH
+        };
+        let tile = Tile {
+            level: Some(l as u8),
+            index: t,
+            width,
+        };
+        let path = tile.path();
+        let mut cache = self.cache.borrow_mut();
+        if !cache.contains_key(&path) {
+            self.files.set(self.files.get() + 1);
+            let bytes =
+                (self.fetch.borrow_mut())(&path)?.ok_or_else(|| format!("{path} is missing"))?;
+            if bytes.len() as u64 != width * 32 {
+                return Err(format!(
+                    "{path} is {} bytes, not {}",
+                    bytes.len(),
+                    width * 32
+                ));
+            }
+            cache.insert(path.clone(), bytes);
+        }
+        let bytes = &cache[&path];
+        let n = 1usize << r;
+        if off + n > width as usize {
+            return Err(format!("{path} does not hold node ({level}, {index})"));
+        }
+        let hashes: Vec<Hash> = bytes[off * 32..(off + n) * 32]
+            .chunks_exact(32)
+            .map(|c| Hash(c.try_into().expect("32 bytes")))
+            .collect();
+        Ok(crate::merkle::reference_root(TreeHash::Sha256, &hashes))
+    }
+}
+
+/// Verifies published tiles from the auditor's last trusted checkpoint (`state`) to the
+/// latest: the tree the tiles give for the old size must have the old signed root (the old
+/// checkpoint is a prefix of the new log), every new entry goes through the log verifier
+/// (chain from the old head, rotations), and the new checkpoint's root is the old tree plus
+/// the new entries. Costs O(new entries + log n) reads.
+pub fn verify_since(
+    fetch: &mut Fetch<'_>,
+    state: &TilesState,
+    progress: &mut dyn FnMut(u64),
+) -> Result<TilesVerified, crate::verify::VerifyError> {
+    use crate::checkpoint::parse_note;
+    use crate::verify::{Failure, Location, Verifier, VerifyError};
+    let bad = |at: Location, why: String| VerifyError::new(at, Failure::Tiles(why));
+    if state.format != STATE_FORMAT {
+        return Err(bad(
+            Location::Log,
+            format!(
+                "state file format {:?}, expected {STATE_FORMAT:?}",
+                state.format
+            ),
+        ));
+    }
+    let keys = state
+        .keys
+        .iter()
+        .map(|k| crate::keys::PublicKey::from_text(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(Location::Log, format!("state file key: {e}")))?;
+    let old_note =
+        parse_note(state.checkpoint.as_bytes()).map_err(|e| VerifyError::new(Location::Log, e))?;
+    // The state file is the auditor's, but a changed one must not pass: its checkpoint must
+    // still verify with the last of its keys.
+    let last_key = keys
+        .last()
+        .ok_or_else(|| bad(Location::Log, "state file has no keys".into()))?;
+    old_note
+        .verify(last_key)
+        .map_err(|e| VerifyError::new(Location::Checkpoint(old_note.checkpoint.size), e))?;
+    let old = old_note.checkpoint;
+    let mut files = 1u64;
+    let note = fetch("checkpoint")
+        .map_err(|e| bad(Location::Log, format!("checkpoint: {e}")))?
+        .ok_or_else(|| bad(Location::Log, "checkpoint is missing".into()))?;
+    let new = parse_note(&note)
+        .map_err(|e| VerifyError::new(Location::Log, e))?
+        .checkpoint;
+    if new.origin != old.origin {
+        return Err(VerifyError::new(
+            Location::Log,
+            Failure::Origin {
+                expected: old.origin,
+                found: new.origin,
+            },
+        ));
+    }
+    if new.size < old.size {
+        return Err(VerifyError::new(
+            Location::Checkpoint(new.size),
+            Failure::CheckpointNotIncreasing {
+                stated: new.size,
+                previous: old.size,
+            },
+        ));
+    }
+    let note_text = String::from_utf8(note.clone())
+        .map_err(|_| bad(Location::Log, "checkpoint is not text".into()))?;
+    let nodes = TileNodes {
+        size: new.size,
+        fetch: std::cell::RefCell::new(fetch),
+        cache: Default::default(),
+        files: std::cell::Cell::new(0),
+    };
+    let frontier = crate::merkle::Frontier::from_source(&nodes, old.size)
+        .map_err(|e| bad(Location::Checkpoint(old.size), e))?;
+    // The new entries, from the bundles of the new tree; the old tree's last entry gives the
+    // time the next may not precede.
+    let fetch = nodes.fetch.into_inner();
+    files += nodes.files.get();
+    let mut verifier: Option<Verifier> = None;
+    let first_bundle = (old.size - 1) / TILE_WIDTH;
+    for b in first_bundle..new.size.div_ceil(TILE_WIDTH) {
+        let width = (new.size - b * TILE_WIDTH).min(TILE_WIDTH);
+        let first = b * TILE_WIDTH;
+        let tile = Tile {
+            level: None,
+            index: b,
+            width,
+        };
+        let path = tile.path();
+        files += 1;
+        let bytes = fetch(&path)
+            .map_err(|e| bad(Location::Seq(first), format!("{path}: {e}")))?
+            .ok_or_else(|| bad(Location::Seq(first), format!("{path} is missing")))?;
+        let entries = split_bundle(&bytes, width).ok_or_else(|| {
+            bad(
+                Location::Seq(first),
+                format!("{path} is not a bundle of {width} entries"),
+            )
+        })?;
+        for (i, e) in entries.iter().enumerate() {
+            let seq = first + i as u64;
+            if seq + 1 < old.size {
+                continue;
+            }
+            let large;
+            let entry: &[u8] = if e.is_empty() {
+                files += 1;
+                let p = large_entry_path(seq);
+                large = fetch(&p)
+                    .map_err(|e| bad(Location::Seq(seq), format!("{p}: {e}")))?
+                    .ok_or_else(|| bad(Location::Seq(seq), format!("{p} is missing")))?;
+                &large
+            } else {
+                e
+            };
+            match verifier.as_mut() {
+                None => {
+                    // Entry old.size − 1: the trusted head names it, and its time bounds the
+                    // next.
+                    let parsed = crate::entry::EntryRef::parse(entry)
+                        .map_err(|e| VerifyError::new(Location::Seq(seq), e))?;
+                    if parsed.hash() != old.head {
+                        return Err(bad(
+                            Location::Seq(seq),
+                            "the last entry of the trusted checkpoint is not the one published"
+                                .into(),
+                        ));
+                    }
+                    verifier = Some(Verifier::resume(
+                        keys.clone(),
+                        old.clone(),
+                        frontier.clone(),
+                        parsed.header.recorded_at_us,
+                    )?);
+                }
+                Some(v) => v.entry(entry)?,
+            }
+        }
+        progress(first + width);
+    }
+    let mut verifier = verifier.ok_or_else(|| bad(Location::Log, "no entries read".into()))?;
+    if new.size == old.size {
+        if new.root != old.root {
+            return Err(bad(
+                Location::Checkpoint(new.size),
+                "the log forked: the same size with another root".into(),
+            ));
+        }
+        parse_note(&note)
+            .and_then(|n| n.verify(last_key).map(|_| ()))
+            .map_err(|e| VerifyError::new(Location::Checkpoint(new.size), e))?;
+    } else {
+        verifier.sparse_checkpoint(&note)?;
+    }
+    Ok(TilesVerified {
+        log: verifier.finish()?,
+        note: note_text,
         files,
     })
 }

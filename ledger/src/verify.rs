@@ -284,6 +284,44 @@ impl Verifier {
         }
     }
 
+    /// A verifier that continues after a checkpoint already verified (an auditor's last
+    /// trusted one): `keys` is the key chain then in force (genesis first), `frontier` the
+    /// tree of its `checkpoint.size` entries (whose root must be the checkpoint's: checked
+    /// here), `last_time` the time of its last entry.
+    pub fn resume(
+        keys: Vec<PublicKey>,
+        checkpoint: Checkpoint,
+        frontier: Frontier,
+        last_time: i64,
+    ) -> Result<Verifier, VerifyError> {
+        let at = Location::Checkpoint(checkpoint.size);
+        if keys.is_empty() {
+            return Err(VerifyError::new(at, Failure::Tiles("no keys".into())));
+        }
+        if frontier.size() != checkpoint.size || frontier.root() != checkpoint.root {
+            return Err(VerifyError::new(
+                at,
+                Failure::RootMismatch {
+                    stated: checkpoint.root,
+                    computed: frontier.root(),
+                },
+            ));
+        }
+        Ok(Verifier {
+            pinned: keys[0].clone(),
+            keys,
+            pending_keys: Vec::new(),
+            origin: Some(checkpoint.origin.clone()),
+            next_seq: checkpoint.size,
+            last_time,
+            frontier,
+            last_hash: checkpoint.head,
+            suspect: None,
+            last_checkpoint: Some(checkpoint),
+            checkpoints: 1,
+        })
+    }
+
     /// Entries accepted so far.
     pub fn entries(&self) -> u64 {
         self.next_seq

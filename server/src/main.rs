@@ -86,6 +86,11 @@ enum Command {
         /// The genesis public key file (`NAME.pub`), the only thing trusted.
         #[arg(long)]
         key: PathBuf,
+        /// With `--tiles`: the auditor's state file. If it exists, verify only what was
+        /// published since the checkpoint it holds (O(new entries + log n)); either way,
+        /// save the newly verified checkpoint in it for next time.
+        #[arg(long, requires = "tiles")]
+        since: Option<PathBuf>,
     },
     /// Export a ledger database as a portable bundle.
     Export {
@@ -415,9 +420,9 @@ fn run(command: Command) -> Result<()> {
             to,
             reason,
         } => rotate_key(&db, &key, &to, &reason),
-        Command::Verify { source, key } => {
+        Command::Verify { source, key, since } => {
             let key = keys::read_public_key(&key)?;
-            verify(&source, &key)
+            verify(&source, &key, since.as_deref())
         }
         Command::Export { db, out } => export(&db, &out),
         Command::Prove { proof } => {

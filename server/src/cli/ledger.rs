@@ -76,33 +76,77 @@ pub(crate) fn progress(total: Option<u64>, what: &str) -> ProgressBar {
     bar
 }
 
-/// Verifies published tiles in a directory.
-fn verify_tiles(dir: &Path, key: &PublicKey) -> Result<()> {
+/// Verifies published tiles in a directory: all of them, or (with a state file from an
+/// earlier run) what was published since; then saves the new state.
+fn verify_tiles(dir: &Path, key: &PublicKey, since: Option<&Path>) -> Result<()> {
+    use ledger::tiles::TilesState;
     let bar = progress(None, "verifying");
     let mut fetch = |path: &str| match fs::read(dir.join(path)) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.to_string()),
     };
-    let r = ledger::tiles::verify(&mut fetch, key.clone(), &mut |n| bar.set_position(n));
+    let state: Option<TilesState> = match since {
+        Some(file) if file.exists() => {
+            let text =
+                fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not a tiles state file", file.display()))?,
+            )
+        }
+        _ => None,
+    };
+    if let Some(s) = &state {
+        // The state must be of this log: its key chain starts with the pinned key.
+        if s.keys.first() != Some(&key.to_text()) {
+            bail!("the state file's key chain does not start with the key given (--key)");
+        }
+    }
+    let from = state.as_ref().and_then(|s| {
+        ledger::checkpoint::parse_note(s.checkpoint.as_bytes())
+            .ok()
+            .map(|n| n.checkpoint.size)
+    });
+    let r = match &state {
+        Some(s) => ledger::tiles::verify_since(&mut fetch, s, &mut |n| bar.set_position(n)),
+        None => ledger::tiles::verify(&mut fetch, key.clone(), &mut |n| bar.set_position(n)),
+    };
     bar.finish_and_clear();
     let v = r.map_err(|e| Invalid(e.to_string()))?;
     let cp = v.log.checkpoint();
+    let what = match from {
+        Some(m) => format!(
+            "{} new entries since size {m} ({} files read)",
+            v.log.size() - m,
+            v.files
+        ),
+        None => format!(
+            "{} entries and every tile ({} files)",
+            v.log.size(),
+            v.files
+        ),
+    };
     println!(
-        "OK: {} entries and every tile ({} files), {} key(s); origin {}; root {}; head {}",
-        v.log.size(),
-        v.files,
+        "OK: {what}, {} key(s); origin {}; size {}; root {}; head {}",
         v.log.keys().len(),
         v.log.origin(),
+        cp.size,
         cp.root.to_base64(),
         cp.head.to_base64()
     );
+    if let Some(file) = since {
+        let text = serde_json::to_string_pretty(&TilesState::of(&v))? + "\n";
+        let tmp = file.with_extension("tmp");
+        fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, file).with_context(|| format!("writing {}", file.display()))?;
+    }
     Ok(())
 }
 
-pub(crate) fn verify(source: &VerifySource, key: &PublicKey) -> Result<()> {
+pub(crate) fn verify(source: &VerifySource, key: &PublicKey, since: Option<&Path>) -> Result<()> {
     if let Some(dir) = &source.tiles {
-        return verify_tiles(dir, key);
+        return verify_tiles(dir, key, since);
     }
     let mut note = "";
     let result = if let Some(db) = &source.db {

@@ -307,10 +307,14 @@ pub fn verify_bundle<R: Read>(
                 if verifier.entries() > 0 {
                     return Err(bundle_err(at, "KEY record after the first entry"));
                 }
+                // Exactly the key text: no newline, no white space (FORMAT §8).
                 let key = std::str::from_utf8(text)
                     .ok()
+                    .filter(|t| !t.chars().any(char::is_whitespace))
                     .and_then(|t| PublicKey::from_text(t).ok())
-                    .ok_or_else(|| bundle_err(at, "KEY record is not a verifier key"))?;
+                    .ok_or_else(|| {
+                        bundle_err(at, "KEY record is not exactly a verifier key text")
+                    })?;
                 if listed.is_empty() && key != *pinned {
                     return Err(bundle_err(
                         at,

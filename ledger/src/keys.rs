@@ -381,14 +381,49 @@ pub fn read_key_text(path: &Path) -> Result<String, KeyError> {
     read_small(path)
 }
 
-/// Reads a public key file.
+/// Reads a public key file: the key text, optionally followed by one newline (FORMAT §4);
+/// anything else (CRLF, spaces, a second line) is refused, as the auditor's one trusted input
+/// has exactly one spelling.
 pub fn read_public_key(path: &Path) -> Result<PublicKey, KeyError> {
-    PublicKey::from_text(&read_small(path)?)
+    let text = read_small(path)?;
+    let key = text.strip_suffix('\n').unwrap_or(&text);
+    if key.chars().any(char::is_whitespace) {
+        return Err(KeyError::BadFormat {
+            expected: "public",
+            reason: format!(
+                "{}: a public key file holds the key text and at most one final newline (no CR, spaces or other lines)",
+                path.display()
+            ),
+        });
+    }
+    PublicKey::from_text(key)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pinned public key file has one spelling: the key text, optionally one newline.
+    #[test]
+    fn public_key_files_take_only_an_optional_final_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Signer::from_seed("example.com/log", &[1; 32])
+            .unwrap()
+            .public()
+            .to_text();
+        for (text, ok) in [
+            (key.clone(), true),
+            (format!("{key}\n"), true),
+            (format!("{key}\r\n"), false),
+            (format!("{key}\n\n"), false),
+            (format!(" {key}\n"), false),
+            (format!("{key} \n"), false),
+        ] {
+            let path = dir.path().join("k.pub");
+            std::fs::write(&path, &text).unwrap();
+            assert_eq!(read_public_key(&path).is_ok(), ok, "{text:?}");
+        }
+    }
 
     #[test]
     fn text_formats_round_trip() {

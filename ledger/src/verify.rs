@@ -65,6 +65,9 @@ pub enum Failure {
     /// Entry 0 is not a genesis entry, or a genesis entry appears later.
     #[error("{0}")]
     Genesis(&'static str),
+    /// A genesis or rotation payload not in its one encoding (a non-minimal varint).
+    #[error("the {0} payload is not in its canonical encoding (a non-minimal integer)")]
+    NonCanonical(&'static str),
     /// An entry's format version differs from the genesis entry's.
     #[error("entry format version {found}, but the log's (its genesis entry's) is {log}")]
     VersionChange {
@@ -246,6 +249,17 @@ struct Suspect {
     claimed: Hash,
 }
 
+/// Decodes a payload verification reads (kinds 1 and 2) and requires it to be the one
+/// encoding of its value: bincode reads non-minimal varints, and two verifiers must not
+/// disagree on whether such a payload is valid (FORMAT §3).
+fn canonical(entry: &EntryRef<'_>) -> Result<Event, Failure> {
+    let event = entry.event()?;
+    if event.encode_payload() != entry.payload {
+        return Err(Failure::NonCanonical(entry.header.kind.name()));
+    }
+    Ok(event)
+}
+
 /// The streaming verifier.
 #[derive(Debug)]
 pub struct Verifier {
@@ -404,6 +418,17 @@ impl Verifier {
             self.check_link(seq - 1, h.prev_hash)?;
         }
         if h.recorded_at_us < self.last_time {
+            // If entry seq−1's link already broke, its bytes changed (the naming rule, §7):
+            // a raised time in entry seq−1 is named there, not here.
+            if let Some(s) = self.suspect.take() {
+                return Err(VerifyError::new(
+                    Location::Seq(s.seq),
+                    Failure::EntryAltered {
+                        computed: s.computed,
+                        committed: s.claimed,
+                    },
+                ));
+            }
             return Err(VerifyError::new(
                 at,
                 Failure::TimeRegression {
@@ -414,7 +439,8 @@ impl Verifier {
         }
         match (seq, h.kind) {
             (0, Kind::Genesis) => {
-                let Event::Genesis(g) = entry.event().map_err(|e| VerifyError::new(at, e))? else {
+                let event = canonical(&entry).map_err(|e| VerifyError::new(at, e))?;
+                let Event::Genesis(g) = event else {
                     unreachable!("kind Genesis decodes to Event::Genesis")
                 };
                 let key = PublicKey::from_record(&g.key).map_err(|e| VerifyError::new(at, e))?;
@@ -442,7 +468,8 @@ impl Verifier {
                 ));
             }
             (_, Kind::KeyRotated) => {
-                let Event::KeyRotated(r) = entry.event().map_err(|e| VerifyError::new(at, e))?
+                let Event::KeyRotated(r) =
+                    canonical(&entry).map_err(|e| VerifyError::new(at, e))?
                 else {
                     unreachable!("kind KeyRotated decodes to Event::KeyRotated")
                 };

@@ -240,3 +240,48 @@ fn every_single_bit_flip_in_any_record_fails_even_with_a_fresh_digest() {
     }
     assert!(checked > 10_000, "{checked}");
 }
+
+/// A raised time in entry k breaks monotonicity at entry k+1 and its own link at once: the
+/// naming rule names entry k, the one altered (FORMAT §7).
+#[test]
+fn a_raised_time_names_the_entry_whose_time_was_raised() {
+    for seq in [2u64, 9, 13] {
+        let mut r = records();
+        let i = entry_index(&r, seq);
+        // The top byte of recorded_at_us (bytes 9..17): far past every later entry.
+        r[i].1[9] ^= 0x10;
+        let err = verify(&r).unwrap_err();
+        assert_eq!(err.at, Location::Seq(seq), "seq {seq}: {err}");
+        assert!(matches!(err.failure, Failure::EntryAltered { .. }), "{err}");
+    }
+}
+
+/// The genesis payload must be the one encoding of its value: a non-minimal varint (bincode
+/// reads it) is refused, so verifiers cannot disagree on it (FORMAT §3).
+#[test]
+fn a_non_minimal_varint_in_the_genesis_payload_is_refused() {
+    let mut r = records();
+    let i = entry_index(&r, 0);
+    let entry = &r[i].1;
+    // The payload starts with the origin's length, one byte (< 251); write it as 0xFB + u16.
+    let len = entry[55];
+    let mut payload = vec![0xFB, len, 0];
+    payload.extend_from_slice(&entry[56..]);
+    let mut bytes = entry[..55].to_vec();
+    bytes[51..55].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(&payload);
+    r[i].1 = bytes;
+    let err = verify(&r).unwrap_err();
+    assert_eq!(err.at, Location::Seq(0), "{err}");
+    assert!(matches!(err.failure, Failure::NonCanonical(_)), "{err}");
+}
+
+/// A KEY record is exactly the key text: a trailing newline is refused (FORMAT §8).
+#[test]
+fn a_key_record_with_a_newline_is_refused() {
+    let mut r = records();
+    let k = r.iter().position(|(t, _)| *t == 1).unwrap();
+    r[k].1.push(b'\n');
+    let err = verify(&r).unwrap_err();
+    assert!(err.to_string().contains("KEY record"), "{err}");
+}

@@ -290,7 +290,8 @@ struct VerifySource {
     /// An export bundle.
     #[arg(long)]
     bundle: Option<PathBuf>,
-    /// A directory of published C2SP tlog-tiles (`fleet-ledger publish`).
+    /// Published C2SP tlog-tiles (`fleet-ledger publish`): a directory, or the URL prefix
+    /// they are served at (`https://…`).
     #[arg(long)]
     tiles: Option<PathBuf>,
 }

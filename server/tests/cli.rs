@@ -545,3 +545,73 @@ fn verify_tiles_since_a_state_file_is_incremental() {
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     assert_eq!(std::fs::read(&state).unwrap(), trusted);
 }
+
+/// Tiles served over HTTP (Python's `http.server`, a static server like any other) verify
+/// from their URL, fully and incrementally.
+#[test]
+fn verify_tiles_reads_a_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("v2.redb");
+    drop(fixtures::build_sample(&db, 2));
+    let out = tmp.path().join("tiles");
+    ok(&["publish", "--db", s(&db), "--to", s(&out)]);
+    let genesis = tmp.path().join("genesis.pub");
+    std::fs::write(&genesis, fixtures::genesis_signer().public().to_text()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    // Wait for the server to listen.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "http.server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let state = tmp.path().join("state.json");
+    let full = ok(&[
+        "verify",
+        "--tiles",
+        &url,
+        "--key",
+        s(&genesis),
+        "--since",
+        s(&state),
+    ]);
+    assert!(full.starts_with("OK: 300 entries and every tile"), "{full}");
+    let again = ok(&[
+        "verify",
+        "--tiles",
+        &url,
+        "--key",
+        s(&genesis),
+        "--since",
+        s(&state),
+    ]);
+    assert!(
+        again.starts_with("OK: 0 new entries since size 300"),
+        "{again}"
+    );
+    std::fs::remove_file(out.join("tile/0/000")).unwrap();
+    let err = fails(&["verify", "--tiles", &url, "--key", s(&genesis)], 1);
+    assert!(err.contains("tile/0/000 is missing"), "{err}");
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -76,16 +76,54 @@ pub(crate) fn progress(total: Option<u64>, what: &str) -> ProgressBar {
     bar
 }
 
-/// Verifies published tiles in a directory: all of them, or (with a state file from an
-/// earlier run) what was published since; then saves the new state.
-fn verify_tiles(dir: &Path, key: &PublicKey, since: Option<&Path>) -> Result<()> {
+/// Reads published files from a directory, or over HTTP(S) from a URL prefix (404: the file
+/// does not exist; any other failure is an error naming the URL).
+fn tile_reader(source: &Path) -> Result<Box<ledger::tiles::Fetch<'static>>> {
+    let text = source.to_string_lossy().to_string();
+    if !(text.starts_with("http://") || text.starts_with("https://")) {
+        let dir = source.to_path_buf();
+        return Ok(Box::new(move |path: &str| match fs::read(dir.join(path)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }));
+    }
+    // https is verified against the system's roots, with the daemon's TLS library and crypto.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let base = text.trim_end_matches('/').to_string();
+    Ok(Box::new(move |path: &str| {
+        let url = format!("{base}/{path}");
+        rt.block_on(async {
+            let resp = http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            match resp.status().as_u16() {
+                404 => Ok(None),
+                200 => resp
+                    .bytes()
+                    .await
+                    .map(|b| Some(b.to_vec()))
+                    .map_err(|e| format!("{url}: {e}")),
+                s => Err(format!("{url}: HTTP {s}")),
+            }
+        })
+    }))
+}
+
+/// Verifies published tiles in a directory or at a URL: all of them, or (with a state file
+/// from an earlier run) what was published since; then saves the new state.
+fn verify_tiles(source: &Path, key: &PublicKey, since: Option<&Path>) -> Result<()> {
     use ledger::tiles::TilesState;
     let bar = progress(None, "verifying");
-    let mut fetch = |path: &str| match fs::read(dir.join(path)) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.to_string()),
-    };
+    let mut fetch = tile_reader(source)?;
     let state: Option<TilesState> = match since {
         Some(file) if file.exists() => {
             let text =

@@ -483,6 +483,67 @@ fn main() {
             m.entries.get()
         );
         daemon.shutdown().await.expect("shutdown");
+
+        // The same closed loop with the daemon publishing tiles (config `publish`, every
+        // second): ingest with publication on, how far publication trails the commits, and
+        // the published bytes per entry.
+        let setup = Setup::create(&dir.path().join("publishing"), None, 66).expect("setup");
+        let tiles = dir.path().join("tiles");
+        let mut config = setup.config.clone();
+        config.publish = Some(fleet_ledger::publish::PublishConfig {
+            to: tiles.clone(),
+            interval_secs: 1,
+        });
+        let (daemon, c) = setup.start_with(config).await.expect("daemon");
+        let agents = prepare(&setup, &c).await;
+        let mut seqs = vec![0u64; agents.len()];
+        let shared = std::sync::Arc::clone(&daemon.shared);
+        let sampler = tokio::spawn(async move {
+            let mut behind = Vec::new();
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let head = *shared.committed.borrow();
+                let published = shared.metrics.published_entries.get() as u64;
+                behind.push(head.saturating_sub(published));
+                if behind.len() as u64 >= 10 * secs() {
+                    return behind;
+                }
+            }
+        });
+        let p = closed_loop(&c, &agents, &mut seqs, d).await;
+        report(
+            &format!("closed loop, {} agents, publishing", agents.len()),
+            &p,
+        );
+        let mut behind = sampler.await.expect("sampler");
+        behind.sort();
+        let rate = p.events as f64 / p.elapsed.as_secs_f64();
+        let med = behind[behind.len() / 2];
+        let max = *behind.last().unwrap_or(&0);
+        println!(
+            "publication lag (committed minus published, sampled every 100 ms): median {med} entries, max {max}; at this rate {:.2} s and {:.2} s",
+            med as f64 / rate,
+            max as f64 / rate
+        );
+        let entries = *daemon.shared.committed.borrow();
+        daemon.shutdown().await.expect("shutdown");
+        let mut bytes = 0u64;
+        let mut stack = vec![tiles.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("tiles dir") {
+                let e = e.expect("entry");
+                let m = e.metadata().expect("metadata");
+                if m.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    bytes += m.len();
+                }
+            }
+        }
+        println!(
+            "published tiles: {bytes} bytes for {entries} entries ({:.1} bytes per entry)",
+            bytes as f64 / entries.max(1) as f64
+        );
     });
     rss_1m(&rt);
 }

@@ -260,6 +260,19 @@ fn canonical(entry: &EntryRef<'_>) -> Result<Event, Failure> {
     Ok(event)
 }
 
+impl Suspect {
+    /// The entry whose link broke, named as altered.
+    fn altered(self) -> VerifyError {
+        VerifyError::new(
+            Location::Seq(self.seq),
+            Failure::EntryAltered {
+                computed: self.computed,
+                committed: self.claimed,
+            },
+        )
+    }
+}
+
 /// The streaming verifier.
 #[derive(Debug)]
 pub struct Verifier {
@@ -360,13 +373,7 @@ impl Verifier {
                 Ok(())
             }
             // L(k-1) broke and L(k) holds: entry k-1's bytes changed.
-            (Some(s), true) => Err(VerifyError::new(
-                Location::Seq(s.seq),
-                Failure::EntryAltered {
-                    computed: s.computed,
-                    committed: s.claimed,
-                },
-            )),
+            (Some(s), true) => Err(s.altered()),
             // L(k-1) and L(k) both broke: entry k's link field changed.
             (Some(s), false) => Err(VerifyError::new(
                 Location::Seq(k),
@@ -421,13 +428,7 @@ impl Verifier {
             // If entry seq−1's link already broke, its bytes changed (the naming rule, §7):
             // a raised time in entry seq−1 is named there, not here.
             if let Some(s) = self.suspect.take() {
-                return Err(VerifyError::new(
-                    Location::Seq(s.seq),
-                    Failure::EntryAltered {
-                        computed: s.computed,
-                        committed: s.claimed,
-                    },
-                ));
+                return Err(s.altered());
             }
             return Err(VerifyError::new(
                 at,
@@ -579,13 +580,7 @@ impl Verifier {
         self.check_link(entries - 1, cp.head)?;
         if let Some(s) = self.suspect.take() {
             // The signed head disagrees with the last entry: that entry's bytes changed.
-            return Err(VerifyError::new(
-                Location::Seq(s.seq),
-                Failure::EntryAltered {
-                    computed: s.computed,
-                    committed: s.claimed,
-                },
-            ));
+            return Err(s.altered());
         }
         let computed = self.frontier.root();
         if computed != cp.root {

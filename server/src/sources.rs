@@ -155,8 +155,9 @@ impl PullConfig {
     }
 }
 
-/// Fetches one URL's bytes (15 s, as nixfleet's CP); `Ok(None)` for 404.
-async fn fetch(
+/// Fetches one URL's bytes (15 s, as nixfleet's CP); `Ok(None)` for 404. Also what
+/// `verify --tiles URL` reads published tiles with.
+pub async fn fetch(
     http: &reqwest::Client,
     url: &str,
     token: Option<&str>,

@@ -1,7 +1,11 @@
 //! The CLI end to end: real files, real process, exit codes and one-line failures.
 
+mod static_server;
+
 use std::path::Path;
 use std::process::{Command, Output};
+
+use static_server::StaticServer;
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fleet-ledger"))
@@ -30,6 +34,16 @@ fn fails(args: &[&str], code: i32) -> String {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// The version-2 sample ledger in `dir`, with its genesis key written beside it:
+/// `(db, genesis.pub)`.
+fn sample_v2(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let db = dir.join("v2.redb");
+    drop(fixtures::build_sample(&db, 2));
+    let genesis = dir.join("genesis.pub");
+    std::fs::write(&genesis, fixtures::genesis_signer().public().to_text()).unwrap();
+    (db, genesis)
 }
 
 #[test]
@@ -181,11 +195,8 @@ fn bad_inputs_get_clear_errors() {
 #[test]
 fn verify_proof_checks_witness_cosignatures_on_a_version_2_log() {
     let tmp = tempfile::tempdir().unwrap();
-    let db = tmp.path().join("sample.redb");
-    drop(fixtures::build_sample(&db, 2));
-    let genesis = tmp.path().join("genesis.pub");
+    let (db, genesis) = sample_v2(tmp.path());
     let rotated = tmp.path().join("rotated.pub");
-    std::fs::write(&genesis, fixtures::genesis_signer().public().to_text()).unwrap();
     std::fs::write(&rotated, fixtures::rotated_signer().public().to_text()).unwrap();
     let witness = ledger::witness::Witness::from_seed("witness.example/w1", &[7; 32]).unwrap();
     let witness_pub = tmp.path().join("w1.vkey");
@@ -298,8 +309,7 @@ fn verify_proof_checks_witness_cosignatures_on_a_version_2_log() {
 #[test]
 fn publish_writes_tiles_and_refuses_version_1() {
     let tmp = tempfile::tempdir().unwrap();
-    let db = tmp.path().join("v2.redb");
-    drop(fixtures::build_sample(&db, 2));
+    let (db, genesis) = sample_v2(tmp.path());
     let out = tmp.path().join("tiles");
     let first = ok(&["publish", "--db", s(&db), "--to", s(&out)]);
     assert!(first.starts_with("published size 300 (from 0)"), "{first}");
@@ -321,8 +331,6 @@ fn publish_writes_tiles_and_refuses_version_1() {
     assert!(again.contains("already published at size 300"), "{again}");
     // An auditor verifies the published tiles alone against the genesis key, across the
     // sample's key rotation.
-    let genesis = tmp.path().join("genesis.pub");
-    std::fs::write(&genesis, fixtures::genesis_signer().public().to_text()).unwrap();
     let v = ok(&["verify", "--tiles", s(&out), "--key", s(&genesis)]);
     assert!(v.starts_with("OK: 300 entries and every tile"), "{v}");
     assert!(v.contains("2 key(s)"), "{v}");
@@ -449,11 +457,8 @@ fn verify_tiles_since_a_state_file_is_incremental() {
     use ledger::event::{Annotation, Event};
     use ledger::store::{NewEntry, Store};
     let tmp = tempfile::tempdir().unwrap();
-    let db = tmp.path().join("v2.redb");
-    drop(fixtures::build_sample(&db, 2));
+    let (db, genesis) = sample_v2(tmp.path());
     let out = tmp.path().join("tiles");
-    let genesis = tmp.path().join("genesis.pub");
-    std::fs::write(&genesis, fixtures::genesis_signer().public().to_text()).unwrap();
     let state = tmp.path().join("monitor.json");
     let verify = || {
         run(&[
@@ -551,40 +556,11 @@ fn verify_tiles_since_a_state_file_is_incremental() {
 #[test]
 fn verify_tiles_reads_a_url() {
     let tmp = tempfile::tempdir().unwrap();
-    let db = tmp.path().join("v2.redb");
-    drop(fixtures::build_sample(&db, 2));
+    let (db, genesis) = sample_v2(tmp.path());
     let out = tmp.path().join("tiles");
     ok(&["publish", "--db", s(&db), "--to", s(&out)]);
-    let genesis = tmp.path().join("genesis.pub");
-    std::fs::write(&genesis, fixtures::genesis_signer().public().to_text()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .current_dir(&out)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/");
-    // Wait for the server to listen.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "http.server did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let server = StaticServer::start(&out);
+    let url = server.base();
     let state = tmp.path().join("state.json");
     let full = ok(&[
         "verify",
@@ -612,6 +588,5 @@ fn verify_tiles_reads_a_url() {
     std::fs::remove_file(out.join("tile/0/000")).unwrap();
     let err = fails(&["verify", "--tiles", &url, "--key", s(&genesis)], 1);
     assert!(err.contains("tile/0/000 is missing"), "{err}");
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }

@@ -13,7 +13,9 @@ use fleet_ledger_demo::Setup;
 use serde_json::{Value, json};
 
 mod fleet;
+mod static_server;
 use fleet::until_committed;
+use static_server::StaticServer;
 
 const ROLLOUT: &str = "stable@5d4b6c1e6cee214e4a2f486e3bcaba0438bf87e4";
 const WEB01_TARGET: &str = "l3gla1g9aaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web-01-26.05";
@@ -240,25 +242,8 @@ async fn ci_files_are_pulled_from_their_urls() {
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup::create(dir.path(), None, 1).unwrap();
     let (release, _, _) = release_dir(dir.path(), ed25519_sign, ed25519_sign);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .current_dir(&release)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let server = StaticServer::start(&release);
+    let base = server.base();
 
     let mut config = setup.config.clone();
     config.trust.manifest_keys = vec![fleet_ledger::config::TrustedKey {
@@ -286,6 +271,5 @@ async fn ci_files_are_pulled_from_their_urls() {
     })
     .await;
     daemon.shutdown().await.unwrap();
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
 }

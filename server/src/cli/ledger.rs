@@ -93,28 +93,14 @@ fn tile_reader(source: &Path) -> Result<Box<ledger::tiles::Fetch<'static>>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let http = reqwest::Client::builder().build()?;
     let base = text.trim_end_matches('/').to_string();
     Ok(Box::new(move |path: &str| {
-        let url = format!("{base}/{path}");
-        rt.block_on(async {
-            let resp = http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| format!("{url}: {e}"))?;
-            match resp.status().as_u16() {
-                404 => Ok(None),
-                200 => resp
-                    .bytes()
-                    .await
-                    .map(|b| Some(b.to_vec()))
-                    .map_err(|e| format!("{url}: {e}")),
-                s => Err(format!("{url}: HTTP {s}")),
-            }
-        })
+        rt.block_on(fleet_ledger::sources::fetch(
+            &http,
+            &format!("{base}/{path}"),
+            None,
+        ))
     }))
 }
 

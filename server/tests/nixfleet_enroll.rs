@@ -125,24 +125,7 @@ async fn openssl_accepts(
     out.read_line(&mut line).unwrap();
     let port: u16 = line.trim().parse().unwrap();
 
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(server_ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        rustls::pki_types::CertificateDer::pem_slice_iter(client.0.as_bytes())
-            .map(Result::unwrap)
-            .collect(),
-        rustls::pki_types::PrivateKeyDer::from_pem_slice(client.1.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    let config = tls::client_config(server_ca_pem, Some(client));
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
@@ -468,53 +451,37 @@ async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
     assert_eq!(me["state"], "Converged", "{v}");
 
     // Renewal: the same CSR over mTLS; a bearer token cannot renew.
-    let renew_body = json!({"csrPem": csr(HOST, &host_key)});
-    let (s, v) = request_with(
-        addr,
-        &server_ca_pem,
-        None,
-        "POST",
-        "/v1/agent/renew",
-        Some(&setup.tokens.agents[HOST]),
-        &proto,
-        Some(renew_body.clone()),
-    )
-    .await
-    .unwrap();
+    let renew = |identity: Option<(String, String)>, token: Option<String>, key: &KeyPair| {
+        let (ca, body) = (server_ca_pem.clone(), json!({"csrPem": csr(HOST, key)}));
+        async move {
+            request_with(
+                addr,
+                &ca,
+                identity.as_ref(),
+                "POST",
+                "/v1/agent/renew",
+                token.as_deref(),
+                &proto,
+                Some(body),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let agent_token = setup.tokens.agents[HOST].clone();
+    let (s, v) = renew(None, Some(agent_token), &host_key).await;
     assert_eq!(
         (s, v["error"].as_str()),
         (401, Some("certificate-required")),
         "{v}"
     );
-    let (s, v) = request_with(
-        addr,
-        &server_ca_pem,
-        Some(&identity),
-        "POST",
-        "/v1/agent/renew",
-        None,
-        &proto,
-        Some(json!({"csrPem": csr(HOST, &other_key)})),
-    )
-    .await
-    .unwrap();
+    let (s, v) = renew(Some(identity.clone()), None, &other_key).await;
     assert_eq!(
         (s, v["error"].as_str()),
         (401, Some("host-key-mismatch")),
         "{v}"
     );
-    let (s, v) = request_with(
-        addr,
-        &server_ca_pem,
-        Some(&identity),
-        "POST",
-        "/v1/agent/renew",
-        None,
-        &proto,
-        Some(renew_body),
-    )
-    .await
-    .unwrap();
+    let (s, v) = renew(Some(identity.clone()), None, &host_key).await;
     assert_eq!(s, 200, "{v}");
     let renewed = v["certPem"].as_str().unwrap().to_string();
     // OpenSSL, as a TLS server requiring the fleet CA's client certificates, accepts it.

@@ -91,6 +91,13 @@ enum Command {
         /// save the newly verified checkpoint in it for next time.
         #[arg(long, requires = "tiles")]
         since: Option<PathBuf>,
+        /// A trusted witness's verifier key file; repeat for each witness. With `--tiles`, the
+        /// published checkpoint's cosignatures are checked.
+        #[arg(long = "witness", requires = "tiles")]
+        witnesses: Vec<PathBuf>,
+        /// How many trusted witnesses must have cosigned the published checkpoint.
+        #[arg(long, default_value_t = 0, requires = "tiles")]
+        witnesses_required: usize,
     },
     /// Export a ledger database as a portable bundle.
     Export {
@@ -421,9 +428,22 @@ fn run(command: Command) -> Result<()> {
             to,
             reason,
         } => rotate_key(&db, &key, &to, &reason),
-        Command::Verify { source, key, since } => {
+        Command::Verify {
+            source,
+            key,
+            since,
+            witnesses,
+            witnesses_required,
+        } => {
             let key = keys::read_public_key(&key)?;
-            verify(&source, &key, since.as_deref())
+            let witnesses = read_witnesses(&witnesses, witnesses_required)?;
+            verify(
+                &source,
+                &key,
+                since.as_deref(),
+                &witnesses,
+                witnesses_required,
+            )
         }
         Command::Export { db, out } => export(&db, &out),
         Command::Prove { proof } => {

@@ -348,6 +348,37 @@ fn publish_writes_tiles_and_refuses_version_1() {
         assert!(err.contains(at), "{file}: {err}");
         std::fs::write(&path, &good).unwrap();
     }
+    // Witnesses: the published checkpoint must carry the required cosignatures.
+    let witness = ledger::witness::Witness::from_seed("witness.example/w1", &[7; 32]).unwrap();
+    let vkey = tmp.path().join("w1.vkey");
+    std::fs::write(&vkey, witness.key().to_text()).unwrap();
+    let with_witness = |required: &str| {
+        run(&[
+            "verify",
+            "--tiles",
+            s(&out),
+            "--key",
+            s(&genesis),
+            "--witness",
+            s(&vkey),
+            "--witnesses-required",
+            required,
+        ])
+    };
+    let o = with_witness("1");
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let note = std::fs::read_to_string(out.join("checkpoint")).unwrap();
+    let body = ledger::checkpoint::parse_note(note.as_bytes())
+        .unwrap()
+        .body;
+    std::fs::write(
+        out.join("checkpoint"),
+        format!("{note}{}", witness.cosign(&body, 1_767_225_600)),
+    )
+    .unwrap();
+    let o = with_witness("1");
+    assert!(o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("cosigned by witness.example/w1"));
     std::fs::remove_file(out.join("tile/0/001.p/44")).unwrap();
     let err = fails(&["verify", "--tiles", s(&out), "--key", s(&genesis)], 1);
     assert!(err.contains("tile/0/001.p/44 is missing"), "{err}");

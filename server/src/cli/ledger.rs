@@ -106,7 +106,13 @@ fn tile_reader(source: &Path) -> Result<Box<ledger::tiles::Fetch<'static>>> {
 
 /// Verifies published tiles in a directory or at a URL: all of them, or (with a state file
 /// from an earlier run) what was published since; then saves the new state.
-fn verify_tiles(source: &Path, key: &PublicKey, since: Option<&Path>) -> Result<()> {
+fn verify_tiles(
+    source: &Path,
+    key: &PublicKey,
+    since: Option<&Path>,
+    witnesses: &[ledger::witness::WitnessKey],
+    witnesses_required: usize,
+) -> Result<()> {
     use ledger::tiles::TilesState;
     let bar = progress(None, "verifying");
     let mut fetch = tile_reader(source)?;
@@ -138,6 +144,9 @@ fn verify_tiles(source: &Path, key: &PublicKey, since: Option<&Path>) -> Result<
     };
     bar.finish_and_clear();
     let v = r.map_err(|e| Invalid(e.to_string()))?;
+    // Split-view protection: enough trusted witnesses saw this checkpoint (before the state
+    // file may move on to it).
+    let found = cosigned(&v.note, witnesses, witnesses_required)?;
     let cp = v.log.checkpoint();
     let what = match from {
         Some(m) => format!(
@@ -152,12 +161,13 @@ fn verify_tiles(source: &Path, key: &PublicKey, since: Option<&Path>) -> Result<
         ),
     };
     println!(
-        "OK: {what}, {} key(s); origin {}; size {}; root {}; head {}",
+        "OK: {what}, {} key(s); origin {}; size {}; root {}; head {}{}",
         v.log.keys().len(),
         v.log.origin(),
         cp.size,
         cp.root.to_base64(),
-        cp.head.to_base64()
+        cp.head.to_base64(),
+        witnessed_by(&found)
     );
     if let Some(file) = since {
         let text = serde_json::to_string_pretty(&TilesState::of(&v))? + "\n";
@@ -168,9 +178,15 @@ fn verify_tiles(source: &Path, key: &PublicKey, since: Option<&Path>) -> Result<
     Ok(())
 }
 
-pub(crate) fn verify(source: &VerifySource, key: &PublicKey, since: Option<&Path>) -> Result<()> {
+pub(crate) fn verify(
+    source: &VerifySource,
+    key: &PublicKey,
+    since: Option<&Path>,
+    witnesses: &[ledger::witness::WitnessKey],
+    witnesses_required: usize,
+) -> Result<()> {
     if let Some(dir) = &source.tiles {
-        return verify_tiles(dir, key, since);
+        return verify_tiles(dir, key, since, witnesses, witnesses_required);
     }
     let mut note = "";
     let result = if let Some(db) = &source.db {

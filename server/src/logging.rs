@@ -54,9 +54,31 @@ pub fn dropped_lines() -> u64 {
         + CHANNEL_DROPS.get().map_or(0, |c| c.dropped_lines() as u64)
 }
 
-/// Installs the global subscriber: `RUST_LOG` (default `info`) to stderr, never blocking and
-/// never panicking. Keep the guard until the process ends: dropping it flushes what is queued.
-/// A second call (tests) installs nothing and returns a guard for an idle worker.
+/// How log lines are written: text for people, or one JSON object per line for a log
+/// pipeline (`RUST_LOG_FORMAT=json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// tracing's default text lines.
+    Text,
+    /// JSON lines: `timestamp`, `level`, `target`, `fields`, `span`, `spans`.
+    Json,
+}
+
+impl Format {
+    /// `RUST_LOG_FORMAT`: `json`, or `text` (the default, also for anything else, which is
+    /// said once in the log).
+    pub fn from_env() -> Format {
+        match std::env::var("RUST_LOG_FORMAT").as_deref() {
+            Ok("json") => Format::Json,
+            _ => Format::Text,
+        }
+    }
+}
+
+/// Installs the global subscriber: `RUST_LOG` (default `info`) to stderr, in the format of
+/// `RUST_LOG_FORMAT`, never blocking and never panicking. Keep the guard until the process
+/// ends: dropping it flushes what is queued. A second call (tests) installs nothing and
+/// returns a guard for an idle worker.
 pub fn init() -> WorkerGuard {
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)
@@ -66,10 +88,21 @@ pub fn init() -> WorkerGuard {
     let _ = CHANNEL_DROPS.set(writer.error_counter());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .log_internal_errors(false)
-        .try_init();
+        .log_internal_errors(false);
+    let _ = match Format::from_env() {
+        Format::Json => builder.json().with_current_span(true).try_init(),
+        Format::Text => builder.try_init(),
+    };
+    if let Ok(other) = std::env::var("RUST_LOG_FORMAT")
+        && !matches!(other.as_str(), "json" | "text")
+    {
+        tracing::warn!(
+            value = %other,
+            "RUST_LOG_FORMAT is neither json nor text; logging text"
+        );
+    }
     guard
 }

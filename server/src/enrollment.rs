@@ -135,24 +135,31 @@ impl IdentityError {
 }
 
 /// nixfleet's `BootstrapToken` as the agent sends it.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BootstrapToken {
     /// Must be 1.
     pub version: u32,
     /// The claims, kept as sent: the signature covers their JCS form.
+    #[schema(value_type = Claims)]
     pub claims: serde_json::Value,
     /// Base64 of the raw ed25519 signature over the claims' JCS bytes.
     pub signature: String,
 }
 
-#[derive(Deserialize)]
+/// nixfleet's `TokenClaims`; the org root key signed their JCS form.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Claims {
+pub struct Claims {
+    /// The machine id (the CSR's CN).
     hostname: String,
+    /// Base64 of SHA-256 of the raw 32-byte ed25519 key the CSR must carry.
     expected_pubkey_fingerprint: String,
+    /// RFC 3339.
     issued_at: String,
+    /// RFC 3339.
     expires_at: String,
+    /// 16 random bytes as hex; accepted once, ever.
     nonce: String,
 }
 

@@ -4,7 +4,6 @@
 
 mod tls;
 
-use fleet_ledger::daemon::{Daemon, system_clock};
 use fleet_ledger::tls::TlsConfig;
 use fleet_ledger_demo::Setup;
 use serde_json::{Value, json};
@@ -52,16 +51,8 @@ async fn agents_are_identified_by_client_certificates_over_https() {
         client_ca: Some(write(dir.path(), "ca.pem", &ca_pem)),
         agent_cn_suffix: Some("agents.test".into()),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let daemon = Daemon::start(
-        setup.db.clone(),
-        config.settings().unwrap(),
-        setup.signer().unwrap(),
-        listener,
-        system_clock(),
-    )
-    .await
-    .unwrap();
+    // The harness's client speaks plain HTTP; these tests speak HTTPS (`tls::request`).
+    let (daemon, _) = setup.start_with(config).await.unwrap();
     let addr = daemon.addr;
 
     // Until a verified fleet is in force, agent routes answer 503 with Retry-After: 30, as

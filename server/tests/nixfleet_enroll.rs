@@ -11,7 +11,7 @@ mod tls;
 
 use base64::Engine as _;
 use ed25519_dalek::Signer as _;
-use fleet_ledger::daemon::{Daemon, system_clock};
+use fleet_ledger::daemon::Daemon;
 use fleet_ledger::enrollment::EnrollmentConfig;
 use fleet_ledger::tls::TlsConfig;
 use fleet_ledger::trust::{KeySlot, KeyText};
@@ -191,16 +191,8 @@ async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
             ..KeySlot::default()
         }),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let daemon = Daemon::start(
-        setup.db.clone(),
-        config.settings().unwrap(),
-        setup.signer().unwrap(),
-        listener,
-        system_clock(),
-    )
-    .await
-    .unwrap();
+    // The harness's client speaks plain HTTP; these tests speak HTTPS (`tls::request`).
+    let (daemon, _) = setup.start_with(config).await.unwrap();
     let addr = daemon.addr;
     let proto = [("x-nixfleet-protocol", "1")];
     let enroll = |body: Value| {

@@ -7,39 +7,10 @@ use super::*;
 use crate::enrollment::{Authority, BootstrapToken, Csr, IdentityError};
 use ledger::event::{AgentCertificateRenewed, AgentEnrolled};
 
-/// nixfleet's `TokenClaims`; the org root key signed their JCS form.
-#[derive(utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[allow(dead_code)]
-pub(super) struct TokenClaims {
-    /// The machine id (the CSR's CN).
-    hostname: String,
-    /// Base64 of SHA-256 of the raw 32-byte ed25519 key the CSR must carry.
-    expected_pubkey_fingerprint: String,
-    /// RFC 3339.
-    issued_at: String,
-    /// RFC 3339.
-    expires_at: String,
-    /// 16 random bytes as hex; accepted once, ever.
-    nonce: String,
-}
-
-/// nixfleet's `BootstrapToken`.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub(super) struct Token {
-    /// 1.
-    version: u32,
-    claims: TokenClaims,
-    /// Base64 of the ed25519 signature over the JCS bytes of `claims`.
-    signature: String,
-}
-
 /// nixfleet's `EnrollRequest`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct EnrollRequest {
-    #[schema(value_type = Token)]
     token: BootstrapToken,
     /// PKCS#10 PEM: CN = the machine id, key = the host's SSH ed25519 key.
     csr_pem: String,

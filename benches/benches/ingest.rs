@@ -491,7 +491,7 @@ fn main() {
         let tiles = dir.path().join("tiles");
         let mut config = setup.config.clone();
         config.publish = Some(fleet_ledger::publish::PublishConfig {
-            to: tiles.clone(),
+            to: fleet_ledger::publish::Destination::Dir(tiles.clone()),
             interval_secs: 1,
         });
         let (daemon, c) = setup.start_with(config).await.expect("daemon");

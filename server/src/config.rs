@@ -220,8 +220,10 @@ impl Config {
             t.key = base.join(&t.key);
             t.client_ca = t.client_ca.as_ref().map(|c| base.join(c));
         }
-        if let Some(p) = &mut config.publish {
-            p.to = base.join(&p.to);
+        if let Some(p) = &mut config.publish
+            && let crate::publish::Destination::Dir(dir) = &mut p.to
+        {
+            *dir = base.join(&*dir);
         }
         if let Some(e) = &mut config.enrollment {
             e.ca_cert = base.join(&e.ca_cert);

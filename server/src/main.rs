@@ -239,9 +239,11 @@ enum Command {
         /// Ledger database (a daemon may have it open).
         #[arg(long)]
         db: PathBuf,
-        /// Directory to publish into (created if missing; serve it with any static server).
+        /// Where to publish: a directory (created if missing; serve it with any static
+        /// server), or `s3://BUCKET/PREFIX` (credentials, region and endpoint from the
+        /// `AWS_*` environment: docs/OPERATIONS.md).
         #[arg(long)]
-        to: PathBuf,
+        to: fleet_ledger::publish::Destination,
     },
 }
 
@@ -297,8 +299,8 @@ struct VerifySource {
     /// An export bundle.
     #[arg(long)]
     bundle: Option<PathBuf>,
-    /// Published C2SP tlog-tiles (`fleet-ledger publish`): a directory, or the URL prefix
-    /// they are served at (`https://…`).
+    /// Published C2SP tlog-tiles (`fleet-ledger publish`): a directory, the URL prefix
+    /// they are served at (`https://…`), or `s3://BUCKET/PREFIX`.
     #[arg(long)]
     tiles: Option<PathBuf>,
 }
@@ -551,19 +553,19 @@ fn run(command: Command) -> Result<()> {
         Command::Publish { db, to } => {
             let ro = open_ro(&db)?;
             let snap = ro.snapshot()?;
-            let sink = fleet_ledger::publish::DirSink::new(&to)
-                .with_context(|| format!("creating {}", to.display()))?;
-            let p = fleet_ledger::publish::publish(&snap, &sink)?;
+            // S3 requests run on a runtime of their own; this thread blocks on them.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            let sink = to.open(rt.handle())?;
+            let p = fleet_ledger::publish::publish(&snap, sink.as_ref())?;
             if p.from == p.to {
-                println!("{} is already published at size {}", to.display(), p.to);
+                println!("{to} is already published at size {}", p.to);
             } else {
                 println!(
-                    "published size {} (from {}) into {}: {} files, {} bytes",
-                    p.to,
-                    p.from,
-                    to.display(),
-                    p.files,
-                    p.bytes
+                    "published size {} (from {}) into {to}: {} files, {} bytes",
+                    p.to, p.from, p.files, p.bytes
                 );
             }
             Ok(())

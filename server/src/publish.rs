@@ -7,6 +7,11 @@
 //! file but `checkpoint` is immutable once written (an existing one is left as it is); each
 //! is written atomically (a temporary file, fsync, rename, fsync of the directory), and the
 //! checkpoint last, so a reader never sees a checkpoint whose tiles are missing.
+//!
+//! Two destinations: a directory ([`DirSink`]), or an S3 bucket ([`S3Sink`], any
+//! S3-compatible store) where a tile is created with a conditional put (`If-None-Match: *`) and
+//! the checkpoint replaced only if it is still the one this publication read (`If-Match`), so
+//! two publishers racing can neither rewrite a tile nor move the checkpoint backwards.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,8 +22,8 @@ use ledger::store::{OpenError, Snapshot};
 use ledger::tiles::{self, Tile};
 use thiserror::Error;
 
-/// Where tiles go.
-pub trait Sink {
+/// Where tiles go. `Send + Sync`: the daemon publishes from a blocking thread.
+pub trait Sink: Send + Sync {
     /// The bytes at `path`, if any.
     fn get(&self, path: &str) -> std::io::Result<Option<Vec<u8>>>;
     /// Writes `bytes` at `path` atomically. An immutable file that exists already is kept.
@@ -72,6 +77,251 @@ impl Sink for DirSink {
         drop(f);
         std::fs::rename(&tmp, &to)?;
         sync_dir(dir)
+    }
+}
+
+/// Where `publish` writes: a directory, or `s3://BUCKET/PREFIX`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Destination {
+    /// A directory (created if missing).
+    Dir(PathBuf),
+    /// An S3 bucket and key prefix, `s3://BUCKET/PREFIX` (credentials, region and endpoint
+    /// from the `AWS_*` environment, docs/OPERATIONS.md).
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key prefix, without leading or trailing `/` (may be empty).
+        prefix: String,
+    },
+}
+
+impl std::str::FromStr for Destination {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Destination, String> {
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            // S3's bucket naming rules (3-63 of a-z 0-9 . -), checked here so that a typo is
+            // named before any request is made.
+            let valid = (3..=63).contains(&bucket.len())
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
+                });
+            if !valid {
+                return Err(format!(
+                    "{s:?}: the bucket must be 3 to 63 characters of a-z, 0-9, '.' and '-'"
+                ));
+            }
+            let prefix = prefix.trim_matches('/');
+            if prefix
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
+                && !prefix.is_empty()
+            {
+                return Err(format!(
+                    "{s:?}: the prefix has an empty, '.' or '..' segment"
+                ));
+            }
+            return Ok(Destination::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            });
+        }
+        if s.contains("://") {
+            return Err(format!(
+                "{s:?}: publish to a directory or to s3://BUCKET/PREFIX (no other scheme)"
+            ));
+        }
+        if s.is_empty() {
+            return Err("the destination is empty".into());
+        }
+        Ok(Destination::Dir(PathBuf::from(s)))
+    }
+}
+
+impl TryFrom<String> for Destination {
+    type Error = String;
+    fn try_from(s: String) -> Result<Destination, String> {
+        s.parse()
+    }
+}
+
+impl From<Destination> for String {
+    fn from(d: Destination) -> String {
+        d.to_string()
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Dir(p) => write!(f, "{}", p.display()),
+            Destination::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Destination::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+impl Destination {
+    /// Opens the destination. An S3 sink does its requests on `rt` (a multi-threaded
+    /// runtime: it blocks on them from the calling thread, which must not be a runtime
+    /// worker).
+    pub fn open(&self, rt: &tokio::runtime::Handle) -> Result<Box<dyn Sink>, PublishError> {
+        match self {
+            Destination::Dir(dir) => Ok(Box::new(DirSink::new(dir).map_err(|source| {
+                PublishError::Io {
+                    what: format!("creating {}", dir.display()),
+                    source,
+                }
+            })?)),
+            Destination::S3 { bucket, prefix } => {
+                Ok(Box::new(S3Sink::new(bucket, prefix, rt.clone())?))
+            }
+        }
+    }
+}
+
+/// An S3 bucket (AWS, or any S3-compatible store: MinIO, Garage, Ceph RGW, R2…), through
+/// `object_store`. Configured from the environment as the AWS tools are: `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL` (another store than AWS),
+/// `AWS_ALLOW_HTTP=true` (a plain-http endpoint).
+pub struct S3Sink {
+    store: object_store::aws::AmazonS3,
+    prefix: String,
+    rt: tokio::runtime::Handle,
+    /// The version of `checkpoint` as last read: the replacement is conditional on it.
+    checkpoint_version: std::sync::Mutex<Option<object_store::UpdateVersion>>,
+}
+
+impl std::fmt::Debug for S3Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Sink")
+            .field("store", &self.store.to_string())
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl S3Sink {
+    /// A sink on `bucket` under `prefix`, configured from the `AWS_*` environment.
+    pub fn new(
+        bucket: &str,
+        prefix: &str,
+        rt: tokio::runtime::Handle,
+    ) -> Result<S3Sink, PublishError> {
+        S3Sink::with(
+            object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket),
+            prefix,
+            rt,
+        )
+    }
+
+    /// A sink configured by `builder` (the bucket named in it) under `prefix`.
+    pub fn with(
+        builder: object_store::aws::AmazonS3Builder,
+        prefix: &str,
+        rt: tokio::runtime::Handle,
+    ) -> Result<S3Sink, PublishError> {
+        // reqwest is built without a default crypto provider: the daemon's (ring).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store = builder
+            .build()
+            .map_err(|e| PublishError::Refused(format!("configuring S3: {e}")))?;
+        Ok(S3Sink {
+            store,
+            prefix: prefix.to_string(),
+            rt,
+            checkpoint_version: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn key(&self, path: &str) -> object_store::path::Path {
+        if self.prefix.is_empty() {
+            object_store::path::Path::from(path)
+        } else {
+            object_store::path::Path::from(format!("{}/{path}", self.prefix))
+        }
+    }
+}
+
+fn s3_io(e: object_store::Error) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
+impl Sink for S3Sink {
+    fn get(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
+        use object_store::ObjectStoreExt as _;
+        let key = self.key(path);
+        self.rt.block_on(async {
+            match self.store.get(&key).await {
+                Ok(r) => {
+                    let version = object_store::UpdateVersion {
+                        e_tag: r.meta.e_tag.clone(),
+                        version: r.meta.version.clone(),
+                    };
+                    let bytes = r.bytes().await.map_err(s3_io)?;
+                    if path == "checkpoint" {
+                        *self
+                            .checkpoint_version
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = Some(version);
+                    }
+                    Ok(Some(bytes.to_vec()))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(s3_io(e)),
+            }
+        })
+    }
+
+    fn put(&self, path: &str, bytes: &[u8], immutable: bool) -> std::io::Result<()> {
+        use object_store::{ObjectStore as _, PutMode, PutOptions};
+        let key = self.key(path);
+        let mode = if immutable {
+            PutMode::Create
+        } else {
+            match self
+                .checkpoint_version
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                Some(v) => PutMode::Update(v),
+                None => PutMode::Create,
+            }
+        };
+        let opts = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        let payload = object_store::PutPayload::from(bytes.to_vec());
+        self.rt.block_on(async {
+            match self.store.put_opts(&key, payload, opts).await {
+                Ok(r) => {
+                    if !immutable {
+                        *self
+                            .checkpoint_version
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) =
+                            Some(object_store::UpdateVersion {
+                                e_tag: r.e_tag,
+                                version: r.version,
+                            });
+                    }
+                    Ok(())
+                }
+                // A tile that exists is kept (tiles are immutable: another publisher wrote
+                // the same bytes).
+                Err(object_store::Error::AlreadyExists { .. }) if immutable => Ok(()),
+                Err(
+                    e @ (object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. }),
+                ) => Err(std::io::Error::other(format!(
+                    "{path} changed since it was read (another publisher?): {e}"
+                ))),
+                Err(e) => Err(s3_io(e)),
+            }
+        })
     }
 }
 
@@ -198,8 +448,9 @@ fn entry_bundle(
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishConfig {
-    /// Directory to publish into (served by a static web server, or synced to a bucket).
-    pub to: PathBuf,
+    /// Where to publish: a directory (served by any static web server), or
+    /// `s3://BUCKET/PREFIX`.
+    pub to: Destination,
     /// Publish at most this often, seconds (default 5); each publication covers every
     /// commit since the last.
     #[serde(default = "default_interval")]
@@ -215,10 +466,10 @@ fn default_interval() -> u64 {
 /// `fleet_ledger_publication_lag_entries`, failures in the log and
 /// `fleet_ledger_publication_failures_total` (the next round retries).
 pub async fn run(cfg: PublishConfig, shared: std::sync::Arc<crate::writer::Shared>) {
-    let sink = match DirSink::new(&cfg.to) {
-        Ok(s) => std::sync::Arc::new(s),
+    let sink: std::sync::Arc<dyn Sink> = match cfg.to.open(&tokio::runtime::Handle::current()) {
+        Ok(s) => s.into(),
         Err(e) => {
-            tracing::error!(to = %cfg.to.display(), error = %e, "cannot publish: creating the directory failed");
+            tracing::error!(to = %cfg.to, error = %e, "cannot publish");
             return;
         }
     };
@@ -254,7 +505,7 @@ pub async fn run(cfg: PublishConfig, shared: std::sync::Arc<crate::writer::Share
             Ok(Err(e)) => {
                 m.publication_failures.inc();
                 if !failing {
-                    tracing::warn!(to = %cfg.to.display(), error = %e, "publication failed; retrying");
+                    tracing::warn!(to = %cfg.to, error = %e, "publication failed; retrying");
                     failing = true;
                 }
             }

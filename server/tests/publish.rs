@@ -11,7 +11,7 @@ async fn the_daemon_publishes_tiles_as_it_commits() {
     let tiles = dir.path().join("tiles");
     let mut config = setup.config.clone();
     config.publish = Some(fleet_ledger::publish::PublishConfig {
-        to: tiles.clone(),
+        to: fleet_ledger::publish::Destination::Dir(tiles.clone()),
         interval_secs: 1,
     });
     let (daemon, c) = setup.start_with(config).await.unwrap();

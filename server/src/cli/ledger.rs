@@ -76,10 +76,23 @@ pub(crate) fn progress(total: Option<u64>, what: &str) -> ProgressBar {
     bar
 }
 
-/// Reads published files from a directory, or over HTTP(S) from a URL prefix (404: the file
-/// does not exist; any other failure is an error naming the URL).
+/// Reads published files from a directory, over HTTP(S) from a URL prefix (404: the file
+/// does not exist; any other failure is an error naming the URL), or from `s3://BUCKET/PREFIX`.
 fn tile_reader(source: &Path) -> Result<Box<ledger::tiles::Fetch<'static>>> {
     let text = source.to_string_lossy().to_string();
+    if text.starts_with("s3://") {
+        let dest: fleet_ledger::publish::Destination =
+            text.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let sink = dest.open(rt.handle())?;
+        return Ok(Box::new(move |path: &str| {
+            let _keep = &rt;
+            sink.get(path).map_err(|e| format!("s3 {path}: {e}"))
+        }));
+    }
     if !(text.starts_with("http://") || text.starts_with("https://")) {
         let dir = source.to_path_buf();
         return Ok(Box::new(move |path: &str| match fs::read(dir.join(path)) {

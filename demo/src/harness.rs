@@ -264,6 +264,7 @@ impl Setup {
             tls: None,
             enrollment: None,
             publish: None,
+            witnessing: None,
             tokens: entries,
             limits: Limits::default(),
             plan_interval_ms: 100,

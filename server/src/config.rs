@@ -146,6 +146,9 @@ pub struct Config {
     /// Publish the log as C2SP tlog-tiles into a directory as it commits.
     #[serde(default)]
     pub publish: Option<crate::publish::PublishConfig>,
+    /// Submit checkpoints to C2SP tlog-witness witnesses and keep their cosignatures.
+    #[serde(default)]
+    pub witnessing: Option<crate::witnessing::WitnessingConfig>,
     /// Planner safety tick (the reference used 15 s).
     #[serde(default = "default_plan_interval")]
     pub plan_interval_ms: u64,
@@ -236,6 +239,9 @@ impl Config {
     pub fn settings(self) -> Result<Settings, ConfigError> {
         if let Some(p) = &self.pull {
             p.check().map_err(ConfigError::Invalid)?;
+        }
+        if let Some(w) = &self.witnessing {
+            w.check().map_err(ConfigError::Invalid)?;
         }
         let mut manifest_keys = crate::trust::TrustedKeys::default();
         let mut org_root_key = None;

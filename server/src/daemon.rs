@@ -121,11 +121,21 @@ impl Daemon {
             .pull
             .clone()
             .map(|cfg| tokio::spawn(crate::sources::pull(cfg, submitter)));
-        let publisher = settings
-            .config
-            .publish
-            .clone()
-            .map(|cfg| tokio::spawn(crate::publish::run(cfg, Arc::clone(&shared))));
+        let witnessing = settings.config.witnessing.clone();
+        let publisher = settings.config.publish.clone().map(|cfg| {
+            tokio::spawn(crate::publish::run(
+                cfg,
+                Arc::clone(&shared),
+                witnessing.is_some(),
+            ))
+        });
+        let witnesser = witnessing.map(|cfg| {
+            tokio::spawn(crate::witnessing::run(
+                cfg,
+                Arc::clone(&shared),
+                crate::witnessing::state_path(&path),
+            ))
+        });
         drop(tx);
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -150,7 +160,10 @@ impl Daemon {
             let _ = halt.send(true);
             ticker.abort();
             let _ = ticker.await;
-            for source in [watcher, puller, publisher].into_iter().flatten() {
+            for source in [watcher, puller, publisher, witnesser]
+                .into_iter()
+                .flatten()
+            {
                 source.abort();
                 let _ = source.await;
             }

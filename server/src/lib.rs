@@ -30,4 +30,5 @@ pub mod sources;
 pub mod tls;
 pub mod trust;
 pub mod wire;
+pub mod witnessing;
 pub mod writer;

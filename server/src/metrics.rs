@@ -47,6 +47,11 @@ pub struct Metrics {
     pub publication_lag_entries: Gauge,
     /// Publications that failed (retried at the next round).
     pub publication_failures: Counter,
+    /// The size of the latest checkpoint cosigned by a witness.
+    pub witnessed_entries: Gauge,
+    /// Witness requests that failed (refused, unreachable, or a cosignature that did not
+    /// verify).
+    pub witness_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -67,6 +72,18 @@ impl Default for Metrics {
         let published_entries = Gauge::default();
         let publication_lag_entries = Gauge::default();
         let publication_failures = Counter::default();
+        let witnessed_entries = Gauge::default();
+        let witness_failures = Counter::default();
+        registry.register(
+            "witnessed_entries",
+            "The size of the latest checkpoint cosigned by a witness (config `witnessing`)",
+            witnessed_entries.clone(),
+        );
+        registry.register(
+            "witness_failures",
+            "Witness requests that failed: refused, unreachable, or a bad cosignature",
+            witness_failures.clone(),
+        );
         registry.register(
             "published_entries",
             "The log's size as last published as tiles (config `publish`)",
@@ -152,6 +169,8 @@ impl Default for Metrics {
             published_entries,
             publication_lag_entries,
             publication_failures,
+            witnessed_entries,
+            witness_failures,
         }
     }
 }

@@ -343,6 +343,9 @@ pub enum PublishError {
     /// The log cannot be published as tiles.
     #[error("{0}")]
     Refused(String),
+    /// Witnessing is configured and no checkpoint has been cosigned yet.
+    #[error("no checkpoint has been witnessed yet")]
+    NotYet,
 }
 
 /// What a publication wrote.
@@ -360,23 +363,45 @@ pub struct Published {
 
 /// Publishes the log of `snap` up to its latest checkpoint to `sink`.
 pub fn publish(snap: &Snapshot, sink: &dyn Sink) -> Result<Published, PublishError> {
+    publish_upto(snap, sink, None)
+}
+
+/// Publishes the log of `snap` up to `checkpoint` (a size of the log and its note, which may
+/// carry witness cosignatures), or its latest checkpoint.
+pub fn publish_upto(
+    snap: &Snapshot,
+    sink: &dyn Sink,
+    checkpoint: Option<(u64, &str)>,
+) -> Result<Published, PublishError> {
     if snap.tree_hash() != TreeHash::Sha256 {
         return Err(PublishError::Refused(
             "only format-version-2 ledgers (RFC 6962 SHA-256 tree) can be published as tlog-tiles; this one is version 1".into(),
         ));
     }
     let io = |what: String| move |source| PublishError::Io { what, source };
-    let size = snap.size();
-    let note = snap
-        .checkpoint(size)?
-        .ok_or_else(|| PublishError::Refused(format!("no checkpoint at size {size}")))?;
-    let from = match sink
+    let (size, note) = match checkpoint {
+        Some((size, note)) if size <= snap.size() => (size, note.to_string()),
+        Some((size, _)) => {
+            return Err(PublishError::Refused(format!(
+                "checkpoint size {size} is beyond the log ({})",
+                snap.size()
+            )));
+        }
+        None => {
+            let size = snap.size();
+            let note = snap
+                .checkpoint(size)?
+                .ok_or_else(|| PublishError::Refused(format!("no checkpoint at size {size}")))?;
+            (size, note)
+        }
+    };
+    let published = sink
         .get("checkpoint")
-        .map_err(io("reading the published checkpoint".into()))?
-    {
+        .map_err(io("reading the published checkpoint".into()))?;
+    let from = match &published {
         None => 0,
         Some(bytes) => {
-            let cp = parse_note(&bytes)
+            let cp = parse_note(bytes)
                 .map_err(|e| {
                     PublishError::Refused(format!(
                         "the destination's checkpoint is not a checkpoint: {e}"
@@ -421,7 +446,8 @@ pub fn publish(snap: &Snapshot, sink: &dyn Sink) -> Result<Published, PublishErr
             }
         }
     }
-    if from != size {
+    // Same size, other bytes: the same checkpoint with more cosignatures.
+    if from != size || published.as_deref() != Some(note.as_bytes()) {
         put("checkpoint", note.as_bytes(), false)?;
     }
     Ok(out)
@@ -465,7 +491,14 @@ fn default_interval() -> u64 {
 /// committed state from a read snapshot. The writer never waits on it; the gap shows in
 /// `fleet_ledger_publication_lag_entries`, failures in the log and
 /// `fleet_ledger_publication_failures_total` (the next round retries).
-pub async fn run(cfg: PublishConfig, shared: std::sync::Arc<crate::writer::Shared>) {
+///
+/// With `witnessed`, what is published is the latest checkpoint witnesses cosigned (with
+/// their cosignatures), not the latest made: nothing is published before the first.
+pub async fn run(
+    cfg: PublishConfig,
+    shared: std::sync::Arc<crate::writer::Shared>,
+    witnessed: bool,
+) {
     let sink: std::sync::Arc<dyn Sink> = match cfg.to.open(&tokio::runtime::Handle::current()) {
         Ok(s) => s.into(),
         Err(e) => {
@@ -487,7 +520,19 @@ pub async fn run(cfg: PublishConfig, shared: std::sync::Arc<crate::writer::Share
                 .ok_or_else(|| PublishError::Refused("the ledger is being reopened".into()))?
                 .snapshot()?;
             drop(guard);
-            publish(&snap, sink2.as_ref())
+            if witnessed {
+                let w = shared2
+                    .witnessed
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                match w {
+                    Some(w) => publish_upto(&snap, sink2.as_ref(), Some((w.size, &w.note))),
+                    None => Err(PublishError::NotYet),
+                }
+            } else {
+                publish(&snap, sink2.as_ref())
+            }
         })
         .await;
         let m = &shared.metrics;
@@ -502,6 +547,7 @@ pub async fn run(cfg: PublishConfig, shared: std::sync::Arc<crate::writer::Share
                     failing = false;
                 }
             }
+            Ok(Err(PublishError::NotYet)) => {}
             Ok(Err(e)) => {
                 m.publication_failures.inc();
                 if !failing {
@@ -515,8 +561,12 @@ pub async fn run(cfg: PublishConfig, shared: std::sync::Arc<crate::writer::Share
             }
         }
         tokio::time::sleep(every).await;
-        // Nothing new since: wait for a commit.
-        if !committed.has_changed().unwrap_or(false) && committed.changed().await.is_err() {
+        // Nothing new since: wait for a commit. (A witnessed checkpoint arrives after its
+        // commit: then each interval looks, which costs a read of the published checkpoint.)
+        if !witnessed
+            && !committed.has_changed().unwrap_or(false)
+            && committed.changed().await.is_err()
+        {
             return;
         }
     }

@@ -8,48 +8,16 @@
 //!
 //! `.ci/run` installs Go; without it this test fails and says so, unless `FLEET_SKIP_GO=1`.
 
+mod go;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ledger::store::ReadOnlyStore;
 
-/// Builds `fixtures/go/tlogcheck` with Debian's Go and x/mod, or explains why it cannot.
+/// Builds `fixtures/go/tlogcheck`, or explains why it cannot.
 fn tlogcheck(dir: &Path) -> Option<PathBuf> {
-    let gopath = "/usr/share/gocode";
-    let have_go = Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let have_mod = Path::new(gopath)
-        .join("src/golang.org/x/mod/sumdb/tlog")
-        .is_dir();
-    if !(have_go && have_mod) {
-        let msg = "NO GO: install Debian's `golang-go` and `golang-golang-x-mod-dev` (.ci/run does) to run the Go interop test";
-        if std::env::var("FLEET_SKIP_GO").as_deref() == Ok("1") {
-            eprintln!("\n*** {msg}; FLEET_SKIP_GO=1: NOT RUN ***\n");
-            return None;
-        }
-        panic!("{msg}, or set FLEET_SKIP_GO=1 to skip it knowingly");
-    }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/go/tlogcheck/main.go");
-    let out = dir.join("tlogcheck");
-    let built = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .env("GO111MODULE", "off")
-        .env("GOPATH", gopath)
-        .env("GOPROXY", "off")
-        .env("GOCACHE", dir.join("gocache"))
-        .env("GOFLAGS", "")
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "go build: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    Some(out)
+    go::build("tlogcheck", dir)
 }
 
 fn check(tool: &Path, kind: &str, proof: &str, keys: &[String], dir: &Path) -> (bool, String) {

@@ -5,7 +5,8 @@ use super::*;
 // ---------------------------------------------------------------------------------------
 // Auditors
 
-/// The latest signed checkpoint: a C2SP signed note (docs/FORMAT.md §5).
+/// The latest signed checkpoint: a C2SP signed note (docs/FORMAT.md §5), with the witnesses'
+/// cosignatures when it has been witnessed (config `witnessing`).
 #[utoipa::path(get, path = "/v1/ledger/checkpoint", tag = "auditors",
     responses((status = 200, description = "the note", content_type = "text/plain", body = String),
         (status = "4XX", body = ErrorBody)),
@@ -15,14 +16,46 @@ pub(super) async fn checkpoint(
     caller: Caller,
 ) -> ApiResult<Response> {
     caller.require(READERS)?;
-    let note = read(&state, |snap| {
+    let (size, note) = read(&state, |snap| {
         snap.latest_checkpoint()
             .map_err(ApiError::internal)?
-            .map(|(_, note)| note)
             .ok_or_else(|| ApiError::not_found("no checkpoint yet"))
     })
     .await?;
+    let note = match witnessed(&state) {
+        Some(w) if w.size == size => w.note,
+        _ => note,
+    };
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
+}
+
+fn witnessed(state: &AppState) -> Option<crate::witnessing::Witnessed> {
+    state
+        .shared
+        .witnessed
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
+
+/// The latest checkpoint witnesses cosigned, with their cosignatures (C2SP
+/// tlog-cosignature lines after the log's signature): what a client that requires witnesses
+/// checks. 404 before the first, or without `witnessing` in the config.
+#[utoipa::path(get, path = "/v1/ledger/checkpoint/witnessed", tag = "auditors",
+    responses((status = 200, description = "the cosigned note", content_type = "text/plain", body = String),
+        (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn checkpoint_witnessed(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Response> {
+    caller.require(READERS)?;
+    let w = witnessed(&state).ok_or_else(|| ApiError::not_found("no checkpoint witnessed yet"))?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        w.note,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

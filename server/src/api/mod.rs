@@ -25,7 +25,9 @@ pub use openapi::ApiDoc;
 pub use rollouts::entry_json;
 
 use agent::{agent_event, dispatch, heartbeat};
-use audit::{checkpoint, entries, export, proof_consistency, proof_inclusion};
+use audit::{
+    checkpoint, checkpoint_witnessed, entries, export, proof_consistency, proof_inclusion,
+};
 use caller::{JsonBody, RolloutPath, parse_body};
 use error::ApiResult;
 use identity::{enroll, renew};
@@ -340,6 +342,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/quarantine", get(quarantine))
         .route("/v1/quarantine/lift", post(lift))
         .route("/v1/ledger/checkpoint", get(checkpoint))
+        .route("/v1/ledger/checkpoint/witnessed", get(checkpoint_witnessed))
         .route("/v1/ledger/proof/inclusion", get(proof_inclusion))
         .route("/v1/ledger/proof/consistency", get(proof_consistency))
         .route("/metrics", get(metrics))

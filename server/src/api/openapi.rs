@@ -215,6 +215,7 @@ pub(super) struct RolloutManifest {
         rollouts::quarantine,
         rollouts::lift,
         audit::checkpoint,
+        audit::checkpoint_witnessed,
         audit::entries,
         audit::export,
         audit::proof_inclusion,

@@ -169,6 +169,7 @@ impl Writer {
             committed,
             fleet_ready: manifests.fleet_in_force.is_some().into(),
             published: RwLock::new(published),
+            witnessed: RwLock::new(None),
             metrics: Metrics::default(),
         });
         let writer = Writer {

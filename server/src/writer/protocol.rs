@@ -48,6 +48,9 @@ pub struct Shared {
     /// Where each manifest agents may fetch was recorded: `fleet` (the fleet in force) and
     /// every rollout id, to the seq of its latest entry. Updated after each commit.
     pub published: RwLock<std::collections::BTreeMap<String, u64>>,
+    /// The latest checkpoint cosigned by witnesses, with their cosignatures (config
+    /// `witnessing`); `None` before the first.
+    pub witnessed: RwLock<Option<crate::witnessing::Witnessed>>,
     /// Metrics.
     pub metrics: Metrics,
 }

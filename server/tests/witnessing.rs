@@ -1,0 +1,258 @@
+//! Witnessing against a witness this project did not write the checks of:
+//! `fixtures/go/testwitness`, a C2SP tlog-witness on Go's `sumdb/note` (the log's signature)
+//! and `sumdb/tlog` (the RFC 6962 consistency proof). The daemon's checkpoints are cosigned,
+//! served and published with the cosignatures, and `verify --tiles --witnesses-required`
+//! accepts them; a witness that does not trust the log refuses (403) and is counted; after a
+//! restart the witness's 409 tells the daemon where to continue from.
+//!
+//! Needs Go (`.ci/run` installs it); `FLEET_SKIP_GO=1` skips knowingly.
+
+mod common;
+mod go;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fleet_ledger::witnessing::{WitnessEndpoint, WitnessingConfig};
+use fleet_ledger_demo::Setup;
+
+/// A running test witness: its URL, its verifier key, and where it logs each request.
+struct GoWitness {
+    child: Child,
+    url: String,
+    vkey: String,
+    log: std::path::PathBuf,
+}
+
+impl Drop for GoWitness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl GoWitness {
+    fn start(exe: &Path, dir: &Path, name: &str, seed: u8, log_keys: &[String]) -> GoWitness {
+        let log = dir.join(format!("{}.log", name.replace('/', "_")));
+        let mut child = Command::new(exe)
+            .args(["127.0.0.1:0", name, &hex(&[seed; 32])])
+            .args(log_keys)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_string();
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        let vkey = line.trim().strip_prefix("vkey ").unwrap().to_string();
+        GoWitness {
+            child,
+            url: format!("http://{addr}"),
+            vkey,
+            log,
+        }
+    }
+
+    fn requests(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn witnessed(c: &fleet_ledger_demo::ApiClient, token: &str) -> Option<(u64, String)> {
+    let r = c
+        .http
+        .get(format!("{}/v1/ledger/checkpoint/witnessed", c.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    if r.status() == 404 {
+        return None;
+    }
+    assert_eq!(r.status(), 200);
+    let note = r.text().await.unwrap();
+    let size = ledger::checkpoint::parse_note(note.as_bytes())
+        .unwrap()
+        .checkpoint
+        .size;
+    Some((size, note))
+}
+
+/// Waits until the witnessed checkpoint is the committed head; returns its note.
+async fn witnessed_head(
+    c: &fleet_ledger_demo::ApiClient,
+    token: &str,
+    daemon: &fleet_ledger::daemon::Daemon,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let head = *daemon.shared.committed.borrow();
+        let w = witnessed(c, token).await;
+        if let Some((size, note)) = &w
+            && *size == head
+        {
+            return note.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "witnessed {:?}, committed {head}",
+            w.map(|w| w.0)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoints_are_cosigned_by_a_standard_witness_served_and_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(exe) = go::build("testwitness", dir.path()) else {
+        return;
+    };
+    let setup = Setup::create(dir.path(), None, 3).unwrap();
+    let log_key = std::fs::read_to_string(&setup.genesis_pub)
+        .unwrap()
+        .trim()
+        .to_string();
+    let good = GoWitness::start(&exe, dir.path(), "witness.test/w1", 1, &[log_key]);
+    // Trusts another log's key: refuses this log's checkpoints with 403.
+    let other_log = fixtures::genesis_signer().public().to_text();
+    let wrong = GoWitness::start(&exe, dir.path(), "witness.test/w2", 2, &[other_log]);
+    let tiles = dir.path().join("tiles");
+    let mut config = setup.config.clone();
+    config.witnessing = Some(WitnessingConfig {
+        witnesses: vec![
+            WitnessEndpoint {
+                url: good.url.clone(),
+                key: good.vkey.clone(),
+            },
+            WitnessEndpoint {
+                url: wrong.url.clone(),
+                key: wrong.vkey.clone(),
+            },
+        ],
+        interval_secs: 1,
+        timeout_secs: 5,
+    });
+    config.publish = Some(fleet_ledger::publish::PublishConfig {
+        to: fleet_ledger::publish::Destination::Dir(tiles.clone()),
+        interval_secs: 1,
+    });
+    let (daemon, c) = setup.start_with(config.clone()).await.unwrap();
+    let auditor = setup.tokens.auditor.clone();
+    let (fleet, _) = setup.signed_fleet().unwrap();
+    c.ok(&setup.tokens.ci, "/v1/manifests/fleet", &fleet)
+        .await
+        .unwrap();
+
+    let note = witnessed_head(&c, &auditor, &daemon).await;
+    let parsed = ledger::checkpoint::parse_note(note.as_bytes()).unwrap();
+    let w1 = ledger::witness::WitnessKey::from_text(&good.vkey).unwrap();
+    let w2 = ledger::witness::WitnessKey::from_text(&wrong.vkey).unwrap();
+    let found = ledger::witness::require_cosignatures(&parsed, &[w1, w2.clone()], 1).unwrap();
+    assert_eq!(found.len(), 1, "only w1 cosigned: {note}");
+    assert_eq!(found[0].witness, "witness.test/w1");
+    assert!(
+        wrong.requests().contains("status 403"),
+        "{}",
+        wrong.requests()
+    );
+    assert!(daemon.shared.metrics.witness_failures.get() > 0);
+    // The plain checkpoint route carries the cosignature too, the head being witnessed.
+    let plain = fetch(&c, &auditor, "/v1/ledger/checkpoint").await;
+    assert_eq!(String::from_utf8_lossy(&plain), note);
+
+    // The published checkpoint is the witnessed one; an auditor requiring the witness
+    // accepts the tiles, one requiring both witnesses does not.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(tiles.join("checkpoint"))
+        .ok()
+        .as_deref()
+        != Some(&note)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the witnessed checkpoint was not published"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let w1_file = dir.path().join("w1.vkey");
+    let w2_file = dir.path().join("w2.vkey");
+    std::fs::write(&w1_file, &good.vkey).unwrap();
+    std::fs::write(&w2_file, &wrong.vkey).unwrap();
+    let genesis = setup.genesis_pub.to_str().unwrap();
+    let t = tiles.to_str().unwrap();
+    let (w1f, w2f) = (w1_file.to_str().unwrap(), w2_file.to_str().unwrap());
+    let out = succeeds(&[
+        "verify",
+        "--tiles",
+        t,
+        "--key",
+        genesis,
+        "--witness",
+        w1f,
+        "--witnesses-required",
+        "1",
+    ]);
+    assert!(out.starts_with("OK: "), "{out}");
+    let both = Command::new(EXE)
+        .args(["verify", "--tiles", t, "--key", genesis])
+        .args([
+            "--witness",
+            w1f,
+            "--witness",
+            w2f,
+            "--witnesses-required",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(1), "{both:?}");
+
+    // A restart: the witnessed checkpoint is served at once (kept beside the database); the
+    // daemon does not know what the witness holds, asks from 0, and the witness's 409 names
+    // the size to prove consistency from.
+    daemon.shutdown().await.unwrap();
+    let (daemon, c) = setup.start_with(config).await.unwrap();
+    let (size_before, _) = witnessed(&c, &auditor)
+        .await
+        .expect("kept across the restart");
+    let doc = setup
+        .rollout_doc("canary", "c0ffee01", "/nix/store/c-canary", &setup.at(0))
+        .unwrap();
+    let (rollout, _) = setup.sign(&doc).unwrap();
+    c.ok(
+        &setup.tokens.ci,
+        "/v1/manifests/rollouts/canary@c0ffee01",
+        &rollout,
+    )
+    .await
+    .unwrap();
+    let note = witnessed_head(&c, &auditor, &daemon).await;
+    let parsed = ledger::checkpoint::parse_note(note.as_bytes()).unwrap();
+    assert!(parsed.checkpoint.size > size_before);
+    let log = good.requests();
+    assert!(
+        log.contains(&format!(
+            "status 409 old 0 size {size_before}: cosigned {size_before}"
+        )) && log.contains(&format!(
+            "status 200 old {size_before} size {}",
+            parsed.checkpoint.size
+        )),
+        "{log}"
+    );
+    daemon.shutdown().await.unwrap();
+}

@@ -18,7 +18,7 @@ use crate::api::{AppState, router};
 use crate::config::Settings;
 use crate::connections::{self, ConnLimits};
 use crate::intake::TrustRoots;
-use crate::writer::{Clock, Input, Job, Shared, Writer};
+use crate::writer::{Clock, Input, Job, Shared, Work, Writer};
 
 /// A running daemon.
 #[derive(Debug)]
@@ -65,7 +65,7 @@ impl Daemon {
             )
         })?
         .with_context(|| format!("opening the ledger {}", path.display()))?;
-        let (tx, rx) = mpsc::channel::<Job>(limits.queue);
+        let (tx, rx) = mpsc::channel::<Work>(limits.queue);
         // Resolves when the writer thread ends, however it ends (its sender is dropped with
         // the thread's closure, on return and on unwind alike).
         let (writer_alive, writer_ended) = oneshot::channel::<()>();
@@ -216,16 +216,19 @@ impl Daemon {
 const WRITER_DIED_GRACE: Duration = Duration::from_secs(2);
 
 /// The planner's safety tick: a `Tick` input every `every` (skipped when the queue is full).
-async fn tick(tx: mpsc::Sender<Job>, every: Duration, retain_for: Option<Micros>) {
+async fn tick(tx: mpsc::Sender<Work>, every: Duration, retain_for: Option<Micros>) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         interval.tick().await;
         let (reply, _) = oneshot::channel();
-        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Job {
-            input: Input::Tick { retain_for },
-            reply,
-        }) {
+        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(
+            Job {
+                input: Input::Tick { retain_for },
+                reply,
+            }
+            .into(),
+        ) {
             return;
         }
     }

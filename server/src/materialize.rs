@@ -283,6 +283,28 @@ impl Ledger {
         self.write_staged()
     }
 
+    /// Rotates the checkpoint key to `next` (a `KeyRotated` entry signed off by the current
+    /// key, committed alone, with the projections in the same transaction). Anything staged
+    /// must have been committed first.
+    pub fn rotate_key(
+        &mut self,
+        next: Arc<Signer>,
+        reason: &str,
+        at: i64,
+    ) -> Result<Receipt, MaterializeError> {
+        debug_assert!(self.staged.is_empty(), "commit before rotating");
+        let event = ledger::event::Event::KeyRotated(ledger::event::KeyRotated {
+            next: next.public().record(),
+            reason: reason.to_string(),
+        });
+        self.state.apply(self.next_seq(), at, &event);
+        let state = &mut self.state;
+        let result = self
+            .store
+            .rotate_key_with(next, reason, at, |tables, _| state.flush(tables));
+        result.inspect_err(|_| self.reload()).map_err(Into::into)
+    }
+
     /// Folds `events` (decided at CP time `at`) into the models and stages them for the next
     /// commit. Returns the seq the first one will get.
     pub fn stage(&mut self, at: i64, events: Vec<ledger::event::Event>) -> u64 {

@@ -13,13 +13,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::intake::{self, Target, TrustRoots};
-use crate::writer::{Clock, Input, Job, Shared};
+use crate::writer::{Clock, Input, Job, Shared, Work};
 
 /// What the sources share: the queue, the trust roots, the metrics, the clock.
 #[derive(Clone)]
 pub struct Submitter {
     /// The writer's queue.
-    pub tx: mpsc::Sender<Job>,
+    pub tx: mpsc::Sender<Work>,
     /// CI's keys.
     pub trust: Arc<TrustRoots>,
     /// Metrics.
@@ -51,7 +51,7 @@ impl Submitter {
                     input: Input::Manifest(Box::new(v)),
                     reply,
                 };
-                self.tx.send(job).await.map_err(|_| ())?;
+                self.tx.send(job.into()).await.map_err(|_| ())?;
                 match rx.await {
                     Ok(Ok(out)) => tracing::info!(origin, ?out, "manifest"),
                     Ok(Err(r)) => {

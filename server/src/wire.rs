@@ -415,6 +415,17 @@ pub struct Clearance {
     pub reason: String,
 }
 
+/// `POST /v1/ledger/rotate-key`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// The new signing key's file, an absolute path on the daemon's host (`fleet-ledger
+    /// keygen` writes it, mode 0600).
+    pub key_file: String,
+    /// Why (recorded with the operator's identity).
+    pub reason: String,
+}
+
 /// `POST /v1/quarantine/lift`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

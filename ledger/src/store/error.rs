@@ -74,7 +74,9 @@ pub enum OpenError {
         reason: String,
     },
     /// The signing key given is not the key in force.
-    #[error("the signing key {given} is not the key in force {in_force}")]
+    #[error(
+        "the signing key {given} is not the key in force {in_force} (after a key rotation, sign with the key rotated to: the config's signing_key)"
+    )]
     WrongKey {
         /// `name+id` given.
         given: String,

@@ -425,10 +425,28 @@ impl Store {
     /// signed by `next`.
     pub fn rotate_key(
         &mut self,
-        next: Signer,
+        next: impl Into<Arc<Signer>>,
         reason: &str,
         recorded_at_us: i64,
     ) -> Result<Receipt, AppendError> {
+        self.rotate_key_with(next, reason, recorded_at_us, |_, _| {
+            Ok::<(), std::convert::Infallible>(())
+        })
+    }
+
+    /// [`Store::rotate_key`], running `hook` in the same transaction as
+    /// [`Store::append_with`] does (the daemon folds the entry into its projections).
+    pub fn rotate_key_with<E>(
+        &mut self,
+        next: impl Into<Arc<Signer>>,
+        reason: &str,
+        recorded_at_us: i64,
+        hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
+    ) -> Result<Receipt, AppendError>
+    where
+        E: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        let next: Arc<Signer> = next.into();
         let entry = NewEntry {
             recorded_at_us,
             event: Event::KeyRotated(KeyRotated {
@@ -437,17 +455,21 @@ impl Store {
             }),
         };
         let line = format!("{}\n", next.public().to_text());
-        let receipt = self.append_checked(&[entry], |txn, _| {
-            let mut meta = txn.open_table(META)?;
-            let mut keys = meta
-                .get("keys")?
-                .map(|v| v.value().to_vec())
-                .unwrap_or_default();
-            keys.extend_from_slice(line.as_bytes());
-            meta.insert("keys", keys.as_slice())?;
-            Ok::<(), redb::Error>(())
+        let receipt = self.append_checked(&[entry], |txn, appended| {
+            {
+                let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
+                let mut keys = meta
+                    .get("keys")
+                    .map_err(redb::Error::from)?
+                    .map(|v| v.value().to_vec())
+                    .unwrap_or_default();
+                keys.extend_from_slice(line.as_bytes());
+                meta.insert("keys", keys.as_slice())
+                    .map_err(redb::Error::from)?;
+            }
+            hook(&mut RedbTables::new(txn), appended).map_err(Into::into)
         })?;
-        self.signer = Arc::new(next);
+        self.signer = next;
         Ok(receipt)
     }
 

@@ -162,7 +162,15 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
     ),
     (
         "reason-required",
-        "400: a clearance or lift without a reason",
+        "400: a clearance, lift or key rotation without a reason",
+    ),
+    (
+        "bad-key-file",
+        "400: a key rotation's key_file is not an absolute path to a readable private key",
+    ),
+    (
+        "key-in-chain",
+        "409: a key rotation to a key the log has already used",
     ),
     (
         "bad-protocol-header",

@@ -18,6 +18,7 @@ mod manifests;
 mod openapi;
 mod published;
 mod rollouts;
+mod rotation;
 
 pub use caller::{Caller, machine_id};
 pub use error::{ApiError, ERROR_CODES, ErrorBody};
@@ -37,6 +38,7 @@ use rollouts::{
     clearance, deferrals, get_rollout, lifecycle, lift, list_rollouts, quarantine, rollout_events,
     rollout_hosts,
 };
+use rotation::rotate_key;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -62,7 +64,7 @@ use crate::config::Limits;
 use crate::connections::Peer;
 use crate::intake::{self, ManifestError, Target, TrustRoots};
 use crate::wire::{self, ts};
-use crate::writer::{Answer, Input, Job, Shared, WriteError};
+use crate::writer::{Answer, Input, Job, Shared, Work, WriteError};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -71,7 +73,7 @@ pub struct AppState {
     /// against.
     pub clock: crate::writer::Clock,
     /// The writer's queue.
-    pub tx: mpsc::Sender<Job>,
+    pub tx: mpsc::Sender<Work>,
     /// Readers and metrics.
     pub shared: Arc<Shared>,
     /// Tokens.
@@ -95,7 +97,7 @@ fn rollout_id(text: &str) -> ApiResult<RolloutId> {
 async fn submit(state: &AppState, input: Input) -> ApiResult<Answer> {
     let (reply, rx) = oneshot::channel();
     let m = &state.shared.metrics;
-    match state.tx.try_send(Job { input, reply }) {
+    match state.tx.try_send(Job { input, reply }.into()) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
             m.queue_full.inc();
@@ -343,6 +345,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/quarantine/lift", post(lift))
         .route("/v1/ledger/checkpoint", get(checkpoint))
         .route("/v1/ledger/checkpoint/witnessed", get(checkpoint_witnessed))
+        .route("/v1/ledger/rotate-key", post(rotate_key))
         .route("/v1/ledger/proof/inclusion", get(proof_inclusion))
         .route("/v1/ledger/proof/consistency", get(proof_consistency))
         .route("/metrics", get(metrics))

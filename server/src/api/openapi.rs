@@ -216,6 +216,7 @@ pub(super) struct RolloutManifest {
         rollouts::lift,
         audit::checkpoint,
         audit::checkpoint_witnessed,
+        rotation::rotate_key,
         audit::entries,
         audit::export,
         audit::proof_inclusion,

@@ -21,7 +21,7 @@ mod protocol;
 mod replay_snapshots;
 
 pub use planner::{Answer, Input, Refusal};
-pub use protocol::{Job, Reply, Shared, WriteError};
+pub use protocol::{Job, KeyRotation, Reply, RotateError, Shared, Work, WriteError};
 
 use replay_snapshots::Snapshots;
 
@@ -191,20 +191,87 @@ impl Writer {
     }
 
     /// Runs until every sender of `rx` is gone and the queue is drained.
-    pub fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    pub fn run(mut self, mut rx: mpsc::Receiver<Work>) {
         let mut batch = Vec::with_capacity(self.batch_inputs);
         while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < self.batch_inputs {
+            // A rotation ends the batch: what was queued before it is committed (signed by
+            // the old key), then the rotation, alone.
+            let mut rotation = None;
+            match first {
+                Work::Decide(job) => batch.push(job),
+                Work::RotateKey(r) => rotation = Some(r),
+            }
+            while rotation.is_none() && batch.len() < self.batch_inputs {
                 match rx.try_recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(Work::Decide(job)) => batch.push(job),
+                    Ok(Work::RotateKey(r)) => rotation = Some(r),
                     Err(_) => break,
                 }
             }
             self.shared.metrics.queue_depth.set(rx.len() as i64);
-            self.process(&mut batch);
+            if !batch.is_empty() {
+                self.process(&mut batch);
+            }
+            if let Some(r) = rotation {
+                self.rotate(r);
+            }
         }
         tracing::info!("writer: queue closed and drained");
+    }
+
+    /// Records a key rotation: a `KeyRotated` entry signed off by the current key, in its own
+    /// transaction; later checkpoints are signed by the new key, and a reopen uses it.
+    fn rotate(&mut self, r: Box<KeyRotation>) {
+        let span = tracing::info_span!("rotate_key", operator = %r.operator);
+        let _guard = span.enter();
+        if self.ledger.is_none() && !self.reopen() {
+            let _ = r.reply.send(Err(RotateError::Unavailable(
+                "the ledger is being reopened".into(),
+            )));
+            return;
+        }
+        let r = *r;
+        let next = Arc::new(r.next);
+        let text = next.public().to_text();
+        let ledger = self.ledger.as_mut().expect("opened above");
+        let in_chain = ledger
+            .store()
+            .snapshot()
+            .and_then(|s| s.keys_in_force())
+            .map(|keys| keys.iter().any(|k| k.bytes() == next.public().bytes()));
+        match in_chain {
+            Ok(false) => {}
+            Ok(true) => {
+                let _ = r.reply.send(Err(RotateError::KeyInChain(text)));
+                return;
+            }
+            Err(e) => {
+                let _ = r.reply.send(Err(RotateError::Unavailable(e.to_string())));
+                return;
+            }
+        }
+        let reason = format!("{} (operator {})", r.reason, r.operator);
+        let at = self.now();
+        let ledger = self.ledger.as_mut().expect("opened above");
+        match ledger.rotate_key(Arc::clone(&next), &reason, at) {
+            Ok(receipt) => {
+                self.signer = next;
+                self.shared.metrics.commits.inc();
+                self.shared.metrics.entries.inc_by(1);
+                self.shared.committed.send_replace(ledger.store().size());
+                tracing::warn!(seq = receipt.first_seq, key = %text, "checkpoint key rotated; set signing_key to the new key before the next start");
+                let _ = r.reply.send(Ok(receipt.first_seq));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "key rotation failed; nothing was recorded; reopening the store");
+                self.shared.metrics.commit_failures.inc();
+                let _ = r.reply.send(Err(RotateError::Unavailable(format!(
+                    "the rotation was not recorded ({e}); retry"
+                ))));
+                self.close();
+                self.reopen();
+            }
+        }
     }
 
     fn now(&mut self) -> Micros {

@@ -36,6 +36,56 @@ pub struct Job {
     pub reply: Reply,
 }
 
+/// What the writer thread is sent: inputs to decide, and key rotations, which are not
+/// decisions of the planner but an operation on the log itself (committed alone, between
+/// batches).
+#[derive(Debug)]
+pub enum Work {
+    /// An input for the planner.
+    Decide(Job),
+    /// Rotate the checkpoint key (boxed: rare, and a signer is large).
+    RotateKey(Box<KeyRotation>),
+}
+
+impl From<Job> for Work {
+    fn from(job: Job) -> Work {
+        Work::Decide(job)
+    }
+}
+
+/// An operator's key rotation.
+pub struct KeyRotation {
+    /// The new signing key.
+    pub next: ledger::keys::Signer,
+    /// Why (recorded, with the operator's name).
+    pub reason: String,
+    /// Who asked.
+    pub operator: String,
+    /// The answer: the `KeyRotated` entry's seq.
+    pub reply: oneshot::Sender<Result<u64, RotateError>>,
+}
+
+impl std::fmt::Debug for KeyRotation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRotation")
+            .field("next", &self.next.public().to_text())
+            .field("reason", &self.reason)
+            .field("operator", &self.operator)
+            .finish()
+    }
+}
+
+/// Why a key rotation was not recorded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RotateError {
+    /// The key is already in the log's key chain (in force now, or earlier).
+    #[error("{0} is already in the log's key chain: a rotation must introduce a new key")]
+    KeyInChain(String),
+    /// Nothing was recorded: retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// What the API threads share with the writer.
 #[derive(Debug)]
 pub struct Shared {

@@ -295,8 +295,29 @@ impl<R: Read> BundleReader<R> {
 pub fn verify_bundle<R: Read>(
     input: R,
     pinned: &PublicKey,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<VerifiedLog, VerifyError> {
+    verify_bundle_into(input, pinned, progress, |_| Ok::<(), VerifyError>(()))
+}
+
+/// A record of a bundle, handed on after it verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified<'a> {
+    /// An entry that verified (chain, time, decoding), in order.
+    Entry(&'a [u8]),
+    /// A checkpoint that verified against the entries before it.
+    Checkpoint(&'a [u8]),
+}
+
+/// [`verify_bundle`], handing each entry and checkpoint to `sink` as soon as it has verified
+/// (`fleet-ledger import` writes them). The whole bundle has verified only when this
+/// returns `Ok`: what the sink received must be discarded otherwise.
+pub fn verify_bundle_into<R: Read, E: From<VerifyError>>(
+    input: R,
+    pinned: &PublicKey,
+    mut progress: impl FnMut(u64),
+    mut sink: impl FnMut(Verified<'_>) -> Result<(), E>,
+) -> Result<VerifiedLog, E> {
     let mut reader = BundleReader::new(input)?;
     let mut verifier = Verifier::new(pinned.clone());
     let mut listed: Vec<PublicKey> = Vec::new();
@@ -305,7 +326,7 @@ pub fn verify_bundle<R: Read>(
         match reader.next_record()? {
             Record::Key(text) => {
                 if verifier.entries() > 0 {
-                    return Err(bundle_err(at, "KEY record after the first entry"));
+                    return Err(bundle_err(at, "KEY record after the first entry").into());
                 }
                 // Exactly the key text: no newline, no white space (FORMAT §8).
                 let key = std::str::from_utf8(text)
@@ -323,12 +344,14 @@ pub fn verify_bundle<R: Read>(
                             key.to_text(),
                             pinned.to_text()
                         ),
-                    ));
+                    )
+                    .into());
                 }
                 listed.push(key);
             }
             Record::Entry(bytes) => {
                 verifier.entry(bytes)?;
+                sink(Verified::Entry(bytes))?;
                 let n = verifier.entries();
                 if n.is_multiple_of(65536) {
                     progress(n);
@@ -336,12 +359,13 @@ pub fn verify_bundle<R: Read>(
             }
             Record::Checkpoint(note) => {
                 verifier.checkpoint(note)?;
+                sink(Verified::Checkpoint(note))?;
             }
             Record::End => break,
         }
     }
     if listed.is_empty() {
-        return Err(bundle_err(10, "bundle lists no keys"));
+        return Err(bundle_err(10, "bundle lists no keys").into());
     }
     let chain: Vec<PublicKey> = verifier.key_chain().cloned().collect();
     progress(verifier.entries());
@@ -355,7 +379,8 @@ pub fn verify_bundle<R: Read>(
                 listed.len(),
                 chain.len()
             ),
-        ));
+        )
+        .into());
     }
     Ok(verified)
 }

@@ -188,6 +188,19 @@ pub fn verify(
     pinned: crate::keys::PublicKey,
     progress: &mut dyn FnMut(u64),
 ) -> Result<TilesVerified, crate::verify::VerifyError> {
+    verify_into(fetch, pinned, progress, &mut |_| Ok(()))
+}
+
+/// [`verify`], handing each entry to `sink` once it has verified (chain, time, decoding)
+/// and before its tile is compared: what the sink received counts only if this returns `Ok`
+/// (`fleet-ledger import --tiles` writes a temporary database it discards otherwise). A sink
+/// error stops the run, reported at that entry.
+pub fn verify_into(
+    fetch: &mut Fetch<'_>,
+    pinned: crate::keys::PublicKey,
+    progress: &mut dyn FnMut(u64),
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+) -> Result<TilesVerified, crate::verify::VerifyError> {
     use crate::merkle::reference_root;
     use crate::verify::{Failure, Location, Verifier, VerifyError};
     let mut files = 0u64;
@@ -242,6 +255,7 @@ pub fn verify(
                 e
             };
             verifier.entry(entry)?;
+            sink(entry).map_err(|e| VerifyError::new(Location::Seq(seq), Failure::Store(e)))?;
             leaves.push(tree.leaf(entry));
         }
         progress(first + width);

@@ -122,6 +122,11 @@ impl Daemon {
             .clone()
             .map(|cfg| tokio::spawn(crate::sources::pull(cfg, submitter)));
         let witnessing = settings.config.witnessing.clone();
+        if witnessing.is_some() {
+            let (state, shared) = (crate::witnessing::state_path(&path), Arc::clone(&shared));
+            tokio::task::spawn_blocking(move || crate::witnessing::restore(&state, &shared))
+                .await?;
+        }
         let publisher = settings.config.publish.clone().map(|cfg| {
             tokio::spawn(crate::publish::run(
                 cfg,

@@ -108,6 +108,28 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Back up a ledger, even one the daemon is serving: a bundle of the log as of now,
+    /// written atomically and verified before it is reported good.
+    Backup {
+        /// Ledger database (a daemon may have it open).
+        #[arg(long)]
+        db: PathBuf,
+        /// Bundle file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore: verify a bundle against the genesis key and write it, byte for byte, as a new
+    /// ledger (projections rebuilt); `serve` continues the same log.
+    Import {
+        #[command(flatten)]
+        from: ImportSource,
+        /// The log's genesis public key, pinned.
+        #[arg(long)]
+        key: PathBuf,
+        /// New ledger database to create (must not exist).
+        #[arg(long)]
+        db: PathBuf,
+    },
     /// Produce an inclusion or consistency proof, as JSON on stdout.
     Prove {
         #[command(subcommand)]
@@ -254,6 +276,7 @@ impl Command {
             Command::Init { db, .. }
             | Command::RotateKey { db, .. }
             | Command::Export { db, .. }
+            | Command::Backup { db, .. }
             | Command::Rebuild { db }
             | Command::Check { db }
             | Command::Serve { db, .. }
@@ -273,6 +296,7 @@ impl Command {
                 }
             },
             Command::VerifyProof { proof, .. } => Some(proof),
+            Command::Import { from, .. } => from.bundle.as_deref().or(from.tiles.as_deref()),
             Command::Keygen { .. } | Command::Token { .. } | Command::Openapi => None,
         }
     }
@@ -301,6 +325,19 @@ struct VerifySource {
     bundle: Option<PathBuf>,
     /// Published C2SP tlog-tiles (`fleet-ledger publish`): a directory, the URL prefix
     /// they are served at (`https://…`), or `s3://BUCKET/PREFIX`.
+    #[arg(long)]
+    tiles: Option<PathBuf>,
+}
+
+/// Where `import` reads the log.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct ImportSource {
+    /// A bundle (`export`, `backup`, or `GET /v1/ledger/export`).
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// Published tiles (`publish`): a directory, a URL prefix or `s3://BUCKET/PREFIX`. They
+    /// hold every entry but only the latest checkpoint, which is all the restored ledger has.
     #[arg(long)]
     tiles: Option<PathBuf>,
 }
@@ -448,6 +485,15 @@ fn run(command: Command) -> Result<()> {
             )
         }
         Command::Export { db, out } => export(&db, &out),
+        Command::Backup { db, out } => backup(&db, &out),
+        Command::Import { from, key, db } => {
+            let from = match (&from.bundle, &from.tiles) {
+                (Some(b), _) => ImportFrom::Bundle(b),
+                (None, Some(t)) => ImportFrom::Tiles(t),
+                (None, None) => bail!("--bundle or --tiles is required"),
+            };
+            import(from, &key, &db)
+        }
         Command::Prove { proof } => {
             let json = match proof {
                 ProveCommand::Inclusion { db, seq, size } => open_ro(&db)?

@@ -52,10 +52,25 @@ pub struct Metrics {
     /// Witness requests that failed (refused, unreachable, or a cosignature that did not
     /// verify).
     pub witness_failures: Counter,
+    /// Committed entries not yet covered by a witnessed checkpoint, as of the last round.
+    pub witness_lag_entries: Gauge,
+    /// The log's size (entries committed).
+    pub log_entries: Gauge,
+    /// CP time of the last committed entry (µs; the latest checkpoint covers it), read at
+    /// each scrape as `last_checkpoint_age_seconds`.
+    pub last_entry_us: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
     fn default() -> Metrics {
+        Metrics::new(None)
+    }
+}
+
+impl Metrics {
+    /// The metrics of a daemon serving the ledger at `database` (its file size is read at each
+    /// scrape); `None` for none.
+    pub fn new(database: Option<&std::path::Path>) -> Metrics {
         let mut registry = Registry::with_prefix("fleet_ledger");
         let entries = Counter::default();
         let commits = Counter::default();
@@ -152,6 +167,23 @@ impl Default for Metrics {
             connections_refused.clone(),
         );
         registry.register_collector(Box::new(LogLinesDropped));
+        let witness_lag_entries = Gauge::default();
+        registry.register(
+            "witness_lag_entries",
+            "Committed entries not covered by the latest witnessed checkpoint, as of the last witness round",
+            witness_lag_entries.clone(),
+        );
+        let log_entries = Gauge::default();
+        registry.register(
+            "log_entries",
+            "The log's size: entries committed",
+            log_entries.clone(),
+        );
+        let last_entry_us = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        registry.register_collector(Box::new(LedgerFile {
+            database: database.map(std::path::Path::to_path_buf),
+            last_entry_us: std::sync::Arc::clone(&last_entry_us),
+        }));
         Metrics {
             registry,
             entries,
@@ -171,7 +203,57 @@ impl Default for Metrics {
             publication_failures,
             witnessed_entries,
             witness_failures,
+            witness_lag_entries,
+            log_entries,
+            last_entry_us,
         }
+    }
+}
+
+/// Read at each scrape: `database_bytes` (the file's size) and `last_checkpoint_age_seconds`
+/// (wall clock minus the CP time of the last committed entry, which the latest checkpoint
+/// covers: a CP that stops committing shows it growing).
+#[derive(Debug)]
+struct LedgerFile {
+    database: Option<std::path::PathBuf>,
+    last_entry_us: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Collector for LedgerFile {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::gauge::ConstGauge;
+        if let Some(bytes) = self
+            .database
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+        {
+            let g = ConstGauge::new(bytes as i64);
+            let metric = encoder.encode_descriptor(
+                "database_bytes",
+                "Size of the ledger's database file",
+                None,
+                g.metric_type(),
+            )?;
+            g.encode(metric)?;
+        }
+        let last = self
+            .last_entry_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if last > 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            let g = ConstGauge::new(now.saturating_sub(last).max(0) as f64 / 1e6);
+            let metric = encoder.encode_descriptor(
+                "last_checkpoint_age_seconds",
+                "Seconds since the CP time of the last committed entry (the latest checkpoint's)",
+                None,
+                g.metric_type(),
+            )?;
+            g.encode(metric)?;
+        }
+        Ok(())
     }
 }
 

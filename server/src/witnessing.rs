@@ -303,6 +303,15 @@ impl Client {
     }
 }
 
+/// Puts the witnessed checkpoint a previous run left at `path` in force, so that it is served
+/// from the first request (the daemon calls this before serving).
+pub fn restore(path: &Path, shared: &Shared) {
+    if let Some(w) = load(path, shared) {
+        shared.metrics.witnessed_entries.set(w.size as i64);
+        *shared.witnessed.write().unwrap_or_else(|p| p.into_inner()) = Some(w);
+    }
+}
+
 /// Reads the latest witnessed checkpoint a previous run left at `path`, if it is a checkpoint
 /// of this log as stored (its log signatures unchanged).
 pub fn load(path: &Path, shared: &Shared) -> Option<Witnessed> {
@@ -370,23 +379,17 @@ pub async fn run(cfg: WitnessingConfig, shared: Arc<Shared>, state: PathBuf) {
             failing: false,
         })
         .collect();
-    let loaded = {
-        let shared2 = Arc::clone(&shared);
-        let state2 = state.clone();
-        tokio::task::spawn_blocking(move || load(&state2, &shared2))
-            .await
-            .ok()
-            .flatten()
-    };
+    // The checkpoint a previous run had witnessed: loaded by the daemon before it serves.
+    let mut round_size = shared
+        .witnessed
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map_or(0, |w| w.size);
     // The round: the checkpoint being witnessed and the cosignature lines collected for it,
     // by witness name. A witness that failed is retried at the next interval for the same
     // checkpoint, unless a newer one has been made by then.
-    let mut round_size = loaded.as_ref().map_or(0, |w| w.size);
     let mut round: std::collections::BTreeMap<String, String> = Default::default();
-    if let Some(w) = loaded {
-        shared.metrics.witnessed_entries.set(w.size as i64);
-        *shared.witnessed.write().unwrap_or_else(|p| p.into_inner()) = Some(w);
-    }
     let every = Duration::from_secs(cfg.interval_secs);
     let mut committed = shared.committed.subscribe();
     loop {
@@ -465,6 +468,17 @@ pub async fn run(cfg: WitnessingConfig, shared: Arc<Shared>, state: PathBuf) {
                 *shared.witnessed.write().unwrap_or_else(|p| p.into_inner()) = Some(w);
             }
         }
+        let witnessed = shared
+            .witnessed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |w| w.size);
+        let head = *shared.committed.borrow();
+        shared
+            .metrics
+            .witness_lag_entries
+            .set(head.saturating_sub(witnessed) as i64);
         tokio::time::sleep(every).await;
         // Nothing to retry and nothing new: wait for a commit.
         if !pending_failed

@@ -621,3 +621,203 @@ fn verify_tiles_reads_a_url() {
     assert!(err.contains("tile/0/000 is missing"), "{err}");
     drop(server);
 }
+
+/// `import` restores a bundle as a ledger that is the source log byte for byte (its export is
+/// the same bundle), with projections that `check` and `replay --check` accept; a bundle that
+/// fails verification, or the wrong key, writes nothing; an existing database is never
+/// overwritten. `backup` writes a verified bundle.
+#[test]
+fn import_restores_a_bundle_byte_for_byte_and_refuses_a_bad_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, genesis) = sample_v2(tmp.path());
+    let bundle = tmp.path().join("backup.bundle");
+    let out = ok(&["backup", "--db", s(&db), "--out", s(&bundle)]);
+    assert!(out.starts_with("backed up 300 entries"), "{out}");
+    assert!(out.contains("verified"), "{out}");
+    fails(&["backup", "--db", s(&db), "--out", s(&bundle)], 2);
+
+    let restored = tmp.path().join("restored.redb");
+    let out = ok(&[
+        "import",
+        "--bundle",
+        s(&bundle),
+        "--key",
+        s(&genesis),
+        "--db",
+        s(&restored),
+    ]);
+    assert!(out.starts_with("imported 300 entries"), "{out}");
+    assert!(out.contains("2 key(s)"), "{out}");
+    assert!(!tmp.path().join("restored.redb.importing").exists());
+    let again = tmp.path().join("again.bundle");
+    ok(&["export", "--db", s(&restored), "--out", s(&again)]);
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        std::fs::read(&bundle).unwrap(),
+        "the restored ledger exports the same bytes"
+    );
+    assert!(ok(&["verify", "--db", s(&restored), "--key", s(&genesis)]).starts_with("OK"));
+    ok(&["check", "--db", s(&restored)]);
+    ok(&["replay", "--db", s(&restored), "--check"]);
+
+    // Never over an existing file.
+    let err = fails(
+        &[
+            "import",
+            "--bundle",
+            s(&bundle),
+            "--key",
+            s(&genesis),
+            "--db",
+            s(&restored),
+        ],
+        2,
+    );
+    assert!(err.contains("already exists"), "{err}");
+    // A flipped byte deep in the bundle, or another genesis key: refused, nothing written.
+    let mut bad = std::fs::read(&bundle).unwrap();
+    let at = bad.len() * 3 / 4;
+    bad[at] ^= 0x20;
+    let bad_bundle = tmp.path().join("bad.bundle");
+    std::fs::write(&bad_bundle, &bad).unwrap();
+    let other_key = tmp.path().join("other.pub");
+    std::fs::write(&other_key, fixtures::rotated_signer().public().to_text()).unwrap();
+    for (b, k) in [(&bad_bundle, &genesis), (&bundle, &other_key)] {
+        let target = tmp.path().join("never.redb");
+        let err = fails(
+            &[
+                "import",
+                "--bundle",
+                s(b),
+                "--key",
+                s(k),
+                "--db",
+                s(&target),
+            ],
+            1,
+        );
+        assert!(err.contains("nothing was written"), "{err}");
+        assert!(!target.exists() && !tmp.path().join("never.redb.importing").exists());
+    }
+}
+
+/// `import --tiles` restores from published tiles: every entry byte for byte and the key,
+/// with the one checkpoint tiles keep; the result verifies, checks, replays, and takes appends
+/// with the key in force. Tampered tiles write nothing; a log that rotated its key is sent to
+/// its bundle (tiles lack the checkpoints the rotations took effect at).
+#[test]
+fn import_restores_from_published_tiles() {
+    use ledger::event::{Annotation, Event};
+    use ledger::store::{NewEntry, ReadOnlyStore, Store};
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    ok(&["keygen", "--out", s(&keys), "--name", "cp.example/fleet"]);
+    let (key, genesis) = (
+        keys.join("cp.example_fleet.key"),
+        keys.join("cp.example_fleet.pub"),
+    );
+    let db = tmp.path().join("l.redb");
+    ok(&[
+        "init",
+        "--db",
+        s(&db),
+        "--key",
+        s(&key),
+        "--origin",
+        "cp.example/fleet",
+    ]);
+    // After the genesis entry, which `init` stamped with the wall clock.
+    let t = chrono::Utc::now().timestamp_micros() + 1_000_000;
+    let append = |db: &Path, n: u64, from: u64| {
+        let mut store = Store::open(db, ledger::keys::read_private_key(&key).unwrap()).unwrap();
+        for k in 0..n / 50 {
+            let batch: Vec<NewEntry> = (0..50)
+                .map(|i| NewEntry {
+                    recorded_at_us: t + (from + k * 50 + i) as i64,
+                    event: Event::Annotation(Annotation {
+                        author: "restore-test".into(),
+                        text: format!("entry {k}/{i}"),
+                    }),
+                })
+                .collect();
+            store.append(&batch).unwrap();
+        }
+    };
+    append(&db, 300, 0);
+    let tiles = tmp.path().join("tiles");
+    ok(&["publish", "--db", s(&db), "--to", s(&tiles)]);
+    let restored = tmp.path().join("from-tiles.redb");
+    let out = ok(&[
+        "import",
+        "--tiles",
+        s(&tiles),
+        "--key",
+        s(&genesis),
+        "--db",
+        s(&restored),
+    ]);
+    assert!(
+        out.starts_with("imported 301 entries, 1 checkpoints and 1 key(s)"),
+        "{out}"
+    );
+    {
+        let (a, b) = (
+            ReadOnlyStore::open(&db).unwrap(),
+            ReadOnlyStore::open(&restored).unwrap(),
+        );
+        let (a, b) = (a.snapshot().unwrap(), b.snapshot().unwrap());
+        for seq in 0..301 {
+            assert_eq!(a.entry(seq).unwrap(), b.entry(seq).unwrap(), "entry {seq}");
+        }
+        assert_eq!(
+            b.latest_checkpoint().unwrap().unwrap().1,
+            std::fs::read_to_string(tiles.join("checkpoint")).unwrap()
+        );
+    }
+    ok(&["verify", "--db", s(&restored), "--key", s(&genesis)]);
+    ok(&["check", "--db", s(&restored)]);
+    ok(&["replay", "--db", s(&restored), "--check"]);
+    // The restored log continues.
+    append(&restored, 50, 300);
+    ok(&["verify", "--db", s(&restored), "--key", s(&genesis)]);
+
+    // Tampered tiles: refused, nothing written.
+    let bundle = tiles.join("tile/entries/001.p/45");
+    let mut bad = std::fs::read(&bundle).unwrap();
+    bad[10] ^= 1;
+    std::fs::write(&bundle, &bad).unwrap();
+    let target = tmp.path().join("never.redb");
+    let err = fails(
+        &[
+            "import",
+            "--tiles",
+            s(&tiles),
+            "--key",
+            s(&genesis),
+            "--db",
+            s(&target),
+        ],
+        1,
+    );
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(!target.exists() && !tmp.path().join("never.redb.importing").exists());
+
+    // A log that rotated its key: sent to its bundle.
+    let (sample, sample_genesis) = sample_v2(tmp.path());
+    let sample_tiles = tmp.path().join("sample-tiles");
+    ok(&["publish", "--db", s(&sample), "--to", s(&sample_tiles)]);
+    let err = fails(
+        &[
+            "import",
+            "--tiles",
+            s(&sample_tiles),
+            "--key",
+            s(&sample_genesis),
+            "--db",
+            s(&target),
+        ],
+        2,
+    );
+    assert!(err.contains("restore it from a bundle"), "{err}");
+    assert!(!target.exists() && !tmp.path().join("never.redb.importing").exists());
+}

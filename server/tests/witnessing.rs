@@ -171,6 +171,12 @@ async fn checkpoints_are_cosigned_by_a_standard_witness_served_and_published() {
         wrong.requests()
     );
     assert!(daemon.shared.metrics.witness_failures.get() > 0);
+    let metrics = daemon.shared.metrics.render();
+    assert!(
+        metrics.contains("fleet_ledger_witnessed_entries ")
+            && metrics.contains("fleet_ledger_witness_lag_entries "),
+        "{metrics}"
+    );
     // The plain checkpoint route carries the cosignature too, the head being witnessed.
     let plain = fetch(&c, &auditor, "/v1/ledger/checkpoint").await;
     assert_eq!(String::from_utf8_lossy(&plain), note);

@@ -16,17 +16,20 @@
 //! The rooms: this file holds the writer ([`Store`]: create, open, append, rotate); `row` the
 //! row layout; `snapshot` the read view and everything computed from it (verification,
 //! proofs, export, the table reader); `handles` the other ways in ([`Reader`],
-//! [`ReadOnlyStore`], [`Maintenance`]); `redb_tables` the table interface on a write
-//! transaction; `error` one error type per operation.
+//! [`ReadOnlyStore`], [`Maintenance`]); `import` a verified log written as it is
+//! ([`Importer`]); `redb_tables` the table interface on a write transaction; `error` one
+//! error type per operation.
 
 mod error;
 mod handles;
+mod import;
 mod redb_tables;
 mod row;
 mod snapshot;
 
 pub use error::{AppendError, CreateError, ExportError, OpenError, ProofError, StorageError};
 pub use handles::{Maintenance, ReadMode, ReadOnlyStore, Reader};
+pub use import::Importer;
 pub use redb_tables::RedbTables;
 pub use row::Row;
 pub use snapshot::Snapshot;

@@ -289,6 +289,177 @@ pub(crate) fn export(db: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `backup`: a bundle of the log as of now, from a ledger a daemon may be serving (one read
+/// transaction; the writer goes on), written atomically, then read back and verified against
+/// the log's genesis key before it is reported good.
+pub(crate) fn backup(db: &Path, out: &Path) -> Result<()> {
+    if out.exists() {
+        bail!("{} already exists: refusing to overwrite", out.display());
+    }
+    let ro = open_ro(db)?;
+    let snap = ro.snapshot()?;
+    let genesis = snap
+        .keys_in_force()?
+        .into_iter()
+        .next()
+        .context("the ledger has no genesis key")?;
+    let (entries, checkpoints) = write_bundle(&snap, out)?;
+    drop(snap);
+    drop(ro);
+    let file = fs::File::open(out).with_context(|| format!("reading back {}", out.display()))?;
+    let bar = progress(Some(entries), "verifying the backup");
+    let log = ledger::bundle::verify_bundle(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        &genesis,
+        |n| bar.set_position(n),
+    )
+    .map_err(|e| Invalid(format!("the backup {} does not verify: {e}", out.display())))?;
+    bar.finish_and_clear();
+    println!(
+        "backed up {entries} entries and {checkpoints} checkpoints to {} (verified: origin {}, size {}, root {}; restore with `fleet-ledger import --bundle {} --key GENESIS.pub --db NEW`)",
+        out.display(),
+        log.origin(),
+        log.size(),
+        log.checkpoint().root.to_base64(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Where `import` reads the log from.
+pub(crate) enum ImportFrom<'a> {
+    /// A bundle file.
+    Bundle(&'a Path),
+    /// Published tiles: a directory, a URL prefix, or `s3://BUCKET/PREFIX`.
+    Tiles(&'a Path),
+}
+
+/// `import`: verifies a bundle (or published tiles) against the pinned genesis key while
+/// writing its entries, checkpoints and keys, unchanged, into a temporary database beside
+/// `db`; rebuilds the projections; then links it as `db`. Anything that fails removes the
+/// temporary file: `db` exists only whole and verified.
+pub(crate) fn import(from: ImportFrom<'_>, key: &Path, db: &Path) -> Result<()> {
+    if db.exists() {
+        bail!(
+            "{} already exists: import writes a new ledger, never over one",
+            db.display()
+        );
+    }
+    let pinned =
+        keys::read_public_key(key).with_context(|| format!("reading {}", key.display()))?;
+    let mut tmp_name = db.as_os_str().to_owned();
+    tmp_name.push(".importing");
+    let tmp = PathBuf::from(tmp_name);
+    // A temporary left by an import that was killed: ours to replace.
+    let _ = fs::remove_file(&tmp);
+    let result = (|| -> Result<(u64, ledger::verify::VerifiedLog)> {
+        let mut importer = ledger::store::Importer::create(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        let bar = progress(None, "verifying and importing");
+        let log = match from {
+            ImportFrom::Bundle(bundle) => {
+                let file = fs::File::open(bundle)
+                    .with_context(|| format!("reading {}", bundle.display()))?;
+                ledger::bundle::verify_bundle_into(
+                    std::io::BufReader::with_capacity(1 << 20, file),
+                    &pinned,
+                    |n| bar.set_position(n),
+                    |item| -> Result<()> {
+                        match item {
+                            ledger::bundle::Verified::Entry(bytes) => importer.entry(bytes)?,
+                            ledger::bundle::Verified::Checkpoint(note) => {
+                                importer.checkpoint(note)?
+                            }
+                        }
+                        Ok(())
+                    },
+                )
+                .map_err(|e| {
+                    match e.downcast_ref::<ledger::verify::VerifyError>() {
+                        Some(v) => {
+                            Invalid(format!("{}: {v}; nothing was written", bundle.display()))
+                                .into()
+                        }
+                        None => e.context("importing failed; nothing was written"),
+                    }
+                })?
+            }
+            ImportFrom::Tiles(source) => {
+                let mut fetch = tile_reader(source)?;
+                // A storage failure is this machine's, not the source's: kept apart.
+                let mut failed: Option<ledger::store::StorageError> = None;
+                let verified = ledger::tiles::verify_into(
+                    &mut fetch,
+                    pinned.clone(),
+                    &mut |n| bar.set_position(n),
+                    &mut |entry| {
+                        importer.entry(entry).map_err(|e| {
+                            let text = e.to_string();
+                            failed = Some(e);
+                            text
+                        })
+                    },
+                );
+                if let Some(e) = failed {
+                    return Err(
+                        anyhow::Error::from(e).context("importing failed; nothing was written")
+                    );
+                }
+                let v = verified.map_err(|v| {
+                    Invalid(format!("{}: {v}; nothing was written", source.display()))
+                })?;
+                // A ledger holds the checkpoint each key rotation took effect at, signed by
+                // the key before it (FORMAT.md §6); tiles keep only the latest checkpoint, so
+                // a log that rotated cannot be rebuilt from them with its signatures intact.
+                if v.log.keys().len() > 1 {
+                    bail!(
+                        "{}: this log rotated its key {} time(s), and tiles keep only the latest checkpoint, not the ones the rotations took effect at; restore it from a bundle (`backup`, `export`, or GET /v1/ledger/export); nothing was written",
+                        source.display(),
+                        v.log.keys().len() - 1
+                    );
+                }
+                // The tiles keep only the latest checkpoint: it completes the last entry.
+                importer.checkpoint(v.note.as_bytes())?;
+                v.log
+            }
+        };
+        bar.finish_and_clear();
+        let entries = importer.finish(&log)?;
+        let bar = progress(Some(entries), "rebuilding the projections");
+        fleet_ledger::materialize::rebuild(&tmp, |n| bar.set_position(n))?;
+        bar.finish_and_clear();
+        Ok((entries, log))
+    })();
+    let (entries, log) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    // No overwrite, even of a file created meanwhile.
+    if let Err(e) = fs::hard_link(&tmp, db) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("creating {}", db.display()));
+    }
+    fs::remove_file(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    let dir = db
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::File::open(dir)?.sync_all()?;
+    println!(
+        "imported {entries} entries, {} checkpoints and {} key(s) into {} (origin {}, root {}); serve it with the key in force, {}",
+        log.checkpoints(),
+        log.keys().len(),
+        db.display(),
+        log.origin(),
+        log.checkpoint().root.to_base64(),
+        log.keys().last().map(|k| k.to_text()).unwrap_or_default()
+    );
+    Ok(())
+}
+
 /// Writes the bundle to a temporary sibling, fsyncs, then renames: a bundle file either
 /// exists whole or not at all.
 pub(crate) fn write_bundle(snap: &Snapshot, out: &Path) -> Result<(u64, u64)> {

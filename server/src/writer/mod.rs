@@ -170,8 +170,9 @@ impl Writer {
             fleet_ready: manifests.fleet_in_force.is_some().into(),
             published: RwLock::new(published),
             witnessed: RwLock::new(None),
-            metrics: Metrics::default(),
+            metrics: Metrics::new(Some(&path)),
         });
+        note_commit(&shared, ledger.store());
         let writer = Writer {
             ledger: Some(ledger),
             path,
@@ -258,7 +259,7 @@ impl Writer {
                 self.signer = next;
                 self.shared.metrics.commits.inc();
                 self.shared.metrics.entries.inc_by(1);
-                self.shared.committed.send_replace(ledger.store().size());
+                note_commit(&self.shared, ledger.store());
                 tracing::warn!(seq = receipt.first_seq, key = %text, "checkpoint key rotated; set signing_key to the new key before the next start");
                 let _ = r.reply.send(Ok(receipt.first_seq));
             }
@@ -339,7 +340,7 @@ impl Writer {
                         self.manifests.fleet_in_force.is_some(),
                         std::sync::atomic::Ordering::Release,
                     );
-                    self.shared.committed.send_replace(ledger.store().size());
+                    note_commit(&self.shared, ledger.store());
                     tracing::debug!(
                         size = ledger.store().size(),
                         micros = started.elapsed().as_micros() as u64,
@@ -423,7 +424,7 @@ impl Writer {
                         .reader
                         .write()
                         .unwrap_or_else(|p| p.into_inner()) = Some(ledger.store().reader());
-                    self.shared.committed.send_replace(ledger.store().size());
+                    note_commit(&self.shared, ledger.store());
                     self.ledger = Some(ledger);
                     tracing::info!(attempt, "store reopened");
                     return true;
@@ -436,4 +437,15 @@ impl Writer {
         }
         false
     }
+}
+
+/// After a commit (or an open): the committed size for long polls and the publisher, and the
+/// gauges derived from the tip.
+fn note_commit(shared: &Shared, store: &ledger::store::Store) {
+    shared.metrics.log_entries.set(store.size() as i64);
+    shared
+        .metrics
+        .last_entry_us
+        .store(store.last_time(), std::sync::atomic::Ordering::Relaxed);
+    shared.committed.send_replace(store.size());
 }

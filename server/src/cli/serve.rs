@@ -38,8 +38,35 @@ pub(crate) fn serve(db: PathBuf, listen: std::net::SocketAddr, config: &Path) ->
         // mid-transaction), then shut down at once.
         let mut stop = std::pin::pin!(stop.recv());
         let daemon = start.await?;
-        daemon.run_until(stop.as_mut()).await
+        sd_notify("READY=1\nSTATUS=serving");
+        let result = daemon.run_until(stop.as_mut()).await;
+        sd_notify("STOPPING=1");
+        result
     })
+}
+
+/// Tells systemd (`Type=notify`) the daemon's state, when it runs under it: a datagram to
+/// `$NOTIFY_SOCKET` (a path, or `@` and an abstract name). Anything else: nothing to do; a
+/// failure is logged, never fatal.
+fn sd_notify(state: &str) {
+    use std::os::unix::net::UnixDatagram;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = UnixDatagram::unbound().and_then(|sock| {
+        use std::os::unix::ffi::OsStrExt as _;
+        match target.as_bytes().split_first() {
+            Some((b'@', name)) => {
+                use std::os::linux::net::SocketAddrExt as _;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                sock.send_to_addr(state.as_bytes(), &addr)
+            }
+            _ => sock.send_to(state.as_bytes(), &target),
+        }
+    });
+    if let Err(e) = sent {
+        tracing::warn!(socket = ?target, error = %e, "could not notify systemd");
+    }
 }
 
 /// SIGTERM and SIGINT, registered with the runtime.

@@ -122,6 +122,8 @@ in
       wantedBy = [ "multi-user.target" ];
       after = [ "network-online.target" ];
       wants = [ "network-online.target" ];
+      # A new config is a new store path, hence a new ExecStart: a restart. (The daemon also
+      # re-reads its config on `systemctl reload`, for an edited file.)
       restartTriggers = [ configFile ];
       environment = {
         RUST_LOG = lib.mkDefault "info";
@@ -140,6 +142,7 @@ in
         Type = "notify";
         NotifyAccess = "main";
         ExecStart = "${exe} serve --db ${lib.escapeShellArg cfg.database} --listen ${cfg.listen} --config ${configFile}";
+        ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
         KillSignal = "SIGTERM";
         TimeoutStopSec = 30;
         Restart = "on-failure";

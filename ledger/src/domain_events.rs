@@ -614,3 +614,32 @@ pub struct AgentCertificateRenewed {
     /// The certificate it was issued.
     pub certificate: IssuedCertificate,
 }
+
+/// A bearer token as the config lists it: its role, the identity it stands for, and the
+/// SHA-256 of the token (the config holds only that; the token itself is never recorded).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TokenGrant {
+    /// `agent`, `operator`, `auditor` or `ci`.
+    pub role: String,
+    /// The host name (agents) or the person or system.
+    pub name: String,
+    /// SHA-256 of the token.
+    pub token_sha256: [u8; 32],
+}
+
+/// Kind 33: the daemon re-read its config (SIGHUP or `POST /v1/admin/reload`) and who may
+/// write changed. Recorded before the change takes effect, so the log shows every change of
+/// access no later than its first use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessChanged {
+    /// What asked for the reload: `SIGHUP`, or `operator:<name>`.
+    pub by: String,
+    /// Tokens accepted from now on that were not.
+    pub tokens_added: Vec<TokenGrant>,
+    /// Tokens no longer accepted.
+    pub tokens_removed: Vec<TokenGrant>,
+    /// CI manifest keys trusted from now on, as `<algorithm>:<base64 public key>`.
+    pub keys_added: Vec<String>,
+    /// CI manifest keys no longer trusted.
+    pub keys_removed: Vec<String>,
+}

@@ -206,6 +206,8 @@ vocabulary! {
     31 => AgentEnrolled(AgentEnrolled),
     /// An agent renewed its certificate.
     32 => AgentCertificateRenewed(AgentCertificateRenewed),
+    /// Who may write changed: tokens or CI keys added or removed by a config reload.
+    33 => AccessChanged(AccessChanged),
 }
 
 pub use crate::domain_events::*;
@@ -339,6 +341,7 @@ impl Event {
             | Event::FleetManifestAccepted(_)
             | Event::FleetManifestSigned(_)
             | Event::InputRejected(_)
+            | Event::AccessChanged(_)
             | Event::Unknown { .. } => (None, None),
         }
     }

@@ -31,6 +31,7 @@ let
     escapeShellArg = s: "'${s}'";
   };
   pkgs = {
+    coreutils = "/nix/store/0000-coreutils";
     formats.json = _: {
       type = "json";
       generate = name: value: "/nix/store/0000-${name}";

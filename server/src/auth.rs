@@ -22,6 +22,18 @@ pub enum Role {
     Ci,
 }
 
+impl Role {
+    /// The role as the config writes it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Operator => "operator",
+            Role::Auditor => "auditor",
+            Role::Ci => "ci",
+        }
+    }
+}
+
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {

@@ -17,7 +17,6 @@ use tokio::task::JoinHandle;
 use crate::api::{AppState, router};
 use crate::config::Settings;
 use crate::connections::{self, ConnLimits};
-use crate::intake::TrustRoots;
 use crate::writer::{Clock, Input, Job, Shared, Work, Writer};
 
 /// A running daemon.
@@ -27,6 +26,8 @@ pub struct Daemon {
     pub addr: SocketAddr,
     /// Readers and metrics (tests look at them).
     pub shared: Arc<Shared>,
+    /// Re-reads the config (SIGHUP, `POST /v1/admin/reload`).
+    pub reloader: Arc<crate::reload::Reloader>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<()>>,
 }
@@ -76,10 +77,14 @@ impl Daemon {
                 writer.run(rx)
             })
             .context("starting the writer thread")?;
-        let trust = Arc::new(TrustRoots {
-            keys: settings.manifest_keys.clone(),
-            max_age_secs: settings.config.trust.max_age_secs,
-        });
+        let access = crate::reload::AccessCell::new(crate::reload::Access::of(&settings));
+        let reloader = Arc::new(crate::reload::Reloader::new(
+            path.clone(),
+            settings.config.clone(),
+            access.clone(),
+            tx.clone(),
+            Arc::clone(&shared),
+        ));
         let cn_suffix = settings
             .config
             .tls
@@ -95,8 +100,8 @@ impl Daemon {
             cn_suffix,
             tx: tx.clone(),
             shared: Arc::clone(&shared),
-            tokens: Arc::new(settings.tokens),
-            trust: Arc::clone(&trust),
+            access: access.clone(),
+            reloader: Arc::clone(&reloader),
             limits,
             enrollment: settings.enrollment.clone(),
         };
@@ -107,7 +112,7 @@ impl Daemon {
         ));
         let submitter = crate::sources::Submitter {
             tx: tx.clone(),
-            trust,
+            access,
             shared: Arc::clone(&shared),
             clock: Arc::clone(&clock),
         };
@@ -121,26 +126,13 @@ impl Daemon {
             .pull
             .clone()
             .map(|cfg| tokio::spawn(crate::sources::pull(cfg, submitter)));
-        let witnessing = settings.config.witnessing.clone();
-        if witnessing.is_some() {
+        if settings.config.witnessing.is_some() {
             let (state, shared) = (crate::witnessing::state_path(&path), Arc::clone(&shared));
             tokio::task::spawn_blocking(move || crate::witnessing::restore(&state, &shared))
                 .await?;
         }
-        let publisher = settings.config.publish.clone().map(|cfg| {
-            tokio::spawn(crate::publish::run(
-                cfg,
-                Arc::clone(&shared),
-                witnessing.is_some(),
-            ))
-        });
-        let witnesser = witnessing.map(|cfg| {
-            tokio::spawn(crate::witnessing::run(
-                cfg,
-                Arc::clone(&shared),
-                crate::witnessing::state_path(&path),
-            ))
-        });
+        reloader.start_tasks(&settings.config).await;
+        let tasks = Arc::clone(&reloader);
         drop(tx);
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -165,13 +157,11 @@ impl Daemon {
             let _ = halt.send(true);
             ticker.abort();
             let _ = ticker.await;
-            for source in [watcher, puller, publisher, witnesser]
-                .into_iter()
-                .flatten()
-            {
+            for source in [watcher, puller].into_iter().flatten() {
                 source.abort();
                 let _ = source.await;
             }
+            tasks.tasks.lock().await.stop().await;
             if writer_died {
                 // Nothing can be recorded any more: answer what is in flight (503) for a
                 // moment, then end so that a supervisor restarts the process.
@@ -191,6 +181,7 @@ impl Daemon {
         Ok(Daemon {
             addr,
             shared,
+            reloader,
             stop: Some(stop),
             task,
         })

@@ -25,6 +25,7 @@ pub mod logging;
 pub mod materialize;
 pub mod metrics;
 pub mod publish;
+pub mod reload;
 pub mod snapshots;
 pub mod sources;
 pub mod tls;

@@ -56,6 +56,10 @@ pub struct Metrics {
     pub witness_lag_entries: Gauge,
     /// The log's size (entries committed).
     pub log_entries: Gauge,
+    /// Config reloads applied.
+    pub reloads: Counter,
+    /// Config reloads refused (the config in force stayed).
+    pub reload_failures: Counter,
     /// CP time of the last committed entry (µs; the latest checkpoint covers it), read at
     /// each scrape as `last_checkpoint_age_seconds`.
     pub last_entry_us: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -179,6 +183,18 @@ impl Metrics {
             "The log's size: entries committed",
             log_entries.clone(),
         );
+        let reloads = Counter::default();
+        let reload_failures = Counter::default();
+        registry.register(
+            "reloads",
+            "Config reloads applied (SIGHUP, POST /v1/admin/reload)",
+            reloads.clone(),
+        );
+        registry.register(
+            "reload_failures",
+            "Config reloads refused: the config in force stayed",
+            reload_failures.clone(),
+        );
         let last_entry_us = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
         registry.register_collector(Box::new(LedgerFile {
             database: database.map(std::path::Path::to_path_buf),
@@ -205,6 +221,8 @@ impl Metrics {
             witness_failures,
             witness_lag_entries,
             log_entries,
+            reloads,
+            reload_failures,
             last_entry_us,
         }
     }

@@ -12,7 +12,7 @@ use ledger::domain::RolloutId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::intake::{self, Target, TrustRoots};
+use crate::intake::{self, Target};
 use crate::writer::{Clock, Input, Job, Shared, Work};
 
 /// What the sources share: the queue, the trust roots, the metrics, the clock.
@@ -20,8 +20,8 @@ use crate::writer::{Clock, Input, Job, Shared, Work};
 pub struct Submitter {
     /// The writer's queue.
     pub tx: mpsc::Sender<Work>,
-    /// CI's keys.
-    pub trust: Arc<TrustRoots>,
+    /// CI's keys (swapped by a reload).
+    pub access: crate::reload::AccessCell,
     /// Metrics.
     pub shared: Arc<Shared>,
     /// The daemon's clock.
@@ -44,7 +44,13 @@ impl Submitter {
         artifact: &serde_json::Value,
         signature: &[u8],
     ) -> Result<(), ()> {
-        match intake::verify(target, artifact, signature, &self.trust, (self.clock)()) {
+        match intake::verify(
+            target,
+            artifact,
+            signature,
+            &self.access.get().trust,
+            (self.clock)(),
+        ) {
             Ok(v) => {
                 let (reply, rx) = oneshot::channel();
                 let job = Job {

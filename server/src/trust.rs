@@ -231,6 +231,22 @@ impl TrustedKeys {
         });
     }
 
+    /// Each key as `<algorithm>:<base64 public key>`, with `until <µs>` for a successor with a
+    /// retirement time, and the cut-off as `reject-before:<µs>`: what a change of trust is
+    /// recorded as.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .keys
+            .iter()
+            .map(|(k, until)| match until {
+                Some(t) => format!("{}:{} until {t}", k.algorithm(), k.public()),
+                None => format!("{}:{}", k.algorithm(), k.public()),
+            })
+            .collect();
+        out.extend(self.reject_before_us.map(|t| format!("reject-before:{t}")));
+        out
+    }
+
     /// Whether no key can verify anything.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()

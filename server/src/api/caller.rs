@@ -62,6 +62,8 @@ pub(super) fn authenticate(
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| unauthorized("Authorization is not `Bearer <token>`"))?;
     state
+        .access
+        .get()
         .tokens
         .authenticate(token.trim())
         .cloned()

@@ -169,6 +169,10 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
         "400: a key rotation's key_file is not an absolute path to a readable private key",
     ),
     (
+        "config-invalid",
+        "409: a reload whose config does not load or validate (the one in force stays), or a daemon started without a config file",
+    ),
+    (
         "key-in-chain",
         "409: a key rotation to a key the log has already used",
     ),

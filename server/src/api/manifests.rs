@@ -29,7 +29,7 @@ pub(super) async fn post_manifest(
         &target,
         &signed.artifact,
         &signature,
-        &state.trust,
+        &state.access.get().trust,
         (state.clock)(),
     ) {
         Ok(v) => v,

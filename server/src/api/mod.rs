@@ -38,7 +38,7 @@ use rollouts::{
     clearance, deferrals, get_rollout, lifecycle, lift, list_rollouts, quarantine, rollout_events,
     rollout_hosts,
 };
-use rotation::rotate_key;
+use rotation::{reload, rotate_key};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,10 +59,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::{Principal, Role, TokenTable};
+use crate::auth::{Principal, Role};
 use crate::config::Limits;
 use crate::connections::Peer;
-use crate::intake::{self, ManifestError, Target, TrustRoots};
+use crate::intake::{self, ManifestError, Target};
 use crate::wire::{self, ts};
 use crate::writer::{Answer, Input, Job, Shared, Work, WriteError};
 
@@ -76,10 +76,10 @@ pub struct AppState {
     pub tx: mpsc::Sender<Work>,
     /// Readers and metrics.
     pub shared: Arc<Shared>,
-    /// Tokens.
-    pub tokens: Arc<TokenTable>,
-    /// Manifest trust.
-    pub trust: Arc<TrustRoots>,
+    /// Tokens and CI keys in force (swapped by a reload).
+    pub access: crate::reload::AccessCell,
+    /// Re-reads the config (`POST /v1/admin/reload`).
+    pub reloader: Arc<crate::reload::Reloader>,
     /// Limits.
     pub limits: Limits,
     /// Stripped from client-certificate CNs to get host names.
@@ -346,6 +346,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ledger/checkpoint", get(checkpoint))
         .route("/v1/ledger/checkpoint/witnessed", get(checkpoint_witnessed))
         .route("/v1/ledger/rotate-key", post(rotate_key))
+        .route("/v1/admin/reload", post(reload))
         .route("/v1/ledger/proof/inclusion", get(proof_inclusion))
         .route("/v1/ledger/proof/consistency", get(proof_consistency))
         .route("/metrics", get(metrics))

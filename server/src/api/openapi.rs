@@ -217,6 +217,7 @@ pub(super) struct RolloutManifest {
         audit::checkpoint,
         audit::checkpoint_witnessed,
         rotation::rotate_key,
+        rotation::reload,
         audit::entries,
         audit::export,
         audit::proof_inclusion,

@@ -1,4 +1,4 @@
-//! Operators: rotating the checkpoint key while serving.
+//! Operators: rotating the checkpoint key and re-reading the config, while serving.
 
 use super::*;
 
@@ -84,5 +84,31 @@ pub(super) async fn rotate_key(
             "writer-gone",
             "the writer stopped before answering; the rotation may not be recorded: check GET /v1/ledger/checkpoint",
         )),
+    }
+}
+
+/// Re-reads the config file, as SIGHUP does: tokens, CI keys, publication and witnessing take
+/// effect at once (a change of who may write is recorded first, `AccessChanged`); sections
+/// bound at start are listed in `needs_restart`. A config that does not load is refused
+/// (409 `config-invalid`) and the one in force stays.
+#[utoipa::path(post, path = "/v1/admin/reload", tag = "operators",
+    responses((status = 200, body = crate::reload::ReloadReport), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn reload(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<crate::reload::ReloadReport>> {
+    let who = caller.require(&[Role::Operator])?.name.clone();
+    use crate::reload::ReloadError;
+    match state.reloader.reload(&format!("operator:{who}")).await {
+        Ok(report) => Ok(Json(report)),
+        Err(e @ (ReloadError::NoConfigFile | ReloadError::Invalid(_))) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "config-invalid",
+            e.to_string(),
+        )),
+        Err(e @ ReloadError::NotRecorded(_)) => {
+            Err(ApiError::unavailable("reopening", e.to_string()))
+        }
     }
 }

@@ -15,6 +15,10 @@ pub(crate) fn serve(db: PathBuf, listen: std::net::SocketAddr, config: &Path) ->
         // shutdown is a request to stop cleanly (exit 0), never the default action that
         // kills the process and leaves the file needing recovery.
         let stop = Signals::install()?;
+        // SIGHUP re-reads the config; installed now so that one during start-up is not the
+        // default action (which ends the process).
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
         let settings = fleet_ledger::config::Config::load(config)?;
         let signer = fleet_ledger::daemon::signer(&settings.config.signing_key)?;
         if !db.exists() {
@@ -38,9 +42,21 @@ pub(crate) fn serve(db: PathBuf, listen: std::net::SocketAddr, config: &Path) ->
         // mid-transaction), then shut down at once.
         let mut stop = std::pin::pin!(stop.recv());
         let daemon = start.await?;
+        daemon.reloader.set_config_path(config.to_path_buf());
+        let reloader = std::sync::Arc::clone(&daemon.reloader);
+        let reloads = tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                sd_notify("RELOADING=1");
+                if let Err(e) = reloader.reload("SIGHUP").await {
+                    tracing::error!(error = %e, "reload refused");
+                }
+                sd_notify("READY=1");
+            }
+        });
         sd_notify("READY=1\nSTATUS=serving");
         let result = daemon.run_until(stop.as_mut()).await;
         sd_notify("STOPPING=1");
+        reloads.abort();
         result
     })
 }

@@ -169,6 +169,22 @@ pub fn summary(e: &Event) -> String {
             planner::decide::rfc3339(a.certificate.not_after),
             hex(&a.presented_serial)
         ),
+        Event::AccessChanged(a) => {
+            let grants = |g: &[ledger::event::TokenGrant]| {
+                g.iter()
+                    .map(|g| format!("{}:{}", g.role, g.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!(
+                "access changed ({}): tokens added [{}], removed [{}]; CI keys added [{}], removed [{}]",
+                a.by,
+                grants(&a.tokens_added),
+                grants(&a.tokens_removed),
+                a.keys_added.join(", "),
+                a.keys_removed.join(", ")
+            )
+        }
         other => other.kind().name().to_string(),
     }
 }

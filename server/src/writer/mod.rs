@@ -21,7 +21,7 @@ mod protocol;
 mod replay_snapshots;
 
 pub use planner::{Answer, Input, Refusal};
-pub use protocol::{Job, KeyRotation, Reply, RotateError, Shared, Work, WriteError};
+pub use protocol::{Job, KeyRotation, Recording, Reply, RotateError, Shared, Work, WriteError};
 
 use replay_snapshots::Snapshots;
 
@@ -195,17 +195,17 @@ impl Writer {
     pub fn run(mut self, mut rx: mpsc::Receiver<Work>) {
         let mut batch = Vec::with_capacity(self.batch_inputs);
         while let Some(first) = rx.blocking_recv() {
-            // A rotation ends the batch: what was queued before it is committed (signed by
-            // the old key), then the rotation, alone.
-            let mut rotation = None;
+            // Work other than a decision ends the batch: what was queued before it is
+            // committed (a rotation: signed by the old key), then it, alone.
+            let mut control = None;
             match first {
                 Work::Decide(job) => batch.push(job),
-                Work::RotateKey(r) => rotation = Some(r),
+                other => control = Some(other),
             }
-            while rotation.is_none() && batch.len() < self.batch_inputs {
+            while control.is_none() && batch.len() < self.batch_inputs {
                 match rx.try_recv() {
                     Ok(Work::Decide(job)) => batch.push(job),
-                    Ok(Work::RotateKey(r)) => rotation = Some(r),
+                    Ok(other) => control = Some(other),
                     Err(_) => break,
                 }
             }
@@ -213,11 +213,40 @@ impl Writer {
             if !batch.is_empty() {
                 self.process(&mut batch);
             }
-            if let Some(r) = rotation {
-                self.rotate(r);
+            match control {
+                Some(Work::RotateKey(r)) => self.rotate(r),
+                Some(Work::Record(r)) => self.record(*r),
+                Some(Work::Decide(_)) | None => {}
             }
         }
         tracing::info!("writer: queue closed and drained");
+    }
+
+    /// Records an event as is, in its own commit.
+    fn record(&mut self, r: Recording) {
+        let _span = tracing::info_span!("record", kind = r.event.kind().name()).entered();
+        if self.ledger.is_none() && !self.reopen() {
+            let _ = r.reply.send(Err("the ledger is being reopened".into()));
+            return;
+        }
+        let now = self.now();
+        let ledger = self.ledger.as_mut().expect("opened above");
+        let seq = ledger.stage(now, vec![r.event]);
+        match ledger.commit() {
+            Ok(_) => {
+                self.shared.metrics.commits.inc();
+                self.shared.metrics.entries.inc_by(1);
+                note_commit(&self.shared, ledger.store());
+                let _ = r.reply.send(Ok(seq));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "recording failed; nothing was recorded; reopening the store");
+                self.shared.metrics.commit_failures.inc();
+                let _ = r.reply.send(Err(format!("not recorded ({e})")));
+                self.close();
+                self.reopen();
+            }
+        }
     }
 
     /// Records a key rotation: a `KeyRotated` entry signed off by the current key, in its own

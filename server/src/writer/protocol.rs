@@ -45,6 +45,18 @@ pub enum Work {
     Decide(Job),
     /// Rotate the checkpoint key (boxed: rare, and a signer is large).
     RotateKey(Box<KeyRotation>),
+    /// Record an event as is, committed alone (a change of access on a config reload: not a
+    /// planner decision, so `replay --check` takes it as recorded).
+    Record(Box<Recording>),
+}
+
+/// An event to record as is.
+#[derive(Debug)]
+pub struct Recording {
+    /// The event.
+    pub event: ledger::event::Event,
+    /// Its seq once committed, or why not.
+    pub reply: oneshot::Sender<Result<u64, String>>,
 }
 
 impl From<Job> for Work {

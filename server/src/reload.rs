@@ -1,0 +1,360 @@
+//! Re-reading the config while serving (SIGHUP, `POST /v1/admin/reload`).
+//!
+//! What takes effect at once: the tokens, the trusted CI keys (`trust`, its trust file
+//! included), publication (`publish`) and witnessing (`witnessing`), whose tasks are
+//! restarted. The rest (the signing key, TLS, enrollment, limits, sources, intervals) is
+//! bound to what was built at start: a change there is reported as needing a restart and not
+//! applied. A config that does not load or validate is refused with its reason and the one in
+//! force stays.
+//!
+//! A change of who may write (a token or a CI key added or removed) is recorded in the log
+//! (`AccessChanged`, kind 33) before it takes effect: an auditor sees every change of access
+//! no later than its first use. If it cannot be recorded, it is not applied.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use ledger::event::{AccessChanged, Event, TokenGrant};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::auth::TokenTable;
+use crate::config::{Config, Settings};
+use crate::intake::TrustRoots;
+use crate::writer::{Recording, Shared, Work};
+
+/// Who may write: the tokens and the CI keys in force.
+#[derive(Debug)]
+pub struct Access {
+    /// Bearer tokens.
+    pub tokens: TokenTable,
+    /// CI's manifest keys.
+    pub trust: TrustRoots,
+    grants: BTreeSet<TokenGrant>,
+    keys: BTreeSet<String>,
+}
+
+impl Access {
+    /// The access a config gives.
+    pub fn of(settings: &Settings) -> Access {
+        Access {
+            tokens: settings.tokens.clone(),
+            trust: TrustRoots {
+                keys: settings.manifest_keys.clone(),
+                max_age_secs: settings.config.trust.max_age_secs,
+            },
+            grants: grants(&settings.config),
+            keys: settings.manifest_keys.describe().into_iter().collect(),
+        }
+    }
+}
+
+fn grants(config: &Config) -> BTreeSet<TokenGrant> {
+    config
+        .tokens
+        .iter()
+        .map(|t| TokenGrant {
+            role: t.role.as_str().to_string(),
+            name: t.name.clone(),
+            token_sha256: hex32(&t.sha256),
+        })
+        .collect()
+}
+
+fn hex32(text: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = text
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+    }
+    out
+}
+
+/// The access in force, swapped whole on a reload (readers take the `Arc` and go).
+#[derive(Clone, Debug)]
+pub struct AccessCell(Arc<RwLock<Arc<Access>>>);
+
+impl AccessCell {
+    /// A cell holding `access`.
+    pub fn new(access: Access) -> AccessCell {
+        AccessCell(Arc::new(RwLock::new(Arc::new(access))))
+    }
+
+    /// The access in force.
+    pub fn get(&self) -> Arc<Access> {
+        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn set(&self, access: Access) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(access);
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct ReloadReport {
+    /// Seq of the `AccessChanged` entry, when who may write changed.
+    pub access_changed_seq: Option<u64>,
+    /// Tokens added and removed, as `role:name`.
+    pub tokens_added: Vec<String>,
+    /// Tokens no longer accepted.
+    pub tokens_removed: Vec<String>,
+    /// CI keys added, as `algorithm:public`.
+    pub keys_added: Vec<String>,
+    /// CI keys no longer trusted.
+    pub keys_removed: Vec<String>,
+    /// Sections applied without a restart that changed (`publish`, `witnessing`, `trust`).
+    pub applied: Vec<String>,
+    /// Sections that changed but take effect only at the next start.
+    pub needs_restart: Vec<String>,
+}
+
+/// Why a reload was refused (the config in force stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The daemon was started without a config file (the demo, tests).
+    #[error("this daemon was started without a config file: nothing to re-read")]
+    NoConfigFile,
+    /// The new config does not load or validate.
+    #[error("the new config is refused, the one in force stays: {0}")]
+    Invalid(String),
+    /// The change of access could not be recorded, so it was not applied.
+    #[error("the change of access could not be recorded, so nothing was applied: {0}")]
+    NotRecorded(String),
+}
+
+/// The background tasks a reload restarts.
+#[derive(Debug, Default)]
+pub struct Tasks {
+    /// The publisher (`publish`).
+    pub publisher: Option<JoinHandle<()>>,
+    /// The witnessing rounds (`witnessing`).
+    pub witnesser: Option<JoinHandle<()>>,
+}
+
+impl Tasks {
+    /// Stops both (at shutdown, or before a restart).
+    pub async fn stop(&mut self) {
+        for t in [self.publisher.take(), self.witnesser.take()]
+            .into_iter()
+            .flatten()
+        {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+/// Re-reads the config on request; one reload at a time.
+#[derive(Debug)]
+pub struct Reloader {
+    config_path: Mutex<Option<PathBuf>>,
+    db: PathBuf,
+    access: AccessCell,
+    in_force: Mutex<Config>,
+    /// The tasks a reload restarts (the daemon stops them at shutdown).
+    pub tasks: tokio::sync::Mutex<Tasks>,
+    /// Weak: the writer drains and ends when the last strong sender is gone at shutdown,
+    /// whoever still holds the reloader.
+    tx: mpsc::WeakSender<Work>,
+    shared: Arc<Shared>,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// A reloader for a daemon on `db` whose config in force is `config`.
+    pub fn new(
+        db: PathBuf,
+        config: Config,
+        access: AccessCell,
+        tx: mpsc::Sender<Work>,
+        shared: Arc<Shared>,
+    ) -> Reloader {
+        Reloader {
+            config_path: Mutex::new(None),
+            db,
+            access,
+            in_force: Mutex::new(config),
+            tasks: tokio::sync::Mutex::new(Tasks::default()),
+            tx: tx.downgrade(),
+            shared,
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The file the config was read from (`serve --config`), which reloads re-read.
+    pub fn set_config_path(&self, path: PathBuf) {
+        *self.config_path.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
+    }
+
+    /// Starts the publisher and the witnessing task a config asks for.
+    pub async fn start_tasks(&self, config: &Config) {
+        let mut tasks = self.tasks.lock().await;
+        tasks.stop().await;
+        tasks.publisher = config.publish.clone().map(|cfg| {
+            tokio::spawn(crate::publish::run(
+                cfg,
+                Arc::clone(&self.shared),
+                config.witnessing.is_some(),
+            ))
+        });
+        tasks.witnesser = config.witnessing.clone().map(|cfg| {
+            tokio::spawn(crate::witnessing::run(
+                cfg,
+                Arc::clone(&self.shared),
+                crate::witnessing::state_path(&self.db),
+            ))
+        });
+    }
+
+    /// Re-reads the config file; `by` is recorded (`SIGHUP`, `operator:<name>`).
+    pub async fn reload(&self, by: &str) -> Result<ReloadReport, ReloadError> {
+        let _one = self.one_at_a_time.lock().await;
+        let result = self.reload_locked(by).await;
+        match &result {
+            Ok(_) => self.shared.metrics.reloads.inc(),
+            Err(_) => self.shared.metrics.reload_failures.inc(),
+        };
+        result
+    }
+
+    async fn reload_locked(&self, by: &str) -> Result<ReloadReport, ReloadError> {
+        let path = self
+            .config_path
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(ReloadError::NoConfigFile)?;
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&path))
+            .await
+            .map_err(|e| ReloadError::Invalid(e.to_string()))?
+            .map_err(|e| ReloadError::Invalid(e.to_string()))?;
+        let old_config = self
+            .in_force
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let new = Access::of(&loaded);
+        let old = self.access.get();
+        let mut report = ReloadReport::default();
+        let change = AccessChanged {
+            by: by.to_string(),
+            tokens_added: new.grants.difference(&old.grants).cloned().collect(),
+            tokens_removed: old.grants.difference(&new.grants).cloned().collect(),
+            keys_added: new.keys.difference(&old.keys).cloned().collect(),
+            keys_removed: old.keys.difference(&new.keys).cloned().collect(),
+        };
+        let label = |g: &TokenGrant| format!("{}:{}", g.role, g.name);
+        report.tokens_added = change.tokens_added.iter().map(label).collect();
+        report.tokens_removed = change.tokens_removed.iter().map(label).collect();
+        report.keys_added = change.keys_added.clone();
+        report.keys_removed = change.keys_removed.clone();
+        let access_changed = !(change.tokens_added.is_empty()
+            && change.tokens_removed.is_empty()
+            && change.keys_added.is_empty()
+            && change.keys_removed.is_empty());
+        if access_changed {
+            let (reply, answer) = oneshot::channel();
+            let work = Work::Record(Box::new(Recording {
+                event: Event::AccessChanged(change),
+                reply,
+            }));
+            let stopping = || ReloadError::NotRecorded("the daemon is stopping".into());
+            self.tx
+                .upgrade()
+                .ok_or_else(stopping)?
+                .send(work)
+                .await
+                .map_err(|_| stopping())?;
+            let seq = answer
+                .await
+                .map_err(|_| ReloadError::NotRecorded("the writer stopped".into()))?
+                .map_err(ReloadError::NotRecorded)?;
+            report.access_changed_seq = Some(seq);
+        }
+        let old_trust = (&old_config.trust, &old_config.tokens);
+        let new_trust = (&loaded.config.trust, &loaded.config.tokens);
+        if json(&old_trust) != json(&new_trust) || access_changed {
+            report.applied.push("tokens and trust".into());
+        }
+        self.access.set(new);
+        let restart_tasks = json(&old_config.publish) != json(&loaded.config.publish)
+            || json(&old_config.witnessing) != json(&loaded.config.witnessing);
+        if restart_tasks {
+            self.start_tasks(&loaded.config).await;
+            report.applied.push("publish and witnessing".into());
+        }
+        let fixed: [(&str, serde_json::Value, serde_json::Value); 9] = [
+            (
+                "signing_key",
+                json(&old_config.signing_key),
+                json(&loaded.config.signing_key),
+            ),
+            (
+                "manifest_dir",
+                json(&old_config.manifest_dir),
+                json(&loaded.config.manifest_dir),
+            ),
+            ("pull", json(&old_config.pull), json(&loaded.config.pull)),
+            (
+                "limits",
+                json(&old_config.limits),
+                json(&loaded.config.limits),
+            ),
+            ("tls", json(&old_config.tls), json(&loaded.config.tls)),
+            (
+                "enrollment",
+                json(&old_config.enrollment),
+                json(&loaded.config.enrollment),
+            ),
+            (
+                "plan_interval_ms",
+                json(&old_config.plan_interval_ms),
+                json(&loaded.config.plan_interval_ms),
+            ),
+            (
+                "retention_hours",
+                json(&old_config.retention_hours),
+                json(&loaded.config.retention_hours),
+            ),
+            (
+                "replay_snapshot_every",
+                json(&old_config.replay_snapshot_every),
+                json(&loaded.config.replay_snapshot_every),
+            ),
+        ];
+        report.needs_restart = fixed
+            .into_iter()
+            .filter(|(_, a, b)| a != b)
+            .map(|(name, _, _)| name.to_string())
+            .collect();
+        // What was applied is now in force; what needs a restart stays as it was started, so
+        // the next reload reports it again until the restart.
+        {
+            let mut in_force = self.in_force.lock().unwrap_or_else(|p| p.into_inner());
+            in_force.tokens = loaded.config.tokens.clone();
+            in_force.trust = loaded.config.trust.clone();
+            in_force.publish = loaded.config.publish.clone();
+            in_force.witnessing = loaded.config.witnessing.clone();
+        }
+        tracing::info!(
+            by,
+            access_changed_seq = ?report.access_changed_seq,
+            tokens_added = ?report.tokens_added,
+            tokens_removed = ?report.tokens_removed,
+            keys_added = ?report.keys_added,
+            keys_removed = ?report.keys_removed,
+            applied = ?report.applied,
+            needs_restart = ?report.needs_restart,
+            "config reloaded"
+        );
+        Ok(report)
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}

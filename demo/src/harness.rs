@@ -270,6 +270,7 @@ impl Setup {
             plan_interval_ms: 100,
             retention_hours: 168,
             replay_snapshot_every: fleet_ledger::snapshots::SNAPSHOT_EVERY,
+            compact_on_start: false,
         };
         std::fs::write(
             dir.join("config.json"),

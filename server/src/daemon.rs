@@ -52,6 +52,21 @@ impl Daemon {
         let retention = settings.retention_us();
         let every = settings.config.replay_snapshot_every;
         let path = db.clone();
+        if settings.config.compact_on_start {
+            let file = db.clone();
+            let started = std::time::Instant::now();
+            let (before, after) = tokio::task::spawn_blocking(move || {
+                ledger::store::Maintenance::open(&file)?.compact()
+            })
+            .await?
+            .with_context(|| format!("compacting {} at start", db.display()))?;
+            tracing::info!(
+                before,
+                after,
+                millis = started.elapsed().as_millis() as u64,
+                "compacted the database at start"
+            );
+        }
         let writer_clock = Arc::clone(&clock);
         let (writer, shared) = tokio::task::spawn_blocking(move || {
             Writer::open(db, signer, writer_clock, batch)

@@ -118,6 +118,13 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Compact the database file: give back the pages freed by pruning and rebuilds (the
+    /// daemon must be stopped; the content is unchanged).
+    Compact {
+        /// Ledger database.
+        #[arg(long)]
+        db: PathBuf,
+    },
     /// Restore: verify a bundle against the genesis key and write it, byte for byte, as a new
     /// ledger (projections rebuilt); `serve` continues the same log.
     Import {
@@ -277,6 +284,7 @@ impl Command {
             | Command::RotateKey { db, .. }
             | Command::Export { db, .. }
             | Command::Backup { db, .. }
+            | Command::Compact { db }
             | Command::Rebuild { db }
             | Command::Check { db }
             | Command::Serve { db, .. }
@@ -486,6 +494,7 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Export { db, out } => export(&db, &out),
         Command::Backup { db, out } => backup(&db, &out),
+        Command::Compact { db } => compact(&db),
         Command::Import { from, key, db } => {
             let from = match (&from.bundle, &from.tiles) {
                 (Some(b), _) => ImportFrom::Bundle(b),

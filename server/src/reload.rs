@@ -287,7 +287,12 @@ impl Reloader {
             self.start_tasks(&loaded.config).await;
             report.applied.push("publish and witnessing".into());
         }
-        let fixed: [(&str, serde_json::Value, serde_json::Value); 9] = [
+        let fixed: [(&str, serde_json::Value, serde_json::Value); 10] = [
+            (
+                "compact_on_start",
+                json(&old_config.compact_on_start),
+                json(&loaded.config.compact_on_start),
+            ),
             (
                 "signing_key",
                 json(&old_config.signing_key),

@@ -174,3 +174,47 @@ fn the_flake_and_the_nixos_module_parse_and_evaluate() {
         );
     }
 }
+
+/// The Grafana dashboard queries only metrics the daemon exposes, by their exposed names.
+#[test]
+fn the_grafana_dashboard_uses_only_metrics_the_daemon_exposes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.redb");
+    std::fs::write(&db, b"x").unwrap();
+    let metrics = fleet_ledger::metrics::Metrics::new(Some(&db));
+    metrics
+        .last_entry_us
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    metrics.reject("queue-full");
+    let text = metrics.render();
+    let exposed: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let dashboard: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root().join("deploy/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut used = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("fleet_ledger_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    exposed.contains(name.as_str()),
+                    "panel {:?} queries {name}, which the daemon does not expose",
+                    panel["title"]
+                );
+                used += 1;
+                rest = &rest[i + name.len()..];
+            }
+        }
+    }
+    assert!(used >= 20, "{used}");
+}

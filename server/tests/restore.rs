@@ -85,6 +85,13 @@ async fn backup_while_serving_then_restore_and_the_agents_continue() {
         out.starts_with(&format!("imported {backed_up} entries")),
         "{out}"
     );
+    // The restored ledger is served with compaction at start (the option an operator may set
+    // after a restore or a rebuild).
+    let mut with_compact: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    with_compact["compact_on_start"] = serde_json::json!(true);
+    let config = dir.path().join("config-compact.json");
+    std::fs::write(&config, serde_json::to_vec_pretty(&with_compact).unwrap()).unwrap();
     let port = free_port();
     let child = spawn(&restored, &config, port);
     let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();

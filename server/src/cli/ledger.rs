@@ -289,6 +289,30 @@ pub(crate) fn export(db: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `compact`: redb's compaction on a stopped daemon's file.
+pub(crate) fn compact(db: &Path) -> Result<()> {
+    let m = match ledger::store::Maintenance::open(db) {
+        Err(ledger::store::OpenError::InUse { .. }) => bail!(
+            "{} is open in another process (the daemon?): compaction needs the file to itself; stop the daemon first",
+            db.display()
+        ),
+        other => other.with_context(|| format!("opening {}", db.display()))?,
+    };
+    let (before, after) = m
+        .compact()
+        .with_context(|| format!("compacting {}", db.display()))?;
+    println!(
+        "compacted {}: {before} bytes -> {after} bytes ({:.1}% smaller)",
+        db.display(),
+        if before == 0 {
+            0.0
+        } else {
+            100.0 * before.saturating_sub(after) as f64 / before as f64
+        }
+    );
+    Ok(())
+}
+
 /// `backup`: a bundle of the log as of now, from a ledger a daemon may be serving (one read
 /// transaction; the writer goes on), written atomically, then read back and verified against
 /// the log's genesis key before it is reported good.

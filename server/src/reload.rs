@@ -287,50 +287,28 @@ impl Reloader {
             self.start_tasks(&loaded.config).await;
             report.applied.push("publish and witnessing".into());
         }
-        let fixed: [(&str, serde_json::Value, serde_json::Value); 10] = [
-            (
-                "compact_on_start",
-                json(&old_config.compact_on_start),
-                json(&loaded.config.compact_on_start),
-            ),
-            (
-                "signing_key",
-                json(&old_config.signing_key),
-                json(&loaded.config.signing_key),
-            ),
-            (
-                "manifest_dir",
-                json(&old_config.manifest_dir),
-                json(&loaded.config.manifest_dir),
-            ),
-            ("pull", json(&old_config.pull), json(&loaded.config.pull)),
-            (
-                "limits",
-                json(&old_config.limits),
-                json(&loaded.config.limits),
-            ),
-            ("tls", json(&old_config.tls), json(&loaded.config.tls)),
-            (
-                "enrollment",
-                json(&old_config.enrollment),
-                json(&loaded.config.enrollment),
-            ),
-            (
-                "plan_interval_ms",
-                json(&old_config.plan_interval_ms),
-                json(&loaded.config.plan_interval_ms),
-            ),
-            (
-                "retention_hours",
-                json(&old_config.retention_hours),
-                json(&loaded.config.retention_hours),
-            ),
-            (
-                "replay_snapshot_every",
-                json(&old_config.replay_snapshot_every),
-                json(&loaded.config.replay_snapshot_every),
-            ),
-        ];
+        // The sections bound at start: compared, never applied.
+        macro_rules! bound_at_start {
+            ($($field:ident),*) => {
+                [$((
+                    stringify!($field),
+                    json(&old_config.$field),
+                    json(&loaded.config.$field),
+                )),*]
+            };
+        }
+        let fixed = bound_at_start!(
+            signing_key,
+            manifest_dir,
+            pull,
+            limits,
+            tls,
+            enrollment,
+            plan_interval_ms,
+            retention_hours,
+            replay_snapshot_every,
+            compact_on_start
+        );
         report.needs_restart = fixed
             .into_iter()
             .filter(|(_, a, b)| a != b)

@@ -62,6 +62,15 @@ impl Peer {
     }
 }
 
+/// What the listener serves: the router and connection limits in force (a reload swaps them).
+#[derive(Clone, Debug)]
+pub struct Serving {
+    /// The API.
+    pub app: Router,
+    /// The connection limits.
+    pub limits: ConnLimits,
+}
+
 /// The connection limits (from the config's `limits`).
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
@@ -174,11 +183,13 @@ fn admit(
 
 /// Serves `app` on `listener` until `shutdown` turns true, then stops accepting, lets every
 /// request in progress finish, and returns when the last connection has closed.
+///
+/// `serving` holds the router and the connection limits; a reload replaces them, and each new
+/// connection takes the ones in force (connections already open keep theirs).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
-    app: Router,
-    limits: ConnLimits,
+    serving: watch::Receiver<Serving>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -199,6 +210,7 @@ pub async fn serve(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             _ = stopping(&mut shutdown) => break,
         };
+        let Serving { app, limits } = serving.borrow().clone();
         let Some((registered, trusted, evicted)) =
             admit(&registry, limits.connections_max, &shared)
         else {
@@ -209,7 +221,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let conn = Connection {
-            app: app.clone(),
+            app,
             limits,
             peer: Peer {
                 cn: None,

@@ -152,11 +152,15 @@ impl Daemon {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let (halt, halted) = watch::channel(false);
+        let (serving, serving_rx) = watch::channel(connections::Serving {
+            app: router(state.clone()),
+            limits: conn_limits,
+        });
+        reloader.attach(serving, state);
         let served = tokio::spawn(connections::serve(
             listener,
             settings.tls,
-            router(state),
-            conn_limits,
+            serving_rx,
             Arc::clone(&shared),
             halted,
         ));
@@ -177,6 +181,9 @@ impl Daemon {
                 let _ = source.await;
             }
             tasks.tasks.lock().await.stop().await;
+            // The reloader's copy of the API state holds a queue sender: let it go, so the
+            // writer drains and ends once the connections have.
+            tasks.release();
             if writer_died {
                 // Nothing can be recorded any more: answer what is in flight (503) for a
                 // moment, then end so that a supervisor restarts the process.

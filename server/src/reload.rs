@@ -2,9 +2,10 @@
 //!
 //! What takes effect at once: the tokens, the trusted CI keys (`trust`, its trust file
 //! included), publication (`publish`) and witnessing (`witnessing`), whose tasks are
-//! restarted. The rest (the signing key, TLS, enrollment, limits, sources, intervals) is
-//! bound to what was built at start: a change there is reported as needing a restart and not
-//! applied. A config that does not load or validate is refused with its reason and the one in
+//! restarted, and the request and connection limits, for connections accepted from then on.
+//! The rest (the signing key, TLS, enrollment, the queue's size and batch bound, sources,
+//! intervals) is bound to what was built at start: a change there is reported as needing a
+//! restart and not applied. A config that does not load or validate is refused with its reason and the one in
 //! force stays.
 //!
 //! A change of who may write (a token or a CI key added or removed) is recorded in the log
@@ -16,11 +17,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use ledger::event::{AccessChanged, Event, TokenGrant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::api::AppState;
 use crate::auth::TokenTable;
-use crate::config::{Config, Settings};
+use crate::config::{Config, Limits, Settings};
+use crate::connections::{ConnLimits, Serving};
 use crate::intake::TrustRoots;
 use crate::writer::{Recording, Shared, Work};
 
@@ -162,6 +165,8 @@ pub struct Reloader {
     tx: mpsc::WeakSender<Work>,
     shared: Arc<Shared>,
     one_at_a_time: tokio::sync::Mutex<()>,
+    /// What the listener serves, and the API state it is built from (for new limits).
+    serving: Mutex<Option<(watch::Sender<Serving>, AppState)>>,
 }
 
 impl Reloader {
@@ -182,7 +187,45 @@ impl Reloader {
             tx: tx.downgrade(),
             shared,
             one_at_a_time: tokio::sync::Mutex::new(()),
+            serving: Mutex::new(None),
         }
+    }
+
+    /// The listener's router and limits, which a reload of `limits` rebuilds from `state`.
+    pub fn attach(&self, serving: watch::Sender<Serving>, state: AppState) {
+        *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some((serving, state));
+    }
+
+    /// At shutdown: drops the API state (it holds a queue sender, which would keep the
+    /// writer from ending) and serves an empty router to whoever still looks.
+    pub fn release(&self) {
+        if let Some((serving, _)) = self
+            .serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            serving.send_modify(|s| s.app = axum::Router::new());
+        }
+    }
+
+    /// Applies new request and connection limits to the connections accepted from now on.
+    fn apply_limits(&self, limits: &Limits) -> bool {
+        let mut guard = self.serving.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((serving, state)) = guard.as_mut() else {
+            return false;
+        };
+        state.limits = limits.clone();
+        let conn = ConnLimits {
+            header_read_timeout: std::time::Duration::from_secs(limits.header_read_timeout_secs),
+            connections_max: limits.connections_max,
+        }
+        .fit_file_limit();
+        serving.send_replace(Serving {
+            app: crate::api::router(state.clone()),
+            limits: conn,
+        });
+        true
     }
 
     /// The file the config was read from (`serve --config`), which reloads re-read.
@@ -297,11 +340,35 @@ impl Reloader {
                 )),*]
             };
         }
+        // Limits: the queue's size and the writer's batch are set when they are made; the
+        // rest (request timeout, long polls, body size, concurrency, connections, header
+        // timeout) apply to connections accepted from now on.
+        let (old_l, new_l) = (&old_config.limits, &loaded.config.limits);
+        if old_l.queue != new_l.queue {
+            report.needs_restart.push("limits.queue".into());
+        }
+        if old_l.batch_inputs != new_l.batch_inputs {
+            report.needs_restart.push("limits.batch_inputs".into());
+        }
+        let mut live_limits = old_l.clone();
+        live_limits.queue = new_l.queue;
+        live_limits.batch_inputs = new_l.batch_inputs;
+        if json(&live_limits) != json(new_l) {
+            let mut applied = new_l.clone();
+            applied.queue = old_l.queue;
+            applied.batch_inputs = old_l.batch_inputs;
+            if self.apply_limits(&applied) {
+                report.applied.push("limits (new connections)".into());
+                self.in_force
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .limits = applied;
+            }
+        }
         let fixed = bound_at_start!(
             signing_key,
             manifest_dir,
             pull,
-            limits,
             tls,
             enrollment,
             plan_interval_ms,
@@ -309,11 +376,12 @@ impl Reloader {
             replay_snapshot_every,
             compact_on_start
         );
-        report.needs_restart = fixed
-            .into_iter()
-            .filter(|(_, a, b)| a != b)
-            .map(|(name, _, _)| name.to_string())
-            .collect();
+        report.needs_restart.extend(
+            fixed
+                .into_iter()
+                .filter(|(_, a, b)| a != b)
+                .map(|(name, _, _)| name.to_string()),
+        );
         // What was applied is now in force; what needs a restart stays as it was started, so
         // the next reload reports it again until the restart.
         {

@@ -108,18 +108,38 @@ async fn sighup_and_the_reload_route_apply_tokens_and_record_the_change() {
         .unwrap();
     assert_eq!(s, 403);
 
-    // Back to the original tokens, with a limit changed: bob is removed at once, recorded;
-    // the limit needs a restart and says so.
+    // Back to the original tokens, with limits changed: bob is removed at once, recorded;
+    // the body limit applies to new connections; the queue's size needs a restart and says so.
     let mut restored: serde_json::Value = serde_json::from_slice(&original).unwrap();
-    restored["limits"] = serde_json::json!({ "long_poll_secs": 7 });
+    let mut limits = restored["limits"].clone();
+    if !limits.is_object() {
+        limits = serde_json::json!({});
+    }
+    limits["body_bytes"] = serde_json::json!(2048);
+    limits["queue"] = serde_json::json!(777);
+    restored["limits"] = limits;
     std::fs::write(&config_path, serde_json::to_vec_pretty(&restored).unwrap()).unwrap();
+    let big = serde_json::json!({ "reason": "x".repeat(4096) });
+    let clearance = "/v1/rollouts/stable@a1a1a1a1/clearance";
+    let (s, _) = c.post(op, clearance, &big).await.unwrap();
+    assert_ne!(s, 413, "the old limit allows it");
     let (s, v) = c
         .post(op, "/v1/admin/reload", &serde_json::json!({}))
         .await
         .unwrap();
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["tokens_removed"], serde_json::json!(["operator:bob"]));
-    assert_eq!(v["needs_restart"], serde_json::json!(["limits"]));
+    assert_eq!(v["needs_restart"], serde_json::json!(["limits.queue"]));
+    assert!(
+        v["applied"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("limits (new connections)")),
+        "{v}"
+    );
+    let fresh = ApiClient::new(&c.base).unwrap();
+    let (s, refused) = fresh.post(op, clearance, &big).await.unwrap();
+    assert_eq!(s, 413, "{refused}");
     assert!(v["access_changed_seq"].as_u64().is_some(), "{v}");
     assert_eq!(status(&c, bob).await, 401);
     let changes = access_changes(&c, auditor).await;

@@ -54,6 +54,27 @@ pub fn batches(entries: u64, hosts: usize) -> (i64, Vec<Vec<NewEntry>>) {
     (start, all.chunks(1000).map(<[NewEntry]>::to_vec).collect())
 }
 
+/// The simulated event stream in batches of exactly 1000 entries (the last may be short),
+/// produced as they are consumed, so that only one batch of entries is held at a time (the
+/// simulation's own fold still grows with history); and the CP time it starts at.
+pub fn stream(entries: u64, hosts: usize) -> (i64, impl Iterator<Item = Vec<NewEntry>>) {
+    let mut sim = Sim::new(42, hosts);
+    let start = sim.now();
+    let mut pending: std::collections::VecDeque<NewEntry> = Default::default();
+    let mut emitted = 0u64;
+    let batches = std::iter::from_fn(move || {
+        while pending.len() < 1000 && emitted <= entries {
+            for e in fixtures::sim::entries(&sim.tick()) {
+                pending.push_back(e);
+                emitted += 1;
+            }
+        }
+        let n = pending.len().min(1000);
+        (n > 0).then(|| pending.drain(..n).collect())
+    });
+    (start, batches)
+}
+
 /// A ledger of `entries` simulated entries, built once and reused across runs.
 pub fn cached_log(entries: u64) -> PathBuf {
     let path = scratch().join(format!("sim-{entries}.redb"));
@@ -68,11 +89,11 @@ pub fn cached_log(entries: u64) -> PathBuf {
         "generating a {entries}-entry simulated log (once; cached at {})",
         path.display()
     );
-    let (start, batches) = batches(entries, 2000);
+    let (start, batches) = stream(entries, 2000);
     let mut store = Store::create(&path, "bench.example/cp", fixtures::genesis_signer(), start)
         .expect("create");
-    for b in &batches {
-        store.append(b).expect("append");
+    for b in batches {
+        store.append(&b).expect("append");
     }
     path
 }

@@ -364,6 +364,25 @@ impl Setup {
     pub fn sign(&self, artifact: &Value) -> Result<(Value, String)> {
         sign(&self.ci, artifact)
     }
+
+    /// CI posts a signed rollout manifest of `channel` at `channel_ref` (every host targeting
+    /// `target`, signed now) to the daemon behind `c`.
+    pub async fn post_rollout(
+        &self,
+        c: &ApiClient,
+        channel: &str,
+        channel_ref: &str,
+        target: &str,
+    ) -> Result<Value> {
+        let doc = self.rollout_doc(channel, channel_ref, target, &self.at(0))?;
+        let (rollout, _) = self.sign(&doc)?;
+        c.ok(
+            &self.tokens.ci,
+            &format!("/v1/manifests/rollouts/{channel}@{channel_ref}"),
+            &rollout,
+        )
+        .await
+    }
 }
 
 pub(crate) fn rfc3339(epoch: chrono::DateTime<chrono::Utc>, secs: i64) -> String {

@@ -60,20 +60,10 @@ fn grants(config: &Config) -> BTreeSet<TokenGrant> {
         .map(|t| TokenGrant {
             role: t.role.as_str().to_string(),
             name: t.name.clone(),
-            token_sha256: hex32(&t.sha256),
+            // Checked when the config was loaded (`Config::settings`).
+            token_sha256: planner::document::parse_hash(&t.sha256).unwrap_or_default(),
         })
         .collect()
-}
-
-fn hex32(text: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = text
-            .get(2 * i..2 * i + 2)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .unwrap_or(0);
-    }
-    out
 }
 
 /// The access in force, swapped whole on a reload (readers take the `Arc` and go).

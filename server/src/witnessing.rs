@@ -101,8 +101,6 @@ pub struct Witnessed {
     pub size: u64,
     /// The signed note: the log's signature lines, then the witnesses' cosignature lines.
     pub note: String,
-    /// How many witnesses cosigned it.
-    pub witnesses: usize,
 }
 
 /// Where a daemon on `db` keeps its latest witnessed checkpoint.
@@ -324,11 +322,9 @@ pub fn load(path: &Path, shared: &Shared) -> Option<Witnessed> {
         tracing::warn!(path = %path.display(), size, "ignoring a witnessed checkpoint that is not this log's");
         return None;
     }
-    let witnesses = text[stored.len()..].lines().count();
     Some(Witnessed {
         size,
         note: text,
-        witnesses,
     })
 }
 
@@ -453,7 +449,6 @@ pub async fn run(cfg: WitnessingConfig, shared: Arc<Shared>, state: PathBuf) {
                 let w = Witnessed {
                     size,
                     note: format!("{note}{lines}"),
-                    witnesses: round.len(),
                 };
                 let state2 = state.clone();
                 let w2 = w.clone();

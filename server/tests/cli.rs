@@ -622,6 +622,25 @@ fn verify_tiles_reads_a_url() {
     drop(server);
 }
 
+/// `import` from `flag` (`--bundle` or `--tiles`) `source` into `target` is refused with exit
+/// `code` and a line containing `says`, and leaves neither `target` nor its temporary.
+fn import_refused(flag: &str, source: &Path, key: &Path, target: &Path, code: i32, says: &str) {
+    let args = [
+        "import",
+        flag,
+        s(source),
+        "--key",
+        s(key),
+        "--db",
+        s(target),
+    ];
+    let err = fails(&args, code);
+    assert!(err.contains(says), "{err}");
+    let mut temporary = target.as_os_str().to_owned();
+    temporary.push(".importing");
+    assert!(!Path::new(&temporary).exists());
+}
+
 /// `import` restores a bundle as a ledger that is the source log byte for byte (its export is
 /// the same bundle), with projections that `check` and `replay --check` accept; a bundle that
 /// fails verification, or the wrong key, writes nothing; an existing database is never
@@ -661,19 +680,14 @@ fn import_restores_a_bundle_byte_for_byte_and_refuses_a_bad_one() {
     ok(&["replay", "--db", s(&restored), "--check"]);
 
     // Never over an existing file.
-    let err = fails(
-        &[
-            "import",
-            "--bundle",
-            s(&bundle),
-            "--key",
-            s(&genesis),
-            "--db",
-            s(&restored),
-        ],
+    import_refused(
+        "--bundle",
+        &bundle,
+        &genesis,
+        &restored,
         2,
+        "already exists",
     );
-    assert!(err.contains("already exists"), "{err}");
     // A flipped byte deep in the bundle, or another genesis key: refused, nothing written.
     let mut bad = std::fs::read(&bundle).unwrap();
     let at = bad.len() * 3 / 4;
@@ -684,20 +698,8 @@ fn import_restores_a_bundle_byte_for_byte_and_refuses_a_bad_one() {
     std::fs::write(&other_key, fixtures::rotated_signer().public().to_text()).unwrap();
     for (b, k) in [(&bad_bundle, &genesis), (&bundle, &other_key)] {
         let target = tmp.path().join("never.redb");
-        let err = fails(
-            &[
-                "import",
-                "--bundle",
-                s(b),
-                "--key",
-                s(k),
-                "--db",
-                s(&target),
-            ],
-            1,
-        );
-        assert!(err.contains("nothing was written"), "{err}");
-        assert!(!target.exists() && !tmp.path().join("never.redb.importing").exists());
+        import_refused("--bundle", b, k, &target, 1, "nothing was written");
+        assert!(!target.exists());
     }
 }
 
@@ -787,39 +789,29 @@ fn import_restores_from_published_tiles() {
     bad[10] ^= 1;
     std::fs::write(&bundle, &bad).unwrap();
     let target = tmp.path().join("never.redb");
-    let err = fails(
-        &[
-            "import",
-            "--tiles",
-            s(&tiles),
-            "--key",
-            s(&genesis),
-            "--db",
-            s(&target),
-        ],
+    import_refused(
+        "--tiles",
+        &tiles,
+        &genesis,
+        &target,
         1,
+        "nothing was written",
     );
-    assert!(err.contains("nothing was written"), "{err}");
-    assert!(!target.exists() && !tmp.path().join("never.redb.importing").exists());
+    assert!(!target.exists());
 
     // A log that rotated its key: sent to its bundle.
     let (sample, sample_genesis) = sample_v2(tmp.path());
     let sample_tiles = tmp.path().join("sample-tiles");
     ok(&["publish", "--db", s(&sample), "--to", s(&sample_tiles)]);
-    let err = fails(
-        &[
-            "import",
-            "--tiles",
-            s(&sample_tiles),
-            "--key",
-            s(&sample_genesis),
-            "--db",
-            s(&target),
-        ],
+    import_refused(
+        "--tiles",
+        &sample_tiles,
+        &sample_genesis,
+        &target,
         2,
+        "restore it from a bundle",
     );
-    assert!(err.contains("restore it from a bundle"), "{err}");
-    assert!(!target.exists() && !tmp.path().join("never.redb.importing").exists());
+    assert!(!target.exists());
 }
 
 /// `compact` runs redb's compaction and leaves the ledger as it was (same export, byte for

@@ -19,17 +19,10 @@ async fn the_daemon_publishes_tiles_as_it_commits() {
     c.ok(&setup.tokens.ci, "/v1/manifests/fleet", &fleet)
         .await
         .unwrap();
-    let doc = setup
-        .rollout_doc("canary", "c0ffee01", "/nix/store/c-canary", &setup.at(0))
+    setup
+        .post_rollout(&c, "canary", "c0ffee01", "/nix/store/c-canary")
+        .await
         .unwrap();
-    let (rollout, _) = setup.sign(&doc).unwrap();
-    c.ok(
-        &setup.tokens.ci,
-        "/v1/manifests/rollouts/canary@c0ffee01",
-        &rollout,
-    )
-    .await
-    .unwrap();
     // Publication follows the commits within a few of its intervals.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let published = loop {

@@ -117,17 +117,10 @@ async fn the_key_rotates_while_serving_and_verifiers_follow() {
     assert_eq!(status, 409);
 
     // Later commits are signed by the new key (and only by it).
-    let doc = setup
-        .rollout_doc("canary", "c0ffee01", "/nix/store/c-canary", &setup.at(0))
+    setup
+        .post_rollout(&c, "canary", "c0ffee01", "/nix/store/c-canary")
+        .await
         .unwrap();
-    let (rollout, _) = setup.sign(&doc).unwrap();
-    c.ok(
-        &setup.tokens.ci,
-        "/v1/manifests/rollouts/canary@c0ffee01",
-        &rollout,
-    )
-    .await
-    .unwrap();
     let note = fetch(&c, op, "/v1/ledger/checkpoint").await;
     let parsed = ledger::checkpoint::parse_note(&note).unwrap();
     assert!(parsed.checkpoint.size > rotated["seq"].as_u64().unwrap());

@@ -236,17 +236,10 @@ async fn checkpoints_are_cosigned_by_a_standard_witness_served_and_published() {
     let (size_before, _) = witnessed(&c, &auditor)
         .await
         .expect("kept across the restart");
-    let doc = setup
-        .rollout_doc("canary", "c0ffee01", "/nix/store/c-canary", &setup.at(0))
+    setup
+        .post_rollout(&c, "canary", "c0ffee01", "/nix/store/c-canary")
+        .await
         .unwrap();
-    let (rollout, _) = setup.sign(&doc).unwrap();
-    c.ok(
-        &setup.tokens.ci,
-        "/v1/manifests/rollouts/canary@c0ffee01",
-        &rollout,
-    )
-    .await
-    .unwrap();
     let note = witnessed_head(&c, &auditor, &daemon).await;
     let parsed = ledger::checkpoint::parse_note(note.as_bytes()).unwrap();
     assert!(parsed.checkpoint.size > size_before);

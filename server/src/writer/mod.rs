@@ -232,21 +232,42 @@ impl Writer {
         let now = self.now();
         let ledger = self.ledger.as_mut().expect("opened above");
         let seq = ledger.stage(now, vec![r.event]);
+        let started = Instant::now();
         match ledger.commit() {
             Ok(_) => {
-                self.shared.metrics.commits.inc();
-                self.shared.metrics.entries.inc_by(1);
-                note_commit(&self.shared, ledger.store());
+                self.after_commit(1, started);
                 let _ = r.reply.send(Ok(seq));
             }
             Err(e) => {
-                tracing::error!(error = %e, "recording failed; nothing was recorded; reopening the store");
-                self.shared.metrics.commit_failures.inc();
                 let _ = r.reply.send(Err(format!("not recorded ({e})")));
-                self.close();
-                self.reopen();
+                self.after_failed_commit("recording", &e);
             }
         }
+    }
+
+    /// The bookkeeping of a commit of `entries` entries that began at `started`: metrics, the
+    /// committed size (after which long polls and the publisher see it), replay snapshots.
+    fn after_commit(&mut self, entries: u64, started: Instant) {
+        let m = &self.shared.metrics;
+        m.commit_seconds.observe(started.elapsed().as_secs_f64());
+        m.commits.inc();
+        m.entries.inc_by(entries);
+        m.batch_entries.observe(entries as f64);
+        if let Some(ledger) = &self.ledger {
+            note_commit(&self.shared, ledger.store());
+            if let Some(s) = &mut self.snapshots {
+                s.after_commit(ledger);
+            }
+        }
+    }
+
+    /// After a failed commit: nothing of it is in the log; the store is reopened rather than
+    /// the fsync retried (see the module's documentation).
+    fn after_failed_commit(&mut self, what: &str, e: &dyn std::fmt::Display) {
+        tracing::error!(error = %e, "{what} failed; nothing was recorded; reopening the store");
+        self.shared.metrics.commit_failures.inc();
+        self.close();
+        self.reopen();
     }
 
     /// Records a key rotation: a `KeyRotated` entry signed off by the current key, in its own
@@ -283,23 +304,19 @@ impl Writer {
         let reason = format!("{} (operator {})", r.reason, r.operator);
         let at = self.now();
         let ledger = self.ledger.as_mut().expect("opened above");
+        let started = Instant::now();
         match ledger.rotate_key(Arc::clone(&next), &reason, at) {
             Ok(receipt) => {
                 self.signer = next;
-                self.shared.metrics.commits.inc();
-                self.shared.metrics.entries.inc_by(1);
-                note_commit(&self.shared, ledger.store());
+                self.after_commit(1, started);
                 tracing::warn!(seq = receipt.first_seq, key = %text, "checkpoint key rotated; set signing_key to the new key before the next start");
                 let _ = r.reply.send(Ok(receipt.first_seq));
             }
             Err(e) => {
-                tracing::error!(error = %e, "key rotation failed; nothing was recorded; reopening the store");
-                self.shared.metrics.commit_failures.inc();
                 let _ = r.reply.send(Err(RotateError::Unavailable(format!(
                     "the rotation was not recorded ({e}); retry"
                 ))));
-                self.close();
-                self.reopen();
+                self.after_failed_commit("the key rotation", &e);
             }
         }
     }
@@ -388,15 +405,12 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "commit failed; nothing of the batch was recorded; reopening the store");
-                self.shared.metrics.commit_failures.inc();
                 for job in batch.drain(..) {
                     let _ = job.reply.send(Err(WriteError::Unavailable(format!(
                         "the commit failed ({e}): the batch is absent, or whole if the disk kept it; retry (what was kept is answered as a duplicate)"
                     ))));
                 }
-                self.close();
-                self.reopen();
+                self.after_failed_commit("the batch's commit", &e);
             }
         }
     }

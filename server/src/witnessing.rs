@@ -322,10 +322,7 @@ pub fn load(path: &Path, shared: &Shared) -> Option<Witnessed> {
         tracing::warn!(path = %path.display(), size, "ignoring a witnessed checkpoint that is not this log's");
         return None;
     }
-    Some(Witnessed {
-        size,
-        note: text,
-    })
+    Some(Witnessed { size, note: text })
 }
 
 fn save(path: &Path, w: &Witnessed) -> std::io::Result<()> {

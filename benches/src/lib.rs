@@ -55,10 +55,11 @@ pub fn batches(entries: u64, hosts: usize) -> (i64, Vec<Vec<NewEntry>>) {
 }
 
 /// The simulated event stream in batches of exactly 1000 entries (the last may be short),
-/// produced as they are consumed, so that only one batch of entries is held at a time (the
-/// simulation's own fold still grows with history); and the CP time it starts at.
+/// produced as they are consumed: one batch of entries and the live fleet's fold are held at
+/// a time ([`Sim::streaming`]), so any length runs in bounded memory; and the CP time it
+/// starts at. The same entries as [`batches`].
 pub fn stream(entries: u64, hosts: usize) -> (i64, impl Iterator<Item = Vec<NewEntry>>) {
-    let mut sim = Sim::new(42, hosts);
+    let mut sim = Sim::streaming(42, hosts);
     let start = sim.now();
     let mut pending: std::collections::VecDeque<NewEntry> = Default::default();
     let mut emitted = 0u64;

@@ -33,6 +33,8 @@ struct Group {
     hosts: BTreeMap<String, Slot>,
     /// How many of them are flagged dirty.
     dirty: Aside<usize>,
+    /// The rollout is Pruned: its records no longer change ([`Hosts::freeze`]).
+    frozen: Aside<bool>,
 }
 
 /// The host records, by rollout then host, remembering which changed since the last flush.
@@ -62,7 +64,7 @@ impl Hosts {
 
     /// A record, for changing (remembers it as changed).
     pub(crate) fn get_mut(&mut self, rollout: &RolloutId, host: &str) -> Option<&mut HostRecord> {
-        let group = self.by_rollout.get_mut(rollout)?;
+        let group = self.by_rollout.get_mut(rollout).filter(|g| !*g.frozen)?;
         let slot = group.hosts.get_mut(host)?;
         if self.track && !*slot.dirty {
             *slot.dirty = true;
@@ -71,16 +73,21 @@ impl Hosts {
         Some(&mut slot.rec)
     }
 
-    /// Inserts `new()` unless the host already has a record in the rollout. Returns whether
-    /// it inserted.
+    /// Inserts `new()` unless the host already has a record in the rollout, or the rollout
+    /// is frozen, or it has no records here and `retired()` says it was pruned (its records
+    /// left memory). Returns whether it inserted.
     pub(crate) fn insert_new(
         &mut self,
         rollout: &RolloutId,
         host: &str,
         new: impl FnOnce() -> HostRecord,
+        retired: impl FnOnce() -> bool,
     ) -> bool {
         let group = match self.by_rollout.get_mut(rollout) {
+            Some(group) if *group.frozen => return false,
             Some(group) => group,
+            // Once per rollout: the first join, or a join after its records were retired.
+            None if retired() => return false,
             None => self.by_rollout.entry(rollout.clone()).or_default(),
         };
         // One search with an owned key: a join is nearly always new.
@@ -147,6 +154,27 @@ impl Hosts {
             group.hosts.values_mut().for_each(|s| *s.dirty = false);
             *group.dirty = 0;
         }
+    }
+
+    /// Marks a Pruned rollout's records as final: folds no longer change or add to them.
+    pub(crate) fn freeze(&mut self, rollout: &RolloutId) {
+        if let Some(group) = self.by_rollout.get_mut(rollout) {
+            *group.frozen = true;
+        }
+    }
+
+    /// Takes a rollout's records out (an untracked fold handing a Pruned rollout's rows to
+    /// be written or compared), by host name.
+    pub(crate) fn take_rollout(&mut self, rollout: &RolloutId) -> Vec<(String, HostRecord)> {
+        let Some(group) = self.by_rollout.remove(rollout) else {
+            return Vec::new();
+        };
+        debug_assert_eq!(*group.dirty, 0, "taking unflushed records");
+        group
+            .hosts
+            .into_iter()
+            .map(|(h, slot)| (h, *slot.rec))
+            .collect()
     }
 
     /// Drops a rollout's records from memory only (the stored table keeps them); returns how
@@ -222,26 +250,36 @@ impl Hosts {
         group.hosts.insert(host, slot);
     }
 
-    /// Loads the records of the rollouts `keep` accepts (the others stay in the table only);
-    /// returns them and how many it left out.
-    pub(crate) fn load_filtered(
+    /// Loads the records of the given rollouts only, each by a range read of its key
+    /// prefix: the cost follows those rollouts' fleets, not the table (which holds every
+    /// host of every rollout in history).
+    pub(crate) fn load_rollouts<'a>(
         table: &'static str,
         r: &dyn TableReader,
-        mut keep: impl FnMut(&RolloutId) -> bool,
-    ) -> Result<(Hosts, u64), TableError> {
+        rollouts: impl IntoIterator<Item = &'a RolloutId>,
+    ) -> Result<Hosts, TableError> {
         let mut hosts = Hosts::default();
-        let mut left_out = 0u64;
+        let mut prefix = Vec::new();
+        for rollout in rollouts {
+            encode_into(rollout, &mut prefix);
+            r.scan_prefix(table, &prefix, &mut |k, v| {
+                let (rollout, host): (RolloutId, String) = decode(table, k)?;
+                hosts.put_clean(rollout, host, decode(table, v)?);
+                Ok(())
+            })?;
+        }
+        Ok(hosts)
+    }
+
+    /// Loads every record of the table.
+    pub(crate) fn load(table: &'static str, r: &dyn TableReader) -> Result<Hosts, TableError> {
+        let mut hosts = Hosts::default();
         r.scan(table, &mut |k, v| {
             let (rollout, host): (RolloutId, String) = decode(table, k)?;
-            let rec: HostRecord = decode(table, v)?;
-            if !keep(&rollout) {
-                left_out += 1;
-                return Ok(());
-            }
-            hosts.put_clean(rollout, host, rec);
+            hosts.put_clean(rollout, host, decode(table, v)?);
             Ok(())
         })?;
-        Ok((hosts, left_out))
+        Ok(hosts)
     }
 
     /// Untracked records from (rollout, host) → record rows (a replay snapshot's).

@@ -35,12 +35,12 @@ pub use model::Model;
 use model::{Aside, Stored};
 pub use rollout::RolloutRecord;
 pub use rows::{
-    ActiveRow, DeferralRow, DispatchRow, EnrollmentRow, ProbeFailureRow, QuarantineRow,
+    ActiveRow, DeferralRow, DispatchRow, EnrollmentRow, ManifestRow, ProbeFailureRow, QuarantineRow,
 };
 
 /// Version of the folds below. Changing any fold's meaning bumps it; opening a store whose
 /// tables were written by another version rebuilds them from the log.
-pub const FOLD_VERSION: u32 = 6;
+pub const FOLD_VERSION: u32 = 7;
 /// Fold version and the next seq to fold (all entries below it are reflected).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {
@@ -91,6 +91,8 @@ pub struct State {
     pub active_by_channel: Model<String, ActiveRow>,
     /// Enrollment nonces used, by nonce.
     pub enrollments: Model<String, EnrollmentRow>,
+    /// The latest manifest entry of the fleet (`None`) and of each rollout.
+    pub manifests: Model<Option<RolloutId>, ManifestRow>,
     /// Entries folded so far: the next seq expected.
     pub next_seq: u64,
     scratch: Aside<KeyScratch>,
@@ -100,6 +102,33 @@ pub struct State {
     /// state, [`State::load_live`]) or leaves out (a replay, [`State::drop_pruned_hosts`]).
     /// Not state: a live state equals the fold it stands for.
     forgotten: Aside<u64>,
+    /// What the fold does with a rollout's host records when it is pruned.
+    retire: Aside<Retire>,
+}
+
+/// What a fold does with a rollout's host records when the rollout is pruned. From then on
+/// they never change (the fold ignores host events of a Pruned rollout, which no decision
+/// makes), so a fold of years of history need not hold years of rows: a rebuild writes them
+/// out, `check` compares them, a replay drops them, and memory stays at the live fleet.
+#[derive(Clone, Debug, Default)]
+enum Retire {
+    /// Keep them in memory, frozen (the daemon's models; it forgets them once flushed).
+    #[default]
+    Keep,
+    /// Drop them (counted as forgotten).
+    Drop,
+    /// Hand them out through [`State::take_retired`].
+    Hand(Vec<RetiredHosts>),
+}
+
+/// The host records of a rollout that was just pruned, taken out of a fold
+/// ([`State::handing_retired`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetiredHosts {
+    /// The Pruned rollout.
+    pub rollout: RolloutId,
+    /// Its records, by host name.
+    pub hosts: Vec<(String, HostRecord)>,
 }
 
 /// The stored tables, each declared once: the `State` field that holds it and its name in
@@ -132,6 +161,7 @@ stored_tables! {
     deferrals => DEFERRALS,
     active_by_channel => ACTIVE_BY_CHANNEL,
     enrollments => ENROLLMENTS,
+    manifests => MANIFESTS,
 }
 
 impl State {
@@ -176,9 +206,17 @@ impl State {
                 self.track_active(&e.rollout_id);
             }
             Event::HostJoined(e) => {
-                self.hosts.insert_new(&e.rollout_id, &e.host.hostname, || {
-                    HostRecord::joined(&e.rollout_id, &e.host, seq)
-                });
+                let rollouts = &self.rollouts;
+                self.hosts.insert_new(
+                    &e.rollout_id,
+                    &e.host.hostname,
+                    || HostRecord::joined(&e.rollout_id, &e.host, seq),
+                    || {
+                        rollouts
+                            .get(&e.rollout_id)
+                            .is_some_and(|r| r.state == RolloutState::Pruned)
+                    },
+                );
             }
             Event::RolloutTransitioned(e) => {
                 if let Some(r) = self.rollouts.get_mut(&e.rollout_id) {
@@ -197,6 +235,9 @@ impl State {
                         .is_some_and(|a| a.rollout_id == e.rollout_id)
                 {
                     self.active_by_channel.remove(&e.rollout_id.channel);
+                }
+                if e.to == RolloutState::Pruned {
+                    self.retire(&e.rollout_id);
                 }
                 self.track_active(&e.rollout_id);
             }
@@ -306,6 +347,22 @@ impl State {
                     ),
                 }
             }
+            Event::FleetManifestAccepted(_)
+            | Event::FleetManifestSigned(_)
+            | Event::RolloutManifestAccepted(_)
+            | Event::RolloutManifestSigned(_) => {
+                let key = event.manifest().and_then(|m| m.rollout_id).cloned();
+                match self.manifests.get_mut(&key) {
+                    Some(row) => row.seq = seq,
+                    None => self.manifests.insert(
+                        key,
+                        ManifestRow {
+                            seq,
+                            created_seq: seq,
+                        },
+                    ),
+                }
+            }
             // The first use of a nonce is the one kept (the decision refuses a second).
             Event::AgentEnrolled(e) if !self.enrollments.contains_key(&e.token.nonce) => {
                 self.enrollments.insert(
@@ -321,6 +378,54 @@ impl State {
         }
     }
 
+    /// A rollout was pruned: its host records are final (see [`Retire`]).
+    fn retire(&mut self, rollout: &RolloutId) {
+        match &mut self.retire.0 {
+            Retire::Keep => self.hosts.freeze(rollout),
+            Retire::Drop => {
+                let hosts = self.hosts.take_rollout(rollout);
+                self.forgotten.0 += hosts.len() as u64;
+            }
+            Retire::Hand(out) => {
+                let hosts = self.hosts.take_rollout(rollout);
+                self.forgotten.0 += hosts.len() as u64;
+                out.push(RetiredHosts {
+                    rollout: rollout.clone(),
+                    hosts,
+                });
+            }
+        }
+    }
+
+    /// This state, untracked, dropping each rollout's host records when it is pruned: a fold
+    /// whose memory follows the live fleet, not history (replay, simulations). The records
+    /// dropped count as forgotten.
+    pub fn dropping_retired(mut self) -> State {
+        debug_assert!(!self.hosts.tracking(), "only untracked states drop rows");
+        self.retire = Aside(Retire::Drop);
+        self
+    }
+
+    /// This state, untracked, handing out each rollout's host records when it is pruned
+    /// ([`State::take_retired`]), for a rebuild to write or `check` to compare and then drop.
+    pub fn handing_retired(mut self) -> State {
+        debug_assert!(
+            !self.hosts.tracking(),
+            "only untracked states hand rows out"
+        );
+        self.retire = Aside(Retire::Hand(Vec::new()));
+        self
+    }
+
+    /// The host records of rollouts pruned since the last call (see
+    /// [`State::handing_retired`]), in the order they were pruned.
+    pub fn take_retired(&mut self) -> Vec<RetiredHosts> {
+        match &mut self.retire.0 {
+            Retire::Hand(out) => std::mem::take(out),
+            _ => Vec::new(),
+        }
+    }
+
     /// Keeps [`State::active`] in step with a rollout's record after one of its events.
     fn track_active(&mut self, id: &RolloutId) {
         if let Some(r) = self.rollouts.get(id) {
@@ -332,7 +437,8 @@ impl State {
         }
     }
 
-    /// Derives [`State::active`] from the rollouts (on load).
+    /// Derives [`State::active`] from the rollouts, and freezes the host records of Pruned
+    /// ones (on load).
     fn with_active(mut self) -> State {
         self.active = self
             .rollouts
@@ -340,6 +446,11 @@ impl State {
             .filter(|r| r.is_active())
             .map(|r| (r.opened_seq, r.rollout_id.clone()))
             .collect();
+        for r in self.rollouts.values() {
+            if r.state == RolloutState::Pruned {
+                self.hosts.freeze(&r.rollout_id);
+            }
+        }
         self
     }
 

@@ -116,13 +116,18 @@ impl State {
         use tables::*;
         let next_seq = State::stored_watermark(r)?.map_or(0, |m| m.next_seq);
         let rollouts: Model<RolloutId, RolloutRecord> = Model::load(ROLLOUTS, r)?;
-        let keep = |id: &RolloutId| {
-            !live
-                || rollouts
-                    .get(id)
-                    .is_none_or(|x| x.state != RolloutState::Pruned)
+        // A live load reads the records of the rollouts that are not Pruned, by key range:
+        // its cost follows the live fleet, however many rollouts history holds. How many it
+        // left in the table is not counted (that would mean reading them).
+        let hosts = if live {
+            let kept = rollouts
+                .values()
+                .filter(|x| x.state != RolloutState::Pruned)
+                .map(|x| &x.rollout_id);
+            Hosts::load_rollouts(HOSTS, r, kept)?
+        } else {
+            Hosts::load(HOSTS, r)?
         };
-        let (hosts, forgotten) = Hosts::load_filtered(HOSTS, r, keep)?;
         Ok(State {
             hosts,
             active: BTreeMap::new(),
@@ -132,11 +137,13 @@ impl State {
             deferrals: Deferrals::load(DEFERRALS, r)?,
             active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
             enrollments: Model::load(ENROLLMENTS, r)?,
+            manifests: Model::load(MANIFESTS, r)?,
             rollouts,
             next_seq,
             scratch: Aside::default(),
             index: Aside::default(),
-            forgotten: Aside(forgotten),
+            forgotten: Aside(0),
+            retire: Aside::default(),
         }
         .with_active())
     }
@@ -225,6 +232,7 @@ impl State {
                 .collect::<BTreeMap<(&RolloutId, &String), &DeferralRow>>(),
             self.active_by_channel.rows(),
             self.enrollments.rows(),
+            self.manifests.rows(),
         ))
     }
 
@@ -243,6 +251,7 @@ impl State {
             deferrals,
             active,
             enrollments,
+            manifests,
         ): (
             u64,
             u64,
@@ -254,6 +263,7 @@ impl State {
             BTreeMap<(RolloutId, String), DeferralRow>,
             BTreeMap<String, ActiveRow>,
             BTreeMap<String, EnrollmentRow>,
+            BTreeMap<Option<RolloutId>, ManifestRow>,
         ) = model::decode("snapshot", bytes)?;
         let state = State {
             rollouts: Model::from_rows(rollouts, false),
@@ -265,10 +275,12 @@ impl State {
             active: BTreeMap::new(),
             active_by_channel: Model::from_rows(active, false),
             enrollments: Model::from_rows(enrollments, false),
+            manifests: Model::from_rows(manifests, false),
             next_seq,
             scratch: Aside::default(),
             index: Aside(IndexRows::off()),
             forgotten: Aside(omitted),
+            retire: Aside::default(),
         };
         Ok(state.with_active())
     }

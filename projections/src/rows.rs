@@ -86,3 +86,13 @@ pub struct ActiveRow {
     /// Seq of its `RolloutOpened`.
     pub created_seq: u64,
 }
+
+/// The latest manifest entry of the fleet or of one rollout (`proj.manifests`): where the
+/// daemon finds the manifests in force at start without reading the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRow {
+    /// Seq of its latest manifest entry.
+    pub seq: u64,
+    /// Seq of its first.
+    pub created_seq: u64,
+}

@@ -23,10 +23,13 @@ pub const ACTIVE_BY_CHANNEL: &str = "proj.active_by_channel";
 pub const HOST_ENTRIES: &str = "proj.host_entries";
 /// Enrollment tokens used, by nonce: a nonce is accepted once, ever.
 pub const ENROLLMENTS: &str = "proj.enrollments";
+/// The latest manifest entry of the fleet (key: bincode `None`) and of each rollout (key:
+/// bincode `Some(rollout id)`).
+pub const MANIFESTS: &str = "proj.manifests";
 /// Watermark: fold version and the seq the tables reflect.
 pub const META: &str = "proj.meta";
 /// Every projection table, in a fixed order.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 10] = [
     ROLLOUTS,
     HOSTS,
     PROBE_FAILURES,
@@ -35,6 +38,7 @@ pub const ALL: [&str; 9] = [
     DEFERRALS,
     ACTIVE_BY_CHANNEL,
     ENROLLMENTS,
+    MANIFESTS,
     HOST_ENTRIES,
 ];
 /// Tables earlier fold versions wrote and this one does not: a rebuild deletes them.

@@ -86,39 +86,43 @@ impl From<ledger::store::OpenError> for StartError {
     }
 }
 
-/// Rebuilds the manifests in force from the log's manifest entries.
+/// Rebuilds the manifests in force from the log: the latest fleet manifest entry and each
+/// channel's latest rollout manifest entry, found in `proj.manifests` (so start-up reads a
+/// handful of entries, not the log), applied in seq order as the log recorded them.
 fn load_manifests(ledger: &Ledger) -> Result<(Manifests, Published), StartError> {
     use ledger::entry::EntryRef;
-    use ledger::event::Kind;
+    let rows = &ledger.state().manifests;
+    let published: Published = rows
+        .iter()
+        .map(|(id, row)| {
+            (
+                id.as_ref().map_or("fleet".into(), ToString::to_string),
+                row.seq,
+            )
+        })
+        .collect();
+    let mut in_force: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (id, row) in rows.iter() {
+        let name = id.as_ref().map_or("", |r| r.channel.as_str());
+        let seq = in_force.entry(name).or_insert(row.seq);
+        *seq = (*seq).max(row.seq);
+    }
+    let mut seqs: Vec<u64> = in_force.into_values().collect();
+    seqs.sort_unstable();
     let snap = ledger.store().snapshot().map_err(MaterializeError::from)?;
     let mut manifests = Manifests::default();
-    let mut published = Published::new();
-    snap.for_each_entry(0.., |seq, bytes| {
+    for seq in seqs {
         let bad = |reason: String| StartError::Manifest { seq, reason };
-        let entry = EntryRef::parse(bytes).map_err(|e| bad(e.to_string()))?;
-        // Only manifest kinds are decoded: the scan stays cheap on a large log.
-        let kind = entry.header.kind;
-        if !matches!(
-            kind,
-            Kind::FleetManifestAccepted
-                | Kind::RolloutManifestAccepted
-                | Kind::FleetManifestSigned
-                | Kind::RolloutManifestSigned
-        ) {
-            return Ok(());
-        }
+        let bytes = snap
+            .entry(seq)
+            .map_err(MaterializeError::from)?
+            .ok_or_else(|| bad("not in the log".into()))?;
+        let entry = EntryRef::parse(&bytes).map_err(|e| bad(e.to_string()))?;
         let event = entry.event().map_err(|e| bad(e.to_string()))?;
         manifests
             .apply(seq, &event)
             .map_err(|e| bad(e.to_string()))?;
-        if let Some(m) = event.manifest() {
-            published.insert(
-                m.rollout_id.map_or("fleet".into(), ToString::to_string),
-                seq,
-            );
-        }
-        Ok::<(), StartError>(())
-    })?;
+    }
     Ok((manifests, published))
 }
 

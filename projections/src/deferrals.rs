@@ -200,7 +200,6 @@ impl Deferrals {
         table: &'static str,
         w: &mut dyn TableWriter,
     ) -> Result<(), TableError> {
-        w.clear(table)?;
         self.changed.rollouts.clear();
         let value = &mut *self.value;
         for (rollout, hosts) in &mut self.by_rollout {

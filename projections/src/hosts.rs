@@ -16,7 +16,9 @@ use ledger::domain::RolloutId;
 use ledger::tables::{TableError, TableReader, TableWriter};
 
 use crate::host::HostRecord;
-use crate::model::{Aside, decode, diff_rows, encode, encode_append, encode_into};
+use crate::model::{
+    Aside, decode, diff_rows, diff_rows_except, encode, encode_append, encode_into,
+};
 
 /// A record and whether it changed since the last flush.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,13 +228,12 @@ impl Hosts {
         Ok(())
     }
 
-    /// Replaces the whole table with these records (a rebuild).
+    /// Writes every record held (a rebuild, into a table it cleared first).
     pub(crate) fn write_all(
         &mut self,
         table: &'static str,
         w: &mut dyn TableWriter,
     ) -> Result<(), TableError> {
-        w.clear(table)?;
         for ((r, h), rec) in self.iter() {
             w.put(table, &encode(&(r, h)), &encode(rec))?;
         }
@@ -302,14 +303,55 @@ impl Hosts {
         table: &'static str,
         r: &dyn TableReader,
     ) -> Result<Option<String>, TableError> {
+        self.diff_except(table, r, |_| false)
+    }
+
+    /// [`Hosts::diff`], passing over the stored rows of the rollouts `compared` names
+    /// (their records were compared, and dropped, when they were pruned).
+    pub(crate) fn diff_except(
+        &self,
+        table: &'static str,
+        r: &dyn TableReader,
+        compared: impl Fn(&RolloutId) -> bool,
+    ) -> Result<Option<String>, TableError> {
         let expected = self
             .iter()
             .map(|(k, rec)| (encode(&k), encode(rec), format!("key {k:?}")))
             .collect();
-        diff_rows(table, expected, r, |k| {
+        let show = |k: &[u8]| {
             decode::<(RolloutId, String)>(table, k)
                 .ok()
                 .map(|k| format!("key {k:?}"))
-        })
+        };
+        let skip =
+            |k: &[u8]| decode::<(RolloutId, String)>(table, k).is_ok_and(|(r, _)| compared(&r));
+        diff_rows_except(table, expected, r, show, skip)
+    }
+
+    /// The first difference between a retired rollout's records and its stored rows.
+    pub(crate) fn diff_retired(
+        table: &'static str,
+        retired: &crate::RetiredHosts,
+        r: &dyn TableReader,
+    ) -> Result<Option<String>, TableError> {
+        let prefix = encode(&retired.rollout);
+        let expected = retired
+            .hosts
+            .iter()
+            .map(|(h, rec)| {
+                let key = (&retired.rollout, h);
+                (encode(&key), encode(rec), format!("key {key:?}"))
+            })
+            .collect();
+        diff_rows(
+            table,
+            expected,
+            &crate::model::Prefixed { r, prefix: &prefix },
+            |k| {
+                decode::<(RolloutId, String)>(table, k)
+                    .ok()
+                    .map(|k| format!("key {k:?}"))
+            },
+        )
     }
 }

@@ -33,6 +33,7 @@ use index::IndexRows;
 pub use index::{INDEX_BLOCK, host_entries_key, host_entries_seqs};
 pub use model::Model;
 use model::{Aside, Stored};
+pub use persist::Comparison;
 pub use rollout::RolloutRecord;
 pub use rows::{
     ActiveRow, DeferralRow, DispatchRow, EnrollmentRow, ManifestRow, ProbeFailureRow, QuarantineRow,

@@ -22,21 +22,105 @@ impl State {
         self.write_watermark(w)
     }
 
-    /// Replaces every table with this state (a rebuild).
+    /// Replaces every table with this state (a rebuild after a fold from empty).
     pub fn write_all(&mut self, w: &mut dyn TableWriter) -> Result<(), TableError> {
+        self.begin_rewrite(w)?;
+        self.finish_rewrite(w)
+    }
+
+    /// Starts a rebuild that writes as it folds (from empty, into the same write
+    /// transaction): empties every table. Then fold, calling [`State::write_settled`] now and
+    /// then, and end with [`State::finish_rewrite`]. With [`State::handing_retired`] the
+    /// fold's memory follows the live fleet instead of history.
+    pub fn begin_rewrite(&mut self, w: &mut dyn TableWriter) -> Result<(), TableError> {
         use tables::*;
-        for (name, t) in self.stored_mut() {
-            t.write_all(name, w)?;
+        for (name, _) in self.stored() {
+            w.clear(name)?;
         }
         for retired in RETIRED {
             w.clear(retired)?;
         }
-        // A full write follows a fold from empty, so the pending rows are the whole index.
         w.clear(HOST_ENTRIES)?;
         w.clear(META)?;
+        // The fold starts from empty, so its pending rows will be the whole index.
         self.index.covered = 0;
+        Ok(())
+    }
+
+    /// Writes what a rebuild in progress will not change again: the host records of the
+    /// rollouts pruned so far (then dropped) and the entry index's complete blocks.
+    pub fn write_settled(&mut self, w: &mut dyn TableWriter) -> Result<(), TableError> {
+        let mut key = Vec::new();
+        let mut row = Vec::new();
+        for retired in self.take_retired() {
+            for (host, rec) in &retired.hosts {
+                model::encode_into(&(&retired.rollout, host), &mut key);
+                model::encode_into(rec, &mut row);
+                w.put(tables::HOSTS, &key, &row)?;
+            }
+        }
+        self.write_index(w)
+    }
+
+    /// Ends a rebuild begun by [`State::begin_rewrite`]: every row still held, the index and
+    /// the watermark.
+    pub fn finish_rewrite(&mut self, w: &mut dyn TableWriter) -> Result<(), TableError> {
+        self.write_settled(w)?;
+        for (name, t) in self.stored_mut() {
+            t.write_all(name, w)?;
+        }
         self.write_index(w)?;
         self.write_watermark(w)
+    }
+
+    /// Compares what a `check` in progress will not change again with the stored tables: the
+    /// host records of the rollouts pruned so far (then dropped) and the entry index's
+    /// complete blocks (then forgotten). [`State::diff_after`] compares the rest at the end.
+    /// The state must be [`State::handing_retired`] and folded from empty.
+    pub fn compare_settled(
+        &mut self,
+        check: &mut Comparison,
+        r: &dyn TableReader,
+    ) -> Result<(), TableError> {
+        for retired in self.take_retired() {
+            if check.hosts.is_none() {
+                check.hosts = Hosts::diff_retired(tables::HOSTS, &retired, r)?;
+            }
+            check.retired.insert(retired.rollout);
+        }
+        if self.index.off {
+            return Ok(());
+        }
+        let covered = *check
+            .index_covered
+            .get_or_insert(State::stored_index_watermark(r)?);
+        let target = (self.next_seq / INDEX_BLOCK * INDEX_BLOCK).min(covered);
+        if target <= check.index_upto {
+            return Ok(());
+        }
+        if check.index.is_none() {
+            let expected = self.index.rows_below(target);
+            let mut expected = expected.iter().peekable();
+            for block in check.index_upto / INDEX_BLOCK..target / INDEX_BLOCK {
+                let mine = std::iter::from_fn(|| {
+                    expected
+                        .next_if(|((b, _), _)| *b == block)
+                        .map(|(k, v)| (*k, v))
+                });
+                let found = diff_index(
+                    mine,
+                    |f| r.scan_prefix(tables::HOST_ENTRIES, &block.to_be_bytes(), f),
+                    |_| false,
+                )?;
+                if found.is_some() {
+                    check.index = found;
+                    break;
+                }
+            }
+        }
+        self.index.written_below(target);
+        check.index_upto = target;
+        Ok(())
     }
 
     /// Writes the pending index rows of every complete block, sorted, and records the new
@@ -150,58 +234,51 @@ impl State {
 
     /// The first table and key where the stored tables differ from this state, or None.
     pub fn diff(&self, r: &dyn TableReader) -> Result<Option<(&'static str, String)>, TableError> {
+        self.diff_after(&Comparison::default(), r)
+    }
+
+    /// [`State::diff`] at the end of a `check` that compared as it folded
+    /// ([`State::compare_settled`]): the differences it found come first in table order,
+    /// and the rows it compared are not compared again.
+    pub fn diff_after(
+        &self,
+        check: &Comparison,
+        r: &dyn TableReader,
+    ) -> Result<Option<(&'static str, String)>, TableError> {
         use tables::*;
         for (name, t) in self.stored() {
-            if let Some(d) = t.diff(name, r)? {
+            let found = if name == HOSTS {
+                match &check.hosts {
+                    Some(d) => Some(d.clone()),
+                    None => self
+                        .hosts
+                        .diff_except(name, r, |id| check.retired.contains(id))?,
+                }
+            } else {
+                t.diff(name, r)?
+            };
+            if let Some(d) = found {
                 return Ok(Some((name, d)));
             }
         }
         if self.index.off {
             return Ok(None);
         }
-        // This state was folded from empty: its pending rows are the whole index, of which
-        // the stored index holds those below its watermark.
+        if let Some(d) = &check.index {
+            return Ok(Some((HOST_ENTRIES, d.clone())));
+        }
+        // This state was folded from empty: its pending rows are the index from
+        // `index_upto` on (the blocks before were compared as it folded), of which the
+        // stored index holds those below its watermark.
         let covered = State::stored_index_watermark(r)?;
         let expected = self.index.rows_below(covered);
-        let mut expected = expected.iter();
-        let show = |block: u64, host: &[u8]| {
-            let host: Option<String> = model::decode(HOST_ENTRIES, host).ok();
-            format!("host {host:?} block {block}")
-        };
-        let mut first = None;
-        r.scan(HOST_ENTRIES, &mut |k, v| {
-            if first.is_some() {
-                return Ok(());
-            }
-            let block = k
-                .get(..8)
-                .map(|b| u64::from_be_bytes(b.try_into().unwrap_or_default()));
-            let host = k.get(8..).unwrap_or_default();
-            first = match (expected.next(), block) {
-                (_, None) => Some("an undecodable stored key".to_string()),
-                (Some(((eb, eh), ev)), Some(b)) if (*eb, *eh) == (b, host) => {
-                    (ev != v).then(|| {
-                        format!(
-                            "{}: stored entries {:?}, the log's {:?}",
-                            show(b, host),
-                            host_entries_seqs(b, v),
-                            host_entries_seqs(b, ev)
-                        )
-                    })
-                }
-                (Some(((eb, eh), _)), Some(b)) if (*eb, *eh) < (b, host) => {
-                    Some(format!("{} missing", show(*eb, eh)))
-                }
-                (_, Some(b)) => Some(format!("{} not in the log", show(b, host))),
-            };
-            Ok(())
-        })?;
-        if first.is_none()
-            && let Some(((eb, eh), _)) = expected.next()
-        {
-            first = Some(format!("{} missing", show(*eb, eh)));
-        }
-        Ok(first.map(|d| (HOST_ENTRIES, d)))
+        let upto = check.index_upto / INDEX_BLOCK;
+        let found = diff_index(
+            expected.iter().map(|(k, v)| (*k, v)),
+            |f| r.scan(HOST_ENTRIES, f),
+            |block| block < upto,
+        )?;
+        Ok(found.map(|d| (HOST_ENTRIES, d)))
     }
 
     /// The state's rows for a replay snapshot: every model but the host records of Pruned
@@ -284,4 +361,68 @@ impl State {
         };
         Ok(state.with_active())
     }
+}
+
+/// What a `check` that compares as it folds found so far ([`State::compare_settled`]).
+#[derive(Debug, Default)]
+pub struct Comparison {
+    /// The rollouts whose host records were compared when they were pruned.
+    retired: std::collections::BTreeSet<RolloutId>,
+    /// The first difference among those records.
+    hosts: Option<String>,
+    /// The stored index's watermark (read once).
+    index_covered: Option<u64>,
+    /// The index blocks below this seq were compared.
+    index_upto: u64,
+    /// The first difference among them.
+    index: Option<String>,
+}
+
+/// The first difference between expected index rows and the stored ones `scan` visits, in
+/// key order, passing over stored rows whose block `skip` names.
+fn diff_index<'a>(
+    expected: impl Iterator<Item = ((u64, &'a [u8]), &'a Vec<u8>)>,
+    scan: impl FnOnce(&mut ledger::tables::RowVisitor<'_>) -> Result<(), TableError>,
+    skip: impl Fn(u64) -> bool,
+) -> Result<Option<String>, TableError> {
+    let mut expected = expected.peekable();
+    let show = |block: u64, host: &[u8]| {
+        let host: Option<String> = model::decode(tables::HOST_ENTRIES, host).ok();
+        format!("host {host:?} block {block}")
+    };
+    let mut first = None;
+    scan(&mut |k, v| {
+        if first.is_some() {
+            return Ok(());
+        }
+        let block = k
+            .get(..8)
+            .map(|b| u64::from_be_bytes(b.try_into().unwrap_or_default()));
+        if block.is_some_and(&skip) {
+            return Ok(());
+        }
+        let host = k.get(8..).unwrap_or_default();
+        first = match (expected.next(), block) {
+            (_, None) => Some("an undecodable stored key".to_string()),
+            (Some(((eb, eh), ev)), Some(b)) if (eb, eh) == (b, host) => (ev != v).then(|| {
+                format!(
+                    "{}: stored entries {:?}, the log's {:?}",
+                    show(b, host),
+                    host_entries_seqs(b, v),
+                    host_entries_seqs(b, ev)
+                )
+            }),
+            (Some(((eb, eh), _)), Some(b)) if (eb, eh) < (b, host) => {
+                Some(format!("{} missing", show(eb, eh)))
+            }
+            (_, Some(b)) => Some(format!("{} not in the log", show(b, host))),
+        };
+        Ok(())
+    })?;
+    if first.is_none()
+        && let Some(((eb, eh), _)) = expected.next()
+    {
+        first = Some(format!("{} missing", show(eb, eh)));
+    }
+    Ok(first)
 }

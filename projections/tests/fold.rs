@@ -85,3 +85,84 @@ proptest! {
         prop_assert_eq!(&loaded.dispatch_queue, &folded.dispatch_queue);
     }
 }
+
+/// A Pruned rollout's host records are final: the fold ignores host events about it (no
+/// decision makes them), so a fold that keeps them, one that drops them and one that hands
+/// them out agree on everything else, and the kept records are the ones handed out.
+#[test]
+fn host_events_of_a_pruned_rollout_change_nothing_whatever_the_fold_keeps() {
+    let mut sim = fixtures::sim::Sim::new(5, 40);
+    let mut events: Vec<(i64, Event)> = Vec::new();
+    let mut pruned = None;
+    while pruned.is_none() {
+        for g in sim.tick() {
+            for e in g.events {
+                if let Event::RolloutTransitioned(t) = &e
+                    && t.to == ledger::domain::RolloutState::Pruned
+                {
+                    pruned.get_or_insert(t.rollout_id.clone());
+                }
+                events.push((g.at, e));
+            }
+        }
+    }
+    let pruned = pruned.unwrap();
+    // A join and a report about the Pruned rollout, as a forged log could hold.
+    let at = events.last().unwrap().0;
+    let host = sim.state().hosts_of(&pruned).next().unwrap().clone();
+    events.push((
+        at,
+        Event::HostJoined(ledger::event::HostJoined {
+            rollout_id: pruned.clone(),
+            host: ledger::event::HostAssignment {
+                hostname: "web-late".into(),
+                wave: 0,
+                target_closure: host.target_closure.clone(),
+            },
+        }),
+    ));
+    events.push((
+        at,
+        Event::AgentEventRecorded(ledger::event::AgentEventRecorded {
+            rollout_id: pruned.clone(),
+            hostname: host.hostname.clone(),
+            agent_seq: 999,
+            report: ledger::domain::AgentReport::ActivationStarted {
+                started_at: at,
+                switch_method: "switch".into(),
+            },
+        }),
+    ));
+    let fold = |s: State| {
+        let mut s = s;
+        for (i, (at, e)) in events.iter().enumerate() {
+            s.apply(i as u64 + 1, *at, e);
+        }
+        s
+    };
+    let kept = fold(State::untracked());
+    let dropped = fold(State::untracked().dropping_retired());
+    let mut handed = fold(State::untracked().handing_retired());
+    let kept_records: Vec<_> = kept.hosts_of(&pruned).cloned().collect();
+    assert!(kept_records.iter().all(|r| r.hostname != "web-late"));
+    assert_eq!(kept.hosts.get(&pruned, &host.hostname), Some(&host));
+    let out = handed.take_retired();
+    let out: Vec<_> = out.into_iter().filter(|r| r.rollout == pruned).collect();
+    assert_eq!(
+        out[0]
+            .hosts
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect::<Vec<_>>(),
+        kept_records
+    );
+    for other in [&dropped, &handed] {
+        assert_eq!(other.hosts_of(&pruned).count(), 0);
+        assert_eq!(other.rollouts, kept.rollouts);
+        assert_eq!(other.probe_failures, kept.probe_failures);
+        assert_eq!(
+            other.hosts.len() as u64 + other.forgotten_hosts(),
+            kept.hosts.len() as u64
+        );
+    }
+}

@@ -82,7 +82,8 @@ pub fn fold_from(
     Ok(())
 }
 
-/// The whole log folded from empty (change tracking off: callers write or compare every row).
+/// The whole log folded from empty, every row held in memory (change tracking off). For
+/// tests and small logs: [`rebuild`] and [`check`] settle rows as they fold instead.
 pub fn fold_all(snap: &Snapshot, progress: impl FnMut(u64)) -> Result<State, MaterializeError> {
     let mut state = State::untracked();
     fold_from(snap, &mut state, 0, progress)?;
@@ -90,13 +91,96 @@ pub fn fold_all(snap: &Snapshot, progress: impl FnMut(u64)) -> Result<State, Mat
     Ok(state)
 }
 
-/// Rebuilds every projection table of the ledger at `path` from its log. Returns the entries
-/// folded.
+/// Entries a streaming fold folds between settling what it can (see [`fold_settling`]).
+const SETTLE_EVERY: u64 = 4096;
+
+/// Folds the whole log of `snap` from empty into `state`, calling `settle` every
+/// [`SETTLE_EVERY`] entries: a rebuild writes, and `check` compares, the rows the fold will
+/// not change again (a Pruned rollout's host records, complete index blocks), and the state
+/// drops them, so memory follows the live fleet, not history.
+fn fold_settling(
+    snap: &Snapshot,
+    state: &mut State,
+    mut settle: impl FnMut(&mut State) -> Result<(), TableError>,
+    mut progress: impl FnMut(u64),
+) -> Result<(), MaterializeError> {
+    let mut n = 0u64;
+    snap.for_each_entry(0.., |seq, bytes| {
+        let bad = |reason: String| MaterializeError::BadEntry { seq, reason };
+        let entry = EntryRef::parse(bytes).map_err(|e| bad(e.to_string()))?;
+        let event = entry.event().map_err(|e| bad(e.to_string()))?;
+        state.apply(seq, entry.header.recorded_at_us, &event);
+        n += 1;
+        if n.is_multiple_of(SETTLE_EVERY) {
+            settle(state)?;
+        }
+        if n.is_multiple_of(65536) {
+            progress(n);
+        }
+        Ok::<(), MaterializeError>(())
+    })?;
+    settle(state)?;
+    progress(n);
+    Ok(())
+}
+
+/// Rewrites every projection table from the log of `snap`, in the write transaction of `t`,
+/// writing as it folds (memory follows the live fleet). Returns the entries folded.
+fn rewrite(
+    snap: &Snapshot,
+    t: &mut dyn ledger::tables::TableWriter,
+    progress: impl FnMut(u64),
+) -> Result<u64, MaterializeError> {
+    let mut state = State::untracked().handing_retired();
+    state.begin_rewrite(t)?;
+    fold_settling(snap, &mut state, |s| s.write_settled(t), progress)?;
+    state.finish_rewrite(t)?;
+    Ok(state.next_seq)
+}
+
+/// Runs `f` inside a table write: its error comes back as itself, not as a table error.
+fn write_with<T>(
+    write: impl FnOnce(
+        &mut dyn FnMut(&mut dyn ledger::tables::TableWriter) -> Result<(), TableError>,
+    ) -> Result<(), AppendError>,
+    f: impl FnOnce(&mut dyn ledger::tables::TableWriter) -> Result<T, MaterializeError>,
+) -> Result<T, MaterializeError> {
+    let mut f = Some(f);
+    let mut out = None;
+    let result = write(&mut |t| {
+        let f = f.take().expect("called once");
+        match f(t) {
+            Ok(v) => {
+                out = Some(Ok(v));
+                Ok(())
+            }
+            Err(e) => {
+                let stop = TableError {
+                    table: "(rebuild)".into(),
+                    reason: e.to_string(),
+                };
+                out = Some(Err(e));
+                Err(stop)
+            }
+        }
+    });
+    match (out, result) {
+        (Some(Err(e)), _) => Err(e),
+        (_, Err(e)) => Err(e.into()),
+        (Some(Ok(v)), Ok(())) => Ok(v),
+        (None, Ok(())) => unreachable!("the write calls its closure"),
+    }
+}
+
+/// Rebuilds every projection table of the ledger at `path` from its log, in one transaction
+/// and in memory that follows the live fleet, not history. Returns the entries folded.
 pub fn rebuild(path: &Path, progress: impl FnMut(u64)) -> Result<u64, MaterializeError> {
     let m = Maintenance::open(path)?;
-    let mut state = fold_all(&m.snapshot()?, progress)?;
-    m.write_tables(|t| state.write_all(t))?;
-    Ok(state.next_seq)
+    let snap = m.snapshot()?;
+    write_with(
+        |f| m.write_tables(|t| f(t)),
+        |t| rewrite(&snap, t, progress),
+    )
 }
 
 /// What `check` found.
@@ -133,7 +217,15 @@ pub fn check_snapshot(
     snap: &Snapshot,
     progress: impl FnMut(u64),
 ) -> Result<CheckOutcome, MaterializeError> {
-    let state = fold_all(snap, progress)?;
+    // Compares as it folds: what the fold will not change again is compared and dropped.
+    let mut state = State::untracked().handing_retired();
+    let mut compared = projections::Comparison::default();
+    fold_settling(
+        snap,
+        &mut state,
+        |s| s.compare_settled(&mut compared, snap),
+        progress,
+    )?;
     match State::stored_watermark(snap)? {
         Some(m) if m.fold_version != FOLD_VERSION => {
             return Ok(CheckOutcome::Stale {
@@ -155,7 +247,7 @@ pub fn check_snapshot(
         }
         Some(_) => {}
     }
-    Ok(match state.diff(snap)? {
+    Ok(match state.diff_after(&compared, snap)? {
         None => CheckOutcome::Identical {
             entries: state.next_seq,
         },
@@ -214,35 +306,32 @@ impl Ledger {
     }
 
     fn materialize(mut store: Store, live_only: bool) -> Result<Ledger, MaterializeError> {
-        let snap = store.snapshot()?;
-        let mark = State::stored_watermark(&snap)?;
-        let mut state = match mark {
-            Some(m) if m.fold_version == FOLD_VERSION && m.next_seq <= snap.size() => {
-                if live_only {
-                    State::load_live(&snap)?
-                } else {
-                    State::load(&snap)?
-                }
+        let load = |snap: &Snapshot| {
+            if live_only {
+                State::load_live(snap)
+            } else {
+                State::load(snap)
             }
-            _ => State::untracked(),
         };
-        let rebuild = state.next_seq == 0;
-        if !rebuild {
-            rederive_index(&snap, &mut state)?;
+        let mut snap = store.snapshot()?;
+        let current = State::stored_watermark(&snap)?
+            .is_some_and(|m| m.fold_version == FOLD_VERSION && m.next_seq <= snap.size());
+        if !current {
+            // Tables of another fold version (or none): rebuild them as `rebuild` does, in
+            // memory that follows the live fleet, then load them like any others.
+            write_with(
+                |f| store.write_tables(|t| f(t)),
+                |t| rewrite(&snap, t, |_| {}),
+            )?;
+            snap = store.snapshot()?;
         }
+        let mut state = load(&snap)?;
+        rederive_index(&snap, &mut state)?;
         if state.next_seq < snap.size() {
             let from = state.next_seq;
             fold_from(&snap, &mut state, from, |_| {})?;
-            // Derives the indexes an untracked fold skipped, before anything is written.
-            state.set_tracking(true);
             drop(snap);
-            store.write_tables(|t| {
-                if rebuild {
-                    state.write_all(t)
-                } else {
-                    state.flush(t)
-                }
-            })?;
+            store.write_tables(|t| state.flush(t))?;
         }
         state.set_tracking(true);
         let mut ledger = Ledger {

@@ -12,40 +12,24 @@
 //! `cargo bench -p fleet-ledger-benches --bench ingest`. `FLEET_INGEST_SECS` sets the length
 //! of each load phase (default 8).
 
-use std::io::{BufRead as _, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::io::Write as _;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fleet_ledger::config::Config;
-use fleet_ledger::daemon::{Daemon, system_clock};
+use fleet_ledger_benches::load::{
+    child, closed_loop, ms, open_loop, percentile, prepare, report, send, serve, status_kb,
+};
 use fleet_ledger_benches::{bench_dir, cached_log};
-use fleet_ledger_demo::{ApiClient, Setup};
-
-use serde_json::json;
+use fleet_ledger_demo::Setup;
 
 /// The allocator the `fleet-ledger` binary runs with, so the library is measured as it ships.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const ROLLOUT: &str = "stable@a1a1a1a1";
-const TARGET: &str = "/nix/store/bench-stable";
 const CHILD: &str = "FLEET_INGEST_CHILD";
 
 fn secs() -> u64 {
     fleet_ledger_benches::env_or("FLEET_INGEST_SECS", 8)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
 /// Median of `n` durable 4 KiB writes (write + fdatasync) in the scratch directory.
@@ -85,280 +69,6 @@ fn redb_commit_baseline(dir: &Path, n: usize) -> Duration {
     percentile(&t, 0.5)
 }
 
-/// One agent event (a probe result, as a soaking host sends) as JSON text, formatted
-/// directly: building a `serde_json::Value` per event cost the load generator more than the
-/// daemon spends parsing it.
-fn event_json(host: &str, seq: u64) -> String {
-    let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
-    format!(
-        r#"{{"hostname":"{host}","rolloutId":"{ROLLOUT}","event":{{"kind":"ProbeResult","seq":{seq},"probeName":"evidence-nis2-essential","mode":"enforce","status":"pass","observedAt":"{now}","subResults":[{{"controlId":"nis2.art21.a","status":"pass","framework":"nis2-essential","article":"21","effectiveMode":"enforce"}},{{"controlId":"access-control","status":"fail","framework":"nis2-essential","effectiveMode":"observe","overrideReason":"accepted risk"}}]}}}}"#
-    )
-}
-
-fn event_body(host: &str, seq: u64) -> serde_json::Value {
-    serde_json::from_str(&event_json(host, seq)).expect("event JSON")
-}
-
-/// An agent that has reached Soaking: it may send probe results forever.
-#[derive(Clone, Debug)]
-struct Agent {
-    host: String,
-    token: String,
-}
-
-async fn send(c: &ApiClient, a: &Agent, seq: u64) -> Duration {
-    let s = Instant::now();
-    let (status, v) = c
-        .post(&a.token, "/v1/agent/events", &event_body(&a.host, seq))
-        .await
-        .expect("request");
-    assert_eq!(status, 200, "{} seq {seq}: {v}", a.host);
-    s.elapsed()
-}
-
-/// Posts the fleet and a rollout, then heartbeats every host to Soaking.
-async fn prepare(setup: &Setup, c: &ApiClient) -> Vec<Agent> {
-    let (body, _) = setup.signed_fleet().expect("fleet");
-    c.ok(&setup.tokens.ci, "/v1/manifests/fleet", &body)
-        .await
-        .expect("fleet accepted");
-    let doc = setup
-        .rollout_doc("stable", "a1a1a1a1", TARGET, &setup.at(-5))
-        .expect("rollout");
-    let (body, _) = setup.sign(&doc).expect("sign");
-    c.ok(
-        &setup.tokens.ci,
-        &format!("/v1/manifests/rollouts/{ROLLOUT}"),
-        &body,
-    )
-    .await
-    .expect("rollout accepted");
-    let stable: Vec<String> = setup.stable_waves.iter().flatten().cloned().collect();
-    loop {
-        let (s, v) = c
-            .get(
-                &setup.tokens.operator,
-                &format!("/v1/rollouts/{ROLLOUT}/hosts"),
-            )
-            .await
-            .expect("hosts");
-        if s == 200
-            && v["hosts"]
-                .as_array()
-                .is_some_and(|h| h.len() == stable.len())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut agents = Vec::new();
-    for host in stable {
-        let token = setup.tokens.agents[&host].clone();
-        let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
-        let hb =
-            json!({"hostname": host, "rollout_id": ROLLOUT, "current_closure": TARGET, "at": now});
-        c.ok(&token, "/v1/agent/heartbeat", &hb)
-            .await
-            .expect("heartbeat");
-        agents.push(Agent { host, token });
-    }
-    agents
-}
-
-struct Phase {
-    events: u64,
-    elapsed: Duration,
-    lat: Vec<Duration>,
-}
-
-/// One agent's keep-alive HTTP/1.1 connection for the closed loop. The load generator
-/// shares this machine's two cores with the daemon, so it writes each request as bytes and
-/// parses only the response head (as wrk-style generators do) instead of going through a
-/// general client: with reqwest and `serde_json::Value` bodies it took a quarter of the
-/// runtime's CPU. The daemon sees ordinary HTTP/1.1 requests.
-struct Conn {
-    stream: tokio::net::TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    async fn open(base: &str) -> Conn {
-        let addr = base.trim_start_matches("http://");
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        Conn {
-            stream,
-            buf: Vec::with_capacity(4096),
-        }
-    }
-
-    /// Sends one event; its latency. Panics unless the daemon answers 200.
-    async fn send(&mut self, a: &Agent, seq: u64) -> Duration {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let s = Instant::now();
-        let body = event_json(&a.host, seq);
-        let req = format!(
-            "POST /v1/agent/events HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            a.token,
-            body.len()
-        );
-        self.stream.write_all(req.as_bytes()).await.expect("write");
-        self.buf.clear();
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 16];
-            let mut resp = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(head) = resp.parse(&self.buf).expect("response") {
-                let status = resp.code.expect("status");
-                let len: usize = resp
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-                    .expect("content-length");
-                while self.buf.len() < head + len {
-                    let n = self.stream.read_buf(&mut self.buf).await.expect("read");
-                    assert!(n > 0, "connection closed");
-                }
-                assert_eq!(
-                    status,
-                    200,
-                    "{} seq {seq}: {}",
-                    a.host,
-                    String::from_utf8_lossy(&self.buf[head..])
-                );
-                return s.elapsed();
-            }
-            let n = self.stream.read_buf(&mut self.buf).await.expect("read");
-            assert!(n > 0, "connection closed");
-        }
-    }
-}
-
-/// Every agent sends back to back for `d`, each on its own keep-alive connection.
-async fn closed_loop(c: &ApiClient, agents: &[Agent], seqs: &mut [u64], d: Duration) -> Phase {
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (a, seq) in agents.iter().zip(seqs.iter()) {
-        let (base, a, mut seq) = (c.base.clone(), a.clone(), *seq);
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(&base).await;
-            let mut lat = Vec::new();
-            while start.elapsed() < d {
-                seq += 1;
-                lat.push(conn.send(&a, seq).await);
-            }
-            (seq, lat)
-        }));
-    }
-    let mut lat = Vec::new();
-    for (t, s) in tasks.into_iter().zip(seqs.iter_mut()) {
-        let (seq, l) = t.await.expect("task");
-        *s = seq;
-        lat.extend(l);
-    }
-    lat.sort();
-    Phase {
-        events: lat.len() as u64,
-        elapsed: start.elapsed(),
-        lat,
-    }
-}
-
-/// `rate` events/s spread over the agents on a fixed schedule; latency is measured from each
-/// event's scheduled time.
-async fn open_loop(
-    c: &ApiClient,
-    agents: &[Agent],
-    seqs: &mut [u64],
-    rate: f64,
-    d: Duration,
-) -> Phase {
-    let start = tokio::time::Instant::now() + Duration::from_millis(50);
-    let n = agents.len() as f64;
-    let mut tasks = Vec::new();
-    for (i, (a, seq)) in agents.iter().zip(seqs.iter()).enumerate() {
-        let (c, a, mut seq) = (c.clone(), a.clone(), *seq);
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut k = 0u64;
-            loop {
-                let offset = (k as f64 * n + i as f64) / rate;
-                if offset >= d.as_secs_f64() {
-                    break;
-                }
-                let due = start + Duration::from_secs_f64(offset);
-                tokio::time::sleep_until(due).await;
-                seq += 1;
-                send(&c, &a, seq).await;
-                lat.push(due.elapsed());
-                k += 1;
-            }
-            (seq, lat)
-        }));
-    }
-    let mut lat = Vec::new();
-    for (t, s) in tasks.into_iter().zip(seqs.iter_mut()) {
-        let (seq, l) = t.await.expect("task");
-        *s = seq;
-        lat.extend(l);
-    }
-    lat.sort();
-    Phase {
-        events: lat.len() as u64,
-        elapsed: d,
-        lat,
-    }
-}
-
-fn report(name: &str, p: &Phase) {
-    println!(
-        "{name:<34} {:>8.0} events/s  p50 {:>9}  p99 {:>9}  ({} events)",
-        p.events as f64 / p.elapsed.as_secs_f64(),
-        ms(percentile(&p.lat, 0.5)),
-        ms(percentile(&p.lat, 0.99)),
-        p.events
-    );
-}
-
-/// Child mode: serve `db` with `config` until stdin closes; print the port when ready.
-fn child(spec: &str) {
-    let (config, db) = spec.split_once('|').expect("config|db");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let settings = Config::load(Path::new(config)).expect("config");
-        let signer = fleet_ledger::daemon::signer(&settings.config.signing_key).expect("key");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let daemon = Daemon::start(
-            PathBuf::from(db),
-            settings,
-            signer,
-            listener,
-            system_clock(),
-        )
-        .await
-        .expect("daemon");
-        println!("ready {}", daemon.addr.port());
-        let _ = tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            let _ = std::io::stdin().read_line(&mut line);
-        })
-        .await;
-        daemon.shutdown().await.expect("shutdown");
-    });
-}
-
-fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Daemon RSS on a copy of the cached 1M-entry simulated log, idle and under load.
 fn rss_1m(rt: &tokio::runtime::Runtime) {
     let src = cached_log(1_000_000);
@@ -368,42 +78,24 @@ fn rss_1m(rt: &tokio::runtime::Runtime) {
     // The steady state: projection tables current, as after any restart. (A first open of a
     // log without tables folds all of it once; that peak is not the daemon's footprint.)
     fleet_ledger::materialize::rebuild(&db, |_| {}).expect("rebuild the projection tables");
-    let setup = Setup::create(&dir.path().join("setup"), None, 66).expect("setup");
-    let key = dir.path().join("genesis.key");
-    ledger::keys::write_private_key(&key, &fixtures::genesis_signer()).expect("key");
-    let mut config = setup.config.clone();
-    config.signing_key = key;
-    let config_path = dir.path().join("config.json");
-    std::fs::write(&config_path, serde_json::to_vec(&config).expect("json")).expect("config");
-    let exe = std::env::current_exe().expect("exe");
-    let started = Instant::now();
-    let mut child = Command::new(exe)
-        .env(CHILD, format!("{}|{}", config_path.display(), db.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("ready line");
-    let port: u16 = line
-        .trim()
-        .strip_prefix("ready ")
-        .and_then(|p| p.parse().ok())
-        .expect("ready PORT");
-    let open = started.elapsed();
-    let pid = child.id();
+    let served = serve(&db, dir.path(), CHILD);
+    let pid = served.process.id();
     let idle = status_kb(pid, "VmRSS:");
-    let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).expect("client");
     let loaded = rt.block_on(async {
-        let agents = prepare(&setup, &c).await;
+        let agents = prepare(&served.setup, &served.client).await;
         let mut seqs = vec![0u64; agents.len()];
-        closed_loop(&c, &agents, &mut seqs, Duration::from_secs(secs().min(5))).await
+        closed_loop(
+            &served.client,
+            &agents,
+            &mut seqs,
+            Duration::from_secs(secs().min(5)),
+        )
+        .await
     });
     let busy = status_kb(pid, "VmRSS:");
     let peak = status_kb(pid, "VmHWM:");
-    drop(child.stdin.take());
-    let _ = child.wait();
+    let open = served.open;
+    served.stop();
     report("load on the 1M-entry ledger", &loaded);
     println!(
         "daemon RSS, 1M-entry ledger: open+catch-up {:.1} s, idle {} MB, under load {} MB, peak {} MB",

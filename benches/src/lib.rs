@@ -1,6 +1,8 @@
 //! Shared helpers for the benchmarks: realistic entries and a scratch directory on the same
 //! disk as the project (not tmpfs), so fsync costs what it costs in production.
 
+pub mod load;
+
 use std::path::{Path, PathBuf};
 
 use fixtures::sim::{Group, Sim};

@@ -52,6 +52,23 @@ impl Point {
     }
 }
 
+/// Snapshots a replay writes at most per cache: on a longer log it spaces them further
+/// apart (a multiple of the spacing asked for), so the cache stays a bounded fraction of the
+/// log while a warm replay still folds at most 1/`MAX_SNAPSHOTS` of it.
+pub const MAX_SNAPSHOTS: u64 = 1024;
+/// Snapshots a replay gathers before appending them to the cache.
+const APPEND_EVERY: usize = 8;
+
+/// The spacing of the snapshots a replay of `source` writes: `every`, or a multiple of it
+/// that keeps a database's cache within [`MAX_SNAPSHOTS`].
+fn spacing(source: Source<'_>, every: u64) -> Result<u64, ForensicsError> {
+    let size = match source {
+        Source::Db(path) => ReadOnlyStore::open(path)?.snapshot()?.size(),
+        Source::Bundle(_) => return Ok(every),
+    };
+    Ok(every * size.div_ceil(every * MAX_SNAPSHOTS).max(1))
+}
+
 /// The projections at a point, folded from the nearest replay snapshot
 /// ([`crate::snapshots`]) at or before it, or from entry 0 when there is none yet. Snapshots
 /// of every `every` entries (normally [`crate::snapshots::SNAPSHOT_EVERY`]) passed on the
@@ -83,11 +100,24 @@ pub fn replay(source: Source<'_>, point: Point, every: u64) -> Result<Replayed, 
     }
     let from = start.as_ref().map(|(m, _)| (m.seq - 1, m.offset));
     let from_snapshot = start.as_ref().map(|(m, _)| m.seq);
+    // Host records of rollouts pruned on the way leave memory at once: what the replay
+    // shows leaves them out anyway, and on years of history they are nearly every row.
     let mut state = match start {
         Some((_, s)) => s,
         None => State::untracked().without_index(),
-    };
+    }
+    .dropping_retired();
+    // Snapshots go to the cache a few at a time, not held until the end; on a long log
+    // they are spaced so that the cache holds at most `MAX_SNAPSHOTS`.
+    let every = spacing(source, every)?;
     let mut new: Vec<NewMark> = Vec::new();
+    let mut cache_error = None;
+    let mut flush = |cache: &mut Cache, new: &mut Vec<NewMark>| {
+        if let (Some(g), None) = (genesis, &cache_error) {
+            cache_error = cache.append(&g, new).err();
+        }
+        new.clear();
+    };
     let mut folded = 0u64;
     for_each_raw(source, from, |seq, offset, bytes| {
         // The resumed read starts at the snapshot's last entry, already folded in.
@@ -112,16 +142,15 @@ pub fn replay(source: Source<'_>, point: Point, every: u64) -> Result<Replayed, 
                 offset,
                 body: state.snapshot(),
             });
+            if new.len() >= APPEND_EVERY {
+                flush(&mut cache, &mut new);
+            }
         }
         Ok(true)
     })?;
-    let cache_warning = match genesis {
-        Some(g) => cache
-            .append(&g, &new)
-            .err()
-            .map(|e| format!("{}: {e}", crate::snapshots::cache_path(path).display())),
-        None => None,
-    };
+    flush(&mut cache, &mut new);
+    let cache_warning =
+        cache_error.map(|e| format!("{}: {e}", crate::snapshots::cache_path(path).display()));
     state.drop_pruned_hosts();
     let pruned_hosts_omitted = usize::try_from(state.forgotten_hosts()).unwrap_or(usize::MAX);
     state.set_tracking(true);

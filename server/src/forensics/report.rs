@@ -15,10 +15,10 @@ pub fn report(source: Source<'_>, rollout: &RolloutId) -> Result<Option<String>,
     let mut events = Vec::new();
     let mut rollout_events = Vec::new();
     let (mut first, mut last) = (None, 0i64);
-    for_each(source, |item| {
+    let mut visit = |item: Item| {
         let (r, h) = item.event.subject();
         if r != Some(rollout) {
-            return Ok(true);
+            return;
         }
         first.get_or_insert(item.at);
         last = last.max(item.at);
@@ -53,8 +53,22 @@ pub fn report(source: Source<'_>, rollout: &RolloutId) -> Result<Option<String>,
             }
             (_, None) => rollout_events.push(entry),
         }
-        Ok(true)
-    })?;
+    };
+    // On a database with current tables, only the rollout's span of the log is read.
+    match source {
+        Source::Db(db) => match super::timeline::rollout_span(db, rollout)? {
+            Some(Some(span)) => super::timeline::for_each_in(db, span, visit)?,
+            Some(None) => return Ok(None),
+            None => for_each(source, |item| {
+                visit(item);
+                Ok(true)
+            })?,
+        },
+        Source::Bundle(_) => for_each(source, |item| {
+            visit(item);
+            Ok(true)
+        })?,
+    }
     let Some(first) = first else {
         return Ok(None);
     };

@@ -322,24 +322,112 @@ pub type Why = (
 );
 
 /// The chain of decisions for one host in one rollout: every entry about it, plus the
-/// rollout-level events that moved the rollout while the host was in it, with the final
-/// state.
+/// rollout-level events that moved the rollout and the quarantine lifts on its channel from
+/// its opening through its pruning (or the end of the log), with the final state.
+///
+/// On a database with current tables only the rollout's own span of the log is read (from
+/// its opening to its pruning, or the end), and the final records come from the tables,
+/// which equal the fold of the whole log: the cost follows the rollout, not history. A
+/// bundle is folded from its start.
 pub fn why(source: Source<'_>, host: &str, rollout: &RolloutId) -> Result<Why, ForensicsError> {
+    if let Source::Db(db) = source
+        && let Some(span) = rollout_span(db, rollout)?
+    {
+        let Some(span) = span else {
+            return Ok((Vec::new(), None, None));
+        };
+        let mut out = Vec::new();
+        for_each_in(db, span, |item| {
+            if about(&item, host, rollout) {
+                out.push(line(&item));
+            }
+        })?;
+        let ro = ReadOnlyStore::open(db)?;
+        let snap = ro.snapshot()?;
+        let rec = read_row(&snap, projections::tables::HOSTS, &(rollout, host))?;
+        let r = read_row(&snap, projections::tables::ROLLOUTS, rollout)?;
+        return Ok((out, rec, r));
+    }
     let mut state = State::untracked().without_index();
     let mut out = Vec::new();
     for_each(source, |item| {
-        let (r, h) = item.event.subject();
-        let about_host = r == Some(rollout) && h == Some(host);
-        let about_rollout = r == Some(rollout) && h.is_none();
-        let about_closure =
-            matches!(&item.event, Event::QuarantineLifted(q) if q.channel == rollout.channel);
-        if about_host || about_rollout || about_closure {
+        // The same span as on a database: from the opening through the pruning.
+        let was_pruned = state
+            .rollouts
+            .get(rollout)
+            .is_some_and(|r| r.state == ledger::domain::RolloutState::Pruned);
+        state.apply(item.seq, item.at, &item.event);
+        if !was_pruned && state.rollouts.contains_key(rollout) && about(&item, host, rollout) {
             out.push(line(&item));
         }
-        state.apply(item.seq, item.at, &item.event);
         Ok(true)
     })?;
     let rec = state.hosts.get(rollout, host).cloned();
     let r = state.rollouts.get(rollout).cloned();
     Ok((out, rec, r))
+}
+
+/// Whether `why` lists an entry: it is about the host in the rollout, about the rollout
+/// alone, or lifts a quarantine on its channel.
+fn about(item: &Item, host: &str, rollout: &RolloutId) -> bool {
+    let (r, h) = item.event.subject();
+    let about_host = r == Some(rollout) && h == Some(host);
+    let about_rollout = r == Some(rollout) && h.is_none();
+    let about_closure =
+        matches!(&item.event, Event::QuarantineLifted(q) if q.channel == rollout.channel);
+    about_host || about_rollout || about_closure
+}
+
+/// One row of a projection table, decoded.
+fn read_row<K: serde::Serialize, V: serde::de::DeserializeOwned>(
+    snap: &ledger::store::Snapshot,
+    table: &'static str,
+    key: &K,
+) -> Result<Option<V>, ForensicsError> {
+    use ledger::tables::TableReader as _;
+    snap.get(table, &projections::model::encode(key))?
+        .map(|v| projections::model::decode(table, &v))
+        .transpose()
+        .map_err(Into::into)
+}
+
+/// The seqs a rollout's entries lie within on a database: from its `RolloutOpened` to its
+/// pruning (nothing is recorded about a Pruned rollout) or the end of the log. `None` when
+/// the tables are not current (the caller scans instead); `Some(None)` when the rollout was
+/// never opened.
+pub(crate) fn rollout_span(
+    db: &Path,
+    rollout: &RolloutId,
+) -> Result<Option<Option<(u64, u64)>>, ForensicsError> {
+    let ro = ReadOnlyStore::open(db)?;
+    let snap = ro.snapshot()?;
+    let current = State::stored_watermark(&snap)?
+        .is_some_and(|m| m.fold_version == projections::FOLD_VERSION && m.next_seq == snap.size());
+    if !current {
+        return Ok(None);
+    }
+    let r: Option<projections::RolloutRecord> =
+        read_row(&snap, projections::tables::ROLLOUTS, rollout)?;
+    Ok(Some(r.map(|r| {
+        let last = if r.state == ledger::domain::RolloutState::Pruned {
+            r.last_transition_seq
+        } else {
+            snap.size().saturating_sub(1)
+        };
+        (r.opened_seq, last)
+    })))
+}
+
+/// Calls `f` with each entry of a database from `span.0` through `span.1`.
+pub(crate) fn for_each_in(
+    db: &Path,
+    span: (u64, u64),
+    mut f: impl FnMut(Item),
+) -> Result<(), ForensicsError> {
+    let ro = ReadOnlyStore::open(db)?;
+    let snap = ro.snapshot()?;
+    snap.for_each_entry(span.0..=span.1, |seq, bytes| {
+        f(decode(seq, bytes)?);
+        Ok::<(), ForensicsError>(())
+    })
 }

@@ -1,0 +1,213 @@
+//! Years of history: what each operation costs on simulated logs of 1M, 10M and (when
+//! `FLEET_SCALE_MAX` allows) 100M entries, 2,000 hosts. Only reading all of history (verify,
+//! rebuild, check, a cold replay) should grow with it, and even those in bounded memory;
+//! start-up, the daemon's footprint, ingest, a warm replay and a timeline should stay flat.
+//!
+//! Per size it reports: `rebuild`, `check` and `verify` (time, entries/s, peak RSS, each in a
+//! child process so its RSS is its own); a cold `replay` (no snapshot cache) to 90% of the
+//! log and a warm one to 50% (cache present); one host's `timeline`; the daemon's start to
+//! serving, its RSS idle and under the closed-loop ingest load (64 agents) and that load's
+//! throughput; the file's bytes per entry.
+//!
+//! `cargo bench -p fleet-ledger-benches --bench scale`. `FLEET_SCALE_MAX` (default
+//! 10000000) is the largest size run; `FLEET_SCALE_SECS` (default 5) the load phase. The
+//! logs are generated once (`FLEET_SCALE_MAX=100000000`: ~90 minutes and ~20 GB of disk)
+//! and cached under `target/bench-scratch/`; the runs write projection tables and replay
+//! caches into them and the ingest load appends to them (a few hundred thousand entries per
+//! run), so sizes are "at least N".
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fleet_ledger::forensics::{Filter, Point, Source};
+use fleet_ledger_benches::load::{child, closed_loop, prepare, serve, status_kb};
+use fleet_ledger_benches::{bench_dir, cached_log, env_or};
+
+/// The allocator the `fleet-ledger` binary runs with, so the library is measured as it ships.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Makes the bench binary a daemon (see [`child`]).
+const DAEMON: &str = "FLEET_SCALE_DAEMON";
+/// Makes the bench binary run one operation: `OP|DB`.
+const OP: &str = "FLEET_SCALE_OP";
+
+/// One operation's result, as the child prints it.
+#[derive(Debug)]
+struct Measured {
+    secs: f64,
+    /// Entries it went through (folded, verified, lines).
+    n: u64,
+    peak_mb: u64,
+}
+
+/// Child mode: runs one operation on `db` and prints `secs n peak_kb`.
+fn run_op(spec: &str) {
+    let (op, db) = spec.split_once('|').expect("OP|DB");
+    let db = Path::new(db);
+    let size = ledger::store::ReadOnlyStore::open(db)
+        .and_then(|s| s.snapshot())
+        .expect("open")
+        .size();
+    let t = Instant::now();
+    let n = match op {
+        "rebuild" => fleet_ledger::materialize::rebuild(db, |_| {}).expect("rebuild"),
+        "check" => match fleet_ledger::materialize::check(db, |_| {}).expect("check") {
+            fleet_ledger::materialize::CheckOutcome::Identical { entries } => entries,
+            other => panic!("check: {other:?}"),
+        },
+        "verify" => {
+            let ro = ledger::store::ReadOnlyStore::open(db).expect("open");
+            let key = fixtures::genesis_signer().public().clone();
+            ro.snapshot()
+                .expect("snapshot")
+                .verify(&key, |_| {})
+                .expect("verify")
+                .size()
+        }
+        "replay-cold" | "replay-warm" => {
+            let pct = if op == "replay-cold" { 90 } else { 50 };
+            let point = Point {
+                seq: Some(size * pct / 100),
+                time: None,
+            };
+            let r = fleet_ledger::forensics::replay(
+                Source::Db(db),
+                point,
+                fleet_ledger::snapshots::SNAPSHOT_EVERY,
+            )
+            .expect("replay");
+            assert!(r.cache_warning.is_none(), "{:?}", r.cache_warning);
+            r.folded
+        }
+        "timeline" => {
+            let f = Filter {
+                host: Some("web-0005".into()),
+                ..Default::default()
+            };
+            fleet_ledger::forensics::timeline(Source::Db(db), &f)
+                .expect("timeline")
+                .len() as u64
+        }
+        other => panic!("unknown op {other}"),
+    };
+    let secs = t.elapsed().as_secs_f64();
+    println!("{secs} {n} {}", status_kb(std::process::id(), "VmHWM:"));
+}
+
+fn measure(op: &str, db: &Path) -> Measured {
+    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .env(OP, format!("{op}|{}", db.display()))
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{op}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let mut f = text.split_whitespace();
+    let mut next = || f.next().expect("three fields");
+    Measured {
+        secs: next().parse().expect("secs"),
+        n: next().parse().expect("n"),
+        peak_mb: next().parse::<u64>().expect("kb") / 1024,
+    }
+}
+
+fn line(name: &str, entries: u64, m: &Measured, rate: bool) {
+    let per = if rate {
+        format!("{:>7.0}k entries/s", m.n as f64 / m.secs / 1e3)
+    } else {
+        format!("{:>7} items      ", m.n)
+    };
+    println!(
+        "{:>5}M  {name:<22} {:>8.2} s  {per}  peak RSS {:>5} MB",
+        entries / 1_000_000,
+        m.secs,
+        m.peak_mb
+    );
+}
+
+fn scale(entries: u64, rt: &tokio::runtime::Runtime) {
+    let db = cached_log(entries);
+    let size = ledger::store::ReadOnlyStore::open(&db)
+        .and_then(|s| s.snapshot())
+        .expect("open")
+        .size();
+    // Full folds and scans: they read all of history, in bounded memory.
+    for op in ["rebuild", "check", "verify"] {
+        line(op, entries, &measure(op, &db), true);
+    }
+    let _ = std::fs::remove_file(fleet_ledger::snapshots::cache_path(&db));
+    line(
+        "replay cold (to 90%)",
+        entries,
+        &measure("replay-cold", &db),
+        true,
+    );
+    let warm = measure("replay-warm", &db);
+    line("replay warm (to 50%)", entries, &warm, false);
+    line(
+        "timeline one host",
+        entries,
+        &measure("timeline", &db),
+        false,
+    );
+
+    // The daemon: start to serving, its footprint, ingest on this ledger.
+    let dir = bench_dir();
+    let served = serve(&db, dir.path(), DAEMON);
+    let pid = served.process.id();
+    let idle = status_kb(pid, "VmRSS:") / 1024;
+    let secs = env_or("FLEET_SCALE_SECS", 5u64);
+    let load = rt.block_on(async {
+        let agents = prepare(&served.setup, &served.client).await;
+        let mut seqs = vec![0u64; agents.len()];
+        closed_loop(
+            &served.client,
+            &agents,
+            &mut seqs,
+            Duration::from_secs(secs),
+        )
+        .await
+    });
+    let busy = status_kb(pid, "VmRSS:") / 1024;
+    let peak = status_kb(pid, "VmHWM:") / 1024;
+    let open = served.open;
+    served.stop();
+    println!(
+        "{:>5}M  daemon start to serving {:>6.2} s; RSS idle {idle} MB, under load {busy} MB (peak {peak} MB); ingest {:.0} events/s (closed loop, 64 agents)",
+        entries / 1_000_000,
+        open.as_secs_f64(),
+        load.events as f64 / load.elapsed.as_secs_f64()
+    );
+    let bytes = std::fs::metadata(&db).expect("metadata").len();
+    println!(
+        "{:>5}M  database file {:.2} GB for {size} entries: {:.0} bytes per entry",
+        entries / 1_000_000,
+        bytes as f64 / 1e9,
+        bytes as f64 / size as f64
+    );
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(DAEMON) {
+        child(&spec);
+        return;
+    }
+    if let Ok(spec) = std::env::var(OP) {
+        run_op(&spec);
+        return;
+    }
+    if !fleet_ledger_benches::selected("scale") {
+        return;
+    }
+    let max: u64 = env_or("FLEET_SCALE_MAX", 10_000_000);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    for entries in [1_000_000u64, 10_000_000, 100_000_000] {
+        if entries <= max {
+            scale(entries, &rt);
+        }
+    }
+}

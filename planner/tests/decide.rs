@@ -502,3 +502,30 @@ fn log_times_at_the_edges() {
         assert_eq!(planner::decide::rfc3339(us), c);
     }
 }
+
+/// Once a rollout is pruned, a report to it is refused as such, even the last one again:
+/// whether its host records are still in memory (the writer forgets them after the commit,
+/// a replay at once) must not change the answer.
+#[test]
+fn a_report_to_a_pruned_rollout_is_refused_even_as_a_retransmit() {
+    let (mut f, r) = host_in(HostState::Activating);
+    let report = Input::Report {
+        host: h("web-01"),
+        rollout: r.clone(),
+        agent_seq: 1,
+        report: ack(T0),
+    };
+    let (answer, _, _) = run(&mut f, report.clone(), T0 + MIN).unwrap();
+    assert!(matches!(answer, Answer::Duplicate { .. }));
+    f.open(&rid("canary@b2b2"), &[("web-01", 0)], T0 + MIN);
+    assert_eq!(f.state.rollouts[&r].state, RolloutState::Superseded);
+    run(&mut f, Input::Expire { rollout: r.clone() }, T0 + 99 * MIN).unwrap();
+    assert_eq!(f.state.rollouts[&r].state, RolloutState::Pruned);
+    assert!(f.state.hosts.get(&r, "web-01").is_some(), "still in memory");
+    let (answer, _, staged) = run(&mut f, report, T0 + 99 * MIN).unwrap();
+    let Answer::Refused { refusal, .. } = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(refusal.code(), "rollout-pruned");
+    assert_eq!(kinds(&staged), ["AgentReportRefused"]);
+}

@@ -399,8 +399,15 @@ fn report_from_agent(
     now: Micros,
 ) -> Result<Decided, Refusal> {
     // A refused report is recorded whole, so the refusal hands it back (no copy of it on
-    // the hot path).
-    let decided = match log.state().hosts.get(rollout, host) {
+    // the hot path). Nothing about a Pruned rollout is a retransmit: its host records may be
+    // out of memory (the writer's live models, a replay), and the answer must not depend on
+    // whether they are, so every report to it is refused below.
+    let pruned = log
+        .state()
+        .rollouts
+        .get(rollout)
+        .is_some_and(|r| r.state == RolloutState::Pruned);
+    let decided = match log.state().hosts.get(rollout, host).filter(|_| !pruned) {
         Some(rec) if agent_seq == rec.last_event_seq && rec.last_report_seq > 0 => {
             // The last accepted agent seq again: the same report is a retransmit (answered
             // with the original entry), a different one reuses a seq.

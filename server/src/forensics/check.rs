@@ -160,8 +160,11 @@ fn show(e: &Event) -> String {
 
 /// Re-runs every decision over the recorded inputs with the recorded `now` and compares: the
 /// same decision function the daemon's writer runs ([`planner::decide`]).
+///
+/// The replayed state leaves out a rollout's host records once it is pruned, as the
+/// daemon's does (no decision reads them), so memory follows the live fleet.
 pub fn check(source: Source<'_>) -> Result<CheckReport, ForensicsError> {
-    let mut state = State::default().without_index();
+    let mut state = State::untracked().without_index().dropping_retired();
     let mut manifests = Manifests::default();
     let mut expected: VecDeque<Event> = VecDeque::new();
     let mut report = CheckReport {

@@ -58,6 +58,16 @@ impl Point {
 pub const MAX_SNAPSHOTS: u64 = 1024;
 /// Snapshots a replay gathers before appending them to the cache.
 const APPEND_EVERY: usize = 8;
+/// Entries the decoding thread hands over at a time.
+const DECODE_BATCH: usize = 1024;
+
+/// An entry decoded by a replay's reading thread, with where its record is and, at a
+/// snapshot point, its hash.
+struct Decoded {
+    item: Item,
+    offset: u64,
+    hash: Option<[u8; 32]>,
+}
 
 /// The spacing of the snapshots a replay of `source` writes: `every`, or a multiple of it
 /// that keeps a database's cache within [`MAX_SNAPSHOTS`].
@@ -119,34 +129,67 @@ pub fn replay(source: Source<'_>, point: Point, every: u64) -> Result<Replayed, 
         new.clear();
     };
     let mut folded = 0u64;
-    for_each_raw(source, from, |seq, offset, bytes| {
-        // The resumed read starts at the snapshot's last entry, already folded in.
-        if from.is_some_and(|(s, _)| seq == s) {
-            return Ok(true);
-        }
-        let item = decode(seq, bytes)?;
-        if !point.includes(item.seq, item.at) {
-            return Ok(false);
-        }
-        state.apply(item.seq, item.at, &item.event);
-        folded += 1;
-        let next = seq + 1;
-        if next.is_multiple_of(every)
-            && !cache.has(next)
-            && let Some(hash) = entry_hash(bytes)
-        {
-            new.push(NewMark {
-                seq: next,
-                at: item.at,
-                hash,
-                offset,
-                body: state.snapshot(),
-            });
-            if new.len() >= APPEND_EVERY {
-                flush(&mut cache, &mut new);
+    // Two threads: one reads and decodes entries, the other folds them (and writes the
+    // snapshots). Decoding is about half of a cold replay's work, and forensics runs on an
+    // otherwise idle machine.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Decoded>>(8);
+        let reader = scope.spawn(move || {
+            let mut batch = Vec::with_capacity(DECODE_BATCH);
+            for_each_raw(source, from, |seq, offset, bytes| {
+                // The resumed read starts at the snapshot's last entry, already folded in.
+                if from.is_some_and(|(s, _)| seq == s) {
+                    return Ok(true);
+                }
+                let item = decode(seq, bytes)?;
+                if !point.includes(item.seq, item.at) {
+                    return Ok(false);
+                }
+                let hash = (seq + 1)
+                    .is_multiple_of(every)
+                    .then(|| entry_hash(bytes))
+                    .flatten();
+                batch.push(Decoded { item, offset, hash });
+                if batch.len() == DECODE_BATCH
+                    && tx
+                        .send(std::mem::replace(
+                            &mut batch,
+                            Vec::with_capacity(DECODE_BATCH),
+                        ))
+                        .is_err()
+                {
+                    return Ok(false);
+                }
+                Ok(true)
+            })?;
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+            Ok::<(), ForensicsError>(())
+        });
+        for d in rx.iter().flatten() {
+            let item = d.item;
+            state.apply(item.seq, item.at, &item.event);
+            folded += 1;
+            let next = item.seq + 1;
+            if let Some(hash) = d.hash
+                && !cache.has(next)
+            {
+                new.push(NewMark {
+                    seq: next,
+                    at: item.at,
+                    hash,
+                    offset: d.offset,
+                    body: state.snapshot(),
+                });
+                if new.len() >= APPEND_EVERY {
+                    flush(&mut cache, &mut new);
+                }
             }
         }
-        Ok(true)
+        reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })?;
     flush(&mut cache, &mut new);
     let cache_warning =

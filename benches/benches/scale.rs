@@ -5,7 +5,8 @@
 //!
 //! Per size it reports: `rebuild`, `check` and `verify` (time, entries/s, peak RSS, each in a
 //! child process so its RSS is its own); a cold `replay` (no snapshot cache) to 90% of the
-//! log and a warm one to 50% (cache present); one host's `timeline`; the daemon's start to
+//! log and a warm one to 50% (cache present); one host's `timeline`; the writer's open of the
+//! ledger, clean and after a SIGKILLed writer (redb's repair); the daemon's start to
 //! serving, its RSS idle and under the closed-loop ingest load (64 agents) and that load's
 //! throughput; the file's bytes per entry.
 //!
@@ -89,6 +90,25 @@ fn run_op(spec: &str) {
                 .expect("timeline")
                 .len() as u64
         }
+        "open" => {
+            // What the daemon's writer does first: open the file (repairing it after a
+            // crash) and load the live models.
+            let l = fleet_ledger::materialize::Ledger::open_live(db, fixtures::genesis_signer())
+                .expect("open");
+            l.state().hosts.len() as u64
+        }
+        "crash" => {
+            // Opens for writing, commits one entry, says so, and waits to be killed.
+            let mut l =
+                fleet_ledger::materialize::Ledger::open_live(db, fixtures::genesis_signer())
+                    .expect("open");
+            let at = l.store().last_time();
+            l.append(fleet_ledger_benches::make_batch(0, 1, at))
+                .expect("append");
+            println!("committed");
+            std::thread::sleep(Duration::from_secs(3600));
+            0
+        }
         other => panic!("unknown op {other}"),
     };
     let secs = t.elapsed().as_secs_f64();
@@ -113,6 +133,22 @@ fn measure(op: &str, db: &Path) -> Measured {
         n: next().parse().expect("n"),
         peak_mb: next().parse::<u64>().expect("kb") / 1024,
     }
+}
+
+/// Leaves `db` as a SIGKILLed writer does: opened for writing, one commit, no close.
+fn crash(db: &Path) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .env(OP, format!("crash|{}", db.display()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read");
+    assert_eq!(line.trim(), "committed");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
 }
 
 fn line(name: &str, entries: u64, m: &Measured, rate: bool) {
@@ -154,6 +190,9 @@ fn scale(entries: u64, rt: &tokio::runtime::Runtime) {
         &measure("timeline", &db),
         false,
     );
+    line("open (clean)", entries, &measure("open", &db), false);
+    crash(&db);
+    line("open after SIGKILL", entries, &measure("open", &db), false);
 
     // The daemon: start to serving, its footprint, ingest on this ledger.
     let dir = bench_dir();

@@ -243,7 +243,8 @@ pub(crate) fn rotate_key(db: &Path, key: &Path, to: &Path, reason: &str) -> Resu
     let next = keys::read_private_key(to).with_context(|| format!("reading {}", to.display()))?;
     let next_public = next.public().clone();
     // Opening also brings the projections up to date; it refuses a key not in force.
-    let ledger = Ledger::open_live(db, current).with_context(|| format!("opening {}", db.display()))?;
+    let ledger =
+        Ledger::open_live(db, current).with_context(|| format!("opening {}", db.display()))?;
     let mut store = ledger.into_store();
     if store
         .snapshot()?

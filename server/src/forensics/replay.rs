@@ -119,7 +119,17 @@ pub fn replay(source: Source<'_>, point: Point, every: u64) -> Result<Replayed, 
     .dropping_retired();
     // Snapshots go to the cache a few at a time, not held until the end; on a long log
     // they are spaced so that the cache holds at most `MAX_SNAPSHOTS`.
-    let every = spacing(source, every)?;
+    // (A fold that crosses no multiple of `every` writes none, whatever the spacing: a
+    // replay from a nearby snapshot need not look at the log's size.)
+    let start_seq = from.map_or(0, |(s, _)| s + 1);
+    let crosses = point
+        .seq
+        .is_none_or(|s| (s + 1) / every > start_seq / every);
+    let every = if crosses {
+        spacing(source, every)?
+    } else {
+        every
+    };
     let mut new: Vec<NewMark> = Vec::new();
     let mut cache_error = None;
     let mut flush = |cache: &mut Cache, new: &mut Vec<NewMark>| {

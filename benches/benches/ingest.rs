@@ -81,17 +81,7 @@ fn rss_1m(rt: &tokio::runtime::Runtime) {
     let served = serve(&db, dir.path(), CHILD);
     let pid = served.process.id();
     let idle = status_kb(pid, "VmRSS:");
-    let loaded = rt.block_on(async {
-        let agents = prepare(&served.setup, &served.client).await;
-        let mut seqs = vec![0u64; agents.len()];
-        closed_loop(
-            &served.client,
-            &agents,
-            &mut seqs,
-            Duration::from_secs(secs().min(5)),
-        )
-        .await
-    });
+    let loaded = served.closed_loop(rt, Duration::from_secs(secs().min(5)));
     let busy = status_kb(pid, "VmRSS:");
     let peak = status_kb(pid, "VmHWM:");
     let open = served.open;

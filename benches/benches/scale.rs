@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fleet_ledger::forensics::{Filter, Point, Source};
-use fleet_ledger_benches::load::{child, closed_loop, prepare, serve, status_kb};
+use fleet_ledger_benches::load::{child, serve, status_kb};
 use fleet_ledger_benches::{bench_dir, cached_log, env_or};
 
 /// The allocator the `fleet-ledger` binary runs with, so the library is measured as it ships.
@@ -200,17 +200,7 @@ fn scale(entries: u64, rt: &tokio::runtime::Runtime) {
     let pid = served.process.id();
     let idle = status_kb(pid, "VmRSS:") / 1024;
     let secs = env_or("FLEET_SCALE_SECS", 5u64);
-    let load = rt.block_on(async {
-        let agents = prepare(&served.setup, &served.client).await;
-        let mut seqs = vec![0u64; agents.len()];
-        closed_loop(
-            &served.client,
-            &agents,
-            &mut seqs,
-            Duration::from_secs(secs),
-        )
-        .await
-    });
+    let load = served.closed_loop(rt, Duration::from_secs(secs));
     let busy = status_kb(pid, "VmRSS:") / 1024;
     let peak = status_kb(pid, "VmHWM:") / 1024;
     let open = served.open;

@@ -370,6 +370,15 @@ pub fn serve(db: &Path, dir: &Path, env: &str) -> Served {
 }
 
 impl Served {
+    /// Brings the fleet's stable hosts to Soaking, then runs the closed loop for `d`.
+    pub fn closed_loop(&self, rt: &tokio::runtime::Runtime, d: Duration) -> Phase {
+        rt.block_on(async {
+            let agents = prepare(&self.setup, &self.client).await;
+            let mut seqs = vec![0u64; agents.len()];
+            closed_loop(&self.client, &agents, &mut seqs, d).await
+        })
+    }
+
     /// Closes its stdin and waits for it to shut down.
     pub fn stop(mut self) {
         drop(self.process.stdin.take());

@@ -233,17 +233,22 @@ pub fn line(item: &Item) -> Line {
     }
 }
 
+/// A snapshot of the database when its projection tables reflect the whole log in this
+/// build's fold version (None: they lag or are another version's, and callers scan).
+fn current_tables(db: &Path) -> Result<Option<ledger::store::Snapshot>, ForensicsError> {
+    let snap = ReadOnlyStore::open(db)?.snapshot()?;
+    let current = State::stored_watermark(&snap)?
+        .is_some_and(|m| m.fold_version == projections::FOLD_VERSION && m.next_seq == snap.size());
+    Ok(current.then_some(snap))
+}
+
 /// The seqs of one host's entries from the database's entry index, when its tables are
 /// current (otherwise None: the caller scans).
 fn indexed_seqs(db: &Path, host: &str) -> Result<Option<Vec<u64>>, ForensicsError> {
     use ledger::tables::TableReader as _;
-    let ro = ReadOnlyStore::open(db)?;
-    let snap = ro.snapshot()?;
-    let current = State::stored_watermark(&snap)?
-        .is_some_and(|m| m.fold_version == projections::FOLD_VERSION && m.next_seq == snap.size());
-    if !current {
+    let Some(snap) = current_tables(db)? else {
         return Ok(None);
-    }
+    };
     // The index is written in bulk: it covers the entries below its watermark, one row per
     // block of `INDEX_BLOCK` entries and host; the entries after it (fewer than
     // `INDEX_BLOCK`) are scanned.
@@ -399,13 +404,9 @@ pub(crate) fn rollout_span(
     db: &Path,
     rollout: &RolloutId,
 ) -> Result<Option<Option<(u64, u64)>>, ForensicsError> {
-    let ro = ReadOnlyStore::open(db)?;
-    let snap = ro.snapshot()?;
-    let current = State::stored_watermark(&snap)?
-        .is_some_and(|m| m.fold_version == projections::FOLD_VERSION && m.next_seq == snap.size());
-    if !current {
+    let Some(snap) = current_tables(db)? else {
         return Ok(None);
-    }
+    };
     let r: Option<projections::RolloutRecord> =
         read_row(&snap, projections::tables::ROLLOUTS, rollout)?;
     Ok(Some(r.map(|r| {

@@ -16,9 +16,7 @@ use ledger::domain::RolloutId;
 use ledger::tables::{TableError, TableReader, TableWriter};
 
 use crate::host::HostRecord;
-use crate::model::{
-    Aside, decode, diff_rows, diff_rows_except, encode, encode_append, encode_into,
-};
+use crate::model::{Aside, decode, diff_scanned, encode, encode_append, encode_into};
 
 /// A record and whether it changed since the last flush.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -325,7 +323,7 @@ impl Hosts {
         };
         let skip =
             |k: &[u8]| decode::<(RolloutId, String)>(table, k).is_ok_and(|(r, _)| compared(&r));
-        diff_rows_except(table, expected, r, show, skip)
+        diff_scanned(expected, |f| r.scan(table, f), show, skip)
     }
 
     /// The first difference between a retired rollout's records and its stored rows.
@@ -343,15 +341,15 @@ impl Hosts {
                 (encode(&key), encode(rec), format!("key {key:?}"))
             })
             .collect();
-        diff_rows(
-            table,
+        diff_scanned(
             expected,
-            &crate::model::Prefixed { r, prefix: &prefix },
+            |f| r.scan_prefix(table, &prefix, f),
             |k| {
                 decode::<(RolloutId, String)>(table, k)
                     .ok()
                     .map(|k| format!("key {k:?}"))
             },
+            |_| false,
         )
     }
 }

@@ -318,14 +318,14 @@ pub fn diff_rows(
     r: &dyn TableReader,
     show: impl Fn(&[u8]) -> Option<String>,
 ) -> Result<Option<String>, TableError> {
-    diff_rows_except(table, expected, r, show, |_| false)
+    diff_scanned(expected, |f| r.scan(table, f), show, |_| false)
 }
 
-/// [`diff_rows`], passing over the stored rows `skip` names (compared already).
-pub(crate) fn diff_rows_except(
-    table: &'static str,
+/// [`diff_rows`] against the stored rows `scan` visits in key order (a whole table or one
+/// key range), passing over those `skip` names (compared already).
+pub(crate) fn diff_scanned(
     mut expected: Vec<(Vec<u8>, Vec<u8>, String)>,
-    r: &dyn TableReader,
+    scan: impl FnOnce(&mut RowVisitor<'_>) -> Result<(), TableError>,
     show: impl Fn(&[u8]) -> Option<String>,
     skip: impl Fn(&[u8]) -> bool,
 ) -> Result<Option<String>, TableError> {
@@ -337,7 +337,7 @@ pub(crate) fn diff_rows_except(
         None => "an undecodable stored key".to_string(),
     };
     let mut first: Option<String> = None;
-    r.scan(table, &mut |k, v| {
+    scan(&mut |k, v| {
         if first.is_some() || skip(k) {
             return Ok(());
         }
@@ -404,39 +404,4 @@ stored_by_inherent_methods! {
     [K: Ord + Clone + Serialize + DeserializeOwned + std::fmt::Debug, V: Serialize + DeserializeOwned] Model<K, V>,
     [] crate::Hosts,
     [] crate::Deferrals,
-}
-
-/// One key range of a table, read as a table of its own.
-pub(crate) struct Prefixed<'a> {
-    /// The table's reader.
-    pub r: &'a dyn TableReader,
-    /// The key prefix every row read has.
-    pub prefix: &'a [u8],
-}
-
-impl TableReader for Prefixed<'_> {
-    fn scan(&self, table: &'static str, f: &mut RowVisitor<'_>) -> Result<(), TableError> {
-        self.r.scan_prefix(table, self.prefix, f)
-    }
-    fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, TableError> {
-        Ok(self
-            .r
-            .get(table, key)?
-            .filter(|_| key.starts_with(self.prefix)))
-    }
-    fn scan_prefix(
-        &self,
-        table: &'static str,
-        prefix: &[u8],
-        f: &mut RowVisitor<'_>,
-    ) -> Result<(), TableError> {
-        let prefix = if prefix.starts_with(self.prefix) {
-            prefix
-        } else if self.prefix.starts_with(prefix) {
-            self.prefix
-        } else {
-            return Ok(());
-        };
-        self.r.scan_prefix(table, prefix, f)
-    }
 }

@@ -6,9 +6,10 @@
 //! Per size it reports: `rebuild`, `check` and `verify` (time, entries/s, peak RSS, each in a
 //! child process so its RSS is its own); a cold `replay` (no snapshot cache) to 90% of the
 //! log and a warm one to 50% (cache present); one host's `timeline`; the writer's open of the
-//! ledger, clean and after a SIGKILLed writer (redb's repair); the daemon's start to
-//! serving, its RSS idle and under the closed-loop ingest load (64 agents) and that load's
-//! throughput; the file's bytes per entry.
+//! ledger, clean and after a SIGKILLed writer (redb's repair: a full walk of the file, or
+//! loading the saved allocator state with `quick_repair`); the daemon's start to serving, its
+//! RSS idle and under the closed-loop ingest load (64 agents) and that load's throughput,
+//! without and with `quick_repair`; the file's bytes per entry.
 //!
 //! `cargo bench -p fleet-ledger-benches --bench scale`. `FLEET_SCALE_MAX` (default
 //! 10000000) is the largest size run; `FLEET_SCALE_SECS` (default 5) the load phase. The
@@ -97,11 +98,13 @@ fn run_op(spec: &str) {
                 .expect("open");
             l.state().hosts.len() as u64
         }
-        "crash" => {
-            // Opens for writing, commits one entry, says so, and waits to be killed.
+        "crash" | "crash-quick" => {
+            // Opens for writing, commits one entry (saving the allocator state with it for
+            // `crash-quick`), says so, and waits to be killed.
             let mut l =
                 fleet_ledger::materialize::Ledger::open_live(db, fixtures::genesis_signer())
                     .expect("open");
+            l.set_quick_repair(op == "crash-quick");
             let at = l.store().last_time();
             l.append(fleet_ledger_benches::make_batch(0, 1, at))
                 .expect("append");
@@ -135,11 +138,12 @@ fn measure(op: &str, db: &Path) -> Measured {
     }
 }
 
-/// Leaves `db` as a SIGKILLed writer does: opened for writing, one commit, no close.
-fn crash(db: &Path) {
+/// Leaves `db` as a SIGKILLed writer does: opened for writing, one commit, no close. `op` is
+/// `crash` or `crash-quick` (the commit saved redb's allocator state: config `quick_repair`).
+fn crash(db: &Path, op: &str) {
     use std::io::BufRead as _;
     let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .env(OP, format!("crash|{}", db.display()))
+        .env(OP, format!("{op}|{}", db.display()))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
@@ -191,26 +195,32 @@ fn scale(entries: u64, rt: &tokio::runtime::Runtime) {
         false,
     );
     line("open (clean)", entries, &measure("open", &db), false);
-    crash(&db);
+    crash(&db, "crash");
     line("open after SIGKILL", entries, &measure("open", &db), false);
+    crash(&db, "crash-quick");
+    line("  with quick_repair", entries, &measure("open", &db), false);
 
-    // The daemon: start to serving, its footprint, ingest on this ledger.
-    let dir = bench_dir();
-    let served = serve(&db, dir.path(), DAEMON);
-    let pid = served.process.id();
-    let idle = status_kb(pid, "VmRSS:") / 1024;
-    let secs = env_or("FLEET_SCALE_SECS", 5u64);
-    let load = served.closed_loop(rt, Duration::from_secs(secs));
-    let busy = status_kb(pid, "VmRSS:") / 1024;
-    let peak = status_kb(pid, "VmHWM:") / 1024;
-    let open = served.open;
-    served.stop();
-    println!(
-        "{:>5}M  daemon start to serving {:>6.2} s; RSS idle {idle} MB, under load {busy} MB (peak {peak} MB); ingest {:.0} events/s (closed loop, 64 agents)",
-        entries / 1_000_000,
-        open.as_secs_f64(),
-        load.events as f64 / load.elapsed.as_secs_f64()
-    );
+    // The daemon: start to serving, its footprint, ingest on this ledger; then the same
+    // with `quick_repair` (what saving the allocator state costs each commit).
+    for quick in [false, true] {
+        let dir = bench_dir();
+        let served = serve(&db, dir.path(), DAEMON, |c| c.quick_repair = quick);
+        let pid = served.process.id();
+        let idle = status_kb(pid, "VmRSS:") / 1024;
+        let secs = env_or("FLEET_SCALE_SECS", 5u64);
+        let load = served.closed_loop(rt, Duration::from_secs(secs));
+        let busy = status_kb(pid, "VmRSS:") / 1024;
+        let peak = status_kb(pid, "VmHWM:") / 1024;
+        let open = served.open;
+        served.stop();
+        println!(
+            "{:>5}M  daemon{} start to serving {:>6.2} s; RSS idle {idle} MB, under load {busy} MB (peak {peak} MB); ingest {:.0} events/s (closed loop, 64 agents)",
+            entries / 1_000_000,
+            if quick { " (quick_repair)" } else { "" },
+            open.as_secs_f64(),
+            load.events as f64 / load.elapsed.as_secs_f64()
+        );
+    }
     let bytes = std::fs::metadata(&db).expect("metadata").len();
     println!(
         "{:>5}M  database file {:.2} GB for {size} entries: {:.0} bytes per entry",

@@ -333,13 +333,14 @@ pub struct Served {
 }
 
 /// Serves `db` (a ledger of the genesis fixture key) from a child process, with a fleet set
-/// up under `dir`.
-pub fn serve(db: &Path, dir: &Path, env: &str) -> Served {
+/// up under `dir` and its config changed by `configure`.
+pub fn serve(db: &Path, dir: &Path, env: &str, configure: impl FnOnce(&mut Config)) -> Served {
     let setup = Setup::create(&dir.join("setup"), None, 66).expect("setup");
     let key = dir.join("genesis.key");
     ledger::keys::write_private_key(&key, &fixtures::genesis_signer()).expect("key");
     let mut config = setup.config.clone();
     config.signing_key = key;
+    configure(&mut config);
     let config_path = dir.join("config.json");
     std::fs::write(&config_path, serde_json::to_vec(&config).expect("json")).expect("config");
     let exe = std::env::current_exe().expect("exe");

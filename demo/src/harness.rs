@@ -271,6 +271,7 @@ impl Setup {
             retention_hours: 168,
             replay_snapshot_every: fleet_ledger::snapshots::SNAPSHOT_EVERY,
             compact_on_start: false,
+            quick_repair: false,
         };
         std::fs::write(
             dir.join("config.json"),

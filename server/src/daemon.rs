@@ -51,6 +51,7 @@ impl Daemon {
         let batch = limits.batch_inputs;
         let retention = settings.retention_us();
         let every = settings.config.replay_snapshot_every;
+        let quick_repair = settings.config.quick_repair;
         let path = db.clone();
         if settings.config.compact_on_start {
             let file = db.clone();
@@ -70,7 +71,7 @@ impl Daemon {
         let writer_clock = Arc::clone(&clock);
         let (writer, shared) = tokio::task::spawn_blocking(move || {
             Writer::open(db, signer, writer_clock, batch)
-                .map(|(w, s)| (w.with_snapshots(every), s))
+                .map(|(w, s)| (w.with_snapshots(every).with_quick_repair(quick_repair), s))
         })
         .await
         .map_err(|e| {

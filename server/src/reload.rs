@@ -364,7 +364,8 @@ impl Reloader {
             plan_interval_ms,
             retention_hours,
             replay_snapshot_every,
-            compact_on_start
+            compact_on_start,
+            quick_repair
         );
         report.needs_restart.extend(
             fixed

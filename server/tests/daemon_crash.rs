@@ -144,9 +144,12 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
     let (op, auditor) = (setup.tokens.operator.clone(), setup.tokens.auditor.clone());
     let acked: Acked = Arc::default();
 
-    // 21 SIGKILLs at varying moments of the load, then a SIGTERM.
+    // 21 SIGKILLs at varying moments of the load, then a SIGTERM. Every other run saves the
+    // allocator state with each commit (`quick_repair`), so restarts recover both ways and
+    // after a switch between them.
     const KILLS: u64 = 21;
     for cycle in 0..=KILLS {
+        set_quick_repair(&config, cycle % 2 == 1);
         let port = free_port();
         let mut child = spawn(&setup.db, &config, port);
         let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
@@ -236,4 +239,11 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
     let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
     wait_healthy(&c).await;
     stop_and_check(child, &setup);
+}
+
+/// Sets `quick_repair` in the config file.
+fn set_quick_repair(config: &std::path::Path, on: bool) {
+    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(config).unwrap()).unwrap();
+    c["quick_repair"] = serde_json::json!(on);
+    std::fs::write(config, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
 }

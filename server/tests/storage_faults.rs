@@ -64,8 +64,16 @@ struct Acked {
 }
 
 /// Create, 4 batches, rotate the key, reopen, 5 batches; stops at the first error (crash mode)
-/// or reopens and goes on (fault mode, `recover`).
-fn workload(disk: &Disk, batches: &[Vec<NewEntry>], acked: &mut Acked, recover: bool) -> bool {
+/// or reopens and goes on (fault mode, `recover`). With `quick`, every commit after the
+/// genesis saves redb's allocator state (config `quick_repair`), so an open after a crash
+/// loads it instead of rebuilding it.
+fn workload(
+    disk: &Disk,
+    batches: &[Vec<NewEntry>],
+    acked: &mut Acked,
+    recover: bool,
+    quick: bool,
+) -> bool {
     let store = match Store::create_with_backend(disk.clone(), label(), ORIGIN, signer_a(), T0) {
         Ok(s) => s,
         Err(e) => {
@@ -76,9 +84,10 @@ fn workload(disk: &Disk, batches: &[Vec<NewEntry>], acked: &mut Acked, recover: 
     acked.sizes.push(store.size());
     let mut ledger = match Ledger::from_store(store) {
         Ok(l) => l,
-        Err(_) if recover => return reopen_and_go_on(disk, batches, 0, acked),
+        Err(_) if recover => return reopen_and_go_on(disk, batches, 0, acked, quick),
         Err(e) => return stopped("materialize", e),
     };
+    ledger.set_quick_repair(quick);
     for (i, batch) in batches.iter().enumerate() {
         if i == 4 {
             // Rotation, then a reopen of everything.
@@ -89,7 +98,7 @@ fn workload(disk: &Disk, batches: &[Vec<NewEntry>], acked: &mut Acked, recover: 
                 Ok(_) => acked.sizes.push(store.size()),
                 Err(_) if recover => {
                     drop(store);
-                    return reopen_and_go_on(disk, batches, i, acked);
+                    return reopen_and_go_on(disk, batches, i, acked, quick);
                 }
                 Err(e) => return stopped("rotate", e),
             }
@@ -99,9 +108,10 @@ fn workload(disk: &Disk, batches: &[Vec<NewEntry>], acked: &mut Acked, recover: 
                 .and_then(|s| Ledger::from_store(s).map_err(|e| e.to_string()));
             ledger = match reopened {
                 Ok(l) => l,
-                Err(_) if recover => return reopen_and_go_on(disk, batches, i, acked),
+                Err(_) if recover => return reopen_and_go_on(disk, batches, i, acked, quick),
                 Err(e) => return stopped("reopen", e),
             };
+            ledger.set_quick_repair(quick);
         }
         let before = ledger.store().size();
         acked.attempted = Some(before + batch.len() as u64);
@@ -111,7 +121,7 @@ fn workload(disk: &Disk, batches: &[Vec<NewEntry>], acked: &mut Acked, recover: 
                 // Nothing of the batch is visible to a new reader.
                 assert_eq!(ledger.store().snapshot().unwrap().size(), before);
                 drop(ledger);
-                return reopen_and_go_on(disk, batches, i + 1, acked);
+                return reopen_and_go_on(disk, batches, i + 1, acked, quick);
             }
             Err(e) => return stopped("append", e),
         }
@@ -133,6 +143,7 @@ fn reopen_and_go_on(
     batches: &[Vec<NewEntry>],
     from: usize,
     acked: &mut Acked,
+    quick: bool,
 ) -> bool {
     // The failed step may have landed whole (a sync failed after its commit was written):
     // the key in force tells whether the rotation did.
@@ -140,6 +151,7 @@ fn reopen_and_go_on(
         .or_else(|_| Store::open_with_backend(disk.clone(), label(), signer_b()))
         .expect("the store reopens after a transient fault");
     let mut ledger = Ledger::from_store(store).expect("projections catch up after a fault");
+    ledger.set_quick_repair(quick);
     let size = ledger.store().size();
     assert!(
         acked.sizes.last().is_none_or(|&s| s == size) || acked.attempted == Some(size),
@@ -185,10 +197,10 @@ fn recovered(image: Vec<u8>) -> Result<Vec<Vec<u8>>, String> {
 }
 
 /// The reference run: no fault. Its log, and how many disk operations it took.
-fn reference(batches: &[Vec<NewEntry>]) -> (Vec<Vec<u8>>, u64, u64, u64) {
+fn reference(batches: &[Vec<NewEntry>], quick: bool) -> (Vec<Vec<u8>>, u64, u64, u64) {
     let disk = Disk::default();
     let mut acked = Acked::default();
-    assert!(workload(&disk, batches, &mut acked, false));
+    assert!(workload(&disk, batches, &mut acked, false, quick));
     let (ops, writes, syncs) = {
         let s = disk.state();
         (s.ops, s.writes, s.syncs)
@@ -199,15 +211,32 @@ fn reference(batches: &[Vec<NewEntry>]) -> (Vec<Vec<u8>>, u64, u64, u64) {
 
 #[test]
 fn every_crash_point_leaves_a_verifying_prefix_with_every_acknowledged_batch() {
+    crash_points(false);
+}
+
+/// The same with `quick_repair`: the open after the crash loads the allocator state the last
+/// commit saved instead of walking the file, and still finds every acknowledged batch.
+#[test]
+fn with_quick_repair_every_crash_point_keeps_every_acknowledged_batch() {
+    let quick = crash_points(true);
+    let plain = reference(&batches(), false).1;
+    assert!(
+        quick > plain,
+        "the commits saved the allocator state: {quick} disk operations, {plain} without"
+    );
+}
+
+/// Crashes the workload at each of its disk operations; returns how many there were.
+fn crash_points(quick: bool) -> u64 {
     let batches = batches();
-    let (log, ops, _, _) = reference(&batches);
+    let (log, ops, _, _) = reference(&batches, quick);
     let mut images = 0u64;
     for crash_at in 1..=ops {
         let disk = Disk::default();
         disk.state().crash_at = Some(crash_at);
         let mut acked = Acked::default();
         // Whether it finished or not (a crash while closing is after the last step).
-        workload(&disk, &batches, &mut acked, false);
+        workload(&disk, &batches, &mut acked, false, quick);
         let last_acked = acked.sizes.last().copied().unwrap_or(0);
         for survives in [Survives::None, Survives::All, Survives::Torn] {
             let image = disk.image(survives);
@@ -245,12 +274,13 @@ fn every_crash_point_leaves_a_verifying_prefix_with_every_acknowledged_batch() {
     }
     println!("{ops} crash points, {images} crash images checked");
     assert!(ops > 50, "the workload did only {ops} disk operations");
+    ops
 }
 
 #[test]
 fn an_io_error_at_any_write_or_sync_loses_nothing_acknowledged() {
     let batches = batches();
-    let (log, _, writes, syncs) = reference(&batches);
+    let (log, _, writes, syncs) = reference(&batches, false);
     let mut injected = 0u64;
     for (kind, count) in [(Op::Write, writes), (Op::Sync, syncs)] {
         for at in 1..=count {
@@ -262,7 +292,7 @@ fn an_io_error_at_any_write_or_sync_loses_nothing_acknowledged() {
             let disk = Disk::default();
             disk.state().fault = Some(Fault { kind, at, error });
             let mut acked = Acked::default();
-            let done = workload(&disk, &batches, &mut acked, true);
+            let done = workload(&disk, &batches, &mut acked, true, false);
             injected += disk.state().injected;
             if !done {
                 // The fault hit `init`'s genesis commit: it failed with an error, and there is

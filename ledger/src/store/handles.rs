@@ -200,6 +200,6 @@ impl Maintenance {
         &self,
         f: impl FnOnce(&mut RedbTables<'_>) -> Result<(), crate::tables::TableError>,
     ) -> Result<(), AppendError> {
-        write_tables_in(&self.db, f)
+        write_tables_in(&self.db, false, f)
     }
 }

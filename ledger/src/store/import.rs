@@ -97,7 +97,7 @@ impl Importer {
 
     /// Writes the pending rows (and, at the end, the meta table) in one durable transaction.
     fn flush(&mut self, meta: Option<(&str, &[PublicKey])>) -> Result<(), StorageError> {
-        let txn = begin_durable_write(&self.db)?;
+        let txn = begin_durable_write(&self.db, false)?;
         {
             let mut log = txn.open_table(LOG).map_err(storage("opening the log"))?;
             for (seq, row) in self.rows.drain(..) {

@@ -125,10 +125,18 @@ pub struct Store {
     signer: Arc<Signer>,
     tip: Tip,
     poisoned: bool,
+    /// Each commit saves redb's allocator state (see [`Store::set_quick_repair`]).
+    quick_repair: bool,
 }
 
-fn begin_durable_write(db: &Database) -> Result<WriteTransaction, StorageError> {
+fn begin_durable_write(
+    db: &Database,
+    quick_repair: bool,
+) -> Result<WriteTransaction, StorageError> {
     let mut txn = db.begin_write().map_err(storage("beginning a write"))?;
+    // Saves the allocator state with the commit, so the open after a crash loads it instead
+    // of walking the whole file (see [`Store::set_quick_repair`]).
+    txn.set_quick_repair(quick_repair);
     txn.set_durability(Durability::Immediate)
         .map_err(|e| StorageError {
             doing: "setting durability",
@@ -183,9 +191,10 @@ fn open_rw(path: &Path) -> Result<Database, OpenError> {
 /// Runs `f` on the table interface in one durable transaction and commits it.
 fn write_tables_in(
     db: &Database,
+    quick_repair: bool,
     f: impl FnOnce(&mut RedbTables<'_>) -> Result<(), crate::tables::TableError>,
 ) -> Result<(), AppendError> {
-    let txn = begin_durable_write(db)?;
+    let txn = begin_durable_write(db, quick_repair)?;
     {
         let mut tables = RedbTables::new(&txn);
         f(&mut tables).map_err(|e| AppendError::Hook(Box::new(e)))?;
@@ -253,7 +262,7 @@ impl Store {
                 "entry format version {version} is not one this build writes"
             ))))
         })?;
-        let txn = begin_durable_write(&db)?;
+        let txn = begin_durable_write(&db, false)?;
         {
             let mut meta = txn.open_table(META).map_err(storage("opening meta"))?;
             meta.insert("format", [STORE_FORMAT].as_slice())
@@ -277,6 +286,7 @@ impl Store {
                 frontier: Frontier::new(tree),
             },
             poisoned: false,
+            quick_repair: false,
             signer: Arc::new(signer),
         };
         let genesis = Event::Genesis(Genesis {
@@ -336,7 +346,18 @@ impl Store {
             signer,
             tip,
             poisoned: false,
+            quick_repair: false,
         })
+    }
+
+    /// Makes every later commit save redb's allocator state beside its data (redb's
+    /// quick-repair), so that opening the file after a crash loads that state instead of
+    /// walking the whole file to rebuild it: start-up after a SIGKILL or power loss stays flat
+    /// as history grows, for a few hundred microseconds more per commit (the state grows
+    /// with the file; `docs/OPERATIONS.md` has the figures). A clean close needs no repair
+    /// either way. Off by default.
+    pub fn set_quick_repair(&mut self, on: bool) {
+        self.quick_repair = on;
     }
 
     /// The signing key, shared (to reopen the store after a failed commit with the same key).
@@ -487,7 +508,7 @@ impl Store {
         if self.poisoned {
             return Err(AppendError::Poisoned);
         }
-        let txn = begin_durable_write(&self.db)?;
+        let txn = begin_durable_write(&self.db, self.quick_repair)?;
         self.commit_batch(txn, batch, hook)
     }
 
@@ -620,7 +641,7 @@ impl Store {
         if self.poisoned {
             return Err(AppendError::Poisoned);
         }
-        let result = write_tables_in(&self.db, f);
+        let result = write_tables_in(&self.db, self.quick_repair, f);
         if matches!(result, Err(AppendError::Commit(_))) {
             self.poisoned = true;
         }

@@ -57,6 +57,8 @@ pub struct Writer {
     /// The newest manifest entry published to the API (see `publish`).
     published_upto: u64,
     snapshots: Option<Snapshots>,
+    /// Commits save redb's allocator state (config `quick_repair`), kept across reopens.
+    quick_repair: bool,
 }
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -191,6 +193,7 @@ impl Writer {
             batch_inputs,
             published_upto,
             snapshots: None,
+            quick_repair: false,
         };
         Ok((writer, shared))
     }
@@ -438,6 +441,16 @@ impl Writer {
         self
     }
 
+    /// Makes every commit save redb's allocator state, so the open after a crash is quick
+    /// (config `quick_repair`; [`Ledger::set_quick_repair`]).
+    pub fn with_quick_repair(mut self, on: bool) -> Writer {
+        self.quick_repair = on;
+        if let Some(ledger) = &mut self.ledger {
+            ledger.set_quick_repair(on);
+        }
+        self
+    }
+
     /// Reopens the store after a failed commit: open re-checks head, tree and checkpoint and
     /// catches the projections up, and the manifests in force are read again from the log,
     /// so the models again equal the durable log (a manifest accepted in the failed batch is
@@ -453,7 +466,8 @@ impl Writer {
                     Ok((ledger, manifests, published))
                 });
             match opened {
-                Ok((ledger, manifests, published)) => {
+                Ok((mut ledger, manifests, published)) => {
+                    ledger.set_quick_repair(self.quick_repair);
                     self.published_upto = published.values().copied().max().unwrap_or(0);
                     *self
                         .shared

@@ -230,7 +230,7 @@ impl Cache {
         if new.is_empty() {
             return Ok(());
         }
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
@@ -240,20 +240,22 @@ impl Cache {
         let mut current = Cache::empty(self.path.clone());
         let _ = current.read_marks(f.try_clone()?);
         let fresh = self.discarded || current.genesis.as_ref() != Some(genesis);
-        let mut out = Vec::new();
+        // Written through a buffer, not gathered first: the bodies are whole live states (a
+        // few MB each on a long history) and are already in memory once.
+        let mut out = std::io::BufWriter::new(&f);
         if fresh {
             current.marks.clear();
             current.end = HEADER_BYTES;
-            f.set_len(0)?;
-            out.extend_from_slice(MAGIC);
-            out.extend_from_slice(&CACHE_VERSION.to_be_bytes());
-            out.extend_from_slice(&projections::FOLD_VERSION.to_be_bytes());
-            out.extend_from_slice(genesis);
-            f.seek(SeekFrom::Start(0))?;
+            out.get_ref().set_len(0)?;
+            out.seek(SeekFrom::Start(0))?;
+            out.write_all(MAGIC)?;
+            out.write_all(&CACHE_VERSION.to_be_bytes())?;
+            out.write_all(&projections::FOLD_VERSION.to_be_bytes())?;
+            out.write_all(genesis)?;
         } else {
             // Over a torn tail, if any.
-            f.set_len(current.end)?;
-            f.seek(SeekFrom::Start(current.end))?;
+            out.get_ref().set_len(current.end)?;
+            out.seek(SeekFrom::Start(current.end))?;
         }
         let mut at = current.end;
         for m in new {
@@ -261,14 +263,14 @@ impl Cache {
             if current.marks.iter().any(|x| x.seq == m.seq) {
                 continue;
             }
-            out.extend_from_slice(&m.seq.to_be_bytes());
-            out.extend_from_slice(&m.at.to_be_bytes());
-            out.extend_from_slice(&m.hash);
-            out.extend_from_slice(&m.offset.to_be_bytes());
-            out.extend_from_slice(&(m.body.len() as u64).to_be_bytes());
+            out.write_all(&m.seq.to_be_bytes())?;
+            out.write_all(&m.at.to_be_bytes())?;
+            out.write_all(&m.hash)?;
+            out.write_all(&m.offset.to_be_bytes())?;
+            out.write_all(&(m.body.len() as u64).to_be_bytes())?;
             let digest = *blake3::hash(&m.body).as_bytes();
-            out.extend_from_slice(&digest);
-            out.extend_from_slice(&m.body);
+            out.write_all(&digest)?;
+            out.write_all(&m.body)?;
             let body_at = at + RECORD_HEAD_BYTES as u64;
             current.marks.push(Mark {
                 seq: m.seq,
@@ -281,7 +283,8 @@ impl Cache {
             });
             at = body_at + m.body.len() as u64;
         }
-        f.write_all(&out)?;
+        out.flush()?;
+        drop(out);
         f.sync_data()?;
         f.unlock()?;
         current.genesis = Some(*genesis);

@@ -56,8 +56,10 @@ impl Point {
 /// apart (a multiple of the spacing asked for), so the cache stays a bounded fraction of the
 /// log while a warm replay still folds at most 1/`MAX_SNAPSHOTS` of it.
 pub const MAX_SNAPSHOTS: u64 = 1024;
-/// Snapshots a replay gathers before appending them to the cache.
+/// Snapshots a replay gathers before appending them to the cache (one sync per append)...
 const APPEND_EVERY: usize = 8;
+/// ...or fewer, once they hold this many bytes: on a long history each is a few MB.
+const APPEND_BYTES: usize = 8 << 20;
 /// Entries the decoding thread hands over at a time.
 const DECODE_BATCH: usize = 1024;
 
@@ -192,7 +194,9 @@ pub fn replay(source: Source<'_>, point: Point, every: u64) -> Result<Replayed, 
                     offset: d.offset,
                     body: state.snapshot(),
                 });
-                if new.len() >= APPEND_EVERY {
+                if new.len() >= APPEND_EVERY
+                    || new.iter().map(|m| m.body.len()).sum::<usize>() >= APPEND_BYTES
+                {
                     flush(&mut cache, &mut new);
                 }
             }

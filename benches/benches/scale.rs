@@ -87,9 +87,15 @@ fn run_op(spec: &str) {
                 host: Some("web-0005".into()),
                 ..Default::default()
             };
-            fleet_ledger::forensics::timeline(Source::Db(db), &f)
-                .expect("timeline")
-                .len() as u64
+            // As the CLI prints it: line by line.
+            let mut n = 0u64;
+            fleet_ledger::forensics::timeline_each(Source::Db(db), &f, |l| {
+                std::hint::black_box(&l);
+                n += 1;
+                Ok::<(), fleet_ledger::forensics::ForensicsError>(())
+            })
+            .expect("timeline");
+            n
         }
         "open" => {
             // What the daemon's writer does first: open the file (repairing it after a

@@ -103,11 +103,11 @@ pub(crate) fn timeline(
         since: time_arg("since", since)?,
         until: time_arg("until", until)?,
     };
-    let lines = fleet_ledger::forensics::timeline(forensic_source(s), &filter)?;
     let mut out = std::io::stdout().lock();
-    for l in &lines {
+    // Printed as read: a busy host's history does not wait in memory.
+    fleet_ledger::forensics::timeline_each(forensic_source(s), &filter, |l| {
         if json {
-            writeln!(out, "{}", serde_json::to_string(l)?)?;
+            writeln!(out, "{}", serde_json::to_string(&l)?)?;
         } else {
             writeln!(
                 out,
@@ -120,8 +120,8 @@ pub(crate) fn timeline(
                 l.summary
             )?;
         }
-    }
-    Ok(())
+        Ok::<(), anyhow::Error>(())
+    })
 }
 
 pub(crate) fn why(s: &Source, host: &str, rollout: &str, json: bool) -> Result<()> {

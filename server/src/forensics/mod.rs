@@ -19,7 +19,7 @@ pub use check::{CheckReport, Divergence, check};
 pub use render::{state_json, state_text};
 pub use replay::{Point, Replayed, replay, replay_full};
 pub use report::report;
-pub use timeline::{Filter, Line, Why, line, summary, timeline, why};
+pub use timeline::{Filter, Line, Why, line, summary, timeline, timeline_each, why};
 
 use std::collections::VecDeque;
 use std::fs::File;

@@ -287,35 +287,55 @@ fn keep(filter: &Filter, item: &Item) -> bool {
 /// Every entry matching the filter, in seq order. A host's timeline on a database with
 /// current tables reads only that host's entries, through the entry index.
 pub fn timeline(source: Source<'_>, filter: &Filter) -> Result<Vec<Line>, ForensicsError> {
+    let mut out = Vec::new();
+    timeline_each(source, filter, |l| {
+        out.push(l);
+        Ok::<(), ForensicsError>(())
+    })?;
+    Ok(out)
+}
+
+/// [`timeline`], handing each line to `f` as it is read instead of gathering them: a busy
+/// host's years of history are hundreds of thousands of lines, each with its payload.
+pub fn timeline_each<E: From<ForensicsError>>(
+    source: Source<'_>,
+    filter: &Filter,
+    mut f: impl FnMut(Line) -> Result<(), E>,
+) -> Result<(), E> {
     if let (Source::Db(db), Some(host)) = (source, &filter.host)
         && let Some(seqs) = indexed_seqs(db, host)?
     {
-        let ro = ReadOnlyStore::open(db)?;
-        let snap = ro.snapshot()?;
-        let mut out = Vec::new();
+        let ro = ReadOnlyStore::open(db).map_err(ForensicsError::from)?;
+        let snap = ro.snapshot().map_err(ForensicsError::from)?;
         for seq in seqs {
-            let bytes = snap.entry(seq)?.ok_or_else(|| ForensicsError::Entry {
-                seq,
-                reason: "indexed but not in the log".into(),
-            })?;
+            let bytes = snap
+                .entry(seq)
+                .map_err(ForensicsError::from)?
+                .ok_or_else(|| ForensicsError::Entry {
+                    seq,
+                    reason: "indexed but not in the log".into(),
+                })?;
             let item = decode(seq, &bytes)?;
             if keep(filter, &item) {
-                out.push(line(&item));
+                f(line(&item))?;
             }
         }
-        return Ok(out);
+        return Ok(());
     }
-    let mut out = Vec::new();
+    let mut failed = None;
     for_each(source, |item| {
         if filter.until.is_some_and(|u| item.at > u) {
             return Ok(false);
         }
-        if keep(filter, &item) {
-            out.push(line(&item));
+        if keep(filter, &item)
+            && let Err(e) = f(line(&item))
+        {
+            failed = Some(e);
+            return Ok(false);
         }
         Ok(true)
     })?;
-    Ok(out)
+    failed.map_or(Ok(()), Err)
 }
 
 /// The answer of [`why`]: the chain of entries, and the host's and rollout's records at the

@@ -97,8 +97,8 @@ const SETTLE_EVERY: u64 = 4096;
 /// Entries a rebuild folds per write transaction. redb keeps a transaction's bookkeeping
 /// (every page it allocated and freed) in memory until the commit, so one transaction for a
 /// whole rebuild grows with history: 126 MB at 10M entries, 190 MB at 100M. Committing every
-/// million entries keeps it flat; the first commit clears the watermark, so a rebuild cut
-/// short leaves tables that every reader and the next open know to be stale.
+/// million entries bounds that part (DECISIONS 108); the first commit clears the watermark,
+/// so a rebuild cut short leaves tables that every reader and the next open know to be stale.
 const REWRITE_CHUNK: u64 = 1 << 20;
 
 /// Folds the entries `range` of `snap` into `state`, calling `settle` every
@@ -159,9 +159,9 @@ fn rewrite(
 ) -> Result<u64, MaterializeError> {
     let mut state = State::untracked().handing_retired();
     write(false, &mut |_, t| Ok(state.begin_rewrite(t)?))?;
-    let mut from = 0;
+    let mut from = 0u64;
     loop {
-        let to = (from + chunk).min(size);
+        let to = from.saturating_add(chunk).min(size);
         write(true, &mut |snap, t| {
             let snap = snap.expect("a chunk reads the log");
             fold_settling(

@@ -109,7 +109,8 @@ async fn sighup_and_the_reload_route_apply_tokens_and_record_the_change() {
     assert_eq!(s, 403);
 
     // Back to the original tokens, with limits changed: bob is removed at once, recorded;
-    // the body limit applies to new connections; the queue's size needs a restart and says so.
+    // the body limit applies to new connections; the queue's size and `quick_repair` need a
+    // restart and say so.
     let mut restored: serde_json::Value = serde_json::from_slice(&original).unwrap();
     let mut limits = restored["limits"].clone();
     if !limits.is_object() {
@@ -118,6 +119,7 @@ async fn sighup_and_the_reload_route_apply_tokens_and_record_the_change() {
     limits["body_bytes"] = serde_json::json!(2048);
     limits["queue"] = serde_json::json!(777);
     restored["limits"] = limits;
+    restored["quick_repair"] = serde_json::json!(true);
     std::fs::write(&config_path, serde_json::to_vec_pretty(&restored).unwrap()).unwrap();
     let big = serde_json::json!({ "reason": "x".repeat(4096) });
     let clearance = "/v1/rollouts/stable@a1a1a1a1/clearance";
@@ -129,7 +131,10 @@ async fn sighup_and_the_reload_route_apply_tokens_and_record_the_change() {
         .unwrap();
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["tokens_removed"], serde_json::json!(["operator:bob"]));
-    assert_eq!(v["needs_restart"], serde_json::json!(["limits.queue"]));
+    assert_eq!(
+        v["needs_restart"],
+        serde_json::json!(["limits.queue", "quick_repair"])
+    );
     assert!(
         v["applied"]
             .as_array()

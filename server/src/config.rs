@@ -169,7 +169,7 @@ pub struct Config {
     /// Every commit also saves the storage's allocator state (redb's quick-repair), so that
     /// starting after a crash (SIGKILL, power loss) reads it instead of walking the whole
     /// file: a flat ~0.05 s instead of ~1 s per GB of database. Costs on every commit, more
-    /// as the file grows: a few percent of ingest at 3 GB, three quarters at 23 GB
+    /// as the file grows: a few percent of ingest at 3 GB, two thirds or more at 23 GB
     /// (`docs/OPERATIONS.md`, `quick_repair`). Default false. A clean stop needs no repair
     /// either way.
     #[serde(default)]

@@ -75,6 +75,14 @@ pub enum KeyError {
         /// Cause.
         source: std::io::Error,
     },
+    /// Not a file a key or trust file can be read from: not a regular file, or too large.
+    #[error("{path}: {reason}")]
+    NotAKeyFile {
+        /// File.
+        path: String,
+        /// What it is instead.
+        reason: String,
+    },
     /// The OS random source failed.
     #[error("no randomness available: {0}")]
     Random(String),
@@ -303,23 +311,68 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     }
 }
 
-fn read_small(path: &Path) -> Result<String, KeyError> {
-    let meta = fs::metadata(path).map_err(io_err(path))?;
-    if meta.len() > KEY_FILE_BYTES_MAX {
-        return Err(KeyError::BadFormat {
-            expected: "key file",
-            reason: format!(
-                "{} is {} bytes, too large for a key",
-                path.display(),
-                meta.len()
-            ),
+/// Opens a key file for reading without ever blocking, and refuses anything that is not a
+/// regular file.
+///
+/// A FIFO opened for reading blocks until a writer appears, and a device or a `/proc` file
+/// reports a size that says nothing of what a read returns; a daemon reading its key on
+/// request (`rotate-key`) must not hang on either. `O_NONBLOCK` makes the open itself return
+/// at once, and the type is taken from the opened file (`fstat`), not from the path, so it
+/// cannot change between the check and the read.
+fn open_regular(path: &Path) -> Result<fs::File, KeyError> {
+    let mut opts = fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let file = opts.open(path).map_err(io_err(path))?;
+    let meta = file.metadata().map_err(io_err(path))?;
+    if !meta.file_type().is_file() {
+        return Err(KeyError::NotAKeyFile {
+            path: path.display().to_string(),
+            reason: "not a regular file (a FIFO, device or directory is never read as a key)"
+                .to_string(),
         });
     }
-    let bytes = fs::read(path).map_err(io_err(path))?;
+    Ok(file)
+}
+
+/// Reads at most `max` bytes of an opened file; a longer file is refused by what was read, not
+/// by its reported size (which a `/proc` file does not give).
+fn read_bounded(path: &Path, file: fs::File, max: u64) -> Result<Vec<u8>, KeyError> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(path))?;
+    if bytes.len() as u64 > max {
+        return Err(KeyError::NotAKeyFile {
+            path: path.display().to_string(),
+            reason: format!("over {max} bytes, too large for this file"),
+        });
+    }
+    Ok(bytes)
+}
+
+fn read_small_from(path: &Path, file: fs::File) -> Result<String, KeyError> {
+    let bytes = read_bounded(path, file, KEY_FILE_BYTES_MAX)?;
     String::from_utf8(bytes).map_err(|_| KeyError::BadFormat {
         expected: "key file",
         reason: format!("{} is not UTF-8 text", path.display()),
     })
+}
+
+fn read_small(path: &Path) -> Result<String, KeyError> {
+    read_small_from(path, open_regular(path)?)
+}
+
+/// Reads a secret or trust file the daemon is configured with (a CA key or certificate, a
+/// trust file, a token file): opened without blocking, refused unless a regular file, and at
+/// most `max` bytes read.
+pub fn read_regular_file(path: &Path, max: u64) -> Result<Vec<u8>, KeyError> {
+    read_bounded(path, open_regular(path)?, max)
 }
 
 /// Creates `path` (never overwriting) with `mode` on Unix, writes `line` and a newline, and
@@ -358,14 +411,12 @@ pub fn write_public_key(path: &Path, key: &PublicKey) -> Result<(), KeyError> {
 
 /// Reads a private key file, refusing one that group or others can read.
 pub fn read_private_key(path: &Path) -> Result<Signer, KeyError> {
+    let file = open_regular(path)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = fs::metadata(path)
-            .map_err(io_err(path))?
-            .permissions()
-            .mode()
-            & 0o777;
+        // The mode of the file opened, not of whatever the path names a moment later.
+        let mode = file.metadata().map_err(io_err(path))?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyError::Permissions {
                 path: path.display().to_string(),
@@ -373,7 +424,7 @@ pub fn read_private_key(path: &Path) -> Result<Signer, KeyError> {
             });
         }
     }
-    Signer::from_text(&read_small(path)?)
+    Signer::from_text(&read_small_from(path, file)?)
 }
 
 /// Reads a small key file as text (at most 4 KiB).
@@ -503,5 +554,46 @@ mod tests {
             matches!(err, KeyError::Permissions { mode: 0o640, .. }),
             "{err}"
         );
+    }
+
+    /// A key file that is a FIFO, a device or a `/proc` file is refused at once, never read
+    /// until it ends (issue 26: a FIFO named as `key_file` hung the daemon).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn key_files_that_are_not_regular_files_are_refused_without_blocking() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("cp.key");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        fs::set_permissions(&fifo, fs::Permissions::from_mode(0o600)).unwrap();
+        // Would block forever without O_NONBLOCK: run it on a thread and give it a deadline.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(
+                read_private_key(&path)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+        });
+        let outcome = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO as a key blocked");
+        let err = outcome.unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        for path in ["/dev/zero", "/dev/null", "/proc/self"] {
+            let err = read_key_text(Path::new(path)).unwrap_err().to_string();
+            assert!(err.contains("not a regular file"), "{path}: {err}");
+        }
+        // A /proc file is a regular file of reported size 0 with more to read: the cap holds
+        // on what is read.
+        let err = read_regular_file(Path::new("/proc/self/maps"), 16)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("over 16 bytes"), "{err}");
     }
 }

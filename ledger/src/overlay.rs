@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::ops::Bound;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
@@ -29,6 +30,22 @@ const BLOCK: u64 = 4096;
 pub(crate) struct Overlay {
     file: FileBackend,
     state: Mutex<State>,
+    /// Once set, every access fails (see [`Overlay::seal`]).
+    sealed: Arc<AtomicBool>,
+}
+
+/// Seals an [`Overlay`] that redb owns.
+#[derive(Debug, Clone)]
+pub(crate) struct Seal(Arc<AtomicBool>);
+
+impl Seal {
+    /// From now on every read, write and length of the layer fails. redb latches the first
+    /// failure ("Previous I/O error"), and a database with a latched failure closes without
+    /// its closing commit: which is what a private layer wants, as that commit would be
+    /// dropped with it anyway, and on a damaged file it is where redb aborts the process.
+    pub(crate) fn seal(&self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 #[derive(Debug)]
@@ -54,7 +71,23 @@ impl Overlay {
                 file_visible: len,
                 blocks: BTreeMap::new(),
             }),
+            sealed: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// The switch that seals this layer, kept by whoever hands the layer to redb.
+    pub(crate) fn seal_handle(&self) -> Seal {
+        Seal(Arc::clone(&self.sealed))
+    }
+
+    fn check_open(&self) -> io::Result<()> {
+        if self.sealed.load(Ordering::Acquire) {
+            Err(io::Error::other(
+                "the private layer is sealed: the database is closing without writing",
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -78,10 +111,12 @@ impl State {
 
 impl StorageBackend for Overlay {
     fn len(&self) -> io::Result<u64> {
+        self.check_open()?;
         Ok(self.state().len)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        self.check_open()?;
         let s = self.state();
         let end = offset
             .checked_add(out.len() as u64)
@@ -98,6 +133,7 @@ impl StorageBackend for Overlay {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.check_open()?;
         let mut s = self.state();
         if len < s.len {
             s.file_visible = s.file_visible.min(len);
@@ -114,10 +150,11 @@ impl StorageBackend for Overlay {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        Ok(())
+        self.check_open()
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.check_open()?;
         let mut s = self.state();
         let end = offset + data.len() as u64;
         if end > s.len {

@@ -104,6 +104,14 @@ pub enum IdentityError {
         /// `claims.hostname`.
         token: String,
     },
+    /// A renewal's CSR is for another host than the certificate presented.
+    #[error("the CSR's CN {csr:?} is not the host {host:?} the presented certificate names")]
+    CsrNotCertificateHost {
+        /// CN.
+        csr: String,
+        /// The certificate's machine id.
+        host: String,
+    },
     /// The CSR's key is not the one the token was minted for.
     #[error("the CSR's key fingerprint {csr} is not the token's expectedPubkeyFingerprint {token}")]
     CsrFingerprint {
@@ -127,7 +135,9 @@ impl IdentityError {
             IdentityError::TokenSignature => "bad-token-signature",
             IdentityError::Csr(_) => "malformed-csr",
             IdentityError::CsrKey => "csr-key-not-ed25519",
-            IdentityError::CsrHost { .. } => "csr-host-mismatch",
+            IdentityError::CsrHost { .. } | IdentityError::CsrNotCertificateHost { .. } => {
+                "csr-host-mismatch"
+            }
             IdentityError::CsrFingerprint { .. } => "csr-fingerprint-mismatch",
             IdentityError::Issue(_) => "issue-failed",
         }
@@ -227,10 +237,19 @@ impl std::fmt::Debug for Authority {
     }
 }
 
+/// A CA key or certificate (PEM: a few KiB; a chain at most tens).
+const PEM_FILE_BYTES_MAX: u64 = 256 * 1024;
+
 fn read(path: &Path) -> Result<String, SetupError> {
-    std::fs::read_to_string(path).map_err(|e| SetupError::File {
+    let bytes = ledger::keys::read_regular_file(path, PEM_FILE_BYTES_MAX).map_err(|e| {
+        SetupError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    })?;
+    String::from_utf8(bytes).map_err(|_| SetupError::File {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason: "not UTF-8 text".to_string(),
     })
 }
 

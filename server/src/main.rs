@@ -274,6 +274,14 @@ enum Command {
         #[arg(long)]
         to: fleet_ledger::publish::Destination,
     },
+    /// Internal: commit an empty transaction to the file and exit (run in a child by the
+    /// commands that write, to find a damaged file before it can abort them).
+    #[command(hide = true)]
+    TrialCommit {
+        /// Ledger database.
+        #[arg(long)]
+        db: PathBuf,
+    },
 }
 
 impl Command {
@@ -288,6 +296,7 @@ impl Command {
             | Command::Rebuild { db }
             | Command::Check { db }
             | Command::Serve { db, .. }
+            | Command::TrialCommit { db }
             | Command::Publish { db, .. } => Some(db),
             Command::Verify { source, .. } => source
                 .db
@@ -392,7 +401,7 @@ impl std::error::Error for Invalid {}
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let subject = cli.command.subject().map(Path::to_path_buf);
-    contain_panics();
+    contain_panics(matches!(cli.command, Command::TrialCommit { .. }));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli.command)));
     let outcome = match outcome {
         Ok(outcome) => outcome,
@@ -432,8 +441,11 @@ fn last_panic() -> String {
 
 /// Replaces the default panic report (several lines and a backtrace hint on stderr) with a
 /// record the command's edge turns into one line, and a log event for the daemon.
-fn contain_panics() {
-    std::panic::set_hook(Box::new(|info| {
+///
+/// `to_stderr`: also print it at once (the trial commit's child, which redb may abort before
+/// the command's edge can report anything; its parent reads the line).
+fn contain_panics(to_stderr: bool) {
+    std::panic::set_hook(Box::new(move |info| {
         let msg = info
             .payload()
             .downcast_ref::<&str>()
@@ -445,6 +457,9 @@ fn contain_panics() {
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
         let text = format!("{msg}{at}");
+        if to_stderr {
+            eprintln!("panic: {text}");
+        }
         let thread = std::thread::current()
             .name()
             .unwrap_or("unnamed")
@@ -495,6 +510,9 @@ fn run(command: Command) -> Result<()> {
         Command::Export { db, out } => export(&db, &out),
         Command::Backup { db, out } => backup(&db, &out),
         Command::Compact { db } => compact(&db),
+        Command::TrialCommit { db } => {
+            ledger::store::trial_commit(&db).with_context(|| format!("opening {}", db.display()))
+        }
         Command::Import { from, key, db } => {
             let from = match (&from.bundle, &from.tiles) {
                 (Some(b), _) => ImportFrom::Bundle(b),
@@ -525,6 +543,7 @@ fn run(command: Command) -> Result<()> {
         } => verify_proof(&proof, &key_files, &witnesses, witnesses_required),
         Command::Rebuild { db } => {
             let size = open_ro(&db)?.snapshot()?.size();
+            refuse_damaged(&db)?;
             let bar = progress(Some(size), "rebuilding");
             let n = fleet_ledger::materialize::rebuild(&db, |n| bar.set_position(n))?;
             bar.finish_and_clear();

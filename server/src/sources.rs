@@ -279,7 +279,7 @@ pub async fn pull(cfg: PullConfig, s: Submitter) {
     loop {
         interval.tick().await;
         let token = match &cfg.bearer_token_file {
-            Some(p) => match std::fs::read_to_string(p) {
+            Some(p) => match ledger::keys::read_key_text(p) {
                 Ok(t) => Some(t.trim().to_string()),
                 Err(e) => {
                     tracing::warn!(path = %p.display(), error = %e, "manifest pull: token file");

@@ -142,7 +142,8 @@ pub struct TrustFile {
 impl TrustFile {
     /// Reads a trust file.
     pub fn load(path: &Path) -> Result<TrustFile, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // A trust file is a few keys; 1 MiB is far past any real one.
+        let bytes = ledger::keys::read_regular_file(path, 1 << 20).map_err(|e| e.to_string())?;
         let file: TrustFile = serde_json::from_slice(&bytes)
             .map_err(|e| format!("{}: not a nixfleet trust file: {e}", path.display()))?;
         if file.schema_version != 1 {

@@ -39,6 +39,28 @@ async fn a_failed_commit_answers_503_and_leaves_the_ledger_as_it_was() {
     let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
     wait_healthy(&c).await;
     let acked: Acked = Arc::default();
+    // Operators read while commits fail and the store reopens: never a 500 (issue 26: redb's
+    // "Previous I/O error" on the failed database was answered as an internal error).
+    let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, op, reading) = (c.clone(), op.clone(), Arc::clone(&reading));
+            tokio::spawn(async move {
+                let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
+                while reading.load(std::sync::atomic::Ordering::Relaxed) {
+                    for path in ["/v1/rollouts", "/v1/ledger/checkpoint"] {
+                        let (status, v) = c.get(&op, path).await.unwrap();
+                        assert!(
+                            status == 200 || status == 503,
+                            "GET {path} answered {status} while the store failed: {v}"
+                        );
+                        *statuses.entry(status).or_default() += 1;
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
     let mut tasks = Vec::new();
     for (host, last) in &before {
         let token = setup.tokens.agents[host].clone();
@@ -79,8 +101,16 @@ async fn a_failed_commit_answers_503_and_leaves_the_ledger_as_it_was() {
             &body,
         )
     };
-    let (status, v) = post_b2().await.unwrap();
-    assert_eq!(status, 503, "{v}");
+    // Each refusal is a failed commit and a reopen, with the readers going on beside it.
+    for _ in 0..20 {
+        let (status, v) = post_b2().await.unwrap();
+        assert_eq!(status, 503, "{v}");
+    }
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        let statuses = r.await.unwrap();
+        assert!(statuses.contains_key(&200), "{statuses:?}");
+    }
     let failures = metric(&c, &op, "fleet_ledger_commit_failures").await;
     assert!(failures >= 1.0, "{failures}");
 

@@ -183,3 +183,124 @@ fn serve_refuses_a_damaged_file_in_one_line() {
     }
     assert!(refused > 0, "no damaged file was refused");
 }
+
+/// Issue 26, defect 2: `fixtures/redb-abort/` is a cleanly closed ledger with one byte changed
+/// in redb's freed-page tree. redb 4.6 *aborts* (SIGABRT, exit 134) on it where it commits or
+/// closes: a panic, then a second panic in a destructor during the unwind, which no
+/// `catch_unwind` contains. Every command exits 0, 1 or 2 on it (one line naming the file when
+/// it fails), none writes it, and `serve` refuses it at start in one line instead of
+/// aborting on its first agent report.
+#[test]
+fn a_file_redb_aborts_on_is_refused_by_every_command_in_one_line() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/redb-abort");
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read(fixtures.join("db-126978.redb")).unwrap();
+    let db = dir.path().join("damaged.redb");
+    let d = db.to_str().unwrap();
+    let key = fixtures.join("cp.pub");
+    let key = key.to_str().unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    for f in ["cp.key", "config.json"] {
+        std::fs::copy(fixtures.join(f), dir.path().join(f)).unwrap();
+    }
+    let private = dir.path().join("cp.key");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let keys = dir.path().join("keys");
+    assert!(
+        run(&["keygen", "--out", keys.to_str().unwrap(), "--name", "next"])
+            .status
+            .success()
+    );
+    let next = keys.join("next.key");
+    let out_file = dir.path().join("export.bundle");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["verify", "--db", d, "--key", key],
+        vec!["check", "--db", d],
+        vec!["export", "--db", d, "--out", out_file.to_str().unwrap()],
+        vec!["prove", "inclusion", "--db", d, "--seq", "1"],
+        vec!["replay", "--db", d, "--check"],
+        vec!["replay", "--db", d, "--at-seq", "5"],
+        vec!["timeline", "--db", d, "--host", "web-0003"],
+        vec!["rebuild", "--db", d],
+        vec!["compact", "--db", d],
+        vec![
+            "rotate-key",
+            "--db",
+            d,
+            "--key",
+            private.to_str().unwrap(),
+            "--to",
+            next.to_str().unwrap(),
+            "--reason",
+            "test",
+        ],
+    ];
+    let mut refused = Vec::new();
+    for args in commands {
+        std::fs::write(&db, &original).unwrap();
+        let out = run(&args);
+        assert!(
+            matches!(out.status.code(), Some(0..=2)),
+            "{args:?}: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            one_line_naming(&out, &db, &format!("{args:?}"));
+            refused.push(args[0]);
+        }
+        assert!(
+            std::fs::read(&db).unwrap() == original,
+            "{args:?} wrote the file"
+        );
+    }
+    // Those that write, and those that read every page, find the damage.
+    for c in ["verify", "check", "rebuild", "compact", "rotate-key"] {
+        assert!(refused.contains(&c), "{c} passed: refused only {refused:?}");
+    }
+
+    // serve: refused at start, exit 2, one line naming the file; never an abort.
+    std::fs::write(&db, &original).unwrap();
+    let port = free_port();
+    let mut child = Proc(
+        Command::new(EXE)
+            .args(["serve", "--db", d])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .arg(dir.path().join("config.json"))
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve started on a file redb aborts on"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    use std::io::Read as _;
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let last = stderr.trim_end().lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: ") && last.contains(d) && last.contains("damaged"),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read(&db).unwrap() == original,
+        "serve wrote the file"
+    );
+}

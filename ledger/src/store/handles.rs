@@ -57,8 +57,37 @@ pub enum ReadMode {
     BesideWriter,
 }
 
+/// A database over a private [`crate::overlay::Overlay`], closed without writing.
+///
+/// redb's close commits its allocator state. Over a private layer that commit is pointless
+/// (the layer is dropped with the database), and on a damaged file it is where redb 4.6 aborts
+/// the whole process: the commit panics reading the damaged freed-page tree, and a destructor
+/// panics again while that unwinds (`fixtures/redb-abort/`). So the layer is sealed first, and
+/// redb is made to touch it (an integrity check, which fails on its first read): the latched
+/// I/O failure makes the close skip its commit. Nothing of the file is ever written either way.
+pub(super) struct PrivateDb {
+    db: Database,
+    seal: crate::overlay::Seal,
+}
+
+impl std::ops::Deref for PrivateDb {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        &self.db
+    }
+}
+
+impl Drop for PrivateDb {
+    fn drop(&mut self) {
+        self.seal.seal();
+        // Fails at its first read of the sealed layer, latching the failure (no snapshot can
+        // be alive here: each holds this value).
+        let _ = self.db.check_integrity();
+    }
+}
+
 enum ReadHandle {
-    Private(Arc<Database>),
+    Private(Arc<PrivateDb>),
     Shared(ReadOnlyDatabase),
 }
 
@@ -90,11 +119,12 @@ impl ReadOnlyStore {
             path: path.to_path_buf(),
             reason: e.into(),
         })?;
+        let seal = overlay.seal_handle();
         let mut b = builder();
         b.set_check_integrity_on_open(check);
         let (db, mode) = match b.create_with_backend(overlay) {
             Ok(db) => (
-                ReadHandle::Private(Arc::new(db)),
+                ReadHandle::Private(Arc::new(PrivateDb { db, seal })),
                 ReadMode::Private {
                     recovered,
                     checked: check,
@@ -140,6 +170,38 @@ impl ReadOnlyStore {
             ),
         }
     }
+}
+
+/// Opens the ledger file for writing, commits an empty durable transaction, and closes it:
+/// what every writer's first commit and close do to redb's own structures (the freed-page
+/// trees, the allocator state), without adding anything to the log.
+///
+/// redb 4.6 can *abort the process* on a damaged file there (a panic, then a second panic in
+/// a destructor during the unwind: `fixtures/redb-abort/`), which no caller can catch. So the
+/// CLI runs this in a child process before it opens a file for writing (`serve`, `rebuild`,
+/// `compact`, `rotate-key`): a child that aborts means a damaged file, refused with one line,
+/// instead of a daemon that aborts on its first agent report and crash-loops.
+pub fn trial_commit(path: &Path) -> Result<(), OpenError> {
+    if !path.exists() {
+        return Err(OpenError::Missing(path.to_path_buf()));
+    }
+    let overlay = std::fs::File::open(path)
+        .and_then(crate::overlay::Overlay::new)
+        .map_err(|e| OpenError::NotADatabase {
+            path: path.to_path_buf(),
+            reason: e.into(),
+        })?;
+    // Over the private layer: the file is never written, whatever happens. The cost is that a
+    // file not closed cleanly is recovered twice, here in memory and then for real.
+    let db = builder()
+        .create_with_backend(overlay)
+        .map_err(not_a_database(path))?;
+    let txn = begin_durable_write(&db, false).map_err(OpenError::from)?;
+    txn.commit().map_err(storage("committing"))?;
+    // The close commits redb's allocator state: part of the trial.
+    db.close()
+        .map_err(|e| storage("closing")(redb::Error::from(e)))?;
+    Ok(())
 }
 
 /// Read-write access for maintenance (rebuilding derived tables) without a signing key. It

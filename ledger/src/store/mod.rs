@@ -28,7 +28,7 @@ mod row;
 mod snapshot;
 
 pub use error::{AppendError, CreateError, ExportError, OpenError, ProofError, StorageError};
-pub use handles::{Maintenance, ReadMode, ReadOnlyStore, Reader};
+pub use handles::{Maintenance, ReadMode, ReadOnlyStore, Reader, trial_commit};
 pub use import::Importer;
 pub use redb_tables::RedbTables;
 pub use row::Row;

@@ -14,7 +14,7 @@ pub struct Snapshot {
     _txn: ReadTransaction,
     /// A private database ([`ReadOnlyStore::open_with`]) closes when dropped, ending its read
     /// transactions: a snapshot keeps it open, as a read-only database's snapshots do.
-    pub(super) private_db: Option<Arc<Database>>,
+    pub(super) private_db: Option<Arc<super::handles::PrivateDb>>,
 }
 
 impl std::fmt::Debug for Snapshot {

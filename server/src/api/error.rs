@@ -11,6 +11,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The HTTP status it answers with.
+    pub(super) fn status(&self) -> StatusCode {
+        self.status
+    }
+
     pub(super) fn new(
         status: StatusCode,
         code: &'static str,
@@ -305,7 +310,7 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
     ),
     (
         "csr-host-mismatch",
-        "401: the CSR's CN is not the token's hostname",
+        "401: the CSR's CN is not the token's hostname (enrollment) or the presented certificate's host (renewal)",
     ),
     (
         "csr-fingerprint-mismatch",
@@ -314,6 +319,10 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
     (
         "certificate-required",
         "401: a renewal without the agent's client certificate",
+    ),
+    (
+        "mixed-credentials",
+        "401: a renewal that carries an Authorization header beside (or instead of) the client certificate",
     ),
     (
         "malformed-csr",

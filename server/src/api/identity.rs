@@ -46,24 +46,57 @@ impl From<IdentityError> for ApiError {
             | IdentityError::TokenClaims(_)
             | IdentityError::TokenSignature
             | IdentityError::CsrHost { .. }
+            | IdentityError::CsrNotCertificateHost { .. }
             | IdentityError::CsrFingerprint { .. } => StatusCode::UNAUTHORIZED,
         };
         ApiError::new(status, e.code(), e.to_string())
     }
 }
 
-/// The serial of the client certificate the connection presented, if any.
-pub(super) struct PresentedSerial(Option<Vec<u8>>);
+/// The identity a renewal acts for: the verified client certificate the connection presented,
+/// and nothing else.
+///
+/// A renewal replaces that certificate, so the certificate alone says who is renewing. Any
+/// other credential on the request (a bearer token) is refused rather than weighed against
+/// it: a token for another host beside a certificate must not renew that other host, nor
+/// record the certificate's serial against it.
+pub(super) struct CertificateHolder {
+    host: Hostname,
+    serial: Vec<u8>,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for PresentedSerial {
+impl FromRequestParts<AppState> for CertificateHolder {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<PresentedSerial> {
-        Ok(PresentedSerial(
-            parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<Peer>>()
-                .and_then(|p| p.0.serial.clone()),
-        ))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<Peer>>()
+            .map(|p| &p.0);
+        let certificate = peer.and_then(|p| p.cn.clone().zip(p.serial.clone()));
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "mixed-credentials",
+                if certificate.is_some() {
+                    "a renewal is authorized by the client certificate alone: send no Authorization header with it"
+                } else {
+                    "renewal needs the agent's client certificate (mTLS), not a bearer token"
+                },
+            ));
+        }
+        let Some((cn, serial)) = certificate else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "certificate-required",
+                "renewal needs the agent's client certificate (mTLS)",
+            ));
+        };
+        let host = Hostname::parse(caller::machine_id(&cn, state.cn_suffix.as_deref()))
+            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
+        if let Some(p) = peer {
+            p.mark_trusted();
+        }
+        Ok(CertificateHolder { host, serial })
     }
 }
 
@@ -127,24 +160,25 @@ pub(super) async fn enroll(
     security(("mtls" = [])))]
 pub(super) async fn renew(
     State(state): State<AppState>,
-    caller: Caller,
-    PresentedSerial(serial): PresentedSerial,
+    CertificateHolder {
+        host,
+        serial: presented_serial,
+    }: CertificateHolder,
     body: JsonBody,
 ) -> ApiResult<Json<Issued>> {
     let ca = authority(&state)?;
-    caller.require(&[Role::Agent])?;
-    // The certificate being replaced is what authorizes the renewal: a bearer token does not.
-    let Some(presented_serial) = serial else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "certificate-required",
-            "renewal needs the agent's client certificate (mTLS), not a bearer token",
-        ));
-    };
-    let host = caller.host()?;
     let req: RenewRequest = parse_body(body)?;
     let now = (state.clock)();
     let csr = Csr::parse(&req.csr_pem)?;
+    // The CSR names the machine it is for (nixfleet's agent puts its machine id in the CN);
+    // one naming another host than the certificate is another credential, refused.
+    if csr.common_name != host.as_str() {
+        return Err(IdentityError::CsrNotCertificateHost {
+            csr: csr.common_name.clone(),
+            host: host.to_string(),
+        }
+        .into());
+    }
     let (certificate, pem) = ca.issue(&host, csr, now)?;
     let not_after = certificate.not_after;
     let out = submit(

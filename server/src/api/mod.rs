@@ -143,14 +143,51 @@ fn snapshot(state: &AppState) -> ApiResult<Snapshot> {
 }
 
 /// Runs a blocking read (redb) off the async workers.
+///
+/// A read that fails because the store failed under it (a commit hit a full or failing
+/// disk: redb then answers every read of that database with "Previous I/O error") is the
+/// daemon being unavailable for a moment, not an internal error: 503 `reopening` with
+/// Retry-After, as writes get.
 async fn read<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(Snapshot) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || f(snapshot(&state)?))
-        .await
-        .map_err(ApiError::internal)?
+    use std::sync::atomic::Ordering;
+    let failures = state.shared.store_failures.load(Ordering::Acquire);
+    let outcome = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || f(snapshot(&state)?))
+            .await
+            .map_err(ApiError::internal)?
+    };
+    match outcome {
+        Err(e) if e.status() == StatusCode::INTERNAL_SERVER_ERROR => {
+            let store_failed = || {
+                state.shared.store_failures.load(Ordering::Acquire) != failures
+                    || state
+                        .shared
+                        .reader
+                        .read()
+                        .map(|r| r.is_none())
+                        .unwrap_or(true)
+            };
+            // redb marks the database failed inside the commit, a moment before the writer
+            // sees the error and says so: give it that moment before calling this internal.
+            if !store_failed() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if store_failed() {
+                state.shared.metrics.reject("reopening");
+                Err(ApiError::unavailable(
+                    "reopening",
+                    "the ledger is being reopened after a failed commit; retry",
+                ))
+            } else {
+                Err(e)
+            }
+        }
+        other => other,
+    }
 }
 
 impl std::fmt::Debug for AppState {

@@ -242,6 +242,7 @@ pub(crate) fn rotate_key(db: &Path, key: &Path, to: &Path, reason: &str) -> Resu
         keys::read_private_key(key).with_context(|| format!("reading {}", key.display()))?;
     let next = keys::read_private_key(to).with_context(|| format!("reading {}", to.display()))?;
     let next_public = next.public().clone();
+    refuse_damaged(db)?;
     // Opening also brings the projections up to date; it refuses a key not in force.
     let ledger =
         Ledger::open_live(db, current).with_context(|| format!("opening {}", db.display()))?;
@@ -291,7 +292,48 @@ pub(crate) fn export(db: &Path, out: &Path) -> Result<()> {
 }
 
 /// `compact`: redb's compaction on a stopped daemon's file.
+/// Refuses a damaged file before this process opens it for writing: runs
+/// [`ledger::store::trial_commit`] in a child process (`fleet-ledger trial-commit`), where
+/// redb aborting on the file ends the child, not this command or the daemon.
+pub(crate) fn refuse_damaged(db: &Path) -> Result<()> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let exe = std::env::current_exe().context("finding this program to run its trial commit")?;
+    let out = std::process::Command::new(exe)
+        .arg("trial-commit")
+        .arg("--db")
+        .arg(db)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .context("running the trial commit")?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(2)
+        && let Some(line) = stderr.lines().find_map(|l| l.strip_prefix("error: "))
+    {
+        // The child's own one line (the file is missing, in use, not a ledger, corrupted).
+        bail!("{line}");
+    }
+    let panic = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("panic: "))
+        .unwrap_or("no message");
+    let how = match (out.status.signal(), out.status.code()) {
+        (Some(sig), _) => format!("signal {sig}"),
+        (None, Some(code)) => format!("exit status {code}"),
+        (None, None) => "no status".to_string(),
+    };
+    bail!(
+        "{}: the file is damaged: the storage library ended a trial commit to it ({how}; {panic}); nothing was written. `fleet-ledger verify --db` names the damage; restore from a backup or the published tiles (docs/OPERATIONS.md, \"A damaged ledger file\")",
+        db.display()
+    )
+}
+
 pub(crate) fn compact(db: &Path) -> Result<()> {
+    refuse_damaged(db)?;
     let m = match ledger::store::Maintenance::open(db) {
         Err(ledger::store::OpenError::InUse { .. }) => bail!(
             "{} is open in another process (the daemon?): compaction needs the file to itself; stop the daemon first",

@@ -28,6 +28,9 @@ pub(crate) fn serve(db: PathBuf, listen: std::net::SocketAddr, config: &Path) ->
                 db.display()
             );
         }
+        // A damaged file is refused here, with one line, rather than aborting the daemon on
+        // its first commit (a crash loop under Restart=on-failure).
+        super::ledger::refuse_damaged(&db)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;

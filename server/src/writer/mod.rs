@@ -176,6 +176,7 @@ impl Writer {
             fleet_ready: manifests.fleet_in_force.is_some().into(),
             published: RwLock::new(published),
             witnessed: RwLock::new(None),
+            store_failures: 0.into(),
             metrics: Metrics::new(Some(&path)),
         });
         note_commit(&shared, ledger.store());
@@ -246,6 +247,7 @@ impl Writer {
                 let _ = r.reply.send(Ok(seq));
             }
             Err(e) => {
+                self.store_failed();
                 let _ = r.reply.send(Err(format!("not recorded ({e})")));
                 self.after_failed_commit("recording", &e);
             }
@@ -266,6 +268,16 @@ impl Writer {
                 s.after_commit(ledger);
             }
         }
+    }
+
+    /// The moment a commit fails, before anyone is answered: readers stop using the failed
+    /// database (redb answers every later read on it with "Previous I/O error") and learn
+    /// that it is being reopened, so they answer 503 with Retry-After, not 500.
+    fn store_failed(&mut self) {
+        self.shared
+            .store_failures
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.close();
     }
 
     /// After a failed commit: nothing of it is in the log; the store is reopened rather than
@@ -320,6 +332,7 @@ impl Writer {
                 let _ = r.reply.send(Ok(receipt.first_seq));
             }
             Err(e) => {
+                self.store_failed();
                 let _ = r.reply.send(Err(RotateError::Unavailable(format!(
                     "the rotation was not recorded ({e}); retry"
                 ))));
@@ -412,6 +425,7 @@ impl Writer {
                 }
             }
             Err(e) => {
+                self.store_failed();
                 for job in batch.drain(..) {
                     let _ = job.reply.send(Err(WriteError::Unavailable(format!(
                         "the commit failed ({e}): the batch is absent, or whole if the disk kept it; retry (what was kept is answered as a duplicate)"

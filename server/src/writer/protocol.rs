@@ -113,6 +113,9 @@ pub struct Shared {
     /// The latest checkpoint cosigned by witnesses, with their cosignatures (config
     /// `witnessing`); `None` before the first.
     pub witnessed: RwLock<Option<crate::witnessing::Witnessed>>,
+    /// How many times a commit failed: bumped the moment it fails, before the reader is
+    /// dropped, so a read that began on the failed database can tell (503, not 500).
+    pub store_failures: std::sync::atomic::AtomicU64,
     /// Metrics.
     pub metrics: Metrics,
 }

@@ -72,7 +72,11 @@ pub(crate) fn rollout(
         .collect();
     let all: Vec<&String> = waves.iter().flatten().collect();
     let budgets = if channel == "stable" {
-        json!([{"selector": "channel=stable", "hosts": all, "max_in_flight_pct": 25}])
+        json!([{
+            "selector": {"all": false, "channel": "stable", "hosts": [], "tags": [], "tagsAny": []},
+            "hosts": all,
+            "max_in_flight_pct": 25,
+        }])
     } else {
         json!([])
     };

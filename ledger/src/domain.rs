@@ -28,7 +28,9 @@ pub enum IdError {
     #[error("malformed channel name {0:?}: expected [a-z0-9_-]+")]
     Channel(String),
     /// Host name shape.
-    #[error("malformed host name {0:?}: expected 1-253 characters of [A-Za-z0-9.-_]")]
+    #[error(
+        "malformed host name {0:?}: expected 1-253 characters of [A-Za-z0-9.-_], not dots alone"
+    )]
     Host(String),
     /// Closure (store path) shape.
     #[error(
@@ -73,10 +75,13 @@ pub fn check_channel(s: &str) -> Result<(), IdError> {
 
 /// Checks a host name (the machine id from the agent's certificate CN).
 pub fn check_host(s: &str) -> Result<(), IdError> {
+    // `.` and `..` (or any name of dots alone) name no machine, and as a path component they
+    // name a directory: refused wherever a host name is checked.
     let ok = !s.is_empty()
         && s.len() <= 253
         && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+        && !s.bytes().all(|b| b == b'.');
     if ok {
         Ok(())
     } else {
@@ -577,6 +582,24 @@ impl AgentReport {
             | AgentReport::Converged {
                 converged_at: t, ..
             } => *t,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 26, defect 9: `.` and `..` were accepted as host names (a CI-signed fleet, and
+    /// `fleet-ledger token --name ..`). One rule refuses them everywhere.
+    #[test]
+    fn host_names_of_dots_alone_are_refused() {
+        for bad in [".", "..", "...", "", "a/b", "a b"] {
+            assert!(check_host(bad).is_err(), "{bad:?} accepted");
+            assert!(Hostname::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["web-01", "a.b", ".hidden", "a..b", "x", "_"] {
+            assert!(check_host(good).is_ok(), "{good:?} refused");
         }
     }
 }

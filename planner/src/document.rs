@@ -319,6 +319,90 @@ fn selector_text(v: &serde_json::Value) -> Result<String, &'static str> {
     }
 }
 
+/// What agents will read must follow nixfleet's published schema (NIXFLEET-WIRE.md §4): every
+/// selector (a fleet's `disruptionBudgets[].selector` and `rolloutPolicies.*.waves[].selector`,
+/// a rollout manifest's `disruptionBudgets[].selector`) is an object whose known keys have
+/// nixfleet's types (`tags`, `tagsAny`, `hosts`: string arrays; `channel`: a string or null;
+/// `all`: a boolean). An agent fetching a manifest with a string selector from
+/// `GET /v1/fleet.resolved` could not parse it.
+///
+/// Applied to manifests as they arrive (the daemon's intake), never to recorded entries:
+/// fleet-ledger's first documents wrote a selector as a name, and the log must stay readable
+/// and replayable as it was recorded.
+pub fn check_agent_schema(doc: &serde_json::Value, fleet: bool) -> Result<(), DocumentError> {
+    // The key as the document spells it (nixfleet's camelCase, or the snake_case alias).
+    let find = |camel: &'static str, snake: &'static str| {
+        doc.get(camel)
+            .map(|v| (camel, v))
+            .or_else(|| doc.get(snake).map(|v| (snake, v)))
+    };
+    if let Some((at, budgets)) = find("disruptionBudgets", "disruption_budgets") {
+        let list = budgets
+            .as_array()
+            .ok_or_else(|| field(at, "expected an array of budgets"))?;
+        for (i, b) in list.iter().enumerate() {
+            check_selector(b.get("selector"), &format!("{at}[{i}].selector"))?;
+        }
+    }
+    if fleet
+        && let Some((at, policies)) = find("rolloutPolicies", "rollout_policies")
+        && let Some(policies) = policies.as_object()
+    {
+        for (name, policy) in policies {
+            let waves = policy.get("waves").and_then(|w| w.as_array());
+            for (j, w) in waves.into_iter().flatten().enumerate() {
+                if let Some(selector) = w.get("selector") {
+                    let path = format!("{at}.{}.waves[{j}].selector", key(name));
+                    check_selector(Some(selector), &path)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_selector(v: Option<&serde_json::Value>, at: &str) -> Result<(), DocumentError> {
+    use serde_json::Value;
+    let Some(v) = v else {
+        return Err(field(at, "missing: nixfleet's selector object is required"));
+    };
+    let Value::Object(map) = v else {
+        return Err(field(
+            at,
+            format!(
+                "a selector is an object ({{tags, tagsAny, hosts, channel, all}}), not {}",
+                match v {
+                    Value::String(_) => "a string",
+                    Value::Array(_) => "an array",
+                    Value::Number(_) => "a number",
+                    Value::Bool(_) => "a boolean",
+                    Value::Null => "null",
+                    Value::Object(_) => "an object",
+                }
+            ),
+        ));
+    };
+    for (k, val) in map {
+        let ok = match k.as_str() {
+            "tags" | "tagsAny" | "hosts" => val
+                .as_array()
+                .is_some_and(|a| a.iter().all(Value::is_string)),
+            "channel" => val.is_string() || val.is_null(),
+            "all" => val.is_boolean(),
+            _ => true,
+        };
+        if !ok {
+            let want = match k.as_str() {
+                "channel" => "a string or null",
+                "all" => "a boolean",
+                _ => "an array of strings",
+            };
+            return Err(field(format!("{at}.{k}"), format!("expected {want}")));
+        }
+    }
+    Ok(())
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DocumentError> {
     serde_json::from_slice(bytes).map_err(|e| DocumentError::Parse(e.to_string()))
 }

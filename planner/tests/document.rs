@@ -188,3 +188,39 @@ fn nixfleet_documents_parse_as_ci_writes_them() {
     };
     assert_eq!(m.soak_minutes("stable", 0), 0);
 }
+
+/// Issue 26, defect 14: what agents read must follow nixfleet's schema, where a selector is
+/// an object. A string (fleet-ledger's first documents wrote a name) is refused at intake,
+/// naming the field; recorded entries are not re-checked (`parse_*` still read them).
+#[test]
+fn selectors_agents_read_are_objects() {
+    use planner::document::check_agent_schema;
+    let fleet_ok = {
+        let mut v = fleet();
+        v["disruptionBudgets"] = json!([{"selector": {"all": false, "channel": null, "hosts": [], "tags": ["web"], "tagsAny": []}, "maxInFlight": 1}]);
+        v["rollout_policies"]["fast"]["waves"][0]["selector"] = json!({"all": true});
+        v
+    };
+    check_agent_schema(&fleet_ok, true).unwrap();
+    let refused = |v: &Value, fleet: bool| match check_agent_schema(v, fleet) {
+        Err(DocumentError::Field { field, .. }) => field,
+        other => panic!("expected a field refusal, got {other:?}"),
+    };
+    let mut v = fleet_ok.clone();
+    v["disruptionBudgets"][0]["selector"] = json!("all");
+    assert_eq!(refused(&v, true), "disruptionBudgets[0].selector");
+    let mut v = fleet_ok.clone();
+    v["rollout_policies"]["fast"]["waves"][0]["selector"] = json!("all");
+    assert_eq!(refused(&v, true), "rollout_policies.fast.waves[0].selector");
+    let mut v = fleet_ok.clone();
+    v["disruptionBudgets"][0]["selector"]["tags"] = json!("web");
+    assert_eq!(refused(&v, true), "disruptionBudgets[0].selector.tags");
+    // The rollout manifest: the sample's string selector is refused at intake, and still
+    // parses as a recorded entry.
+    assert_eq!(refused(&rollout(), false), "disruption_budgets[0].selector");
+    parse_rollout(rollout().to_string().as_bytes()).unwrap();
+    let mut v = rollout();
+    v["disruption_budgets"][0]["selector"] =
+        json!({"all": true, "channel": null, "hosts": [], "tags": [], "tagsAny": []});
+    check_agent_schema(&v, false).unwrap();
+}

@@ -120,6 +120,7 @@ pub fn verify(
         .keys
         .verifier(&canonical, &sig, now)
         .ok_or(ManifestError::BadSignature)?;
+    document::check_agent_schema(artifact, *target == Target::Fleet)?;
     let document = match target {
         Target::Fleet => Document::Fleet(document::parse_fleet(&canonical)?),
         Target::Rollout(requested) => {

@@ -187,6 +187,12 @@ fn bad_inputs_get_clear_errors() {
         2,
     );
     assert!(err.contains("invalid origin"), "{err}");
+
+    // Issue 26, defect 9: no token for an agent named `.` or `..`.
+    for name in [".", ".."] {
+        let err = fails(&["token", "--role", "agent", "--name", name], 2);
+        assert!(err.contains("malformed host name"), "{err}");
+    }
 }
 
 /// Proof files of a version-2 log, with C2SP witness cosignatures: `verify-proof` ignores

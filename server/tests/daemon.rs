@@ -565,8 +565,7 @@ async fn post_paired(f: &Fleet, r: &str, secs: i64) -> (u16, Value) {
             &f.setup.at(secs),
         )
         .unwrap();
-    doc["disruption_budgets"] =
-        json!([{"selector": "pair", "hosts": ["web-0000", "web-0001"], "max_in_flight": 1}]);
+    doc["disruption_budgets"] = json!([{"selector": {"hosts": ["web-0000", "web-0001"]}, "hosts": ["web-0000", "web-0001"], "max_in_flight": 1}]);
     let (body, _) = f.setup.sign(&doc).unwrap();
     let path = format!("/v1/manifests/rollouts/canary@{r}");
     f.c.post(&f.setup.tokens.ci, &path, &body).await.unwrap()

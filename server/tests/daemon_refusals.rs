@@ -294,5 +294,37 @@ async fn signed_manifests_with_unusable_content_are_refused_naming_the_field() {
             .await
             .unwrap();
     f.refused(422, "manifest-invalid-field", got, before).await;
+    // Issue 26, defect 14: a budget selector written as a string, in a fleet or a rollout
+    // manifest, is refused naming the field (agents read these documents as nixfleet's).
+    for (path, doc) in [
+        ("/v1/manifests/fleet", {
+            let mut doc = f.setup.fleet_doc.clone();
+            doc["disruptionBudgets"] = json!([{"selector": "all", "maxInFlight": 1}]);
+            doc
+        }),
+        ("/v1/manifests/rollouts/canary@c3c3c3c3", {
+            let mut doc = f
+                .setup
+                .rollout_doc(
+                    "canary",
+                    "c3c3c3c3",
+                    "/nix/store/c3-canary",
+                    &f.setup.at(-5),
+                )
+                .unwrap();
+            doc["disruption_budgets"] =
+                json!([{"selector": "all", "hosts": ["web-0000"], "max_in_flight": 1}]);
+            doc
+        }),
+    ] {
+        let (body, _) = f.setup.sign(&doc).unwrap();
+        let got = f.c.post(&f.setup.tokens.ci, path, &body).await.unwrap();
+        assert!(
+            got.1["reason"].as_str().unwrap().contains("selector"),
+            "{path}: {}",
+            got.1
+        );
+        f.refused(422, "manifest-invalid-field", got, before).await;
+    }
     f.daemon.shutdown().await.unwrap();
 }

@@ -175,6 +175,7 @@ fn main() {
         config.publish = Some(fleet_ledger::publish::PublishConfig {
             to: fleet_ledger::publish::Destination::Dir(tiles.clone()),
             interval_secs: 1,
+            request_timeout_secs: 30,
         });
         let (daemon, c) = setup.start_with(config).await.expect("daemon");
         let agents = prepare(&setup, &c).await;

@@ -632,7 +632,7 @@ fn run(command: Command) -> Result<()> {
                 .worker_threads(1)
                 .enable_all()
                 .build()?;
-            let sink = to.open(rt.handle())?;
+            let sink = to.open(rt.handle(), fleet_ledger::publish::DEFAULT_REQUEST_TIMEOUT)?;
             let p = fleet_ledger::publish::publish(&snap, sink.as_ref())?;
             if p.from == p.to {
                 println!("{to} is already published at size {}", p.to);

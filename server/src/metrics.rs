@@ -47,6 +47,8 @@ pub struct Metrics {
     pub publication_lag_entries: Gauge,
     /// Publications that failed (retried at the next round).
     pub publication_failures: Counter,
+    /// Publication requests the destination did not answer within the deadline.
+    pub publication_timeouts: Counter,
     /// The size of the latest checkpoint cosigned by a witness.
     pub witnessed_entries: Gauge,
     /// Witness requests that failed (refused, unreachable, or a cosignature that did not
@@ -63,6 +65,10 @@ pub struct Metrics {
     /// CP time of the last committed entry (µs; the latest checkpoint covers it), read at
     /// each scrape as `last_checkpoint_age_seconds`.
     pub last_entry_us: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Whether publication (tiles) and witnessing run: only then are their lags defined.
+    pub publishing: std::sync::atomic::AtomicBool,
+    /// See `publishing`.
+    pub witnessing: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Metrics {
@@ -72,6 +78,28 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The lags, from the committed size and what was last published and witnessed: at every
+    /// commit and after every round, failed or waiting ones included. A publication that has
+    /// never succeeded lags by the whole log, not by 0 (issue 26).
+    pub fn update_lags(&self, committed: u64) {
+        use std::sync::atomic::Ordering;
+        let committed = committed as i64;
+        if self.publishing.load(Ordering::Relaxed) {
+            self.publication_lag_entries.set(
+                committed
+                    .saturating_sub(self.published_entries.get())
+                    .max(0),
+            );
+        }
+        if self.witnessing.load(Ordering::Relaxed) {
+            self.witness_lag_entries.set(
+                committed
+                    .saturating_sub(self.witnessed_entries.get())
+                    .max(0),
+            );
+        }
+    }
+
     /// The metrics of a daemon serving the ledger at `database` (its file size is read at each
     /// scrape); `None` for none.
     pub fn new(database: Option<&std::path::Path>) -> Metrics {
@@ -117,6 +145,12 @@ impl Metrics {
             "publication_failures",
             "Publications that failed (retried at the next round)",
             publication_failures.clone(),
+        );
+        let publication_timeouts = Counter::default();
+        registry.register(
+            "publication_timeouts",
+            "Publication requests the destination did not answer within publication.request_timeout_secs",
+            publication_timeouts.clone(),
         );
         registry.register("appended_entries", "Entries appended", entries.clone());
         registry.register("commits", "Batches committed", commits.clone());
@@ -217,6 +251,7 @@ impl Metrics {
             published_entries,
             publication_lag_entries,
             publication_failures,
+            publication_timeouts,
             witnessed_entries,
             witness_failures,
             witness_lag_entries,
@@ -224,6 +259,8 @@ impl Metrics {
             reloads,
             reload_failures,
             last_entry_us,
+            publishing: false.into(),
+            witnessing: false.into(),
         }
     }
 }

@@ -166,7 +166,14 @@ impl Destination {
     /// Opens the destination. An S3 sink does its requests on `rt` (a multi-threaded
     /// runtime: it blocks on them from the calling thread, which must not be a runtime
     /// worker).
-    pub fn open(&self, rt: &tokio::runtime::Handle) -> Result<Box<dyn Sink>, PublishError> {
+    ///
+    /// `deadline` bounds every request to the destination (an S3 endpoint that accepts the
+    /// connection and never answers fails the request after it, retries included).
+    pub fn open(
+        &self,
+        rt: &tokio::runtime::Handle,
+        deadline: std::time::Duration,
+    ) -> Result<Box<dyn Sink>, PublishError> {
         match self {
             Destination::Dir(dir) => Ok(Box::new(DirSink::new(dir).map_err(|source| {
                 PublishError::Io {
@@ -175,7 +182,7 @@ impl Destination {
                 }
             })?)),
             Destination::S3 { bucket, prefix } => {
-                Ok(Box::new(S3Sink::new(bucket, prefix, rt.clone())?))
+                Ok(Box::new(S3Sink::new(bucket, prefix, rt.clone(), deadline)?))
             }
         }
     }
@@ -191,6 +198,8 @@ pub struct S3Sink {
     rt: tokio::runtime::Handle,
     /// The version of `checkpoint` as last read: the replacement is conditional on it.
     checkpoint_version: std::sync::Mutex<Option<object_store::UpdateVersion>>,
+    /// Every request, retries included, ends by then.
+    deadline: std::time::Duration,
 }
 
 impl std::fmt::Debug for S3Sink {
@@ -208,11 +217,13 @@ impl S3Sink {
         bucket: &str,
         prefix: &str,
         rt: tokio::runtime::Handle,
+        deadline: std::time::Duration,
     ) -> Result<S3Sink, PublishError> {
         S3Sink::with(
             object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket),
             prefix,
             rt,
+            deadline,
         )
     }
 
@@ -221,10 +232,27 @@ impl S3Sink {
         builder: object_store::aws::AmazonS3Builder,
         prefix: &str,
         rt: tokio::runtime::Handle,
+        deadline: std::time::Duration,
     ) -> Result<S3Sink, PublishError> {
+        use object_store::ClientConfigKey;
+        use object_store::aws::AmazonS3ConfigKey;
         // reqwest is built without a default crypto provider: the daemon's (ring).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // object_store's defaults (no request timeout, retries for up to 3 minutes) left a
+        // hanging endpoint silent for minutes (issue 26). Each attempt and the retries
+        // together are bounded by the deadline; the outer timeout in `within` is the backstop.
+        let secs = format!("{}ms", deadline.as_millis().max(1));
         let store = builder
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), &secs)
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                &secs,
+            )
+            .with_retry(object_store::RetryConfig {
+                max_retries: 2,
+                retry_timeout: deadline,
+                ..object_store::RetryConfig::default()
+            })
             .build()
             .map_err(|e| PublishError::Refused(format!("configuring S3: {e}")))?;
         Ok(S3Sink {
@@ -232,6 +260,27 @@ impl S3Sink {
             prefix: prefix.to_string(),
             rt,
             checkpoint_version: std::sync::Mutex::new(None),
+            deadline,
+        })
+    }
+
+    /// Runs one request on the runtime, failing it with `TimedOut` at the deadline.
+    fn within<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = std::io::Result<T>>,
+    ) -> std::io::Result<T> {
+        self.rt.block_on(async {
+            match tokio::time::timeout(self.deadline, f).await {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "{what}: no answer within {} ms (publication.request_timeout_secs)",
+                        self.deadline.as_millis()
+                    ),
+                )),
+            }
         })
     }
 
@@ -244,15 +293,33 @@ impl S3Sink {
     }
 }
 
+/// An S3 failure as IO; a request that ran out of time is `TimedOut` (counted and logged
+/// as such), whichever layer gave up.
 fn s3_io(e: object_store::Error) -> std::io::Error {
-    std::io::Error::other(e)
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let mut timed_out = false;
+    while let Some(c) = cause {
+        if c.downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
+            || c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            timed_out = true;
+        }
+        cause = c.source();
+    }
+    if timed_out {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, e)
+    } else {
+        std::io::Error::other(e)
+    }
 }
 
 impl Sink for S3Sink {
     fn get(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
         use object_store::ObjectStoreExt as _;
         let key = self.key(path);
-        self.rt.block_on(async {
+        self.within(&format!("reading {path}"), async {
             match self.store.get(&key).await {
                 Ok(r) => {
                     let version = object_store::UpdateVersion {
@@ -295,7 +362,7 @@ impl Sink for S3Sink {
             ..PutOptions::default()
         };
         let payload = object_store::PutPayload::from(bytes.to_vec());
-        self.rt.block_on(async {
+        self.within(&format!("writing {path}"), async {
             match self.store.put_opts(&key, payload, opts).await {
                 Ok(r) => {
                     if !immutable {
@@ -481,10 +548,29 @@ pub struct PublishConfig {
     /// commit since the last.
     #[serde(default = "default_interval")]
     pub interval_secs: u64,
+    /// Every request to the destination ends within this many seconds, retries included
+    /// (default 30; 1-300). Each timeout is logged and counted
+    /// (`fleet_ledger_publication_timeouts_total`).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
 }
 
 fn default_interval() -> u64 {
     5
+}
+
+fn default_request_timeout() -> u64 {
+    DEFAULT_REQUEST_TIMEOUT.as_secs()
+}
+
+/// The deadline of one request to a publication destination, unless configured.
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl PublishError {
+    /// Whether the destination did not answer in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, PublishError::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut)
+    }
 }
 
 /// The daemon's publisher: after commits, at most every `interval_secs`, publishes the latest
@@ -499,16 +585,23 @@ pub async fn run(
     shared: std::sync::Arc<crate::writer::Shared>,
     witnessed: bool,
 ) {
-    let sink: std::sync::Arc<dyn Sink> = match cfg.to.open(&tokio::runtime::Handle::current()) {
-        Ok(s) => s.into(),
-        Err(e) => {
-            tracing::error!(to = %cfg.to, error = %e, "cannot publish");
-            return;
-        }
-    };
+    let deadline = std::time::Duration::from_secs(cfg.request_timeout_secs.clamp(1, 300));
+    let sink: std::sync::Arc<dyn Sink> =
+        match cfg.to.open(&tokio::runtime::Handle::current(), deadline) {
+            Ok(s) => s.into(),
+            Err(e) => {
+                tracing::error!(to = %cfg.to, error = %e, "cannot publish");
+                return;
+            }
+        };
     let every = std::time::Duration::from_secs(cfg.interval_secs.max(1));
     let mut committed = shared.committed.subscribe();
     let mut failing = false;
+    shared
+        .metrics
+        .publishing
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    shared.metrics.update_lags(*shared.committed.borrow());
     loop {
         committed.mark_unchanged();
         let shared2 = std::sync::Arc::clone(&shared);
@@ -539,15 +632,19 @@ pub async fn run(
         match result {
             Ok(Ok(p)) => {
                 m.published_entries.set(p.to as i64);
-                let head = *shared.committed.borrow();
-                m.publication_lag_entries
-                    .set(head.saturating_sub(p.to) as i64);
                 if failing {
                     tracing::info!(size = p.to, "publication works again");
                     failing = false;
                 }
             }
             Ok(Err(PublishError::NotYet)) => {}
+            Ok(Err(e)) if e.is_timeout() => {
+                // Every one, not once per outage: a hanging destination must be seen.
+                m.publication_failures.inc();
+                m.publication_timeouts.inc();
+                tracing::warn!(to = %cfg.to, error = %e, "publication timed out; retrying");
+                failing = true;
+            }
             Ok(Err(e)) => {
                 m.publication_failures.inc();
                 if !failing {
@@ -560,6 +657,7 @@ pub async fn run(
                 tracing::error!(error = %e, "publication panicked; retrying");
             }
         }
+        m.update_lags(*shared.committed.borrow());
         tokio::time::sleep(every).await;
         // Nothing new since: wait for a commit. (A witnessed checkpoint arrives after its
         // commit: then each interval looks, which costs a read of the published checkpoint.)

@@ -385,6 +385,12 @@ pub async fn run(cfg: WitnessingConfig, shared: Arc<Shared>, state: PathBuf) {
     let mut round: std::collections::BTreeMap<String, String> = Default::default();
     let every = Duration::from_secs(cfg.interval_secs);
     let mut committed = shared.committed.subscribe();
+    shared.metrics.witnessed_entries.set(round_size as i64);
+    shared
+        .metrics
+        .witnessing
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    shared.metrics.update_lags(*shared.committed.borrow());
     loop {
         committed.mark_unchanged();
         let latest = {
@@ -460,17 +466,7 @@ pub async fn run(cfg: WitnessingConfig, shared: Arc<Shared>, state: PathBuf) {
                 *shared.witnessed.write().unwrap_or_else(|p| p.into_inner()) = Some(w);
             }
         }
-        let witnessed = shared
-            .witnessed
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map_or(0, |w| w.size);
-        let head = *shared.committed.borrow();
-        shared
-            .metrics
-            .witness_lag_entries
-            .set(head.saturating_sub(witnessed) as i64);
+        shared.metrics.update_lags(*shared.committed.borrow());
         tokio::time::sleep(every).await;
         // Nothing to retry and nothing new: wait for a commit.
         if !pending_failed

@@ -122,7 +122,13 @@ impl S3Server {
             .with_allow_http(true)
             .with_access_key_id(ACCESS)
             .with_secret_access_key(SECRET);
-        S3Sink::with(builder, prefix, rt.handle().clone()).unwrap()
+        S3Sink::with(
+            builder,
+            prefix,
+            rt.handle().clone(),
+            fleet_ledger::publish::DEFAULT_REQUEST_TIMEOUT,
+        )
+        .unwrap()
     }
 }
 

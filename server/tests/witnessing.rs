@@ -150,6 +150,7 @@ async fn checkpoints_are_cosigned_by_a_standard_witness_served_and_published() {
     config.publish = Some(fleet_ledger::publish::PublishConfig {
         to: fleet_ledger::publish::Destination::Dir(tiles.clone()),
         interval_secs: 1,
+        request_timeout_secs: 30,
     });
     let (daemon, c) = setup.start_with(config.clone()).await.unwrap();
     let auditor = setup.tokens.auditor.clone();

@@ -87,7 +87,7 @@ fn tile_reader(source: &Path) -> Result<Box<ledger::tiles::Fetch<'static>>> {
             .worker_threads(1)
             .enable_all()
             .build()?;
-        let sink = dest.open(rt.handle())?;
+        let sink = dest.open(rt.handle(), fleet_ledger::publish::DEFAULT_REQUEST_TIMEOUT)?;
         return Ok(Box::new(move |path: &str| {
             let _keep = &rt;
             sink.get(path).map_err(|e| format!("s3 {path}: {e}"))

@@ -518,6 +518,7 @@ impl Writer {
 /// gauges derived from the tip.
 fn note_commit(shared: &Shared, store: &ledger::store::Store) {
     shared.metrics.log_entries.set(store.size() as i64);
+    shared.metrics.update_lags(store.size());
     shared
         .metrics
         .last_entry_us

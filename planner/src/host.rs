@@ -87,6 +87,10 @@ pub enum Rejection {
     /// The rollout's retention expired; reports about it are no longer taken.
     #[error("rollout {0} was pruned; its hosts' reports are no longer accepted")]
     RolloutPruned(String),
+    /// The rollout was superseded: its host records are final (DECISIONS 111). A late report
+    /// is recorded, as refused, and moves nothing.
+    #[error("rollout {0} was superseded; a report to it is recorded and moves nothing")]
+    RolloutSuperseded(String),
 }
 
 impl Rejection {
@@ -99,6 +103,7 @@ impl Rejection {
             Rejection::UnknownRollout(_) => "unknown-rollout",
             Rejection::UnknownHost { .. } => "unknown-host",
             Rejection::RolloutPruned(_) => "rollout-pruned",
+            Rejection::RolloutSuperseded(_) => "rollout-superseded",
         }
     }
 }
@@ -252,6 +257,9 @@ pub fn decide_report(
         .ok_or_else(|| Rejection::UnknownRollout(rollout_id.to_string()))?;
     if rollout.state == ledger::domain::RolloutState::Pruned {
         return Err(Rejection::RolloutPruned(rollout_id.to_string()));
+    }
+    if rollout.state == ledger::domain::RolloutState::Superseded {
+        return Err(Rejection::RolloutSuperseded(rollout_id.to_string()));
     }
     let record = state
         .hosts

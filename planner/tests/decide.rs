@@ -471,6 +471,18 @@ fn a_manifest_replaces_the_one_in_force_only_when_newer_and_consistent() {
     )
     .unwrap_err();
     assert_eq!(err.code(), "manifest-fleet-mismatch");
+    // The rollout manifest in force itself, posted again after the newer fleet: the
+    // duplicate answer DECISIONS 40 promises (issue 26, defect 15), nothing staged.
+    let in_force = m.rollout_in_force["canary"].seq;
+    let (answer, _, staged) = run_with(
+        &mut f,
+        &mut m,
+        manifest(&rollout_doc([1; 32], t), 9, T0),
+        T0,
+    )
+    .unwrap();
+    assert!(staged.is_empty());
+    assert_eq!(answer, Answer::Duplicate { seq: in_force });
 }
 
 proptest! {
@@ -528,4 +540,36 @@ fn a_report_to_a_pruned_rollout_is_refused_even_as_a_retransmit() {
     };
     assert_eq!(refusal.code(), "rollout-pruned");
     assert_eq!(kinds(&staged), ["AgentReportRefused"]);
+}
+
+/// Issue 26, defect 16 (DECISIONS 111): a late report to a Superseded rollout is recorded as
+/// refused (`rollout-superseded`, an `AgentReportRefused` entry, answered 2xx) and moves
+/// nothing; a retransmit of a report recorded before the supersession is still a duplicate.
+#[test]
+fn a_late_report_to_a_superseded_rollout_is_recorded_as_refused_and_moves_nothing() {
+    let (mut f, r) = host_in(HostState::Activating);
+    f.open(&rid("canary@b2b2"), &[("web-01", 0)], T0 + MIN);
+    assert_eq!(f.state.rollouts[&r].state, RolloutState::Superseded);
+    let before = f.host(&r, "web-01").clone();
+    let late = Input::Report {
+        host: h("web-01"),
+        rollout: r.clone(),
+        agent_seq: 2,
+        report: completed(TARGET, T0 + 2 * MIN),
+    };
+    let (answer, _, staged) = run(&mut f, late, T0 + 3 * MIN).unwrap();
+    let Answer::Refused { refusal, .. } = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(refusal.code(), "rollout-superseded");
+    assert_eq!(kinds(&staged), ["AgentReportRefused"]);
+    assert_eq!(f.host(&r, "web-01"), &before, "the host did not move");
+    let retransmit = Input::Report {
+        host: h("web-01"),
+        rollout: r.clone(),
+        agent_seq: 1,
+        report: ack(T0),
+    };
+    let (answer, _, _) = run(&mut f, retransmit, T0 + 3 * MIN).unwrap();
+    assert!(matches!(answer, Answer::Duplicate { .. }), "{answer:?}");
 }

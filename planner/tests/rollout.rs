@@ -287,6 +287,10 @@ mod props {
                         if was_pruned {
                             let err = f.feed(&r, host, agent(1, ack(T0)), T0, OnHealthFailure::Halt).unwrap_err();
                             prop_assert_eq!(err.code(), "rollout-pruned");
+                        } else if before.state == R::Superseded {
+                            // Host records of a superseded rollout are final (DECISIONS 111).
+                            let err = f.feed(&r, host, agent(99, ack(T0)), T0, OnHealthFailure::Halt).unwrap_err();
+                            prop_assert_eq!(err.code(), "rollout-superseded");
                         } else if f.host(&r, host).state == HostState::Pending && target != HostState::Pending {
                             drive_to(&mut f, &r, host, target);
                         }

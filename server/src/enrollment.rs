@@ -135,9 +135,8 @@ impl IdentityError {
             IdentityError::TokenSignature => "bad-token-signature",
             IdentityError::Csr(_) => "malformed-csr",
             IdentityError::CsrKey => "csr-key-not-ed25519",
-            IdentityError::CsrHost { .. } | IdentityError::CsrNotCertificateHost { .. } => {
-                "csr-host-mismatch"
-            }
+            IdentityError::CsrHost { .. } => "csr-host-mismatch",
+            IdentityError::CsrNotCertificateHost { .. } => "csr-host-mismatch",
             IdentityError::CsrFingerprint { .. } => "csr-fingerprint-mismatch",
             IdentityError::Issue(_) => "issue-failed",
         }

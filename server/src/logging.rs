@@ -88,9 +88,14 @@ pub fn init() -> WorkerGuard {
     let _ = CHANNEL_DROPS.set(writer.error_counter());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: a file or journald gets plain text (issue 26:
+    // `ESC[2m…` in log files). NO_COLOR is honoured too.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_ansi(ansi)
         .log_internal_errors(false);
     let _ = match Format::from_env() {
         Format::Json => builder.json().with_current_span(true).try_init(),

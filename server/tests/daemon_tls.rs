@@ -61,6 +61,22 @@ async fn agents_are_identified_by_client_certificates_over_https() {
         .await
         .unwrap();
     assert_eq!((s, v["error"].as_str()), (503, Some("not-ready")), "{v}");
+    // Authentication first (issue 26, defect 12): an anonymous caller or an unknown token
+    // gets 401 before the fleet is ready too, not a readiness answer.
+    let (s, v) = heartbeat(addr, &ca_pem, None, "web-0002").await.unwrap();
+    assert_eq!((s, v["error"].as_str()), (401, Some("unauthorized")), "{v}");
+    let (s, v) = request(
+        addr,
+        &ca_pem,
+        None,
+        "GET",
+        "/v1/fleet.resolved",
+        Some("not-a-token"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!((s, v["error"].as_str()), (401, Some("unauthorized")), "{v}");
     let (fleet, _) = setup.signed_fleet().unwrap();
     let (s, v) = request(
         addr,

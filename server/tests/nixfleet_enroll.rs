@@ -473,6 +473,30 @@ async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
         (401, Some("host-key-mismatch")),
         "{v}"
     );
+    // Issue 26, defect 7: the certificate alone says who renews. Another host's bearer token
+    // beside it is refused, and nothing is recorded.
+    let other_token = setup
+        .tokens
+        .agents
+        .iter()
+        .find(|(h, _)| h.as_str() != HOST)
+        .map(|(_, t)| t.clone())
+        .unwrap();
+    let size = |db: &std::path::Path| {
+        ledger::store::ReadOnlyStore::open(db)
+            .unwrap()
+            .snapshot()
+            .unwrap()
+            .size()
+    };
+    let before = size(&setup.db);
+    let (s, v) = renew(Some(identity.clone()), Some(other_token), &host_key).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (401, Some("mixed-credentials")),
+        "{v}"
+    );
+    assert_eq!(size(&setup.db), before, "a refused renewal recorded something");
     let (s, v) = renew(Some(identity.clone()), None, &host_key).await;
     assert_eq!(s, 200, "{v}");
     let renewed = v["certPem"].as_str().unwrap().to_string();

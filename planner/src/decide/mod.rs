@@ -602,6 +602,12 @@ fn manifest(
             }
         }
         Document::Rollout(doc) => {
+            // The manifest in force itself is a duplicate whatever came since (a newer fleet
+            // it no longer matches included): re-posting it is idempotent (DECISIONS 40).
+            let in_force = manifests.rollout_in_force.get(&doc.rollout_id.channel);
+            if let Some(f) = in_force.filter(|f| f.content_hash == m.content_hash) {
+                return Ok(Answer::Duplicate { seq: f.seq });
+            }
             let Some(fleet) = &manifests.fleet_in_force else {
                 return Err(ManifestRefusal::NoFleet.into());
             };

@@ -11,6 +11,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// Its stable code.
+    pub(super) fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// The HTTP status it answers with.
     pub(super) fn status(&self) -> StatusCode {
         self.status
@@ -71,7 +76,8 @@ impl From<WriteError> for ApiError {
                     H::UnknownRollout(_)
                     | H::UnknownHost { .. }
                     | H::Invariant(_)
-                    | H::RolloutPruned(_),
+                    | H::RolloutPruned(_)
+                    | H::RolloutSuperseded(_),
                 ) => StatusCode::UNPROCESSABLE_ENTITY,
                 R::Rollout(O::Unknown(_)) | R::NotQuarantined { .. } => StatusCode::NOT_FOUND,
                 R::Rollout(O::IllegalForState { .. } | O::SupersessionExpected { .. }) => {
@@ -241,6 +247,10 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
     ),
     ("unknown-host", "422: the host is not part of the rollout"),
     ("rollout-pruned", "422: the rollout's retention expired"),
+    (
+        "rollout-superseded",
+        "the rollout was superseded: a late report is recorded as refused (200 with `refused`) and moves nothing",
+    ),
     ("invariant", "422: the input would break an invariant"),
     (
         "not-quarantined",

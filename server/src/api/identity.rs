@@ -73,22 +73,18 @@ impl FromRequestParts<AppState> for CertificateHolder {
             .get::<axum::extract::ConnectInfo<Peer>>()
             .map(|p| &p.0);
         let certificate = peer.and_then(|p| p.cn.clone().zip(p.serial.clone()));
-        if parts.headers.contains_key(header::AUTHORIZATION) {
+        if parts.headers.contains_key(header::AUTHORIZATION) && certificate.is_some() {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "mixed-credentials",
-                if certificate.is_some() {
-                    "a renewal is authorized by the client certificate alone: send no Authorization header with it"
-                } else {
-                    "renewal needs the agent's client certificate (mTLS), not a bearer token"
-                },
+                "a renewal is authorized by the client certificate alone: send no Authorization header with it",
             ));
         }
         let Some((cn, serial)) = certificate else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "certificate-required",
-                "renewal needs the agent's client certificate (mTLS)",
+                "renewal needs the agent's client certificate (mTLS), not a bearer token",
             ));
         };
         let host = Hostname::parse(caller::machine_id(&cn, state.cn_suffix.as_deref()))

@@ -272,6 +272,9 @@ async fn uri_limit(req: axum::extract::Request, next: axum::middleware::Next) ->
 /// nixfleet's readiness rule for the agent routes: until a verified fleet is in force, 503
 /// with `Retry-After: 30` (its agents retry enrollment on a body that says "control plane
 /// not ready"). Operator, CI and audit routes are not gated: CI's first fleet has to get in.
+/// The caller is authenticated first (issue 26): an anonymous or unknown caller gets 401,
+/// whether or not the fleet is ready; only enrollment is anonymous (its token is checked in
+/// the handler).
 async fn ready(
     State(state): State<AppState>,
     req: axum::extract::Request,
@@ -282,6 +285,17 @@ async fn ready(
         .fleet_ready
         .load(std::sync::atomic::Ordering::Acquire)
     {
+        if req.uri().path() != "/v1/enroll" {
+            let (parts, _) = req.into_parts();
+            let peer = parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<Peer>>()
+                .map(|p| &p.0);
+            if let Err(e) = caller::authenticate(&parts, peer, &state) {
+                state.shared.metrics.reject(e.code());
+                return e.into_response();
+            }
+        }
         let mut resp = ApiError::unavailable(
             "not-ready",
             "control plane not ready: awaiting first signed artifact",
@@ -413,11 +427,18 @@ pub fn router(state: AppState) -> Router {
                 .concurrency_limit(limits.concurrent_requests)
                 .layer(axum::extract::DefaultBodyLimit::max(limits.body_bytes))
                 .layer(
-                    tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                        |req: &axum::http::Request<Body>| {
+                    tower_http::trace::TraceLayer::new_for_http()
+                        .make_span_with(|req: &axum::http::Request<Body>| {
                             tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
-                        },
-                    ),
+                        })
+                        // A client's fault or a not-ready 503 is not the daemon's error: the
+                        // layer's own failure line is at debug; a real internal error is
+                        // logged at ERROR where it happens (`ApiError::internal`), and the
+                        // writer's and the store's failures where they happen.
+                        .on_failure(
+                            tower_http::trace::DefaultOnFailure::new()
+                                .level(tracing::Level::DEBUG),
+                        ),
                 ),
         )
         .with_state(state)

@@ -333,12 +333,18 @@ pub(crate) fn refuse_damaged(db: &Path) -> Result<()> {
 }
 
 pub(crate) fn compact(db: &Path) -> Result<()> {
-    refuse_damaged(db)?;
-    let m = match ledger::store::Maintenance::open(db) {
-        Err(ledger::store::OpenError::InUse { .. }) => bail!(
+    let in_use = |db: &Path| {
+        anyhow::anyhow!(
             "{} is open in another process (the daemon?): compaction needs the file to itself; stop the daemon first",
             db.display()
-        ),
+        )
+    };
+    if open_ro(db)?.mode() == ledger::store::ReadMode::BesideWriter {
+        return Err(in_use(db));
+    }
+    refuse_damaged(db)?;
+    let m = match ledger::store::Maintenance::open(db) {
+        Err(ledger::store::OpenError::InUse { .. }) => return Err(in_use(db)),
         other => other.with_context(|| format!("opening {}", db.display()))?,
     };
     let (before, after) = m

@@ -373,6 +373,11 @@ impl Writer {
             let answer = match planner::decide(ledger, &mut self.manifests, input, now) {
                 Ok(decided) => {
                     replan |= decided.replan;
+                    // A report recorded as refused (answered 2xx, DECISIONS 75) is a refusal
+                    // all the same: counted by its code like any other.
+                    if let Answer::Refused { refusal, .. } = &decided.answer {
+                        self.shared.metrics.reject(refusal.code());
+                    }
                     Ok(decided.answer)
                 }
                 Err(r) => {

@@ -129,6 +129,12 @@ impl Fleet {
         );
         assert_eq!(got.1["seq"], before, "{}", got.1);
         assert_eq!(self.size(), before + 1, "one AgentReportRefused entry");
+        // Counted where OPERATIONS.md says refusals are (issue 26, defect 13).
+        let metrics = self.daemon.shared.metrics.render();
+        assert!(
+            metrics.contains(&format!("fleet_ledger_rejections_total{{reason=\"{code}\"}}")),
+            "{code} not counted: {metrics}"
+        );
     }
 
     /// Asserts a refusal: its status and code, and that nothing was appended.

@@ -407,6 +407,7 @@ fn main() -> ExitCode {
         Ok(outcome) => outcome,
         // A library (in practice redb, on a damaged file) panicked on this thread: one line
         // naming the file, never a backtrace; exit 2, as for any other unreadable input.
+        Err(_) if last_panic().contains("Broken pipe") => Ok(()),
         Err(_) => {
             let what = subject.map_or_else(String::new, |p| format!("{}: ", p.display()));
             Err(anyhow::anyhow!(
@@ -417,6 +418,9 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that closed stdout (`… | head`) ends the command quietly, as in standard
+        // Unix tools: it asked for no more.
+        Err(e) if closed_stdout(&e) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(invalid) = e.downcast_ref::<Invalid>() {
                 eprintln!("INVALID: {invalid}");
@@ -427,6 +431,14 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Whether the command failed because its stdout was closed (EPIPE).
+fn closed_stdout(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The message and place of the last panic on any thread.

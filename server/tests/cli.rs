@@ -855,3 +855,26 @@ fn compact_changes_nothing_and_refuses_a_file_in_use() {
     assert!(err.contains("stop the daemon first"), "{err}");
     drop(store);
 }
+
+/// Issue 26: a reader that closes stdout (`fleet-ledger timeline … | head`) ends the command
+/// quietly, exit 0, as in standard Unix tools; not `error: Broken pipe (os error 32)`.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let bundle = fixtures::path("ledger-v2/sample.bundle");
+    for args in [
+        vec!["replay", "--bundle", s(&bundle), "--at-seq", "5", "--json"],
+        vec!["replay", "--bundle", s(&bundle), "--at-seq", "5"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fleet-ledger"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}

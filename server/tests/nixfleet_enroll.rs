@@ -496,7 +496,11 @@ async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
         (401, Some("mixed-credentials")),
         "{v}"
     );
-    assert_eq!(size(&setup.db), before, "a refused renewal recorded something");
+    assert_eq!(
+        size(&setup.db),
+        before,
+        "a refused renewal recorded something"
+    );
     let (s, v) = renew(Some(identity.clone()), None, &host_key).await;
     assert_eq!(s, 200, "{v}");
     let renewed = v["certPem"].as_str().unwrap().to_string();

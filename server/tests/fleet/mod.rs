@@ -132,7 +132,9 @@ impl Fleet {
         // Counted where OPERATIONS.md says refusals are (issue 26, defect 13).
         let metrics = self.daemon.shared.metrics.render();
         assert!(
-            metrics.contains(&format!("fleet_ledger_rejections_total{{reason=\"{code}\"}}")),
+            metrics.contains(&format!(
+                "fleet_ledger_rejections_total{{reason=\"{code}\"}}"
+            )),
             "{code} not counted: {metrics}"
         );
     }

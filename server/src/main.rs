@@ -407,7 +407,8 @@ fn main() -> ExitCode {
         Ok(outcome) => outcome,
         // A library (in practice redb, on a damaged file) panicked on this thread: one line
         // naming the file, never a backtrace; exit 2, as for any other unreadable input.
-        Err(_) if last_panic().contains("Broken pipe") => Ok(()),
+        // `println!` panics on a closed stdout ("failed printing to stdout: Broken pipe").
+        Err(_) if last_panic().starts_with("failed printing to stdout") => Ok(()),
         Err(_) => {
             let what = subject.map_or_else(String::new, |p| format!("{}: ", p.display()));
             Err(anyhow::anyhow!(

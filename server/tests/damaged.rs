@@ -57,6 +57,44 @@ fn one_line_naming(out: &Output, file: &Path, what: &str) {
     );
 }
 
+/// Starts `serve` on `db`: `None` once it listens (the `Proc` guard stops it), or its exit
+/// status and stderr if it exits first.
+fn serve_outcome(db: &Path, config: &Path) -> Option<(std::process::ExitStatus, String)> {
+    let port = free_port();
+    let mut child = Proc(
+        Command::new(EXE)
+            .args(["serve", "--db"])
+            .arg(db)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .arg(config)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() || Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    use std::io::Read as _;
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Some((status, stderr))
+}
+
 fn run(args: &[&str]) -> Output {
     Command::new(EXE).args(args).output().unwrap()
 }
@@ -134,44 +172,10 @@ fn serve_refuses_a_damaged_file_in_one_line() {
         let mut bytes = base.clone();
         bytes[m.offset] = m.to;
         std::fs::write(&db, &bytes).unwrap();
-        let port = free_port();
-        let mut child = Proc(
-            Command::new(EXE)
-                .args(["serve", "--db"])
-                .arg(&db)
-                .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
-                .arg(&config)
-                .env("RUST_LOG", "error")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let exited = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                || Instant::now() > deadline
-            {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let Some(status) = exited else {
-            continue; // it serves; the Proc guard stops it
+        let Some((status, stderr)) = serve_outcome(&db, &config) else {
+            continue; // it serves
         };
         refused += 1;
-        let mut stderr = String::new();
-        use std::io::Read as _;
-        child
-            .0
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
         assert_eq!(status.code(), Some(2), "{}: {stderr}", m.site);
         let last = stderr.trim_end().lines().last().unwrap_or("");
         assert!(
@@ -261,38 +265,8 @@ fn a_file_redb_aborts_on_is_refused_by_every_command_in_one_line() {
 
     // serve: refused at start, exit 2, one line naming the file; never an abort.
     std::fs::write(&db, &original).unwrap();
-    let port = free_port();
-    let mut child = Proc(
-        Command::new(EXE)
-            .args(["serve", "--db", d])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
-            .arg(dir.path().join("config.json"))
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve started on a file redb aborts on"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    use std::io::Read as _;
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (status, stderr) = serve_outcome(&db, &dir.path().join("config.json"))
+        .expect("serve started on a file redb aborts on");
     assert_eq!(status.code(), Some(2), "{stderr}");
     let last = stderr.trim_end().lines().last().unwrap_or("");
     assert!(

@@ -37,6 +37,12 @@ pub fn machine_id<'a>(cn: &'a str, suffix: Option<&str>) -> &'a str {
         .unwrap_or(cn)
 }
 
+/// The host a verified client certificate names (nixfleet's CN rule), or 401.
+pub(super) fn certificate_host(cn: &str, state: &AppState) -> ApiResult<Hostname> {
+    Hostname::parse(machine_id(cn, state.cn_suffix.as_deref()))
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))
+}
+
 pub(super) fn authenticate(
     parts: &Parts,
     peer: Option<&Peer>,
@@ -49,11 +55,9 @@ pub(super) fn authenticate(
         let cn = peer.and_then(|p| p.cn.clone()).ok_or_else(|| {
             unauthorized("missing Authorization: Bearer <token> (or a client certificate)")
         })?;
-        let host = machine_id(&cn, state.cn_suffix.as_deref());
-        ledger::domain::check_host(host).map_err(|e| unauthorized(&e.to_string()))?;
         return Ok(Caller(Principal {
             role: Role::Agent,
-            name: host.to_string(),
+            name: certificate_host(&cn, state)?.to_string(),
         }));
     };
     let token = value

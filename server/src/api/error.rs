@@ -249,7 +249,7 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
     ("rollout-pruned", "422: the rollout's retention expired"),
     (
         "rollout-superseded",
-        "the rollout was superseded: a late report is recorded as refused (200 with `refused`) and moves nothing",
+        "422: the rollout was superseded (an agent report to it is recorded as refused: 200 with `refused`, and moves nothing)",
     ),
     ("invariant", "422: the input would break an invariant"),
     (
@@ -332,7 +332,7 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
     ),
     (
         "mixed-credentials",
-        "401: a renewal that carries an Authorization header beside (or instead of) the client certificate",
+        "401: a renewal that carries an Authorization header beside the client certificate",
     ),
     (
         "malformed-csr",

@@ -87,8 +87,7 @@ impl FromRequestParts<AppState> for CertificateHolder {
                 "renewal needs the agent's client certificate (mTLS), not a bearer token",
             ));
         };
-        let host = Hostname::parse(caller::machine_id(&cn, state.cn_suffix.as_deref()))
-            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
+        let host = caller::certificate_host(&cn, state)?;
         if let Some(p) = peer {
             p.mark_trusted();
         }

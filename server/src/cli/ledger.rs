@@ -291,7 +291,6 @@ pub(crate) fn export(db: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `compact`: redb's compaction on a stopped daemon's file.
 /// Refuses a damaged file before this process opens it for writing: runs
 /// [`ledger::store::trial_commit`] in a child process (`fleet-ledger trial-commit`), where
 /// redb aborting on the file ends the child, not this command or the daemon.
@@ -332,6 +331,7 @@ pub(crate) fn refuse_damaged(db: &Path) -> Result<()> {
     )
 }
 
+/// `compact`: redb's compaction on a stopped daemon's file.
 pub(crate) fn compact(db: &Path) -> Result<()> {
     let in_use = |db: &Path| {
         anyhow::anyhow!(

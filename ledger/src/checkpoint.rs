@@ -240,6 +240,11 @@ fn parse_body(body: &str) -> Result<Checkpoint, NoteError> {
         .ok()
         .filter(|_| canonical)
         .ok_or_else(|| bad("size is not a canonical decimal u64"))?;
+    // The genesis entry is committed with the first checkpoint: no log signs an empty tree,
+    // so a size-0 note is a forgery or a mistake, never the start of a proof (FORMAT §5).
+    if size == 0 {
+        return Err(bad("size 0: there is no checkpoint of an empty log"));
+    }
     let root = Hash::from_base64(root).ok_or_else(|| bad("root is not base64 of 32 bytes"))?;
     let head = head
         .strip_prefix("head ")
@@ -337,6 +342,16 @@ mod tests {
         assert!(note.starts_with("example.org/fleet\n42\nAQEB"));
         let v = verify_note(note.as_bytes(), s.public()).unwrap();
         assert_eq!(v.checkpoint(), &cp);
+    }
+
+    /// FORMAT §5: no log signs an empty tree, so a validly signed size-0 note is refused
+    /// before its signature is looked at (and so cannot start a consistency proof).
+    #[test]
+    fn a_signed_size_0_note_is_refused() {
+        let (s, mut cp) = sample();
+        cp.size = 0;
+        let err = verify_note(cp.sign(&s).as_bytes(), s.public()).unwrap_err();
+        assert!(err.to_string().contains("size 0"), "{err}");
     }
 
     #[test]

@@ -147,3 +147,101 @@ async fn agents_are_identified_by_client_certificates_over_https() {
     assert_eq!(s, 200, "{v}");
     daemon.shutdown().await.unwrap();
 }
+
+/// Issue 26, defect 8: an answer given before the request's body was read (a path refused
+/// by the router) must not leave the client a dead keep-alive connection. Over TLS the body
+/// arrives in records of its own, after the answer; hyper then closes the connection after a
+/// response that promised keep-alive. Here the body is sent only after the answer came, so
+/// the answer always precedes it: it must say `Connection: close`. An error answered after
+/// the body was read keeps the connection, and the next request on it is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_early_answer_over_tls_never_leaves_a_dead_keep_alive_connection() {
+    use http_body_util::{BodyExt as _, channel::Channel};
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::create(dir.path(), None, 2).unwrap();
+    let pki = Pki::new("fleet test CA");
+    let ca_pem = pki.ca.pem();
+    let (server_cert, server_key) = pki.leaf("cp.test", &["localhost"]);
+    let mut config = setup.config.clone();
+    config.tls = Some(TlsConfig {
+        cert: write(dir.path(), "server.pem", &server_cert),
+        key: write(dir.path(), "server.key", &server_key),
+        client_ca: None,
+        agent_cn_suffix: None,
+    });
+    let (daemon, _) = setup.start_with(config).await.unwrap();
+    let client = std::sync::Arc::new(tls::client_config(&ca_pem, None));
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(client.clone())
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake::<_, Channel<bytes::Bytes>>(
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        send
+    };
+    let closes = |resp: &hyper::Response<hyper::body::Incoming>| {
+        resp.headers()
+            .get("connection")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+    };
+    let post = |path: &str, token: &str, len: usize| {
+        let (tx, body) = Channel::<bytes::Bytes>::new(1);
+        let req = hyper::Request::post(path)
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("content-length", len.to_string())
+            .body(body)
+            .unwrap();
+        (tx, req)
+    };
+    for _ in 0..5 {
+        let mut send = connect().await;
+        let (mut tx, req) = post(
+            "/v1/rollouts/..%2F..%2Fx/clearance",
+            &setup.tokens.operator,
+            16 * 1024,
+        );
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 400);
+        assert!(
+            closes(&resp),
+            "answered before the body was read, yet kept alive: {:?}",
+            resp.headers()
+        );
+        // The client may still send what it meant to; the connection is not reused.
+        let _ = tx
+            .send_data(bytes::Bytes::from(vec![b'x'; 16 * 1024]))
+            .await;
+    }
+    // A refusal given after the body was read keeps the connection.
+    let mut send = connect().await;
+    let bad = b"{\"not\": \"a manifest\"}";
+    let (mut tx, req) = post("/v1/manifests/fleet", &setup.tokens.ci, bad.len());
+    let answer = tokio::spawn(send.send_request(req));
+    tx.send_data(bytes::Bytes::from_static(bad)).await.unwrap();
+    drop(tx);
+    let resp = answer.await.unwrap().unwrap();
+    assert!(resp.status().is_client_error(), "{:?}", resp.status());
+    assert!(!closes(&resp), "{:?}", resp.headers());
+    resp.into_body().collect().await.unwrap();
+    let (tx, next) = Channel::<bytes::Bytes>::new(1);
+    drop(tx);
+    let next = hyper::Request::get("/healthz")
+        .header("host", "localhost")
+        .header("content-length", "0")
+        .body(next)
+        .unwrap();
+    let resp = send.send_request(next).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    daemon.shutdown().await.unwrap();
+}

@@ -19,6 +19,7 @@ mod openapi;
 mod published;
 mod rollouts;
 mod rotation;
+mod unread;
 
 pub use caller::{Caller, machine_id};
 pub use error::{ApiError, ERROR_CODES, ErrorBody};
@@ -441,5 +442,7 @@ pub fn router(state: AppState) -> Router {
                         ),
                 ),
         )
+        // Outermost: it sees every answer, the limits' and the load shedder's included.
+        .layer(axum::middleware::from_fn(unread::close_if_unread))
         .with_state(state)
 }

@@ -197,6 +197,8 @@ pub struct Settings {
     pub config: Config,
     /// Trusted manifest keys, in order, and the cut-off.
     pub manifest_keys: crate::trust::TrustedKeys,
+    /// The org root keys that sign bootstrap tokens (empty without `enrollment`).
+    pub org_root: crate::trust::TrustedKeys,
     /// Tokens.
     pub tokens: TokenTable,
     /// The TLS server config, when `tls` is set.
@@ -335,6 +337,7 @@ impl Config {
             .map(crate::tls::server_config)
             .transpose()
             .map_err(|e| ConfigError::Invalid(format!("tls: {e}")))?;
+        let mut org_root = crate::trust::TrustedKeys::default();
         let enrollment = self
             .enrollment
             .as_ref()
@@ -344,18 +347,24 @@ impl Config {
                         "enrollment needs tls with client_ca (the fleet CA, so the certificates it issues identify agents)".into(),
                     )
                 })?;
+                let invalid = |e: crate::enrollment::SetupError| {
+                    ConfigError::Invalid(format!("enrollment: {e}"))
+                };
+                org_root = crate::enrollment::org_root_keys(e, org_root_key.as_ref())
+                    .map_err(invalid)?;
                 crate::enrollment::Authority::load(
                     e,
                     org_root_key.as_ref(),
                     tls.agent_cn_suffix.as_deref().unwrap_or(""),
                 )
                 .map(std::sync::Arc::new)
-                .map_err(|e| ConfigError::Invalid(format!("enrollment: {e}")))
+                .map_err(invalid)
             })
             .transpose()?;
         Ok(Settings {
             config: self,
             manifest_keys,
+            org_root,
             tokens,
             tls,
             enrollment,

@@ -219,10 +219,38 @@ impl Csr {
     }
 }
 
-/// The fleet CA and the keys that may sign bootstrap tokens.
+/// The org root keys that may sign bootstrap tokens: `enrollment.org_root_key` and the trust
+/// file's `orgRootKey` (`extra_root`), ed25519 only as nixfleet has them. At least one is
+/// required. They are part of the access in force (`reload::Access`): a reload applies them
+/// and records the change, as it does CI's keys.
+pub fn org_root_keys(
+    cfg: &EnrollmentConfig,
+    extra_root: Option<&KeySlot>,
+) -> Result<TrustedKeys, SetupError> {
+    let mut org_root = TrustedKeys::default();
+    for (field, slot) in [
+        ("enrollment.org_root_key", cfg.org_root_key.as_ref()),
+        ("trust file orgRootKey", extra_root),
+    ] {
+        if let Some(slot) = slot {
+            org_root
+                .add_slot(field, slot)
+                .map_err(SetupError::Invalid)?;
+        }
+    }
+    // nixfleet verifies bootstrap tokens with ed25519 org root keys only.
+    org_root.retain_ed25519();
+    if org_root.is_empty() {
+        return Err(SetupError::Invalid(
+            "enrollment needs an ed25519 org root key (enrollment.org_root_key, or orgRootKey in the trust file) to verify bootstrap tokens".into(),
+        ));
+    }
+    Ok(org_root)
+}
+
+/// The fleet CA (the org root keys that sign bootstrap tokens are the access in force's).
 pub struct Authority {
     issuer: Issuer<'static, KeyPair>,
-    org_root: TrustedKeys,
     validity: Duration,
     cn_suffix: String,
 }
@@ -300,24 +328,7 @@ impl Authority {
                 path: cfg.ca_cert.clone(),
                 reason: format!("not a PEM certificate: {e}"),
             })?;
-        let mut org_root = TrustedKeys::default();
-        for (field, slot) in [
-            ("enrollment.org_root_key", cfg.org_root_key.as_ref()),
-            ("trust file orgRootKey", extra_root),
-        ] {
-            if let Some(slot) = slot {
-                org_root
-                    .add_slot(field, slot)
-                    .map_err(SetupError::Invalid)?;
-            }
-        }
-        // nixfleet verifies bootstrap tokens with ed25519 org root keys only.
-        org_root.retain_ed25519();
-        if org_root.is_empty() {
-            return Err(SetupError::Invalid(
-                "enrollment needs an ed25519 org root key (enrollment.org_root_key, or orgRootKey in the trust file) to verify bootstrap tokens".into(),
-            ));
-        }
+        org_root_keys(cfg, extra_root)?;
         let suffix = cn_suffix.trim_start_matches('.');
         if suffix.is_empty() {
             return Err(SetupError::Invalid(
@@ -327,17 +338,17 @@ impl Authority {
         }
         Ok(Authority {
             issuer,
-            org_root,
             validity: Duration::from_secs(cfg.cert_validity_secs),
             cn_suffix: suffix.to_string(),
         })
     }
 
     /// Checks a bootstrap token at CP time `now` against a CSR: version 1, `issuedAt ≤ now <
-    /// expiresAt`, signed by a trusted org root key over the JCS form of its claims, for the
-    /// CSR's CN and key. Returns what the ledger records of it.
+    /// expiresAt`, signed by one of the `org_root` keys in force over the JCS form of its
+    /// claims, for the CSR's CN and key. Returns what the ledger records of it.
     pub fn check_token(
         &self,
+        org_root: &TrustedKeys,
         token: &BootstrapToken,
         csr: &Csr,
         now: Micros,
@@ -368,8 +379,7 @@ impl Authority {
         let signature = base64::engine::general_purpose::STANDARD
             .decode(token.signature.trim())
             .map_err(|_| IdentityError::TokenSignature)?;
-        let signer = self
-            .org_root
+        let signer = org_root
             .verifier(&signed, &signature, now)
             .ok_or(IdentityError::TokenSignature)?;
         if csr.common_name != claims.hostname {

@@ -1,14 +1,15 @@
 //! Re-reading the config while serving (SIGHUP, `POST /v1/admin/reload`).
 //!
 //! What takes effect at once: the tokens, the trusted CI keys (`trust`, its trust file
-//! included), publication (`publish`) and witnessing (`witnessing`), whose tasks are
+//! included), the org root keys that sign bootstrap tokens (as nixfleet re-reads them at
+//! every enrollment), publication (`publish`) and witnessing (`witnessing`), whose tasks are
 //! restarted, and the request and connection limits, for connections accepted from then on.
 //! The rest (the signing key, TLS, enrollment, the queue's size and batch bound, sources,
 //! intervals) is bound to what was built at start: a change there is reported as needing a
 //! restart and not applied. A config that does not load or validate is refused with its reason and the one in
 //! force stays.
 //!
-//! A change of who may write (a token or a CI key added or removed) is recorded in the log
+//! A change of who may write (a token, a CI key or an org root key added or removed) is recorded in the log
 //! (`AccessChanged`, kind 33) before it takes effect: an auditor sees every change of access
 //! no later than its first use. If it cannot be recorded, it is not applied.
 
@@ -34,6 +35,9 @@ pub struct Access {
     pub tokens: TokenTable,
     /// CI's manifest keys.
     pub trust: TrustRoots,
+    /// The org root keys that sign bootstrap tokens (nixfleet re-reads them at every
+    /// enrollment; here a reload applies them).
+    pub org_root: crate::trust::TrustedKeys,
     grants: BTreeSet<TokenGrant>,
     keys: BTreeSet<String>,
 }
@@ -47,8 +51,22 @@ impl Access {
                 keys: settings.manifest_keys.clone(),
                 max_age_secs: settings.config.trust.max_age_secs,
             },
+            org_root: settings.org_root.clone(),
             grants: grants(&settings.config),
-            keys: settings.manifest_keys.describe().into_iter().collect(),
+            // CI's keys as `algorithm:public`; the org root keys the same, prefixed
+            // `org-root:` (FORMAT §9d), so the record tells the two trusts apart.
+            keys: settings
+                .manifest_keys
+                .describe()
+                .into_iter()
+                .chain(
+                    settings
+                        .org_root
+                        .describe()
+                        .into_iter()
+                        .map(|k| format!("org-root:{k}")),
+                )
+                .collect(),
         }
     }
 }
@@ -310,8 +328,18 @@ impl Reloader {
         }
         let old_trust = (&old_config.trust, &old_config.tokens);
         let new_trust = (&loaded.config.trust, &loaded.config.tokens);
-        if json(&old_trust) != json(&new_trust) || access_changed {
+        let is_root = |k: &String| k.starts_with("org-root:");
+        let root_changed =
+            report.keys_added.iter().any(is_root) || report.keys_removed.iter().any(is_root);
+        let others_changed = !(report.tokens_added.is_empty()
+            && report.tokens_removed.is_empty()
+            && report.keys_added.iter().all(is_root)
+            && report.keys_removed.iter().all(is_root));
+        if json(&old_trust) != json(&new_trust) || others_changed {
             report.applied.push("tokens and trust".into());
+        }
+        if root_changed {
+            report.applied.push("org root keys".into());
         }
         self.access.set(new);
         let restart_tasks = json(&old_config.publish) != json(&loaded.config.publish)
@@ -355,12 +383,22 @@ impl Reloader {
                     .limits = applied;
             }
         }
+        // The org root key is part of the access (applied above); the rest of `enrollment`
+        // (the CA, the validity) is bound at start.
+        let without_root = |c: &Config| {
+            c.enrollment.clone().map(|mut e| {
+                e.org_root_key = None;
+                e
+            })
+        };
+        if json(&without_root(&old_config)) != json(&without_root(&loaded.config)) {
+            report.needs_restart.push("enrollment".into());
+        }
         let fixed = bound_at_start!(
             signing_key,
             manifest_dir,
             pull,
             tls,
-            enrollment,
             plan_interval_ms,
             retention_hours,
             replay_snapshot_every,
@@ -379,6 +417,9 @@ impl Reloader {
             let mut in_force = self.in_force.lock().unwrap_or_else(|p| p.into_inner());
             in_force.tokens = loaded.config.tokens.clone();
             in_force.trust = loaded.config.trust.clone();
+            if let (Some(now), Some(new)) = (&mut in_force.enrollment, &loaded.config.enrollment) {
+                now.org_root_key = new.org_root_key.clone();
+            }
             in_force.publish = loaded.config.publish.clone();
             in_force.witnessing = loaded.config.witnessing.clone();
         }

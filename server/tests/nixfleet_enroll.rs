@@ -565,3 +565,102 @@ async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
     let report = fleet_ledger::forensics::check(source).unwrap();
     assert!(report.divergence.is_none(), "{report:?}");
 }
+
+/// Issue 26, defect 10: the org root key is re-read at a reload. Rotating `orgRootKey` in the
+/// trust file and reloading makes tokens of the new key enroll and the old key's fail, the
+/// report names what it applied, and the change is in the log (`AccessChanged`) before its
+/// first use.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_org_root_key_rotated_in_the_trust_file_applies_at_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::create(dir.path(), None, 5).unwrap();
+    let fleet_ca = Pki::new("fleet CA");
+    let ca_pem = fleet_ca.ca.pem();
+    let (server_cert, server_key) = fleet_ca.leaf("cp.test", &["localhost"]);
+    let old_root = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let new_root = ed25519_dalek::SigningKey::from_bytes(&[43; 32]);
+    let trust = |root: &ed25519_dalek::SigningKey| {
+        json!({"schemaVersion": 1, "ciReleaseKey": {}, "orgRootKey": {"current":
+            {"algorithm": "ed25519", "public": b64(root.verifying_key().as_bytes())}}})
+        .to_string()
+    };
+    let trust_path = write(dir.path(), "trust.json", &trust(&old_root));
+    let mut config = setup.config.clone();
+    config.trust.trust_file = Some(trust_path.clone());
+    config.tls = Some(TlsConfig {
+        cert: write(dir.path(), "server.pem", &server_cert),
+        key: write(dir.path(), "server.key", &server_key),
+        client_ca: Some(write(dir.path(), "fleet-ca.pem", &ca_pem)),
+        agent_cn_suffix: Some(SUFFIX.into()),
+    });
+    config.enrollment = Some(EnrollmentConfig {
+        ca_cert: dir.path().join("fleet-ca.pem"),
+        ca_key: write(
+            dir.path(),
+            "fleet-ca.key",
+            &fleet_ca.ca.key().serialize_pem(),
+        ),
+        cert_validity_secs: 3600,
+        org_root_key: None,
+    });
+    let config_path = write(
+        dir.path(),
+        "config.json",
+        &serde_json::to_string(&config).unwrap(),
+    );
+    let (daemon, _) = setup.start_with(config).await.unwrap();
+    daemon.reloader.set_config_path(config_path);
+    let addr = daemon.addr;
+    let post = |path: &'static str, token: Option<String>, body: Value| {
+        let ca = ca_pem.clone();
+        async move {
+            request_with(
+                addr,
+                &ca,
+                None,
+                "POST",
+                path,
+                token.as_deref(),
+                &[],
+                Some(body),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let host_key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut fleet = setup.fleet_doc.clone();
+    fleet["hosts"][HOST]["pubkey"] = json!(openssh_line(&host_key));
+    let (signed, _) = setup.sign(&fleet).unwrap();
+    let (s, v) = post("/v1/manifests/fleet", Some(setup.tokens.ci.clone()), signed).await;
+    assert_eq!(s, 200, "{v}");
+    let enroll = |root: &ed25519_dalek::SigningKey, nonce: &str| {
+        json!({"token": token(root, HOST, &fingerprint(&host_key), &now_plus(-60), &now_plus(3600), nonce),
+               "csrPem": csr(HOST, &host_key)})
+    };
+    let (s, v) = post("/v1/enroll", None, enroll(&new_root, "a1")).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("bad-token-signature")));
+
+    std::fs::write(&trust_path, trust(&new_root)).unwrap();
+    let report = daemon.reloader.reload("SIGHUP").await.unwrap();
+    let key = |k: &ed25519_dalek::SigningKey| {
+        format!("org-root:ed25519:{}", b64(k.verifying_key().as_bytes()))
+    };
+    assert_eq!(report.keys_added, vec![key(&new_root)], "{report:?}");
+    assert_eq!(report.keys_removed, vec![key(&old_root)], "{report:?}");
+    assert_eq!(
+        report.applied,
+        vec!["org root keys".to_string()],
+        "{report:?}"
+    );
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+    let recorded = report.access_changed_seq.expect("the change is recorded");
+
+    let (s, v) = post("/v1/enroll", None, enroll(&old_root, "a2")).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("bad-token-signature")));
+    let (s, v) = post("/v1/enroll", None, enroll(&new_root, "a3")).await;
+    assert_eq!(s, 200, "{v}");
+    // The enrollment was recorded after the change that allowed it.
+    assert!(*daemon.shared.committed.borrow() > recorded + 1);
+    daemon.shutdown().await.unwrap();
+}

@@ -125,7 +125,7 @@ pub(super) async fn enroll(
     let req: EnrollRequest = parse_body(body)?;
     let now = (state.clock)();
     let csr = Csr::parse(&req.csr_pem)?;
-    let token = ca.check_token(&req.token, &csr, now)?;
+    let token = ca.check_token(&state.access.get().org_root, &req.token, &csr, now)?;
     let host = Hostname::parse(&csr.common_name)
         .map_err(|e| ApiError::bad("malformed-host", e.to_string()))?;
     let (certificate, pem) = ca.issue(&host, csr, now)?;

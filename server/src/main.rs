@@ -208,6 +208,10 @@ enum Command {
         /// Up to this RFC 3339 time (CP clock).
         #[arg(long)]
         until: Option<String>,
+        /// Only the log's own records: access changes, key rotations, manifests, annotations,
+        /// quarantine lifts, refused inputs, the genesis.
+        #[arg(long)]
+        log: bool,
         /// JSON lines instead of text.
         #[arg(long)]
         json: bool,
@@ -607,6 +611,7 @@ fn run(command: Command) -> Result<()> {
             rollout,
             since,
             until,
+            log,
             json,
         } => timeline(
             &source,
@@ -614,6 +619,7 @@ fn run(command: Command) -> Result<()> {
             rollout.as_deref(),
             since.as_deref(),
             until.as_deref(),
+            log,
             json,
         ),
         Command::Why {

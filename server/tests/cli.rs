@@ -864,6 +864,7 @@ fn a_closed_stdout_ends_a_command_quietly() {
     for args in [
         vec!["replay", "--bundle", s(&bundle), "--at-seq", "5", "--json"],
         vec!["replay", "--bundle", s(&bundle), "--at-seq", "5"],
+        vec!["timeline", "--bundle", s(&bundle), "--log"],
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fleet-ledger"))
             .args(&args)
@@ -877,4 +878,37 @@ fn a_closed_stdout_ends_a_command_quietly() {
         assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
+}
+
+/// Issue 26, defect 11: `timeline --log` lists the log's own records (here the sample's
+/// genesis, key rotation and annotations) by time, `--since` alone is a window, and a
+/// timeline with nothing to narrow it says what to give.
+#[test]
+fn timeline_lists_the_logs_own_records_by_time() {
+    let bundle = fixtures::path("ledger-v2/sample.bundle");
+    let out = ok(&["timeline", "--bundle", s(&bundle), "--log"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len() as u64, fixtures::SAMPLE_ENTRIES, "{out}");
+    assert!(lines[0].contains("Genesis"), "{}", lines[0]);
+    assert!(out.contains("KeyRotated"), "{out}");
+    let window = ok(&[
+        "timeline",
+        "--bundle",
+        s(&bundle),
+        "--since",
+        "2026-01-01T00:02:00Z",
+        "--json",
+    ]);
+    let seqs: Vec<u64> = window
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    // One entry a second from 00:00:00: the window starts at seq 120.
+    assert_eq!(seqs, (120..fixtures::SAMPLE_ENTRIES).collect::<Vec<_>>());
+    let err = fails(&["timeline", "--bundle", s(&bundle)], 2);
+    assert!(err.contains("--log"), "{err}");
 }

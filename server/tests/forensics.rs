@@ -211,6 +211,76 @@ fn timeline_why_and_replay_show_what_happened() {
     }
     assert_eq!(host.unwrap().state, ledger::domain::HostState::Reverted);
     assert_eq!(r.unwrap().state, ledger::domain::RolloutState::Superseded);
+    // Operator text, not Rust's Debug (issue 26): "superseded by stable@…", no braces.
+    let superseded = chain
+        .iter()
+        .find(|l| l.kind == "RolloutTransitioned" && l.summary.contains("Superseded"))
+        .expect("the rollout was superseded");
+    assert!(
+        superseded.summary.contains("superseded by stable@"),
+        "{}",
+        superseded.summary
+    );
+    for l in chain.iter().chain(&lines) {
+        assert!(
+            !l.summary.contains('{') && !l.summary.contains("RolloutId"),
+            "{}",
+            l.summary
+        );
+    }
+
+    // The log's own records by time (issue 26, defect 11): every entry about no host or
+    // rollout, and the manifests, from the database and from the bundle alike; a window
+    // found by time on the database equals the same window scanned in the bundle.
+    let bundle = export(&s.db);
+    let log_lines = |src, since| {
+        forensics::timeline(
+            src,
+            &Filter {
+                log: true,
+                since,
+                ..Filter::default()
+            },
+        )
+        .unwrap()
+    };
+    let records = log_lines(src, None);
+    let kinds: std::collections::BTreeSet<&str> = records.iter().map(|l| l.kind).collect();
+    for k in [
+        "Genesis",
+        "FleetManifestSigned",
+        "RolloutManifestSigned",
+        "QuarantineLifted",
+    ] {
+        assert!(kinds.contains(k), "{k} missing from {kinds:?}");
+    }
+    assert!(records.iter().all(|l| l.host.is_none()));
+    let seqs = |ls: &[forensics::Line]| ls.iter().map(|l| l.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(&records),
+        seqs(&log_lines(Source::Bundle(&bundle), None))
+    );
+    for at in [
+        all[1].at,
+        all[all.len() / 2].at,
+        all[all.len() - 1].at,
+        i64::MAX,
+    ] {
+        let window = |src| {
+            forensics::timeline(
+                src,
+                &Filter {
+                    since: Some(at),
+                    ..Filter::default()
+                },
+            )
+            .unwrap()
+        };
+        let from_db = window(src);
+        let expected: Vec<u64> = all.iter().filter(|i| i.at >= at).map(|i| i.seq).collect();
+        assert_eq!(seqs(&from_db), expected);
+        assert_eq!(seqs(&window(Source::Bundle(&bundle))), expected);
+    }
 
     // Replay to a point equals the fold of that prefix; to the end, the stored tables.
     let at = all.len() as u64 / 2;

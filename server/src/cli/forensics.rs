@@ -92,16 +92,21 @@ pub(crate) fn timeline(
     rollout: Option<&str>,
     since: Option<&str>,
     until: Option<&str>,
+    log: bool,
     json: bool,
 ) -> Result<()> {
-    if host.is_none() && rollout.is_none() {
-        bail!("give --host H or --rollout R");
+    // The whole log, unasked, is not a timeline anyone reads: something must narrow it.
+    if host.is_none() && rollout.is_none() && !log && since.is_none() && until.is_none() {
+        bail!(
+            "give --host H, --rollout R, --log (the log's own records), or a --since/--until window"
+        );
     }
     let filter = fleet_ledger::forensics::Filter {
         host,
         rollout: rollout.map(ledger::domain::RolloutId::parse).transpose()?,
         since: time_arg("since", since)?,
         until: time_arg("until", until)?,
+        log,
     };
     let mut out = std::io::stdout().lock();
     // Printed as read: a busy host's history does not wait in memory.

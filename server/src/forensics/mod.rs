@@ -19,7 +19,9 @@ pub use check::{CheckReport, Divergence, check};
 pub use render::{state_json, state_text};
 pub use replay::{Point, Replayed, replay, replay_full};
 pub use report::report;
-pub use timeline::{Filter, Line, Why, line, summary, timeline, timeline_each, why};
+pub use timeline::{
+    Filter, Line, Why, cause_text, line, log_record, summary, timeline, timeline_each, why,
+};
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -95,9 +97,18 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<Item, ForensicsError> {
 /// Calls `f` with every entry in seq order; `f` returns false to stop.
 pub fn for_each(
     source: Source<'_>,
+    f: impl FnMut(Item) -> Result<bool, ForensicsError>,
+) -> Result<(), ForensicsError> {
+    for_each_from(source, None, f)
+}
+
+/// [`for_each`] from `from` (a seq and its bundle record offset, 0 on a database).
+fn for_each_from(
+    source: Source<'_>,
+    from: Option<(u64, u64)>,
     mut f: impl FnMut(Item) -> Result<bool, ForensicsError>,
 ) -> Result<(), ForensicsError> {
-    for_each_raw(source, None, |seq, _, bytes| f(decode(seq, bytes)?))
+    for_each_raw(source, from, |seq, _, bytes| f(decode(seq, bytes)?))
 }
 
 /// Calls `f` with every entry's seq, bundle record offset (0 for a database) and stored

@@ -34,6 +34,39 @@ pub struct Filter {
     pub since: Option<Micros>,
     /// Up to this CP time.
     pub until: Option<Micros>,
+    /// Only the log's own records ([`log_record`]).
+    pub log: bool,
+}
+
+/// The log's own records: the entries about no host or rollout (the genesis, key rotations,
+/// annotations, access changes, fleet manifests, quarantine lifts, refused inputs) and the
+/// rollout manifests CI posted. `timeline --log` lists them by time.
+pub fn log_record(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::RolloutManifestAccepted(_) | Event::RolloutManifestSigned(_)
+    ) || e.subject() == (None, None)
+}
+
+/// A value as the wire names it (`enforce`, `rollback-and-halt`), or its variant name.
+fn wire<T: serde::Serialize + std::fmt::Debug>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{v:?}"),
+    }
+}
+
+/// Why a rollout moved, as an operator reads it.
+pub fn cause_text(cause: &RolloutCause) -> String {
+    match cause {
+        RolloutCause::HostJoined { hostname } => format!("{hostname} joined"),
+        RolloutCause::LastWaveReached => "the last wave was reached".into(),
+        RolloutCause::AllHostsConverged => "every host converged".into(),
+        RolloutCause::HostFailed { hostname } => format!("{hostname} failed"),
+        RolloutCause::HostReverted { hostname } => format!("{hostname} was rolled back"),
+        RolloutCause::SupersededBy { successor } => format!("superseded by {successor}"),
+        RolloutCause::RetentionExpired => "retention expired".into(),
+    }
 }
 
 /// A one-line, human summary of an event.
@@ -50,13 +83,14 @@ pub fn summary(e: &Event) -> String {
             let failing: Vec<String> = sub_results
                 .iter()
                 .filter(|s| s.status == ledger::domain::ProbeStatus::Fail)
-                .map(|s| format!("{} ({:?})", s.control_id, s.effective_mode))
+                .map(|s| format!("{} ({})", s.control_id, wire(&s.effective_mode)))
                 .collect();
+            let (mode, status) = (wire(mode), wire(status));
             if failing.is_empty() {
-                format!("ProbeResult {probe_name} {mode:?} {status:?}")
+                format!("ProbeResult {probe_name} {mode} {status}")
             } else {
                 format!(
-                    "ProbeResult {probe_name} {mode:?} {status:?}; failing controls: {}",
+                    "ProbeResult {probe_name} {mode} {status}; failing controls: {}",
                     failing.join(", ")
                 )
             }
@@ -66,8 +100,9 @@ pub fn summary(e: &Event) -> String {
             policy_applied,
             ..
         } => format!(
-            "Failed: probes {} ({policy_applied:?})",
-            failing_probes.join(", ")
+            "Failed: probes {} ({})",
+            failing_probes.join(", "),
+            wire(policy_applied)
         ),
         R::ActivationFailed {
             exit_code,
@@ -91,11 +126,11 @@ pub fn summary(e: &Event) -> String {
             report(&a.report)
         ),
         Event::HostTransitioned(t) => format!(
-            "host {:?} -> {:?}{}",
-            t.from,
-            t.to,
+            "host {} -> {}{}",
+            wire(&t.from),
+            wire(&t.to),
             t.policy_applied
-                .map(|p| format!(" (policy {p:?})"))
+                .map(|p| format!(" (policy {})", wire(&p)))
                 .unwrap_or_default()
         ),
         Event::RolloutOpened(o) => format!(
@@ -116,7 +151,12 @@ pub fn summary(e: &Event) -> String {
         Event::HostJoined(j) => format!("host joined in wave {}", j.host.wave),
         Event::WaveAdvanced(w) => format!("wave {} -> {}", w.from_wave, w.to_wave),
         Event::RolloutTransitioned(t) => {
-            format!("rollout {:?} -> {:?} ({:?})", t.from, t.to, t.cause)
+            format!(
+                "rollout {} -> {}: {}",
+                wire(&t.from),
+                wire(&t.to),
+                cause_text(&t.cause)
+            )
         }
         Event::DispatchQueued(d) => format!("dispatch queued: {}", d.target_closure),
         Event::DispatchDelivered(_) => "dispatch delivered to the agent".into(),
@@ -177,7 +217,7 @@ pub fn summary(e: &Event) -> String {
                     .join(", ")
             };
             format!(
-                "access changed ({}): tokens added [{}], removed [{}]; CI keys added [{}], removed [{}]",
+                "access changed ({}): tokens added [{}], removed [{}]; keys added [{}], removed [{}]",
                 a.by,
                 grants(&a.tokens_added),
                 grants(&a.tokens_removed),
@@ -282,6 +322,28 @@ fn keep(filter: &Filter, item: &Item) -> bool {
     let (rollout, host) = item.event.subject();
     filter.host.as_deref().is_none_or(|h| host == Some(h))
         && filter.rollout.as_ref().is_none_or(|r| rollout == Some(r))
+        && (!filter.log || log_record(&item.event))
+}
+
+/// The first seq recorded at or after `since` on a database: CP time never decreases along
+/// the log (FORMAT §1), so a binary search over entry headers finds it in O(log n) reads.
+fn first_at_or_after(db: &Path, since: Micros) -> Result<u64, ForensicsError> {
+    let ro = ReadOnlyStore::open(db)?;
+    let snap = ro.snapshot()?;
+    let (mut lo, mut hi) = (0u64, snap.size());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let bytes = snap.entry(mid)?.ok_or_else(|| ForensicsError::Entry {
+            seq: mid,
+            reason: "missing from the log".into(),
+        })?;
+        if decode(mid, &bytes)?.at < since {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
 }
 
 /// Every entry matching the filter, in seq order. A host's timeline on a database with
@@ -322,8 +384,13 @@ pub fn timeline_each<E: From<ForensicsError>>(
         }
         return Ok(());
     }
+    // A window's start is found by time, not by reading what precedes it.
+    let from = match (source, filter.since) {
+        (Source::Db(db), Some(since)) => Some((first_at_or_after(db, since)?, 0)),
+        _ => None,
+    };
     let mut failed = None;
-    for_each(source, |item| {
+    for_each_from(source, from, |item| {
         if filter.until.is_some_and(|u| item.at > u) {
             return Ok(false);
         }

@@ -74,6 +74,15 @@ pub fn large_entry_path(seq: u64) -> String {
     format!("entry/{}", index_path(seq))
 }
 
+/// Where the checkpoint a key rotation took effect at is published: `rotation/<N>`, with the
+/// seq of the `KeyRotated` entry encoded as tile indexes are. The file holds the log's first
+/// checkpoint covering that entry (signed by the key before the rotation, FORMAT §6), as
+/// stored: tiles keep only the latest checkpoint, and a verifier needs these to follow the
+/// key chain (FORMAT §12).
+pub fn rotation_path(seq: u64) -> String {
+    format!("rotation/{}", index_path(seq))
+}
+
 /// Every tile and entry bundle of the tree of `size`, as a publisher for that size writes
 /// them (bundles first, then tiles by level).
 pub fn tiles_of(size: u64) -> Vec<Tile> {
@@ -191,15 +200,105 @@ pub fn verify(
     verify_into(fetch, pinned, progress, &mut |_| Ok(()))
 }
 
-/// [`verify`], handing each entry to `sink` once it has verified (chain, time, decoding)
-/// and before its tile is compared: what the sink received counts only if this returns `Ok`
-/// (`fleet-ledger import --tiles` writes a temporary database it discards otherwise). A sink
-/// error stops the run, reported at that entry.
+/// Reads a published file for the tile verifier: its bytes, or why not, named at a place.
+type Get<'a> =
+    dyn FnMut(&str, crate::verify::Location) -> Result<Vec<u8>, crate::verify::VerifyError> + 'a;
+
+/// The checkpoints key rotations took effect at, as a tile verifier meets them: the
+/// `rotation/<seq>` file of each `KeyRotated` entry is read when the entry is, and checked
+/// (signature by the key in force, size, head, root) when the entries it covers have been
+/// read; then the rotation is in force.
+#[derive(Default)]
+struct RotationCheckpoints {
+    /// The checkpoint the rotations read so far take effect at: its size and note.
+    awaited: Option<(u64, Vec<u8>)>,
+    /// The size of the last one checked.
+    checked: Option<u64>,
+}
+
+impl RotationCheckpoints {
+    /// After entry `seq` (`entry`, verified) of a tree of `size`: reads the rotation file of
+    /// a `KeyRotated` entry, and checks the awaited checkpoint once its entries are read.
+    fn after_entry(
+        &mut self,
+        get: &mut Get<'_>,
+        verifier: &mut crate::verify::Verifier,
+        seq: u64,
+        entry: &[u8],
+        size: u64,
+        sink: &mut dyn FnMut(crate::bundle::Verified<'_>) -> Result<(), String>,
+    ) -> Result<(), crate::verify::VerifyError> {
+        use crate::verify::{Failure, Location, VerifyError};
+        let bad = |why: String| VerifyError::new(Location::Seq(seq), Failure::Tiles(why));
+        let rotates = crate::entry::EntryRef::parse(entry)
+            .is_ok_and(|e| e.header.kind == crate::event::Kind::KeyRotated);
+        if rotates {
+            let path = rotation_path(seq);
+            let note = get(&path, Location::Seq(seq))?;
+            match &self.awaited {
+                // Rotations before one checkpoint take effect at that one checkpoint.
+                Some((at, first)) => {
+                    if note != *first {
+                        return Err(bad(format!(
+                            "{path} is not the checkpoint of size {at} that the rotation before it takes effect at; rotations before one checkpoint take effect at the same one"
+                        )));
+                    }
+                }
+                None => {
+                    let stated = crate::checkpoint::parse_note(&note)
+                        .map_err(|e| bad(format!("{path}: {e}")))?
+                        .checkpoint
+                        .size;
+                    if stated <= seq || stated > size {
+                        return Err(bad(format!(
+                            "{path} states size {stated}; the checkpoint a rotation at seq {seq} takes effect at covers it (size > {seq}) and is published (size ≤ {size})"
+                        )));
+                    }
+                    self.awaited = Some((stated, note));
+                }
+            }
+        }
+        if let Some((at, note)) = self.awaited.take_if(|(at, _)| *at == seq + 1) {
+            verifier.checkpoint(&note)?;
+            sink(crate::bundle::Verified::Checkpoint(&note))
+                .map_err(|e| VerifyError::new(Location::Checkpoint(at), Failure::Store(e)))?;
+            self.checked = Some(at);
+        }
+        Ok(())
+    }
+
+    /// Checks the published `checkpoint` of the tree of `size` once every entry is read:
+    /// the key in force signs it, as any checkpoint; if a rotation took effect at this very
+    /// size, it is that checkpoint (maybe with witnesses' lines) and the key before signs it.
+    fn published(
+        &self,
+        verifier: &mut crate::verify::Verifier,
+        note: &[u8],
+        size: u64,
+        sink: &mut dyn FnMut(crate::bundle::Verified<'_>) -> Result<(), String>,
+    ) -> Result<(), crate::verify::VerifyError> {
+        use crate::verify::{Failure, Location, VerifyError};
+        if self.checked == Some(size) {
+            verifier.same_checkpoint(note)?;
+        } else {
+            verifier.checkpoint(note)?;
+            sink(crate::bundle::Verified::Checkpoint(note))
+                .map_err(|e| VerifyError::new(Location::Checkpoint(size), Failure::Store(e)))?;
+        }
+        Ok(())
+    }
+}
+
+/// [`verify`], handing each entry and checkpoint (those key rotations took effect at, then
+/// the published one) to `sink` once it has verified and before the tiles are compared:
+/// what the sink received counts only if this returns `Ok` (`fleet-ledger import --tiles`
+/// writes a temporary database it discards otherwise). A sink error stops the run, reported
+/// there.
 pub fn verify_into(
     fetch: &mut Fetch<'_>,
     pinned: crate::keys::PublicKey,
     progress: &mut dyn FnMut(u64),
-    sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    sink: &mut dyn FnMut(crate::bundle::Verified<'_>) -> Result<(), String>,
 ) -> Result<TilesVerified, crate::verify::VerifyError> {
     use crate::merkle::reference_root;
     use crate::verify::{Failure, Location, Verifier, VerifyError};
@@ -217,6 +316,7 @@ pub fn verify_into(
         .size;
     let tree = TreeHash::Sha256;
     let mut verifier = Verifier::new(pinned);
+    let mut rotations = RotationCheckpoints::default();
     // Hashes recomputed from the entries, waiting to fill a tile of each level ≥ 1; and how
     // many full tiles of each level were compared.
     let mut pending: Vec<Vec<Hash>> = Vec::new();
@@ -255,7 +355,9 @@ pub fn verify_into(
                 e
             };
             verifier.entry(entry)?;
-            sink(entry).map_err(|e| VerifyError::new(Location::Seq(seq), Failure::Store(e)))?;
+            sink(crate::bundle::Verified::Entry(entry))
+                .map_err(|e| VerifyError::new(Location::Seq(seq), Failure::Store(e)))?;
+            rotations.after_entry(&mut get, &mut verifier, seq, entry, size, sink)?;
             leaves.push(tree.leaf(entry));
         }
         progress(first + width);
@@ -313,7 +415,7 @@ pub fn verify_into(
             return Err(mismatch(&t.path(), t.first_leaf()));
         }
     }
-    verifier.sparse_checkpoint(&note)?;
+    rotations.published(&mut verifier, &note, size, sink)?;
     Ok(TilesVerified {
         log: verifier.finish()?,
         note: String::from_utf8_lossy(&note).into_owned(),
@@ -439,13 +541,24 @@ pub fn verify_since(
     let old_note =
         parse_note(state.checkpoint.as_bytes()).map_err(|e| VerifyError::new(Location::Log, e))?;
     // The state file is the auditor's, but a changed one must not pass: its checkpoint must
-    // still verify with the last of its keys.
-    let last_key = keys
-        .last()
-        .ok_or_else(|| bad(Location::Log, "state file has no keys".into()))?;
-    old_note
-        .verify(last_key)
-        .map_err(|e| VerifyError::new(Location::Checkpoint(old_note.checkpoint.size), e))?;
+    // still verify with a key of its chain (the last, or the one before the rotations it
+    // covers when a rotation took effect at it).
+    if keys.is_empty() {
+        return Err(bad(Location::Log, "state file has no keys".into()));
+    }
+    let signer = keys
+        .iter()
+        .rev()
+        .find(|k| old_note.verify(k).is_ok())
+        .cloned()
+        .ok_or_else(|| {
+            let last = keys.last().expect("not empty");
+            let e = old_note
+                .verify(last)
+                .err()
+                .unwrap_or(crate::checkpoint::NoteError::NotText);
+            VerifyError::new(Location::Checkpoint(old_note.checkpoint.size), e)
+        })?;
     let old = old_note.checkpoint;
     let mut files = 1u64;
     let note = fetch("checkpoint")
@@ -486,7 +599,14 @@ pub fn verify_since(
     // time the next may not precede.
     let fetch = nodes.fetch.into_inner();
     files += nodes.files.get();
+    let mut get = |path: &str, at: Location| -> Result<Vec<u8>, VerifyError> {
+        files += 1;
+        fetch(path)
+            .map_err(|e| bad(at, format!("{path}: {e}")))?
+            .ok_or_else(|| bad(at, format!("{path} is missing")))
+    };
     let mut verifier: Option<Verifier> = None;
+    let mut rotations = RotationCheckpoints::default();
     let first_bundle = (old.size - 1) / TILE_WIDTH;
     for b in first_bundle..new.size.div_ceil(TILE_WIDTH) {
         let width = (new.size - b * TILE_WIDTH).min(TILE_WIDTH);
@@ -497,10 +617,7 @@ pub fn verify_since(
             width,
         };
         let path = tile.path();
-        files += 1;
-        let bytes = fetch(&path)
-            .map_err(|e| bad(Location::Seq(first), format!("{path}: {e}")))?
-            .ok_or_else(|| bad(Location::Seq(first), format!("{path} is missing")))?;
+        let bytes = get(&path, Location::Seq(first))?;
         let entries = split_bundle(&bytes, width).ok_or_else(|| {
             bad(
                 Location::Seq(first),
@@ -514,11 +631,7 @@ pub fn verify_since(
             }
             let large;
             let entry: &[u8] = if e.is_empty() {
-                files += 1;
-                let p = large_entry_path(seq);
-                large = fetch(&p)
-                    .map_err(|e| bad(Location::Seq(seq), format!("{p}: {e}")))?
-                    .ok_or_else(|| bad(Location::Seq(seq), format!("{p} is missing")))?;
+                large = get(&large_entry_path(seq), Location::Seq(seq))?;
                 &large
             } else {
                 e
@@ -538,30 +651,31 @@ pub fn verify_since(
                     }
                     verifier = Some(Verifier::resume(
                         keys.clone(),
+                        signer.clone(),
                         old.clone(),
                         frontier.clone(),
                         parsed.header.recorded_at_us,
                     )?);
                 }
-                Some(v) => v.entry(entry)?,
+                Some(v) => {
+                    v.entry(entry)?;
+                    rotations.after_entry(&mut get, v, seq, entry, new.size, &mut |_| Ok(()))?;
+                }
             }
         }
         progress(first + width);
     }
     let mut verifier = verifier.ok_or_else(|| bad(Location::Log, "no entries read".into()))?;
-    if new.size == old.size {
-        if new.root != old.root {
-            return Err(bad(
-                Location::Checkpoint(new.size),
-                "the log forked: the same size with another root".into(),
-            ));
-        }
-        parse_note(&note)
-            .and_then(|n| n.verify(last_key).map(|_| ()))
-            .map_err(|e| VerifyError::new(Location::Checkpoint(new.size), e))?;
-    } else {
-        verifier.sparse_checkpoint(&note)?;
+    if new.size == old.size && new.root != old.root {
+        return Err(bad(
+            Location::Checkpoint(new.size),
+            "the log forked: the same size with another root".into(),
+        ));
     }
+    // At the old size, the published checkpoint is the trusted one (maybe with more
+    // cosignatures): the same body, signed by the key that signed it.
+    rotations.checked = rotations.checked.or(Some(old.size));
+    rotations.published(&mut verifier, &note, new.size, &mut |_| Ok(()))?;
     Ok(TilesVerified {
         log: verifier.finish()?,
         note: note_text,

@@ -184,6 +184,10 @@ pub enum Failure {
     /// Published tiles: a file is missing, malformed, or disagrees with the entries.
     #[error("{0}")]
     Tiles(String),
+    /// A second copy of a checkpoint (the published one, beside the one a key rotation took
+    /// effect at) that is not the same checkpoint.
+    #[error("not the same checkpoint: {0}")]
+    Differs(String),
 }
 
 /// A verification failure: where, and why.
@@ -289,6 +293,8 @@ pub struct Verifier {
     last_hash: Hash,
     suspect: Option<Suspect>,
     last_checkpoint: Option<Checkpoint>,
+    /// The key whose signature of the last checkpoint verified.
+    last_signer: Option<PublicKey>,
     checkpoints: u64,
 }
 
@@ -307,16 +313,18 @@ impl Verifier {
             last_hash: Hash::ZERO,
             suspect: None,
             last_checkpoint: None,
+            last_signer: None,
             checkpoints: 0,
         }
     }
 
     /// A verifier that continues after a checkpoint already verified (an auditor's last
-    /// trusted one): `keys` is the key chain then in force (genesis first), `frontier` the
-    /// tree of its `checkpoint.size` entries (whose root must be the checkpoint's: checked
-    /// here), `last_time` the time of its last entry.
+    /// trusted one, signed by `signer`): `keys` is the key chain then in force (genesis
+    /// first), `frontier` the tree of its `checkpoint.size` entries (whose root must be the
+    /// checkpoint's: checked here), `last_time` the time of its last entry.
     pub fn resume(
         keys: Vec<PublicKey>,
+        signer: PublicKey,
         checkpoint: Checkpoint,
         frontier: Frontier,
         last_time: i64,
@@ -345,6 +353,7 @@ impl Verifier {
             last_hash: checkpoint.head,
             suspect: None,
             last_checkpoint: Some(checkpoint),
+            last_signer: Some(signer),
             checkpoints: 1,
         })
     }
@@ -489,21 +498,42 @@ impl Verifier {
         Ok(())
     }
 
-    /// Checks a checkpoint note that covers exactly the entries fed so far.
+    /// Checks a checkpoint note that covers exactly the entries fed so far, signed by the key
+    /// in force for it (FORMAT §6).
     pub fn checkpoint(&mut self, note: &[u8]) -> Result<Checkpoint, VerifyError> {
-        self.check_checkpoint(note, false)
+        self.check_checkpoint(note)
     }
 
-    /// Checks the only checkpoint a source has (published tiles keep the latest alone):
-    /// the log's other checkpoints are not seen, so a key rotation recorded since the last
-    /// checkpoint checked may have taken effect at one of them. The checkpoint may be signed
-    /// by the key in force or by a key rotated to since; every such rotation is in force
-    /// after it.
-    pub fn sparse_checkpoint(&mut self, note: &[u8]) -> Result<Checkpoint, VerifyError> {
-        self.check_checkpoint(note, true)
+    /// Checks that `note` is the last checkpoint checked (the same body), signed by the key
+    /// that signed it, maybe with other lines (witnesses' cosignatures): published tiles
+    /// hold the checkpoint a key rotation took effect at in `rotation/<seq>`, and the latest
+    /// `checkpoint` may be that same one.
+    pub fn same_checkpoint(&self, note: &[u8]) -> Result<Checkpoint, VerifyError> {
+        let (Some(last), Some(signer)) = (&self.last_checkpoint, &self.last_signer) else {
+            return Err(VerifyError::new(
+                Location::Checkpoint(self.next_seq),
+                Failure::CheckpointSize {
+                    stated: 0,
+                    entries: self.next_seq,
+                },
+            ));
+        };
+        let at = Location::Checkpoint(last.size);
+        let parsed = parse_note(note).map_err(|e| VerifyError::new(at, e))?;
+        if parsed.checkpoint != *last {
+            return Err(VerifyError::new(
+                at,
+                Failure::Differs(format!(
+                    "states size {} and root {}, but the log's checkpoint at size {} has root {}",
+                    parsed.checkpoint.size, parsed.checkpoint.root, last.size, last.root
+                )),
+            ));
+        }
+        parsed.verify(signer).map_err(|e| VerifyError::new(at, e))?;
+        Ok(parsed.checkpoint)
     }
 
-    fn check_checkpoint(&mut self, note: &[u8], sparse: bool) -> Result<Checkpoint, VerifyError> {
+    fn check_checkpoint(&mut self, note: &[u8]) -> Result<Checkpoint, VerifyError> {
         let entries = self.next_seq;
         let at = Location::Checkpoint(entries);
         let parsed = parse_note(note).map_err(|e| VerifyError::new(at, e))?;
@@ -511,16 +541,8 @@ impl Verifier {
             .keys
             .last()
             .expect("the chain starts with the pinned key");
-        let signer = if sparse {
-            self.pending_keys
-                .iter()
-                .rev()
-                .find(|k| parsed.verify(k).is_ok())
-                .unwrap_or(key)
-        } else {
-            key
-        };
-        parsed.verify(signer).map_err(|e| {
+        let signer = key.clone();
+        parsed.verify(&signer).map_err(|e| {
             let label = |k: &PublicKey| format!("{}+{:08x}", k.name(), k.id());
             let signed_by = |k: &PublicKey| {
                 parsed
@@ -595,6 +617,7 @@ impl Verifier {
         // Rotations covered by this checkpoint take effect for the next one.
         self.keys.append(&mut self.pending_keys);
         self.last_checkpoint = Some(cp.clone());
+        self.last_signer = Some(signer);
         self.checkpoints += 1;
         Ok(cp)
     }

@@ -428,17 +428,94 @@ pub struct Published {
     pub bytes: u64,
 }
 
+/// A log's key rotations as a publisher learns them: the seqs of its `KeyRotated` entries
+/// below `scanned`, and those whose `rotation/<seq>` file this publisher has written. A log
+/// whose chain has one key has none, and is never scanned; one that rotated is scanned once
+/// from its start (which also writes the files a destination published before they existed
+/// lacks), then only its new entries.
+#[derive(Debug, Default)]
+pub struct Rotations {
+    scanned: u64,
+    seqs: Vec<u64>,
+    written: std::collections::BTreeSet<u64>,
+}
+
+impl Rotations {
+    /// Writes the `rotation/<seq>` file of every rotation below `size` not yet written: the
+    /// log's first checkpoint covering it, as stored (FORMAT §12).
+    fn publish(
+        &mut self,
+        snap: &Snapshot,
+        sink: &dyn Sink,
+        (from, size): (u64, u64),
+        put: &mut impl FnMut(&str, &[u8], bool) -> Result<(), PublishError>,
+    ) -> Result<(), PublishError> {
+        if snap.keys_in_force()?.len() < 2 {
+            self.scanned = self.scanned.max(size);
+            return Ok(());
+        }
+        if self.scanned < size {
+            let seqs = &mut self.seqs;
+            snap.for_each_entry(self.scanned..size, |seq, bytes| {
+                if ledger::entry::EntryRef::parse(bytes)
+                    .is_ok_and(|e| e.header.kind == ledger::event::Kind::KeyRotated)
+                {
+                    seqs.push(seq);
+                }
+                Ok::<(), PublishError>(())
+            })?;
+            self.scanned = size;
+        }
+        for &seq in self.seqs.iter().filter(|&&s| s < size) {
+            let path = tiles::rotation_path(seq);
+            // One the destination had before this publisher started: looked at once.
+            if self.written.contains(&seq)
+                || (seq < from
+                    && sink
+                        .get(&path)
+                        .map_err(|source| PublishError::Io {
+                            what: format!("reading {path}"),
+                            source,
+                        })?
+                        .is_some())
+            {
+                self.written.insert(seq);
+                continue;
+            }
+            // Checkpoints end batches: the first one at or after seq + 1 covers it, and the
+            // published size is one, so the search ends there at the latest.
+            let mut note = None;
+            for at in seq + 1..=size {
+                if let Some(n) = snap.checkpoint(at)? {
+                    note = Some(n);
+                    break;
+                }
+            }
+            let note = note.ok_or_else(|| {
+                PublishError::Refused(format!(
+                    "no checkpoint covers the key rotation at seq {seq} up to size {size}"
+                ))
+            })?;
+            put(&path, note.as_bytes(), true)?;
+            self.written.insert(seq);
+        }
+        Ok(())
+    }
+}
+
 /// Publishes the log of `snap` up to its latest checkpoint to `sink`.
 pub fn publish(snap: &Snapshot, sink: &dyn Sink) -> Result<Published, PublishError> {
-    publish_upto(snap, sink, None)
+    publish_upto(snap, sink, None, &mut Rotations::default())
 }
 
 /// Publishes the log of `snap` up to `checkpoint` (a size of the log and its note, which may
-/// carry witness cosignatures), or its latest checkpoint.
+/// carry witness cosignatures), or its latest checkpoint. `rotations` is what an earlier
+/// publication to the same destination learnt of the log's key rotations.
 pub fn publish_upto(
     snap: &Snapshot,
     sink: &dyn Sink,
     checkpoint: Option<(u64, &str)>,
+    rotations: &mut Rotations,
 ) -> Result<Published, PublishError> {
     if snap.tree_hash() != TreeHash::Sha256 {
         return Err(PublishError::Refused(
@@ -513,6 +590,8 @@ pub fn publish_upto(
             }
         }
     }
+    // Before the checkpoint that makes them needed.
+    rotations.publish(snap, sink, (from, size), &mut put)?;
     // Same size, other bytes: the same checkpoint with more cosignatures.
     if from != size || published.as_deref() != Some(note.as_bytes()) {
         put("checkpoint", note.as_bytes(), false)?;
@@ -595,6 +674,7 @@ pub async fn run(
             }
         };
     let every = std::time::Duration::from_secs(cfg.interval_secs.max(1));
+    let rotations = std::sync::Arc::new(std::sync::Mutex::new(Rotations::default()));
     let mut committed = shared.committed.subscribe();
     let mut failing = false;
     shared
@@ -606,7 +686,9 @@ pub async fn run(
         committed.mark_unchanged();
         let shared2 = std::sync::Arc::clone(&shared);
         let sink2 = std::sync::Arc::clone(&sink);
+        let rotations = std::sync::Arc::clone(&rotations);
         let result = tokio::task::spawn_blocking(move || {
+            let mut rotations = rotations.lock().unwrap_or_else(|p| p.into_inner());
             let guard = shared2.reader.read().unwrap_or_else(|p| p.into_inner());
             let snap = guard
                 .as_ref()
@@ -620,11 +702,16 @@ pub async fn run(
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
                 match w {
-                    Some(w) => publish_upto(&snap, sink2.as_ref(), Some((w.size, &w.note))),
+                    Some(w) => publish_upto(
+                        &snap,
+                        sink2.as_ref(),
+                        Some((w.size, &w.note)),
+                        &mut rotations,
+                    ),
                     None => Err(PublishError::NotYet),
                 }
             } else {
-                publish(&snap, sink2.as_ref())
+                publish_upto(&snap, sink2.as_ref(), None, &mut rotations)
             }
         })
         .await;

@@ -340,6 +340,33 @@ fn publish_writes_tiles_and_refuses_version_1() {
     let v = ok(&["verify", "--tiles", s(&out), "--key", s(&genesis)]);
     assert!(v.starts_with("OK: 300 entries and every tile"), "{v}");
     assert!(v.contains("2 key(s)"), "{v}");
+    // FORMAT §12 (issue 26): the published checkpoint must be signed by the key in force for
+    // it, as in a bundle. Signed only by the genesis key, retired since: refused. A bad line
+    // of the key in force beside a good line of the retired key: refused.
+    let cp_path = out.join("checkpoint");
+    let published = std::fs::read_to_string(&cp_path).unwrap();
+    let cp = ledger::checkpoint::parse_note(published.as_bytes())
+        .unwrap()
+        .checkpoint;
+    let retired = cp.sign(&fixtures::genesis_signer());
+    let current = fixtures::rotated_signer();
+    let mut blob = current.public().id().to_be_bytes().to_vec();
+    blob.extend_from_slice(&[0; 64]);
+    use base64::Engine as _;
+    let bad_line = format!(
+        "\u{2014} {} {}\n",
+        current.public().name(),
+        base64::engine::general_purpose::STANDARD.encode(&blob)
+    );
+    for (forged, says) in [
+        (retired.clone(), "rotated out"),
+        (format!("{retired}{bad_line}"), "does not verify"),
+    ] {
+        std::fs::write(&cp_path, &forged).unwrap();
+        let err = fails(&["verify", "--tiles", s(&out), "--key", s(&genesis)], 1);
+        assert!(err.contains(says), "{err}");
+    }
+    std::fs::write(&cp_path, &published).unwrap();
     for (file, at) in [
         ("tile/0/000", "seq 0"),
         ("tile/1/000.p/1", "seq 0"),
@@ -711,8 +738,8 @@ fn import_restores_a_bundle_byte_for_byte_and_refuses_a_bad_one() {
 
 /// `import --tiles` restores from published tiles: every entry byte for byte and the key,
 /// with the one checkpoint tiles keep; the result verifies, checks, replays, and takes appends
-/// with the key in force. Tampered tiles write nothing; a log that rotated its key is sent to
-/// its bundle (tiles lack the checkpoints the rotations took effect at).
+/// with the key in force. Tampered tiles write nothing; a log that rotated its key is restored
+/// with the checkpoint the rotation took effect at, published beside the tiles.
 #[test]
 fn import_restores_from_published_tiles() {
     use ledger::event::{Annotation, Event};
@@ -805,19 +832,73 @@ fn import_restores_from_published_tiles() {
     );
     assert!(!target.exists());
 
-    // A log that rotated its key: sent to its bundle.
+    // A log that rotated its key (issue 26): the checkpoint the rotation took effect at is
+    // published beside the tiles (`rotation/<seq>`), so the restored log has it, signed by the
+    // key before the rotation, and verifies from the genesis key alone.
     let (sample, sample_genesis) = sample_v2(tmp.path());
     let sample_tiles = tmp.path().join("sample-tiles");
     ok(&["publish", "--db", s(&sample), "--to", s(&sample_tiles)]);
+    let rotations: Vec<_> = std::fs::read_dir(sample_tiles.join("rotation"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(rotations.len(), 1, "{rotations:?}");
+    let rotation_seq: u64 = rotations[0].parse().unwrap();
+    let rotation_note =
+        std::fs::read_to_string(sample_tiles.join("rotation").join(&rotations[0])).unwrap();
+    let rotated_from_tiles = tmp.path().join("rotated-from-tiles.redb");
+    let out = ok(&[
+        "import",
+        "--tiles",
+        s(&sample_tiles),
+        "--key",
+        s(&sample_genesis),
+        "--db",
+        s(&rotated_from_tiles),
+    ]);
+    assert!(
+        out.starts_with("imported 300 entries, 2 checkpoints and 2 key(s)"),
+        "{out}"
+    );
+    ok(&[
+        "verify",
+        "--db",
+        s(&rotated_from_tiles),
+        "--key",
+        s(&sample_genesis),
+    ]);
+    {
+        let (a, b) = (
+            ReadOnlyStore::open(&sample).unwrap(),
+            ReadOnlyStore::open(&rotated_from_tiles).unwrap(),
+        );
+        let (a, b) = (a.snapshot().unwrap(), b.snapshot().unwrap());
+        let size = ledger::checkpoint::parse_note(rotation_note.as_bytes())
+            .unwrap()
+            .checkpoint
+            .size;
+        assert!(size > rotation_seq);
+        assert_eq!(a.checkpoint(size).unwrap().unwrap(), rotation_note);
+        assert_eq!(b.checkpoint(size).unwrap().unwrap(), rotation_note);
+        for seq in 0..300 {
+            assert_eq!(a.entry(seq).unwrap(), b.entry(seq).unwrap(), "entry {seq}");
+        }
+    }
+    // Without the rotation's checkpoint, the key chain cannot be followed: refused, named.
+    let file = sample_tiles.join("rotation").join(&rotations[0]);
+    std::fs::rename(&file, tmp.path().join("aside")).unwrap();
     import_refused(
         "--tiles",
         &sample_tiles,
         &sample_genesis,
         &target,
-        2,
-        "restore it from a bundle",
+        1,
+        &format!("rotation/{} is missing", rotations[0]),
     );
     assert!(!target.exists());
+    // A publication writes it again (and any a destination published before it lacks).
+    ok(&["publish", "--db", s(&sample), "--to", s(&sample_tiles)]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), rotation_note);
 }
 
 /// `compact` runs redb's compaction and leaves the ledger as it was (same export, byte for

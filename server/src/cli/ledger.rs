@@ -465,8 +465,14 @@ pub(crate) fn import(from: ImportFrom<'_>, key: &Path, db: &Path) -> Result<()> 
                     &mut fetch,
                     pinned.clone(),
                     &mut |n| bar.set_position(n),
-                    &mut |entry| {
-                        importer.entry(entry).map_err(|e| {
+                    &mut |item| {
+                        let written = match item {
+                            ledger::bundle::Verified::Entry(bytes) => importer.entry(bytes),
+                            // The checkpoints key rotations took effect at (`rotation/<seq>`)
+                            // and the published one: each completes the entries before it.
+                            ledger::bundle::Verified::Checkpoint(note) => importer.checkpoint(note),
+                        };
+                        written.map_err(|e| {
                             let text = e.to_string();
                             failed = Some(e);
                             text
@@ -481,18 +487,6 @@ pub(crate) fn import(from: ImportFrom<'_>, key: &Path, db: &Path) -> Result<()> 
                 let v = verified.map_err(|v| {
                     Invalid(format!("{}: {v}; nothing was written", source.display()))
                 })?;
-                // A ledger holds the checkpoint each key rotation took effect at, signed by
-                // the key before it (FORMAT.md §6); tiles keep only the latest checkpoint, so
-                // a log that rotated cannot be rebuilt from them with its signatures intact.
-                if v.log.keys().len() > 1 {
-                    bail!(
-                        "{}: this log rotated its key {} time(s), and tiles keep only the latest checkpoint, not the ones the rotations took effect at; restore it from a bundle (`backup`, `export`, or GET /v1/ledger/export); nothing was written",
-                        source.display(),
-                        v.log.keys().len() - 1
-                    );
-                }
-                // The tiles keep only the latest checkpoint: it completes the last entry.
-                importer.checkpoint(v.note.as_bytes())?;
                 v.log
             }
         };

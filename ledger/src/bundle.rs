@@ -320,7 +320,11 @@ pub fn verify_bundle_into<R: Read, E: From<VerifyError>>(
 ) -> Result<VerifiedLog, E> {
     let mut reader = BundleReader::new(input)?;
     let mut verifier = Verifier::new(pinned.clone());
-    let mut listed: Vec<PublicKey> = Vec::new();
+    // Each KEY record with its offset, and where the first record after them starts: a
+    // listing that differs from the log's chain is named at the first record that differs
+    // (or, for a key missing at the end, where the records after the keys start).
+    let mut listed: Vec<(PublicKey, u64)> = Vec::new();
+    let mut after_keys = None;
     loop {
         let at = reader.offset();
         match reader.next_record()? {
@@ -347,9 +351,10 @@ pub fn verify_bundle_into<R: Read, E: From<VerifyError>>(
                     )
                     .into());
                 }
-                listed.push(key);
+                listed.push((key, at));
             }
             Record::Entry(bytes) => {
+                after_keys.get_or_insert(at);
                 verifier.entry(bytes)?;
                 sink(Verified::Entry(bytes))?;
                 let n = verifier.entries();
@@ -358,10 +363,14 @@ pub fn verify_bundle_into<R: Read, E: From<VerifyError>>(
                 }
             }
             Record::Checkpoint(note) => {
+                after_keys.get_or_insert(at);
                 verifier.checkpoint(note)?;
                 sink(Verified::Checkpoint(note))?;
             }
-            Record::End => break,
+            Record::End => {
+                after_keys.get_or_insert(at);
+                break;
+            }
         }
     }
     if listed.is_empty() {
@@ -371,16 +380,32 @@ pub fn verify_bundle_into<R: Read, E: From<VerifyError>>(
     progress(verifier.entries());
     let verified = verifier.finish()?;
     // KEY records are covered by the log itself: they must be exactly its key chain.
-    if chain != listed {
-        return Err(bundle_err(
-            10,
-            format!(
-                "the bundle lists {} keys but the log's key chain has {} (or they differ)",
+    let differs =
+        (0..chain.len().max(listed.len())).find(|&i| chain.get(i) != listed.get(i).map(|(k, _)| k));
+    if let Some(i) = differs {
+        let at = listed
+            .get(i)
+            .map_or(after_keys.unwrap_or(10), |&(_, offset)| offset);
+        let why = match (chain.get(i), listed.get(i)) {
+            (Some(k), Some(_)) => format!(
+                "KEY record {} is not key {} of the log's key chain, {}",
+                i + 1,
+                i + 1,
+                k.to_text()
+            ),
+            (Some(k), None) => format!(
+                "the bundle lists {} keys; the log's key chain has {}, the next being {}",
                 listed.len(),
+                chain.len(),
+                k.to_text()
+            ),
+            _ => format!(
+                "KEY record {} is beyond the log's key chain of {} keys",
+                i + 1,
                 chain.len()
             ),
-        )
-        .into());
+        };
+        return Err(bundle_err(at, why).into());
     }
     Ok(verified)
 }

@@ -51,8 +51,10 @@ pub enum KeyError {
         /// Id computed.
         computed: u32,
     },
-    /// Not a valid ed25519 point (or a weak one).
-    #[error("public key is not a valid ed25519 key")]
+    /// Not a valid ed25519 point (or a weak one, or not in its canonical encoding).
+    #[error(
+        "public key is not a valid ed25519 key (a curve point, not of small order, canonically encoded)"
+    )]
     BadPoint,
     /// Private key file readable by group or others.
     #[error(
@@ -124,14 +126,25 @@ impl fmt::Debug for PublicKey {
     }
 }
 
+/// An ed25519 public key as FORMAT §4 admits it: a point on the curve, not of small order,
+/// in its one canonical encoding (the y coordinate below p). curve25519-dalek, like Go's
+/// edwards25519, decodes a y ≥ p by reducing it, so one key would have two spellings, two key
+/// ids and two verifier texts; the encoding is re-made from the point and must be the same
+/// bytes.
+pub fn checked_point(public_key: &[u8; 32]) -> Result<VerifyingKey, KeyError> {
+    let key = VerifyingKey::from_bytes(public_key).map_err(|_| KeyError::BadPoint)?;
+    if key.is_weak() || key.to_edwards().compress().as_bytes() != public_key {
+        return Err(KeyError::BadPoint);
+    }
+    Ok(key)
+}
+
 impl PublicKey {
-    /// From a name and raw key bytes. Refuses bad names and invalid or weak points.
+    /// From a name and raw key bytes. Refuses bad names and invalid, weak or non-canonically
+    /// encoded points.
     pub fn new(name: &str, public_key: &[u8; 32]) -> Result<PublicKey, KeyError> {
         check_name(name)?;
-        let key = VerifyingKey::from_bytes(public_key).map_err(|_| KeyError::BadPoint)?;
-        if key.is_weak() {
-            return Err(KeyError::BadPoint);
-        }
+        let key = checked_point(public_key)?;
         Ok(PublicKey {
             name: name.to_string(),
             id: key_id(name, public_key),

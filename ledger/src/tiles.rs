@@ -204,6 +204,25 @@ pub fn verify(
 type Get<'a> =
     dyn FnMut(&str, crate::verify::Location) -> Result<Vec<u8>, crate::verify::VerifyError> + 'a;
 
+/// An entry a bundle gives as length 0: read whole from `entry/<seq>`. It must be one that
+/// does not fit a bundle (over 65,535 bytes): an entry that fits is written inline, so each
+/// entry has one place (FORMAT §12), and a verifier that reads either gets the same answer.
+fn out_of_line(get: &mut Get<'_>, seq: u64) -> Result<Vec<u8>, crate::verify::VerifyError> {
+    use crate::verify::{Failure, Location, VerifyError};
+    let path = large_entry_path(seq);
+    let bytes = get(&path, Location::Seq(seq))?;
+    if bytes.len() <= BUNDLED_ENTRY_BYTES_MAX {
+        return Err(VerifyError::new(
+            Location::Seq(seq),
+            Failure::Tiles(format!(
+                "{path} is {} bytes: an entry of at most {BUNDLED_ENTRY_BYTES_MAX} bytes is written in its bundle, not out of line",
+                bytes.len()
+            )),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// The checkpoints key rotations took effect at, as a tile verifier meets them: the
 /// `rotation/<seq>` file of each `KeyRotated` entry is read when the entry is, and checked
 /// (signature by the key in force, size, head, root) when the entries it covers have been
@@ -349,7 +368,7 @@ pub fn verify_into(
             let seq = first + i as u64;
             let large;
             let entry: &[u8] = if e.is_empty() {
-                large = get(&large_entry_path(seq), Location::Seq(seq))?;
+                large = out_of_line(&mut get, seq)?;
                 &large
             } else {
                 e
@@ -631,7 +650,7 @@ pub fn verify_since(
             }
             let large;
             let entry: &[u8] = if e.is_empty() {
-                large = get(&large_entry_path(seq), Location::Seq(seq))?;
+                large = out_of_line(&mut get, seq)?;
                 &large
             } else {
                 e

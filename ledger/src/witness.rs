@@ -48,10 +48,7 @@ impl WitnessKey {
     /// A witness key from its name and raw public key (weak keys refused).
     pub fn new(name: &str, public_key: &[u8; 32]) -> Result<WitnessKey, KeyError> {
         crate::keys::check_name(name)?;
-        let key = VerifyingKey::from_bytes(public_key).map_err(|_| KeyError::BadPoint)?;
-        if key.is_weak() {
-            return Err(KeyError::BadPoint);
-        }
+        let key = crate::keys::checked_point(public_key)?;
         Ok(WitnessKey {
             name: name.to_string(),
             id: witness_key_id(name, public_key),
@@ -111,6 +108,11 @@ impl WitnessKey {
         self.id
     }
 
+    /// Its 32-byte Ed25519 public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        *self.key.as_bytes()
+    }
+
     fn label(&self) -> String {
         format!("{}+{:08x}", self.name, self.id)
     }
@@ -127,12 +129,14 @@ pub struct Cosignature {
 
 /// The trusted witnesses' cosignatures on `note`, one per witness that cosigned. A line of a
 /// trusted witness (its name and id) that does not verify rejects the note; lines of other
-/// keys are ignored.
+/// keys are ignored. Witnesses are distinct by public key (FORMAT §5a): a key trusted under
+/// two names, or listed twice, counts once.
 pub fn cosignatures(
     note: &ParsedNote,
     witnesses: &[WitnessKey],
 ) -> Result<Vec<Cosignature>, NoteError> {
     let mut found = Vec::new();
+    let mut counted = std::collections::BTreeSet::new();
     for w in witnesses {
         let mut cosigned = None;
         for sig in note
@@ -162,7 +166,9 @@ pub fn cosignatures(
                 timestamp,
             });
         }
-        found.extend(cosigned);
+        if cosigned.is_some() && counted.insert(*w.key.as_bytes()) {
+            found.extend(cosigned);
+        }
     }
     Ok(found)
 }

@@ -208,12 +208,38 @@ fn wrong_pinned_key_is_refused() {
     assert!(err.to_string().contains("not the pinned key"), "{err}");
 }
 
+/// KEY records that differ from the log's key chain are named at the first record that
+/// differs, or, for a key missing at the end, where the records after the keys start (FORMAT
+/// §7): the bundle's header is 10 bytes, each record 5 + its length.
 #[test]
 fn key_records_must_match_the_log_key_chain() {
-    let mut r = records();
-    assert_eq!(r[1].0, 1);
-    r.remove(1);
-    assert!(verify(&r).unwrap_err().to_string().contains("key chain"));
+    let r = records();
+    assert_eq!((r[0].0, r[1].0, r[2].0), (1, 1, 2));
+    let offset = |records: &[(u8, Vec<u8>)], i: usize| {
+        10 + records[..i]
+            .iter()
+            .map(|(_, b)| 5 + b.len() as u64)
+            .sum::<u64>()
+    };
+    // The rotated-to key missing: named where the first entry starts.
+    let mut missing = r.clone();
+    missing.remove(1);
+    let err = verify(&missing).unwrap_err();
+    assert_eq!(err.at, Location::BundleOffset(offset(&missing, 1)), "{err}");
+    assert!(err.to_string().contains("key chain has 2"), "{err}");
+    // Another key in its place: named at that record.
+    let mut other = r.clone();
+    other[1].1 = ledger::keys::Signer::from_seed("other", &[9; 32])
+        .unwrap()
+        .public()
+        .to_text()
+        .into_bytes();
+    let err = verify(&other).unwrap_err();
+    assert_eq!(err.at, Location::BundleOffset(offset(&other, 1)), "{err}");
+    assert!(
+        err.to_string().contains("KEY record 2 is not key 2"),
+        "{err}"
+    );
 }
 
 /// Exhaustive: every bit of every record body of a small log with a rotation, with the END

@@ -95,9 +95,10 @@ enum Command {
         /// published checkpoint's cosignatures are checked.
         #[arg(long = "witness", requires = "tiles")]
         witnesses: Vec<PathBuf>,
-        /// How many trusted witnesses must have cosigned the published checkpoint.
-        #[arg(long, default_value_t = 0, requires = "tiles")]
-        witnesses_required: usize,
+        /// How many distinct trusted witnesses must have cosigned the published checkpoint
+        /// (default: every `--witness` given).
+        #[arg(long, requires = "tiles")]
+        witnesses_required: Option<usize>,
     },
     /// Export a ledger database as a portable bundle.
     Export {
@@ -154,9 +155,10 @@ enum Command {
         /// `<name>+<id>+base64(0x04 || key)`); repeat for each witness.
         #[arg(long = "witness")]
         witnesses: Vec<PathBuf>,
-        /// How many of the trusted witnesses must have cosigned the (newer) checkpoint.
-        #[arg(long, default_value_t = 0)]
-        witnesses_required: usize,
+        /// How many distinct trusted witnesses must have cosigned the (newer) checkpoint
+        /// (default: every `--witness` given).
+        #[arg(long)]
+        witnesses_required: Option<usize>,
     },
     /// Rebuild every projection table from the log.
     Rebuild {
@@ -515,14 +517,8 @@ fn run(command: Command) -> Result<()> {
             witnesses_required,
         } => {
             let key = keys::read_public_key(&key)?;
-            let witnesses = read_witnesses(&witnesses, witnesses_required)?;
-            verify(
-                &source,
-                &key,
-                since.as_deref(),
-                &witnesses,
-                witnesses_required,
-            )
+            let (witnesses, required) = read_witnesses(&witnesses, witnesses_required)?;
+            verify(&source, &key, since.as_deref(), &witnesses, required)
         }
         Command::Export { db, out } => export(&db, &out),
         Command::Backup { db, out } => backup(&db, &out),

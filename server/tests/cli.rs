@@ -367,6 +367,32 @@ fn publish_writes_tiles_and_refuses_version_1() {
         assert!(err.contains(says), "{err}");
     }
     std::fs::write(&cp_path, &published).unwrap();
+    // FORMAT §12: an entry that fits a bundle is in it; one written out of line with length
+    // 0 (the bytes unchanged, so every hash tile still agrees) is refused.
+    let bundle_path = out.join("tile/entries/001.p/44");
+    let bundle = std::fs::read(&bundle_path).unwrap();
+    let (mut at, mut rewritten, mut moved) = (0, Vec::new(), None);
+    for i in 0..44 {
+        let len = u16::from_be_bytes([bundle[at], bundle[at + 1]]) as usize;
+        let entry = &bundle[at + 2..at + 2 + len];
+        if i == 4 {
+            rewritten.extend_from_slice(&[0, 0]);
+            moved = Some(entry.to_vec());
+        } else {
+            rewritten.extend_from_slice(&bundle[at..at + 2 + len]);
+        }
+        at += 2 + len;
+    }
+    std::fs::write(&bundle_path, &rewritten).unwrap();
+    std::fs::create_dir_all(out.join("entry")).unwrap();
+    std::fs::write(out.join("entry/260"), moved.unwrap()).unwrap();
+    let err = fails(&["verify", "--tiles", s(&out), "--key", s(&genesis)], 1);
+    assert!(
+        err.contains("seq 260") && err.contains("written in its bundle"),
+        "{err}"
+    );
+    std::fs::write(&bundle_path, &bundle).unwrap();
+    std::fs::remove_file(out.join("entry/260")).unwrap();
     for (file, at) in [
         ("tile/0/000", "seq 0"),
         ("tile/1/000.p/1", "seq 0"),
@@ -575,6 +601,20 @@ fn verify_tiles_since_a_state_file_is_incremental() {
         .and_then(|n| n.parse().ok())
         .unwrap();
     assert!(files < 12, "{grown}");
+    // FORMAT §12: a narrower partial tile left by the publication at 300 is not part of the
+    // tree of 1,000 and is not read: damaged, the tiles still verify (a client that trusts
+    // size 300 checks it against that checkpoint).
+    let leftover = out.join("tile/0/001.p/44");
+    let mut bytes = std::fs::read(&leftover).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&leftover, &bytes).unwrap();
+    let full = ok(&["verify", "--tiles", s(&out), "--key", s(&genesis)]);
+    assert!(
+        full.starts_with("OK: 1000 entries and every tile"),
+        "{full}"
+    );
+    bytes[0] ^= 1;
+    std::fs::write(&leftover, &bytes).unwrap();
     // A split view: another history under the same origin and key, longer, published
     // elsewhere and shown to the monitor. Its tree for the size the monitor trusts has
     // another root: refused, and the state file keeps the trusted checkpoint.

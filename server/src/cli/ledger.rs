@@ -552,24 +552,38 @@ pub(crate) fn write_bundle(snap: &Snapshot, out: &Path) -> Result<(u64, u64)> {
 /// Reads witness verifier key files.
 pub(crate) fn read_witnesses(
     files: &[PathBuf],
-    required: usize,
-) -> Result<Vec<ledger::witness::WitnessKey>> {
-    let witnesses = files
-        .iter()
-        .map(|f| {
-            let text =
-                keys::read_key_text(f).with_context(|| format!("reading {}", f.display()))?;
-            ledger::witness::WitnessKey::from_text(&text)
-                .with_context(|| format!("{}: not a witness verifier key", f.display()))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    required: Option<usize>,
+) -> Result<(Vec<ledger::witness::WitnessKey>, usize)> {
+    let mut witnesses: Vec<(ledger::witness::WitnessKey, &PathBuf)> = Vec::new();
+    for f in files {
+        let text = keys::read_key_text(f).with_context(|| format!("reading {}", f.display()))?;
+        let key = ledger::witness::WitnessKey::from_text(&text)
+            .with_context(|| format!("{}: not a witness verifier key", f.display()))?;
+        // Witnesses are distinct by public key (FORMAT §5a): one key given twice, under any
+        // name, would count twice towards a quorum it is one vote of.
+        if let Some((_, earlier)) = witnesses
+            .iter()
+            .find(|(w, _)| w.public_key() == key.public_key())
+        {
+            bail!(
+                "{} and {} hold the same witness key: each --witness must be a distinct witness",
+                earlier.display(),
+                f.display()
+            );
+        }
+        witnesses.push((key, f));
+    }
+    let witnesses: Vec<_> = witnesses.into_iter().map(|(w, _)| w).collect();
+    // Naming witnesses and requiring none of them would check nothing anyone asked for:
+    // by default every witness named must have cosigned.
+    let required = required.unwrap_or(witnesses.len());
     if required > witnesses.len() {
         bail!(
             "--witnesses-required {required} cannot be met by the {} --witness key(s) given",
             witnesses.len()
         );
     }
-    Ok(witnesses)
+    Ok((witnesses, required))
 }
 
 /// The trusted witnesses' cosignatures on a checkpoint note, at least `required` of them.
@@ -596,13 +610,13 @@ pub(crate) fn verify_proof(
     proof: &Path,
     key_files: &[PathBuf],
     witness_files: &[PathBuf],
-    witnesses_required: usize,
+    witnesses_required: Option<usize>,
 ) -> Result<()> {
     let keys = key_files
         .iter()
         .map(|k| keys::read_public_key(k).with_context(|| format!("reading {}", k.display())))
         .collect::<Result<Vec<_>>>()?;
-    let witnesses = read_witnesses(witness_files, witnesses_required)?;
+    let (witnesses, witnesses_required) = read_witnesses(witness_files, witnesses_required)?;
     let meta = fs::metadata(proof).with_context(|| format!("reading {}", proof.display()))?;
     if meta.len() > 64 << 20 {
         bail!(

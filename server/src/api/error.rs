@@ -8,14 +8,16 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     reason: String,
+    /// Already counted in `fleet_ledger_rejections_total` (by the writer, which counts the
+    /// refusals it decides whoever sent the input).
+    counted: bool,
 }
 
-impl ApiError {
-    /// Its stable code.
-    pub(super) fn code(&self) -> &'static str {
-        self.code
-    }
+/// A response extension: the refusal an answer carries, for [`super::count_refusals`].
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Refused(pub(super) &'static str);
 
+impl ApiError {
     /// The HTTP status it answers with.
     pub(super) fn status(&self) -> StatusCode {
         self.status
@@ -34,6 +36,7 @@ impl ApiError {
             status,
             code,
             reason: reason.into(),
+            counted: false,
         }
     }
     pub(super) fn bad(code: &'static str, reason: impl Into<String>) -> ApiError {
@@ -96,7 +99,9 @@ impl From<WriteError> for ApiError {
                 R::Unreadable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             },
         };
-        ApiError::new(status, code, e.to_string())
+        let mut err = ApiError::new(status, code, e.to_string());
+        err.counted = matches!(e, WriteError::Refused(_));
+        err
     }
 }
 
@@ -114,6 +119,9 @@ impl IntoResponse for ApiError {
             Json(json!({"error": self.code, "reason": self.reason})),
         )
             .into_response();
+        if !self.counted {
+            resp.extensions_mut().insert(Refused(self.code));
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             // nixfleet's agents expect 30 s while the CP waits for its first fleet.
             let after = if self.code == "not-ready" { "30" } else { "1" };

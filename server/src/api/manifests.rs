@@ -25,19 +25,13 @@ pub(super) async fn post_manifest(
     // The POST body carries the signature as base64 text.
     let signature = crate::trust::signature_bytes(signed.signature.as_bytes())
         .map_err(|_| ApiError::from(intake::ManifestError::NotSigned))?;
-    let verified = match intake::verify(
+    let verified = intake::verify(
         &target,
         &signed.artifact,
         &signature,
         &state.access.get().trust,
         (state.clock)(),
-    ) {
-        Ok(v) => v,
-        Err(e) => {
-            state.shared.metrics.reject(e.code());
-            return Err(e.into());
-        }
-    };
+    )?;
     let hash = crate::auth::hex(&verified.content_hash);
     match submit(state, Input::Manifest(Box::new(verified))).await? {
         Answer::Recorded { seq, .. } => Ok(Json(ManifestAnswer {

@@ -102,7 +102,6 @@ async fn submit(state: &AppState, input: Input) -> ApiResult<Answer> {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
             m.queue_full.inc();
-            m.reject("queue-full");
             return Err(ApiError::unavailable(
                 "queue-full",
                 "the writer queue is full; retry after the Retry-After delay",
@@ -178,7 +177,6 @@ async fn read<T: Send + 'static>(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             if store_failed() {
-                state.shared.metrics.reject("reopening");
                 Err(ApiError::unavailable(
                     "reopening",
                     "the ledger is being reopened after a failed commit; retry",
@@ -255,6 +253,20 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
 /// answers a bare 414 for URIs over 64 KiB, before any of this code runs.)
 const URI_BYTES_MAX: usize = 8 * 1024;
 
+/// Counts every refusal the API answers in `fleet_ledger_rejections_total{reason}`, once: the
+/// error carries its code unless the writer, which decided it, counted it already.
+async fn count_refusals(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let resp = next.run(req).await;
+    if let Some(error::Refused(code)) = resp.extensions().get::<error::Refused>() {
+        state.shared.metrics.reject(code);
+    }
+    resp
+}
+
 async fn uri_limit(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if len > URI_BYTES_MAX {
@@ -293,7 +305,6 @@ async fn ready(
                 .get::<axum::extract::ConnectInfo<Peer>>()
                 .map(|p| &p.0);
             if let Err(e) = caller::authenticate(&parts, peer, &state) {
-                state.shared.metrics.reject(e.code());
                 return e.into_response();
             }
         }
@@ -442,6 +453,10 @@ pub fn router(state: AppState) -> Router {
                         ),
                 ),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_refusals,
+        ))
         // Outermost: it sees every answer, the limits' and the load shedder's included.
         .layer(axum::middleware::from_fn(unread::close_if_unread))
         .with_state(state)

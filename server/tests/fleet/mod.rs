@@ -13,6 +13,8 @@ pub struct Fleet {
     pub setup: Setup,
     pub daemon: Daemon,
     pub c: ApiClient,
+    /// `fleet_ledger_rejections_total` by reason as `refused` last saw it.
+    counted: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Fleet {
@@ -40,6 +42,7 @@ impl Fleet {
             setup,
             daemon,
             c,
+            counted: Default::default(),
         }
     }
 
@@ -149,6 +152,29 @@ impl Fleet {
             got.1
         );
         assert_eq!(self.size(), before, "a refusal appended entries");
+        // Counted once in `fleet_ledger_rejections_total`, as OPERATIONS.md says (issue 26,
+        // defect 13): not missed, not counted by both the writer and the API.
+        let now = self.rejections(code);
+        let mut counted = self.counted.lock().unwrap();
+        let was = counted.insert(code.to_string(), now).unwrap_or(0);
+        assert_eq!(
+            now,
+            was + 1,
+            "{code}: counted {} time(s)",
+            now - was.min(now)
+        );
+    }
+
+    /// `fleet_ledger_rejections_total{reason=code}`.
+    pub fn rejections(&self, code: &str) -> u64 {
+        let key = format!("fleet_ledger_rejections_total{{reason=\"{code}\"}} ");
+        self.daemon
+            .shared
+            .metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
     }
 }
 

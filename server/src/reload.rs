@@ -245,6 +245,16 @@ impl Reloader {
     pub async fn start_tasks(&self, config: &Config) {
         let mut tasks = self.tasks.lock().await;
         tasks.stop().await;
+        // A section a reload removed has no lag; one it changed starts over (its first round
+        // says how far the new destination is). The tasks set these again as they start.
+        let m = &self.shared.metrics;
+        m.publishing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        m.witnessing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        m.publication_lag_entries.set(0);
+        m.witness_lag_entries.set(0);
+        m.published_entries.set(0);
         tasks.publisher = config.publish.clone().map(|cfg| {
             tokio::spawn(crate::publish::run(
                 cfg,

@@ -85,6 +85,30 @@ async fn the_publication_lag_counts_what_was_never_published() {
     assert!(head > 1);
     assert_eq!(m.published_entries.get(), 0);
     assert_eq!(m.publication_lag_entries.get(), head as i64);
+    // A reload that removes `publish`: no publication, no lag, however the log grows.
+    let mut without = setup.config.clone();
+    without.publish = None;
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_string(&without).unwrap()).unwrap();
+    daemon.reloader.set_config_path(path);
+    let report = daemon.reloader.reload("SIGHUP").await.unwrap();
+    assert!(
+        report.applied.contains(&"publish and witnessing".to_string()),
+        "{report:?}"
+    );
+    let doc = setup
+        .rollout_doc("canary", "a1a1a1a1", "/nix/store/c", &setup.at(0))
+        .unwrap();
+    let (rollout, _) = setup.sign(&doc).unwrap();
+    c.ok(
+        &setup.tokens.ci,
+        "/v1/manifests/rollouts/canary@a1a1a1a1",
+        &rollout,
+    )
+    .await
+    .unwrap();
+    assert!(*daemon.shared.committed.borrow() > head);
+    assert_eq!(m.publication_lag_entries.get(), 0);
     daemon.shutdown().await.unwrap();
 }
 

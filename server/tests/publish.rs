@@ -93,7 +93,9 @@ async fn the_publication_lag_counts_what_was_never_published() {
     daemon.reloader.set_config_path(path);
     let report = daemon.reloader.reload("SIGHUP").await.unwrap();
     assert!(
-        report.applied.contains(&"publish and witnessing".to_string()),
+        report
+            .applied
+            .contains(&"publish and witnessing".to_string()),
         "{report:?}"
     );
     let doc = setup

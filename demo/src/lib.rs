@@ -138,17 +138,25 @@ async fn agent(
             }
             v
         };
+        let mut superseded = false;
         for (seq, (kind, fields)) in steps.iter().enumerate() {
             let mut event = fields();
             event["kind"] = json!(kind);
             event["seq"] = json!(seq + 1);
             let body = json!({"hostname": host, "rolloutId": rollout, "event": event});
             let (status, v) = c.post(&token, "/v1/agent/events", &body).await?;
+            // A newer rollout on the channel superseded this one while the agent worked it:
+            // its reports are recorded as refused and move nothing (DECISIONS 111); the agent
+            // drops it and takes the next dispatch, as nixfleet's does.
+            if status == 200 && v["refused"]["error"] == "rollout-superseded" {
+                superseded = true;
+                break;
+            }
             if status != 200 || v.get("refused").is_some() {
                 bail!("{host}: {kind} refused: {status} {v}");
             }
         }
-        if !bad {
+        if !bad && !superseded {
             current = target;
         }
     }

@@ -23,7 +23,7 @@ fn main() {
     let t = Instant::now();
     // Simulated and appended as it goes: one batch of entries in memory at a time.
     let (start, batches) = stream(entries, hosts);
-    let mut ledger = fleet_ledger::materialize::Ledger::create(
+    let mut ledger = engine::materialize::Ledger::create(
         &path,
         "bench.example/cp",
         fixtures::genesis_signer(),

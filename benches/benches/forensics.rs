@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use fleet_ledger::forensics::{self, Filter, Source};
+use engine::forensics::{self, Filter, Source};
 use fleet_ledger_benches::cached_log;
 
 /// The allocator the `fleet-ledger` binary runs with, so the library is measured as it ships.
@@ -35,16 +35,16 @@ fn main() {
     let dir = fleet_ledger_benches::bench_dir();
     let db = dir.path().join("ledger.redb");
     std::fs::copy(cached_log(1_000_000), &db).expect("copy the 1M log");
-    fleet_ledger::materialize::rebuild(&db, |_| {}).expect("rebuild");
+    engine::materialize::rebuild(&db, |_| {}).expect("rebuild");
     let src = Source::Db(&db);
     let point = |at| forensics::Point {
         seq: Some(at),
         time: None,
     };
-    let every = fleet_ledger::snapshots::SNAPSHOT_EVERY;
+    let every = engine::replay_cache::SNAPSHOT_EVERY;
     let s = Instant::now();
     forensics::replay(src, point(999_999), every).expect("replay");
-    let cache = fleet_ledger::snapshots::cache_path(&db);
+    let cache = engine::replay_cache::cache_path(&db);
     println!(
         "first replay (full fold, writes the snapshots: {} MB): {:.0} ms",
         std::fs::metadata(&cache).map_or(0, |m| m.len()) >> 20,

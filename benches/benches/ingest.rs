@@ -77,7 +77,7 @@ fn rss_1m(rt: &tokio::runtime::Runtime) {
     std::fs::copy(&src, &db).expect("copy the 1M log");
     // The steady state: projection tables current, as after any restart. (A first open of a
     // log without tables folds all of it once; that peak is not the daemon's footprint.)
-    fleet_ledger::materialize::rebuild(&db, |_| {}).expect("rebuild the projection tables");
+    engine::materialize::rebuild(&db, |_| {}).expect("rebuild the projection tables");
     let served = serve(&db, dir.path(), CHILD, |_| {});
     let pid = served.process.id();
     let idle = status_kb(pid, "VmRSS:");

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use fleet_ledger::materialize;
+use engine::materialize;
 use ledger::event::Event;
 use ledger::store::{NewEntry, ReadOnlyStore};
 

@@ -21,7 +21,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fleet_ledger::forensics::{Filter, Point, Source};
+use engine::forensics::{Filter, Point, Source};
 use fleet_ledger_benches::load::{child, serve, status_kb};
 use fleet_ledger_benches::{bench_dir, cached_log, env_or};
 
@@ -53,9 +53,9 @@ fn run_op(spec: &str) {
         .size();
     let t = Instant::now();
     let n = match op {
-        "rebuild" => fleet_ledger::materialize::rebuild(db, |_| {}).expect("rebuild"),
-        "check" => match fleet_ledger::materialize::check(db, |_| {}).expect("check") {
-            fleet_ledger::materialize::CheckOutcome::Identical { entries } => entries,
+        "rebuild" => engine::materialize::rebuild(db, |_| {}).expect("rebuild"),
+        "check" => match engine::materialize::check(db, |_| {}).expect("check") {
+            engine::materialize::CheckOutcome::Identical { entries } => entries,
             other => panic!("check: {other:?}"),
         },
         "verify" => {
@@ -73,10 +73,10 @@ fn run_op(spec: &str) {
                 seq: Some(size * pct / 100),
                 time: None,
             };
-            let r = fleet_ledger::forensics::replay(
+            let r = engine::forensics::replay(
                 Source::Db(db),
                 point,
-                fleet_ledger::snapshots::SNAPSHOT_EVERY,
+                engine::replay_cache::SNAPSHOT_EVERY,
             )
             .expect("replay");
             assert!(r.cache_warning.is_none(), "{:?}", r.cache_warning);
@@ -89,10 +89,10 @@ fn run_op(spec: &str) {
             };
             // As the CLI prints it: line by line.
             let mut n = 0u64;
-            fleet_ledger::forensics::timeline_each(Source::Db(db), &f, |l| {
+            engine::forensics::timeline_each(Source::Db(db), &f, |l| {
                 std::hint::black_box(&l);
                 n += 1;
-                Ok::<(), fleet_ledger::forensics::ForensicsError>(())
+                Ok::<(), engine::forensics::ForensicsError>(())
             })
             .expect("timeline");
             n
@@ -100,16 +100,15 @@ fn run_op(spec: &str) {
         "open" => {
             // What the daemon's writer does first: open the file (repairing it after a
             // crash) and load the live models.
-            let l = fleet_ledger::materialize::Ledger::open_live(db, fixtures::genesis_signer())
+            let l = engine::materialize::Ledger::open_live(db, fixtures::genesis_signer())
                 .expect("open");
             l.state().hosts.len() as u64
         }
         "crash" | "crash-quick" => {
             // Opens for writing, commits one entry (saving the allocator state with it for
             // `crash-quick`), says so, and waits to be killed.
-            let mut l =
-                fleet_ledger::materialize::Ledger::open_live(db, fixtures::genesis_signer())
-                    .expect("open");
+            let mut l = engine::materialize::Ledger::open_live(db, fixtures::genesis_signer())
+                .expect("open");
             l.set_quick_repair(op == "crash-quick");
             let at = l.store().last_time();
             l.append(fleet_ledger_benches::make_batch(0, 1, at))
@@ -185,7 +184,7 @@ fn scale(entries: u64, rt: &tokio::runtime::Runtime) {
     for op in ["rebuild", "check", "verify"] {
         line(op, entries, &measure(op, &db), true);
     }
-    let _ = std::fs::remove_file(fleet_ledger::snapshots::cache_path(&db));
+    let _ = std::fs::remove_file(engine::replay_cache::cache_path(&db));
     line(
         "replay cold (to 90%)",
         entries,

@@ -72,7 +72,7 @@ fn read_like_the_cli(path: &Path, key: &ledger::keys::PublicKey) -> Result<(), S
     snap.verify(key, |_| {}).map_err(|e| e.to_string())?;
     drop(snap);
     drop(ro);
-    fleet_ledger::materialize::check(path, |_| {}).map_err(|e| e.to_string())?;
+    engine::materialize::check(path, |_| {}).map_err(|e| e.to_string())?;
     Ok(())
 }
 

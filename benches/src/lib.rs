@@ -119,11 +119,8 @@ pub fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
 
 /// A ledger with projections and a plain store, both created empty in `dir` at CP time
 /// `start`: the two sides of every with/without-projections comparison.
-pub fn ledger_pair(
-    dir: &std::path::Path,
-    start: i64,
-) -> (fleet_ledger::materialize::Ledger, Store) {
-    let with = fleet_ledger::materialize::Ledger::create(
+pub fn ledger_pair(dir: &std::path::Path, start: i64) -> (engine::materialize::Ledger, Store) {
+    let with = engine::materialize::Ledger::create(
         &dir.join("with.redb"),
         "bench.example/cp",
         fixtures::genesis_signer(),

@@ -273,7 +273,7 @@ impl Setup {
             limits: Limits::default(),
             plan_interval_ms: 100,
             retention_hours: 168,
-            replay_snapshot_every: fleet_ledger::snapshots::SNAPSHOT_EVERY,
+            replay_snapshot_every: engine::replay_cache::SNAPSHOT_EVERY,
             compact_on_start: false,
             quick_repair: false,
         };
@@ -321,7 +321,7 @@ impl Setup {
     pub async fn start_with_clock(
         &self,
         config: Config,
-        clock: fleet_ledger::writer::Clock,
+        clock: engine::writer::Clock,
     ) -> Result<(Daemon, ApiClient)> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let daemon = Daemon::start(

@@ -21,10 +21,10 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::net::TcpListener;
 
+use engine::materialize::Ledger;
 use fleet_ledger::auth::{self, Role};
 use fleet_ledger::config::{Config, Limits, TokenEntry, Trust, TrustedKey};
 use fleet_ledger::daemon::{Daemon, system_clock};
-use fleet_ledger::materialize::Ledger;
 use fleet_ledger::wire::ts;
 
 mod harness;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use fleet_ledger::materialize::CheckOutcome;
+use engine::materialize::CheckOutcome;
 use fleet_ledger_demo as demo;
 use ledger::keys;
 use ledger::store::ReadOnlyStore;
@@ -83,7 +83,7 @@ fn run(hosts: usize, db: Option<PathBuf>) -> Result<()> {
         log.size(),
         log.checkpoints()
     );
-    match fleet_ledger::materialize::check(&summary.db, |_| {})? {
+    match engine::materialize::check(&summary.db, |_| {})? {
         CheckOutcome::Identical { entries } => {
             println!("checked the projections: identical to a fold of the {entries} entries")
         }

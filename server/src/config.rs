@@ -177,7 +177,7 @@ pub struct Config {
 }
 
 fn default_replay_snapshot_every() -> u64 {
-    crate::snapshots::SNAPSHOT_EVERY
+    engine::replay_cache::SNAPSHOT_EVERY
 }
 
 fn default_retention_hours() -> u64 {

@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-use crate::writer::Shared;
+use engine::writer::Shared;
 
 /// File descriptors kept back from the connection cap: the database, the log, the replay
 /// cache, the listener, redb's and tokio's own.

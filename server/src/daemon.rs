@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use crate::api::{AppState, router};
 use crate::config::Settings;
 use crate::connections::{self, ConnLimits};
-use crate::writer::{Clock, Input, Job, Shared, Work, Writer};
+use engine::writer::{Clock, Input, Job, Shared, Work, Writer};
 
 /// A running daemon.
 #[derive(Debug)]

@@ -86,6 +86,7 @@ pub fn init() -> WorkerGuard {
         .thread_name("fleet-ledger-log")
         .finish(Sink);
     let _ = CHANNEL_DROPS.set(writer.error_counter());
+    engine::metrics::count_dropped_log_lines_with(dropped_lines);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a person at a terminal: a file or journald gets plain text (issue 26:

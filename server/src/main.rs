@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use fleet_ledger::materialize::{CheckOutcome, Ledger};
+use engine::materialize::{CheckOutcome, Ledger};
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger::bundle::verify_bundle;
 use ledger::keys::{self, PublicKey, Signer};
@@ -558,7 +558,7 @@ fn run(command: Command) -> Result<()> {
             let size = open_ro(&db)?.snapshot()?.size();
             refuse_damaged(&db)?;
             let bar = progress(Some(size), "rebuilding");
-            let n = fleet_ledger::materialize::rebuild(&db, |n| bar.set_position(n))?;
+            let n = engine::materialize::rebuild(&db, |n| bar.set_position(n))?;
             bar.finish_and_clear();
             println!(
                 "rebuilt {} projection tables from {n} entries",
@@ -569,7 +569,7 @@ fn run(command: Command) -> Result<()> {
         Command::Check { db } => {
             let size = open_ro(&db)?.snapshot()?.size();
             let bar = progress(Some(size), "checking");
-            let outcome = fleet_ledger::materialize::check(&db, |n| bar.set_position(n))?;
+            let outcome = engine::materialize::check(&db, |n| bar.set_position(n))?;
             bar.finish_and_clear();
             match outcome {
                 CheckOutcome::Identical { entries } => {
@@ -630,8 +630,7 @@ fn run(command: Command) -> Result<()> {
             out,
         } => {
             let rid = ledger::domain::RolloutId::parse(&rollout)?;
-            let Some(html) = fleet_ledger::forensics::report(forensic_source(&source), &rid)?
-            else {
+            let Some(html) = engine::forensics::report(forensic_source(&source), &rid)? else {
                 bail!("no entry is about rollout {rollout}");
             };
             fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;

@@ -26,7 +26,7 @@ use crate::auth::TokenTable;
 use crate::config::{Config, Limits, Settings};
 use crate::connections::{ConnLimits, Serving};
 use crate::intake::TrustRoots;
-use crate::writer::{Recording, Shared, Work};
+use engine::writer::{Recording, Shared, Work};
 
 /// Who may write: the tokens and the CI keys in force.
 #[derive(Debug)]

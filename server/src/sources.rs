@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::intake::{self, Target};
-use crate::writer::{Clock, Input, Job, Shared, Work};
+use engine::writer::{Clock, Input, Job, Shared, Work};
 
 /// What the sources share: the queue, the trust roots, the metrics, the clock.
 #[derive(Clone)]

@@ -9,7 +9,7 @@
 //! so that they cosign the same checkpoint. A witness's `409 Conflict` names the size it
 //! last cosigned (after a restart this daemon does not know it): the request is made once
 //! more from that size. The round's cosignatures that verify are kept in memory
-//! ([`crate::writer::Shared::witnessed`]) and in `<db>.witnessed` (atomically replaced), served
+//! ([`engine::writer::Shared::witnessed`]) and in `<db>.witnessed` (atomically replaced), served
 //! with the checkpoint (`GET /v1/ledger/checkpoint`, `GET /v1/ledger/checkpoint/witnessed`)
 //! and published (the published `checkpoint` is then the latest witnessed one).
 //!
@@ -28,7 +28,7 @@ use ledger::witness::WitnessKey;
 use thiserror::Error;
 use tracing::Instrument as _;
 
-use crate::writer::Shared;
+use engine::writer::Shared;
 
 /// The `witnessing` section of the config.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -94,14 +94,7 @@ impl WitnessingConfig {
     }
 }
 
-/// The latest witnessed checkpoint.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Witnessed {
-    /// Its tree size.
-    pub size: u64,
-    /// The signed note: the log's signature lines, then the witnesses' cosignature lines.
-    pub note: String,
-}
+pub use engine::writer::Witnessed;
 
 /// Where a daemon on `db` keeps its latest witnessed checkpoint.
 pub fn state_path(db: &Path) -> PathBuf {

@@ -1033,3 +1033,52 @@ fn timeline_lists_the_logs_own_records_by_time() {
     let err = fails(&["timeline", "--bundle", s(&bundle)], 2);
     assert!(err.contains("--log"), "{err}");
 }
+
+/// `check` says in one line which projection table and key differ from the fold of the log,
+/// and exits 1; `rebuild` repairs it (the engine's own test covers the comparison).
+#[test]
+fn check_names_a_differing_projection_row_in_one_line() {
+    use ledger::tables::{TableReader as _, TableWriter as _};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("p.redb");
+    let mut sim = fixtures::sim::Sim::new(5, 24);
+    let mut ledger = engine::materialize::Ledger::create(
+        &path,
+        "test.example/cp",
+        fixtures::genesis_signer(),
+        sim.now(),
+    )
+    .unwrap();
+    for _ in 0..60 {
+        let groups = sim.tick();
+        if !groups.is_empty() {
+            ledger.append(fixtures::sim::entries(&groups)).unwrap();
+        }
+    }
+    drop(ledger);
+    let mut first = None;
+    {
+        let ro = ledger::store::ReadOnlyStore::open(&path).unwrap();
+        ro.snapshot()
+            .unwrap()
+            .scan("proj.hosts", &mut |k, v| {
+                first.get_or_insert_with(|| (k.to_vec(), v.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+    }
+    let (k, mut v) = first.expect("a host row");
+    *v.last_mut().unwrap() ^= 1;
+    let mut store = ledger::store::Store::open(&path, fixtures::genesis_signer()).unwrap();
+    store
+        .write_tables(|t| {
+            t.put("proj.hosts", &k, &v).unwrap();
+            Ok(())
+        })
+        .unwrap();
+    drop(store);
+    let err = fails(&["check", "--db", s(&path)], 1);
+    assert!(err.starts_with("INVALID: table proj.hosts: key ("), "{err}");
+    ok(&["rebuild", "--db", s(&path)]);
+    ok(&["check", "--db", s(&path)]);
+}

@@ -243,8 +243,7 @@ async fn nixfleet_agent_sequences_run_to_the_end() {
     send("web-0001", 7, json!({"kind": "RollbackComplete", "revertedToClosure": "/nix/store/prior", "exitCode": 0, "completedAt": at()})).await;
     assert_eq!(state("web-0001").await, "Reverted");
     f.daemon.shutdown().await.unwrap();
-    let report =
-        fleet_ledger::forensics::check(fleet_ledger::forensics::Source::Db(&f.setup.db)).unwrap();
+    let report = engine::forensics::check(engine::forensics::Source::Db(&f.setup.db)).unwrap();
     assert_eq!(report.divergence, None);
 }
 
@@ -436,8 +435,8 @@ async fn the_demo_drives_full_rollouts_over_http_and_its_ledger_checks() {
     drop(snap);
     drop(ro);
     assert_eq!(
-        fleet_ledger::materialize::check(&s.db, |_| {}).unwrap(),
-        fleet_ledger::materialize::CheckOutcome::Identical { entries: s.entries }
+        engine::materialize::check(&s.db, |_| {}).unwrap(),
+        engine::materialize::CheckOutcome::Identical { entries: s.entries }
     );
 }
 
@@ -515,7 +514,7 @@ async fn finished_rollouts_are_pruned_when_their_retention_passes() {
         .trim()
         .to_string();
     // A day and a minute later: every finished rollout's retention has passed.
-    let later: fleet_ledger::writer::Clock =
+    let later: engine::writer::Clock =
         std::sync::Arc::new(|| chrono::Utc::now().timestamp_micros() + 86_460_000_000);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let daemon = Daemon::start(s.db.clone(), settings, signer, listener, later)
@@ -545,12 +544,11 @@ async fn finished_rollouts_are_pruned_when_their_retention_passes() {
         "{hosts:?}"
     );
     daemon.shutdown().await.unwrap();
-    let report =
-        fleet_ledger::forensics::check(fleet_ledger::forensics::Source::Db(&s.db)).unwrap();
+    let report = engine::forensics::check(engine::forensics::Source::Db(&s.db)).unwrap();
     assert_eq!(report.divergence, None);
     assert!(matches!(
-        fleet_ledger::materialize::check(&s.db, |_| {}).unwrap(),
-        fleet_ledger::materialize::CheckOutcome::Identical { .. }
+        engine::materialize::check(&s.db, |_| {}).unwrap(),
+        engine::materialize::CheckOutcome::Identical { .. }
     ));
 }
 
@@ -608,8 +606,7 @@ async fn a_superseded_rollouts_activation_does_not_block_its_successors_budget()
         "{deferrals}"
     );
     f.daemon.shutdown().await.unwrap();
-    let report =
-        fleet_ledger::forensics::check(fleet_ledger::forensics::Source::Db(&f.setup.db)).unwrap();
+    let report = engine::forensics::check(engine::forensics::Source::Db(&f.setup.db)).unwrap();
     assert_eq!(report.divergence, None);
     assert!(report.plans > 0);
 }
@@ -620,7 +617,7 @@ async fn a_superseded_rollouts_activation_does_not_block_its_successors_budget()
 async fn the_api_reads_the_daemons_clock() {
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup::create(dir.path(), None, 5).unwrap();
-    let behind: fleet_ledger::writer::Clock =
+    let behind: engine::writer::Clock =
         std::sync::Arc::new(|| chrono::Utc::now().timestamp_micros() - 7_200_000_000);
     let (daemon, c) = setup
         .start_with_clock(setup.config.clone(), behind)

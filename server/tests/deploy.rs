@@ -181,7 +181,7 @@ fn the_grafana_dashboard_uses_only_metrics_the_daemon_exposes() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.redb");
     std::fs::write(&db, b"x").unwrap();
-    let metrics = fleet_ledger::metrics::Metrics::new(Some(&db));
+    let metrics = engine::metrics::Metrics::new(Some(&db));
     metrics
         .last_entry_us
         .store(1, std::sync::atomic::Ordering::Relaxed);

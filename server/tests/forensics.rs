@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use fleet_ledger::forensics::{self, Filter, Source};
-use fleet_ledger::materialize::Ledger;
+use engine::forensics::{self, Filter, Source};
+use engine::materialize::Ledger;
 use fleet_ledger_demo as demo;
 use ledger::event::Event;
 use ledger::store::{NewEntry, ReadOnlyStore};
@@ -339,7 +339,7 @@ fn replay_from_snapshots_equals_the_fold_and_never_trusts_a_stale_cache() {
         } else {
             Source::Bundle(path)
         };
-        let cache = fleet_ledger::snapshots::cache_path(path);
+        let cache = engine::replay_cache::cache_path(path);
         // The first replay folds from entry 0 and leaves snapshots up to its point.
         let mid = 6_500u64;
         let r = forensics::replay(
@@ -423,8 +423,8 @@ fn replay_from_snapshots_equals_the_fold_and_never_trusts_a_stale_cache() {
     let other = dir.path().join("other.redb");
     sim_ledger(&other, 6, 8, 3_000);
     std::fs::copy(
-        fleet_ledger::snapshots::cache_path(&db),
-        fleet_ledger::snapshots::cache_path(&other),
+        engine::replay_cache::cache_path(&db),
+        engine::replay_cache::cache_path(&other),
     )
     .unwrap();
     let others = items(&other);
@@ -552,7 +552,7 @@ async fn replay_starts_from_the_snapshots_the_daemon_leaves_beside_its_database(
     }
     daemon.shutdown().await.unwrap();
 
-    let cache = fleet_ledger::snapshots::Cache::open(&setup.db);
+    let cache = engine::replay_cache::Cache::open(&setup.db);
     let marks = cache.marks().to_vec();
     assert!(marks.len() >= 2, "{marks:?}");
     let all = items(&setup.db);
@@ -564,7 +564,7 @@ async fn replay_starts_from_the_snapshots_the_daemon_leaves_beside_its_database(
                 seq: Some(m.seq - 1),
                 time: None,
             },
-            fleet_ledger::snapshots::SNAPSHOT_EVERY,
+            engine::replay_cache::SNAPSHOT_EVERY,
         )
         .unwrap();
         assert_eq!((r.from_snapshot, r.folded), (Some(m.seq), 0));

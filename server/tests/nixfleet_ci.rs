@@ -129,7 +129,7 @@ async fn nixfleet_ci_files_open_a_rollout_an_agent_works_through() {
         .unwrap()
         .timestamp_micros();
     let offset = signed - chrono::Utc::now().timestamp_micros();
-    let clock: fleet_ledger::writer::Clock =
+    let clock: engine::writer::Clock =
         Arc::new(move || chrono::Utc::now().timestamp_micros() + offset);
     let (daemon, c) = setup.start_with_clock(config, clock).await.unwrap();
 

@@ -533,10 +533,10 @@ async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
     daemon.shutdown().await.unwrap();
 
     // The audit trail: who got which identity, on what token; re-decided by the check.
-    let source = fleet_ledger::forensics::Source::Db(&setup.db);
-    let lines = fleet_ledger::forensics::timeline(
+    let source = engine::forensics::Source::Db(&setup.db);
+    let lines = engine::forensics::timeline(
         source,
-        &fleet_ledger::forensics::Filter {
+        &engine::forensics::Filter {
             host: Some(HOST.into()),
             ..Default::default()
         },
@@ -562,7 +562,7 @@ async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
         "{}",
         issued[1].summary
     );
-    let report = fleet_ledger::forensics::check(source).unwrap();
+    let report = engine::forensics::check(source).unwrap();
     assert!(report.divergence.is_none(), "{report:?}");
 }
 

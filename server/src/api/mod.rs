@@ -65,14 +65,14 @@ use crate::config::Limits;
 use crate::connections::Peer;
 use crate::intake::{self, ManifestError, Target};
 use crate::wire::{self, ts};
-use crate::writer::{Answer, Input, Job, Shared, Work, WriteError};
+use engine::writer::{Answer, Input, Job, Shared, Work, WriteError};
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     /// The daemon's clock (the writer's), for what handlers time-stamp or check freshness
     /// against.
-    pub clock: crate::writer::Clock,
+    pub clock: engine::writer::Clock,
     /// The writer's queue.
     pub tx: mpsc::Sender<Work>,
     /// Readers and metrics.

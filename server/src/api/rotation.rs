@@ -2,7 +2,7 @@
 
 use super::*;
 
-use crate::writer::{KeyRotation, RotateError};
+use engine::writer::{KeyRotation, RotateError};
 
 /// The rotation, recorded.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

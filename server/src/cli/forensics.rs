@@ -2,10 +2,10 @@
 
 use crate::*;
 
-pub(crate) fn forensic_source(s: &Source) -> fleet_ledger::forensics::Source<'_> {
+pub(crate) fn forensic_source(s: &Source) -> engine::forensics::Source<'_> {
     match (&s.db, &s.bundle) {
-        (Some(db), _) => fleet_ledger::forensics::Source::Db(db),
-        (_, Some(b)) => fleet_ledger::forensics::Source::Bundle(b),
+        (Some(db), _) => engine::forensics::Source::Db(db),
+        (_, Some(b)) => engine::forensics::Source::Bundle(b),
         (None, None) => unreachable!("clap requires one of --db and --bundle"),
     }
 }
@@ -25,7 +25,7 @@ pub(crate) fn replay(
 ) -> Result<()> {
     let src = forensic_source(s);
     if check {
-        let r = fleet_ledger::forensics::check(src)?;
+        let r = engine::forensics::check(src)?;
         if json {
             println!(
                 "{}",
@@ -54,29 +54,28 @@ pub(crate) fn replay(
     if at_seq.is_none() && at_time.is_none() {
         bail!("give --at-seq N, --at-time T or --check");
     }
-    let point = fleet_ledger::forensics::Point {
+    let point = engine::forensics::Point {
         seq: at_seq,
         time: at_time,
     };
     let (state, omitted) = if include_pruned {
         (
-            fleet_ledger::forensics::replay_full(src, point.seq, point.time)?,
+            engine::forensics::replay_full(src, point.seq, point.time)?,
             0,
         )
     } else {
-        let r =
-            fleet_ledger::forensics::replay(src, point, fleet_ledger::snapshots::SNAPSHOT_EVERY)?;
+        let r = engine::forensics::replay(src, point, engine::replay_cache::SNAPSHOT_EVERY)?;
         if let Some(w) = &r.cache_warning {
             eprintln!("warning: replay snapshots not saved ({w}); replays stay full folds");
         }
         (r.state, r.pruned_hosts_omitted)
     };
     if json {
-        let mut v = fleet_ledger::forensics::state_json(&state);
+        let mut v = engine::forensics::state_json(&state);
         v["pruned_hosts_omitted"] = omitted.into();
         println!("{v}");
     } else {
-        print!("{}", fleet_ledger::forensics::state_text(&state));
+        print!("{}", engine::forensics::state_text(&state));
         if omitted > 0 {
             println!(
                 "\n({omitted} host records of Pruned rollouts not shown; --include-pruned shows them)"
@@ -101,7 +100,7 @@ pub(crate) fn timeline(
             "give --host H, --rollout R, --log (the log's own records), or a --since/--until window"
         );
     }
-    let filter = fleet_ledger::forensics::Filter {
+    let filter = engine::forensics::Filter {
         host,
         rollout: rollout.map(ledger::domain::RolloutId::parse).transpose()?,
         since: time_arg("since", since)?,
@@ -110,7 +109,7 @@ pub(crate) fn timeline(
     };
     let mut out = std::io::stdout().lock();
     // Printed as read: a busy host's history does not wait in memory.
-    fleet_ledger::forensics::timeline_each(forensic_source(s), &filter, |l| {
+    engine::forensics::timeline_each(forensic_source(s), &filter, |l| {
         if json {
             writeln!(out, "{}", serde_json::to_string(&l)?)?;
         } else {
@@ -131,7 +130,7 @@ pub(crate) fn timeline(
 
 pub(crate) fn why(s: &Source, host: &str, rollout: &str, json: bool) -> Result<()> {
     let rid = ledger::domain::RolloutId::parse(rollout)?;
-    let (lines, rec, r) = fleet_ledger::forensics::why(forensic_source(s), host, &rid)?;
+    let (lines, rec, r) = engine::forensics::why(forensic_source(s), host, &rid)?;
     if rec.is_none() {
         bail!("host {host} was never part of rollout {rollout}");
     }

@@ -493,7 +493,7 @@ pub(crate) fn import(from: ImportFrom<'_>, key: &Path, db: &Path) -> Result<()> 
         bar.finish_and_clear();
         let entries = importer.finish(&log)?;
         let bar = progress(Some(entries), "rebuilding the projections");
-        fleet_ledger::materialize::rebuild(&tmp, |n| bar.set_position(n))?;
+        engine::materialize::rebuild(&tmp, |n| bar.set_position(n))?;
         bar.finish_and_clear();
         Ok((entries, log))
     })();

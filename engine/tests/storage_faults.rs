@@ -14,7 +14,7 @@
 use std::io;
 use std::path::Path;
 
-use fleet_ledger::materialize::{CheckOutcome, Ledger, check_snapshot};
+use engine::materialize::{CheckOutcome, Ledger, check_snapshot};
 use ledger::keys::Signer;
 use ledger::sim_disk::{Disk, Fault, Op, Survives};
 use ledger::store::{NewEntry, Store};

@@ -112,10 +112,20 @@ pub struct Shared {
     pub published: RwLock<std::collections::BTreeMap<String, u64>>,
     /// The latest checkpoint cosigned by witnesses, with their cosignatures (config
     /// `witnessing`); `None` before the first.
-    pub witnessed: RwLock<Option<crate::witnessing::Witnessed>>,
+    pub witnessed: RwLock<Option<Witnessed>>,
     /// How many times a commit failed: bumped the moment it fails, before the reader is
     /// dropped, so a read that began on the failed database can tell (503, not 500).
     pub store_failures: std::sync::atomic::AtomicU64,
     /// Metrics.
     pub metrics: Metrics,
+}
+
+/// The latest witnessed checkpoint (the daemon's witnessing rounds set it; publication and
+/// the checkpoint routes read it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Witnessed {
+    /// Its tree size.
+    pub size: u64,
+    /// The signed note: the log's signature lines, then the witnesses' cosignature lines.
+    pub note: String,
 }

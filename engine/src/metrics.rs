@@ -312,13 +312,23 @@ impl Collector for LedgerFile {
     }
 }
 
-/// `log_lines_dropped_total`, read from the log sink at each scrape (`crate::logging`).
+/// Where `log_lines_dropped_total` is read at each scrape: the daemon's log sink registers
+/// its counter here when it starts (the engine writes no log sink of its own).
+static LOG_LINES_DROPPED: std::sync::OnceLock<fn() -> u64> = std::sync::OnceLock::new();
+
+/// Registers the function that tells how many log lines the process lost (the first call
+/// wins).
+pub fn count_dropped_log_lines_with(f: fn() -> u64) {
+    let _ = LOG_LINES_DROPPED.set(f);
+}
+
+/// `log_lines_dropped_total`, read from the log sink at each scrape.
 #[derive(Debug)]
 struct LogLinesDropped;
 
 impl Collector for LogLinesDropped {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counter = ConstCounter::new(crate::logging::dropped_lines());
+        let counter = ConstCounter::new(LOG_LINES_DROPPED.get().map_or(0, |f| f()));
         let metric = encoder.encode_descriptor(
             "log_lines_dropped",
             "Log lines lost: stderr failed (full disk, closed pipe) or was too slow",

@@ -1,9 +1,9 @@
-//! The replay snapshots the writer leaves beside the database (`crate::snapshots`).
+//! The replay snapshots the writer leaves beside the database (`crate::replay_cache`).
 
 use super::*;
 
 /// Replay snapshots of the live state, written beside the database each time the log crosses
-/// a multiple of `every` entries (`crate::snapshots`), so `replay` on this database starts
+/// a multiple of `every` entries (`crate::replay_cache`), so `replay` on this database starts
 /// near any point without a first full fold. The state is encoded on the writer thread (about
 /// a millisecond on a 1M-entry log); the file is written by a thread of its own, so its IO
 /// stays off the commit path. Losing a snapshot costs only speed.
@@ -24,7 +24,7 @@ impl Snapshots {
             .snapshot()
             .ok()
             .and_then(|s| s.entry(0).ok().flatten())
-            .and_then(|e| crate::snapshots::entry_hash(&e))
+            .and_then(|e| crate::replay_cache::entry_hash(&e))
             .unwrap_or_default();
         let (tx, rx) = std::sync::mpsc::sync_channel::<NewMark>(2);
         let db = db.to_path_buf();
@@ -38,7 +38,7 @@ impl Snapshots {
                         && !warned
                     {
                         warned = true;
-                        tracing::warn!(seq, error = %e, path = %crate::snapshots::cache_path(&db).display(), "replay snapshot not written (replays fold further; not warning again)");
+                        tracing::warn!(seq, error = %e, path = %crate::replay_cache::cache_path(&db).display(), "replay snapshot not written (replays fold further; not warning again)");
                     }
                 }
             })

@@ -82,11 +82,11 @@ fn spacing(source: Source<'_>, every: u64) -> Result<u64, ForensicsError> {
 }
 
 /// The projections at a point, folded from the nearest replay snapshot
-/// ([`crate::snapshots`]) at or before it, or from entry 0 when there is none yet. Snapshots
-/// of every `every` entries (normally [`crate::snapshots::SNAPSHOT_EVERY`]) passed on the
+/// ([`crate::replay_cache`]) at or before it, or from entry 0 when there is none yet. Snapshots
+/// of every `every` entries (normally [`crate::replay_cache::SNAPSHOT_EVERY`]) passed on the
 /// way are added to the cache beside the source.
 pub fn replay(source: Source<'_>, point: Point, every: u64) -> Result<Replayed, ForensicsError> {
-    use crate::snapshots::{Cache, NewMark, entry_hash};
+    use crate::replay_cache::{Cache, NewMark, entry_hash};
     let path = match source {
         Source::Db(p) | Source::Bundle(p) => p,
     };
@@ -207,7 +207,7 @@ pub fn replay(source: Source<'_>, point: Point, every: u64) -> Result<Replayed, 
     })?;
     flush(&mut cache, &mut new);
     let cache_warning =
-        cache_error.map(|e| format!("{}: {e}", crate::snapshots::cache_path(path).display()));
+        cache_error.map(|e| format!("{}: {e}", crate::replay_cache::cache_path(path).display()));
     state.drop_pruned_hosts();
     let pruned_hosts_omitted = usize::try_from(state.forgotten_hosts()).unwrap_or(usize::MAX);
     state.set_tracking(true);

@@ -190,7 +190,7 @@ fn entry_hash_at(
 fn first_entry_hash(source: Source<'_>) -> Result<Option<[u8; 32]>, ForensicsError> {
     let mut hash = None;
     for_each_raw(source, None, |_, _, bytes| {
-        hash = crate::snapshots::entry_hash(bytes);
+        hash = crate::replay_cache::entry_hash(bytes);
         Ok(false)
     })?;
     Ok(hash)

@@ -21,7 +21,9 @@ mod protocol;
 mod replay_snapshots;
 
 pub use planner::{Answer, Input, Refusal};
-pub use protocol::{Job, KeyRotation, Recording, Reply, RotateError, Shared, Work, WriteError};
+pub use protocol::{
+    Job, KeyRotation, Recording, Reply, RotateError, Shared, Witnessed, Work, WriteError,
+};
 
 use replay_snapshots::Snapshots;
 
@@ -37,7 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::materialize::{Ledger, MaterializeError};
 use crate::metrics::Metrics;
-use crate::snapshots::{Cache, NewMark};
+use crate::replay_cache::{Cache, NewMark};
 
 /// Supplies CP time in µs: the system clock in the daemon, another in tests. The one clock
 /// of the daemon: the writer, the API handlers and the manifest watcher all read it.
@@ -451,7 +453,7 @@ impl Writer {
     }
 
     /// Writes a replay snapshot beside the database each time the log crosses a multiple of
-    /// `every` entries (0: none; see [`crate::snapshots`]).
+    /// `every` entries (0: none; see [`crate::replay_cache`]).
     pub fn with_snapshots(mut self, every: u64) -> Writer {
         self.snapshots = match (every, &self.ledger) {
             (0, _) | (_, None) => None,

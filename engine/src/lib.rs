@@ -12,12 +12,10 @@
 //!   its point.
 //! * [`publish`]: the log as C2SP tlog-tiles, written to a [`publish::Sink`].
 //! * [`metrics`]: the daemon's Prometheus registry, which the writer records into.
-//! * [`ts`]: RFC 3339 times in µs.
 
 pub mod forensics;
 pub mod materialize;
 pub mod metrics;
 pub mod publish;
 pub mod replay_cache;
-pub mod ts;
 pub mod writer;

@@ -19,7 +19,7 @@ pub fn state_json(s: &State) -> serde_json::Value {
 /// The projections as readable tables.
 pub fn state_text(s: &State) -> String {
     use std::fmt::Write as _;
-    let t = crate::ts::format;
+    let t = planner::decide::rfc3339;
     let mut o = String::new();
     let _ = writeln!(o, "state after {} entries\n", s.next_seq);
     let _ = writeln!(

@@ -23,7 +23,7 @@ pub fn report(source: Source<'_>, rollout: &RolloutId) -> Result<Option<String>,
         first.get_or_insert(item.at);
         last = last.max(item.at);
         let entry = json!({
-            "seq": item.seq, "t": item.at, "time": crate::ts::format(item.at),
+            "seq": item.seq, "t": item.at, "time": planner::decide::rfc3339(item.at),
             "kind": item.event.kind().name(), "summary": summary(&item.event),
             "payload": line(&item).payload,
         });

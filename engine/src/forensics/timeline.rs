@@ -263,8 +263,8 @@ pub fn line(item: &Item) -> Line {
     }
     Line {
         seq: item.seq,
-        cp_time: crate::ts::format(item.at),
-        agent_time: agent_time(&item.event).map(crate::ts::format),
+        cp_time: planner::decide::rfc3339(item.at),
+        agent_time: agent_time(&item.event).map(planner::decide::rfc3339),
         kind: item.event.kind().name(),
         rollout: rollout.map(ToString::to_string),
         host: host.map(str::to_string),

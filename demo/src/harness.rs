@@ -18,80 +18,8 @@ pub(crate) fn closure(channel: &str, build: &str) -> String {
     )
 }
 
-/// The sample fleet: `canary` (2 hosts, one wave, halt) gates `stable` (the rest, three
-/// waves, rollback-and-halt). Soaks are 0 minutes so a demo finishes in seconds.
-pub(crate) fn fleet(hosts: usize, signed_at: &str) -> (Value, Vec<String>, Vec<Vec<String>>) {
-    let names: Vec<String> = (0..hosts.max(5)).map(|i| format!("web-{i:04}")).collect();
-    let (canary, stable) = names.split_at(2);
-    let third = stable.len().div_ceil(3);
-    let waves: Vec<Vec<String>> = stable.chunks(third).map(<[String]>::to_vec).collect();
-    let mut host_map = serde_json::Map::new();
-    for h in canary {
-        host_map.insert(h.clone(), json!({"channel": "canary"}));
-    }
-    for h in stable {
-        host_map.insert(h.clone(), json!({"channel": "stable"}));
-    }
-    let doc = json!({
-        "schemaVersion": 1,
-        "hosts": host_map,
-        "channels": {
-            "canary": {"rollout_policy": "fast", "compliance": {"frameworks": ["nis2-essential"]}},
-            "stable": {"rollout_policy": "careful", "compliance": {"frameworks": ["nis2-essential"]}},
-        },
-        "rollout_policies": {
-            "fast": {"strategy": "all-at-once", "waves": [{"soak_minutes": 0}], "on_health_failure": "halt"},
-            "careful": {"strategy": "canary", "waves": [{"soak_minutes": 0}, {"soak_minutes": 0}, {"soak_minutes": 0}], "on_health_failure": "rollback-and-halt"},
-        },
-        "waves": {
-            "canary": [{"hosts": canary}],
-            "stable": waves.iter().map(|w| json!({"hosts": w})).collect::<Vec<_>>(),
-        },
-        "channel_edges": [{"gated": "stable", "gates": "canary"}],
-        "edges": [],
-        "meta": {"schemaVersion": 1, "signedAt": signed_at, "ciCommit": "demo"},
-    });
-    (doc, canary.to_vec(), waves)
-}
-
-pub(crate) fn rollout(
-    channel: &str,
-    channel_ref: &str,
-    fleet_hash: &str,
-    waves: &[Vec<String>],
-    target: &str,
-    signed_at: &str,
-) -> Value {
-    let host_set: Vec<Value> = waves
-        .iter()
-        .enumerate()
-        .flat_map(|(i, w)| {
-            w.iter()
-                .map(move |h| json!({"hostname": h, "wave_index": i, "target_closure": target}))
-        })
-        .collect();
-    let all: Vec<&String> = waves.iter().flatten().collect();
-    let budgets = if channel == "stable" {
-        json!([{
-            "selector": {"all": false, "channel": "stable", "hosts": [], "tags": [], "tagsAny": []},
-            "hosts": all,
-            "max_in_flight_pct": 25,
-        }])
-    } else {
-        json!([])
-    };
-    json!({
-        "schema_version": 1,
-        "display_name": format!("{channel}@{}", &channel_ref[..7.min(channel_ref.len())]),
-        "channel": channel,
-        "channel_ref": channel_ref,
-        "fleet_resolved_hash": fleet_hash,
-        "host_set": host_set,
-        "health_gate": {},
-        "disruption_budgets": budgets,
-        "meta": {"schemaVersion": 1, "signedAt": signed_at, "ciCommit": channel_ref},
-    })
-}
+// CI's documents: shared with the engine's writer tests (`fixtures::docs`).
+pub(crate) use fixtures::docs::{fleet, rollout};
 
 /// Signs an artifact like CI: ed25519 over its JCS form.
 pub(crate) fn sign(ci: &Signer, artifact: &Value) -> Result<(Value, String)> {

@@ -362,6 +362,11 @@ impl Ledger {
         Ledger::materialize(Store::open(path, signer)?, true)
     }
 
+    /// [`Ledger::open_live`] of a store already open.
+    pub fn from_live_store(store: Store) -> Result<Ledger, MaterializeError> {
+        Ledger::materialize(store, true)
+    }
+
     fn materialize(mut store: Store, live_only: bool) -> Result<Ledger, MaterializeError> {
         let load = |snap: &Snapshot| {
             if live_only {

@@ -45,10 +45,17 @@ use crate::replay_cache::{Cache, NewMark};
 /// of the daemon: the writer, the API handlers and the manifest watcher all read it.
 pub type Clock = Arc<dyn Fn() -> Micros + Send + Sync>;
 
+/// How the writer opens its store, at start and again after a failed commit: a database
+/// file, or (in the deterministic tests) a simulated disk.
+pub type Opener =
+    Arc<dyn Fn(Arc<Signer>) -> Result<ledger::store::Store, ledger::store::OpenError> + Send + Sync>;
+
 /// The writer.
 pub struct Writer {
     ledger: Option<Ledger>,
+    /// The database file, or what names the simulated disk (logs, metrics, the replay cache).
     path: PathBuf,
+    open: Opener,
     /// The checkpoint key, shared with the open store, for reopening after a failed commit.
     signer: Arc<Signer>,
     manifests: Manifests,
@@ -166,7 +173,22 @@ impl Writer {
         clock: Clock,
         batch_inputs: usize,
     ) -> Result<(Writer, Arc<Shared>), StartError> {
-        let ledger = Ledger::open_live(&path, signer)?;
+        let file = path.clone();
+        let open: Opener = Arc::new(move |signer| ledger::store::Store::open(&file, signer));
+        Writer::open_with(open, path, signer, clock, batch_inputs)
+    }
+
+    /// [`Writer::open`] over the store `open` gives (`label` names it): the deterministic
+    /// writer tests run it on a simulated disk that fails and crashes where they choose.
+    pub fn open_with(
+        open: Opener,
+        label: PathBuf,
+        signer: Signer,
+        clock: Clock,
+        batch_inputs: usize,
+    ) -> Result<(Writer, Arc<Shared>), StartError> {
+        let path = label;
+        let ledger = Ledger::from_live_store(open(Arc::new(signer))?)?;
         let signer = ledger.store().signer();
         let (manifests, published) = load_manifests(&ledger)?;
         let published_upto = published.values().copied().max().unwrap_or(0);
@@ -185,6 +207,7 @@ impl Writer {
         let writer = Writer {
             ledger: Some(ledger),
             path,
+            open,
             signer,
             manifests,
             shared: Arc::clone(&shared),
@@ -203,33 +226,56 @@ impl Writer {
 
     /// Runs until every sender of `rx` is gone and the queue is drained.
     pub fn run(mut self, mut rx: mpsc::Receiver<Work>) {
-        let mut batch = Vec::with_capacity(self.batch_inputs);
         while let Some(first) = rx.blocking_recv() {
-            // Work other than a decision ends the batch: what was queued before it is
-            // committed (a rotation: signed by the old key), then it, alone.
-            let mut control = None;
-            match first {
-                Work::Decide(job) => batch.push(job),
-                other => control = Some(other),
-            }
-            while control.is_none() && batch.len() < self.batch_inputs {
+            // Take what is queued, up to the batch bound; work other than a decision ends
+            // the take (see `handle`).
+            let mut taken = vec![first];
+            while taken.len() < self.batch_inputs
+                && matches!(taken.last(), Some(Work::Decide(_)))
+            {
                 match rx.try_recv() {
-                    Ok(Work::Decide(job)) => batch.push(job),
-                    Ok(other) => control = Some(other),
+                    Ok(work) => taken.push(work),
                     Err(_) => break,
                 }
             }
             self.shared.metrics.queue_depth.set(rx.len() as i64);
-            if !batch.is_empty() {
-                self.process(&mut batch);
-            }
-            match control {
-                Some(Work::RotateKey(r)) => self.rotate(r),
-                Some(Work::Record(r)) => self.record(*r),
-                Some(Work::Decide(_)) | None => {}
-            }
+            self.handle(taken);
         }
         tracing::info!("writer: queue closed and drained");
+    }
+
+    /// Handles work taken from the queue, in order: consecutive decisions as one batch (one
+    /// commit, at most the batch bound), and any other work (a key rotation, a recording)
+    /// alone, after what was queued before it is committed (a rotation: signed by the old
+    /// key). Every caller is answered before this returns. `run` feeds it from the queue; the
+    /// deterministic writer tests call it directly, with no thread and no runtime.
+    pub fn handle(&mut self, taken: impl IntoIterator<Item = Work>) {
+        let mut batch = Vec::with_capacity(self.batch_inputs);
+        for work in taken {
+            match work {
+                Work::Decide(job) => {
+                    batch.push(job);
+                    if batch.len() == self.batch_inputs {
+                        self.process(&mut batch);
+                    }
+                }
+                Work::RotateKey(r) => {
+                    if !batch.is_empty() {
+                        self.process(&mut batch);
+                    }
+                    self.rotate(r);
+                }
+                Work::Record(r) => {
+                    if !batch.is_empty() {
+                        self.process(&mut batch);
+                    }
+                    self.record(*r);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.process(&mut batch);
+        }
     }
 
     /// Records an event as is, in its own commit.
@@ -479,8 +525,9 @@ impl Writer {
     fn reopen(&mut self) -> bool {
         // Readers may still hold the old database for a moment: retry briefly.
         for attempt in 0..50 {
-            let opened = Ledger::open_live(&self.path, Arc::clone(&self.signer))
+            let opened = (self.open)(Arc::clone(&self.signer))
                 .map_err(|e| e.to_string())
+                .and_then(|store| Ledger::from_live_store(store).map_err(|e| e.to_string()))
                 .and_then(|ledger| {
                     let (manifests, published) =
                         load_manifests(&ledger).map_err(|e| e.to_string())?;

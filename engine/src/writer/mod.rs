@@ -47,8 +47,9 @@ pub type Clock = Arc<dyn Fn() -> Micros + Send + Sync>;
 
 /// How the writer opens its store, at start and again after a failed commit: a database
 /// file, or (in the deterministic tests) a simulated disk.
-pub type Opener =
-    Arc<dyn Fn(Arc<Signer>) -> Result<ledger::store::Store, ledger::store::OpenError> + Send + Sync>;
+pub type Opener = Arc<
+    dyn Fn(Arc<Signer>) -> Result<ledger::store::Store, ledger::store::OpenError> + Send + Sync,
+>;
 
 /// The writer.
 pub struct Writer {
@@ -68,6 +69,11 @@ pub struct Writer {
     snapshots: Option<Snapshots>,
     /// Commits save redb's allocator state (config `quick_repair`), kept across reopens.
     quick_repair: bool,
+    /// How many times a reopen is tried (100 ms apart) before the batch is answered 503.
+    reopen_attempts: u32,
+    /// The key of a rotation whose commit failed: the disk may have kept it whole, and then
+    /// it is the key in force the reopen needs.
+    rotating: Option<Arc<Signer>>,
 }
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -220,6 +226,8 @@ impl Writer {
             published_upto,
             snapshots: None,
             quick_repair: false,
+            reopen_attempts: 50,
+            rotating: None,
         };
         Ok((writer, shared))
     }
@@ -230,9 +238,7 @@ impl Writer {
             // Take what is queued, up to the batch bound; work other than a decision ends
             // the take (see `handle`).
             let mut taken = vec![first];
-            while taken.len() < self.batch_inputs
-                && matches!(taken.last(), Some(Work::Decide(_)))
-            {
+            while taken.len() < self.batch_inputs && matches!(taken.last(), Some(Work::Decide(_))) {
                 match rx.try_recv() {
                     Ok(work) => taken.push(work),
                     Err(_) => break,
@@ -382,8 +388,12 @@ impl Writer {
             Err(e) => {
                 self.store_failed();
                 let _ = r.reply.send(Err(RotateError::Unavailable(format!(
-                    "the rotation was not recorded ({e}); retry"
+                    "the rotation's commit failed ({e}): it is absent, or whole if the disk kept it; retry (a rotation that was kept is then refused as already in the key chain)"
                 ))));
+                // Found by the deterministic writer test: a commit that fails after its
+                // pages were written may still be what the disk holds, and then the new key
+                // is in force; the reopen tries it after the old one.
+                self.rotating = Some(next);
                 self.after_failed_commit("the key rotation", &e);
             }
         }
@@ -518,15 +528,39 @@ impl Writer {
         self
     }
 
+    /// How many times a reopen after a failed commit is tried, 100 ms apart (default 50): the
+    /// deterministic tests, whose dead disk never comes back, try once.
+    pub fn with_reopen_attempts(mut self, attempts: u32) -> Writer {
+        self.reopen_attempts = attempts.max(1);
+        self
+    }
+
     /// Reopens the store after a failed commit: open re-checks head, tree and checkpoint and
     /// catches the projections up, and the manifests in force are read again from the log,
     /// so the models again equal the durable log (a manifest accepted in the failed batch is
     /// not in force).
     fn reopen(&mut self) -> bool {
         // Readers may still hold the old database for a moment: retry briefly.
-        for attempt in 0..50 {
-            let opened = (self.open)(Arc::clone(&self.signer))
-                .map_err(|e| e.to_string())
+        for attempt in 0..self.reopen_attempts {
+            let mut keys = vec![Arc::clone(&self.signer)];
+            keys.extend(self.rotating.clone());
+            let mut opened_with = None;
+            let mut failure = String::new();
+            for key in keys {
+                match (self.open)(Arc::clone(&key)) {
+                    Ok(store) => {
+                        opened_with = Some((store, key));
+                        break;
+                    }
+                    Err(e) => failure = e.to_string(),
+                }
+            }
+            let opened = opened_with
+                .map(|(store, key)| {
+                    self.signer = key;
+                    store
+                })
+                .ok_or(failure)
                 .and_then(|store| Ledger::from_live_store(store).map_err(|e| e.to_string()))
                 .and_then(|ledger| {
                     let (manifests, published) =
@@ -555,6 +589,11 @@ impl Writer {
                         .unwrap_or_else(|p| p.into_inner()) = Some(ledger.store().reader());
                     note_commit(&self.shared, ledger.store());
                     self.ledger = Some(ledger);
+                    if let Some(next) = self.rotating.take()
+                        && Arc::ptr_eq(&next, &self.signer)
+                    {
+                        tracing::warn!(key = %next.public().to_text(), "the key rotation whose commit failed was kept by the disk: its key is in force; set signing_key to it before the next start");
+                    }
                     tracing::info!(attempt, "store reopened");
                     return true;
                 }

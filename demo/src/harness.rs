@@ -2,7 +2,19 @@
 //! manifests, [`Setup`] (a config, keys, tokens and certificates in a directory, and the
 //! daemon started on them) and [`ApiClient`] (the daemon's HTTP API).
 
-use super::*;
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use engine::materialize::Ledger;
+use fleet_ledger::auth;
+use fleet_ledger::auth::Role;
+use fleet_ledger::config::{Config, Limits, TokenEntry, Trust, TrustedKey};
+use fleet_ledger::daemon::{Daemon, system_clock};
+use ledger::keys::Signer;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tokio::net::TcpListener;
 
 pub(crate) const CI_KEY: &str = include_str!("../../fixtures/demo/ci-demo.key");
 

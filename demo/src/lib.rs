@@ -15,16 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use base64::Engine as _;
 use ledger::keys::Signer;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
-use tokio::net::TcpListener;
 
-use engine::materialize::Ledger;
-use fleet_ledger::auth::{self, Role};
-use fleet_ledger::config::{Config, Limits, TokenEntry, Trust, TrustedKey};
-use fleet_ledger::daemon::{Daemon, system_clock};
 use fleet_ledger::wire::ts;
 
 mod harness;

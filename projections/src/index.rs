@@ -1,7 +1,7 @@
 //! The per-host entry index (`proj.host_entries`): which entries name each host, a block of
 //! [`INDEX_BLOCK`] entries at a time.
 
-use super::*;
+use super::model;
 
 /// The entry index is written a block of this many entries at a time (see [`State::flush`]);
 /// a timeline scans at most this many entries past it.

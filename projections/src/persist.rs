@@ -2,7 +2,14 @@
 //! rebuild), loading, comparing with a fold (`check`), and the replay snapshot's encoding.
 //! Which tables there are is declared once, in `stored_tables!` (lib.rs).
 
-use super::*;
+use super::{
+    ActiveRow, Aside, DeferralRow, Deferrals, DispatchRow, EnrollmentRow, FOLD_VERSION, HostRecord,
+    Hosts, INDEX_BLOCK, IndexRows, ManifestRow, Model, ProbeFailureRow, QuarantineRow,
+    RolloutRecord, State, Watermark, host_entries_seqs, index, model, tables,
+};
+use ledger::domain::{RolloutId, RolloutState};
+use ledger::event::Event;
+use std::collections::BTreeMap;
 
 use index::{INDEX_WATERMARK, index_key};
 use ledger::tables::{TableError, TableReader, TableWriter};
@@ -33,7 +40,7 @@ impl State {
     /// then, and end with [`State::finish_rewrite`]. With [`State::handing_retired`] the
     /// fold's memory follows the live fleet instead of history.
     pub fn begin_rewrite(&mut self, w: &mut dyn TableWriter) -> Result<(), TableError> {
-        use tables::*;
+        use tables::{HOST_ENTRIES, META, RETIRED};
         for (name, _) in self.stored() {
             w.clear(name)?;
         }
@@ -197,7 +204,10 @@ impl State {
     }
 
     fn load_filtered(r: &dyn TableReader, live: bool) -> Result<State, TableError> {
-        use tables::*;
+        use tables::{
+            ACTIVE_BY_CHANNEL, DEFERRALS, DISPATCH_QUEUE, ENROLLMENTS, HOSTS, MANIFESTS,
+            PROBE_FAILURES, QUARANTINE, ROLLOUTS,
+        };
         let next_seq = State::stored_watermark(r)?.map_or(0, |m| m.next_seq);
         let rollouts: Model<RolloutId, RolloutRecord> = Model::load(ROLLOUTS, r)?;
         // A live load reads the records of the rollouts that are not Pruned, by key range:
@@ -245,7 +255,7 @@ impl State {
         check: &Comparison,
         r: &dyn TableReader,
     ) -> Result<Option<(&'static str, String)>, TableError> {
-        use tables::*;
+        use tables::{HOST_ENTRIES, HOSTS};
         for (name, t) in self.stored() {
             let found = if name == HOSTS {
                 match &check.hosts {

@@ -10,7 +10,7 @@ use ledger::tables::{TableError, TableReader};
 use serde::de::DeserializeOwned;
 
 use crate::model::{decode, encode};
-use crate::tables::*;
+use crate::tables::{DEFERRALS, DISPATCH_QUEUE, HOSTS, PROBE_FAILURES, QUARANTINE, ROLLOUTS};
 use crate::{DeferralRow, DispatchRow, HostRecord, ProbeFailureRow, QuarantineRow, RolloutRecord};
 
 /// Rows with their keys, in key order.

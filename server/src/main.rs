@@ -3,24 +3,21 @@
 //! The arguments and the dispatch are here; the commands are in `cli/`.
 
 use std::fs;
-use std::io::{BufReader, BufWriter, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use engine::materialize::{CheckOutcome, Ledger};
-use indicatif::{ProgressBar, ProgressStyle};
-use ledger::bundle::verify_bundle;
-use ledger::keys::{self, PublicKey, Signer};
-use ledger::proof::{ConsistencyProof, InclusionProof};
-use ledger::store::{ReadOnlyStore, Snapshot};
+use ledger::keys;
 
 mod cli;
-use cli::forensics::*;
-use cli::ledger::*;
-use cli::serve::*;
+use crate::cli::forensics::{forensic_source, replay, timeline, why};
+use crate::cli::ledger::{
+    ImportFrom, backup, compact, export, import, keygen, now_us, open_ro, progress, read_witnesses,
+    refuse_damaged, rotate_key, token, verify, verify_proof,
+};
+use crate::cli::serve::serve;
 
 /// mimalloc rather than glibc's malloc: the daemon allocates per request (HTTP, JSON, events,
 /// rows) on several threads, and with glibc malloc, free and consolidation were 28% of an

@@ -1,6 +1,12 @@
 //! The determinism check: every recorded decision recomputed from the state before it and the recorded time.
 
-use super::*;
+use super::{ForensicsError, Source, for_each};
+use ledger::domain::{AgentReport, Hostname, Micros};
+use ledger::event::{Event, RolloutCause};
+use planner::document::Document;
+use planner::{Input, Manifest, Manifests};
+use projections::State;
+use std::collections::VecDeque;
 
 /// The first place where a recomputed decision differs from the recorded one.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,19 +23,15 @@ pub use timeline::{
     Filter, Line, Why, cause_text, line, log_record, summary, timeline, timeline_each, why,
 };
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::path::Path;
 
 use ledger::bundle::{BundleReader, Record};
-use ledger::domain::{AgentReport, Hostname, Micros, RolloutId};
+use ledger::domain::Micros;
 use ledger::entry::EntryRef;
-use ledger::event::{Event, RolloutCause};
+use ledger::event::Event;
 use ledger::store::ReadOnlyStore;
-use planner::document::Document;
-use planner::{Input, Manifest, Manifests};
-use projections::State;
 use thiserror::Error;
 
 /// Why forensics could not run (the input, not a divergence).

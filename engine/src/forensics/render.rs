@@ -1,6 +1,6 @@
 //! The replayed state as JSON and as text tables.
 
-use super::*;
+use projections::State;
 
 /// The projections as JSON: one array of rows per table.
 pub fn state_json(s: &State) -> serde_json::Value {

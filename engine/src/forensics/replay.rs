@@ -1,6 +1,11 @@
 //! The projections at any point of the log, from the nearest replay snapshot or from entry 0.
 
-use super::*;
+use super::{
+    ForensicsError, Item, Source, decode, entry_hash_at, first_entry_hash, for_each, for_each_raw,
+};
+use ledger::domain::Micros;
+use ledger::store::ReadOnlyStore;
+use projections::State;
 
 /// The projections after entry `seq` (inclusive), or after the last entry at or before
 /// `time`: a full fold from entry 0, every row included. [`replay`] is the fast path.

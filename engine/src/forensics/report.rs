@@ -1,6 +1,8 @@
 //! One rollout as a self-contained HTML page.
 
-use super::*;
+use super::{ForensicsError, Item, Source, for_each, line, summary};
+use ledger::domain::RolloutId;
+use ledger::event::Event;
 
 /// The self-contained HTML page of one rollout (see [`report`]).
 const REPORT_TEMPLATE: &str = include_str!("../report.html");

@@ -1,6 +1,11 @@
 //! Timelines of one host or rollout, and the chain of decisions for one host (`why`).
 
-use super::*;
+use super::{ForensicsError, Item, Source, decode, for_each, for_each_from};
+use ledger::domain::{Micros, RolloutId};
+use ledger::event::{Event, RolloutCause};
+use ledger::store::ReadOnlyStore;
+use projections::State;
+use std::path::Path;
 
 /// One line of a timeline.
 #[derive(Debug, Clone, serde::Serialize)]

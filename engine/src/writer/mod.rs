@@ -27,19 +27,17 @@ pub use protocol::{
 
 use replay_snapshots::Snapshots;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use ledger::domain::Micros;
 use ledger::keys::Signer;
-use ledger::store::Reader;
 use planner::Manifests;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::materialize::{Ledger, MaterializeError};
 use crate::metrics::Metrics;
-use crate::replay_cache::{Cache, NewMark};
 
 /// Supplies CP time in µs: the system clock in the daemon, another in tests. The one clock
 /// of the daemon: the writer, the API handlers and the manifest watcher all read it.

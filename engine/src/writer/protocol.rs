@@ -1,6 +1,10 @@
 //! What the API and the writer exchange: inputs, answers, refusals, and the queue between them.
 
-use super::*;
+use super::{Answer, Input, Refusal};
+use crate::metrics::Metrics;
+use ledger::store::Reader;
+use std::sync::RwLock;
+use tokio::sync::{oneshot, watch};
 
 /// Why the writer answered an input with an error.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

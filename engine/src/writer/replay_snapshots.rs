@@ -1,6 +1,8 @@
 //! The replay snapshots the writer leaves beside the database (`crate::replay_cache`).
 
-use super::*;
+use crate::materialize::Ledger;
+use crate::replay_cache::{Cache, NewMark};
+use std::path::Path;
 
 /// Replay snapshots of the live state, written beside the database each time the log crosses
 /// a multiple of `every` entries (`crate::replay_cache`), so `replay` on this database starts

@@ -1,6 +1,11 @@
 //! The store's errors, one per operation.
 
-use super::*;
+use super::BATCH_ENTRIES_MAX;
+use crate::entry::PAYLOAD_BYTES_MAX;
+use crate::merkle::ProofRequestError;
+use std::error::Error as StdError;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
 
 /// A redb failure, with the operation that hit it.
 #[derive(Debug, Error)]

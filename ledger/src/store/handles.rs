@@ -1,6 +1,12 @@
 //! The handles other than the writer: readers sharing its database, read-only stores that never write the file, and maintenance access for rewriting derived tables.
 
-use super::*;
+use super::{
+    AppendError, OpenError, RedbTables, Snapshot, StorageError, begin_durable_write, builder,
+    not_a_database, open_rw, storage, write_tables_in,
+};
+use redb::{Database, ReadOnlyDatabase, ReadableDatabase};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Snapshots of a [`Store`] that is open for appending in this process (the daemon's API
 /// threads): cheap to clone, MVCC, never blocks the writer. A snapshot sees only committed,

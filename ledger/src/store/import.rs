@@ -8,7 +8,17 @@
 //! the caller writes into a temporary path and renames it only once the whole source has
 //! verified and [`Importer::finish`] returned, so a source that fails leaves nothing behind.
 
-use super::*;
+use super::{
+    CreateError, LOG, META, OpenError, Row, STORE_FORMAT, Snapshot, StorageError,
+    begin_durable_write, builder, inconsistent, storage,
+};
+use crate::entry::EntryRef;
+use crate::hash::{Hash, TreeHash};
+use crate::keys::PublicKey;
+use crate::merkle::Frontier;
+use crate::verify::VerifiedLog;
+use redb::{Database, ReadableDatabase};
+use std::path::{Path, PathBuf};
 
 /// Rows per write transaction while importing.
 const CHUNK_ROWS: usize = 65_536;

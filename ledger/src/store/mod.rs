@@ -37,25 +37,19 @@ pub use snapshot::Snapshot;
 use error::{foreign, inconsistent, storage};
 use redb_tables::table_err;
 use std::error::Error as StdError;
-use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{
-    Database, Durability, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction, ReadableDatabase,
-    ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
-use thiserror::Error;
 
-use crate::bundle::BundleWriter;
-use crate::checkpoint::{Checkpoint, NOTE_BYTES_MAX, check_origin, parse_note};
+use crate::checkpoint::{Checkpoint, check_origin};
 use crate::entry::{self, EntryRef, FORMAT_VERSION, PAYLOAD_BYTES_MAX};
 use crate::event::{Event, Genesis, KeyRotated, Kind};
-use crate::hash::{HASH_BYTES, Hash, TreeHash, leaf_hash};
+use crate::hash::{Hash, TreeHash, leaf_hash};
 use crate::keys::{PublicKey, Signer};
-use crate::merkle::{self, Frontier, NodeSource, ProofRequestError};
-use crate::proof::{ConsistencyProof, InclusionProof};
-use crate::verify::{Failure, Location, VerifiedLog, Verifier, VerifyError};
+use crate::merkle::Frontier;
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger.log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("ledger.meta");

@@ -1,6 +1,6 @@
 //! The table interface (`crate::tables::TableWriter`) on a redb write transaction.
 
-use super::*;
+use redb::{TableDefinition, WriteTransaction};
 
 /// The table interface on redb, inside one write transaction (the append's, or a rebuild's).
 /// Tables are `&[u8] → &[u8]`, opened on first use and kept open for the transaction.

@@ -1,6 +1,7 @@
 //! A `ledger.log` row: the tree nodes an entry completed, its batch's checkpoint, the entry.
 
-use super::*;
+use crate::checkpoint::NOTE_BYTES_MAX;
+use crate::hash::{HASH_BYTES, Hash};
 
 /// One `ledger.log` value:
 ///

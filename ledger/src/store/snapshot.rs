@@ -1,6 +1,23 @@
 //! A consistent MVCC read view: entries, checkpoints, proofs, verification, export, and the table reader over the derived tables.
 
-use super::*;
+use super::{
+    BATCH_ENTRIES_MAX, ExportError, LOG, META, OpenError, ProofError, Row, STORE_FORMAT, Tip,
+    foreign, inconsistent, storage, table_err,
+};
+use crate::bundle::BundleWriter;
+use crate::checkpoint::parse_note;
+use crate::entry::EntryRef;
+use crate::event::Kind;
+use crate::hash::{Hash, TreeHash};
+use crate::keys::PublicKey;
+use crate::merkle;
+use crate::merkle::{Frontier, NodeSource, ProofRequestError};
+use crate::proof::{ConsistencyProof, InclusionProof};
+use crate::verify::{Failure, Location, VerifiedLog, Verifier, VerifyError};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A consistent view of the ledger at one moment.
 pub struct Snapshot {

@@ -1,6 +1,19 @@
 //! Agents: events, heartbeats, the dispatch long poll.
 
-use super::*;
+use super::{
+    ApiError, ApiResult, AppState, Caller, ErrorBody, JsonBody, parse_body, read, rollout_id,
+    submit, unexpected,
+};
+use crate::auth::Role;
+use crate::wire;
+use crate::wire::ts;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use engine::writer::{Answer, Input};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------
 // Agents

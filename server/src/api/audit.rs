@@ -1,6 +1,13 @@
 //! Auditors: the latest checkpoint, raw entries, proofs and the export bundle, streamed.
 
-use super::*;
+use super::{ApiError, ApiResult, AppState, Caller, ErrorBody, READERS, read, snapshot};
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ledger::store::Snapshot;
+use serde::Deserialize;
+use tokio::sync::mpsc;
 
 // ---------------------------------------------------------------------------------------
 // Auditors

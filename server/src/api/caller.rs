@@ -1,6 +1,14 @@
 //! Who is calling (bearer token or client certificate), and the extractors that refuse a request as the API's error: a JSON body, a rollout id in the path.
 
-use super::*;
+use super::{ApiError, ApiResult, AppState, rollout_id};
+use crate::auth::{Principal, Role};
+use crate::connections::Peer;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use ledger::domain::{Hostname, RolloutId};
+use serde::de::DeserializeOwned;
 
 /// The authenticated caller (`Authorization: Bearer <token>`).
 #[derive(Debug)]

@@ -1,6 +1,12 @@
 //! The API's one error shape: `{"error": code, "reason": text}`, with the status it maps to.
 
-use super::*;
+use crate::intake::ManifestError;
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use engine::writer::WriteError;
+use serde::Serialize;
+use serde_json::json;
 
 /// An API error.
 #[derive(Debug)]

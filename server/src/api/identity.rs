@@ -3,9 +3,20 @@
 //! (NIXFLEET-WIRE.md §5). The certificate is answered only once the entry recording it is
 //! durable: who got which identity, when, on what token.
 
-use super::*;
+use super::{
+    ApiError, ApiResult, AppState, ErrorBody, JsonBody, caller, parse_body, submit, unexpected,
+};
+use crate::connections::Peer;
 use crate::enrollment::{Authority, BootstrapToken, Csr, IdentityError};
+use crate::wire::ts;
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use engine::writer::{Answer, Input};
+use ledger::domain::Hostname;
 use ledger::event::{AgentCertificateRenewed, AgentEnrolled};
+use serde::{Deserialize, Serialize};
 
 /// nixfleet's `EnrollRequest`.
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -1,6 +1,16 @@
 //! CI's signed manifests: verified here, recorded by the writer.
 
-use super::*;
+use super::{
+    ApiError, ApiResult, AppState, Caller, ErrorBody, JsonBody, RolloutPath, parse_body, submit,
+    unexpected,
+};
+use crate::auth::Role;
+use crate::intake::Target;
+use crate::{intake, wire};
+use axum::Json;
+use axum::extract::State;
+use engine::writer::{Answer, Input};
+use serde::Serialize;
 
 // ---------------------------------------------------------------------------------------
 // Manifests

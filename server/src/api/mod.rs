@@ -41,31 +41,23 @@ use rollouts::{
 };
 use rotation::{reload, rotate_key};
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use ledger::domain::{Hostname, RolloutId};
-use ledger::entry::EntryRef;
+use ledger::domain::RolloutId;
 use ledger::store::Snapshot;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::{Principal, Role};
+use crate::auth::Role;
 use crate::config::Limits;
 use crate::connections::Peer;
-use crate::intake::{self, ManifestError, Target};
-use crate::wire::{self, ts};
-use engine::writer::{Answer, Input, Job, Shared, Work, WriteError};
+use engine::writer::{Answer, Input, Job, Shared, Work};
 
 /// What every handler shares.
 #[derive(Clone)]

@@ -7,7 +7,11 @@
 //! the signature but not parsed), so they are written out here for readers, not parsed
 //! through.
 
-use super::*;
+use super::{ErrorBody, agent, audit, identity, manifests, published, rollouts, rotation};
+use crate::api::{__path_healthz, __path_metrics};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
 use utoipa::OpenApi;
 
 /// A host selector: a host matches if any non-empty rule matches.

@@ -2,7 +2,12 @@
 //! bytes (exactly what CI signed) and the raw signature, served from the entries that
 //! recorded them. The CP holds no manifest key: it serves what CI signed.
 
-use super::*;
+use super::{ApiError, ApiResult, AppState, Caller, ErrorBody, RolloutPath, openapi, read};
+use crate::auth::Role;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ledger::entry::EntryRef;
 
 /// Who may fetch manifests: agents verify them before activating; the others audit them.
 const FETCHERS: &[Role] = &[Role::Agent, Role::Operator, Role::Auditor, Role::Ci];

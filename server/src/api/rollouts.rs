@@ -1,6 +1,21 @@
 //! Operators: rollouts and their hosts and events, deferrals, quarantine, clearance and lifts.
 
-use super::*;
+use super::{
+    ApiError, ApiResult, AppState, Caller, ErrorBody, JsonBody, READERS, RolloutPath, parse_body,
+    read, submit, unexpected,
+};
+use crate::auth::Role;
+use crate::wire;
+use crate::wire::ts;
+use axum::Json;
+use axum::extract::{Query, State};
+use engine::writer::{Answer, Input};
+use ledger::domain::RolloutId;
+use ledger::entry::EntryRef;
+use ledger::store::Snapshot;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 // ---------------------------------------------------------------------------------------
 // Operators

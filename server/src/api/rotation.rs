@@ -1,6 +1,14 @@
 //! Operators: rotating the checkpoint key and re-reading the config, while serving.
 
-use super::*;
+use super::{ApiError, ApiResult, AppState, Caller, ErrorBody, JsonBody, parse_body};
+use crate::auth::Role;
+use crate::wire;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use engine::writer::Work;
+use serde::Serialize;
+use tokio::sync::oneshot;
 
 use engine::writer::{KeyRotation, RotateError};
 

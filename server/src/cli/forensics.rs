@@ -1,6 +1,8 @@
 //! Replay, timelines and `why` over a database or a bundle.
 
-use crate::*;
+use crate::{Invalid, Source};
+use anyhow::{Result, bail};
+use std::io::Write;
 
 pub(crate) fn forensic_source(s: &Source) -> engine::forensics::Source<'_> {
     match (&s.db, &s.bundle) {

@@ -1,6 +1,18 @@
 //! Keys, ledgers, bundles, proofs and tokens.
 
-use crate::*;
+use crate::{Invalid, VerifySource};
+use anyhow::{Context, Result, bail};
+use engine::materialize::Ledger;
+use indicatif::{ProgressBar, ProgressStyle};
+use ledger::bundle::verify_bundle;
+use ledger::keys;
+use ledger::keys::{PublicKey, Signer};
+use ledger::proof::{ConsistencyProof, InclusionProof};
+use ledger::store::{ReadOnlyStore, Snapshot};
+use std::fs;
+use std::io::{BufReader, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub(crate) fn now_us() -> i64 {
     SystemTime::now()

@@ -1,6 +1,7 @@
 //! `serve`: the daemon, its runtime and its signals.
 
-use crate::*;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

@@ -27,9 +27,9 @@ pub const FORMAT_VERSION: u8 = 2;
 pub const FORMAT_VERSIONS: [u8; 2] = [1, 2];
 /// Size of the fixed header.
 pub const HEADER_BYTES: usize = 55;
-/// Largest payload an entry may carry (16 MiB): big enough for a signed fleet manifest of a
-/// very large fleet, small enough that one hostile entry cannot exhaust memory.
-pub const PAYLOAD_BYTES_MAX: usize = 16 << 20;
+/// Largest payload an entry may carry: the event encoding's own bound (`event` decodes no
+/// more), which the header's length field is checked against.
+pub use crate::event::PAYLOAD_BYTES_MAX;
 
 /// The decoded fixed header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,7 +15,10 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::entry::PAYLOAD_BYTES_MAX;
+/// Largest encoded event, an entry's payload (16 MiB): big enough for a signed fleet manifest
+/// of a very large fleet, small enough that one hostile entry cannot exhaust memory. Decoding
+/// stops there; `entry` checks the header's length against it.
+pub const PAYLOAD_BYTES_MAX: usize = 16 << 20;
 
 /// The kind code of an entry: which payload struct its bytes decode as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -127,9 +127,9 @@ pub struct Config {
     /// `.sig` beside it.
     #[serde(default)]
     pub manifest_dir: Option<PathBuf>,
-    /// CI's published URLs, pulled on nixfleet's schedule (`crate::sources::PullConfig`).
+    /// CI's published URLs, pulled on nixfleet's schedule ([`PullConfig`]).
     #[serde(default)]
-    pub pull: Option<crate::sources::PullConfig>,
+    pub pull: Option<PullConfig>,
     /// API tokens.
     pub tokens: Vec<TokenEntry>,
     /// Limits.
@@ -369,5 +369,60 @@ impl Config {
             tls,
             enrollment,
         })
+    }
+}
+
+/// Where CI publishes its signed files (nixfleet's `--channel-refs-artifact-url`,
+/// `--channel-refs-signature-url` and `--rollouts-source-{artifact,signature}-url-template`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullConfig {
+    /// `fleet.resolved`'s URL.
+    pub fleet_url: String,
+    /// Its signature's URL (default: `fleet_url` + `.sig`).
+    #[serde(default)]
+    pub fleet_signature_url: Option<String>,
+    /// A rollout manifest's URL, `{rolloutId}` standing for `<channel>@<ciCommit>`.
+    pub rollout_url_template: String,
+    /// Its signature's URL template (default: the manifest's + `.sig`).
+    #[serde(default)]
+    pub rollout_signature_url_template: Option<String>,
+    /// A file holding a bearer token to send (nixfleet's optional `Authorization`).
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Seconds between pulls (nixfleet: 30).
+    #[serde(default = "default_pull_interval")]
+    pub interval_secs: u64,
+}
+
+fn default_pull_interval() -> u64 {
+    30
+}
+
+impl PullConfig {
+    /// Checks the URLs and the interval.
+    pub fn check(&self) -> Result<(), String> {
+        for (field, url) in [
+            ("fleet_url", Some(&self.fleet_url)),
+            ("fleet_signature_url", self.fleet_signature_url.as_ref()),
+            ("rollout_url_template", Some(&self.rollout_url_template)),
+            (
+                "rollout_signature_url_template",
+                self.rollout_signature_url_template.as_ref(),
+            ),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(format!("pull.{field}: {url:?} is not an http(s) URL"));
+            }
+        }
+        if !self.rollout_url_template.contains("{rolloutId}") {
+            return Err("pull.rollout_url_template must contain {rolloutId}".into());
+        }
+        if self.interval_secs == 0 {
+            return Err("pull.interval_secs must be at least 1".into());
+        }
+        Ok(())
     }
 }

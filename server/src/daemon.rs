@@ -93,7 +93,7 @@ impl Daemon {
                 writer.run(rx)
             })
             .context("starting the writer thread")?;
-        let access = crate::reload::AccessCell::new(crate::reload::Access::of(&settings));
+        let access = crate::access::AccessCell::new(crate::access::Access::of(&settings));
         let reloader = Arc::new(crate::reload::Reloader::new(
             path.clone(),
             settings.config.clone(),
@@ -157,7 +157,14 @@ impl Daemon {
             app: router(state.clone()),
             limits: conn_limits,
         });
-        reloader.attach(serving, state);
+        reloader.attach(
+            serving,
+            Box::new(move |limits| {
+                let mut state = state.clone();
+                state.limits = limits.clone();
+                router(state)
+            }),
+        );
         let served = tokio::spawn(connections::serve(
             listener,
             settings.tls,

@@ -10,9 +10,11 @@
 //!   file, JSON shapes.
 //! * [`trust`], [`sources`]: CI's keys and where its signed manifests come from.
 //! * [`enrollment`]: the fleet CA that issues agents their certificates.
-//! * [`reload`]: re-reading the config while serving.
+//! * [`access`]: who may write (tokens, CI keys, org root keys), swapped by [`reload`]:
+//!   re-reading the config while serving.
 //! * [`publish`], [`witnessing`]: publication to a directory or S3, and witness rounds.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod config;

@@ -13,96 +13,17 @@
 //! (`AccessChanged`, kind 33) before it takes effect: an auditor sees every change of access
 //! no later than its first use. If it cannot be recorded, it is not applied.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use ledger::event::{AccessChanged, Event, TokenGrant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::api::AppState;
-use crate::auth::TokenTable;
-use crate::config::{Config, Limits, Settings};
+use crate::access::{Access, AccessCell};
+use crate::config::{Config, Limits};
 use crate::connections::{ConnLimits, Serving};
-use crate::intake::TrustRoots;
 use engine::writer::{Recording, Shared, Work};
-
-/// Who may write: the tokens and the CI keys in force.
-#[derive(Debug)]
-pub struct Access {
-    /// Bearer tokens.
-    pub tokens: TokenTable,
-    /// CI's manifest keys.
-    pub trust: TrustRoots,
-    /// The org root keys that sign bootstrap tokens (nixfleet re-reads them at every
-    /// enrollment; here a reload applies them).
-    pub org_root: crate::trust::TrustedKeys,
-    grants: BTreeSet<TokenGrant>,
-    keys: BTreeSet<String>,
-}
-
-impl Access {
-    /// The access a config gives.
-    pub fn of(settings: &Settings) -> Access {
-        Access {
-            tokens: settings.tokens.clone(),
-            trust: TrustRoots {
-                keys: settings.manifest_keys.clone(),
-                max_age_secs: settings.config.trust.max_age_secs,
-            },
-            org_root: settings.org_root.clone(),
-            grants: grants(&settings.config),
-            // CI's keys as `algorithm:public`; the org root keys the same, prefixed
-            // `org-root:` (FORMAT §9d), so the record tells the two trusts apart.
-            keys: settings
-                .manifest_keys
-                .describe()
-                .into_iter()
-                .chain(
-                    settings
-                        .org_root
-                        .describe()
-                        .into_iter()
-                        .map(|k| format!("org-root:{k}")),
-                )
-                .collect(),
-        }
-    }
-}
-
-fn grants(config: &Config) -> BTreeSet<TokenGrant> {
-    config
-        .tokens
-        .iter()
-        .map(|t| TokenGrant {
-            role: t.role.as_str().to_string(),
-            name: t.name.clone(),
-            // Checked when the config was loaded (`Config::settings`).
-            token_sha256: planner::document::parse_hash(&t.sha256).unwrap_or_default(),
-        })
-        .collect()
-}
-
-/// The access in force, swapped whole on a reload (readers take the `Arc` and go).
-#[derive(Clone, Debug)]
-pub struct AccessCell(Arc<RwLock<Arc<Access>>>);
-
-impl AccessCell {
-    /// A cell holding `access`.
-    pub fn new(access: Access) -> AccessCell {
-        AccessCell(Arc::new(RwLock::new(Arc::new(access))))
-    }
-
-    /// The access in force.
-    pub fn get(&self) -> Arc<Access> {
-        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    fn set(&self, access: Access) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(access);
-    }
-}
 
 /// What a reload did.
 #[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
@@ -173,9 +94,23 @@ pub struct Reloader {
     tx: mpsc::WeakSender<Work>,
     shared: Arc<Shared>,
     one_at_a_time: tokio::sync::Mutex<()>,
-    /// What the listener serves, and the API state it is built from (for new limits).
-    serving: Mutex<Option<(watch::Sender<Serving>, AppState)>>,
+    /// What the listener serves, and how to build its router for new limits.
+    serving: Mutex<Option<(watch::Sender<Serving>, Builder)>>,
 }
+
+/// A [`RouterBuilder`], shown by name only.
+struct Builder(RouterBuilder);
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouterBuilder")
+    }
+}
+
+/// Builds the API's router for request limits: the daemon hands it to the reloader, which
+/// knows the limits but not the API (`api` depends on `reload`, not the other way round).
+/// It owns the API state, which holds a queue sender: dropped at [`Reloader::release`].
+pub type RouterBuilder = Box<dyn Fn(&Limits) -> axum::Router + Send + Sync>;
 
 impl Reloader {
     /// A reloader for a daemon on `db` whose config in force is `config`.
@@ -199,9 +134,9 @@ impl Reloader {
         }
     }
 
-    /// The listener's router and limits, which a reload of `limits` rebuilds from `state`.
-    pub fn attach(&self, serving: watch::Sender<Serving>, state: AppState) {
-        *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some((serving, state));
+    /// The listener's router and limits, which a reload of `limits` rebuilds with `build`.
+    pub fn attach(&self, serving: watch::Sender<Serving>, build: RouterBuilder) {
+        *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some((serving, Builder(build)));
     }
 
     /// At shutdown: drops the API state (it holds a queue sender, which would keep the
@@ -220,17 +155,16 @@ impl Reloader {
     /// Applies new request and connection limits to the connections accepted from now on.
     fn apply_limits(&self, limits: &Limits) -> bool {
         let mut guard = self.serving.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((serving, state)) = guard.as_mut() else {
+        let Some((serving, build)) = guard.as_mut() else {
             return false;
         };
-        state.limits = limits.clone();
         let conn = ConnLimits {
             header_read_timeout: std::time::Duration::from_secs(limits.header_read_timeout_secs),
             connections_max: limits.connections_max,
         }
         .fit_file_limit();
         serving.send_replace(Serving {
-            app: crate::api::router(state.clone()),
+            app: (build.0)(limits),
             limits: conn,
         });
         true

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ledger::domain::RolloutId;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::PullConfig;
 use crate::intake::{self, Target};
 use engine::writer::{Clock, Input, Job, Shared, Work};
 
@@ -21,7 +21,7 @@ pub struct Submitter {
     /// The writer's queue.
     pub tx: mpsc::Sender<Work>,
     /// CI's keys (swapped by a reload).
-    pub access: crate::reload::AccessCell,
+    pub access: crate::access::AccessCell,
     /// Metrics.
     pub shared: Arc<Shared>,
     /// The daemon's clock.
@@ -103,61 +103,6 @@ pub async fn watch(dir: PathBuf, s: Submitter) {
                 return;
             }
         }
-    }
-}
-
-/// Where CI publishes its signed files (nixfleet's `--channel-refs-artifact-url`,
-/// `--channel-refs-signature-url` and `--rollouts-source-{artifact,signature}-url-template`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PullConfig {
-    /// `fleet.resolved`'s URL.
-    pub fleet_url: String,
-    /// Its signature's URL (default: `fleet_url` + `.sig`).
-    #[serde(default)]
-    pub fleet_signature_url: Option<String>,
-    /// A rollout manifest's URL, `{rolloutId}` standing for `<channel>@<ciCommit>`.
-    pub rollout_url_template: String,
-    /// Its signature's URL template (default: the manifest's + `.sig`).
-    #[serde(default)]
-    pub rollout_signature_url_template: Option<String>,
-    /// A file holding a bearer token to send (nixfleet's optional `Authorization`).
-    #[serde(default)]
-    pub bearer_token_file: Option<PathBuf>,
-    /// Seconds between pulls (nixfleet: 30).
-    #[serde(default = "default_pull_interval")]
-    pub interval_secs: u64,
-}
-
-fn default_pull_interval() -> u64 {
-    30
-}
-
-impl PullConfig {
-    /// Checks the URLs and the interval.
-    pub fn check(&self) -> Result<(), String> {
-        for (field, url) in [
-            ("fleet_url", Some(&self.fleet_url)),
-            ("fleet_signature_url", self.fleet_signature_url.as_ref()),
-            ("rollout_url_template", Some(&self.rollout_url_template)),
-            (
-                "rollout_signature_url_template",
-                self.rollout_signature_url_template.as_ref(),
-            ),
-        ] {
-            if let Some(url) = url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
-            {
-                return Err(format!("pull.{field}: {url:?} is not an http(s) URL"));
-            }
-        }
-        if !self.rollout_url_template.contains("{rolloutId}") {
-            return Err("pull.rollout_url_template must contain {rolloutId}".into());
-        }
-        if self.interval_secs == 0 {
-            return Err("pull.interval_secs must be at least 1".into());
-        }
-        Ok(())
     }
 }
 

@@ -42,8 +42,10 @@ pub mod ts {
 
     /// The same for `Option<Micros>`.
     pub mod option {
-        use super::*;
-        use serde::Serialize;
+        use ledger::domain::Micros;
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        use super::{format, parse};
 
         /// serde `serialize_with`.
         pub fn serialize<S: Serializer>(us: &Option<Micros>, s: S) -> Result<S::Ok, S::Error> {

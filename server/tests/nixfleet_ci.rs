@@ -252,7 +252,7 @@ async fn ci_files_are_pulled_from_their_urls() {
             .encode(ed25519_key().verifying_key().as_bytes()),
     }];
     config.trust.max_age_secs = 400 * 24 * 3600;
-    config.pull = Some(fleet_ledger::sources::PullConfig {
+    config.pull = Some(fleet_ledger::config::PullConfig {
         fleet_url: format!("{base}/fleet.resolved.json"),
         fleet_signature_url: None,
         rollout_url_template: format!("{base}/rollouts/{{rolloutId}}.json"),

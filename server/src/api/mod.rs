@@ -70,7 +70,7 @@ pub struct AppState {
     /// Readers and metrics.
     pub shared: Arc<Shared>,
     /// Tokens and CI keys in force (swapped by a reload).
-    pub access: crate::reload::AccessCell,
+    pub access: crate::access::AccessCell,
     /// Re-reads the config (`POST /v1/admin/reload`).
     pub reloader: Arc<crate::reload::Reloader>,
     /// Limits.

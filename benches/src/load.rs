@@ -34,7 +34,7 @@ pub fn ms(d: Duration) -> String {
 /// directly: building a `serde_json::Value` per event cost the load generator more than the
 /// daemon spends parsing it.
 pub fn event_json(host: &str, seq: u64) -> String {
-    let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+    let now = wire::ts::format(chrono::Utc::now().timestamp_micros());
     format!(
         r#"{{"hostname":"{host}","rolloutId":"{ROLLOUT}","event":{{"kind":"ProbeResult","seq":{seq},"probeName":"evidence-nis2-essential","mode":"enforce","status":"pass","observedAt":"{now}","subResults":[{{"controlId":"nis2.art21.a","status":"pass","framework":"nis2-essential","article":"21","effectiveMode":"enforce"}},{{"controlId":"access-control","status":"fail","framework":"nis2-essential","effectiveMode":"observe","overrideReason":"accepted risk"}}]}}}}"#
     )
@@ -103,7 +103,7 @@ pub async fn prepare(setup: &Setup, c: &ApiClient) -> Vec<Agent> {
     let mut agents = Vec::new();
     for host in stable {
         let token = setup.tokens.agents[&host].clone();
-        let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+        let now = wire::ts::format(chrono::Utc::now().timestamp_micros());
         let hb =
             json!({"hostname": host, "rollout_id": ROLLOUT, "current_closure": TARGET, "at": now});
         c.ok(&token, "/v1/agent/heartbeat", &hb)

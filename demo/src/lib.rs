@@ -18,7 +18,7 @@ use anyhow::{Context as _, Result, bail};
 use ledger::keys::Signer;
 use serde_json::{Value, json};
 
-use fleet_ledger::wire::ts;
+use wire::ts;
 
 mod harness;
 

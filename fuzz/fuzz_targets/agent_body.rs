@@ -1,10 +1,5 @@
-//! Agent request bodies, decoded exactly as the daemon decodes them (`server/src/wire.rs`,
-//! included as it is: it depends on nothing of the server but serde and the ledger's types).
+//! Agent request bodies, decoded exactly as the daemon decodes them (the `fleet-ledger-wire` crate).
 #![no_main]
-
-#[allow(dead_code, missing_docs, missing_debug_implementations)]
-#[path = "../../server/src/wire.rs"]
-mod wire;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(env) = serde_json::from_slice::<wire::AgentEnvelope>(data) {

@@ -2,10 +2,6 @@
 //! it, with every content check (`planner::document`).
 #![no_main]
 
-#[allow(dead_code, missing_docs, missing_debug_implementations)]
-#[path = "../../server/src/wire.rs"]
-mod wire;
-
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(signed) = serde_json::from_slice::<wire::SignedManifest>(data) {
         let bytes = serde_json::to_vec(&signed.artifact).unwrap_or_default();

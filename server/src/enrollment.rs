@@ -369,7 +369,7 @@ impl Authority {
             return Err(IdentityError::TokenTime {
                 from: claims.issued_at,
                 until: claims.expires_at,
-                now: crate::wire::ts::format(now),
+                now: wire::ts::format(now),
             });
         }
         // The signature covers the JCS form of the claims as the minter serialized them;

@@ -134,9 +134,9 @@ pub fn verify(
             Document::Rollout(doc)
         }
     };
-    let signed_at = crate::wire::ts::parse(document.signed_at())
+    let signed_at = wire::ts::parse(document.signed_at())
         .map_err(|e| ManifestError::Document(document::DocumentError::SignedAt(e)))?;
-    let show = crate::wire::ts::format;
+    let show = wire::ts::format;
     if let Some(cutoff) = trust.keys.reject_before_us
         && signed_at < cutoff
     {

@@ -6,8 +6,8 @@
 //! * [`intake`]: signed manifest verification (JCS, ed25519 `verify_strict`, freshness).
 //! * [`logging`]: the log sink, which can lose lines but never stop the daemon.
 //! * [`connections`]: accepting, TLS, header-read timeouts and the connection cap.
-//! * [`auth`], [`tls`], [`config`], [`wire`]: tokens and client certificates, the config
-//!   file, JSON shapes.
+//! * [`auth`], [`tls`], [`config`]: tokens and client certificates, the config file. The
+//!   JSON shapes are the `fleet-ledger-wire` crate's.
 //! * [`trust`], [`sources`]: CI's keys and where its signed manifests come from.
 //! * [`enrollment`]: the fleet CA that issues agents their certificates.
 //! * [`access`]: who may write (tokens, CI keys, org root keys), swapped by [`reload`]:
@@ -28,5 +28,4 @@ pub mod reload;
 pub mod sources;
 pub mod tls;
 pub mod trust;
-pub mod wire;
 pub mod witnessing;

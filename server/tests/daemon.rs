@@ -178,7 +178,7 @@ async fn nixfleet_agent_sequences_run_to_the_end() {
     f.post_rollout("canary", "a1a1a1a1", target).await;
     let r = "canary@a1a1a1a1";
     // Agent times after the dispatch (the soak is 0 minutes: due at once).
-    let at = || fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+    let at = || wire::ts::format(chrono::Utc::now().timestamp_micros());
     let state = |host: &'static str| {
         let f = &f;
         async move {
@@ -257,7 +257,7 @@ async fn heartbeat_synthesizes_bootstraps_and_asks_for_replay() {
     dispatched(&f, "web-0000").await;
     let ack = json!({"kind": "DispatchAck", "currentClosureAtDispatch": "/nix/store/old", "receivedAt": T});
     assert_eq!(f.event("web-0000", r, 1, ack).await.0, 200);
-    let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+    let now = wire::ts::format(chrono::Utc::now().timestamp_micros());
 
     // Activating and already at the target: the CP synthesizes ActivationCompleted, marked
     // synthetic, without consuming an agent seq.

@@ -185,7 +185,7 @@ fn timeline_why_and_replay_show_what_happened() {
     assert!(lines.iter().any(|l| l.agent_time.is_some()));
     // A time window narrows it.
     let mid = lines[lines.len() / 2].cp_time.clone();
-    let since = fleet_ledger::wire::ts::parse(&mid).unwrap();
+    let since = wire::ts::parse(&mid).unwrap();
     let later = forensics::timeline(
         src,
         &Filter {
@@ -546,7 +546,7 @@ async fn replay_starts_from_the_snapshots_the_daemon_leaves_beside_its_database(
     .unwrap();
     // Heartbeats at the target: every host reports, so the log grows past a few multiples.
     for (host, token) in &setup.tokens.agents {
-        let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+        let now = wire::ts::format(chrono::Utc::now().timestamp_micros());
         let hb = serde_json::json!({"hostname": host, "current_closure": "/nix/store/t-stable", "at": now});
         c.ok(token, "/v1/agent/heartbeat", &hb).await.unwrap();
     }

@@ -404,7 +404,7 @@ async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
         named["fleet_resolved_hash"].as_str().unwrap(),
         fleet_ledger::auth::hex(&sha2::Sha256::digest(&fleet_bytes))
     );
-    let at = || fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+    let at = || wire::ts::format(chrono::Utc::now().timestamp_micros());
     let events = [
         json!({"kind": "DispatchAck", "currentClosureAtDispatch": target, "receivedAt": at()}),
         json!({"kind": "ActivationStarted", "startedAt": at(), "switchMethod": "switch-to-configuration"}),

@@ -2,8 +2,8 @@
 //! (the document's `…` abbreviations spelled out), decode into the reports fleet-ledger
 //! records, with every field where the wire put it. All twelve kinds.
 
-use fleet_ledger::wire::{AgentEnvelope, ts};
 use ledger::domain::{AgentReport, OnHealthFailure, ProbeKind, ProbeMode, ProbeStatus};
+use wire::{AgentEnvelope, ts};
 
 /// The envelope of §3.1 around an event object of §3.3.
 fn envelope(event: &str) -> String {

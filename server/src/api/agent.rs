@@ -5,8 +5,6 @@ use super::{
     submit, unexpected,
 };
 use crate::auth::Role;
-use crate::wire;
-use crate::wire::ts;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -14,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use engine::writer::{Answer, Input};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use wire;
+use wire::ts;
 
 // ---------------------------------------------------------------------------------------
 // Agents

@@ -8,7 +8,6 @@ use super::{
 };
 use crate::connections::Peer;
 use crate::enrollment::{Authority, BootstrapToken, Csr, IdentityError};
-use crate::wire::ts;
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -17,6 +16,7 @@ use engine::writer::{Answer, Input};
 use ledger::domain::Hostname;
 use ledger::event::{AgentCertificateRenewed, AgentEnrolled};
 use serde::{Deserialize, Serialize};
+use wire::ts;
 
 /// nixfleet's `EnrollRequest`.
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -5,8 +5,8 @@ use super::{
     unexpected,
 };
 use crate::auth::Role;
+use crate::intake;
 use crate::intake::Target;
-use crate::{intake, wire};
 use axum::Json;
 use axum::extract::State;
 use engine::writer::{Answer, Input};

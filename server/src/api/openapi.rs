@@ -77,7 +77,7 @@ pub(super) struct RolloutPolicy {
     /// `{systemdFailedUnits?: {max}}` (not read).
     #[schema(value_type = Object)]
     health_gate: (),
-    #[schema(value_type = crate::wire::schema::OnHealthFailure)]
+    #[schema(value_type = wire::schema::OnHealthFailure)]
     on_health_failure: (),
 }
 
@@ -230,7 +230,7 @@ pub(super) struct RolloutManifest {
         healthz,
         openapi_json,
     ),
-    components(schemas(ErrorBody, crate::wire::WireReport, FleetResolved, RolloutManifest)),
+    components(schemas(ErrorBody, wire::WireReport, FleetResolved, RolloutManifest)),
     modifiers(&Security),
     tags(
         (name = "agents", description = "nixfleet agents: reports, heartbeats, dispatch, manifests, identity"),

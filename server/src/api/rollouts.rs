@@ -5,8 +5,6 @@ use super::{
     read, submit, unexpected,
 };
 use crate::auth::Role;
-use crate::wire;
-use crate::wire::ts;
 use axum::Json;
 use axum::extract::{Query, State};
 use engine::writer::{Answer, Input};
@@ -16,6 +14,8 @@ use ledger::store::Snapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use wire;
+use wire::ts;
 
 // ---------------------------------------------------------------------------------------
 // Operators

@@ -2,13 +2,13 @@
 
 use super::{ApiError, ApiResult, AppState, Caller, ErrorBody, JsonBody, parse_body};
 use crate::auth::Role;
-use crate::wire;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use engine::writer::Work;
 use serde::Serialize;
 use tokio::sync::oneshot;
+use wire;
 
 use engine::writer::{KeyRotation, RotateError};
 

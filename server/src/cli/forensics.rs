@@ -13,7 +13,7 @@ pub(crate) fn forensic_source(s: &Source) -> engine::forensics::Source<'_> {
 }
 
 pub(crate) fn time_arg(name: &str, v: Option<&str>) -> Result<Option<i64>> {
-    v.map(|t| fleet_ledger::wire::ts::parse(t).map_err(|e| anyhow::anyhow!("--{name}: {e}")))
+    v.map(|t| wire::ts::parse(t).map_err(|e| anyhow::anyhow!("--{name}: {e}")))
         .transpose()
 }
 

@@ -258,7 +258,7 @@ pub async fn prepare(c: &ApiClient, setup: &Setup) {
         if host.as_str() < "web-0002" {
             continue;
         }
-        let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+        let now = wire::ts::format(chrono::Utc::now().timestamp_micros());
         let hb =
             json!({"hostname": host, "rollout_id": ROLLOUT, "current_closure": TARGET, "at": now});
         c.ok(token, "/v1/agent/heartbeat", &hb).await.unwrap();
@@ -286,7 +286,7 @@ pub async fn last_seqs(c: &ApiClient, op: &str) -> Vec<(String, u64)> {
 
 /// A passing probe result of `host` in [`ROLLOUT`] at agent seq `seq`.
 pub fn probe_result(host: &str, seq: u64) -> serde_json::Value {
-    let now = fleet_ledger::wire::ts::format(chrono::Utc::now().timestamp_micros());
+    let now = wire::ts::format(chrono::Utc::now().timestamp_micros());
     json!({"hostname": host, "rolloutId": ROLLOUT, "event": {
         "kind": "ProbeResult", "seq": seq, "probeName": "evidence-nis2", "mode": "enforce",
         "status": "pass", "observedAt": now}})

@@ -63,7 +63,14 @@ fn visit(dir: &Path, offenders: &mut Vec<String>) {
 }
 
 /// The workspace's library sources, by crate.
-const CRATES: &[&str] = &["ledger", "projections", "planner", "wire", "engine", "server"];
+const CRATES: &[&str] = &[
+    "ledger",
+    "projections",
+    "planner",
+    "wire",
+    "engine",
+    "server",
+];
 
 fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -1,10 +1,10 @@
 //! Agents: events, heartbeats, the dispatch long poll.
 
+use super::caller::Agent;
 use super::{
-    ApiError, ApiResult, AppState, Caller, ErrorBody, JsonBody, parse_body, read, rollout_id,
-    submit, unexpected,
+    ApiError, ApiResult, AppState, ErrorBody, JsonBody, parse_body, read, rollout_id, submit,
+    unexpected,
 };
-use crate::auth::Role;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -44,12 +44,11 @@ pub(super) struct EventAnswer {
     security(("mtls" = []), ("bearer" = [])))]
 pub(super) async fn agent_event(
     State(state): State<AppState>,
-    caller: Caller,
+    agent: Agent,
     body: JsonBody,
 ) -> ApiResult<Json<EventAnswer>> {
-    caller.require(&[Role::Agent])?;
     let env: wire::AgentEnvelope = parse_body(body)?;
-    let host = caller.agent_for(&env.hostname)?;
+    let host = agent.for_host(&env.hostname)?;
     let rollout = rollout_id(&env.rollout_id)?;
     let (agent_seq, report) = env
         .report()
@@ -116,12 +115,11 @@ pub(super) struct HeartbeatAnswer {
     security(("mtls" = []), ("bearer" = [])))]
 pub(super) async fn heartbeat(
     State(state): State<AppState>,
-    caller: Caller,
+    agent: Agent,
     body: JsonBody,
 ) -> ApiResult<Response> {
-    caller.require(&[Role::Agent])?;
     let hb: wire::Heartbeat = parse_body(body)?;
-    let host = caller.agent_for(&hb.hostname)?;
+    let host = agent.for_host(&hb.hostname)?;
     let at = hb.at;
     let rollout = hb.rollout_id.as_deref().map(rollout_id).transpose()?;
     let out = submit(
@@ -182,12 +180,11 @@ pub(super) struct DispatchQuery {
     security(("mtls" = []), ("bearer" = [])))]
 pub(super) async fn dispatch(
     State(state): State<AppState>,
-    caller: Caller,
+    agent: Agent,
     query: Result<Query<DispatchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    caller.require(&[Role::Agent])?;
     let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
-    let host = caller.host()?;
+    let host = agent.host()?;
     // nixfleet's default is the whole bound (its agents always send `wait=60`).
     let bound = state.limits.long_poll_secs;
     let wait = Duration::from_secs(q.wait.unwrap_or(bound).min(bound));

@@ -1,6 +1,7 @@
 //! Auditors: the latest checkpoint, raw entries, proofs and the export bundle, streamed.
 
-use super::{ApiError, ApiResult, AppState, Caller, ErrorBody, READERS, read, snapshot};
+use super::caller::Reader;
+use super::{ApiError, ApiResult, AppState, ErrorBody, read, snapshot};
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
@@ -18,11 +19,7 @@ use tokio::sync::mpsc;
     responses((status = 200, description = "the note", content_type = "text/plain", body = String),
         (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
-pub(super) async fn checkpoint(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<Response> {
-    caller.require(READERS)?;
+pub(super) async fn checkpoint(State(state): State<AppState>, _: Reader) -> ApiResult<Response> {
     let (size, note) = read(&state, |snap| {
         snap.latest_checkpoint()
             .map_err(ApiError::internal)?
@@ -54,9 +51,8 @@ fn witnessed(state: &AppState) -> Option<crate::witnessing::Witnessed> {
     security(("bearer" = [])))]
 pub(super) async fn checkpoint_witnessed(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Reader,
 ) -> ApiResult<Response> {
-    caller.require(READERS)?;
     let w = witnessed(&state).ok_or_else(|| ApiError::not_found("no checkpoint witnessed yet"))?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -150,10 +146,9 @@ pub(super) fn tokio_stream(
     security(("bearer" = [])))]
 pub(super) async fn entries(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Reader,
     query: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    caller.require(READERS)?;
     let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
     stream_body(&state, "application/octet-stream", move |snap, w| {
         use std::io::Write as _;
@@ -181,8 +176,7 @@ impl From<ledger::store::OpenError> for Stream {
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
         (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
-pub(super) async fn export(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
-    caller.require(READERS)?;
+pub(super) async fn export(State(state): State<AppState>, _: Reader) -> ApiResult<Response> {
     stream_body(&state, "application/octet-stream", |snap, w| {
         snap.export(w, |_| {})
             .map(|_| ())
@@ -226,10 +220,9 @@ pub(super) async fn proof(
     security(("bearer" = [])))]
 pub(super) async fn proof_inclusion(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Reader,
     query: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    caller.require(READERS)?;
     let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
     proof(&state, move |snap| {
         Ok(snap.inclusion_proof(q.seq, q.size)?.to_json())
@@ -254,10 +247,9 @@ pub(super) struct ConsistencyQuery {
     security(("bearer" = [])))]
 pub(super) async fn proof_consistency(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Reader,
     query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    caller.require(READERS)?;
     let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
     proof(&state, move |snap| {
         Ok(snap.consistency_proof(q.from, q.to)?.to_json())

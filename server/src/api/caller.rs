@@ -30,6 +30,73 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// Extractors that say in a handler's signature who may call it: the caller is authenticated
+/// ([`Caller`]), then refused 403 `forbidden` unless its role is one of the extractor's.
+macro_rules! role_extractor {
+    ($(#[$doc:meta])* $name:ident: $($role:ident)|+) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub(super) struct $name;
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+            async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<$name> {
+                let caller = Caller::from_request_parts(parts, state).await?;
+                caller.require(&[$(Role::$role),+])?;
+                Ok($name)
+            }
+        }
+    };
+    ($(#[$doc:meta])* $name:ident(who): $($role:ident)|+) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub(super) struct $name(pub(super) Principal);
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+            async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<$name> {
+                let caller = Caller::from_request_parts(parts, state).await?;
+                caller.require(&[$(Role::$role),+])?;
+                Ok($name(caller.0))
+            }
+        }
+    };
+}
+
+role_extractor!(
+    /// An operator or an auditor: the read routes.
+    Reader: Operator | Auditor
+);
+role_extractor!(
+    /// An operator, by name: clearance, lifts, key rotation, reload.
+    Operator(who): Operator
+);
+role_extractor!(
+    /// CI, or an operator posting a manifest for it.
+    Publisher: Ci | Operator
+);
+role_extractor!(
+    /// Whoever may fetch the manifests in force: agents verify them before activating; the
+    /// others audit them.
+    Fetcher: Agent | Operator | Auditor | Ci
+);
+role_extractor!(
+    /// An agent (by bearer token or client certificate): it may act for its own host only.
+    Agent(who): Agent
+);
+
+impl Agent {
+    /// The host this agent is, which must be `hostname` (403 `wrong-host` otherwise).
+    pub(super) fn for_host(&self, hostname: &str) -> ApiResult<Hostname> {
+        Caller(self.0.clone()).agent_for(hostname)
+    }
+
+    /// The host this agent is.
+    pub(super) fn host(&self) -> ApiResult<Hostname> {
+        Caller(self.0.clone()).host()
+    }
+}
+
 /// nixfleet's CN rule (NIXFLEET-WIRE.md §1.3, `extract_machine_id`): a certificate it issues
 /// has CN `agent-<machine id>.<suffix>`; any other CN (a legacy bare `web-01`, another
 /// suffix) is the machine id unchanged. The suffix is configured with or without its

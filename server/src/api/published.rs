@@ -2,15 +2,12 @@
 //! bytes (exactly what CI signed) and the raw signature, served from the entries that
 //! recorded them. The CP holds no manifest key: it serves what CI signed.
 
-use super::{ApiError, ApiResult, AppState, Caller, ErrorBody, RolloutPath, openapi, read};
-use crate::auth::Role;
+use super::caller::Fetcher;
+use super::{ApiError, ApiResult, AppState, ErrorBody, RolloutPath, openapi, read};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ledger::entry::EntryRef;
-
-/// Who may fetch manifests: agents verify them before activating; the others audit them.
-const FETCHERS: &[Role] = &[Role::Agent, Role::Operator, Role::Auditor, Role::Ci];
 
 #[derive(Clone, Copy)]
 enum Part {
@@ -66,9 +63,8 @@ async fn serve(state: &AppState, name: String, part: Part) -> ApiResult<Response
     security(("mtls" = []), ("bearer" = [])))]
 pub(super) async fn fleet_resolved(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Fetcher,
 ) -> ApiResult<Response> {
-    caller.require(FETCHERS)?;
     serve(&state, "fleet".into(), Part::Bytes).await
 }
 
@@ -78,9 +74,8 @@ pub(super) async fn fleet_resolved(
     security(("mtls" = []), ("bearer" = [])))]
 pub(super) async fn fleet_resolved_sig(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Fetcher,
 ) -> ApiResult<Response> {
-    caller.require(FETCHERS)?;
     serve(&state, "fleet".into(), Part::Signature).await
 }
 
@@ -91,10 +86,9 @@ pub(super) async fn fleet_resolved_sig(
     security(("mtls" = []), ("bearer" = [])))]
 pub(super) async fn rollout_manifest(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Fetcher,
     RolloutPath(id): RolloutPath,
 ) -> ApiResult<Response> {
-    caller.require(FETCHERS)?;
     serve(&state, id.to_string(), Part::Bytes).await
 }
 
@@ -105,9 +99,8 @@ pub(super) async fn rollout_manifest(
     security(("mtls" = []), ("bearer" = [])))]
 pub(super) async fn rollout_manifest_sig(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Fetcher,
     RolloutPath(id): RolloutPath,
 ) -> ApiResult<Response> {
-    caller.require(FETCHERS)?;
     serve(&state, id.to_string(), Part::Signature).await
 }

@@ -1,10 +1,11 @@
 //! Operators: rollouts and their hosts and events, deferrals, quarantine, clearance and lifts.
 
+use super::caller::Operator;
+use super::caller::Reader;
 use super::{
-    ApiError, ApiResult, AppState, Caller, ErrorBody, JsonBody, READERS, RolloutPath, parse_body,
-    read, submit, unexpected,
+    ApiError, ApiResult, AppState, ErrorBody, JsonBody, RolloutPath, parse_body, read, submit,
+    unexpected,
 };
-use crate::auth::Role;
 use axum::Json;
 use axum::extract::{Query, State};
 use engine::writer::{Answer, Input};
@@ -75,9 +76,8 @@ pub(super) struct RolloutList {
     security(("bearer" = [])))]
 pub(super) async fn list_rollouts(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Reader,
 ) -> ApiResult<Json<RolloutList>> {
-    caller.require(READERS)?;
     read(&state, |snap| {
         let mut rollouts = Vec::new();
         for r in projections::read::rollouts(&snap).map_err(ApiError::internal)? {
@@ -106,10 +106,9 @@ pub(super) fn load_rollout(
     security(("bearer" = [])))]
 pub(super) async fn get_rollout(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Reader,
     RolloutPath(id): RolloutPath,
 ) -> ApiResult<Json<RolloutView>> {
-    caller.require(READERS)?;
     read(&state, move |snap| {
         let r = load_rollout(&snap, &id)?;
         let hosts = projections::read::hosts_of(&snap, &id).map_err(ApiError::internal)?;
@@ -150,10 +149,9 @@ pub(super) struct Lifecycle {
     security(("bearer" = [])))]
 pub(super) async fn lifecycle(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Reader,
     RolloutPath(id): RolloutPath,
 ) -> ApiResult<Json<Lifecycle>> {
-    caller.require(READERS)?;
     read(&state, move |snap| {
         let r = load_rollout(&snap, &id)?;
         Ok(Json(Lifecycle {
@@ -210,11 +208,10 @@ pub(super) struct RolloutHosts {
     security(("bearer" = [])))]
 pub(super) async fn rollout_hosts(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Reader,
     RolloutPath(id): RolloutPath,
 ) -> ApiResult<Json<RolloutHosts>> {
     use ledger::domain::HostState as S;
-    caller.require(READERS)?;
     read(&state, move |snap| {
         load_rollout(&snap, &id)?;
         let mut hosts = projections::read::hosts_of(&snap, &id).map_err(ApiError::internal)?;
@@ -299,11 +296,10 @@ pub fn entry_json(seq: u64, bytes: &[u8]) -> Value {
     security(("bearer" = [])))]
 pub(super) async fn rollout_events(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Reader,
     RolloutPath(id): RolloutPath,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<RolloutEvents>> {
-    caller.require(READERS)?;
     let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     read(&state, move |snap| {
@@ -400,9 +396,8 @@ pub(super) struct Deferrals {
     security(("bearer" = [])))]
 pub(super) async fn deferrals(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Reader,
 ) -> ApiResult<Json<Deferrals>> {
-    caller.require(READERS)?;
     read(&state, |snap| {
         let deferrals = projections::read::deferrals(&snap)
             .map_err(ApiError::internal)?
@@ -447,9 +442,8 @@ pub(super) struct QuarantineList {
     security(("bearer" = [])))]
 pub(super) async fn quarantine(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Reader,
 ) -> ApiResult<Json<QuarantineList>> {
-    caller.require(READERS)?;
     read(&state, |snap| {
         let quarantine = projections::read::quarantine(&snap)
             .map_err(ApiError::internal)?
@@ -483,11 +477,11 @@ pub(super) struct Recorded {
     security(("bearer" = [])))]
 pub(super) async fn clearance(
     State(state): State<AppState>,
-    caller: Caller,
+    Operator(who): Operator,
     RolloutPath(id): RolloutPath,
     body: JsonBody,
 ) -> ApiResult<Json<Recorded>> {
-    let who = caller.require(&[Role::Operator])?.name.clone();
+    let who = who.name;
     let c: wire::Clearance = parse_body(body)?;
     if c.reason.trim().is_empty() {
         return Err(ApiError::bad(
@@ -517,10 +511,10 @@ pub(super) async fn clearance(
     security(("bearer" = [])))]
 pub(super) async fn lift(
     State(state): State<AppState>,
-    caller: Caller,
+    Operator(who): Operator,
     body: JsonBody,
 ) -> ApiResult<Json<Recorded>> {
-    let who = caller.require(&[Role::Operator])?.name.clone();
+    let who = who.name;
     let l: wire::Lift = parse_body(body)?;
     if l.reason.trim().is_empty() {
         return Err(ApiError::bad("reason-required", "a lift needs a reason"));

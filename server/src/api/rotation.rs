@@ -1,7 +1,7 @@
 //! Operators: rotating the checkpoint key and re-reading the config, while serving.
 
-use super::{ApiError, ApiResult, AppState, Caller, ErrorBody, JsonBody, parse_body};
-use crate::auth::Role;
+use super::caller::Operator;
+use super::{ApiError, ApiResult, AppState, ErrorBody, JsonBody, parse_body};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -34,10 +34,10 @@ pub(super) struct Rotated {
     security(("bearer" = [])))]
 pub(super) async fn rotate_key(
     State(state): State<AppState>,
-    caller: Caller,
+    Operator(who): Operator,
     body: JsonBody,
 ) -> ApiResult<Json<Rotated>> {
-    let who = caller.require(&[Role::Operator])?.name.clone();
+    let who = who.name;
     let r: wire::RotateKey = parse_body(body)?;
     if r.reason.trim().is_empty() {
         return Err(ApiError::bad(
@@ -104,9 +104,9 @@ pub(super) async fn rotate_key(
     security(("bearer" = [])))]
 pub(super) async fn reload(
     State(state): State<AppState>,
-    caller: Caller,
+    Operator(who): Operator,
 ) -> ApiResult<Json<crate::reload::ReloadReport>> {
-    let who = caller.require(&[Role::Operator])?.name.clone();
+    let who = who.name;
     use crate::reload::ReloadError;
     match state.reloader.reload(&format!("operator:{who}")).await {
         Ok(report) => Ok(Json(report)),

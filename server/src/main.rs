@@ -2,20 +2,19 @@
 //! per outcome. Exit status: 0 valid/done, 1 verification failed, 2 bad usage or input.
 //! The arguments and the dispatch are here; the commands are in `cli/`.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
-use engine::materialize::{CheckOutcome, Ledger};
 use ledger::keys;
 
 mod cli;
-use crate::cli::forensics::{forensic_source, replay, timeline, why};
+use crate::cli::forensics::{replay, report, timeline, why};
 use crate::cli::ledger::{
-    ImportFrom, backup, compact, export, import, keygen, now_us, open_ro, progress, read_witnesses,
-    refuse_damaged, rotate_key, token, verify, verify_proof,
+    ImportFrom, backup, check, compact, export, import, init, keygen, openapi, prove_consistency,
+    prove_inclusion, publish, read_witnesses, rebuild, rotate_key, token, trial_commit, verify,
+    verify_proof,
 };
 use crate::cli::serve::serve;
 
@@ -490,16 +489,7 @@ fn contain_panics(to_stderr: bool) {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Keygen { out, name } => keygen(&out, &name),
-        Command::Init { db, key, origin } => {
-            let signer = keys::read_private_key(&key)?;
-            let ledger = Ledger::create(&db, &origin, signer, now_us())?;
-            println!(
-                "created {} (origin {origin}, genesis key {})",
-                db.display(),
-                ledger.store().public_key().to_text()
-            );
-            Ok(())
-        }
+        Command::Init { db, key, origin } => init(&db, &key, &origin),
         Command::RotateKey {
             db,
             key,
@@ -520,9 +510,7 @@ fn run(command: Command) -> Result<()> {
         Command::Export { db, out } => export(&db, &out),
         Command::Backup { db, out } => backup(&db, &out),
         Command::Compact { db } => compact(&db),
-        Command::TrialCommit { db } => {
-            ledger::store::trial_commit(&db).with_context(|| format!("opening {}", db.display()))
-        }
+        Command::TrialCommit { db } => trial_commit(&db),
         Command::Import { from, key, db } => {
             let from = match (&from.bundle, &from.tiles) {
                 (Some(b), _) => ImportFrom::Bundle(b),
@@ -531,57 +519,18 @@ fn run(command: Command) -> Result<()> {
             };
             import(from, &key, &db)
         }
-        Command::Prove { proof } => {
-            let json = match proof {
-                ProveCommand::Inclusion { db, seq, size } => open_ro(&db)?
-                    .snapshot()?
-                    .inclusion_proof(seq, size)?
-                    .to_json(),
-                ProveCommand::Consistency { db, from, to } => open_ro(&db)?
-                    .snapshot()?
-                    .consistency_proof(from, to)?
-                    .to_json(),
-            };
-            println!("{json}");
-            Ok(())
-        }
+        Command::Prove { proof } => match proof {
+            ProveCommand::Inclusion { db, seq, size } => prove_inclusion(&db, seq, size),
+            ProveCommand::Consistency { db, from, to } => prove_consistency(&db, from, to),
+        },
         Command::VerifyProof {
             proof,
             keys: key_files,
             witnesses,
             witnesses_required,
         } => verify_proof(&proof, &key_files, &witnesses, witnesses_required),
-        Command::Rebuild { db } => {
-            let size = open_ro(&db)?.snapshot()?.size();
-            refuse_damaged(&db)?;
-            let bar = progress(Some(size), "rebuilding");
-            let n = engine::materialize::rebuild(&db, |n| bar.set_position(n))?;
-            bar.finish_and_clear();
-            println!(
-                "rebuilt {} projection tables from {n} entries",
-                projections::tables::ALL.len()
-            );
-            Ok(())
-        }
-        Command::Check { db } => {
-            let size = open_ro(&db)?.snapshot()?.size();
-            let bar = progress(Some(size), "checking");
-            let outcome = engine::materialize::check(&db, |n| bar.set_position(n))?;
-            bar.finish_and_clear();
-            match outcome {
-                CheckOutcome::Identical { entries } => {
-                    println!("OK: every projection table equals a fold of the {entries} entries");
-                    Ok(())
-                }
-                CheckOutcome::Differs { table, detail } => {
-                    Err(Invalid(format!("table {table}: {detail}")).into())
-                }
-                CheckOutcome::Stale { detail } => Err(Invalid(format!(
-                    "projections are stale: {detail} (run `fleet-ledger rebuild`)"
-                ))
-                .into()),
-            }
-        }
+        Command::Rebuild { db } => rebuild(&db),
+        Command::Check { db } => check(&db),
         Command::Serve { db, listen, config } => serve(db, listen, &config),
         Command::Replay {
             source,
@@ -625,40 +574,9 @@ fn run(command: Command) -> Result<()> {
             source,
             rollout,
             out,
-        } => {
-            let rid = ledger::domain::RolloutId::parse(&rollout)?;
-            let Some(html) = engine::forensics::report(forensic_source(&source), &rid)? else {
-                bail!("no entry is about rollout {rollout}");
-            };
-            fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;
-            println!("wrote {}", out.display());
-            Ok(())
-        }
+        } => report(&source, &rollout, &out),
         Command::Token { role, name } => token(&role, &name),
-        Command::Publish { db, to } => {
-            let ro = open_ro(&db)?;
-            let snap = ro.snapshot()?;
-            // S3 requests run on a runtime of their own; this thread blocks on them.
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()?;
-            let sink = to.open(rt.handle(), fleet_ledger::publish::DEFAULT_REQUEST_TIMEOUT)?;
-            let p = fleet_ledger::publish::publish(&snap, sink.as_ref())?;
-            if p.from == p.to {
-                println!("{to} is already published at size {}", p.to);
-            } else {
-                println!(
-                    "published size {} (from {}) into {to}: {} files, {} bytes",
-                    p.to, p.from, p.files, p.bytes
-                );
-            }
-            Ok(())
-        }
-        Command::Openapi => {
-            use utoipa::OpenApi as _;
-            println!("{}", fleet_ledger::api::ApiDoc::openapi().to_pretty_json()?);
-            Ok(())
-        }
+        Command::Publish { db, to } => publish(&db, &to),
+        Command::Openapi => openapi(),
     }
 }

@@ -1,6 +1,7 @@
 //! Replay, timelines and `why` over a database or a bundle.
 
 use crate::{Invalid, Source};
+use anyhow::Context as _;
 use anyhow::{Result, bail};
 use std::io::Write;
 
@@ -153,5 +154,16 @@ pub(crate) fn why(s: &Source, host: &str, rollout: &str, json: bool) -> Result<(
             h.state, h.wave, h.last_event_seq, h.updated_seq, r.state, r.current_wave
         );
     }
+    Ok(())
+}
+
+/// `report`: one rollout as a self-contained HTML page.
+pub(crate) fn report(s: &Source, rollout: &str, out: &std::path::Path) -> Result<()> {
+    let rid = ledger::domain::RolloutId::parse(rollout)?;
+    let Some(html) = engine::forensics::report(forensic_source(s), &rid)? else {
+        bail!("no entry is about rollout {rollout}");
+    };
+    std::fs::write(out, html).with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {}", out.display());
     Ok(())
 }

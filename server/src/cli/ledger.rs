@@ -689,3 +689,102 @@ pub(crate) fn token(role: &str, name: &str) -> Result<()> {
     );
     Ok(())
 }
+
+/// `init`: a new ledger with its genesis entry, signed by `key`.
+pub(crate) fn init(db: &Path, key: &Path, origin: &str) -> Result<()> {
+    let signer = keys::read_private_key(key)?;
+    let ledger = Ledger::create(db, origin, signer, now_us())?;
+    println!(
+        "created {} (origin {origin}, genesis key {})",
+        db.display(),
+        ledger.store().public_key().to_text()
+    );
+    Ok(())
+}
+
+/// The hidden `trial-commit`: an empty durable commit over a private layer of the file, run
+/// in a child before a command that writes (a file redb aborts on is refused, DECISIONS 112).
+pub(crate) fn trial_commit(db: &Path) -> Result<()> {
+    ledger::store::trial_commit(db).with_context(|| format!("opening {}", db.display()))
+}
+
+/// `prove inclusion`: the proof file on stdout.
+pub(crate) fn prove_inclusion(db: &Path, seq: u64, size: Option<u64>) -> Result<()> {
+    let proof = open_ro(db)?.snapshot()?.inclusion_proof(seq, size)?;
+    println!("{}", proof.to_json());
+    Ok(())
+}
+
+/// `prove consistency`: the proof file on stdout.
+pub(crate) fn prove_consistency(db: &Path, from: u64, to: u64) -> Result<()> {
+    let proof = open_ro(db)?.snapshot()?.consistency_proof(from, to)?;
+    println!("{}", proof.to_json());
+    Ok(())
+}
+
+/// `rebuild`: every projection table from the log.
+pub(crate) fn rebuild(db: &Path) -> Result<()> {
+    let size = open_ro(db)?.snapshot()?.size();
+    refuse_damaged(db)?;
+    let bar = progress(Some(size), "rebuilding");
+    let n = engine::materialize::rebuild(db, |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    println!(
+        "rebuilt {} projection tables from {n} entries",
+        projections::tables::ALL.len()
+    );
+    Ok(())
+}
+
+/// `check`: every projection table against a fold of the log; a difference is named in one
+/// line (exit 1).
+pub(crate) fn check(db: &Path) -> Result<()> {
+    use engine::materialize::CheckOutcome;
+    let size = open_ro(db)?.snapshot()?.size();
+    let bar = progress(Some(size), "checking");
+    let outcome = engine::materialize::check(db, |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    match outcome {
+        CheckOutcome::Identical { entries } => {
+            println!("OK: every projection table equals a fold of the {entries} entries");
+            Ok(())
+        }
+        CheckOutcome::Differs { table, detail } => {
+            Err(Invalid(format!("table {table}: {detail}")).into())
+        }
+        CheckOutcome::Stale { detail } => Err(Invalid(format!(
+            "projections are stale: {detail} (run `fleet-ledger rebuild`)"
+        ))
+        .into()),
+    }
+}
+
+/// `publish`: the log as tlog-tiles into a directory or an S3 bucket, from where the
+/// destination's checkpoint says it was.
+pub(crate) fn publish(db: &Path, to: &fleet_ledger::publish::Destination) -> Result<()> {
+    let ro = open_ro(db)?;
+    let snap = ro.snapshot()?;
+    // S3 requests run on a runtime of their own; this thread blocks on them.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let sink = to.open(rt.handle(), fleet_ledger::publish::DEFAULT_REQUEST_TIMEOUT)?;
+    let p = fleet_ledger::publish::publish(&snap, sink.as_ref())?;
+    if p.from == p.to {
+        println!("{to} is already published at size {}", p.to);
+    } else {
+        println!(
+            "published size {} (from {}) into {to}: {} files, {} bytes",
+            p.to, p.from, p.files, p.bytes
+        );
+    }
+    Ok(())
+}
+
+/// `openapi`: the OpenAPI description on stdout.
+pub(crate) fn openapi() -> Result<()> {
+    use utoipa::OpenApi as _;
+    println!("{}", fleet_ledger::api::ApiDoc::openapi().to_pretty_json()?);
+    Ok(())
+}

@@ -2,6 +2,17 @@
 //! tree, keys and signed checkpoints, verification, proofs and export bundles; and, with the
 //! `store` feature (default), the redb store.
 //!
+//! * [`domain`], [`event`]: the vocabulary (host and rollout states, agent reports; every
+//!   entry kind and its payload).
+//! * [`entry`], [`hash`], [`merkle`]: the entry bytes, the chain and the tree of both format
+//!   versions.
+//! * [`keys`], [`checkpoint`], [`witness`]: signed-note keys, checkpoints, cosignatures.
+//! * [`verify`], [`proof`], [`bundle`], [`tiles`]: the streaming verifier, proof files, export
+//!   bundles, published tlog-tiles.
+//! * [`tables`]: the byte-table interface projections are written against.
+//! * With `store`: [`store`] (redb, the importer, `trial_commit`) and [`sim_disk`] (the
+//!   simulated disk the fault tests and the deterministic writer test run on).
+//!
 //! The verification path (`--no-default-features`) has no redb and does no IO beyond the
 //! reader it is given, so an auditor can build a small verifier. The byte-level contract is
 //! `docs/FORMAT.md`.

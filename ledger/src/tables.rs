@@ -1,6 +1,6 @@
 //! The small table interface projections are written against: named tables of byte keys and
 //! byte values. The store implements it on redb inside the append transaction
-//! ([`crate::store::RedbTables`]); [`MemTables`] implements it in memory for replay and tests.
+//! ([`crate::store::RedbTables`]); [`MemTables`] implements it in memory for the fold tests.
 //! Keeping it this small keeps `projections` free of redb.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! The log as C2SP tlog-tiles (docs/FORMAT.md §11): which tiles and entry bundles a tree of a
+//! The log as C2SP tlog-tiles (docs/FORMAT.md §12): which tiles and entry bundles a tree of a
 //! given size has, their paths, and their bytes. Nothing here does IO: the publisher
 //! (`fleet-ledger publish`, the daemon's `publish` option) writes what this computes, and the
 //! tile verifier reads what it wrote.

@@ -94,7 +94,7 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// Stable reason code for APIs and `InputRejected` entries.
+    /// Stable reason code for APIs and the `AgentReportRefused` entries of refused reports.
     pub fn code(&self) -> &'static str {
         match self {
             Rejection::IllegalForState { .. } => "illegal-transition",

@@ -78,7 +78,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// A stable code for APIs, metrics and `InputRejected` entries (listed in OPERATIONS.md).
+    /// A stable code for APIs, metrics and the `AgentReportRefused` entries of refused reports (listed in OPERATIONS.md).
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::Host(r) => r.code(),

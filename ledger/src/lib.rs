@@ -10,8 +10,8 @@
 //! * [`verify`], [`proof`], [`bundle`], [`tiles`]: the streaming verifier, proof files, export
 //!   bundles, published tlog-tiles.
 //! * [`tables`]: the byte-table interface projections are written against.
-//! * With `store`: [`store`] (redb, the importer, `trial_commit`) and [`sim_disk`] (the
-//!   simulated disk the fault tests and the deterministic writer test run on).
+//! * With `store`: [`store`] (redb, the importer, `trial_commit`); with `sim-disk`, `sim_disk`
+//!   (the simulated disk the fault tests and the deterministic writer test run on).
 //!
 //! The verification path (`--no-default-features`) has no redb and does no IO beyond the
 //! reader it is given, so an auditor can build a small verifier. The byte-level contract is
@@ -29,7 +29,7 @@ pub mod merkle;
 #[cfg(feature = "store")]
 mod overlay;
 pub mod proof;
-#[cfg(feature = "store")]
+#[cfg(feature = "sim-disk")]
 pub mod sim_disk;
 #[cfg(feature = "store")]
 pub mod store;

@@ -6,8 +6,9 @@ use common::*;
 use ledger::bundle::verify_bundle;
 use ledger::proof::{ConsistencyProof, InclusionProof};
 use ledger::store::{AppendError, NewEntry, OpenError, ReadOnlyStore, Store};
+use ledger::tables::TableReader as _;
 use ledger::verify::Location;
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 const SIDE_NAME: &str = "test.side";
 const SIDE: TableDefinition<&[u8], &[u8]> = TableDefinition::new(SIDE_NAME);
@@ -180,18 +181,25 @@ fn hook_writes_commit_with_the_batch_and_a_failing_hook_leaves_nothing() {
         .unwrap_err();
     assert!(matches!(err, AppendError::Hook(_)), "{err}");
     assert_eq!(store.size(), before);
-    let rtx = store.database().begin_read().unwrap();
-    let side = rtx.open_table(SIDE).unwrap();
-    assert_eq!(side.len().unwrap(), 3);
-    assert!(side.get(999u64.to_be_bytes().as_slice()).unwrap().is_none());
+    // Read back through the table interface of a snapshot, as projections do.
+    let snap = store.snapshot().unwrap();
+    let mut rows = 0;
+    snap.scan(SIDE_NAME, &mut |_, _| {
+        rows += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(rows, 3);
+    assert!(
+        snap.get(SIDE_NAME, &999u64.to_be_bytes())
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(
-        side.get(4u64.to_be_bytes().as_slice())
-            .unwrap()
-            .unwrap()
-            .value(),
+        snap.get(SIDE_NAME, &4u64.to_be_bytes()).unwrap().unwrap(),
         40u64.to_be_bytes()
     );
-    drop((side, rtx));
+    drop(snap);
     // The store is still usable and consistent.
     store.append(&batch(30, 1)).unwrap();
     store

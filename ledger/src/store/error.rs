@@ -50,8 +50,9 @@ pub enum OpenError {
     NotADatabase {
         /// File.
         path: PathBuf,
-        /// redb's reason (in the message, not a separate cause: printed once).
-        reason: redb::DatabaseError,
+        /// Why, as redb or the file system said (in the message, not a separate cause:
+        /// printed once; a text, so no redb type is in this crate's API).
+        reason: String,
     },
     /// Another process holds the file for writing (a running daemon, a `rebuild`), or a
     /// private recovery holds it (see [`ReadOnlyStore::open`]).

@@ -119,11 +119,11 @@ impl ReadOnlyStore {
         };
         let file = std::fs::File::open(path).map_err(|e| OpenError::NotADatabase {
             path: path.to_path_buf(),
-            reason: e.into(),
+            reason: e.to_string(),
         })?;
         let overlay = crate::overlay::Overlay::new(file).map_err(|e| OpenError::NotADatabase {
             path: path.to_path_buf(),
-            reason: e.into(),
+            reason: e.to_string(),
         })?;
         let seal = overlay.seal_handle();
         let mut b = builder();
@@ -195,7 +195,7 @@ pub fn trial_commit(path: &Path) -> Result<(), OpenError> {
         .and_then(crate::overlay::Overlay::new)
         .map_err(|e| OpenError::NotADatabase {
             path: path.to_path_buf(),
-            reason: e.into(),
+            reason: e.to_string(),
         })?;
     // Over the private layer: the file is never written, whatever happens. The cost is that a
     // file not closed cleanly is recovered twice, here in memory and then for real.

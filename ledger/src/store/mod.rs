@@ -156,6 +156,7 @@ fn builder() -> redb::Builder {
 /// For a storage backend given by the caller: exclusive-writer mode, the one that needs no
 /// byte-range locks (a backend without them refuses the shared modes), and only this process
 /// can reach the storage anyway.
+#[cfg(feature = "sim-disk")]
 fn backend_builder() -> redb::Builder {
     let mut b = redb::Builder::new();
     b.set_cache_size(CACHE_BYTES);
@@ -169,7 +170,7 @@ fn not_a_database(path: &Path) -> impl FnOnce(redb::DatabaseError) -> OpenError 
         },
         reason => OpenError::NotADatabase {
             path: path.to_path_buf(),
-            reason,
+            reason: reason.to_string(),
         },
     }
 }
@@ -227,10 +228,11 @@ impl Store {
         Store::create_in(db, path, origin, signer, recorded_at_us, version)
     }
 
-    /// [`Store::create`] on a storage backend instead of a file (fault-injection tests, and
-    /// any storage redb can be given); `label` names it in errors.
+    /// [`Store::create`] on the simulated disk instead of a file (the fault tests and the
+    /// deterministic writer test); `label` names it in errors.
+    #[cfg(feature = "sim-disk")]
     pub fn create_with_backend(
-        backend: impl redb::StorageBackend,
+        backend: crate::sim_disk::Disk,
         label: &Path,
         origin: &str,
         signer: Signer,
@@ -306,9 +308,10 @@ impl Store {
         Store::open_in(open_rw(path)?, path, signer.into())
     }
 
-    /// [`Store::open`] on a storage backend instead of a file; `label` names it in errors.
+    /// [`Store::open`] on the simulated disk instead of a file; `label` names it in errors.
+    #[cfg(feature = "sim-disk")]
     pub fn open_with_backend(
-        backend: impl redb::StorageBackend,
+        backend: crate::sim_disk::Disk,
         label: &Path,
         signer: impl Into<Arc<Signer>>,
     ) -> Result<Store, OpenError> {
@@ -387,11 +390,6 @@ impl Store {
     /// The key in force.
     pub fn public_key(&self) -> &PublicKey {
         self.signer.public()
-    }
-
-    /// The underlying database, for callers (projections) that keep their own tables in it.
-    pub fn database(&self) -> &Database {
-        &self.db
     }
 
     /// A consistent read view (MVCC: never blocks, never blocked by, the writer).

@@ -24,7 +24,7 @@ pub(super) fn table_err(table: &str, e: impl std::fmt::Display) -> crate::tables
 
 impl<'a> RedbTables<'a> {
     /// Wraps a write transaction.
-    pub fn new(txn: &'a WriteTransaction) -> RedbTables<'a> {
+    pub(crate) fn new(txn: &'a WriteTransaction) -> RedbTables<'a> {
         RedbTables {
             txn,
             open: std::collections::BTreeMap::new(),

@@ -348,3 +348,25 @@ fn corrupt_truncated_and_foreign_files_get_clear_errors() {
         "{err}"
     );
 }
+
+/// One rotation path (issue 27): the store itself refuses a rotation to a key its chain
+/// already holds, the key in force or an earlier one, before writing anything.
+#[test]
+fn a_rotation_to_a_key_of_the_chain_is_refused_by_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("l.redb");
+    let mut store = build(&db, &[3], None);
+    let at = store.last_time();
+    store.rotate_key(signer_b(), "scheduled", at).unwrap();
+    let size = store.size();
+    for key in [signer_a(), signer_b()] {
+        let err = store.rotate_key(key, "again", at).unwrap_err();
+        assert!(
+            matches!(err, ledger::store::AppendError::KeyInChain(_)),
+            "{err}"
+        );
+        assert_eq!(store.size(), size);
+    }
+    // The store still takes appends, signed by the key in force.
+    store.append(&batch(60, 1)).unwrap();
+}

@@ -355,23 +355,6 @@ impl Writer {
         let r = *r;
         let next = Arc::new(r.next);
         let text = next.public().to_text();
-        let ledger = self.ledger.as_mut().expect("opened above");
-        let in_chain = ledger
-            .store()
-            .snapshot()
-            .and_then(|s| s.keys_in_force())
-            .map(|keys| keys.iter().any(|k| k.bytes() == next.public().bytes()));
-        match in_chain {
-            Ok(false) => {}
-            Ok(true) => {
-                let _ = r.reply.send(Err(RotateError::KeyInChain(text)));
-                return;
-            }
-            Err(e) => {
-                let _ = r.reply.send(Err(RotateError::Unavailable(e.to_string())));
-                return;
-            }
-        }
         let reason = format!("{} (operator {})", r.reason, r.operator);
         let at = self.now();
         let ledger = self.ledger.as_mut().expect("opened above");
@@ -382,6 +365,10 @@ impl Writer {
                 self.after_commit(1, started);
                 tracing::warn!(seq = receipt.first_seq, key = %text, "checkpoint key rotated; set signing_key to the new key before the next start");
                 let _ = r.reply.send(Ok(receipt.first_seq));
+            }
+            // Refused before anything was written: the store is as it was.
+            Err(MaterializeError::Append(ledger::store::AppendError::KeyInChain(_))) => {
+                let _ = r.reply.send(Err(RotateError::KeyInChain(text)));
             }
             Err(e) => {
                 self.store_failed();

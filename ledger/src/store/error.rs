@@ -124,6 +124,10 @@ pub enum AppendError {
         /// Offending time.
         found: i64,
     },
+    /// A key rotation to a key the log's chain already holds (in force now, or earlier):
+    /// nothing was written (FORMAT §6).
+    #[error("{0} is already in the log's key chain: a rotation must introduce a new key")]
+    KeyInChain(String),
     /// The caller's hook refused the batch.
     #[error("append hook failed: {0}")]
     Hook(Box<dyn StdError + Send + Sync>),

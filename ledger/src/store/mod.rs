@@ -463,6 +463,18 @@ impl Store {
         E: Into<Box<dyn StdError + Send + Sync>>,
     {
         let next: Arc<Signer> = next.into();
+        // The one place every rotation passes (the daemon's and `rotate-key`'s): a key the
+        // chain already holds is refused before anything is written.
+        if self
+            .snapshot()
+            .map_err(|e| AppendError::Hook(Box::new(e)))?
+            .keys_in_force()
+            .map_err(|e| AppendError::Hook(Box::new(e)))?
+            .iter()
+            .any(|k| k.bytes() == next.public().bytes())
+        {
+            return Err(AppendError::KeyInChain(next.public().to_text()));
+        }
         let entry = NewEntry {
             recorded_at_us,
             event: Event::KeyRotated(KeyRotated {

@@ -255,31 +255,22 @@ pub(crate) fn rotate_key(db: &Path, key: &Path, to: &Path, reason: &str) -> Resu
     let next = keys::read_private_key(to).with_context(|| format!("reading {}", to.display()))?;
     let next_public = next.public().clone();
     refuse_damaged(db)?;
-    // Opening also brings the projections up to date; it refuses a key not in force.
-    let ledger =
+    // Opening also brings the projections up to date; it refuses a key not in force. The
+    // rotation is then the daemon's: one transaction with the projections, and the store
+    // refuses a key already in the chain.
+    let mut ledger =
         Ledger::open_live(db, current).with_context(|| format!("opening {}", db.display()))?;
-    let mut store = ledger.into_store();
-    if store
-        .snapshot()?
-        .keys_in_force()?
-        .iter()
-        .any(|k| k.bytes() == next_public.bytes())
-    {
-        bail!(
-            "{} is already in the log's key chain: a rotation must introduce a new key",
-            next_public.to_text()
-        );
-    }
-    let at = now_us().max(store.last_time());
-    let receipt = store
-        .rotate_key(next, reason, at)
-        .with_context(|| format!("rotating the key of {}", db.display()))?;
-    drop(store);
-    // The projections fold the new entry (they ignore it) so their watermark follows.
-    drop(
-        Ledger::open_live(db, keys::read_private_key(to)?)
-            .with_context(|| format!("reopening {}", db.display()))?,
-    );
+    let at = now_us().max(ledger.store().last_time());
+    let receipt = match ledger.rotate_key(std::sync::Arc::new(next), reason, at) {
+        Ok(r) => r,
+        Err(engine::materialize::MaterializeError::Append(
+            e @ ledger::store::AppendError::KeyInChain(_),
+        )) => bail!("{e}"),
+        Err(e) => {
+            return Err(e).with_context(|| format!("rotating the key of {}", db.display()));
+        }
+    };
+    drop(ledger);
     println!(
         "rotated at entry {}: checkpoints after it are signed by {} (serve with --config naming {}); verifiers follow the rotation from the log, witnesses must be told the new key",
         receipt.first_seq,

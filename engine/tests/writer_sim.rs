@@ -35,6 +35,7 @@ use engine::materialize::{CheckOutcome, Ledger, check_snapshot};
 use engine::writer::{
     Answer, Clock, Input, Job, KeyRotation, Opener, Recording, Shared, Work, WriteError, Writer,
 };
+use fixtures::sim::Rng;
 use ledger::domain::{
     AgentReport, Hostname, Micros, OnHealthFailure, ProbeMode, ProbeStatus, RolloutId,
 };
@@ -49,26 +50,6 @@ const T0: Micros = 1_767_225_600_000_000;
 const HOSTS: usize = 8;
 const STEPS: usize = 260;
 const BATCH_INPUTS: usize = 16;
-
-/// xorshift64: deterministic across platforms and versions.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-}
 
 /// One agent's view: the dispatch it works on and how far it got.
 #[derive(Clone, Debug, Default)]
@@ -196,7 +177,7 @@ impl World {
             .collect();
         World {
             seed,
-            rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+            rng: Rng::new(seed),
             disk,
             clock,
             writer,
@@ -521,7 +502,7 @@ impl World {
                         by: "SIGHUP".into(),
                         tokens_added: Vec::new(),
                         tokens_removed: Vec::new(),
-                        keys_added: vec![format!("ed25519:sim-{}", self.rng.next())],
+                        keys_added: vec![format!("ed25519:sim-{}", self.rng.next_u64())],
                         keys_removed: Vec::new(),
                     }),
                     reply: tx,

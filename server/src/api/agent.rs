@@ -1,5 +1,6 @@
 //! Agents: events, heartbeats, the dispatch long poll.
 
+use super::ErrorCode;
 use super::caller::Agent;
 use super::{
     ApiError, ApiResult, AppState, ErrorBody, JsonBody, parse_body, read, rollout_id, submit,
@@ -52,7 +53,7 @@ pub(super) async fn agent_event(
     let rollout = rollout_id(&env.rollout_id)?;
     let (agent_seq, report) = env
         .report()
-        .map_err(|e| ApiError::bad("malformed-event", e))?;
+        .map_err(|e| ApiError::new(ErrorCode::MalformedEvent, e))?;
     let out = submit(
         &state,
         Input::Report {
@@ -183,7 +184,7 @@ pub(super) async fn dispatch(
     agent: Agent,
     query: Result<Query<DispatchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadQuery, e.body_text()))?;
     let host = agent.host()?;
     // nixfleet's default is the whole bound (its agents always send `wait=60`).
     let bound = state.limits.long_poll_secs;

@@ -1,10 +1,11 @@
 //! Auditors: the latest checkpoint, raw entries, proofs and the export bundle, streamed.
 
+use super::ErrorCode;
 use super::caller::Reader;
 use super::{ApiError, ApiResult, AppState, ErrorBody, read, snapshot};
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use ledger::store::Snapshot;
 use serde::Deserialize;
@@ -149,7 +150,7 @@ pub(super) async fn entries(
     _: Reader,
     query: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadQuery, e.body_text()))?;
     stream_body(&state, "application/octet-stream", move |snap, w| {
         use std::io::Write as _;
         let to = q.to.unwrap_or(snap.size()).min(snap.size());
@@ -201,13 +202,7 @@ pub(super) async fn proof(
     make: impl FnOnce(&Snapshot) -> Result<String, ledger::store::ProofError> + Send + 'static,
 ) -> ApiResult<Response> {
     let text = read(state, move |snap| {
-        make(&snap).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "bad-proof-request",
-                e.to_string(),
-            )
-        })
+        make(&snap).map_err(|e| ApiError::new(ErrorCode::BadProofRequest, e.to_string()))
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
@@ -223,7 +218,7 @@ pub(super) async fn proof_inclusion(
     _: Reader,
     query: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadQuery, e.body_text()))?;
     proof(&state, move |snap| {
         Ok(snap.inclusion_proof(q.seq, q.size)?.to_json())
     })
@@ -250,7 +245,7 @@ pub(super) async fn proof_consistency(
     _: Reader,
     query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadQuery, e.body_text()))?;
     proof(&state, move |snap| {
         Ok(snap.consistency_proof(q.from, q.to)?.to_json())
     })

@@ -1,5 +1,6 @@
 //! Who is calling (bearer token or client certificate), and the extractors that refuse a request as the API's error: a JSON body, a rollout id in the path.
 
+use super::ErrorCode;
 use super::{ApiError, ApiResult, AppState, rollout_id};
 use crate::auth::{Principal, Role};
 use crate::connections::Peer;
@@ -115,7 +116,7 @@ pub fn machine_id<'a>(cn: &'a str, suffix: Option<&str>) -> &'a str {
 /// The host a verified client certificate names (nixfleet's CN rule), or 401.
 pub(super) fn certificate_host(cn: &str, state: &AppState) -> ApiResult<Hostname> {
     Hostname::parse(machine_id(cn, state.cn_suffix.as_deref()))
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))
+        .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()))
 }
 
 pub(super) fn authenticate(
@@ -123,8 +124,7 @@ pub(super) fn authenticate(
     peer: Option<&Peer>,
     state: &AppState,
 ) -> ApiResult<Caller> {
-    let unauthorized =
-        |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string());
+    let unauthorized = |why: &str| ApiError::new(ErrorCode::Unauthorized, why.to_string());
     let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
         // No token: an agent may be identified by its verified client certificate.
         let cn = peer.and_then(|p| p.cn.clone()).ok_or_else(|| {
@@ -156,8 +156,7 @@ impl Caller {
             Ok(&self.0)
         } else {
             Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!(
                     "{} {:?} may not use this route (needs one of {roles:?})",
                     self.0.name, self.0.role
@@ -171,8 +170,7 @@ impl Caller {
         self.require(&[Role::Agent])?;
         if self.0.name != hostname {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "wrong-host",
+                ErrorCode::WrongHost,
                 format!("agent {} may not post for host {hostname:?}", self.0.name),
             ));
         }
@@ -181,7 +179,8 @@ impl Caller {
 
     /// The host an agent caller is.
     pub(super) fn host(&self) -> ApiResult<Hostname> {
-        Hostname::parse(&self.0.name).map_err(|e| ApiError::bad("malformed-host", e.to_string()))
+        Hostname::parse(&self.0.name)
+            .map_err(|e| ApiError::new(ErrorCode::MalformedHost, e.to_string()))
     }
 }
 
@@ -201,8 +200,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         let essence = content_type.split(';').next().unwrap_or("").trim();
         if !essence.eq_ignore_ascii_case("application/json") {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
+                ErrorCode::UnsupportedMediaType,
                 if content_type.is_empty() {
                     "the body must be JSON with Content-Type: application/json (none was given)"
                         .to_string()
@@ -215,13 +213,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body-too-large",
-                    e.body_text(),
-                )
+                ApiError::new(ErrorCode::BodyTooLarge, e.body_text())
             } else {
-                ApiError::bad("bad-body", e.body_text())
+                ApiError::new(ErrorCode::BadBody, e.body_text())
             }
         })?;
         Ok(JsonBody(bytes))
@@ -229,7 +223,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 }
 
 pub(super) fn parse_body<T: DeserializeOwned>(body: JsonBody) -> ApiResult<T> {
-    serde_json::from_slice(&body.0).map_err(|e| ApiError::bad("malformed-json", e.to_string()))
+    serde_json::from_slice(&body.0)
+        .map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()))
 }
 
 /// The `{id}` of a rollout route: percent-decoded and shape-checked, refused as the API's
@@ -241,7 +236,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RolloutPath {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<RolloutPath> {
         let Path(id) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|e| ApiError::bad("malformed-path", e.body_text()))?;
+            .map_err(|e| ApiError::new(ErrorCode::MalformedPath, e.body_text()))?;
         rollout_id(&id).map(RolloutPath)
     }
 }

@@ -3,6 +3,7 @@
 //! (NIXFLEET-WIRE.md §5). The certificate is answered only once the entry recording it is
 //! durable: who got which identity, when, on what token.
 
+use super::ErrorCode;
 use super::{
     ApiError, ApiResult, AppState, ErrorBody, JsonBody, caller, parse_body, submit, unexpected,
 };
@@ -10,8 +11,8 @@ use crate::connections::Peer;
 use crate::enrollment::{Authority, BootstrapToken, Csr, IdentityError};
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use engine::writer::{Answer, Input};
 use ledger::domain::Hostname;
 use ledger::event::{AgentCertificateRenewed, AgentEnrolled};
@@ -45,22 +46,11 @@ pub(super) struct Issued {
     not_after: String,
 }
 
-/// nixfleet's statuses: a malformed CSR or a non-ed25519 key is 400, a token or CSR that
-/// does not authorize the identity 401.
+/// nixfleet's statuses, which each code carries ([`ErrorCode`]): a malformed CSR or a
+/// non-ed25519 key is 400, a token or CSR that does not authorize the identity 401.
 impl From<IdentityError> for ApiError {
     fn from(e: IdentityError) -> ApiError {
-        let status = match &e {
-            IdentityError::Csr(_) | IdentityError::CsrKey => StatusCode::BAD_REQUEST,
-            IdentityError::Issue(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            IdentityError::TokenVersion(_)
-            | IdentityError::TokenTime { .. }
-            | IdentityError::TokenClaims(_)
-            | IdentityError::TokenSignature
-            | IdentityError::CsrHost { .. }
-            | IdentityError::CsrNotCertificateHost { .. }
-            | IdentityError::CsrFingerprint { .. } => StatusCode::UNAUTHORIZED,
-        };
-        ApiError::new(status, e.code(), e.to_string())
+        ApiError::of(e.code(), e.to_string())
     }
 }
 
@@ -86,15 +76,13 @@ impl FromRequestParts<AppState> for CertificateHolder {
         let certificate = peer.and_then(|p| p.cn.clone().zip(p.serial.clone()));
         if parts.headers.contains_key(header::AUTHORIZATION) && certificate.is_some() {
             return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "mixed-credentials",
+                ErrorCode::MixedCredentials,
                 "a renewal is authorized by the client certificate alone: send no Authorization header with it",
             ));
         }
         let Some((cn, serial)) = certificate else {
             return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "certificate-required",
+                ErrorCode::CertificateRequired,
                 "renewal needs the agent's client certificate (mTLS), not a bearer token",
             ));
         };
@@ -109,8 +97,7 @@ impl FromRequestParts<AppState> for CertificateHolder {
 fn authority(state: &AppState) -> ApiResult<&Authority> {
     state.enrollment.as_deref().ok_or_else(|| {
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "enrollment-disabled",
+            ErrorCode::EnrollmentDisabled,
             "this control plane does not issue agent certificates (no `enrollment` in its config)",
         )
     })
@@ -138,7 +125,7 @@ pub(super) async fn enroll(
     let csr = Csr::parse(&req.csr_pem)?;
     let token = ca.check_token(&state.access.get().org_root, &req.token, &csr, now)?;
     let host = Hostname::parse(&csr.common_name)
-        .map_err(|e| ApiError::bad("malformed-host", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::MalformedHost, e.to_string()))?;
     let (certificate, pem) = ca.issue(&host, csr, now)?;
     let not_after = certificate.not_after;
     let nonce = token.nonce.clone();

@@ -22,7 +22,7 @@ mod rotation;
 mod unread;
 
 pub use caller::{Caller, machine_id};
-pub use error::{ApiError, ERROR_CODES, ErrorBody};
+pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use openapi::ApiDoc;
 pub use rollouts::entry_json;
 
@@ -82,7 +82,7 @@ pub struct AppState {
 }
 
 fn rollout_id(text: &str) -> ApiResult<RolloutId> {
-    RolloutId::parse(text).map_err(|e| ApiError::bad("malformed-rollout-id", e.to_string()))
+    RolloutId::parse(text).map_err(|e| ApiError::new(ErrorCode::MalformedRolloutId, e.to_string()))
 }
 
 /// Queues an input and waits for the writer's answer (sent after the commit).
@@ -93,14 +93,14 @@ async fn submit(state: &AppState, input: Input) -> ApiResult<Answer> {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
             m.queue_full.inc();
-            return Err(ApiError::unavailable(
-                "queue-full",
+            return Err(ApiError::new(
+                ErrorCode::QueueFull,
                 "the writer queue is full; retry after the Retry-After delay",
             ));
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {
-            return Err(ApiError::unavailable(
-                "shutting-down",
+            return Err(ApiError::new(
+                ErrorCode::ShuttingDown,
                 "the daemon is shutting down",
             ));
         }
@@ -109,8 +109,8 @@ async fn submit(state: &AppState, input: Input) -> ApiResult<Answer> {
         .set((state.tx.max_capacity() - state.tx.capacity()) as i64);
     match rx.await {
         Ok(answer) => answer.map_err(ApiError::from),
-        Err(_) => Err(ApiError::unavailable(
-            "writer-gone",
+        Err(_) => Err(ApiError::new(
+            ErrorCode::WriterGone,
             "the writer stopped before answering; the input may not be recorded: retry",
         )),
     }
@@ -129,7 +129,7 @@ fn snapshot(state: &AppState) -> ApiResult<Snapshot> {
         .unwrap_or_else(|p| p.into_inner());
     let reader = guard
         .as_ref()
-        .ok_or_else(|| ApiError::unavailable("reopening", "the ledger is being reopened"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::Reopening, "the ledger is being reopened"))?;
     reader.snapshot().map_err(ApiError::internal)
 }
 
@@ -168,8 +168,8 @@ async fn read<T: Send + 'static>(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             if store_failed() {
-                Err(ApiError::unavailable(
-                    "reopening",
+                Err(ApiError::new(
+                    ErrorCode::Reopening,
                     "the ledger is being reopened after a failed commit; retry",
                 ))
             } else {
@@ -232,8 +232,7 @@ async fn fallback() -> ApiError {
 
 async fn method_not_allowed(method: axum::http::Method) -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
+        ErrorCode::MethodNotAllowed,
         format!("{method} is not allowed on this route"),
     )
 }
@@ -261,8 +260,7 @@ async fn uri_limit(req: axum::extract::Request, next: axum::middleware::Next) ->
     let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if len > URI_BYTES_MAX {
         return ApiError::new(
-            StatusCode::URI_TOO_LONG,
-            "uri-too-long",
+            ErrorCode::UriTooLong,
             format!("the request URI is {len} bytes; at most {URI_BYTES_MAX} are read"),
         )
         .into_response();
@@ -298,8 +296,8 @@ async fn ready(
                 return e.into_response();
             }
         }
-        let mut resp = ApiError::unavailable(
-            "not-ready",
+        let mut resp = ApiError::new(
+            ErrorCode::NotReady,
             "control plane not ready: awaiting first signed artifact",
         )
         .into_response();
@@ -322,16 +320,15 @@ async fn protocol(req: axum::extract::Request, next: axum::middleware::Next) -> 
         let major = v.to_str().ok().and_then(|s| s.trim().parse::<u32>().ok());
         match major {
             None => {
-                return ApiError::bad(
-                    "bad-protocol-header",
+                return ApiError::new(
+                    ErrorCode::BadProtocolHeader,
                     "X-Nixfleet-Protocol must be a protocol major version number",
                 )
                 .into_response();
             }
             Some(m) if m != PROTOCOL_MAJOR => {
                 return ApiError::new(
-                    StatusCode::UPGRADE_REQUIRED,
-                    "protocol-unsupported",
+                    ErrorCode::ProtocolUnsupported,
                     format!("this control plane speaks protocol {PROTOCOL_MAJOR}, not {m}"),
                 )
                 .into_response();
@@ -348,15 +345,13 @@ pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(limits.request_timeout_secs);
     let overload = |e: tower::BoxError| async move {
         if e.is::<tower::load_shed::error::Overloaded>() {
-            ApiError::unavailable("overloaded", "too many requests in progress; retry")
-                .into_response()
-        } else if e.is::<tower::timeout::error::Elapsed>() {
             ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                "the request took too long",
+                ErrorCode::Overloaded,
+                "too many requests in progress; retry",
             )
             .into_response()
+        } else if e.is::<tower::timeout::error::Elapsed>() {
+            ApiError::new(ErrorCode::Timeout, "the request took too long").into_response()
         } else {
             ApiError::internal(e).into_response()
         }

@@ -2,10 +2,11 @@
 //! bytes (exactly what CI signed) and the raw signature, served from the entries that
 //! recorded them. The CP holds no manifest key: it serves what CI signed.
 
+use super::ErrorCode;
 use super::caller::Fetcher;
 use super::{ApiError, ApiResult, AppState, ErrorBody, RolloutPath, openapi, read};
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use ledger::entry::EntryRef;
 
@@ -42,9 +43,7 @@ async fn serve(state: &AppState, name: String, part: Part) -> ApiResult<Response
             Part::Signature => match m.signature {
                 Some((_, sig)) => (sig.to_vec(), "application/octet-stream"),
                 None => {
-                    return Err(ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "signature-not-recorded",
+                    return Err(ApiError::new(ErrorCode::SignatureNotRecorded,
                         format!(
                             "manifest {name} was recorded (entry {seq}) by a version that did not keep CI's signature"
                         ),

@@ -1,5 +1,6 @@
 //! Operators: rollouts and their hosts and events, deferrals, quarantine, clearance and lifts.
 
+use super::ErrorCode;
 use super::caller::Operator;
 use super::caller::Reader;
 use super::{
@@ -300,7 +301,7 @@ pub(super) async fn rollout_events(
     RolloutPath(id): RolloutPath,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<RolloutEvents>> {
-    let Query(q) = query.map_err(|e| ApiError::bad("bad-query", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadQuery, e.body_text()))?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     read(&state, move |snap| {
         let r = load_rollout(&snap, &id)?;
@@ -484,8 +485,8 @@ pub(super) async fn clearance(
     let who = who.name;
     let c: wire::Clearance = parse_body(body)?;
     if c.reason.trim().is_empty() {
-        return Err(ApiError::bad(
-            "reason-required",
+        return Err(ApiError::new(
+            ErrorCode::ReasonRequired,
             "a clearance needs a reason",
         ));
     }
@@ -517,7 +518,10 @@ pub(super) async fn lift(
     let who = who.name;
     let l: wire::Lift = parse_body(body)?;
     if l.reason.trim().is_empty() {
-        return Err(ApiError::bad("reason-required", "a lift needs a reason"));
+        return Err(ApiError::new(
+            ErrorCode::ReasonRequired,
+            "a lift needs a reason",
+        ));
     }
     match submit(
         &state,

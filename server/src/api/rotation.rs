@@ -1,10 +1,10 @@
 //! Operators: rotating the checkpoint key and re-reading the config, while serving.
 
+use super::ErrorCode;
 use super::caller::Operator;
 use super::{ApiError, ApiResult, AppState, ErrorBody, JsonBody, parse_body};
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use engine::writer::Work;
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -40,15 +40,15 @@ pub(super) async fn rotate_key(
     let who = who.name;
     let r: wire::RotateKey = parse_body(body)?;
     if r.reason.trim().is_empty() {
-        return Err(ApiError::bad(
-            "reason-required",
+        return Err(ApiError::new(
+            ErrorCode::ReasonRequired,
             "a key rotation needs a reason (it is recorded)",
         ));
     }
     let path = std::path::PathBuf::from(&r.key_file);
     if !path.is_absolute() {
-        return Err(ApiError::bad(
-            "bad-key-file",
+        return Err(ApiError::new(
+            ErrorCode::BadKeyFile,
             format!(
                 "key_file {:?} must be an absolute path on the daemon's host",
                 r.key_file
@@ -59,7 +59,7 @@ pub(super) async fn rotate_key(
     let next = tokio::task::spawn_blocking(move || ledger::keys::read_private_key(&read))
         .await
         .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::bad("bad-key-file", format!("{}: {e}", path.display())))?;
+        .map_err(|e| ApiError::new(ErrorCode::BadKeyFile, format!("{}: {e}", path.display())))?;
     let key = next.public().to_text();
     let (reply, rx) = oneshot::channel();
     let work = Work::RotateKey(Box::new(KeyRotation {
@@ -69,8 +69,8 @@ pub(super) async fn rotate_key(
         reply,
     }));
     if state.tx.send(work).await.is_err() {
-        return Err(ApiError::unavailable(
-            "shutting-down",
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
             "the daemon is shutting down",
         ));
     }
@@ -80,16 +80,14 @@ pub(super) async fn rotate_key(
             key,
             signing_key: path.display().to_string(),
         })),
-        Ok(Err(e @ RotateError::KeyInChain(_))) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "key-in-chain",
-            e.to_string(),
-        )),
-        Ok(Err(e @ RotateError::Unavailable(_))) => {
-            Err(ApiError::unavailable("reopening", e.to_string()))
+        Ok(Err(e @ RotateError::KeyInChain(_))) => {
+            Err(ApiError::new(ErrorCode::KeyInChain, e.to_string()))
         }
-        Err(_) => Err(ApiError::unavailable(
-            "writer-gone",
+        Ok(Err(e @ RotateError::Unavailable(_))) => {
+            Err(ApiError::new(ErrorCode::Reopening, e.to_string()))
+        }
+        Err(_) => Err(ApiError::new(
+            ErrorCode::WriterGone,
             "the writer stopped before answering; the rotation may not be recorded: check GET /v1/ledger/checkpoint",
         )),
     }
@@ -110,13 +108,11 @@ pub(super) async fn reload(
     use crate::reload::ReloadError;
     match state.reloader.reload(&format!("operator:{who}")).await {
         Ok(report) => Ok(Json(report)),
-        Err(e @ (ReloadError::NoConfigFile | ReloadError::Invalid(_))) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "config-invalid",
-            e.to_string(),
-        )),
+        Err(e @ (ReloadError::NoConfigFile | ReloadError::Invalid(_))) => {
+            Err(ApiError::new(ErrorCode::ConfigInvalid, e.to_string()))
+        }
         Err(e @ ReloadError::NotRecorded(_)) => {
-            Err(ApiError::unavailable("reopening", e.to_string()))
+            Err(ApiError::new(ErrorCode::Reopening, e.to_string()))
         }
     }
 }

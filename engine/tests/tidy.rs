@@ -4,7 +4,6 @@
 //! daemon off redb the same way.)
 
 use std::path::Path;
-use std::process::Command;
 
 /// Crates that would mean the engine speaks HTTP or opens connections.
 const NETWORK_CRATES: &[&str] = &[
@@ -22,29 +21,7 @@ const NETWORK_CRATES: &[&str] = &[
 
 #[test]
 fn the_engine_depends_on_no_network_crate() {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "--offline",
-            "--locked",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--format",
-            "{p} {f}",
-            "-p",
-            "fleet-ledger-engine",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo tree");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tree = String::from_utf8(out.stdout).unwrap();
+    let tree = fixtures::cargo_tree("fleet-ledger-engine", "normal", &["--format", "{p} {f}"]);
     for line in tree.lines() {
         let name = line.split(' ').next().unwrap_or_default();
         assert!(

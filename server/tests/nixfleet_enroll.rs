@@ -154,6 +154,29 @@ async fn openssl_accepts(
     )
 }
 
+/// TLS with `server` (certificate and key, PEM) and the fleet CA as the client CA, and
+/// enrollment by that CA (agents' certificates valid an hour), written under `dir`.
+fn with_enrollment(
+    config: &mut fleet_ledger::config::Config,
+    dir: &std::path::Path,
+    fleet_ca: &Pki,
+    server: (&str, &str),
+    org_root_key: Option<KeySlot>,
+) {
+    config.tls = Some(TlsConfig {
+        cert: write(dir, "server.pem", server.0),
+        key: write(dir, "server.key", server.1),
+        client_ca: Some(write(dir, "fleet-ca.pem", &fleet_ca.ca.pem())),
+        agent_cn_suffix: Some(SUFFIX.into()),
+    });
+    config.enrollment = Some(EnrollmentConfig {
+        ca_cert: dir.join("fleet-ca.pem"),
+        ca_key: write(dir, "fleet-ca.key", &fleet_ca.ca.key().serialize_pem()),
+        cert_validity_secs: 3600,
+        org_root_key,
+    });
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
     let dir = tempfile::tempdir().unwrap();
@@ -169,28 +192,19 @@ async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
     let other_key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
 
     let mut config = setup.config.clone();
-    config.tls = Some(TlsConfig {
-        cert: write(dir.path(), "server.pem", &server_cert),
-        key: write(dir.path(), "server.key", &server_key),
-        client_ca: Some(write(dir.path(), "fleet-ca.pem", &fleet_ca.ca.pem())),
-        agent_cn_suffix: Some(SUFFIX.into()),
-    });
-    config.enrollment = Some(EnrollmentConfig {
-        ca_cert: dir.path().join("fleet-ca.pem"),
-        ca_key: write(
-            dir.path(),
-            "fleet-ca.key",
-            &fleet_ca.ca.key().serialize_pem(),
-        ),
-        cert_validity_secs: 3600,
-        org_root_key: Some(KeySlot {
+    with_enrollment(
+        &mut config,
+        dir.path(),
+        &fleet_ca,
+        (&server_cert, &server_key),
+        Some(KeySlot {
             current: Some(KeyText {
                 algorithm: "ed25519".into(),
                 public: b64(org_root.verifying_key().as_bytes()),
             }),
             ..KeySlot::default()
         }),
-    });
+    );
     // The harness's client speaks plain HTTP; these tests speak HTTPS (`tls::request`).
     let (daemon, _) = setup.start_with(config).await.unwrap();
     let addr = daemon.addr;
@@ -587,22 +601,13 @@ async fn an_org_root_key_rotated_in_the_trust_file_applies_at_reload() {
     let trust_path = write(dir.path(), "trust.json", &trust(&old_root));
     let mut config = setup.config.clone();
     config.trust.trust_file = Some(trust_path.clone());
-    config.tls = Some(TlsConfig {
-        cert: write(dir.path(), "server.pem", &server_cert),
-        key: write(dir.path(), "server.key", &server_key),
-        client_ca: Some(write(dir.path(), "fleet-ca.pem", &ca_pem)),
-        agent_cn_suffix: Some(SUFFIX.into()),
-    });
-    config.enrollment = Some(EnrollmentConfig {
-        ca_cert: dir.path().join("fleet-ca.pem"),
-        ca_key: write(
-            dir.path(),
-            "fleet-ca.key",
-            &fleet_ca.ca.key().serialize_pem(),
-        ),
-        cert_validity_secs: 3600,
-        org_root_key: None,
-    });
+    with_enrollment(
+        &mut config,
+        dir.path(),
+        &fleet_ca,
+        (&server_cert, &server_key),
+        None,
+    );
     let config_path = write(
         dir.path(),
         "config.json",

@@ -3,33 +3,10 @@
 //! interface, never through redb (issue 14).
 
 use std::path::Path;
-use std::process::Command;
 
 #[test]
 fn the_server_does_not_depend_on_redb() {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "--offline",
-            "--locked",
-            "-e",
-            "normal,dev",
-            "--depth",
-            "1",
-            "--prefix",
-            "none",
-            "-p",
-            "fleet-ledger",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo tree");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let direct = String::from_utf8(out.stdout).unwrap();
+    let direct = fixtures::cargo_tree("fleet-ledger", "normal,dev", &["--depth", "1"]);
     assert!(
         !direct.lines().any(|l| l.starts_with("redb ")),
         "fleet-ledger depends on redb directly:\n{direct}"

@@ -268,6 +268,8 @@ fn parse_body(body: &str) -> Result<Checkpoint, NoteError> {
 pub struct VerifiedCheckpoint {
     checkpoint: Checkpoint,
     key: PublicKey,
+    /// The note it was verified from (its other lines: witnesses' cosignatures).
+    note: ParsedNote,
 }
 
 impl VerifiedCheckpoint {
@@ -278,6 +280,11 @@ impl VerifiedCheckpoint {
     /// The key whose signature verified.
     pub fn key(&self) -> &PublicKey {
         &self.key
+    }
+    /// The note it was verified from, with every signature line: a witness policy checks the
+    /// cosignatures there (`witness::WitnessPolicy::check`), nothing is parsed again.
+    pub fn note(&self) -> &ParsedNote {
+        &self.note
     }
 }
 
@@ -301,6 +308,7 @@ impl ParsedNote {
             return Ok(VerifiedCheckpoint {
                 checkpoint: self.checkpoint.clone(),
                 key: key.clone(),
+                note: self.clone(),
             });
         }
         Err(NoteError::NotSignedBy {

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::checkpoint::{Checkpoint, NoteError, VerifiedCheckpoint, parse_note};
+use crate::checkpoint::{NoteError, VerifiedCheckpoint, parse_note};
 use crate::entry::{EntryFormatError, EntryRef};
 use crate::hash::{Hash, TreeHash};
 use crate::keys::PublicKey;
@@ -201,8 +201,9 @@ impl InclusionProof {
     }
 
     /// Checks the checkpoint's signature by one of `keys`, then the entry's inclusion in its
-    /// tree. Returns the verified checkpoint.
-    pub fn verify(&self, keys: &[PublicKey]) -> Result<Checkpoint, ProofError> {
+    /// tree. Returns the verified checkpoint (a `witness::WitnessPolicy` checks the
+    /// cosignatures of its note).
+    pub fn verify(&self, keys: &[PublicKey]) -> Result<VerifiedCheckpoint, ProofError> {
         let entry = EntryRef::parse(&self.entry)?;
         if entry.header.seq != self.seq {
             return Err(ProofError::Mismatch(format!(
@@ -226,7 +227,7 @@ impl InclusionProof {
             &self.path,
             &cp.root,
         )?;
-        Ok(cp.clone())
+        Ok(verified)
     }
 }
 
@@ -265,11 +266,14 @@ impl ConsistencyProof {
     }
 
     /// Checks both checkpoints' signatures by `keys`, that they name the same log, and that
-    /// the newer tree extends the older. Returns (older, newer).
-    pub fn verify(&self, keys: &[PublicKey]) -> Result<(Checkpoint, Checkpoint), ProofError> {
-        let old = verify_with_any(&self.from_checkpoint, keys)?;
-        let new = verify_with_any(&self.to_checkpoint, keys)?;
-        let (old, new) = (old.checkpoint(), new.checkpoint());
+    /// the newer tree extends the older. Returns (older, newer), verified.
+    pub fn verify(
+        &self,
+        keys: &[PublicKey],
+    ) -> Result<(VerifiedCheckpoint, VerifiedCheckpoint), ProofError> {
+        let old_verified = verify_with_any(&self.from_checkpoint, keys)?;
+        let new_verified = verify_with_any(&self.to_checkpoint, keys)?;
+        let (old, new) = (old_verified.checkpoint(), new_verified.checkpoint());
         if old.origin != new.origin {
             return Err(ProofError::Mismatch(format!(
                 "checkpoints of different logs: {:?} and {:?}",
@@ -285,6 +289,6 @@ impl ConsistencyProof {
         merkle::verify_consistency(
             self.tree, self.from, self.to, &old.root, &new.root, &self.path,
         )?;
-        Ok((old.clone(), new.clone()))
+        Ok((old_verified, new_verified))
     }
 }

@@ -181,6 +181,9 @@ pub type Fetch<'a> = dyn FnMut(&str) -> Result<Option<Vec<u8>>, String> + 'a;
 pub struct TilesVerified {
     /// The log, as the verifier saw it (origin, latest checkpoint, keys).
     pub log: crate::verify::VerifiedLog,
+    /// The trusted witnesses' cosignatures on the published checkpoint, as the policy
+    /// required them.
+    pub cosignatures: Vec<crate::witness::Cosignature>,
     /// The checkpoint's signed note.
     pub note: String,
     /// Files read.
@@ -195,9 +198,22 @@ pub struct TilesVerified {
 pub fn verify(
     fetch: &mut Fetch<'_>,
     pinned: crate::keys::PublicKey,
+    witnesses: &crate::witness::WitnessPolicy,
     progress: &mut dyn FnMut(u64),
 ) -> Result<TilesVerified, crate::verify::VerifyError> {
-    verify_into(fetch, pinned, progress, &mut |_| Ok(()))
+    verify_into(fetch, pinned, witnesses, progress, &mut |_| Ok(()))
+}
+
+/// The published checkpoint's cosignatures as `witnesses` requires them (FORMAT §5a).
+fn cosigned(
+    note: &[u8],
+    size: u64,
+    witnesses: &crate::witness::WitnessPolicy,
+) -> Result<Vec<crate::witness::Cosignature>, crate::verify::VerifyError> {
+    use crate::verify::{Location, VerifyError};
+    crate::checkpoint::parse_note(note)
+        .and_then(|n| witnesses.check(&n))
+        .map_err(|e| VerifyError::new(Location::Checkpoint(size), e))
 }
 
 /// Reads a published file for the tile verifier: its bytes, or why not, named at a place.
@@ -316,6 +332,7 @@ impl RotationCheckpoints {
 pub fn verify_into(
     fetch: &mut Fetch<'_>,
     pinned: crate::keys::PublicKey,
+    witnesses: &crate::witness::WitnessPolicy,
     progress: &mut dyn FnMut(u64),
     sink: &mut dyn FnMut(crate::bundle::Verified<'_>) -> Result<(), String>,
 ) -> Result<TilesVerified, crate::verify::VerifyError> {
@@ -435,8 +452,10 @@ pub fn verify_into(
         }
     }
     rotations.published(&mut verifier, &note, size, sink)?;
+    let cosignatures = cosigned(&note, size, witnesses)?;
     Ok(TilesVerified {
         log: verifier.finish()?,
+        cosignatures,
         note: String::from_utf8_lossy(&note).into_owned(),
         files,
     })
@@ -537,6 +556,7 @@ impl NodeSource for TileNodes<'_, '_> {
 pub fn verify_since(
     fetch: &mut Fetch<'_>,
     state: &TilesState,
+    witnesses: &crate::witness::WitnessPolicy,
     progress: &mut dyn FnMut(u64),
 ) -> Result<TilesVerified, crate::verify::VerifyError> {
     use crate::checkpoint::parse_note;
@@ -695,8 +715,10 @@ pub fn verify_since(
     // cosignatures): the same body, signed by the key that signed it.
     rotations.checked = rotations.checked.or(Some(old.size));
     rotations.published(&mut verifier, &note, new.size, &mut |_| Ok(()))?;
+    let cosignatures = cosigned(&note, new.size, witnesses)?;
     Ok(TilesVerified {
         log: verifier.finish()?,
+        cosignatures,
         note: note_text,
         files,
     })

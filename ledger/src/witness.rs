@@ -189,6 +189,23 @@ pub fn require_cosignatures(
     Ok(found)
 }
 
+/// What an auditor requires of a checkpoint's witnesses: the trusted witnesses and how many
+/// distinct ones must have cosigned (FORMAT §5a). The default requires none.
+#[derive(Clone, Debug, Default)]
+pub struct WitnessPolicy {
+    /// The trusted witnesses.
+    pub witnesses: Vec<WitnessKey>,
+    /// How many distinct ones must have cosigned.
+    pub required: usize,
+}
+
+impl WitnessPolicy {
+    /// The cosignatures of the trusted witnesses on `note`, at least `required` of them.
+    pub fn check(&self, note: &ParsedNote) -> Result<Vec<Cosignature>, NoteError> {
+        require_cosignatures(note, &self.witnesses, self.required)
+    }
+}
+
 /// A cosigning witness (for tests and tools: the daemon itself never cosigns).
 #[derive(Debug)]
 pub struct Witness {

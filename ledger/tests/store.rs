@@ -132,7 +132,7 @@ fn every_inclusion_and_consistency_proof_verifies_offline() {
         for seq in 0..size {
             let p = snap.inclusion_proof(seq, Some(size)).unwrap();
             let p = InclusionProof::from_json(&p.to_json()).unwrap();
-            assert_eq!(p.verify(&keys).unwrap().size, size);
+            assert_eq!(p.verify(&keys).unwrap().checkpoint().size, size);
             // Another entry's bytes do not verify with this path.
             let mut wrong = p.clone();
             wrong.entry = snap.entry((seq + 1) % size).unwrap().unwrap();

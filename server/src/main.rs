@@ -504,8 +504,8 @@ fn run(command: Command) -> Result<()> {
             witnesses_required,
         } => {
             let key = keys::read_public_key(&key)?;
-            let (witnesses, required) = read_witnesses(&witnesses, witnesses_required)?;
-            verify(&source, &key, since.as_deref(), &witnesses, required)
+            let witnesses = read_witnesses(&witnesses, witnesses_required)?;
+            verify(&source, &key, since.as_deref(), &witnesses)
         }
         Command::Export { db, out } => export(&db, &out),
         Command::Backup { db, out } => backup(&db, &out),

@@ -159,6 +159,7 @@ fn go_sumdb_tlog_reads_the_published_tiles() {
         let v = ledger::tiles::verify(
             &mut fetch,
             fixtures::genesis_signer().public().clone(),
+            &Default::default(),
             &mut |_| {},
         )
         .unwrap_or_else(|e| panic!("{at}: {e}"));

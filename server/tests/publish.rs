@@ -49,7 +49,7 @@ async fn the_daemon_publishes_tiles_as_it_commits() {
     );
     let key = ledger::keys::read_public_key(&setup.genesis_pub).unwrap();
     let mut fetch = |path: &str| Ok(std::fs::read(tiles.join(path)).ok());
-    let v = ledger::tiles::verify(&mut fetch, key, &mut |_| {}).unwrap();
+    let v = ledger::tiles::verify(&mut fetch, key, &Default::default(), &mut |_| {}).unwrap();
     assert!(v.log.size() >= published);
     assert_eq!(daemon.shared.metrics.publication_failures.get(), 0);
     daemon.shutdown().await.unwrap();

@@ -9,6 +9,7 @@ use ledger::keys;
 use ledger::keys::{PublicKey, Signer};
 use ledger::proof::{ConsistencyProof, InclusionProof};
 use ledger::store::{ReadOnlyStore, Snapshot};
+use ledger::witness::WitnessPolicy;
 use std::fs;
 use std::io::{BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -135,8 +136,7 @@ fn verify_tiles(
     source: &Path,
     key: &PublicKey,
     since: Option<&Path>,
-    witnesses: &[ledger::witness::WitnessKey],
-    witnesses_required: usize,
+    witnesses: &WitnessPolicy,
 ) -> Result<()> {
     use ledger::tiles::TilesState;
     let bar = progress(None, "verifying");
@@ -164,14 +164,18 @@ fn verify_tiles(
             .map(|n| n.checkpoint.size)
     });
     let r = match &state {
-        Some(s) => ledger::tiles::verify_since(&mut fetch, s, &mut |n| bar.set_position(n)),
-        None => ledger::tiles::verify(&mut fetch, key.clone(), &mut |n| bar.set_position(n)),
+        // Split-view protection: enough trusted witnesses saw the published checkpoint
+        // (checked before the state file may move on to it).
+        Some(s) => {
+            ledger::tiles::verify_since(&mut fetch, s, witnesses, &mut |n| bar.set_position(n))
+        }
+        None => ledger::tiles::verify(&mut fetch, key.clone(), witnesses, &mut |n| {
+            bar.set_position(n)
+        }),
     };
     bar.finish_and_clear();
     let v = r.map_err(|e| Invalid(e.to_string()))?;
-    // Split-view protection: enough trusted witnesses saw this checkpoint (before the state
-    // file may move on to it).
-    let found = cosigned(&v.note, witnesses, witnesses_required)?;
+    let found = &v.cosignatures;
     let cp = v.log.checkpoint();
     let what = match from {
         Some(m) => format!(
@@ -192,7 +196,7 @@ fn verify_tiles(
         cp.size,
         cp.root.to_base64(),
         cp.head.to_base64(),
-        witnessed_by(&found)
+        witnessed_by(found)
     );
     if let Some(file) = since {
         let text = serde_json::to_string_pretty(&TilesState::of(&v))? + "\n";
@@ -207,11 +211,10 @@ pub(crate) fn verify(
     source: &VerifySource,
     key: &PublicKey,
     since: Option<&Path>,
-    witnesses: &[ledger::witness::WitnessKey],
-    witnesses_required: usize,
+    witnesses: &WitnessPolicy,
 ) -> Result<()> {
     if let Some(dir) = &source.tiles {
-        return verify_tiles(dir, key, since, witnesses, witnesses_required);
+        return verify_tiles(dir, key, since, witnesses);
     }
     let mut note = "";
     let result = if let Some(db) = &source.db {
@@ -467,6 +470,7 @@ pub(crate) fn import(from: ImportFrom<'_>, key: &Path, db: &Path) -> Result<()> 
                 let verified = ledger::tiles::verify_into(
                     &mut fetch,
                     pinned.clone(),
+                    &WitnessPolicy::default(),
                     &mut |n| bar.set_position(n),
                     &mut |item| {
                         let written = match item {
@@ -553,10 +557,7 @@ pub(crate) fn write_bundle(snap: &Snapshot, out: &Path) -> Result<(u64, u64)> {
 }
 
 /// Reads witness verifier key files.
-pub(crate) fn read_witnesses(
-    files: &[PathBuf],
-    required: Option<usize>,
-) -> Result<(Vec<ledger::witness::WitnessKey>, usize)> {
+pub(crate) fn read_witnesses(files: &[PathBuf], required: Option<usize>) -> Result<WitnessPolicy> {
     let mut witnesses: Vec<(ledger::witness::WitnessKey, &PathBuf)> = Vec::new();
     for f in files {
         let text = keys::read_key_text(f).with_context(|| format!("reading {}", f.display()))?;
@@ -586,19 +587,10 @@ pub(crate) fn read_witnesses(
             witnesses.len()
         );
     }
-    Ok((witnesses, required))
-}
-
-/// The trusted witnesses' cosignatures on a checkpoint note, at least `required` of them.
-fn cosigned(
-    note: &str,
-    witnesses: &[ledger::witness::WitnessKey],
-    required: usize,
-) -> Result<Vec<ledger::witness::Cosignature>> {
-    let parsed =
-        ledger::checkpoint::parse_note(note.as_bytes()).map_err(|e| Invalid(e.to_string()))?;
-    ledger::witness::require_cosignatures(&parsed, witnesses, required)
-        .map_err(|e| Invalid(e.to_string()).into())
+    Ok(WitnessPolicy {
+        witnesses,
+        required,
+    })
 }
 
 fn witnessed_by(found: &[ledger::witness::Cosignature]) -> String {
@@ -619,7 +611,7 @@ pub(crate) fn verify_proof(
         .iter()
         .map(|k| keys::read_public_key(k).with_context(|| format!("reading {}", k.display())))
         .collect::<Result<Vec<_>>>()?;
-    let (witnesses, witnesses_required) = read_witnesses(witness_files, witnesses_required)?;
+    let witnesses = read_witnesses(witness_files, witnesses_required)?;
     let meta = fs::metadata(proof).with_context(|| format!("reading {}", proof.display()))?;
     if meta.len() > 64 << 20 {
         bail!(
@@ -637,7 +629,10 @@ pub(crate) fn verify_proof(
     if kind.contains("fleet-ledger-consistency-proof/") {
         let p = ConsistencyProof::from_json(&text)?;
         let (old, new) = p.verify(&keys).map_err(|e| Invalid(e.to_string()))?;
-        let found = cosigned(&p.to_checkpoint, &witnesses, witnesses_required)?;
+        let found = witnesses
+            .check(new.note())
+            .map_err(|e| Invalid(e.to_string()))?;
+        let (old, new) = (old.checkpoint(), new.checkpoint());
         println!(
             "OK: the log {} at size {} extends size {}{}",
             new.origin,
@@ -647,8 +642,11 @@ pub(crate) fn verify_proof(
         );
     } else {
         let p = InclusionProof::from_json(&text)?;
-        let cp = p.verify(&keys).map_err(|e| Invalid(e.to_string()))?;
-        let found = cosigned(&p.checkpoint, &witnesses, witnesses_required)?;
+        let verified = p.verify(&keys).map_err(|e| Invalid(e.to_string()))?;
+        let found = witnesses
+            .check(verified.note())
+            .map_err(|e| Invalid(e.to_string()))?;
+        let cp = verified.checkpoint();
         println!(
             "OK: entry seq {} is in the log {} at size {} (root {}){}",
             p.seq,

@@ -137,6 +137,7 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// A keep-alive connection to the daemon at `base` (`http://host:port`).
     pub async fn open(base: &str) -> Conn {
         let addr = base.trim_start_matches("http://");
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -209,6 +209,8 @@ fn state_of(v: &Value, id: &str) -> Option<String> {
         .and_then(|r| r["state"].as_str().map(str::to_string))
 }
 
+/// Runs the demo: the daemon on a fresh ledger, CI's fleet and rollouts, simulated agents
+/// over HTTP, until the rollouts end; returns what happened.
 pub async fn run(opts: Options) -> Result<Summary> {
     let started = Instant::now();
     let say = |s: String| {

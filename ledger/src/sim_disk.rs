@@ -12,17 +12,24 @@ use redb::StorageBackend;
 /// A transient fault: the `at`-th operation of `kind` fails once with `error`.
 #[derive(Clone, Copy, Debug)]
 pub struct Fault {
+    /// Which operations are counted.
     pub kind: Op,
+    /// The 1-based operation of that kind that fails.
     pub at: u64,
+    /// The error it fails with (EIO is `Other`, ENOSPC `StorageFull`).
     pub error: io::ErrorKind,
 }
 
+/// A kind of disk operation a fault can hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
+    /// A write to the page cache.
     Write,
+    /// A sync that makes the writes since the last one durable.
     Sync,
 }
 
+/// The disk's contents and counters, which tests read and arm.
 #[derive(Debug, Default)]
 pub struct DiskState {
     /// What reads see: the page cache.
@@ -33,10 +40,13 @@ pub struct DiskState {
     pub pending: Vec<(usize, Vec<u8>)>,
     /// Writes, syncs and resizes so far.
     pub ops: u64,
+    /// Writes so far.
     pub writes: u64,
+    /// Syncs so far.
     pub syncs: u64,
     /// The machine dies at this operation: it and every later one fail.
     pub crash_at: Option<u64>,
+    /// The next transient fault, if armed.
     pub fault: Option<Fault>,
     /// Faults injected so far.
     pub injected: u64,
@@ -49,13 +59,16 @@ pub struct Disk(Arc<Mutex<DiskState>>);
 /// What survives a crash of the writes not yet synced.
 #[derive(Clone, Copy, Debug)]
 pub enum Survives {
+    /// None of them: the image is what the last sync made durable.
     None,
+    /// All of them, as if the machine flushed before dying.
     All,
     /// The first half of them, the next one torn after its first 512 bytes.
     Torn,
 }
 
 impl Disk {
+    /// Its contents and counters (to arm a fault or a crash, or to count operations).
     pub fn state(&self) -> std::sync::MutexGuard<'_, DiskState> {
         self.0.lock().unwrap()
     }

@@ -60,7 +60,7 @@ impl Point {
 /// Snapshots a replay writes at most per cache: on a longer log it spaces them further
 /// apart (a multiple of the spacing asked for), so the cache stays a bounded fraction of the
 /// log while a warm replay still folds at most 1/`MAX_SNAPSHOTS` of it.
-pub const MAX_SNAPSHOTS: u64 = 1024;
+pub(crate) const MAX_SNAPSHOTS: u64 = 1024;
 /// Snapshots a replay gathers before appending them to the cache (one sync per append)...
 const APPEND_EVERY: usize = 8;
 /// ...or fewer, once they hold this many bytes: on a long history each is a few MB.

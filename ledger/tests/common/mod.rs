@@ -1,5 +1,5 @@
 //! Helpers shared by the ledger's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by test binaries that each use a part
 
 use std::path::Path;
 

@@ -1,5 +1,5 @@
 //! A tiny harness: a projection state fed by the machines' own events, as the writer would.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by test binaries that each use a part
 
 use ledger::domain::{AgentReport, HostState, Micros, OnHealthFailure, RolloutId};
 use ledger::event::{DispatchQueued, Event, HostAssignment};

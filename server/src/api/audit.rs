@@ -103,7 +103,7 @@ pub(super) const CHUNK: usize = 64 * 1024;
 
 /// A `Write` that sends 64 KiB chunks to the response body.
 #[derive(Debug)]
-pub struct ChunkWriter {
+pub(super) struct ChunkWriter {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     buf: Vec<u8>,
 }

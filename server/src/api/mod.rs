@@ -339,6 +339,8 @@ async fn protocol(req: axum::extract::Request, next: axum::middleware::Next) -> 
     next.run(req).await
 }
 
+/// The API: every route, behind its limits (body size, concurrency, timeouts), the
+/// readiness gate of the agent routes, refusal counting and the unread-body rule.
 pub fn router(state: AppState) -> Router {
     use tower::ServiceBuilder;
     let limits = state.limits.clone();

@@ -1,6 +1,6 @@
 //! What the tests that run the `serve` binary share: spawning it (plainly, or under a file
 //! size limit), waiting for it, loading it with agents, and checking what it acknowledged.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by test binaries that each use a part
 
 use std::net::TcpListener;
 use std::path::Path;

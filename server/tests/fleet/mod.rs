@@ -1,6 +1,6 @@
 //! The in-process daemon harness of the HTTP tests: a fleet's setup, the daemon started on
 //! it, a client, and waits on the writer's commits.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by test binaries that each use a part
 
 use std::time::Duration;
 

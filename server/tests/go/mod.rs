@@ -1,6 +1,8 @@
 //! Builds the Go programs under `fixtures/go` with Debian's Go and `golang.org/x/mod` in
 //! GOPATH mode (`GOPROXY=off`: nothing is downloaded).
 
+#![allow(unreachable_pub)] // shared by test binaries
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,6 +1,6 @@
 //! A real static HTTP server for the tests (Python's `http.server`), serving a directory on
 //! loopback, stopped when dropped.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by test binaries that each use a part
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

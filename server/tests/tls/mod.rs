@@ -1,6 +1,6 @@
 //! HTTPS for the tests: a CA that issues server and client certificates, and one request
 //! over rustls with an optional client certificate.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by test binaries that each use a part
 
 use std::path::Path;
 use std::sync::Arc;

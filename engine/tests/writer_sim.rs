@@ -550,7 +550,6 @@ impl World {
                 self.faults += 1;
             }
         }
-        let rotations_before = self.keys.len();
         // A rotation's key is known to the test before the writer may commit it.
         for w in &work {
             if let Work::RotateKey(r) = w {
@@ -572,14 +571,13 @@ impl World {
         } else {
             self.disk.lock().unwrap().state().crash_at = None;
         }
-        self.check_answers(pending, others, rotations_before);
+        self.check_answers(pending, others);
     }
 
     fn check_answers(
         &mut self,
         pending: Vec<(Sent, oneshot::Receiver<Result<Answer, WriteError>>)>,
         others: Vec<Other>,
-        rotations_before: usize,
     ) {
         for (sent, mut rx) in pending {
             let answer = rx
@@ -685,7 +683,6 @@ impl World {
                 }
             }
         }
-        let _ = rotations_before;
     }
 
     /// The agent's report at `agent_seq` is in the log: on to the next step.

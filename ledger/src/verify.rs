@@ -512,10 +512,7 @@ impl Verifier {
         let (Some(last), Some(signer)) = (&self.last_checkpoint, &self.last_signer) else {
             return Err(VerifyError::new(
                 Location::Checkpoint(self.next_seq),
-                Failure::CheckpointSize {
-                    stated: 0,
-                    entries: self.next_seq,
-                },
+                Failure::Differs("no checkpoint was verified before it".into()),
             ));
         };
         let at = Location::Checkpoint(last.size);

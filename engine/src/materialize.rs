@@ -181,36 +181,6 @@ fn rewrite(
     }
 }
 
-/// Runs `f` inside a table write: its error comes back as itself, not as a table error.
-fn write_with(
-    write: impl FnOnce(
-        &mut dyn FnMut(&mut dyn ledger::tables::TableWriter) -> Result<(), TableError>,
-    ) -> Result<(), AppendError>,
-    f: &mut dyn FnMut(&mut dyn ledger::tables::TableWriter) -> Result<(), MaterializeError>,
-) -> Result<(), MaterializeError> {
-    let mut out = None;
-    let result = write(&mut |t| match f(t) {
-        Ok(()) => {
-            out = Some(Ok(()));
-            Ok(())
-        }
-        Err(e) => {
-            let stop = TableError {
-                table: "(rebuild)".into(),
-                reason: e.to_string(),
-            };
-            out = Some(Err(e));
-            Err(stop)
-        }
-    });
-    match (out, result) {
-        (Some(Err(e)), _) => Err(e),
-        (_, Err(e)) => Err(e.into()),
-        (Some(Ok(())), Ok(())) => Ok(()),
-        (None, Ok(())) => unreachable!("the write calls its closure"),
-    }
-}
-
 /// Rebuilds every projection table of the ledger at `path` from its log, in memory that
 /// follows the live fleet, not history (committing every [`REWRITE_CHUNK`] entries; the
 /// tables are marked current only by the last commit). Returns the entries folded.
@@ -233,7 +203,7 @@ pub fn rebuild_in_chunks(
         chunk.max(1),
         &mut |f| {
             let snap = m.snapshot()?;
-            write_with(|g| m.write_tables(|t| g(t)), &mut |t| f(&snap, t))
+            m.write_tables(|t| f(&snap, t))
         },
         progress,
     )
@@ -388,7 +358,7 @@ impl Ledger {
                 REWRITE_CHUNK,
                 &mut |f| {
                     let snap = store.snapshot()?;
-                    write_with(|g| store.write_tables(|t| g(t)), &mut |t| f(&snap, t))
+                    store.write_tables(|t| f(&snap, t))
                 },
                 |_| {},
             )?;
@@ -400,7 +370,7 @@ impl Ledger {
             let from = state.next_seq;
             fold_from(&snap, &mut state, from, |_| {})?;
             drop(snap);
-            store.write_tables(|t| state.flush(t))?;
+            store.write_tables(|t| state.flush(t).map_err(MaterializeError::from))?;
         }
         state.set_tracking(true);
         let mut ledger = Ledger {
@@ -463,10 +433,10 @@ impl Ledger {
         });
         self.state.apply(self.next_seq(), at, &event);
         let state = &mut self.state;
-        let result = self
-            .store
-            .rotate_key_with(next, reason, at, |tables, _| state.flush(tables));
-        result.inspect_err(|_| self.reload()).map_err(Into::into)
+        let result = self.store.rotate_key_with(next, reason, at, |tables, _| {
+            state.flush(tables).map_err(MaterializeError::from)
+        });
+        result.inspect_err(|_| self.reload())
     }
 
     /// Folds `events` (decided at CP time `at`) into the models and stages them for the next
@@ -507,9 +477,9 @@ impl Ledger {
     fn write_staged(&mut self) -> Result<Receipt, MaterializeError> {
         let batch = std::mem::take(&mut self.staged);
         let state = &mut self.state;
-        let result = self
-            .store
-            .append_with(&batch, |tables, _| state.flush(tables));
+        let result = self.store.append_with(&batch, |tables, _| {
+            state.flush(tables).map_err(MaterializeError::from)
+        });
         match result {
             Ok(receipt) => {
                 self.forget_pruned(&batch);
@@ -517,7 +487,7 @@ impl Ledger {
             }
             Err(e) => {
                 self.reload();
-                Err(e.into())
+                Err(e)
             }
         }
     }

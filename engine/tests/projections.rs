@@ -249,7 +249,7 @@ fn tamper(path: &Path, f: impl FnOnce(&mut dyn TableWriter)) {
     store
         .write_tables(|t| {
             f(t);
-            Ok(())
+            Ok::<_, ledger::store::AppendError>(())
         })
         .unwrap();
 }

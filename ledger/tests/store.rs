@@ -161,7 +161,24 @@ fn every_inclusion_and_consistency_proof_verifies_offline() {
 
 #[test]
 fn hook_writes_commit_with_the_batch_and_a_failing_hook_leaves_nothing() {
-    use ledger::tables::TableWriter as _;
+    use ledger::tables::{TableError, TableWriter as _};
+    /// A caller's own error: the hook's comes back as itself, the store's through `From`.
+    #[derive(Debug)]
+    enum Projection {
+        Refused(&'static str),
+        Table,
+        Store(AppendError),
+    }
+    impl From<AppendError> for Projection {
+        fn from(e: AppendError) -> Projection {
+            Projection::Store(e)
+        }
+    }
+    impl From<TableError> for Projection {
+        fn from(_: TableError) -> Projection {
+            Projection::Table
+        }
+    }
     let tmp = tempfile::tempdir().unwrap();
     let mut store = build(&tmp.path().join("l.redb"), &[2], None);
     store
@@ -169,17 +186,28 @@ fn hook_writes_commit_with_the_batch_and_a_failing_hook_leaves_nothing() {
             for a in appended {
                 tables.put(SIDE_NAME, &a.seq.to_be_bytes(), &(a.seq * 10).to_be_bytes())?;
             }
-            Ok::<(), ledger::tables::TableError>(())
+            Ok::<(), Projection>(())
         })
         .unwrap();
     let before = store.size();
     let err = store
         .append_with(&batch(20, 3), |tables, _| {
             tables.put(SIDE_NAME, &999u64.to_be_bytes(), &[1])?;
-            Err::<(), Box<dyn std::error::Error + Send + Sync>>("projection refused".into())
+            Err(Projection::Refused("projection refused"))
         })
         .unwrap_err();
-    assert!(matches!(err, AppendError::Hook(_)), "{err}");
+    assert!(
+        matches!(err, Projection::Refused("projection refused")),
+        "{err:?}"
+    );
+    // The store's own refusals reach the caller's error through `From`.
+    let err = store
+        .append_with(&[], |_, _| Ok::<(), Projection>(()))
+        .unwrap_err();
+    assert!(
+        matches!(err, Projection::Store(AppendError::Empty)),
+        "{err:?}"
+    );
     assert_eq!(store.size(), before);
     // Read back through the table interface of a snapshot, as projections do.
     let snap = store.snapshot().unwrap();

@@ -1073,7 +1073,7 @@ fn check_names_a_differing_projection_row_in_one_line() {
     store
         .write_tables(|t| {
             t.put("proj.hosts", &k, &v).unwrap();
-            Ok(())
+            Ok::<_, ledger::store::AppendError>(())
         })
         .unwrap();
     drop(store);

@@ -3,7 +3,6 @@
 use super::BATCH_ENTRIES_MAX;
 use crate::entry::PAYLOAD_BYTES_MAX;
 use crate::merkle::ProofRequestError;
-use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -128,9 +127,9 @@ pub enum AppendError {
     /// nothing was written (FORMAT §6).
     #[error("{0} is already in the log's key chain: a rotation must introduce a new key")]
     KeyInChain(String),
-    /// The caller's hook refused the batch.
-    #[error("append hook failed: {0}")]
-    Hook(Box<dyn StdError + Send + Sync>),
+    /// The key chain could not be read to check a rotation against it.
+    #[error("reading the key chain: {0}")]
+    KeyChain(Box<OpenError>),
     /// Storage failure before commit.
     #[error(transparent)]
     Storage(#[from] StorageError),

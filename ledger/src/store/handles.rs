@@ -263,11 +263,12 @@ impl Maintenance {
         Ok((before, after))
     }
 
-    /// Writes derived tables in one durable transaction.
-    pub fn write_tables(
+    /// Writes derived tables in one durable transaction; `f`'s error comes back as itself,
+    /// the store's as `E::from`.
+    pub fn write_tables<E: From<AppendError>>(
         &self,
-        f: impl FnOnce(&mut RedbTables<'_>) -> Result<(), crate::tables::TableError>,
-    ) -> Result<(), AppendError> {
-        write_tables_in(&self.db, false, f)
+        f: impl FnOnce(&mut RedbTables<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        write_tables_in(&self.db, false, f).map_err(super::Written::into_inner)
     }
 }

@@ -36,7 +36,6 @@ pub use snapshot::Snapshot;
 
 use error::{foreign, inconsistent, storage};
 use redb_tables::table_err;
-use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -183,19 +182,33 @@ fn open_rw(path: &Path) -> Result<Database, OpenError> {
     builder().open(path).map_err(not_a_database(path))
 }
 
-/// Runs `f` on the table interface in one durable transaction and commits it.
-fn write_tables_in(
+/// Runs `f` on the table interface in one durable transaction and commits it. `f`'s error
+/// comes back as itself; the store's own failures as `E::from`. Whether the commit itself
+/// failed is told apart, so a store can poison its handle.
+fn write_tables_in<E: From<AppendError>>(
     db: &Database,
     quick_repair: bool,
-    f: impl FnOnce(&mut RedbTables<'_>) -> Result<(), crate::tables::TableError>,
-) -> Result<(), AppendError> {
-    let txn = begin_durable_write(db, quick_repair)?;
-    {
-        let mut tables = RedbTables::new(&txn);
-        f(&mut tables).map_err(|e| AppendError::Hook(Box::new(e)))?;
-    }
+    f: impl FnOnce(&mut RedbTables<'_>) -> Result<(), E>,
+) -> Result<(), Written<E>> {
+    let txn = begin_durable_write(db, quick_repair)
+        .map_err(|e| Written::Failed(AppendError::from(e).into()))?;
+    f(&mut RedbTables::new(&txn)).map_err(Written::Failed)?;
     txn.commit()
-        .map_err(|e| AppendError::Commit(storage("committing")(e)))
+        .map_err(|e| Written::CommitFailed(AppendError::Commit(storage("committing")(e)).into()))
+}
+
+/// How a table write failed: before its commit (nothing written, the handle sound) or in it.
+pub(super) enum Written<E> {
+    Failed(E),
+    CommitFailed(E),
+}
+
+impl<E> Written<E> {
+    pub(super) fn into_inner(self) -> E {
+        match self {
+            Written::Failed(e) | Written::CommitFailed(e) => e,
+        }
+    }
 }
 
 impl Store {
@@ -296,9 +309,9 @@ impl Store {
                     recorded_at_us,
                     event: genesis,
                 }],
-                |_, _| Ok::<(), std::convert::Infallible>(()),
+                |_, _| Ok(()),
             )
-            .map_err(|e| CreateError::Genesis(Box::new(e)))?;
+            .map_err(|e: AppendError| CreateError::Genesis(Box::new(e)))?;
         Ok(store)
     }
 
@@ -410,7 +423,7 @@ impl Store {
 
     /// Appends a batch without a hook.
     pub fn append(&mut self, batch: &[NewEntry]) -> Result<Receipt, AppendError> {
-        self.append_with(batch, |_, _| Ok::<(), std::convert::Infallible>(()))
+        self.append_with(batch, |_, _| Ok(()))
     }
 
     /// Appends a batch in ONE durable transaction: assigns seqs, chains, extends the tree,
@@ -418,19 +431,18 @@ impl Store {
     /// transaction), writes one signed checkpoint, commits with fsync. Returns only after the
     /// commit; on any error nothing of the batch (or the hook's writes) is in the ledger. The
     /// hook sees the table interface only, never redb: the store's tables stay the store's.
-    pub fn append_with<E>(
+    /// The hook's error comes back as itself, the store's as `E::from` (a failed commit is
+    /// `AppendError::Commit`, after which the handle is poisoned).
+    pub fn append_with<E: From<AppendError>>(
         &mut self,
         batch: &[NewEntry],
         hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
-    ) -> Result<Receipt, AppendError>
-    where
-        E: Into<Box<dyn StdError + Send + Sync>>,
-    {
+    ) -> Result<Receipt, E> {
         if let Some(e) = batch.iter().find_map(|e| match e.event.kind() {
             Kind::Genesis | Kind::KeyRotated => Some(e.event.kind().name()),
             _ => None,
         }) {
-            return Err(AppendError::ReservedKind(e));
+            return Err(AppendError::ReservedKind(e).into());
         }
         self.append_checked(batch, |txn, appended| {
             hook(&mut RedbTables::new(txn), appended)
@@ -445,35 +457,27 @@ impl Store {
         reason: &str,
         recorded_at_us: i64,
     ) -> Result<Receipt, AppendError> {
-        self.rotate_key_with(next, reason, recorded_at_us, |_, _| {
-            Ok::<(), std::convert::Infallible>(())
-        })
+        self.rotate_key_with(next, reason, recorded_at_us, |_, _| Ok(()))
     }
 
     /// [`Store::rotate_key`], running `hook` in the same transaction as
     /// [`Store::append_with`] does (the daemon folds the entry into its projections).
-    pub fn rotate_key_with<E>(
+    pub fn rotate_key_with<E: From<AppendError>>(
         &mut self,
         next: impl Into<Arc<Signer>>,
         reason: &str,
         recorded_at_us: i64,
         hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
-    ) -> Result<Receipt, AppendError>
-    where
-        E: Into<Box<dyn StdError + Send + Sync>>,
-    {
+    ) -> Result<Receipt, E> {
         let next: Arc<Signer> = next.into();
         // The one place every rotation passes (the daemon's and `rotate-key`'s): a key the
         // chain already holds is refused before anything is written.
-        if self
+        let chain = self
             .snapshot()
-            .map_err(|e| AppendError::Hook(Box::new(e)))?
-            .keys_in_force()
-            .map_err(|e| AppendError::Hook(Box::new(e)))?
-            .iter()
-            .any(|k| k.bytes() == next.public().bytes())
-        {
-            return Err(AppendError::KeyInChain(next.public().to_text()));
+            .and_then(|s| s.keys_in_force())
+            .map_err(|e| AppendError::KeyChain(Box::new(e)))?;
+        if chain.iter().any(|k| k.bytes() == next.public().bytes()) {
+            return Err(AppendError::KeyInChain(next.public().to_text()).into());
         }
         let entry = NewEntry {
             recorded_at_us,
@@ -485,46 +489,74 @@ impl Store {
         let line = format!("{}\n", next.public().to_text());
         let receipt = self.append_checked(&[entry], |txn, appended| {
             {
-                let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
+                let chain =
+                    |e: redb::Error| AppendError::from(storage("recording the key chain")(e));
+                let mut meta = txn.open_table(META).map_err(|e| chain(e.into()))?;
                 let mut keys = meta
                     .get("keys")
-                    .map_err(redb::Error::from)?
+                    .map_err(|e| chain(e.into()))?
                     .map(|v| v.value().to_vec())
                     .unwrap_or_default();
                 keys.extend_from_slice(line.as_bytes());
                 meta.insert("keys", keys.as_slice())
-                    .map_err(redb::Error::from)?;
+                    .map_err(|e| chain(e.into()))?;
             }
-            hook(&mut RedbTables::new(txn), appended).map_err(Into::into)
+            hook(&mut RedbTables::new(txn), appended)
         })?;
         self.signer = next;
         Ok(receipt)
     }
 
-    fn append_checked<E>(
+    fn append_checked<E: From<AppendError>>(
         &mut self,
         batch: &[NewEntry],
         hook: impl FnOnce(&WriteTransaction, &[Appended<'_>]) -> Result<(), E>,
-    ) -> Result<Receipt, AppendError>
-    where
-        E: Into<Box<dyn StdError + Send + Sync>>,
-    {
+    ) -> Result<Receipt, E> {
         if self.poisoned {
-            return Err(AppendError::Poisoned);
+            return Err(AppendError::Poisoned.into());
         }
-        let txn = begin_durable_write(&self.db, self.quick_repair)?;
+        let txn = begin_durable_write(&self.db, self.quick_repair).map_err(AppendError::from)?;
         self.commit_batch(txn, batch, hook)
     }
 
-    fn commit_batch<E>(
+    fn commit_batch<E: From<AppendError>>(
         &mut self,
         txn: WriteTransaction,
         batch: &[NewEntry],
         hook: impl FnOnce(&WriteTransaction, &[Appended<'_>]) -> Result<(), E>,
-    ) -> Result<Receipt, AppendError>
-    where
-        E: Into<Box<dyn StdError + Send + Sync>>,
-    {
+    ) -> Result<Receipt, E> {
+        let Staged {
+            tip,
+            first_seq,
+            appended,
+            checkpoint,
+            note,
+        } = self.stage_batch(&txn, batch)?;
+        hook(&txn, &appended)?;
+        let count = appended.len() as u64;
+        drop(appended);
+        if let Err(e) = txn.commit() {
+            // redb may have written part of the commit; the in-memory tip is unchanged but the
+            // handle must not be trusted again. The caller reopens (never retries the fsync).
+            self.poisoned = true;
+            return Err(AppendError::Commit(storage("committing")(e)).into());
+        }
+        self.tip = tip;
+        Ok(Receipt {
+            first_seq,
+            count,
+            checkpoint,
+            note,
+        })
+    }
+
+    /// Writes `batch` into the log table of `txn` (not committed): seqs, chain, tree nodes and
+    /// the signed checkpoint, read back and checked. The store's tip is not touched.
+    fn stage_batch<'b>(
+        &self,
+        txn: &WriteTransaction,
+        batch: &'b [NewEntry],
+    ) -> Result<Staged<'b>, AppendError> {
         if batch.is_empty() {
             return Err(AppendError::Empty);
         }
@@ -617,38 +649,39 @@ impl Store {
                 ));
             }
         }
-        hook(&txn, &appended).map_err(|e| AppendError::Hook(e.into()))?;
-        let count = appended.len() as u64;
-        drop(appended);
-        if let Err(e) = txn.commit() {
-            // redb may have written part of the commit; the in-memory tip is unchanged but the
-            // handle must not be trusted again. The caller reopens (never retries the fsync).
-            self.poisoned = true;
-            return Err(AppendError::Commit(storage("committing")(e)));
-        }
-        self.tip = tip;
-        Ok(Receipt {
+        Ok(Staged {
+            tip,
             first_seq,
-            count,
+            appended,
             checkpoint,
             note,
         })
     }
 }
+
+/// A batch written into a transaction, waiting for its hook and commit.
+struct Staged<'b> {
+    tip: Tip,
+    first_seq: u64,
+    appended: Vec<Appended<'b>>,
+    checkpoint: Checkpoint,
+    note: String,
+}
+
 impl Store {
     /// Writes derived tables in one durable transaction without appending (catching up a
-    /// projection on open).
-    pub fn write_tables(
+    /// projection on open). `f`'s error comes back as itself, the store's as `E::from`; a
+    /// failed commit poisons the handle, as an append's does.
+    pub fn write_tables<E: From<AppendError>>(
         &mut self,
-        f: impl FnOnce(&mut RedbTables<'_>) -> Result<(), crate::tables::TableError>,
-    ) -> Result<(), AppendError> {
+        f: impl FnOnce(&mut RedbTables<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         if self.poisoned {
-            return Err(AppendError::Poisoned);
+            return Err(AppendError::Poisoned.into());
         }
-        let result = write_tables_in(&self.db, self.quick_repair, f);
-        if matches!(result, Err(AppendError::Commit(_))) {
-            self.poisoned = true;
-        }
-        result
+        write_tables_in(&self.db, self.quick_repair, f).map_err(|w| {
+            self.poisoned |= matches!(w, Written::CommitFailed(_));
+            w.into_inner()
+        })
     }
 }

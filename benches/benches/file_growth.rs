@@ -44,12 +44,11 @@ fn main() {
         .count();
     let snap = ledger.store().snapshot().expect("snapshot");
     let size = snap.size();
-    let mut entry_bytes = 0u64;
-    snap.for_each_entry(0..size, |_, bytes| {
-        entry_bytes += bytes.len() as u64;
-        Ok::<(), ledger::store::OpenError>(())
-    })
-    .expect("read entries");
+    let entry_bytes: u64 = snap
+        .rows(0..size)
+        .expect("read entries")
+        .map(|s| s.expect("read entries").bytes().len() as u64)
+        .sum();
     drop(snap);
     drop(ledger);
     let file = std::fs::metadata(&path).expect("size").len();

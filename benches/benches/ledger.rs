@@ -147,12 +147,11 @@ fn verify_and_proofs(c: &mut Criterion) {
         b.iter(|| verify_bundle(bundle_v1.as_slice(), &key, |_| {}).expect("verify"))
     });
     drop(bundle_v1);
-    let mut raw = Vec::with_capacity(size as usize);
-    snap.for_each_entry(.., |_, bytes| {
-        raw.push(bytes.to_vec());
-        Ok::<(), ledger::store::OpenError>(())
-    })
-    .expect("scan");
+    let raw: Vec<Vec<u8>> = snap
+        .rows(..)
+        .expect("scan")
+        .map(|s| s.expect("scan").bytes().to_vec())
+        .collect();
     g.bench_function("blake3_only", |b| {
         b.iter(|| {
             for e in &raw {

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ledger::entry::EntryRef;
 use ledger::keys::Signer;
+use ledger::read::ReadError;
 use ledger::store::{
     AppendError, CreateError, Maintenance, NewEntry, OpenError, ReadOnlyStore, Receipt, Snapshot,
     Store,
@@ -30,14 +30,10 @@ pub enum MaterializeError {
     /// A projection table could not be read or written.
     #[error(transparent)]
     Table(#[from] TableError),
-    /// An entry that does not parse or decode (the log is damaged: run `verify`).
-    #[error("entry {seq} cannot be folded: {reason}")]
-    BadEntry {
-        /// Seq.
-        seq: u64,
-        /// Why.
-        reason: String,
-    },
+    /// An entry could not be read, or does not parse or decode (the log is damaged: run
+    /// `verify`).
+    #[error(transparent)]
+    Read(#[from] ReadError),
 }
 
 /// Re-derives the entry-index rows the stored index does not hold yet (entries from its
@@ -45,13 +41,11 @@ pub enum MaterializeError {
 fn rederive_index(snap: &Snapshot, state: &mut State) -> Result<(), MaterializeError> {
     let from = State::stored_index_watermark(snap)?;
     state.set_index_covered(from);
-    snap.for_each_entry(from..state.next_seq, |seq, bytes| {
-        let bad = |reason: String| MaterializeError::BadEntry { seq, reason };
-        let entry = EntryRef::parse(bytes).map_err(|e| bad(e.to_string()))?;
-        let event = entry.event().map_err(|e| bad(e.to_string()))?;
-        state.pending_index(seq, &event);
-        Ok::<(), MaterializeError>(())
-    })
+    for entry in snap.entries(from..state.next_seq)? {
+        let entry = entry?;
+        state.pending_index(entry.seq, &entry.event);
+    }
+    Ok(())
 }
 
 /// Folds entries `from..` of a snapshot into `state`. `progress` gets the count folded.
@@ -62,22 +56,14 @@ pub fn fold_from(
     mut progress: impl FnMut(u64),
 ) -> Result<(), MaterializeError> {
     let mut n = 0u64;
-    snap.for_each_entry(from.., |seq, bytes| {
-        let entry = EntryRef::parse(bytes).map_err(|e| MaterializeError::BadEntry {
-            seq,
-            reason: e.to_string(),
-        })?;
-        let event = entry.event().map_err(|e| MaterializeError::BadEntry {
-            seq,
-            reason: e.to_string(),
-        })?;
-        state.apply(seq, entry.header.recorded_at_us, &event);
+    for entry in snap.entries(from..)? {
+        let entry = entry?;
+        state.apply(entry.seq, entry.at, &entry.event);
         n += 1;
         if n.is_multiple_of(65536) {
             progress(n);
         }
-        Ok::<(), MaterializeError>(())
-    })?;
+    }
     progress(n);
     Ok(())
 }
@@ -114,20 +100,17 @@ fn fold_settling(
     mut progress: impl FnMut(u64),
 ) -> Result<(), MaterializeError> {
     let end = range.end;
-    snap.for_each_entry(range, |seq, bytes| {
-        let bad = |reason: String| MaterializeError::BadEntry { seq, reason };
-        let entry = EntryRef::parse(bytes).map_err(|e| bad(e.to_string()))?;
-        let event = entry.event().map_err(|e| bad(e.to_string()))?;
-        state.apply(seq, entry.header.recorded_at_us, &event);
-        let n = seq + 1;
+    for entry in snap.entries(range)? {
+        let entry = entry?;
+        state.apply(entry.seq, entry.at, &entry.event);
+        let n = entry.seq + 1;
         if n.is_multiple_of(SETTLE_EVERY) {
             settle(state)?;
         }
         if n.is_multiple_of(65536) {
             progress(n);
         }
-        Ok::<(), MaterializeError>(())
-    })?;
+    }
     settle(state)?;
     progress(end);
     Ok(())
@@ -564,10 +547,7 @@ impl planner::Log for Ledger {
             return Ok(Some(e.clone()));
         }
         let snap = self.store.snapshot().map_err(|e| e.to_string())?;
-        let Some(bytes) = snap.entry(seq).map_err(|e| e.to_string())? else {
-            return Ok(None);
-        };
-        let entry = ledger::entry::EntryRef::parse(&bytes).map_err(|e| e.to_string())?;
-        entry.event().map(Some).map_err(|e| e.to_string())
+        let logged = snap.logged(seq).map_err(|e| e.to_string())?;
+        Ok(logged.map(|l| l.event))
     }
 }

@@ -83,9 +83,12 @@ impl Sink for DirSink {
 /// checkpoint is written last.
 #[derive(Debug, Error)]
 pub enum PublishError {
-    /// Reading the ledger.
+    /// Opening the ledger.
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// Reading its entries.
+    #[error(transparent)]
+    Read(#[from] ledger::read::ReadError),
     /// Writing or reading the destination.
     #[error("{what}: {source}")]
     Io {
@@ -142,15 +145,14 @@ impl Rotations {
             return Ok(());
         }
         if self.scanned < size {
-            let seqs = &mut self.seqs;
-            snap.for_each_entry(self.scanned..size, |seq, bytes| {
-                if ledger::entry::EntryRef::parse(bytes)
+            for stored in snap.rows(self.scanned..size)? {
+                let stored = stored?;
+                if ledger::entry::EntryRef::parse(stored.bytes())
                     .is_ok_and(|e| e.header.kind == ledger::event::Kind::KeyRotated)
                 {
-                    seqs.push(seq);
+                    self.seqs.push(stored.seq());
                 }
-                Ok::<(), PublishError>(())
-            })?;
+            }
             self.scanned = size;
         }
         for &seq in self.seqs.iter().filter(|&&s| s < size) {
@@ -261,12 +263,12 @@ pub fn publish_upto(
         files: 0,
         bytes: 0,
     };
-    let mut put = |path: &str, bytes: &[u8], immutable: bool| {
+    let mut put = |path: &str, bytes: &[u8], immutable: bool| -> Result<(), PublishError> {
         sink.put(path, bytes, immutable)
             .map_err(io(format!("writing {path}")))?;
         out.files += 1;
         out.bytes += bytes.len() as u64;
-        Ok::<(), PublishError>(())
+        Ok(())
     };
     for tile in tiles::tiles_between(from, size) {
         match tile.level {
@@ -294,12 +296,12 @@ fn entry_bundle(
 ) -> Result<Vec<u8>, PublishError> {
     let first = tile.first_leaf();
     let mut bundle = Vec::new();
-    snap.for_each_entry(first..first + tile.width, |seq, bytes| {
-        if !tiles::bundle_entry(&mut bundle, bytes) {
-            put(&tiles::large_entry_path(seq), bytes, true)?;
+    for stored in snap.rows(first..first + tile.width)? {
+        let stored = stored?;
+        if !tiles::bundle_entry(&mut bundle, stored.bytes()) {
+            put(&tiles::large_entry_path(stored.seq()), stored.bytes(), true)?;
         }
-        Ok::<(), PublishError>(())
-    })?;
+    }
     Ok(bundle)
 }
 

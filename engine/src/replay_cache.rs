@@ -30,7 +30,6 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use ledger::domain::Micros;
-use ledger::entry::EntryRef;
 use projections::State;
 
 /// Entries between snapshots: the most a replay folds after loading one. A fold runs at
@@ -293,9 +292,4 @@ impl Cache {
         *self = current;
         Ok(())
     }
-}
-
-/// The hash of stored entry bytes (None: not an entry).
-pub fn entry_hash(bytes: &[u8]) -> Option<[u8; 32]> {
-    EntryRef::parse(bytes).ok().map(|e| *e.hash().as_bytes())
 }

@@ -523,14 +523,12 @@ fn check_finds_a_missing_entry_index_row_and_rebuild_restores_it() {
         ..Default::default()
     };
     let by_index = engine::forensics::timeline(engine::forensics::Source::Db(&path), &f).unwrap();
-    let mut scanned = Vec::new();
-    engine::forensics::for_each(engine::forensics::Source::Db(&path), |i| {
-        if i.event.subject().1 == Some("web-0005") {
-            scanned.push(i.seq);
-        }
-        Ok(true)
-    })
-    .unwrap();
+    let scanned: Vec<u64> = engine::forensics::entries(engine::forensics::Source::Db(&path))
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|i| i.event.subject().1 == Some("web-0005"))
+        .map(|i| i.seq)
+        .collect();
     assert!(by_index.iter().any(|l| l.seq < projections::INDEX_BLOCK));
     assert!(by_index.iter().any(|l| l.seq >= projections::INDEX_BLOCK));
     assert_eq!(by_index.iter().map(|l| l.seq).collect::<Vec<_>>(), scanned);

@@ -187,13 +187,10 @@ fn recovered(image: Vec<u8>) -> Result<Vec<Vec<u8>>, String> {
         CheckOutcome::Identical { .. } => {}
         other => return Err(format!("check: {other:?}")),
     }
-    let mut entries = Vec::new();
-    snap.for_each_entry(0.., |_, bytes| {
-        entries.push(bytes.to_vec());
-        Ok::<(), ledger::store::OpenError>(())
-    })
-    .map_err(|e| e.to_string())?;
-    Ok(entries)
+    snap.rows(0..)
+        .map_err(|e| e.to_string())?
+        .map(|s| s.map(|s| s.bytes().to_vec()).map_err(|e| e.to_string()))
+        .collect()
 }
 
 /// The reference run: no fault. Its log, and how many disk operations it took.

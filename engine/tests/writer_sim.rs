@@ -42,7 +42,7 @@ use ledger::domain::{
 use ledger::event::{AccessChanged, Event};
 use ledger::keys::Signer;
 use ledger::sim_disk::{Disk, Fault, Op, Survives};
-use ledger::store::{OpenError, Store};
+use ledger::store::Store;
 use tokio::sync::oneshot;
 
 const ORIGIN: &str = "writer-sim.example/log";
@@ -785,22 +785,17 @@ impl World {
         }
         // Each agent report recorded at most once.
         let mut seen = BTreeSet::new();
-        snap.for_each_entry(0.., |seq, bytes| {
-            let event = ledger::entry::EntryRef::parse(bytes)
-                .unwrap()
-                .event()
-                .unwrap();
-            if let Event::AgentEventRecorded(e) = event
+        for entry in snap.entries(0..).unwrap() {
+            let entry = entry.unwrap();
+            if let Event::AgentEventRecorded(e) = entry.event
                 && !seen.insert((e.hostname.clone(), e.rollout_id.clone(), e.agent_seq))
             {
                 fail(format!(
-                    "report {} {} #{} recorded twice (again at {seq})",
-                    e.hostname, e.rollout_id, e.agent_seq
+                    "report {} {} #{} recorded twice (again at {})",
+                    e.hostname, e.rollout_id, e.agent_seq, entry.seq
                 ));
             }
-            Ok::<(), OpenError>(())
-        })
-        .unwrap();
+        }
         drop(snap);
         drop(store);
         let report = engine::forensics::check(engine::forensics::Source::Db(&path))

@@ -24,6 +24,7 @@ use std::io::{self, Read, Write};
 use crate::checkpoint::NOTE_BYTES_MAX;
 use crate::entry::{HEADER_BYTES, PAYLOAD_BYTES_MAX};
 use crate::keys::PublicKey;
+use crate::read::{ReadError, Stored};
 use crate::verify::{Failure, Location, VerifiedLog, Verifier, VerifyError};
 
 /// First bytes of every bundle.
@@ -290,6 +291,51 @@ impl<R: Read> BundleReader<R> {
     }
 }
 
+impl<R: Read> BundleReader<R> {
+    /// Its entry records from here on, as stored (keys and checkpoints are skipped; END is
+    /// checked as [`BundleReader::next_record`] checks it). `first` is the seq of the next
+    /// entry: 0 from the start, or the seq an earlier read located at a resumed offset.
+    pub fn entries(self, first: u64) -> BundleEntries<R> {
+        BundleEntries {
+            reader: self,
+            next: first,
+            done: false,
+        }
+    }
+}
+
+/// The entries of a bundle ([`BundleReader::entries`]); the first error ends it.
+#[derive(Debug)]
+pub struct BundleEntries<R: Read> {
+    reader: BundleReader<R>,
+    next: u64,
+    done: bool,
+}
+
+impl<R: Read> Iterator for BundleEntries<R> {
+    type Item = Result<Stored, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let offset = self.reader.offset();
+            match self.reader.next_record() {
+                Ok(Record::Entry(bytes)) => {
+                    let stored = Stored::owned(self.next, offset, bytes.to_vec());
+                    self.next += 1;
+                    return Some(Ok(stored));
+                }
+                Ok(Record::Key(_) | Record::Checkpoint(_)) => {}
+                Ok(Record::End) => self.done = true,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e.into()));
+                }
+            }
+        }
+        None
+    }
+}
+
 /// Verifies a whole bundle against the pinned genesis key. `progress` is called with the
 /// number of entries verified, every 64k entries.
 pub fn verify_bundle<R: Read>(
@@ -297,7 +343,8 @@ pub fn verify_bundle<R: Read>(
     pinned: &PublicKey,
     progress: impl FnMut(u64),
 ) -> Result<VerifiedLog, VerifyError> {
-    verify_bundle_into(input, pinned, progress, |_| Ok::<(), VerifyError>(()))
+    let keep_nothing = |_: Verified<'_>| -> Result<(), VerifyError> { Ok(()) };
+    verify_bundle_into(input, pinned, progress, keep_nothing)
 }
 
 /// A record of a bundle, handed on after it verified.

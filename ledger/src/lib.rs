@@ -29,6 +29,7 @@ pub mod merkle;
 #[cfg(feature = "store")]
 mod overlay;
 pub mod proof;
+pub mod read;
 #[cfg(feature = "sim-disk")]
 pub mod sim_disk;
 #[cfg(feature = "store")]

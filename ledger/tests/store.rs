@@ -398,3 +398,68 @@ fn a_rotation_to_a_key_of_the_chain_is_refused_by_the_store() {
     // The store still takes appends, signed by the key in force.
     store.append(&batch(60, 1)).unwrap();
 }
+
+/// A database and its export read as the same entries, through one item type; a bundle
+/// read resumes at an entry's offset; a broken bundle ends its entries with one error.
+#[test]
+fn a_database_and_its_bundle_yield_the_same_entries() {
+    use ledger::bundle::BundleReader;
+    use ledger::read::ReadError;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = build(&tmp.path().join("l.redb"), &[3, 1, 4], Some(1));
+    let snap = store.snapshot().unwrap();
+    let from_db: Vec<_> = snap.entries(..).unwrap().map(Result::unwrap).collect();
+    assert_eq!(from_db.len() as u64, snap.size());
+    assert!(from_db.iter().enumerate().all(|(i, e)| e.seq == i as u64));
+    let mut bundle = Vec::new();
+    snap.export(&mut bundle, |_| {}).unwrap();
+    let stored: Vec<_> = BundleReader::new(bundle.as_slice())
+        .unwrap()
+        .entries(0)
+        .map(Result::unwrap)
+        .collect();
+    let from_bundle: Vec<_> = stored.iter().map(|s| s.decode().unwrap()).collect();
+    assert_eq!(from_bundle, from_db);
+    // The same bytes as the database's rows.
+    for (s, row) in stored.iter().zip(snap.rows(..).unwrap()) {
+        assert_eq!(s.bytes(), row.unwrap().bytes());
+    }
+    // Resumed at entry 5's record, a read yields entries 5.. with their seqs.
+    let at = &stored[5];
+    let tail: Vec<_> = BundleReader::resume(&bundle[at.offset() as usize..], at.offset())
+        .entries(5)
+        .map(|s| s.unwrap().decode().unwrap())
+        .collect();
+    assert_eq!(tail, from_db[5..]);
+    // One entry read alone, and one past the end.
+    assert_eq!(snap.logged(4).unwrap().as_ref(), Some(&from_db[4]));
+    assert!(snap.logged(snap.size()).unwrap().is_none());
+    // Cut inside entry 6's record: entries 0..6, then the framing error, then nothing.
+    let cut = &bundle[..stored[6].offset() as usize + 7];
+    let mut entries = BundleReader::new(cut).unwrap().entries(0);
+    for _ in 0..6 {
+        entries.next().unwrap().unwrap();
+    }
+    let err = entries.next().unwrap().unwrap_err();
+    assert!(matches!(err, ReadError::Bundle(_)), "{err}");
+    assert!(err.to_string().contains("truncated"), "{err}");
+    assert!(entries.next().is_none());
+}
+
+/// An entry whose payload does not decode is read with an error naming its seq; the entries
+/// around it read as before.
+#[test]
+fn an_entry_that_does_not_decode_is_one_error_with_its_seq() {
+    let bytes = ledger::entry::encode(
+        2,
+        7,
+        T0,
+        ledger::event::Kind::KeyRotated,
+        &ledger::hash::Hash([0; 32]),
+        b"not a payload",
+    );
+    let err = ledger::read::decode(7, &bytes).unwrap_err();
+    assert!(err.to_string().starts_with("entry 7: "), "{err}");
+    let err = ledger::read::decode(9, &bytes[..10]).unwrap_err();
+    assert!(err.to_string().starts_with("entry 9: "), "{err}");
+}

@@ -412,12 +412,9 @@ async fn the_demo_drives_full_rollouts_over_http_and_its_ledger_checks() {
     snap.verify(&genesis, |_| {}).unwrap();
     // The story is in the log: a probe failure, a quarantine and its lift, a clearance.
     let mut kinds = std::collections::BTreeMap::<&str, u32>::new();
-    snap.for_each_entry(0.., |_, bytes| {
-        let e = ledger::entry::EntryRef::parse(bytes).unwrap();
-        *kinds.entry(e.header.kind.name()).or_default() += 1;
-        Ok::<(), ledger::store::OpenError>(())
-    })
-    .unwrap();
+    for entry in snap.entries(0..).unwrap() {
+        *kinds.entry(entry.unwrap().event.kind().name()).or_default() += 1;
+    }
     for k in [
         "ProbeFailureRecorded",
         "QuarantineAdded",

@@ -8,6 +8,7 @@ use engine::forensics::{self, Filter, Source};
 use engine::materialize::Ledger;
 use fleet_ledger_demo as demo;
 use ledger::event::Event;
+use ledger::read::Logged;
 use ledger::store::{NewEntry, ReadOnlyStore};
 
 fn demo_ledger(dir: &Path) -> demo::Summary {
@@ -22,14 +23,11 @@ fn demo_ledger(dir: &Path) -> demo::Summary {
         .unwrap()
 }
 
-fn items(db: &Path) -> Vec<forensics::Item> {
-    let mut out = Vec::new();
-    forensics::for_each(Source::Db(db), |i| {
-        out.push(i);
-        Ok(true)
-    })
-    .unwrap();
-    out
+fn items(db: &Path) -> Vec<Logged> {
+    forensics::entries(Source::Db(db))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 fn export(db: &Path) -> PathBuf {
@@ -57,8 +55,8 @@ fn a_daemon_ledger_replays_deterministically_from_the_db_and_from_a_bundle() {
 fn rerecorded(
     dir: &Path,
     name: &str,
-    all: &[forensics::Item],
-    alter: impl Fn(&forensics::Item) -> Vec<Event>,
+    all: &[Logged],
+    alter: impl Fn(&Logged) -> Vec<Event>,
 ) -> PathBuf {
     let copy = dir.join(format!("{name}.redb"));
     let mut l = Ledger::create(&copy, demo::ORIGIN, fixtures::genesis_signer(), all[0].at).unwrap();
@@ -314,7 +312,7 @@ fn sim_ledger(db: &Path, seed: u64, hosts: usize, entries: u64) {
 
 /// The state `replay` shows after `n` entries: the fold of that prefix without the host
 /// records of Pruned rollouts.
-fn expected_at(all: &[forensics::Item], n: usize) -> (projections::State, usize) {
+fn expected_at(all: &[Logged], n: usize) -> (projections::State, usize) {
     let mut s = projections::State::untracked().without_index();
     for i in &all[..n] {
         s.apply(i.seq, i.at, &i.event);

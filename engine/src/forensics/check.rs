@@ -1,6 +1,6 @@
 //! The determinism check: every recorded decision recomputed from the state before it and the recorded time.
 
-use super::{ForensicsError, Source, for_each};
+use super::{ForensicsError, Source, entries};
 use ledger::domain::{AgentReport, Hostname, Micros};
 use ledger::event::{Event, RolloutCause};
 use planner::document::Document;
@@ -179,7 +179,8 @@ pub fn check(source: Source<'_>) -> Result<CheckReport, ForensicsError> {
         plans: 0,
         divergence: None,
     };
-    for_each(source, |item| {
+    for item in entries(source)? {
+        let item = item?;
         report.entries += 1;
         if expected.is_empty() {
             let input = input_of(&item.event).map_err(|reason| ForensicsError::Entry {
@@ -188,7 +189,7 @@ pub fn check(source: Source<'_>) -> Result<CheckReport, ForensicsError> {
             })?;
             let Some(input) = input else {
                 state.apply(item.seq, item.at, &item.event);
-                return Ok(true);
+                continue;
             };
             let plan = matches!(input, Input::Plan);
             let mut log = Replaying {
@@ -211,13 +212,13 @@ pub fn check(source: Source<'_>) -> Result<CheckReport, ForensicsError> {
                         recorded: show(&item.event),
                         recomputed: format!("a refusal ({}): {r}", r.code()),
                     });
-                    return Ok(false);
+                    break;
                 }
             }
         }
         // Recomputed events were folded as they were staged: a match needs no fold.
         match expected.pop_front() {
-            Some(e) if e == item.event => Ok(true),
+            Some(e) if e == item.event => {}
             other => {
                 report.divergence = Some(Divergence {
                     seq: item.seq,
@@ -227,10 +228,10 @@ pub fn check(source: Source<'_>) -> Result<CheckReport, ForensicsError> {
                         |e| show(&e),
                     ),
                 });
-                Ok(false)
+                break;
             }
         }
-    })?;
+    }
     if report.divergence.is_none()
         && let Some(e) = expected.front()
     {

@@ -27,11 +27,9 @@ use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::path::Path;
 
-use ledger::bundle::{BundleReader, Record};
-use ledger::domain::Micros;
-use ledger::entry::EntryRef;
-use ledger::event::Event;
-use ledger::store::ReadOnlyStore;
+use ledger::bundle::{BundleEntries, BundleReader};
+use ledger::read::{Logged, ReadError, Stored};
+use ledger::store::{ReadOnlyStore, Rows};
 use thiserror::Error;
 
 /// Why forensics could not run (the input, not a divergence).
@@ -40,10 +38,10 @@ pub enum ForensicsError {
     /// Opening or reading a database.
     #[error(transparent)]
     Open(#[from] ledger::store::OpenError),
-    /// Reading a bundle.
-    #[error("bundle: {0}")]
-    Bundle(String),
-    /// An entry that does not parse or decode.
+    /// Reading entries (from a database or a bundle).
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// An entry the forensics cannot take as it stands (not the input it should record).
     #[error("entry {seq}: {reason}")]
     Entry {
         /// Seq.
@@ -59,17 +57,6 @@ pub enum ForensicsError {
     Tables(#[from] ledger::tables::TableError),
 }
 
-/// One decoded entry.
-#[derive(Debug, Clone)]
-pub struct Item {
-    /// Seq.
-    pub seq: u64,
-    /// CP time.
-    pub at: Micros,
-    /// The event.
-    pub event: Event,
-}
-
 /// Where entries come from.
 #[derive(Debug, Clone, Copy)]
 pub enum Source<'a> {
@@ -79,90 +66,65 @@ pub enum Source<'a> {
     Bundle(&'a Path),
 }
 
-fn decode(seq: u64, bytes: &[u8]) -> Result<Item, ForensicsError> {
-    let bad = |reason: String| ForensicsError::Entry { seq, reason };
-    let e = EntryRef::parse(bytes).map_err(|e| bad(e.to_string()))?;
-    let event = e.event().map_err(|e| bad(e.to_string()))?;
-    Ok(Item {
-        seq: e.header.seq,
-        at: e.header.recorded_at_us,
-        event,
+/// The stored entries of a source in seq order: a database's and a bundle's read the same.
+/// (A database's hold their own read transaction, and a private database open.) Both are
+/// boxed: a redb cursor and a bundle reader are hundreds of bytes, each read makes one.
+pub(crate) enum Entries {
+    Db(Box<Rows>),
+    Bundle(Box<BundleEntries<BufReader<File>>>),
+}
+
+impl Iterator for Entries {
+    type Item = Result<Stored, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Entries::Db(rows) => rows.next(),
+            Entries::Bundle(entries) => entries.next(),
+        }
+    }
+}
+
+/// The stored entries of `source`, from `from` (a seq and its bundle record offset, located
+/// by an earlier read: [`Stored::offset`]) or from entry 0.
+pub(crate) fn stored(
+    source: Source<'_>,
+    from: Option<(u64, u64)>,
+) -> Result<Entries, ForensicsError> {
+    Ok(match source {
+        Source::Db(path) => Entries::Db(Box::new(
+            ReadOnlyStore::open(path)?
+                .snapshot()?
+                .rows(from.map_or(0, |(seq, _)| seq)..)?,
+        )),
+        Source::Bundle(path) => {
+            let mut file = File::open(path)?;
+            Entries::Bundle(Box::new(match from {
+                Some((seq, offset)) => {
+                    file.seek(SeekFrom::Start(offset))?;
+                    BundleReader::resume(BufReader::new(file), offset).entries(seq)
+                }
+                None => BundleReader::new(BufReader::new(file))
+                    .map_err(ReadError::from)?
+                    .entries(0),
+            }))
+        }
     })
 }
 
-/// Calls `f` with every entry in seq order; `f` returns false to stop.
-pub fn for_each(
-    source: Source<'_>,
-    f: impl FnMut(Item) -> Result<bool, ForensicsError>,
-) -> Result<(), ForensicsError> {
-    for_each_from(source, None, f)
-}
-
-/// [`for_each`] from `from` (a seq and its bundle record offset, 0 on a database).
-fn for_each_from(
+/// The entries of `source` from `from` (as for [`stored`]), decoded.
+pub(crate) fn entries_from(
     source: Source<'_>,
     from: Option<(u64, u64)>,
-    mut f: impl FnMut(Item) -> Result<bool, ForensicsError>,
-) -> Result<(), ForensicsError> {
-    for_each_raw(source, from, |seq, _, bytes| f(decode(seq, bytes)?))
+) -> Result<impl Iterator<Item = Result<Logged, ForensicsError>> + use<>, ForensicsError> {
+    Ok(stored(source, from)?.map(|s| Ok(s?.decode()?)))
 }
 
-/// Calls `f` with every entry's seq, bundle record offset (0 for a database) and stored
-/// bytes, from `from` (a seq and its record offset, located by an earlier read) or from entry
-/// 0; `f` returns false to stop.
-fn for_each_raw(
+/// Every entry of `source`, in seq order, decoded.
+pub fn entries(
     source: Source<'_>,
-    from: Option<(u64, u64)>,
-    mut f: impl FnMut(u64, u64, &[u8]) -> Result<bool, ForensicsError>,
-) -> Result<(), ForensicsError> {
-    enum Stop {
-        Done,
-        F(ForensicsError),
-    }
-    impl From<ledger::store::OpenError> for Stop {
-        fn from(e: ledger::store::OpenError) -> Stop {
-            Stop::F(e.into())
-        }
-    }
-    match source {
-        Source::Db(path) => {
-            let ro = ReadOnlyStore::open(path)?;
-            let snap = ro.snapshot()?;
-            let start = from.map_or(0, |(s, _)| s);
-            match snap.for_each_entry(start.., |seq, bytes| match f(seq, 0, bytes) {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(Stop::Done),
-                Err(e) => Err(Stop::F(e)),
-            }) {
-                Ok(()) | Err(Stop::Done) => Ok(()),
-                Err(Stop::F(e)) => Err(e),
-            }
-        }
-        Source::Bundle(path) => {
-            let bad = |e: ledger::verify::VerifyError| ForensicsError::Bundle(e.to_string());
-            let mut file = File::open(path)?;
-            let (mut reader, mut seq) = match from {
-                Some((seq, offset)) => {
-                    file.seek(SeekFrom::Start(offset))?;
-                    (BundleReader::resume(BufReader::new(file), offset), seq)
-                }
-                None => (BundleReader::new(BufReader::new(file)).map_err(bad)?, 0),
-            };
-            loop {
-                let offset = reader.offset();
-                match reader.next_record().map_err(bad)? {
-                    Record::Entry(bytes) => {
-                        if !f(seq, offset, bytes)? {
-                            return Ok(());
-                        }
-                        seq += 1;
-                    }
-                    Record::End => return Ok(()),
-                    Record::Key(_) | Record::Checkpoint(_) => {}
-                }
-            }
-        }
-    }
+) -> Result<impl Iterator<Item = Result<Logged, ForensicsError>> + use<>, ForensicsError> {
+    entries_from(source, None)
 }
 
 /// The hash of entry `seq` (at bundle record `offset`), if the source has it there.
@@ -171,23 +133,18 @@ fn entry_hash_at(
     seq: u64,
     offset: u64,
 ) -> Result<Option<[u8; 32]>, ForensicsError> {
-    let mut hash = None;
-    for_each_raw(source, Some((seq, offset)), |_, _, bytes| {
-        hash = EntryRef::parse(bytes)
-            .ok()
-            .filter(|e| e.header.seq == seq)
-            .map(|e| *e.hash().as_bytes());
-        Ok(false)
-    })?;
-    Ok(hash)
+    let Some(first) = stored(source, Some((seq, offset)))?.next().transpose()? else {
+        return Ok(None);
+    };
+    let at_seq = ledger::entry::EntryRef::parse(first.bytes()).is_ok_and(|e| e.header.seq == seq);
+    Ok(at_seq
+        .then(|| first.hash())
+        .flatten()
+        .map(|h| *h.as_bytes()))
 }
 
 /// The hash of entry 0 (None: an empty source).
 fn first_entry_hash(source: Source<'_>) -> Result<Option<[u8; 32]>, ForensicsError> {
-    let mut hash = None;
-    for_each_raw(source, None, |_, _, bytes| {
-        hash = crate::replay_cache::entry_hash(bytes);
-        Ok(false)
-    })?;
-    Ok(hash)
+    let first = stored(source, None)?.next().transpose()?;
+    Ok(first.and_then(|s| s.hash()).map(|h| *h.as_bytes()))
 }

@@ -1,9 +1,8 @@
 //! The projections at any point of the log, from the nearest replay snapshot or from entry 0.
 
-use super::{
-    ForensicsError, Item, Source, decode, entry_hash_at, first_entry_hash, for_each, for_each_raw,
-};
+use super::{ForensicsError, Source, entries, entry_hash_at, first_entry_hash, stored};
 use ledger::domain::Micros;
+use ledger::read::Logged;
 use ledger::store::ReadOnlyStore;
 use projections::State;
 
@@ -15,13 +14,13 @@ pub fn replay_full(
     time: Option<Micros>,
 ) -> Result<State, ForensicsError> {
     let mut state = State::untracked().without_index();
-    for_each(source, |item| {
+    for item in entries(source)? {
+        let item = item?;
         if seq.is_some_and(|s| item.seq > s) || time.is_some_and(|t| item.at > t) {
-            return Ok(false);
+            break;
         }
         state.apply(item.seq, item.at, &item.event);
-        Ok(true)
-    })?;
+    }
     state.set_tracking(true);
     Ok(state)
 }
@@ -71,7 +70,7 @@ const DECODE_BATCH: usize = 1024;
 /// An entry decoded by a replay's reading thread, with where its record is and, at a
 /// snapshot point, its hash.
 struct Decoded {
-    item: Item,
+    item: Logged,
     offset: u64,
     hash: Option<[u8; 32]>,
 }
@@ -91,7 +90,7 @@ fn spacing(source: Source<'_>, every: u64) -> Result<u64, ForensicsError> {
 /// of every `every` entries (normally [`crate::replay_cache::SNAPSHOT_EVERY`]) passed on the
 /// way are added to the cache beside the source.
 pub fn replay(source: Source<'_>, point: Point, every: u64) -> Result<Replayed, ForensicsError> {
-    use crate::replay_cache::{Cache, NewMark, entry_hash};
+    use crate::replay_cache::{Cache, NewMark};
     let path = match source {
         Source::Db(p) | Source::Bundle(p) => p,
     };
@@ -151,38 +150,36 @@ pub fn replay(source: Source<'_>, point: Point, every: u64) -> Result<Replayed, 
     // otherwise idle machine.
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Decoded>>(8);
-        let reader = scope.spawn(move || {
+        let reader = scope.spawn(move || -> Result<(), ForensicsError> {
             let mut batch = Vec::with_capacity(DECODE_BATCH);
-            for_each_raw(source, from, |seq, offset, bytes| {
+            for entry in stored(source, from)? {
+                let entry = entry?;
                 // The resumed read starts at the snapshot's last entry, already folded in.
-                if from.is_some_and(|(s, _)| seq == s) {
-                    return Ok(true);
+                if from.is_some_and(|(s, _)| entry.seq() == s) {
+                    continue;
                 }
-                let item = decode(seq, bytes)?;
+                let item = entry.decode()?;
                 if !point.includes(item.seq, item.at) {
-                    return Ok(false);
+                    break;
                 }
-                let hash = (seq + 1)
+                let hash = (entry.seq() + 1)
                     .is_multiple_of(every)
-                    .then(|| entry_hash(bytes))
-                    .flatten();
+                    .then(|| entry.hash())
+                    .flatten()
+                    .map(|h| *h.as_bytes());
+                let offset = entry.offset();
                 batch.push(Decoded { item, offset, hash });
-                if batch.len() == DECODE_BATCH
-                    && tx
-                        .send(std::mem::replace(
-                            &mut batch,
-                            Vec::with_capacity(DECODE_BATCH),
-                        ))
-                        .is_err()
-                {
-                    return Ok(false);
+                if batch.len() == DECODE_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(DECODE_BATCH));
+                    if tx.send(full).is_err() {
+                        break;
+                    }
                 }
-                Ok(true)
-            })?;
+            }
             if !batch.is_empty() {
                 let _ = tx.send(batch);
             }
-            Ok::<(), ForensicsError>(())
+            Ok(())
         });
         for d in rx.iter().flatten() {
             let item = d.item;

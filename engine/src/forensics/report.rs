@@ -1,8 +1,9 @@
 //! One rollout as a self-contained HTML page.
 
-use super::{ForensicsError, Item, Source, for_each, line, summary};
+use super::{ForensicsError, Source, entries, line, summary};
 use ledger::domain::RolloutId;
 use ledger::event::Event;
+use ledger::read::Logged;
 
 /// The self-contained HTML page of one rollout (see [`report`]).
 const REPORT_TEMPLATE: &str = include_str!("../report.html");
@@ -17,7 +18,7 @@ pub fn report(source: Source<'_>, rollout: &RolloutId) -> Result<Option<String>,
     let mut events = Vec::new();
     let mut rollout_events = Vec::new();
     let (mut first, mut last) = (None, 0i64);
-    let mut visit = |item: Item| {
+    let mut visit = |item: Logged| {
         let (r, h) = item.event.subject();
         if r != Some(rollout) {
             return;
@@ -57,19 +58,22 @@ pub fn report(source: Source<'_>, rollout: &RolloutId) -> Result<Option<String>,
         }
     };
     // On a database with current tables, only the rollout's span of the log is read.
-    match source {
-        Source::Db(db) => match super::timeline::rollout_span(db, rollout)? {
-            Some(Some(span)) => super::timeline::for_each_in(db, span, visit)?,
-            Some(None) => return Ok(None),
-            None => for_each(source, |item| {
-                visit(item);
-                Ok(true)
-            })?,
-        },
-        Source::Bundle(_) => for_each(source, |item| {
-            visit(item);
-            Ok(true)
-        })?,
+    let span = match source {
+        Source::Db(db) => super::timeline::rollout_span(db, rollout)?,
+        Source::Bundle(_) => None,
+    };
+    match (source, span) {
+        (_, Some(None)) => return Ok(None),
+        (Source::Db(db), Some(Some(span))) => {
+            for item in super::timeline::entries_in(db, span)? {
+                visit(item?);
+            }
+        }
+        _ => {
+            for item in entries(source)? {
+                visit(item?);
+            }
+        }
     }
     let Some(first) = first else {
         return Ok(None);

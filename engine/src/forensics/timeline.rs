@@ -1,8 +1,9 @@
 //! Timelines of one host or rollout, and the chain of decisions for one host (`why`).
 
-use super::{ForensicsError, Item, Source, decode, for_each, for_each_from};
+use super::{ForensicsError, Source, entries, entries_from};
 use ledger::domain::{Micros, RolloutId};
 use ledger::event::{Event, RolloutCause};
+use ledger::read::Logged;
 use ledger::store::ReadOnlyStore;
 use projections::State;
 use std::path::Path;
@@ -249,7 +250,7 @@ fn agent_time(e: &Event) -> Option<Micros> {
 }
 
 /// A line for an item.
-pub fn line(item: &Item) -> Line {
+pub fn line(item: &Logged) -> Line {
     let (rollout, host) = item.event.subject();
     let mut payload = serde_json::to_value(&item.event).unwrap_or_default();
     // Manifest bytes are long and already summarised by their hash.
@@ -311,16 +312,16 @@ fn indexed_seqs(db: &Path, host: &str) -> Result<Option<Vec<u64>>, ForensicsErro
             })?);
         }
     }
-    snap.for_each_entry(covered.., |seq, bytes| {
-        if decode(seq, bytes)?.event.subject().1 == Some(host) {
-            seqs.push(seq);
+    for entry in snap.entries(covered..)? {
+        let entry = entry?;
+        if entry.event.subject().1 == Some(host) {
+            seqs.push(entry.seq);
         }
-        Ok::<(), ForensicsError>(())
-    })?;
+    }
     Ok(Some(seqs))
 }
 
-fn keep(filter: &Filter, item: &Item) -> bool {
+fn keep(filter: &Filter, item: &Logged) -> bool {
     if filter.since.is_some_and(|s| item.at < s) || filter.until.is_some_and(|u| item.at > u) {
         return false;
     }
@@ -338,11 +339,11 @@ fn first_at_or_after(db: &Path, since: Micros) -> Result<u64, ForensicsError> {
     let (mut lo, mut hi) = (0u64, snap.size());
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let bytes = snap.entry(mid)?.ok_or_else(|| ForensicsError::Entry {
+        let entry = snap.logged(mid)?.ok_or_else(|| ForensicsError::Entry {
             seq: mid,
             reason: "missing from the log".into(),
         })?;
-        if decode(mid, &bytes)?.at < since {
+        if entry.at < since {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -355,9 +356,9 @@ fn first_at_or_after(db: &Path, since: Micros) -> Result<u64, ForensicsError> {
 /// current tables reads only that host's entries, through the entry index.
 pub fn timeline(source: Source<'_>, filter: &Filter) -> Result<Vec<Line>, ForensicsError> {
     let mut out = Vec::new();
-    timeline_each(source, filter, |l| {
+    timeline_each(source, filter, |l| -> Result<(), ForensicsError> {
         out.push(l);
-        Ok::<(), ForensicsError>(())
+        Ok(())
     })?;
     Ok(out)
 }
@@ -375,14 +376,13 @@ pub fn timeline_each<E: From<ForensicsError>>(
         let ro = ReadOnlyStore::open(db).map_err(ForensicsError::from)?;
         let snap = ro.snapshot().map_err(ForensicsError::from)?;
         for seq in seqs {
-            let bytes = snap
-                .entry(seq)
+            let item = snap
+                .logged(seq)
                 .map_err(ForensicsError::from)?
                 .ok_or_else(|| ForensicsError::Entry {
                     seq,
                     reason: "indexed but not in the log".into(),
                 })?;
-            let item = decode(seq, &bytes)?;
             if keep(filter, &item) {
                 f(line(&item))?;
             }
@@ -394,20 +394,16 @@ pub fn timeline_each<E: From<ForensicsError>>(
         (Source::Db(db), Some(since)) => Some((first_at_or_after(db, since)?, 0)),
         _ => None,
     };
-    let mut failed = None;
-    for_each_from(source, from, |item| {
+    for item in entries_from(source, from)? {
+        let item = item?;
         if filter.until.is_some_and(|u| item.at > u) {
-            return Ok(false);
+            break;
         }
-        if keep(filter, &item)
-            && let Err(e) = f(line(&item))
-        {
-            failed = Some(e);
-            return Ok(false);
+        if keep(filter, &item) {
+            f(line(&item))?;
         }
-        Ok(true)
-    })?;
-    failed.map_or(Ok(()), Err)
+    }
+    Ok(())
 }
 
 /// The answer of [`why`]: the chain of entries, and the host's and rollout's records at the
@@ -434,11 +430,12 @@ pub fn why(source: Source<'_>, host: &str, rollout: &RolloutId) -> Result<Why, F
             return Ok((Vec::new(), None, None));
         };
         let mut out = Vec::new();
-        for_each_in(db, span, |item| {
+        for item in entries_in(db, span)? {
+            let item = item?;
             if about(&item, host, rollout) {
                 out.push(line(&item));
             }
-        })?;
+        }
         let ro = ReadOnlyStore::open(db)?;
         let snap = ro.snapshot()?;
         let rec = read_row(&snap, projections::tables::HOSTS, &(rollout, host))?;
@@ -447,7 +444,8 @@ pub fn why(source: Source<'_>, host: &str, rollout: &RolloutId) -> Result<Why, F
     }
     let mut state = State::untracked().without_index();
     let mut out = Vec::new();
-    for_each(source, |item| {
+    for item in entries(source)? {
+        let item = item?;
         // The same span as on a database: from the opening through the pruning.
         let was_pruned = state
             .rollouts
@@ -457,8 +455,7 @@ pub fn why(source: Source<'_>, host: &str, rollout: &RolloutId) -> Result<Why, F
         if !was_pruned && state.rollouts.contains_key(rollout) && about(&item, host, rollout) {
             out.push(line(&item));
         }
-        Ok(true)
-    })?;
+    }
     let rec = state.hosts.get(rollout, host).cloned();
     let r = state.rollouts.get(rollout).cloned();
     Ok((out, rec, r))
@@ -466,7 +463,7 @@ pub fn why(source: Source<'_>, host: &str, rollout: &RolloutId) -> Result<Why, F
 
 /// Whether `why` lists an entry: it is about the host in the rollout, about the rollout
 /// alone, or lifts a quarantine on its channel.
-fn about(item: &Item, host: &str, rollout: &RolloutId) -> bool {
+fn about(item: &Logged, host: &str, rollout: &RolloutId) -> bool {
     let (r, h) = item.event.subject();
     let about_host = r == Some(rollout) && h == Some(host);
     let about_rollout = r == Some(rollout) && h.is_none();
@@ -511,16 +508,14 @@ pub(crate) fn rollout_span(
     })))
 }
 
-/// Calls `f` with each entry of a database from `span.0` through `span.1`.
-pub(crate) fn for_each_in(
+/// The entries of a database from `span.0` through `span.1`, decoded.
+pub(crate) fn entries_in(
     db: &Path,
     span: (u64, u64),
-    mut f: impl FnMut(Item),
-) -> Result<(), ForensicsError> {
-    let ro = ReadOnlyStore::open(db)?;
-    let snap = ro.snapshot()?;
-    snap.for_each_entry(span.0..=span.1, |seq, bytes| {
-        f(decode(seq, bytes)?);
-        Ok::<(), ForensicsError>(())
-    })
+) -> Result<impl Iterator<Item = Result<Logged, ForensicsError>> + use<>, ForensicsError> {
+    // The entries hold their own read transaction (and a private database open).
+    let entries = ReadOnlyStore::open(db)?
+        .snapshot()?
+        .entries(span.0..=span.1)?;
+    Ok(entries.map(|e| Ok(e?)))
 }

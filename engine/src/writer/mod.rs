@@ -105,7 +105,6 @@ impl From<ledger::store::OpenError> for StartError {
 /// channel's latest rollout manifest entry, found in `proj.manifests` (so start-up reads a
 /// handful of entries, not the log), applied in seq order as the log recorded them.
 fn load_manifests(ledger: &Ledger) -> Result<(Manifests, Published), StartError> {
-    use ledger::entry::EntryRef;
     let rows = &ledger.state().manifests;
     let published: Published = rows
         .iter()
@@ -128,14 +127,12 @@ fn load_manifests(ledger: &Ledger) -> Result<(Manifests, Published), StartError>
     let mut manifests = Manifests::default();
     for seq in seqs {
         let bad = |reason: String| StartError::Manifest { seq, reason };
-        let bytes = snap
-            .entry(seq)
+        let entry = snap
+            .logged(seq)
             .map_err(MaterializeError::from)?
             .ok_or_else(|| bad("not in the log".into()))?;
-        let entry = EntryRef::parse(&bytes).map_err(|e| bad(e.to_string()))?;
-        let event = entry.event().map_err(|e| bad(e.to_string()))?;
         manifests
-            .apply(seq, &event)
+            .apply(seq, &entry.event)
             .map_err(|e| bad(e.to_string()))?;
     }
     Ok((manifests, published))

@@ -25,8 +25,8 @@ impl Snapshots {
             .store()
             .snapshot()
             .ok()
-            .and_then(|s| s.entry(0).ok().flatten())
-            .and_then(|e| crate::replay_cache::entry_hash(&e))
+            .and_then(|s| s.rows(0..1).ok()?.next()?.ok()?.hash())
+            .map(|h| *h.as_bytes())
             .unwrap_or_default();
         let (tx, rx) = std::sync::mpsc::sync_channel::<NewMark>(2);
         let db = db.to_path_buf();

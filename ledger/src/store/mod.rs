@@ -32,7 +32,7 @@ pub use handles::{Maintenance, ReadMode, ReadOnlyStore, Reader, trial_commit};
 pub use import::Importer;
 pub use redb_tables::RedbTables;
 pub use row::Row;
-pub use snapshot::Snapshot;
+pub use snapshot::{Entries, Rows, Snapshot};
 
 use error::{foreign, inconsistent, storage};
 use redb_tables::table_err;

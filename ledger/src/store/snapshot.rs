@@ -13,6 +13,7 @@ use crate::keys::PublicKey;
 use crate::merkle;
 use crate::merkle::{Frontier, NodeSource, ProofRequestError};
 use crate::proof::{ConsistencyProof, InclusionProof};
+use crate::read::{Logged, ReadError, Stored};
 use crate::verify::{Failure, Location, VerifiedLog, Verifier, VerifyError};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::ops::RangeBounds;
@@ -150,32 +151,42 @@ impl Snapshot {
         self.with_row(seq, |r| r.entry().to_vec())
     }
 
-    /// Calls `f(seq, row)` for each stored row in `range`, in seq order.
-    pub fn for_each_row<E: From<OpenError>>(
+    /// Every stored row, in seq order, with its seq.
+    fn raw_rows(
         &self,
-        range: impl RangeBounds<u64>,
-        mut f: impl FnMut(u64, Row<'_>) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let iter = self
-            .log
-            .range(range)
-            .map_err(|e| OpenError::from(storage("scanning entries")(e)))?;
-        for item in iter {
-            let (k, v) = item.map_err(|e| OpenError::from(storage("scanning entries")(e)))?;
-            let seq = k.value();
-            let row = Row::parse(v.value()).ok_or_else(|| self.bad_row(seq))?;
-            f(seq, row)?;
-        }
-        Ok(())
+    ) -> Result<impl Iterator<Item = Result<(u64, RowValue), OpenError>> + use<>, OpenError> {
+        let scanning = |e: redb::StorageError| OpenError::from(storage("scanning entries")(e));
+        Ok(self.log.range(0..).map_err(scanning)?.map(move |item| {
+            let (k, v) = item.map_err(scanning)?;
+            Ok((k.value(), v))
+        }))
     }
 
-    /// Calls `f(seq, bytes)` for each stored entry in `range`, in seq order.
-    pub fn for_each_entry<E: From<OpenError>>(
-        &self,
-        range: impl RangeBounds<u64>,
-        mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        self.for_each_row(range, |seq, row| f(seq, row.entry()))
+    /// Parses a stored row.
+    fn row<'v>(&self, seq: u64, value: &'v RowValue) -> Result<Row<'v>, OpenError> {
+        Row::parse(value.value()).ok_or_else(|| self.bad_row(seq))
+    }
+
+    /// The entries in `range`, in seq order, as stored (decode each with
+    /// [`Stored::decode`]). The iterator holds its own read transaction: it reads the log as
+    /// this snapshot does even after the snapshot is dropped.
+    pub fn rows(&self, range: impl RangeBounds<u64>) -> Result<Rows, ReadError> {
+        let scanning = |e: redb::StorageError| OpenError::from(storage("scanning entries")(e));
+        Ok(Rows {
+            range: self.log.range(range).map_err(scanning)?,
+            path: self.path.clone(),
+            _private_db: self.private_db.clone(),
+        })
+    }
+
+    /// The entries in `range`, in seq order, decoded.
+    pub fn entries(&self, range: impl RangeBounds<u64>) -> Result<Entries, ReadError> {
+        Ok(Entries(self.rows(range)?))
+    }
+
+    /// The entry at `seq`, decoded, if present.
+    pub fn logged(&self, seq: u64) -> Result<Option<Logged>, ReadError> {
+        self.entries(seq..=seq)?.next().transpose()
     }
 
     /// The signed note of the checkpoint at exactly `size`.
@@ -395,7 +406,8 @@ impl Snapshot {
             |e: OpenError| VerifyError::new(Location::Log, Failure::Store(e.to_string()));
         let mut verifier = Verifier::new(pinned.clone());
         let mut expected = 0u64;
-        self.for_each_row(.., |seq, row| -> Result<(), VerifyErrorOrOpen> {
+        for item in self.raw_rows().map_err(store_err)? {
+            let (seq, value) = item.map_err(store_err)?;
             if seq != expected {
                 return Err(VerifyError::new(
                     Location::Seq(expected),
@@ -403,9 +415,9 @@ impl Snapshot {
                         expected,
                         found: seq,
                     },
-                )
-                .into());
+                ));
             }
+            let row = self.row(seq, &value).map_err(store_err)?;
             verifier.entry(row.entry())?;
             if let Some(note) = row.checkpoint() {
                 verifier.checkpoint(note)?;
@@ -414,9 +426,7 @@ impl Snapshot {
             if expected.is_multiple_of(65536) {
                 progress(expected);
             }
-            Ok(())
-        })
-        .map_err(|e| e.0)?;
+        }
         progress(expected);
         let verified = verifier.finish()?;
         // The stored nodes are a cache for proofs; they must give the verified root.
@@ -452,7 +462,9 @@ impl Snapshot {
             writer.key(&key)?;
         }
         let (mut n, mut c) = (0u64, 0u64);
-        self.for_each_row(.., |_, row| {
+        for item in self.raw_rows()? {
+            let (seq, value) = item?;
+            let row = self.row(seq, &value)?;
             writer.entry(row.entry())?;
             n += 1;
             if let Some(note) = row.checkpoint() {
@@ -462,27 +474,61 @@ impl Snapshot {
             if n.is_multiple_of(65536) {
                 progress(n);
             }
-            Ok::<(), ExportError>(())
-        })?;
+        }
         writer.finish()?;
         progress(n);
         Ok((n, c))
     }
 }
 
-/// Lets `for_each_row` carry a verification error through its `From<OpenError>` bound.
-struct VerifyErrorOrOpen(VerifyError);
-impl From<OpenError> for VerifyErrorOrOpen {
-    fn from(e: OpenError) -> Self {
-        VerifyErrorOrOpen(VerifyError::new(
-            Location::Log,
-            Failure::Store(e.to_string()),
-        ))
+impl From<OpenError> for ReadError {
+    fn from(e: OpenError) -> ReadError {
+        ReadError::Store(Box::new(e))
     }
 }
-impl From<VerifyError> for VerifyErrorOrOpen {
-    fn from(e: VerifyError) -> Self {
-        VerifyErrorOrOpen(e)
+
+/// The entries of a range of the log, decoded ([`Snapshot::entries`]).
+#[derive(Debug)]
+pub struct Entries(Rows);
+
+impl Iterator for Entries {
+    type Item = Result<Logged, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.0.next()?.and_then(|stored| stored.decode()))
+    }
+}
+
+/// A stored row's value, borrowed from its database page.
+type RowValue = redb::AccessGuard<'static, &'static [u8]>;
+
+/// The entries of a range of the log, as stored ([`Snapshot::rows`]).
+pub struct Rows {
+    range: redb::Range<'static, u64, &'static [u8]>,
+    path: PathBuf,
+    /// A private database closes when dropped (see [`Snapshot`]).
+    _private_db: Option<Arc<super::handles::PrivateDb>>,
+}
+
+impl std::fmt::Debug for Rows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Rows({})", self.path.display())
+    }
+}
+
+impl Iterator for Rows {
+    type Item = Result<Stored, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.range.next()?;
+        Some((|| {
+            let (k, value) = item.map_err(|e| OpenError::from(storage("scanning entries")(e)))?;
+            let seq = k.value();
+            let entry_at = Row::parse(value.value())
+                .map(|row| value.value().len() - row.entry().len())
+                .ok_or_else(|| inconsistent(&self.path, format!("row {seq} is malformed")))?;
+            Ok(Stored::in_row(seq, value, entry_at))
+        })())
     }
 }
 

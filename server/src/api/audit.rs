@@ -154,22 +154,17 @@ pub(super) async fn entries(
     stream_body(&state, "application/octet-stream", move |snap, w| {
         use std::io::Write as _;
         let to = q.to.unwrap_or(snap.size()).min(snap.size());
-        snap.for_each_entry(q.from..to, |_, bytes| {
+        for stored in snap.rows(q.from..to).map_err(|e| e.to_string())? {
+            let stored = stored.map_err(|e| e.to_string())?;
+            let bytes = stored.bytes();
             // Framing: u32 big-endian length, then the entry's stored bytes (FORMAT.md §9).
             let len = u32::try_from(bytes.len()).expect("entries are far below 4 GiB");
             w.write_all(&len.to_be_bytes())
                 .and_then(|()| w.write_all(bytes))
-                .map_err(|e| Stream(e.to_string()))
-        })
-        .map_err(|e: Stream| e.0)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     })
-}
-
-pub(super) struct Stream(String);
-impl From<ledger::store::OpenError> for Stream {
-    fn from(e: ledger::store::OpenError) -> Stream {
-        Stream(e.to_string())
-    }
 }
 
 /// The whole log as a bundle (docs/FORMAT.md §8), streamed.

@@ -8,7 +8,6 @@ use super::{ApiError, ApiResult, AppState, ErrorBody, RolloutPath, openapi, read
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use ledger::entry::EntryRef;
 
 #[derive(Clone, Copy)]
 enum Part {
@@ -27,14 +26,11 @@ async fn serve(state: &AppState, name: String, part: Part) -> ApiResult<Response
         .copied()
         .ok_or_else(|| ApiError::not_found(format!("no manifest {name} was recorded")))?;
     read(state, move |snap| {
-        let bytes = snap
-            .entry(seq)
+        let event = snap
+            .logged(seq)
             .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::internal(format!("entry {seq} is missing")))?;
-        let event = EntryRef::parse(&bytes)
-            .map_err(ApiError::internal)?
-            .event()
-            .map_err(ApiError::internal)?;
+            .ok_or_else(|| ApiError::internal(format!("entry {seq} is missing")))?
+            .event;
         let m = event
             .manifest()
             .ok_or_else(|| ApiError::internal(format!("entry {seq} is not a manifest")))?;

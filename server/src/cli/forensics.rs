@@ -112,7 +112,7 @@ pub(crate) fn timeline(
     };
     let mut out = std::io::stdout().lock();
     // Printed as read: a busy host's history does not wait in memory.
-    engine::forensics::timeline_each(forensic_source(s), &filter, |l| {
+    engine::forensics::timeline_each(forensic_source(s), &filter, |l| -> Result<()> {
         if json {
             writeln!(out, "{}", serde_json::to_string(&l)?)?;
         } else {
@@ -127,7 +127,7 @@ pub(crate) fn timeline(
                 l.summary
             )?;
         }
-        Ok::<(), anyhow::Error>(())
+        Ok(())
     })
 }
 

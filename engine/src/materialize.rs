@@ -12,6 +12,7 @@ use ledger::store::{
     Store,
 };
 use ledger::tables::TableError;
+use planner::Staged;
 use projections::{FOLD_VERSION, State};
 use thiserror::Error;
 
@@ -272,7 +273,7 @@ pub fn check_snapshot(
 pub struct Ledger {
     store: Store,
     state: State,
-    staged: Vec<NewEntry>,
+    staged: Staged,
     /// Keep only what decisions read in memory (see [`State::load_live`]).
     live_only: bool,
 }
@@ -357,9 +358,9 @@ impl Ledger {
         }
         state.set_tracking(true);
         let mut ledger = Ledger {
+            staged: Staged::at(store.size()),
             store,
             state,
-            staged: Vec::new(),
             live_only,
         };
         if live_only {
@@ -391,12 +392,10 @@ impl Ledger {
     /// in-memory models are reloaded from the last commit, so they never run ahead of the log.
     pub fn append(&mut self, batch: Vec<NewEntry>) -> Result<Receipt, MaterializeError> {
         self.discard();
-        let first = self.next_seq();
-        for (i, e) in batch.iter().enumerate() {
-            self.state
-                .apply(first + i as u64, e.recorded_at_us, &e.event);
+        for e in batch {
+            self.staged
+                .stage(&mut self.state, e.recorded_at_us, vec![e.event]);
         }
-        self.staged = batch;
         self.write_staged()
     }
 
@@ -419,32 +418,24 @@ impl Ledger {
         let result = self.store.rotate_key_with(next, reason, at, |tables, _| {
             state.flush(tables).map_err(MaterializeError::from)
         });
+        self.staged = Staged::at(self.store.size());
         result.inspect_err(|_| self.reload())
     }
 
     /// Folds `events` (decided at CP time `at`) into the models and stages them for the next
     /// commit. Returns the seq the first one will get.
     pub fn stage(&mut self, at: i64, events: Vec<ledger::event::Event>) -> u64 {
-        let first = self.next_seq();
-        for (i, event) in events.into_iter().enumerate() {
-            self.state.apply(first + i as u64, at, &event);
-            self.staged.push(NewEntry {
-                recorded_at_us: at,
-                event,
-            });
-        }
-        first
+        self.staged.stage(&mut self.state, at, events)
     }
 
     /// The seq the next staged event gets.
     pub fn next_seq(&self) -> u64 {
-        self.store.size() + self.staged.len() as u64
+        self.staged.next_seq()
     }
 
     /// A staged (not yet committed) event by seq.
     pub fn staged(&self, seq: u64) -> Option<&ledger::event::Event> {
-        let i = seq.checked_sub(self.store.size())?;
-        self.staged.get(usize::try_from(i).ok()?).map(|e| &e.event)
+        self.staged.get(seq)
     }
 
     /// Appends everything staged in ONE durable transaction with the changed projection rows.
@@ -458,11 +449,20 @@ impl Ledger {
     }
 
     fn write_staged(&mut self) -> Result<Receipt, MaterializeError> {
-        let batch = std::mem::take(&mut self.staged);
+        let batch: Vec<NewEntry> = self
+            .staged
+            .take()
+            .into_iter()
+            .map(|(recorded_at_us, event)| NewEntry {
+                recorded_at_us,
+                event,
+            })
+            .collect();
         let state = &mut self.state;
         let result = self.store.append_with(&batch, |tables, _| {
             state.flush(tables).map_err(MaterializeError::from)
         });
+        self.staged = Staged::at(self.store.size());
         match result {
             Ok(receipt) => {
                 self.forget_pruned(&batch);
@@ -506,7 +506,7 @@ impl Ledger {
     /// Drops the staged batch and reloads the models from the last commit.
     pub fn discard(&mut self) {
         if !self.staged.is_empty() {
-            self.staged.clear();
+            self.staged = Staged::at(self.store.size());
             self.reload();
         }
     }
@@ -530,6 +530,8 @@ impl Ledger {
 /// The daemon's decisions stage into the ledger: each staged event is folded into the models
 /// at once, so the next decision of the batch sees it.
 impl planner::Log for Ledger {
+    type Error = ReadError;
+
     fn state(&self) -> &State {
         &self.state
     }
@@ -542,12 +544,10 @@ impl planner::Log for Ledger {
         Ledger::stage(self, at, events)
     }
 
-    fn recorded(&self, seq: u64) -> Result<Option<ledger::event::Event>, String> {
+    fn recorded(&self, seq: u64) -> Result<Option<ledger::event::Event>, ReadError> {
         if let Some(e) = self.staged(seq) {
             return Ok(Some(e.clone()));
         }
-        let snap = self.store.snapshot().map_err(|e| e.to_string())?;
-        let logged = snap.logged(seq).map_err(|e| e.to_string())?;
-        Ok(logged.map(|l| l.event))
+        Ok(self.store.snapshot()?.logged(seq)?.map(|l| l.event))
     }
 }

@@ -299,16 +299,22 @@ impl<R: Read> BundleReader<R> {
         BundleEntries {
             reader: self,
             next: first,
+            held: None,
+            held_error: None,
             done: false,
         }
     }
 }
 
-/// The entries of a bundle ([`BundleReader::entries`]); the first error ends it.
+/// The entries of a bundle ([`BundleReader::entries`]); the first error ends it. Each entry
+/// is handed on once the record after it is read, so that it can tell whether it ends a
+/// batch ([`Stored::ends_batch`]).
 #[derive(Debug)]
 pub struct BundleEntries<R: Read> {
     reader: BundleReader<R>,
     next: u64,
+    held: Option<Stored>,
+    held_error: Option<ReadError>,
     done: bool,
 }
 
@@ -322,17 +328,32 @@ impl<R: Read> Iterator for BundleEntries<R> {
                 Ok(Record::Entry(bytes)) => {
                     let stored = Stored::owned(self.next, offset, bytes.to_vec());
                     self.next += 1;
-                    return Some(Ok(stored));
+                    if let Some(held) = self.held.replace(stored) {
+                        return Some(Ok(held));
+                    }
                 }
-                Ok(Record::Key(_) | Record::Checkpoint(_)) => {}
+                Ok(Record::Checkpoint(_)) => {
+                    if let Some(held) = &mut self.held {
+                        held.set_ends_batch();
+                    }
+                }
+                Ok(Record::Key(_)) => {}
                 Ok(Record::End) => self.done = true,
                 Err(e) => {
                     self.done = true;
+                    // The entry read before the error first, then the error.
+                    if let Some(held) = self.held.take() {
+                        self.held_error = Some(e.into());
+                        return Some(Ok(held));
+                    }
                     return Some(Err(e.into()));
                 }
             }
         }
-        None
+        self.held
+            .take()
+            .map(Ok)
+            .or_else(|| self.held_error.take().map(Err))
     }
 }
 

@@ -58,6 +58,7 @@ enum Bytes {
 pub struct Stored {
     seq: u64,
     offset: u64,
+    ends_batch: bool,
     bytes: Bytes,
 }
 
@@ -73,10 +74,12 @@ impl Stored {
         seq: u64,
         value: redb::AccessGuard<'static, &'static [u8]>,
         entry_at: usize,
+        ends_batch: bool,
     ) -> Stored {
         Stored {
             seq,
             offset: 0,
+            ends_batch,
             bytes: Bytes::Row { value, entry_at },
         }
     }
@@ -85,8 +88,13 @@ impl Stored {
         Stored {
             seq,
             offset,
+            ends_batch: false,
             bytes: Bytes::Owned(bytes),
         }
+    }
+
+    pub(crate) fn set_ends_batch(&mut self) {
+        self.ends_batch = true;
     }
 
     /// Its position in the log (in a bundle, counted from the first entry read).
@@ -98,6 +106,12 @@ impl Stored {
     /// ([`crate::bundle::BundleReader::resume`]).
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Whether a checkpoint follows it: the last entry of a batch the writer committed as
+    /// one (a database row holding its checkpoint; a bundle entry whose next record is one).
+    pub fn ends_batch(&self) -> bool {
+        self.ends_batch
     }
 
     /// The stored entry bytes.

@@ -50,26 +50,51 @@ fn a_daemon_ledger_replays_deterministically_from_the_db_and_from_a_bundle() {
     }
 }
 
-/// The demo's log re-recorded (signed anew) with `alter` applied to each entry: it returns
-/// the events to record in its place.
+/// The seqs that end a batch of the log at `db` (its checkpoints).
+fn batch_ends(db: &Path) -> std::collections::BTreeSet<u64> {
+    let ro = ReadOnlyStore::open(db).unwrap();
+    let snap = ro.snapshot().unwrap();
+    snap.rows(..)
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|s| s.ends_batch())
+        .map(|s| s.seq())
+        .collect()
+}
+
+/// The demo's log at `db` re-recorded (signed anew) in the same batches, with `alter`
+/// applied to each entry: it returns the events to record in its place.
 fn rerecorded(
     dir: &Path,
     name: &str,
+    db: &Path,
+    all: &[Logged],
+    alter: impl Fn(&Logged) -> Vec<Event>,
+) -> PathBuf {
+    rerecorded_in(dir, name, &batch_ends(db), all, alter)
+}
+
+/// [`rerecorded`] in batches ending at `ends`.
+fn rerecorded_in(
+    dir: &Path,
+    name: &str,
+    ends: &std::collections::BTreeSet<u64>,
     all: &[Logged],
     alter: impl Fn(&Logged) -> Vec<Event>,
 ) -> PathBuf {
     let copy = dir.join(format!("{name}.redb"));
     let mut l = Ledger::create(&copy, demo::ORIGIN, fixtures::genesis_signer(), all[0].at).unwrap();
-    let batch: Vec<NewEntry> = all[1..]
-        .iter()
-        .flat_map(|i| {
-            alter(i).into_iter().map(|event| NewEntry {
-                recorded_at_us: i.at,
-                event,
-            })
-        })
-        .collect();
-    l.append(batch).unwrap();
+    let mut batch = Vec::new();
+    for i in &all[1..] {
+        batch.extend(alter(i).into_iter().map(|event| NewEntry {
+            recorded_at_us: i.at,
+            event,
+        }));
+        if ends.contains(&i.seq) {
+            l.append(std::mem::take(&mut batch)).unwrap();
+        }
+    }
+    assert!(batch.is_empty(), "the log ends with a checkpoint");
     copy
 }
 
@@ -84,7 +109,7 @@ fn an_altered_decision_is_the_first_divergence() {
         .find(|i| matches!(i.event, Event::HostTransitioned(_)))
         .unwrap()
         .seq;
-    let copy = rerecorded(dir.path(), "altered", &all, |i| {
+    let copy = rerecorded(dir.path(), "altered", &s.db, &all, |i| {
         let mut event = i.event.clone();
         if i.seq == victim
             && let Event::HostTransitioned(t) = &mut event
@@ -99,6 +124,69 @@ fn an_altered_decision_is_the_first_divergence() {
     assert!(d.recorded.starts_with("HostTransitioned"), "{d:?}");
     assert!(d.recomputed.starts_with("HostTransitioned"), "{d:?}");
     assert_ne!(d.recorded, d.recomputed);
+}
+
+/// The check holds each recorded batch to the writer's rule: the planner runs once, last, if
+/// anything in the batch moved. Its output split off into a batch of its own, or an input
+/// decided after it in the same batch, is a divergence where the rule is broken.
+#[test]
+fn the_batch_rule_is_checked_at_every_batch_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = demo_ledger(dir.path());
+    let all = items(&s.db);
+    let ends = batch_ends(&s.db);
+    let planned = |e: &Event| matches!(e, Event::DispatchQueued(_) | Event::WaveAdvanced(_));
+    // A batch whose inputs moved hosts and whose end is the planner's output.
+    let (start, first_planned, end) = ends
+        .iter()
+        .zip(ends.iter().skip(1))
+        .find_map(|(&prev, &end)| {
+            let batch = &all[prev as usize + 1..=end as usize];
+            let first = batch.iter().position(|i| planned(&i.event))?;
+            (first > 0 && matches!(batch[0].event, Event::AgentEventRecorded(_))).then_some((
+                prev + 1,
+                prev + 1 + first as u64,
+                end,
+            ))
+        })
+        .expect("a batch of reports and the planner's output");
+    assert!(start < first_planned && first_planned <= end);
+
+    // Split: the inputs committed alone, the planner's output in the next batch.
+    let mut split = ends.clone();
+    split.insert(first_planned - 1);
+    let copy = rerecorded_in(dir.path(), "split", &split, &all, |i| vec![i.event.clone()]);
+    let d = forensics::check(Source::Db(&copy))
+        .unwrap()
+        .divergence
+        .expect("a divergence");
+    assert_eq!(d.seq, first_planned, "{d:?}");
+    assert!(d.recorded.starts_with("the end of the batch"), "{d:?}");
+    assert!(!d.recomputed.starts_with("nothing"), "{d:?}");
+
+    // Merged with the next batch: its first input comes after this batch's planner run.
+    let next_end = *ends.range(end + 1..).next().expect("a later batch");
+    let mut merged = ends.clone();
+    merged.remove(&end);
+    let copy = rerecorded_in(dir.path(), "merged", &merged, &all, |i| {
+        vec![i.event.clone()]
+    });
+    let d = forensics::check(Source::Db(&copy))
+        .unwrap()
+        .divergence
+        .expect("a divergence");
+    assert!(d.seq > end && d.seq <= next_end, "{d:?}");
+    assert!(
+        d.recomputed.starts_with("nothing (the batch's planner run"),
+        "{d:?}"
+    );
+
+    // The same batches as recorded check clean: the copies differ only where said.
+    let copy = rerecorded_in(dir.path(), "same", &ends, &all, |i| vec![i.event.clone()]);
+    assert_eq!(
+        forensics::check(Source::Db(&copy)).unwrap().divergence,
+        None
+    );
 }
 
 /// Every input the daemon decides is re-decided by the check, not only the planner's and
@@ -135,7 +223,7 @@ fn inputs_the_daemon_would_have_refused_are_divergences() {
         ),
     ];
     for (name, after, extra, recomputed) in cases {
-        let copy = rerecorded(dir.path(), name, &all, |i| {
+        let copy = rerecorded(dir.path(), name, &s.db, &all, |i| {
             let mut events = vec![i.event.clone()];
             if i.seq == after {
                 events.push(extra.clone());

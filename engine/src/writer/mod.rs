@@ -20,6 +20,7 @@
 mod protocol;
 mod replay_snapshots;
 
+use planner::Undecided;
 pub use planner::{Answer, Input, Refusal};
 pub use protocol::{
     Job, KeyRotation, Recording, Reply, RotateError, Shared, Witnessed, Work, WriteError,
@@ -404,33 +405,36 @@ impl Writer {
             return;
         }
         let now = self.now();
-        let mut answers = Vec::with_capacity(batch.len());
-        let mut replan = false;
         let ledger = self.ledger.as_mut().expect("opened above");
-        for job in batch.iter_mut() {
-            let input = std::mem::replace(&mut job.input, Input::Plan);
-            let kind = input.name();
-            let answer = match planner::decide(ledger, &mut self.manifests, input, now) {
-                Ok(decided) => {
-                    replan |= decided.replan;
+        let inputs: Vec<Input> = batch
+            .iter_mut()
+            .map(|job| std::mem::replace(&mut job.input, Input::Plan))
+            .collect();
+        let kinds: Vec<&'static str> = inputs.iter().map(Input::name).collect();
+        let decided = planner::decide_batch(ledger, &mut self.manifests, inputs, now);
+        let mut answers = Vec::with_capacity(batch.len());
+        for (kind, answer) in kinds.into_iter().zip(decided) {
+            answers.push(match answer {
+                Ok(answer) => {
                     // A report recorded as refused (answered 2xx, DECISIONS 75) is a refusal
                     // all the same: counted by its code like any other.
-                    if let Answer::Refused { refusal, .. } = &decided.answer {
+                    if let Answer::Refused { refusal, .. } = &answer {
                         self.shared.metrics.reject(refusal.code());
                     }
-                    Ok(decided.answer)
+                    Ok(answer)
                 }
-                Err(r) => {
+                Err(Undecided::Refused(r)) => {
                     tracing::debug!(input = kind, code = r.code(), reason = %r, "refused");
                     self.shared.metrics.reject(r.code());
                     Err(WriteError::Refused(r))
                 }
-            };
-            answers.push(answer);
-        }
-        if replan {
-            // Planner decisions are never refused: only their answer is not needed.
-            let _ = planner::decide(ledger, &mut self.manifests, Input::Plan, now);
+                // Not a decision: the ledger could not be read to make it. Nothing was staged
+                // for it; the caller retries.
+                Err(e @ Undecided::Unreadable { .. }) => {
+                    tracing::warn!(input = kind, error = %e, "undecided");
+                    Err(WriteError::Unavailable(e.to_string()))
+                }
+            });
         }
         let entries = ledger.next_seq() - ledger.store().size();
         span.record("entries", entries);

@@ -524,10 +524,15 @@ impl Iterator for Rows {
         Some((|| {
             let (k, value) = item.map_err(|e| OpenError::from(storage("scanning entries")(e)))?;
             let seq = k.value();
-            let entry_at = Row::parse(value.value())
-                .map(|row| value.value().len() - row.entry().len())
+            let (entry_at, ends_batch) = Row::parse(value.value())
+                .map(|row| {
+                    (
+                        value.value().len() - row.entry().len(),
+                        row.checkpoint().is_some(),
+                    )
+                })
                 .ok_or_else(|| inconsistent(&self.path, format!("row {seq} is malformed")))?;
-            Ok(Stored::in_row(seq, value, entry_at))
+            Ok(Stored::in_row(seq, value, entry_at, ends_batch))
         })())
     }
 }

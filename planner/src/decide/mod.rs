@@ -12,21 +12,27 @@
 //! is committed once all its inputs are decided); the check's is the state it replays.
 //! Either way no IO happens here, and `now` is passed in.
 
+mod batch;
 mod dispatch;
 mod identity;
 mod manifests;
+mod recorded;
 mod refusal;
 mod reports;
 mod retention;
+mod staging;
 mod text;
 
+pub use batch::{Batch, decide_batch, plan};
 use dispatch::take_dispatch;
 pub use identity::{IdentityRefusal, ssh_ed25519_key};
 use manifests::manifest;
-pub use refusal::{ManifestRefusal, Refusal};
+pub use recorded::{NotItsInput, input_of};
+pub use refusal::{ManifestRefusal, Refusal, Undecided};
 use reports::{heartbeat, report_from_agent};
 pub use reports::{host_policy, synthesis};
 pub use retention::retention_due;
+pub use staging::Staged;
 use text::hex;
 pub use text::rfc3339;
 
@@ -40,8 +46,12 @@ use crate::plan::{Decision, FleetView};
 use crate::rollout::RolloutInput;
 
 /// The log as a decision sees it: the state folded over everything recorded so far,
-/// including what this decision (and the batch it is part of) already staged.
+/// including what this decision (and the batch it is part of) already staged. The writer's
+/// ledger and the determinism check each keep a [`Staged`] for the last two.
 pub trait Log {
+    /// Why a recorded entry could not be read back (the check reads nothing back:
+    /// [`std::convert::Infallible`]).
+    type Error: std::error::Error + Send + Sync + 'static;
     /// The projections, up to date with everything staged.
     fn state(&self) -> &State;
     /// The seq the next staged event gets.
@@ -50,7 +60,7 @@ pub trait Log {
     /// the seq of the first.
     fn stage(&mut self, at: Micros, events: Vec<Event>) -> u64;
     /// The event recorded (or staged) at `seq`, to tell a retransmit from a reused seq.
-    fn recorded(&self, seq: u64) -> Result<Option<Event>, String>;
+    fn recorded(&self, seq: u64) -> Result<Option<Event>, Self::Error>;
 }
 
 /// A signed manifest whose signature, schema and freshness the intake verified.
@@ -232,13 +242,13 @@ pub struct Decided {
 }
 
 /// Decides `input` at CP time `now`: stages its events into `log` and answers, or refuses
-/// and stages nothing.
-pub fn decide(
-    log: &mut impl Log,
+/// and stages nothing (as it does when the log cannot be read to decide).
+pub fn decide<L: Log>(
+    log: &mut L,
     manifests: &mut Manifests,
     input: Input,
     now: Micros,
-) -> Result<Decided, Refusal> {
+) -> Result<Decided, Undecided<L::Error>> {
     match input {
         Input::Report {
             host,
@@ -275,7 +285,8 @@ pub fn decide(
                 &rollout,
                 &RolloutInput::OperatorClearance { operator, reason },
                 now,
-            )?;
+            )
+            .map_err(Refusal::from)?;
             Ok(recorded(log, now, events, true))
         }
         Input::Lift {
@@ -289,7 +300,7 @@ pub fn decide(
                 .quarantine
                 .contains_key(&(channel.clone(), closure.clone()))
             {
-                return Err(Refusal::NotQuarantined { channel, closure });
+                return Err(Refusal::NotQuarantined { channel, closure }.into());
             }
             let e = Event::QuarantineLifted(QuarantineLifted {
                 channel,
@@ -320,12 +331,9 @@ pub fn decide(
             })
         }
         Input::Expire { rollout } => {
-            let events = crate::rollout::decide(
-                log.state(),
-                &rollout,
-                &RolloutInput::RetentionExpired,
-                now,
-            )?;
+            let events =
+                crate::rollout::decide(log.state(), &rollout, &RolloutInput::RetentionExpired, now)
+                    .map_err(Refusal::from)?;
             let entries = events.len() as u64;
             if !events.is_empty() {
                 log.stage(now, events);
@@ -336,14 +344,14 @@ pub fn decide(
             })
         }
         Input::Enroll(e) => {
-            let seq = identity::enroll(log, manifests, *e, now)?;
+            let seq = identity::enroll(log, manifests, *e, now).map_err(Refusal::from)?;
             Ok(Decided {
                 answer: Answer::Recorded { seq, entries: 1 },
                 replan: false,
             })
         }
         Input::Renew(e) => {
-            let seq = identity::renew(log, manifests, *e, now)?;
+            let seq = identity::renew(log, manifests, *e, now).map_err(Refusal::from)?;
             Ok(Decided {
                 answer: Answer::Recorded { seq, entries: 1 },
                 replan: false,

@@ -67,14 +67,32 @@ pub enum Refusal {
         /// The entry that holds it.
         seq: u64,
     },
-    /// The entry a retransmit must be compared with could not be read.
-    #[error("entry {seq} could not be read back: {reason}")]
+}
+
+/// Why an input was not decided. Nothing was staged for it either way.
+#[derive(Debug, Error)]
+pub enum Undecided<E> {
+    /// The decision refuses it.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The log could not be read to decide it (the entry a retransmit is compared with): not
+    /// a decision, the caller's storage failing.
+    #[error("entry {seq} could not be read back: {source}")]
     Unreadable {
         /// The entry.
         seq: u64,
         /// Why.
-        reason: String,
+        source: E,
     },
+}
+
+impl From<Undecided<std::convert::Infallible>> for Refusal {
+    fn from(u: Undecided<std::convert::Infallible>) -> Refusal {
+        match u {
+            Undecided::Refused(r) => r,
+            Undecided::Unreadable { source, .. } => match source {},
+        }
+    }
 }
 
 impl Refusal {
@@ -92,7 +110,6 @@ impl Refusal {
             Refusal::Identity(i) => i.code(),
             Refusal::NotQuarantined { .. } => "not-quarantined",
             Refusal::SeqReused { .. } => "seq-reused",
-            Refusal::Unreadable { .. } => "unavailable",
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Agents: their reports, through the host and rollout machines, and their heartbeats, with
 //! the reports a heartbeat implies.
 
-use super::{Answer, Decided, Log, Refusal, recorded, rfc3339};
+use super::{Answer, Decided, Log, Refusal, Undecided, recorded, rfc3339};
 use crate::host::{HostInput, HostPolicy, Rejection};
 use crate::manifest::Manifests;
 use ledger::domain::{AgentReport, HostState, Micros, OnHealthFailure, RolloutId, RolloutState};
@@ -20,15 +20,15 @@ pub fn host_policy(manifests: &Manifests, rollout: &RolloutId) -> HostPolicy {
 /// An agent's report: recorded when the machines accept it, recorded as refused when they
 /// do not (see [`Answer::Refused`]), answered with the original entry when it is a
 /// retransmit.
-pub(super) fn report_from_agent(
-    log: &mut impl Log,
+pub(super) fn report_from_agent<L: Log>(
+    log: &mut L,
     manifests: &Manifests,
     host: &str,
     rollout: &RolloutId,
     agent_seq: u64,
     report: AgentReport,
     now: Micros,
-) -> Result<Decided, Refusal> {
+) -> Result<Decided, Undecided<L::Error>> {
     // A refused report is recorded whole, so the refusal hands it back (no copy of it on
     // the hot path). Nothing about a Pruned rollout is a retransmit: its host records may be
     // out of memory (the writer's live models, a replay), and the answer must not depend on
@@ -51,7 +51,7 @@ pub(super) fn report_from_agent(
                     });
                 }
                 Ok(_) => Err((Refusal::SeqReused { agent_seq, seq }, report)),
-                Err(reason) => return Err(Refusal::Unreadable { seq, reason }),
+                Err(source) => return Err(Undecided::Unreadable { seq, source }),
             }
         }
         _ => {

@@ -215,6 +215,8 @@ pub fn drive_to(f: &mut Fleet, r: &RolloutId, host: &str, target: HostState) {
 
 /// The harness is a log the one decision function can stage into, as the writer's ledger is.
 impl planner::Log for Fleet {
+    type Error = std::convert::Infallible;
+
     fn state(&self) -> &State {
         &self.state
     }
@@ -229,7 +231,7 @@ impl planner::Log for Fleet {
         first
     }
 
-    fn recorded(&self, seq: u64) -> Result<Option<Event>, String> {
+    fn recorded(&self, seq: u64) -> Result<Option<Event>, Self::Error> {
         Ok(seq
             .checked_sub(1)
             .and_then(|i| self.log.get(i as usize))

@@ -573,3 +573,54 @@ fn a_late_report_to_a_superseded_rollout_is_recorded_as_refused_and_moves_nothin
     let (answer, _, _) = run(&mut f, retransmit, T0 + 3 * MIN).unwrap();
     assert!(matches!(answer, Answer::Duplicate { .. }), "{answer:?}");
 }
+
+/// The batch rule: every input is decided first, then the planner runs once if any of them
+/// moved (or a plan was asked for by name, which is answered with that one run's entries).
+#[test]
+fn a_batch_plans_once_after_its_inputs_and_only_if_something_moved() {
+    let t = "2026-11-30T12:00:00Z";
+    let mut f = Fleet::new();
+    let mut m = Manifests::default();
+    let answers = planner::decide_batch(
+        &mut f,
+        &mut m,
+        [
+            manifest(&fleet_doc(t, "fast"), 1, T0),
+            Input::Plan,
+            manifest(&rollout_doc([1; 32], t), 9, T0),
+        ],
+        T0,
+    );
+    let answers: Vec<Answer> = answers.into_iter().map(Result::unwrap).collect();
+    // The planner ran after the rollout manifest (it opened the rollout), once.
+    assert_eq!(
+        kinds(&f.log),
+        [
+            "FleetManifestSigned",
+            "RolloutManifestSigned",
+            "RolloutOpened",
+            "HostJoined",
+            "RolloutTransitioned"
+        ]
+    );
+    assert_eq!(answers[1], Answer::Done { entries: 3 });
+    // Nothing moved: no planner run, though it would decide something now.
+    let before = f.log.len();
+    let answers = planner::decide_batch(
+        &mut f,
+        &mut m,
+        [Input::TakeDispatch { host: h("web-01") }],
+        T0 + MIN,
+    );
+    assert_eq!(answers.len(), 1);
+    assert_eq!(f.log.len(), before, "{:?}", kinds(&f.log[before..]));
+    let mut again = planner::Batch::default();
+    again
+        .decide(&mut f, &mut m, Input::Tick { retain_for: None }, T0 + MIN)
+        .unwrap();
+    assert!(again.replans());
+    assert!(
+        again.finish(&mut f, &mut m, T0 + MIN) > 0,
+        "the dispatch is queued"
+    );
+}

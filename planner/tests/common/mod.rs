@@ -11,6 +11,7 @@ pub const MIN: Micros = 60_000_000;
 pub const TARGET: &str = "/nix/store/target-system";
 pub const PRIOR: &str = "/nix/store/prior-system";
 
+#[derive(Clone)]
 pub struct Fleet {
     pub state: State,
     pub seq: u64,

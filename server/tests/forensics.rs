@@ -221,6 +221,13 @@ fn inputs_the_daemon_would_have_refused_are_divergences() {
             }),
             "a refusal (not-quarantined)",
         ),
+        // A transition no input decided: staged only by a decision, never alone.
+        (
+            "transition-alone",
+            fleet.seq,
+            first(|e| matches!(e, Event::HostTransitioned(_))).event,
+            "nothing (no decision",
+        ),
     ];
     for (name, after, extra, recomputed) in cases {
         let copy = rerecorded(dir.path(), name, &s.db, &all, |i| {

@@ -94,6 +94,11 @@ impl Checker {
             })?;
             self.log.staged = Staged::at(item.seq);
             match input {
+                None if planner::only_decided(&item.event) => {
+                    return Ok(Some(
+                        self.diverges(item, "nothing (no decision is under way to stage it)"),
+                    ));
+                }
                 // Recorded as is: nothing decides it from the state.
                 None => {
                     self.log.state.apply(item.seq, item.at, &item.event);

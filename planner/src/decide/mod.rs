@@ -27,7 +27,7 @@ pub use batch::{Batch, decide_batch, plan};
 use dispatch::take_dispatch;
 pub use identity::{IdentityRefusal, ssh_ed25519_key};
 use manifests::manifest;
-pub use recorded::{NotItsInput, input_of};
+pub use recorded::{NotItsInput, input_of, only_decided};
 pub use refusal::{ManifestRefusal, Refusal, Undecided};
 use reports::{heartbeat, report_from_agent};
 pub use reports::{host_policy, synthesis};

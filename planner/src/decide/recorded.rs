@@ -110,3 +110,13 @@ fn manifest_of(event: &Event) -> Result<Option<Manifest>, NotItsInput> {
         signature: m.signature.map(|(a, s)| (a.to_string(), s.to_vec())),
     }))
 }
+
+/// Whether an entry of this kind is only ever staged as part of a decision (a host
+/// transition, a quarantine, a probe failure: what a report or the planner implies). Met
+/// where no decision is under way, it cannot have come from a daemon.
+pub fn only_decided(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::HostTransitioned(_) | Event::QuarantineAdded(_) | Event::ProbeFailureRecorded(_)
+    )
+}

@@ -203,14 +203,14 @@ pub enum CheckOutcome {
     },
     /// The first difference.
     Differs {
-        /// Table.
+        /// The table that differs.
         table: &'static str,
         /// Key and what differs.
         detail: String,
     },
     /// The stored tables were written by another fold version or lag the log.
     Stale {
-        /// Why.
+        /// What differs, in words.
         detail: String,
     },
 }
@@ -393,8 +393,7 @@ impl Ledger {
     pub fn append(&mut self, batch: Vec<NewEntry>) -> Result<Receipt, MaterializeError> {
         self.discard();
         for e in batch {
-            self.staged
-                .stage(&mut self.state, e.recorded_at_us, vec![e.event]);
+            self.staged.push(&mut self.state, e.recorded_at_us, e.event);
         }
         self.write_staged()
     }

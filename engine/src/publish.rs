@@ -94,7 +94,7 @@ pub enum PublishError {
     Io {
         /// What was being done.
         what: String,
-        /// Cause.
+        /// The system's error.
         source: std::io::Error,
     },
     /// The log cannot be published as tiles.

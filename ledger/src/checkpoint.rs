@@ -162,7 +162,7 @@ pub enum NoteError {
     TooFewCosignatures {
         /// Witnesses whose cosignature verified.
         found: usize,
-        /// Required.
+        /// How many of them must have cosigned.
         required: usize,
     },
 }

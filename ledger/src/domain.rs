@@ -311,7 +311,7 @@ pub enum ProbeMode {
 // JSON (the API, manifests) uses the wire names; bincode encodes the variant index only.
 #[serde(rename_all = "kebab-case")]
 pub enum ProbeStatus {
-    /// Passed.
+    /// Every check it made passed.
     Pass,
     /// Failed (an erroring probe counts as failed).
     Fail,
@@ -405,7 +405,7 @@ impl<'de> Deserialize<'de> for ProbeKind {
 pub struct ProbeSubResult {
     /// e.g. `nis2.art21.a`.
     pub control_id: String,
-    /// Outcome.
+    /// Whether the control passed.
     pub status: ProbeStatus,
     /// e.g. `nis2-essential`.
     pub framework: String,
@@ -422,9 +422,9 @@ pub struct ProbeSubResult {
 pub struct ProbeTopologyEntry {
     /// Probe name.
     pub probe_name: String,
-    /// Kind.
+    /// What kind of check it is.
     pub kind: ProbeKind,
-    /// Mode.
+    /// Whether it gates promotion, is only recorded, or is off.
     pub mode: ProbeMode,
 }
 
@@ -441,7 +441,7 @@ pub enum AgentReport {
     },
     /// `switch-to-configuration` started.
     ActivationStarted {
-        /// When.
+        /// When the switch started (agent clock, µs).
         started_at: Micros,
         /// How (`switch`, `boot`, …).
         switch_method: String,
@@ -452,7 +452,7 @@ pub enum AgentReport {
         observed_current_closure: Closure,
         /// Exit code of the switch.
         exit_code: i32,
-        /// When.
+        /// When it completed (agent clock, µs).
         completed_at: Micros,
     },
     /// Activation failed.
@@ -461,41 +461,41 @@ pub enum AgentReport {
         exit_code: i32,
         /// Last lines of stderr.
         stderr_tail: String,
-        /// When.
+        /// When it failed (agent clock, µs).
         failed_at: Micros,
     },
     /// Live switch deferred to reboot.
     ActivationDeferred {
         /// The component that cannot be swapped live.
         component: String,
-        /// When.
+        /// When the agent deferred it (agent clock, µs).
         deferred_at: Micros,
     },
     /// The probes the new closure declares.
     ProbeTopologyDeclared {
         /// The probes.
         probes: Vec<ProbeTopologyEntry>,
-        /// When.
+        /// When the agent declared them (agent clock, µs).
         declared_at: Micros,
     },
     /// A probe ran for the first time.
     ProbeObservedFirst {
-        /// Probe.
+        /// The probe's name, as the closure declares it.
         probe_name: String,
         /// Its mode.
         mode: ProbeMode,
-        /// When.
+        /// When the probe ran (agent clock, µs).
         observed_at: Micros,
     },
     /// A probe result.
     ProbeResult {
-        /// Probe.
+        /// The probe's name, as the closure declares it.
         probe_name: String,
         /// Its mode.
         mode: ProbeMode,
         /// Aggregate status (Pass only if every sub-result passes).
         status: ProbeStatus,
-        /// When.
+        /// When the probe ran (agent clock, µs).
         observed_at: Micros,
         /// Why it failed.
         failure_reason: Option<String>,
@@ -504,16 +504,16 @@ pub enum AgentReport {
     },
     /// A probe failed for the first time.
     ProbeFailureFirst {
-        /// Probe.
+        /// The probe's name, as the closure declares it.
         probe_name: String,
         /// Its mode.
         mode: ProbeMode,
-        /// When.
+        /// When it first failed (agent clock, µs).
         first_failed_at: Micros,
     },
     /// Sustained failure: the agent gave up on this closure.
     Failed {
-        /// When.
+        /// When it failed (agent clock, µs).
         failed_at: Micros,
         /// How long the failure lasted.
         sustained_duration_secs: u64,
@@ -528,12 +528,12 @@ pub enum AgentReport {
         reverted_to_closure: Closure,
         /// Exit code.
         exit_code: i32,
-        /// When.
+        /// When it completed (agent clock, µs).
         completed_at: Micros,
     },
     /// Soak passed.
     Converged {
-        /// When.
+        /// When the soak passed (agent clock, µs).
         converged_at: Micros,
         /// What the host runs.
         current_closure: Closure,

@@ -156,9 +156,9 @@ pub enum RolloutCause {
 pub struct RolloutCleared {
     /// The rollout.
     pub rollout_id: RolloutId,
-    /// Who.
+    /// The operator, as authenticated (a token's identity or a certificate's name).
     pub operator: String,
-    /// Why.
+    /// The reason the operator gave.
     pub reason: String,
 }
 
@@ -171,7 +171,7 @@ pub struct RolloutTransitioned {
     pub from: RolloutState,
     /// New state.
     pub to: RolloutState,
-    /// Why.
+    /// What moved it (a host transition, a wave, an operator, retention, …).
     pub cause: RolloutCause,
 }
 
@@ -213,9 +213,9 @@ pub struct DispatchAcknowledged {
 pub enum GateBlock {
     /// The target closure is quarantined on the channel.
     Quarantined {
-        /// Channel.
+        /// The channel it applies to.
         channel: String,
-        /// Closure.
+        /// The closure (a Nix store path).
         closure: Closure,
     },
     /// A predecessor channel's rollout has not finished.
@@ -229,14 +229,14 @@ pub enum GateBlock {
     },
     /// The channel has waves and the host is in none.
     HostUnstaged {
-        /// Channel.
+        /// The channel it applies to.
         channel: String,
     },
     /// The host's wave is past the cursor.
     WavePromotion {
         /// Host's wave.
         host_wave: u32,
-        /// Cursor.
+        /// The rollout's current wave (its cursor).
         current_wave: u32,
     },
     /// A gating host (same channel) is not Converged or Deferred.
@@ -377,7 +377,7 @@ pub struct GateDecision {
 /// Kind 21: a closure quarantined on a channel, triggered by a host's rollback.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuarantineAdded {
-    /// Channel.
+    /// The channel it applies to.
     pub channel: String,
     /// The closure that was rolled back (the rollout's target for that host).
     pub closure: Closure,
@@ -390,13 +390,13 @@ pub struct QuarantineAdded {
 /// Kind 22: an operator lifted a quarantine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuarantineLifted {
-    /// Channel.
+    /// The channel it applies to.
     pub channel: String,
-    /// Closure.
+    /// The closure (a Nix store path).
     pub closure: Closure,
-    /// Who.
+    /// The operator, as authenticated (a token's identity or a certificate's name).
     pub operator: String,
-    /// Why.
+    /// The reason the operator gave.
     pub reason: String,
 }
 
@@ -453,7 +453,7 @@ pub struct RolloutManifestAccepted {
 pub enum RejectedInput {
     /// An agent report.
     AgentEvent {
-        /// Host.
+        /// The host's name.
         hostname: String,
         /// Rollout, as the agent named it (may be malformed).
         rollout_id: String,
@@ -471,7 +471,7 @@ pub enum RejectedInput {
     },
     /// An operator request.
     Operator {
-        /// Who.
+        /// The operator, as authenticated (a token's identity or a certificate's name).
         operator: String,
         /// What they asked.
         action: String,

@@ -61,7 +61,7 @@ pub enum KeyError {
         "private key file {path} has mode {mode:03o}: it must not be readable by group or others (chmod 600 it)"
     )]
     Permissions {
-        /// File.
+        /// The file, as named.
         path: String,
         /// Its permission bits.
         mode: u32,
@@ -69,18 +69,18 @@ pub enum KeyError {
     /// Refused to overwrite.
     #[error("{0} already exists: refusing to overwrite a key")]
     Exists(String),
-    /// IO.
+    /// The file could not be read.
     #[error("{path}: {source}")]
     Io {
-        /// File.
+        /// The file, as named.
         path: String,
-        /// Cause.
+        /// The system's error.
         source: std::io::Error,
     },
     /// Not a file a key or trust file can be read from: not a regular file, or too large.
     #[error("{path}: {reason}")]
     NotAKeyFile {
-        /// File.
+        /// The file, as named.
         path: String,
         /// What it is instead.
         reason: String,

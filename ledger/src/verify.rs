@@ -57,7 +57,7 @@ pub enum Failure {
         "header states seq {found}, expected {expected} (entry deleted, duplicated, reordered or inserted)"
     )]
     SeqMismatch {
-        /// Position.
+        /// The seq the verifier expected next.
         expected: u64,
         /// Header's seq.
         found: u64,

@@ -40,7 +40,7 @@ pub enum DocumentError {
     Field {
         /// Where, as a JSON path (`hosts.web-01`, `host_set[3].target_closure`).
         field: String,
-        /// Why.
+        /// What is wrong, in words for the message.
         reason: String,
     },
 }

@@ -65,7 +65,7 @@ pub enum Rejection {
     /// The agent seq is not above the last accepted one (equal: a retransmit).
     #[error("agent seq {got} is not above the last accepted seq {last}")]
     SeqRegression {
-        /// Received.
+        /// The agent seq received.
         got: u64,
         /// Last accepted.
         last: u64,
@@ -79,9 +79,9 @@ pub enum Rejection {
     /// The host is not part of the rollout.
     #[error("host {host} is not part of rollout {rollout}")]
     UnknownHost {
-        /// Host.
+        /// The host's name.
         host: String,
-        /// Rollout.
+        /// The rollout, as `channel@channelRef`.
         rollout: String,
     },
     /// The rollout's retention expired; reports about it are no longer taken.

@@ -33,9 +33,9 @@ pub enum RolloutInput {
     RetentionExpired,
     /// An operator clears a failed or reverted rollout.
     OperatorClearance {
-        /// Who.
+        /// The operator, as authenticated (a token's identity or a certificate's name).
         operator: String,
-        /// Why.
+        /// The reason the operator gave.
         reason: String,
     },
 }

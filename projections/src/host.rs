@@ -31,7 +31,7 @@ pub struct HostRecord {
     pub hostname: String,
     /// Its wave in the channel.
     pub wave: u32,
-    /// State.
+    /// Where the host is in the host machine.
     pub state: HostState,
     /// What it must run.
     pub target_closure: Closure,

@@ -15,15 +15,15 @@ pub enum ConfigError {
     /// Unreadable file.
     #[error("cannot read config {path}: {source}")]
     Read {
-        /// Path.
+        /// The file, as named.
         path: PathBuf,
-        /// Cause.
+        /// The system's error.
         source: std::io::Error,
     },
     /// Not JSON of the expected shape.
     #[error("config {path}: {reason}")]
     Parse {
-        /// Path.
+        /// The file, as named.
         path: PathBuf,
         /// Where and why.
         reason: String,
@@ -132,7 +132,7 @@ pub struct Config {
     pub pull: Option<PullConfig>,
     /// API tokens.
     pub tokens: Vec<TokenEntry>,
-    /// Limits.
+    /// Request sizes, counts and rates.
     #[serde(default)]
     pub limits: Limits,
     /// HTTPS, and agent identity by client certificate. Without it the API is plain HTTP
@@ -199,7 +199,7 @@ pub struct Settings {
     pub manifest_keys: crate::trust::TrustedKeys,
     /// The org root keys that sign bootstrap tokens (empty without `enrollment`).
     pub org_root: crate::trust::TrustedKeys,
-    /// Tokens.
+    /// The bearer tokens and the role each stands for.
     pub tokens: TokenTable,
     /// The TLS server config, when `tls` is set.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,

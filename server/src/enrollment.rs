@@ -59,7 +59,7 @@ pub enum SetupError {
     File {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// What is wrong, in words for the message.
         reason: String,
     },
     /// Anything else.
@@ -99,7 +99,7 @@ pub enum IdentityError {
     /// The CSR is for another host than the token.
     #[error("the CSR's CN {csr:?} is not the token's hostname {token:?}")]
     CsrHost {
-        /// CN.
+        /// The common name the CSR asks for.
         csr: String,
         /// `claims.hostname`.
         token: String,
@@ -107,7 +107,7 @@ pub enum IdentityError {
     /// A renewal's CSR is for another host than the certificate presented.
     #[error("the CSR's CN {csr:?} is not the host {host:?} the presented certificate names")]
     CsrNotCertificateHost {
-        /// CN.
+        /// The common name the CSR asks for.
         csr: String,
         /// The certificate's machine id.
         host: String,

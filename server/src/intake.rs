@@ -47,7 +47,7 @@ pub enum ManifestError {
     Stale {
         /// `meta.signedAt`.
         signed_at: String,
-        /// Window.
+        /// How old a signed document may be, in seconds.
         max_age_secs: u64,
     },
     /// Dated in the future beyond the skew.
@@ -173,7 +173,7 @@ pub fn verify(
 /// One artifact found in the watched directory.
 #[derive(Debug)]
 pub struct Found {
-    /// Which.
+    /// Which manifest the file holds.
     pub target: Target,
     /// Its file.
     pub path: PathBuf,

@@ -22,7 +22,7 @@ pub struct Submitter {
     pub tx: mpsc::Sender<Work>,
     /// CI's keys (swapped by a reload).
     pub access: crate::access::AccessCell,
-    /// Metrics.
+    /// The daemon's shared state (its metrics and readers).
     pub shared: Arc<Shared>,
     /// The daemon's clock.
     pub clock: Clock,

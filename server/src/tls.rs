@@ -40,9 +40,9 @@ pub enum TlsError {
     /// A PEM file.
     #[error("{path}: {reason}")]
     File {
-        /// File.
+        /// The file, as named.
         path: PathBuf,
-        /// Why.
+        /// What is wrong, in words for the message.
         reason: String,
     },
     /// rustls refused the material.

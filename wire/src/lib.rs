@@ -432,11 +432,11 @@ pub struct RotateKey {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Lift {
-    /// Channel.
+    /// The channel it applies to.
     pub channel: String,
     /// Closure to lift.
     pub closure: String,
-    /// Why.
+    /// The reason the operator gave.
     pub reason: String,
 }
 
@@ -456,9 +456,9 @@ pub struct SignedManifest {
 /// A dispatch handed to an agent (DOMAIN §8 `DispatchResponse`, with the RFC's `wave`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Dispatch {
-    /// Host.
+    /// The host's name.
     pub hostname: String,
-    /// Rollout.
+    /// The rollout, as `channel@channelRef`.
     pub rollout_id: String,
     /// What to activate.
     pub target_closure: String,

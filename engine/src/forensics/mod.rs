@@ -44,12 +44,12 @@ pub enum ForensicsError {
     /// An entry the forensics cannot take as it stands (not the input it should record).
     #[error("entry {seq}: {reason}")]
     Entry {
-        /// Seq.
+        /// The entry's seq.
         seq: u64,
-        /// Why.
+        /// What is wrong, in words for the message.
         reason: String,
     },
-    /// IO.
+    /// The file could not be read.
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// Reading the projection tables of a database.

@@ -11,17 +11,17 @@ use std::path::Path;
 /// One line of a timeline.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Line {
-    /// Seq.
+    /// The entry's seq.
     pub seq: u64,
     /// CP time (RFC 3339).
     pub cp_time: String,
     /// The agent's own time, for agent reports.
     pub agent_time: Option<String>,
-    /// Kind.
+    /// The entry's kind name (`HostTransitioned`, …).
     pub kind: &'static str,
-    /// Rollout.
+    /// The rollout, as `channel@channelRef`.
     pub rollout: Option<String>,
-    /// Host.
+    /// The host's name.
     pub host: Option<String>,
     /// One-line summary.
     pub summary: String,

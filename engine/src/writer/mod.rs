@@ -89,9 +89,9 @@ pub enum StartError {
     /// A manifest entry in the log this build cannot read.
     #[error("manifest entry {seq} cannot be read: {reason}")]
     Manifest {
-        /// Seq.
+        /// The entry's seq.
         seq: u64,
-        /// Why.
+        /// What is wrong, in words for the message.
         reason: String,
     },
 }

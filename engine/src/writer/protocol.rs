@@ -120,7 +120,7 @@ pub struct Shared {
     /// How many times a commit failed: bumped the moment it fails, before the reader is
     /// dropped, so a read that began on the failed database can tell (503, not 500).
     pub store_failures: std::sync::atomic::AtomicU64,
-    /// Metrics.
+    /// The registry the writer records into.
     pub metrics: Metrics,
 }
 

@@ -47,7 +47,7 @@ pub enum OpenError {
     /// Not a redb file, or a corrupt one.
     #[error("{path} is not a readable ledger database: {reason}")]
     NotADatabase {
-        /// File.
+        /// The file, as named.
         path: PathBuf,
         /// Why, as redb or the file system said (in the message, not a separate cause:
         /// printed once; a text, so no redb type is in this crate's API).
@@ -59,21 +59,21 @@ pub enum OpenError {
         "{path} is open for writing by another process (a running daemon?); stop it first, or use a read-only command"
     )]
     InUse {
-        /// File.
+        /// The file, as named.
         path: PathBuf,
     },
     /// A redb database, but not a fleet-ledger one (or from an unknown format).
     #[error("{path} is not a fleet-ledger store: {reason}")]
     Foreign {
-        /// File.
+        /// The file, as named.
         path: PathBuf,
-        /// Why.
+        /// What is wrong, in words for the message.
         reason: String,
     },
     /// Head, tree and latest checkpoint disagree.
     #[error("{path}: head, tree and latest checkpoint disagree: {reason}")]
     Inconsistent {
-        /// File.
+        /// The file, as named.
         path: PathBuf,
         /// What disagrees.
         reason: String,

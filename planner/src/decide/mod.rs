@@ -115,9 +115,9 @@ pub enum Input {
     Clear {
         /// The rollout.
         rollout: RolloutId,
-        /// Who.
+        /// The operator, as authenticated (a token's identity or a certificate's name).
         operator: String,
-        /// Why.
+        /// The reason the operator gave.
         reason: String,
     },
     /// An operator lifts a quarantined closure.
@@ -126,9 +126,9 @@ pub enum Input {
         channel: String,
         /// The closure.
         closure: String,
-        /// Who.
+        /// The operator, as authenticated (a token's identity or a certificate's name).
         operator: String,
-        /// Why.
+        /// The reason the operator gave.
         reason: String,
     },
     /// A host's long poll takes its oldest queued dispatch.
@@ -196,7 +196,7 @@ pub struct Delivered {
 pub enum Answer {
     /// Recorded: the seq of the input's first entry.
     Recorded {
-        /// Seq.
+        /// The entry's seq.
         seq: u64,
         /// Entries staged for it.
         entries: u64,
@@ -206,7 +206,7 @@ pub enum Answer {
     Refused {
         /// Seq of the `AgentReportRefused` entry.
         seq: u64,
-        /// Why.
+        /// Why the machines refused it (its code is recorded with it).
         refusal: Refusal,
     },
     /// Already recorded earlier (a retransmit, or the manifest in force).

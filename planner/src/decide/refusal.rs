@@ -81,7 +81,7 @@ pub enum Undecided<E> {
     Unreadable {
         /// The entry.
         seq: u64,
-        /// Why.
+        /// The log's own error.
         source: E,
     },
 }

@@ -34,10 +34,17 @@ impl Staged {
     pub fn stage(&mut self, state: &mut State, at: Micros, events: Vec<Event>) -> u64 {
         let first = self.next_seq();
         for event in events {
-            state.apply(self.next_seq(), at, &event);
-            self.events.push((at, event));
+            self.push(state, at, event);
         }
         first
+    }
+
+    /// [`Staged::stage`] of one event. Returns its seq.
+    pub fn push(&mut self, state: &mut State, at: Micros, event: Event) -> u64 {
+        let seq = self.next_seq();
+        state.apply(seq, at, &event);
+        self.events.push((at, event));
+        seq
     }
 
     /// The staged event at `seq`, if it is staged here.

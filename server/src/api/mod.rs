@@ -73,7 +73,7 @@ pub struct AppState {
     pub access: crate::access::AccessCell,
     /// Re-reads the config (`POST /v1/admin/reload`).
     pub reloader: Arc<crate::reload::Reloader>,
-    /// Limits.
+    /// Request sizes, counts and rates.
     pub limits: Limits,
     /// Stripped from client-certificate CNs to get host names.
     pub cn_suffix: Option<String>,

@@ -52,7 +52,7 @@ pub(super) struct FleetHost {
 pub(super) struct Channel {
     rollout_policy: String,
     reconcile_interval_minutes: u32,
-    /// Minutes.
+    /// How old a signed manifest may be, in minutes.
     freshness_window: u32,
     signing_interval_minutes: u32,
 }

@@ -10,8 +10,7 @@ use ledger::domain::{
     AgentReport, HostState, Hostname, Micros, OnHealthFailure, RolloutId, RolloutState,
 };
 use ledger::event::{Event, QuarantineAdded};
-use planner::document::{Document, parse_fleet, parse_rollout};
-use planner::{Answer, Input, Manifest, ManifestRefusal, Manifests, Refusal, Rejection, decide};
+use planner::{Answer, Input, ManifestRefusal, Manifests, Refusal, Rejection, decide};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -379,25 +378,6 @@ fn rollout_doc(fleet_hash: [u8; 32], signed_at: &str) -> Value {
         "disruption_budgets": [],
         "meta": {"schemaVersion": 1, "signedAt": signed_at},
     })
-}
-
-/// A manifest as the intake would hand it over (the hash is a stand-in: the decision only
-/// compares it).
-fn manifest(doc: &Value, hash: u8, signed_at: Micros) -> Input {
-    let canonical = doc.to_string().into_bytes();
-    let document = if doc.get("hosts").is_some() {
-        Document::Fleet(parse_fleet(&canonical).unwrap())
-    } else {
-        Document::Rollout(parse_rollout(&canonical).unwrap())
-    };
-    Input::Manifest(Box::new(Manifest {
-        canonical,
-        content_hash: [hash; 32],
-        signer: "key".into(),
-        signed_at,
-        document,
-        signature: Some(("ed25519".into(), vec![hash; 64])),
-    }))
 }
 
 #[test]

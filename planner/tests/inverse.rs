@@ -13,25 +13,24 @@ use ledger::event::{
     AgentCertificateRenewed, AgentEnrolled, BootstrapTokenRecord, Event, IssuedCertificate,
     QuarantineAdded,
 };
-use planner::document::{Document, parse_fleet, parse_rollout};
-use planner::{Input, Manifest, Manifests, decide, input_of};
-use serde_json::{Value, json};
+use planner::{Input, Manifests, decide, input_of};
+use serde_json::json;
 
-/// The name of an input kind. No wildcard: a new kind does not compile here until the
-/// scenario below covers it.
-fn kind(input: &Input) -> &'static str {
+/// Every input kind, named: no wildcard, so a new kind does not compile here until the
+/// scenario below covers it and [`KINDS`] lists it.
+fn listed(input: &Input) {
     match input {
-        Input::Report { .. } => "report",
-        Input::Heartbeat { .. } => "heartbeat",
-        Input::Manifest(_) => "manifest",
-        Input::Clear { .. } => "clear",
-        Input::Lift { .. } => "lift",
-        Input::TakeDispatch { .. } => "take-dispatch",
-        Input::Tick { .. } => "tick",
-        Input::Expire { .. } => "expire",
-        Input::Plan => "plan",
-        Input::Enroll(_) => "enroll",
-        Input::Renew(_) => "renew",
+        Input::Report { .. }
+        | Input::Heartbeat { .. }
+        | Input::Manifest(_)
+        | Input::Clear { .. }
+        | Input::Lift { .. }
+        | Input::TakeDispatch { .. }
+        | Input::Tick { .. }
+        | Input::Expire { .. }
+        | Input::Plan
+        | Input::Enroll(_)
+        | Input::Renew(_) => {}
     }
 }
 
@@ -60,7 +59,8 @@ impl Run {
     /// Decides `input` at `now`, then checks that the entry it starts with maps back to an
     /// input deciding the same events from the state before it. Returns what was staged.
     fn step(&mut self, input: Input, now: Micros) -> Vec<Event> {
-        let name = kind(&input);
+        listed(&input);
+        let name = input.name();
         let (before, manifests) = (self.fleet.clone(), self.manifests.clone());
         let from = self.fleet.log.len();
         decide(&mut self.fleet, &mut self.manifests, input, now)
@@ -94,23 +94,6 @@ fn ssh_line(key: [u8; 32]) -> String {
         "ssh-ed25519 {} root@web-01",
         base64::engine::general_purpose::STANDARD.encode(&blob)
     )
-}
-
-fn manifest(doc: &Value, hash: u8, signed_at: Micros) -> Input {
-    let canonical = doc.to_string().into_bytes();
-    let document = if doc.get("hosts").is_some() {
-        Document::Fleet(parse_fleet(&canonical).unwrap())
-    } else {
-        Document::Rollout(parse_rollout(&canonical).unwrap())
-    };
-    Input::Manifest(Box::new(Manifest {
-        canonical,
-        content_hash: [hash; 32],
-        signer: "key".into(),
-        signed_at,
-        document,
-        signature: Some(("ed25519".into(), vec![hash; 64])),
-    }))
 }
 
 fn certificate(serial: u8, key: [u8; 32]) -> IssuedCertificate {

@@ -239,3 +239,23 @@ impl planner::Log for Fleet {
             .cloned())
     }
 }
+
+/// A manifest as the intake would hand it over (the hash is a stand-in: the decision only
+/// compares it).
+pub fn manifest(doc: &serde_json::Value, hash: u8, signed_at: Micros) -> planner::Input {
+    use planner::document::{Document, parse_fleet, parse_rollout};
+    let canonical = doc.to_string().into_bytes();
+    let document = if doc.get("hosts").is_some() {
+        Document::Fleet(parse_fleet(&canonical).unwrap())
+    } else {
+        Document::Rollout(parse_rollout(&canonical).unwrap())
+    };
+    planner::Input::Manifest(Box::new(planner::Manifest {
+        canonical,
+        content_hash: [hash; 32],
+        signer: "key".into(),
+        signed_at,
+        document,
+        signature: Some(("ed25519".into(), vec![hash; 64])),
+    }))
+}

@@ -203,6 +203,8 @@ pub struct Settings {
     pub tokens: TokenTable,
     /// The TLS server config, when `tls` is set.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Which client certificates are operators' (none without `tls`).
+    pub operators: crate::tls::OperatorRule,
     /// The fleet CA, when `enrollment` is set.
     pub enrollment: Option<std::sync::Arc<crate::enrollment::Authority>>,
 }
@@ -237,6 +239,7 @@ impl Config {
             t.cert = base.join(&t.cert);
             t.key = base.join(&t.key);
             t.client_ca = t.client_ca.as_ref().map(|c| base.join(c));
+            t.operator_ca = t.operator_ca.as_ref().map(|c| base.join(c));
         }
         if let Some(p) = &mut config.publish
             && let crate::publish::Destination::Dir(dir) = &mut p.to
@@ -337,6 +340,13 @@ impl Config {
             .map(crate::tls::server_config)
             .transpose()
             .map_err(|e| ConfigError::Invalid(format!("tls: {e}")))?;
+        let operators = self
+            .tls
+            .as_ref()
+            .map(crate::tls::OperatorRule::of)
+            .transpose()
+            .map_err(|e| ConfigError::Invalid(format!("tls.operator_ca: {e}")))?
+            .unwrap_or_default();
         let mut org_root = crate::trust::TrustedKeys::default();
         let enrollment = self
             .enrollment
@@ -367,6 +377,7 @@ impl Config {
             org_root,
             tokens,
             tls,
+            operators,
             enrollment,
         })
     }

@@ -50,6 +50,8 @@ pub struct Peer {
     pub cn: Option<String>,
     /// Its serial number (big-endian bytes), which a renewal records.
     pub serial: Option<Vec<u8>>,
+    /// The certificate itself (DER): whether it is an operator's is the API's question.
+    pub leaf: Option<Arc<[u8]>>,
     /// The client's address.
     pub addr: Option<SocketAddr>,
     trusted: Arc<AtomicBool>,
@@ -226,6 +228,7 @@ pub async fn serve(
             peer: Peer {
                 cn: None,
                 serial: None,
+                leaf: None,
                 addr: Some(addr),
                 trusted,
             },
@@ -278,15 +281,12 @@ impl Connection {
             _ = &mut self.evicted => return,
             _ = stopping(&mut self.shutdown) => return,
         };
-        if let Some((cn, serial)) = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(crate::tls::client_identity)
+        if let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first())
+            && let Some((cn, serial)) = crate::tls::client_identity(leaf)
         {
             self.peer.cn = Some(cn);
             self.peer.serial = Some(serial);
+            self.peer.leaf = Some(Arc::from(leaf.as_ref()));
         }
         self.http(tls).await
     }

@@ -114,6 +114,7 @@ impl Daemon {
         let state = AppState {
             clock: Arc::clone(&clock),
             cn_suffix,
+            operators: Arc::new(settings.operators.clone()),
             tx: tx.clone(),
             shared: Arc::clone(&shared),
             access: access.clone(),

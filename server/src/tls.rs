@@ -32,6 +32,70 @@ pub struct TlsConfig {
     /// is.
     #[serde(default)]
     pub agent_cn_suffix: Option<String>,
+    /// nixfleet's operator certificates (`nixfleet mint-operator-cert`, CN
+    /// `operator-<user>@<host>` by default): a client certificate whose CN starts with this
+    /// prefix is an operator's, with a reader's rights (every read route, no agent route).
+    /// Default `operator-`; empty: no certificate is an operator's.
+    #[serde(default = "operator_prefix")]
+    pub operator_cn_prefix: String,
+    /// The CA operator certificates must be signed by (PEM: nixfleet's fleet root CA, which
+    /// `client_ca` must list too). When set, a certificate with the operator prefix that this
+    /// CA did not sign is no operator's.
+    #[serde(default)]
+    pub operator_ca: Option<PathBuf>,
+}
+
+fn operator_prefix() -> String {
+    "operator-".into()
+}
+
+/// Which client certificates are operators' ([`TlsConfig::operator_cn_prefix`],
+/// [`TlsConfig::operator_ca`]).
+#[derive(Clone, Debug, Default)]
+pub struct OperatorRule {
+    prefix: String,
+    /// The CA's certificate (DER), when operator certificates must be signed by it.
+    ca: Option<Vec<u8>>,
+}
+
+impl OperatorRule {
+    /// The rule `cfg` names (its CA file read and checked now).
+    pub fn of(cfg: &TlsConfig) -> Result<OperatorRule, TlsError> {
+        let ca = match &cfg.operator_ca {
+            None => None,
+            Some(path) => {
+                let der = certs(path)?.swap_remove(0).to_vec();
+                x509_parser::parse_x509_certificate(&der)
+                    .map_err(|e| file_err(path)(format!("not an X.509 certificate: {e}")))?;
+                Some(der)
+            }
+        };
+        Ok(OperatorRule {
+            prefix: cfg.operator_cn_prefix.clone(),
+            ca,
+        })
+    }
+
+    /// The CN of `leaf` (DER, verified by the TLS layer), if it is an operator's certificate.
+    pub fn operator(&self, leaf: &[u8]) -> Option<String> {
+        if self.prefix.is_empty() {
+            return None;
+        }
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+        let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
+        if !cn.starts_with(&self.prefix) {
+            return None;
+        }
+        if let Some(ca) = &self.ca {
+            let (_, ca) = x509_parser::parse_x509_certificate(ca).ok()?;
+            if cert.issuer() != ca.subject()
+                || cert.verify_signature(Some(ca.public_key())).is_err()
+            {
+                return None;
+            }
+        }
+        Some(cn.to_string())
+    }
 }
 
 /// Why TLS could not be set up.

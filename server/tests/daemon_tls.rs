@@ -50,6 +50,8 @@ async fn agents_are_identified_by_client_certificates_over_https() {
         key: write(dir.path(), "server.key", &server_key),
         client_ca: Some(write(dir.path(), "ca.pem", &ca_pem)),
         agent_cn_suffix: Some("agents.test".into()),
+        operator_cn_prefix: "operator-".into(),
+        operator_ca: None,
     });
     // The harness's client speaks plain HTTP; these tests speak HTTPS (`tls::request`).
     let (daemon, _) = setup.start_with(config).await.unwrap();
@@ -168,6 +170,8 @@ async fn an_early_answer_over_tls_never_leaves_a_dead_keep_alive_connection() {
         key: write(dir.path(), "server.key", &server_key),
         client_ca: None,
         agent_cn_suffix: None,
+        operator_cn_prefix: "operator-".into(),
+        operator_ca: None,
     });
     let (daemon, _) = setup.start_with(config).await.unwrap();
     let client = std::sync::Arc::new(tls::client_config(&ca_pem, None));
@@ -243,5 +247,122 @@ async fn an_early_answer_over_tls_never_leaves_a_dead_keep_alive_connection() {
         .unwrap();
     let resp = send.send_request(next).await.unwrap();
     assert_eq!(resp.status(), 200);
+    daemon.shutdown().await.unwrap();
+}
+
+/// nixfleet's operators authenticate with a client certificate from the offline fleet root
+/// CA (`nixfleet mint-operator-cert`: CN `operator-<user>@<host>`; NIXFLEET-WIRE.md §7.1).
+/// Such a certificate has a reader's rights and no agent's; an agent's certificate stays
+/// confined to its host; a certificate that only looks like an operator's (the operator
+/// prefix, another CA) is no operator's. `GET /v1/whoami` echoes the CN as presented.
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_certificates_read_and_agent_certificates_stay_confined() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::create(dir.path(), None, 3).unwrap();
+    let issuance = Pki::new("fleet issuance CA");
+    let root = Pki::new("fleet root CA");
+    let server_pem = issuance.ca.pem();
+    let (server_cert, server_key) = issuance.leaf("cp.test", &["localhost"]);
+    let operator = root.leaf("operator-alice@ws1", &[]);
+    let agent = issuance.ed25519_leaf("agent-web-0002.agents.test");
+    let lookalike = issuance.leaf("operator-mallory@ws2", &[]);
+    let mut config = setup.config.clone();
+    config.tls = Some(TlsConfig {
+        cert: write(dir.path(), "server.pem", &server_cert),
+        key: write(dir.path(), "server.key", &server_key),
+        client_ca: Some(write(
+            dir.path(),
+            "client-ca.pem",
+            &format!("{}{}", issuance.ca.pem(), root.ca.pem()),
+        )),
+        agent_cn_suffix: Some("agents.test".into()),
+        operator_cn_prefix: "operator-".into(),
+        operator_ca: Some(write(dir.path(), "fleet-root.pem", &root.ca.pem())),
+    });
+    let (daemon, _) = setup.start_with(config).await.unwrap();
+    let addr = daemon.addr;
+    let (fleet, _) = setup.signed_fleet().unwrap();
+    let call = |cert: Option<&(String, String)>, token: Option<&str>, method: &str, path: &str| {
+        let (cert, token, method, path) = (
+            cert.cloned(),
+            token.map(str::to_string),
+            method.to_string(),
+            path.to_string(),
+        );
+        let ca = server_pem.clone();
+        async move {
+            let body = (method == "POST").then(|| {
+                json!({"hostname": "web-0002", "current_closure": "/nix/store/x", "at": "2026-11-26T12:00:00Z"})
+            });
+            request(
+                addr,
+                &ca,
+                cert.as_ref(),
+                &method,
+                &path,
+                token.as_deref(),
+                body,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (s, v) = request(
+        addr,
+        &server_pem,
+        None,
+        "POST",
+        "/v1/manifests/fleet",
+        Some(&setup.tokens.ci),
+        Some(fleet),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200, "{v}");
+
+    // The operator: whoami echoes the CN and the CP's clock (chrono's RFC 3339, +00:00).
+    let (s, v) = call(Some(&operator), None, "GET", "/v1/whoami").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["cn"], "operator-alice@ws1", "{v}");
+    let issued = v["issuedAt"].as_str().unwrap();
+    assert!(issued.ends_with("+00:00"), "{v}");
+    chrono::DateTime::parse_from_rfc3339(issued).unwrap();
+    assert_eq!(
+        v.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["cn", "issuedAt"]
+    );
+    // A reader's rights: the read routes, and nothing of an agent's or an operator token's.
+    for path in ["/v1/rollouts", "/v1/deferrals", "/v1/quarantine"] {
+        let (s, v) = call(Some(&operator), None, "GET", path).await;
+        assert_eq!(s, 200, "{path}: {v}");
+    }
+    let (s, v) = call(Some(&operator), None, "POST", "/v1/agent/heartbeat").await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+
+    // The agent: whoami names the certificate as presented; the read routes stay closed.
+    let (s, v) = call(Some(&agent), None, "GET", "/v1/whoami").await;
+    assert_eq!(
+        (s, v["cn"].as_str()),
+        (200, Some("agent-web-0002.agents.test")),
+        "{v}"
+    );
+    let (s, v) = call(Some(&agent), None, "GET", "/v1/rollouts").await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    let (s, v) = call(Some(&agent), None, "POST", "/v1/agent/heartbeat").await;
+    assert_eq!(s, 200, "{v}");
+
+    // The operator prefix on a certificate the fleet root did not sign: no operator, and
+    // not a host name either.
+    for path in ["/v1/whoami", "/v1/rollouts"] {
+        let (s, v) = call(Some(&lookalike), None, "GET", path).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (401, Some("unauthorized")),
+            "{path}: {v}"
+        );
+    }
+    // A bearer token: whoami names the token's identity.
+    let (s, v) = call(None, Some(&setup.tokens.auditor), "GET", "/v1/whoami").await;
+    assert_eq!((s, v["cn"].as_str()), (200, Some("audrey")), "{v}");
     daemon.shutdown().await.unwrap();
 }

@@ -168,6 +168,8 @@ fn with_enrollment(
         key: write(dir, "server.key", server.1),
         client_ca: Some(write(dir, "fleet-ca.pem", &fleet_ca.ca.pem())),
         agent_cn_suffix: Some(SUFFIX.into()),
+        operator_cn_prefix: "operator-".into(),
+        operator_ca: None,
     });
     config.enrollment = Some(EnrollmentConfig {
         ca_cert: dir.join("fleet-ca.pem"),

@@ -126,10 +126,21 @@ pub(super) fn authenticate(
 ) -> ApiResult<Caller> {
     let unauthorized = |why: &str| ApiError::new(ErrorCode::Unauthorized, why.to_string());
     let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-        // No token: an agent may be identified by its verified client certificate.
+        // No token: an agent or an operator may be identified by its verified client
+        // certificate. An operator's has a reader's rights: nixfleet has no operator write
+        // route, and an auditor's role is exactly the read routes (DECISIONS 129).
         let cn = peer.and_then(|p| p.cn.clone()).ok_or_else(|| {
             unauthorized("missing Authorization: Bearer <token> (or a client certificate)")
         })?;
+        if let Some(operator) = peer
+            .and_then(|p| p.leaf.as_deref())
+            .and_then(|leaf| state.operators.operator(leaf))
+        {
+            return Ok(Caller(Principal {
+                role: Role::Auditor,
+                name: operator,
+            }));
+        }
         return Ok(Caller(Principal {
             role: Role::Agent,
             name: certificate_host(&cn, state)?.to_string(),

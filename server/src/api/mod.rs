@@ -16,6 +16,7 @@ mod error;
 mod identity;
 mod manifests;
 mod openapi;
+mod operators;
 mod published;
 mod rollouts;
 mod rotation;
@@ -35,6 +36,7 @@ use caller::{JsonBody, RolloutPath, parse_body};
 use error::ApiResult;
 use identity::{enroll, renew};
 use manifests::{post_fleet, post_rollout_manifest};
+use operators::whoami;
 use published::{fleet_resolved, fleet_resolved_sig, rollout_manifest, rollout_manifest_sig};
 use rollouts::{
     clearance, deferrals, get_rollout, lifecycle, lift, list_rollouts, quarantine, rollout_events,
@@ -77,6 +79,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Stripped from client-certificate CNs to get host names.
     pub cn_suffix: Option<String>,
+    /// Which client certificates are operators' (a reader's rights).
+    pub operators: Arc<crate::tls::OperatorRule>,
     /// The fleet CA (enrollment and renewal), when configured.
     pub enrollment: Option<Arc<crate::enrollment::Authority>>,
 }
@@ -384,6 +388,7 @@ pub fn router(state: AppState) -> Router {
     let rest = Router::new()
         .route("/v1/manifests/fleet", post(post_fleet))
         .route("/v1/manifests/rollouts/{id}", post(post_rollout_manifest))
+        .route("/v1/whoami", get(whoami))
         .route("/v1/rollouts", get(list_rollouts))
         .route("/v1/rollouts/{id}/summary", get(get_rollout))
         .route("/v1/rollouts/{id}/lifecycle", get(lifecycle))

@@ -7,7 +7,9 @@
 //! the signature but not parsed), so they are written out here for readers, not parsed
 //! through.
 
-use super::{ErrorBody, agent, audit, identity, manifests, published, rollouts, rotation};
+use super::{
+    ErrorBody, agent, audit, identity, manifests, operators, published, rollouts, rotation,
+};
 use crate::api::{__path_healthz, __path_metrics};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -209,6 +211,7 @@ pub(super) struct RolloutManifest {
         published::rollout_manifest_sig,
         manifests::post_fleet,
         manifests::post_rollout_manifest,
+        operators::whoami,
         rollouts::list_rollouts,
         rollouts::get_rollout,
         rollouts::lifecycle,

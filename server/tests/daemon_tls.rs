@@ -307,6 +307,9 @@ async fn operator_certificates_read_and_agent_certificates_stay_confined() {
             .unwrap()
         }
     };
+    // No verified fleet yet: a channel cannot be answered.
+    let (s, v) = call(Some(&operator), None, "GET", "/v1/channels/canary").await;
+    assert_eq!((s, v["error"].as_str()), (503, Some("not-ready")), "{v}");
     let (s, v) = request(
         addr,
         &server_pem,
@@ -338,6 +341,21 @@ async fn operator_certificates_read_and_agent_certificates_stay_confined() {
     }
     let (s, v) = call(Some(&operator), None, "POST", "/v1/agent/heartbeat").await;
     assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    // A channel of the fleet in force; one that states no freshness window gets the CP's.
+    let (s, v) = call(Some(&operator), None, "GET", "/v1/channels/canary").await;
+    assert_eq!(
+        (s, &v["name"], &v["declared_ci_commit"]),
+        (200, &json!("canary"), &json!("demo")),
+        "{v}"
+    );
+    assert!(
+        v["freshness_window_minutes"]
+            .as_u64()
+            .is_some_and(|m| m > 0),
+        "{v}"
+    );
+    let (s, v) = call(Some(&operator), None, "GET", "/v1/channels/nope").await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("not-found")), "{v}");
 
     // The agent: whoami names the certificate as presented; the read routes stay closed.
     let (s, v) = call(Some(&agent), None, "GET", "/v1/whoami").await;

@@ -197,6 +197,27 @@ async fn nixfleet_ci_files_open_a_rollout_an_agent_works_through() {
         .unwrap();
     assert_eq!((s, &v["rolloutId"]), (200, &json!(ROLLOUT)), "{v}");
 
+    // `nixfleet status` asks for the channel: NIXFLEET-WIRE.md §7.4's example, byte for byte
+    // (snake_case, signedAt as chrono writes it, its nine digits kept).
+    let channel = |name: &str| {
+        let (c, op) = (c.clone(), op.clone());
+        let url = format!("{}/v1/channels/{name}", c.base);
+        async move {
+            let r = c.http.get(url).bearer_auth(&op).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(
+        channel("stable").await,
+        (
+            200,
+            r#"{"name":"stable","declared_ci_commit":"5d4b6c1e6cee214e4a2f486e3bcaba0438bf87e4","signed_at":"2026-05-17T12:00:00.123456789+00:00","freshness_window_minutes":180}"#
+                .to_string()
+        )
+    );
+    let (s, body) = channel("edge").await;
+    assert_eq!(s, 404, "{body}");
+
     // The agent: long poll, then report in nixfleet's envelope.
     let (s, d) = c.get(&token, "/v1/agent/dispatch?wait=10").await.unwrap();
     assert_eq!(s, 200, "{d}");

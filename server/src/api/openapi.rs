@@ -212,6 +212,7 @@ pub(super) struct RolloutManifest {
         manifests::post_fleet,
         manifests::post_rollout_manifest,
         operators::whoami,
+        operators::channel,
         rollouts::list_rollouts,
         rollouts::get_rollout,
         rollouts::lifecycle,

@@ -242,6 +242,46 @@ async fn nixfleet_agent_sequences_run_to_the_end() {
     send("web-0001", 6, json!({"kind": "Failed", "failedAt": at(), "sustainedDurationSecs": 121, "failingProbes": ["evidence-nis2-essential"], "policyApplied": "rollback-and-halt"})).await;
     send("web-0001", 7, json!({"kind": "RollbackComplete", "revertedToClosure": "/nix/store/prior", "exitCode": 0, "completedAt": at()})).await;
     assert_eq!(state("web-0001").await, "Reverted");
+    // nixfleet's host list (NIXFLEET-WIRE.md §7.3) from the same records: the failing
+    // control is outstanding on web-0001, none on web-0000, which converged.
+    let (s, listed) = f.c.get(f.op(), "/v1/hosts").await.unwrap();
+    assert_eq!(s, 200, "{listed}");
+    let entry = |host: &str| {
+        listed["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["hostname"] == host)
+            .unwrap_or_else(|| panic!("{host} listed: {listed}"))
+            .clone()
+    };
+    let (w0, w1) = (entry("web-0000"), entry("web-0001"));
+    assert_eq!(
+        (
+            &w0["rolloutState"],
+            &w0["converged"],
+            &w0["outstandingComplianceFailures"]
+        ),
+        (&json!("Converged"), &json!(true), &json!(0)),
+        "{w0}"
+    );
+    assert_eq!(w0["verifiedEventCount"], 7, "{w0}");
+    assert_eq!(
+        (
+            &w1["rolloutState"],
+            &w1["converged"],
+            &w1["outstandingComplianceFailures"]
+        ),
+        (&json!("Reverted"), &json!(false), &json!(1)),
+        "{w1}"
+    );
+    // What the host runs after its rollback (DECISIONS 131), and what it acknowledged.
+    assert_eq!(
+        (&w1["currentClosureHash"], &w1["pendingClosureHash"]),
+        (&json!("/nix/store/prior"), &json!(target)),
+        "{w1}"
+    );
+    assert_eq!(w1["lastRolloutId"], r, "{w1}");
     f.daemon.shutdown().await.unwrap();
     let report = engine::forensics::check(engine::forensics::Source::Db(&f.setup.db)).unwrap();
     assert_eq!(report.divergence, None);

@@ -240,6 +240,32 @@ async fn nixfleet_ci_files_open_a_rollout_an_agent_works_through() {
     assert_eq!(snap["lastEventSeq"], 1);
     assert!(snap["dispatchedAt"].is_string() && snap["dispatchAckedAt"].is_string());
 
+    // `nixfleet status` lists the hosts (NIXFLEET-WIRE.md §7.3): web-01's entry, every field
+    // in nixfleet's order; the declared closure is the fleet's, not the rollout's target.
+    let fleet: Value = serde_json::from_slice(&fleet_bytes).unwrap();
+    let declared = fleet["hosts"]["web-01"]["closureHash"].as_str().unwrap();
+    let r = c
+        .http
+        .get(format!("{}/v1/hosts", c.base))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    let web01 = format!(
+        r#"{{"hostname":"web-01","channel":"stable","declaredClosureHash":"{declared}","currentClosureHash":null,"pendingClosureHash":"{WEB01_TARGET}","lastCheckinAt":null,"lastRolloutId":"{ROLLOUT}","converged":false,"outstandingComplianceFailures":0,"outstandingRuntimeGateErrors":0,"verifiedEventCount":1,"lastUptimeSecs":null,"rolloutState":"Activating","pendingReboot":false,"quarantinedClosure":null,"pin":null,"outstandingHealthFailures":0}}"#
+    );
+    assert!(body.starts_with(r#"{"hosts":[{"hostname":"#), "{body}");
+    assert!(body.contains(&web01), "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    let hosts = listed["hosts"].as_array().unwrap();
+    assert_eq!(
+        hosts.len(),
+        fleet["hosts"].as_object().unwrap().len(),
+        "one record per host of the rollout: {body}"
+    );
+
     // The recorded manifests are CI's bytes, and name the key that verified each.
     let (_, page) = c
         .get(&op, &format!("/v1/rollouts/{ROLLOUT}/events"))

@@ -36,7 +36,7 @@ use caller::{JsonBody, RolloutPath, parse_body};
 use error::ApiResult;
 use identity::{enroll, renew};
 use manifests::{post_fleet, post_rollout_manifest};
-use operators::{channel, whoami};
+use operators::{channel, hosts, whoami};
 use published::{fleet_resolved, fleet_resolved_sig, rollout_manifest, rollout_manifest_sig};
 use rollouts::{
     clearance, deferrals, get_rollout, lifecycle, lift, list_rollouts, quarantine, rollout_events,
@@ -390,6 +390,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/manifests/rollouts/{id}", post(post_rollout_manifest))
         .route("/v1/whoami", get(whoami))
         .route("/v1/channels/{name}", get(channel))
+        .route("/v1/hosts", get(hosts))
         .route("/v1/rollouts", get(list_rollouts))
         .route("/v1/rollouts/{id}/summary", get(get_rollout))
         .route("/v1/rollouts/{id}/lifecycle", get(lifecycle))

@@ -213,6 +213,7 @@ pub(super) struct RolloutManifest {
         manifests::post_rollout_manifest,
         operators::whoami,
         operators::channel,
+        operators::hosts,
         rollouts::list_rollouts,
         rollouts::get_rollout,
         rollouts::lifecycle,

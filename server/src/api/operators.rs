@@ -1,5 +1,5 @@
 //! What nixfleet's operator CLI asks of the control plane (NIXFLEET-WIRE.md §7): who the
-//! caller is, and a channel of the fleet in force.
+//! caller is, the hosts with their records, and a channel of the fleet in force.
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
@@ -89,17 +89,7 @@ pub(super) async fn channel(
     let window_minutes =
         u32::try_from(state.access.get().trust.max_age_secs / 60).unwrap_or(u32::MAX);
     read(&state, move |snap| {
-        let event = snap
-            .logged(seq)
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::internal(format!("entry {seq} is missing")))?
-            .event;
-        let fleet: serde_json::Value = event
-            .manifest()
-            .map(|m| serde_json::from_slice(m.canonical))
-            .transpose()
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::internal(format!("entry {seq} is not a manifest")))?;
+        let fleet = fleet_in_force(&snap, seq)?;
         let Some(declared) = fleet["channels"].get(&name) else {
             return Err(ApiError::not_found(format!(
                 "channel {name:?} is not declared by the fleet in force"
@@ -120,4 +110,138 @@ pub(super) async fn channel(
         }))
     })
     .await
+}
+
+/// nixfleet's `GET /v1/hosts` answer (§7.3).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Hosts {
+    hosts: Vec<HostStatus>,
+}
+
+/// nixfleet's `HostStatusEntry`: camelCase, every field always written, in its order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct HostStatus {
+    /// The host.
+    hostname: String,
+    /// The channel of the rollout the record belongs to.
+    channel: String,
+    /// `hosts[host].closureHash` of the fleet in force now (not the rollout's target).
+    declared_closure_hash: Option<String>,
+    /// What the host reported running after its activation (null before).
+    current_closure_hash: Option<String>,
+    /// What it ran when it acknowledged the dispatch (null before the acknowledgement).
+    pending_closure_hash: Option<String>,
+    /// Always null, as nixfleet's: heartbeats are not recorded.
+    last_checkin_at: Option<String>,
+    /// The rollout of the record.
+    last_rollout_id: String,
+    /// The record is Converged.
+    converged: bool,
+    /// Distinct controls (or probes without controls) with an enforce failure recorded for
+    /// the host in this rollout.
+    outstanding_compliance_failures: u64,
+    /// Always 0, as nixfleet's.
+    outstanding_runtime_gate_errors: u64,
+    /// The highest agent or synthesized seq accepted for the host in this rollout.
+    verified_event_count: u64,
+    /// Always null, as nixfleet's.
+    last_uptime_secs: Option<u64>,
+    /// The record's state (`Pending` … `Reverted`).
+    rollout_state: String,
+    /// Always false, as nixfleet's.
+    pending_reboot: bool,
+    /// Always null, as nixfleet's.
+    quarantined_closure: Option<String>,
+    /// `hosts[host].pin` of the fleet in force.
+    #[schema(value_type = Option<Object>)]
+    pin: Option<serde_json::Value>,
+    /// Always 0, as nixfleet's.
+    outstanding_health_failures: u64,
+}
+
+/// Every host record of every rollout not superseded or pruned (finished ones stay listed
+/// until a successor supersedes them), newest rollout first, hosts by name: what
+/// `nixfleet status` lists. From the projections and the fleet in force.
+#[utoipa::path(get, path = "/v1/hosts", tag = "operators",
+    responses((status = 200, body = Hosts), (status = "4XX", body = ErrorBody)),
+    security(("mtls" = []), ("bearer" = [])))]
+pub(super) async fn hosts(State(state): State<AppState>, _: Reader) -> ApiResult<Json<Hosts>> {
+    use ledger::domain::{HostState, RolloutState};
+    let fleet_seq = state
+        .shared
+        .published
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get("fleet")
+        .copied();
+    read(&state, move |snap| {
+        let fleet = match fleet_seq {
+            Some(seq) => fleet_in_force(&snap, seq)?,
+            None => serde_json::Value::Null,
+        };
+        let mut rollouts: Vec<_> = projections::read::rollouts(&snap)
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .filter(|r| !matches!(r.state, RolloutState::Superseded | RolloutState::Pruned))
+            .collect();
+        rollouts.sort_by(|a, b| {
+            (std::cmp::Reverse(a.opened_at), &a.rollout_id)
+                .cmp(&(std::cmp::Reverse(b.opened_at), &b.rollout_id))
+        });
+        let mut out = Vec::new();
+        for r in rollouts {
+            let id = &r.rollout_id;
+            let mut failures = std::collections::BTreeMap::<String, u64>::new();
+            for ((_, host, _), _) in
+                projections::read::probe_failures_of(&snap, id).map_err(ApiError::internal)?
+            {
+                *failures.entry(host).or_default() += 1;
+            }
+            let mut hosts = projections::read::hosts_of(&snap, id).map_err(ApiError::internal)?;
+            hosts.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+            for h in hosts {
+                let declared = &fleet["hosts"][&h.hostname];
+                out.push(HostStatus {
+                    channel: id.channel.clone(),
+                    declared_closure_hash: declared["closureHash"].as_str().map(str::to_string),
+                    current_closure_hash: h.current_closure.clone(),
+                    pending_closure_hash: h.current_closure_at_dispatch.clone(),
+                    last_checkin_at: None,
+                    last_rollout_id: id.to_string(),
+                    converged: h.state == HostState::Converged,
+                    outstanding_compliance_failures: failures
+                        .get(&h.hostname)
+                        .copied()
+                        .unwrap_or(0),
+                    outstanding_runtime_gate_errors: 0,
+                    verified_event_count: h.last_event_seq,
+                    last_uptime_secs: None,
+                    rollout_state: format!("{:?}", h.state),
+                    pending_reboot: false,
+                    quarantined_closure: None,
+                    pin: declared.get("pin").filter(|p| !p.is_null()).cloned(),
+                    outstanding_health_failures: 0,
+                    hostname: h.hostname,
+                });
+            }
+        }
+        Ok(Json(Hosts { hosts: out }))
+    })
+    .await
+}
+
+/// The fleet manifest in force (entry `seq`), as JSON.
+fn fleet_in_force(snap: &ledger::store::Snapshot, seq: u64) -> ApiResult<serde_json::Value> {
+    let event = snap
+        .logged(seq)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal(format!("entry {seq} is missing")))?
+        .event;
+    event
+        .manifest()
+        .map(|m| serde_json::from_slice(m.canonical))
+        .transpose()
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal(format!("entry {seq} is not a manifest")))
 }

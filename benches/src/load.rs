@@ -87,7 +87,7 @@ pub async fn prepare(setup: &Setup, c: &ApiClient) -> Vec<Agent> {
         let (s, v) = c
             .get(
                 &setup.tokens.operator,
-                &format!("/v1/rollouts/{ROLLOUT}/hosts"),
+                &format!("/v1/ledger/rollouts/{ROLLOUT}/hosts"),
             )
             .await
             .expect("hosts");

@@ -190,7 +190,7 @@ async fn wait_for(
     let started = Instant::now();
     loop {
         check(failure)?;
-        let (_, v) = c.get(token, "/v1/rollouts").await?;
+        let (_, v) = c.get(token, "/v1/ledger/rollouts").await?;
         if done(&v) {
             return Ok(v);
         }
@@ -503,6 +503,6 @@ pub fn print_summary(s: &Summary, dir: &Path) {
     println!("  fleet-ledger prove inclusion --db {db} --seq 1");
     println!("  fleet-ledger serve --db {db} --listen 127.0.0.1:8080 --config {d}/config.json &");
     println!(
-        "  curl -s -H \"Authorization: Bearer $(cat {d}/operator.token)\" http://127.0.0.1:8080/v1/rollouts"
+        "  curl -s -H \"Authorization: Bearer $(cat {d}/operator.token)\" http://127.0.0.1:8080/v1/ledger/rollouts"
     );
 }

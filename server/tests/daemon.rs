@@ -137,7 +137,7 @@ async fn agent_events_retransmits_and_refusals() {
 
     // The rollout's events, with cursor pagination.
     let (s, page) =
-        f.c.get(f.op(), &format!("/v1/rollouts/{r}/events?limit=2"))
+        f.c.get(f.op(), &format!("/v1/ledger/rollouts/{r}/events?limit=2"))
             .await
             .unwrap();
     assert_eq!(s, 200, "{page}");
@@ -147,7 +147,7 @@ async fn agent_events_retransmits_and_refusals() {
     let (_, rest) =
         f.c.get(
             f.op(),
-            &format!("/v1/rollouts/{r}/events?after={cursor}&limit=10000"),
+            &format!("/v1/ledger/rollouts/{r}/events?after={cursor}&limit=10000"),
         )
         .await
         .unwrap();
@@ -318,7 +318,7 @@ async fn heartbeat_synthesizes_bootstraps_and_asks_for_replay() {
     let (_, page) =
         f.c.get(
             f.op(),
-            &format!("/v1/rollouts/{r}/events?after={}", seq - 1),
+            &format!("/v1/ledger/rollouts/{r}/events?after={}", seq - 1),
         )
         .await
         .unwrap();
@@ -511,7 +511,7 @@ async fn manifests_dropped_in_the_watched_directory_are_verified_and_recorded() 
     let mut rollouts = Value::Null;
     until_committed(&daemon, "a rollout from the directory", async || {
         rollouts = c
-            .get(&setup.tokens.operator, "/v1/rollouts")
+            .get(&setup.tokens.operator, "/v1/ledger/rollouts")
             .await
             .unwrap()
             .1;
@@ -560,7 +560,7 @@ async fn finished_rollouts_are_pruned_when_their_retention_passes() {
     let c = ApiClient::new(&format!("http://{}", daemon.addr)).unwrap();
     let mut states = Value::Null;
     until_committed(&daemon, "every finished rollout pruned", async || {
-        states = c.get(&op, "/v1/rollouts").await.unwrap().1;
+        states = c.get(&op, "/v1/ledger/rollouts").await.unwrap().1;
         states["rollouts"]
             .as_array()
             .is_some_and(|r| r.iter().all(|r| r["state"] == "Pruned"))
@@ -571,7 +571,7 @@ async fn finished_rollouts_are_pruned_when_their_retention_passes() {
     assert!(rollouts.iter().all(|r| r["state"] == "Pruned"), "{states}");
     // Their host records stay readable: Pruned rollouts leave memory, not the tables.
     let (status, hosts) = c
-        .get(&op, "/v1/rollouts/stable@c3c3c3c3/hosts")
+        .get(&op, "/v1/ledger/rollouts/stable@c3c3c3c3/hosts")
         .await
         .unwrap();
     assert_eq!(status, 200, "{hosts}");

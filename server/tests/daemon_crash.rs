@@ -48,7 +48,7 @@ async fn a_failed_commit_answers_503_and_leaves_the_ledger_as_it_was() {
             tokio::spawn(async move {
                 let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
                 while reading.load(std::sync::atomic::Ordering::Relaxed) {
-                    for path in ["/v1/rollouts", "/v1/ledger/checkpoint"] {
+                    for path in ["/v1/ledger/rollouts", "/v1/ledger/checkpoint"] {
                         let (status, v) = c.get(&op, path).await.unwrap();
                         assert!(
                             status == 200 || status == 503,

@@ -338,7 +338,7 @@ impl KeptAlive {
     }
 
     async fn get(&mut self, token: &str) -> Result<u16, String> {
-        let req = hyper::Request::get("/v1/rollouts")
+        let req = hyper::Request::get("/v1/ledger/rollouts")
             .header("host", "localhost")
             .header("authorization", format!("Bearer {token}"))
             .body(http_body_util::Empty::new())
@@ -365,7 +365,7 @@ async fn anonymous_connections_cannot_starve_authenticated_ones() {
     }
     // Full of anonymous sockets: an operator still gets in, and so does a health check.
     let c = ApiClient::new(&format!("http://{addr}")).unwrap();
-    let (status, v) = c.get(op, "/v1/rollouts").await.unwrap();
+    let (status, v) = c.get(op, "/v1/ledger/rollouts").await.unwrap();
     assert_eq!(status, 200, "{v}");
     assert_eq!(healthz(&c).await, 200);
 

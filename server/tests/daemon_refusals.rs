@@ -84,10 +84,10 @@ async fn bad_input_gets_a_clear_4xx_and_leaves_the_ledger_unchanged() {
         .await
         .unwrap();
     f.refused(403, "forbidden", got, before).await;
-    let got = c.get(agent, "/v1/rollouts").await.unwrap();
+    let got = c.get(agent, "/v1/ledger/rollouts").await.unwrap();
     f.refused(403, "forbidden", got, before).await;
     let (s, _) = c
-        .get(&f.setup.tokens.auditor, "/v1/rollouts")
+        .get(&f.setup.tokens.auditor, "/v1/ledger/rollouts")
         .await
         .unwrap();
     assert_eq!(s, 200, "auditors read");
@@ -199,7 +199,7 @@ async fn every_error_answer_is_json_with_a_code_and_a_reason() {
     let agent = f.agent("web-0000");
     let cases = [
         (
-            http.put(url("/v1/rollouts")).bearer_auth(f.op()),
+            http.put(url("/v1/ledger/rollouts")).bearer_auth(f.op()),
             405,
             "method-not-allowed",
         ),

@@ -108,7 +108,7 @@ async fn agents_are_identified_by_client_certificates_over_https() {
         &ca_pem,
         Some(&agent),
         "GET",
-        "/v1/rollouts",
+        "/v1/ledger/rollouts",
         None,
         None,
     )
@@ -140,7 +140,7 @@ async fn agents_are_identified_by_client_certificates_over_https() {
         &ca_pem,
         None,
         "GET",
-        "/v1/rollouts",
+        "/v1/ledger/rollouts",
         Some(&setup.tokens.operator),
         None,
     )
@@ -335,7 +335,7 @@ async fn operator_certificates_read_and_agent_certificates_stay_confined() {
         ["cn", "issuedAt"]
     );
     // A reader's rights: the read routes, and nothing of an agent's or an operator token's.
-    for path in ["/v1/rollouts", "/v1/deferrals", "/v1/quarantine"] {
+    for path in ["/v1/ledger/rollouts", "/v1/deferrals", "/v1/quarantine"] {
         let (s, v) = call(Some(&operator), None, "GET", path).await;
         assert_eq!(s, 200, "{path}: {v}");
     }
@@ -364,14 +364,14 @@ async fn operator_certificates_read_and_agent_certificates_stay_confined() {
         (200, Some("agent-web-0002.agents.test")),
         "{v}"
     );
-    let (s, v) = call(Some(&agent), None, "GET", "/v1/rollouts").await;
+    let (s, v) = call(Some(&agent), None, "GET", "/v1/ledger/rollouts").await;
     assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "{v}");
     let (s, v) = call(Some(&agent), None, "POST", "/v1/agent/heartbeat").await;
     assert_eq!(s, 200, "{v}");
 
     // The operator prefix on a certificate the fleet root did not sign: no operator, and
     // not a host name either.
-    for path in ["/v1/whoami", "/v1/rollouts"] {
+    for path in ["/v1/whoami", "/v1/ledger/rollouts"] {
         let (s, v) = call(Some(&lookalike), None, "GET", path).await;
         assert_eq!(
             (s, v["error"].as_str()),

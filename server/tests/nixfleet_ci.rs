@@ -142,7 +142,7 @@ async fn nixfleet_ci_files_open_a_rollout_an_agent_works_through() {
         &daemon,
         "the rollout from the release directory",
         async || {
-            rollouts = c.get(&op, "/v1/rollouts").await.unwrap().1;
+            rollouts = c.get(&op, "/v1/ledger/rollouts").await.unwrap().1;
             let served = c
                 .http
                 .get(format!("{}/v1/rollouts/{ROLLOUT}", c.base))
@@ -258,6 +258,76 @@ async fn nixfleet_ci_files_open_a_rollout_an_agent_works_through() {
     );
     assert!(body.starts_with(r#"{"hosts":[{"hostname":"#), "{body}");
     assert!(body.contains(&web01), "{body}");
+    // `nixfleet rollout …`'s views (§7.5), in nixfleet's shapes and key orders.
+    let text = |path: String| {
+        let (c, op) = (c.clone(), op.clone());
+        async move {
+            let r = c
+                .http
+                .get(format!("{}{path}", c.base))
+                .bearer_auth(&op)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (s, list) = text("/v1/rollouts".into()).await;
+    assert_eq!(s, 200, "{list}");
+    assert!(
+        list.starts_with(r#"{"rollouts":[{"channel":"stable","createdAt":""#),
+        "{list}"
+    );
+    assert!(
+        list.contains(r#"+00:00","currentWave":0,"hostStates":{"web-01":"Activating","#),
+        "{list}"
+    );
+    assert!(
+        list.ends_with(&format!(r#"}},"rolloutId":"{ROLLOUT}"}}]}}"#)),
+        "{list}"
+    );
+    let (s, hosts) = text(format!("/v1/rollouts/{ROLLOUT}/hosts")).await;
+    assert_eq!(s, 200, "{hosts}");
+    let prefix = format!(
+        r#"{{"rollout_id":"{ROLLOUT}","hosts":[{{"host":"web-01","channel":"stable","wave":0,"targetClosureHash":"{WEB01_TARGET}","targetChannelRef":"{ROLLOUT}","dispatchedAt":""#
+    );
+    assert!(hosts.starts_with(&prefix), "{hosts}");
+    assert!(
+        hosts.contains(r#"+00:00","terminalState":null,"terminalAt":null}"#),
+        "{hosts}"
+    );
+    assert_eq!(text("/v1/rollouts/stable@ffff/hosts".into()).await.0, 404);
+    let (s, events) = text(format!("/v1/rollouts/{ROLLOUT}/events?limit=2")).await;
+    assert_eq!(s, 200, "{events}");
+    let events: Value = serde_json::from_str(&events).unwrap();
+    assert_eq!(events["rollout_id"], ROLLOUT);
+    let rows = events["events"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "the oldest two: {events}");
+    assert!(
+        rows[0]["seq"].as_u64() < rows[1]["seq"].as_u64(),
+        "{events}"
+    );
+    assert_eq!(rows[1]["kind"], "rollout_event", "the opening: {events}");
+    assert!(
+        rows[1]["ts"].as_str().unwrap().ends_with("+00:00"),
+        "{events}"
+    );
+    let (_, one) = text(format!("/v1/rollouts/{ROLLOUT}/events?limit=0")).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&one).unwrap()["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        text("/v1/rollouts/stable@ffff/events".into()).await,
+        (
+            200,
+            r#"{"rollout_id":"stable@ffff","events":[]}"#.to_string()
+        )
+    );
+
     let listed: Value = serde_json::from_str(&body).unwrap();
     let hosts = listed["hosts"].as_array().unwrap();
     assert_eq!(
@@ -268,7 +338,7 @@ async fn nixfleet_ci_files_open_a_rollout_an_agent_works_through() {
 
     // The recorded manifests are CI's bytes, and name the key that verified each.
     let (_, page) = c
-        .get(&op, &format!("/v1/rollouts/{ROLLOUT}/events"))
+        .get(&op, &format!("/v1/ledger/rollouts/{ROLLOUT}/events"))
         .await
         .unwrap();
     let manifest = page["events"]
@@ -311,7 +381,7 @@ async fn ci_files_are_pulled_from_their_urls() {
     let op = setup.tokens.operator.clone();
     let mut rollouts = Value::Null;
     until_committed(&daemon, "the rollout pulled from CI's URLs", async || {
-        rollouts = c.get(&op, "/v1/rollouts").await.unwrap().1;
+        rollouts = c.get(&op, "/v1/ledger/rollouts").await.unwrap().1;
         rollouts["rollouts"]
             .as_array()
             .is_some_and(|r| r.iter().any(|r| r["rolloutId"] == ROLLOUT))

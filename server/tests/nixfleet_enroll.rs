@@ -442,7 +442,7 @@ async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
         &server_ca_pem,
         None,
         "GET",
-        &format!("/v1/rollouts/{rollout}/hosts"),
+        &format!("/v1/ledger/rollouts/{rollout}/hosts"),
         Some(&setup.tokens.operator),
         &[],
         None,

@@ -13,7 +13,7 @@ use sha2::Digest as _;
 
 async fn status(c: &ApiClient, token: &str) -> u16 {
     c.http
-        .get(format!("{}/v1/rollouts", c.base))
+        .get(format!("{}/v1/ledger/rollouts", c.base))
         .bearer_auth(token)
         .send()
         .await

@@ -15,6 +15,7 @@ mod caller;
 mod error;
 mod identity;
 mod manifests;
+mod nixfleet_rollouts;
 mod openapi;
 mod operators;
 mod published;
@@ -391,11 +392,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/whoami", get(whoami))
         .route("/v1/channels/{name}", get(channel))
         .route("/v1/hosts", get(hosts))
-        .route("/v1/rollouts", get(list_rollouts))
+        .route("/v1/rollouts", get(nixfleet_rollouts::in_flight))
+        .route("/v1/ledger/rollouts", get(list_rollouts))
         .route("/v1/rollouts/{id}/summary", get(get_rollout))
         .route("/v1/rollouts/{id}/lifecycle", get(lifecycle))
-        .route("/v1/rollouts/{id}/hosts", get(rollout_hosts))
-        .route("/v1/rollouts/{id}/events", get(rollout_events))
+        .route("/v1/rollouts/{id}/hosts", get(nixfleet_rollouts::hosts))
+        .route("/v1/rollouts/{id}/events", get(nixfleet_rollouts::events))
+        .route("/v1/ledger/rollouts/{id}/hosts", get(rollout_hosts))
+        .route("/v1/ledger/rollouts/{id}/events", get(rollout_events))
         .route("/v1/rollouts/{id}/clearance", post(clearance))
         .route("/v1/deferrals", get(deferrals))
         .route("/v1/quarantine", get(quarantine))

@@ -8,7 +8,8 @@
 //! through.
 
 use super::{
-    ErrorBody, agent, audit, identity, manifests, operators, published, rollouts, rotation,
+    ErrorBody, agent, audit, identity, manifests, nixfleet_rollouts, operators, published,
+    rollouts, rotation,
 };
 use crate::api::{__path_healthz, __path_metrics};
 use axum::http::header;
@@ -212,6 +213,9 @@ pub(super) struct RolloutManifest {
         manifests::post_fleet,
         manifests::post_rollout_manifest,
         operators::whoami,
+        nixfleet_rollouts::in_flight,
+        nixfleet_rollouts::hosts,
+        nixfleet_rollouts::events,
         operators::channel,
         operators::hosts,
         rollouts::list_rollouts,

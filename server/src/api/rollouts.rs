@@ -72,7 +72,7 @@ pub(super) struct RolloutList {
 }
 
 /// Every rollout with its hosts' states.
-#[utoipa::path(get, path = "/v1/rollouts", tag = "operators",
+#[utoipa::path(get, path = "/v1/ledger/rollouts", tag = "operators",
     responses((status = 200, body = RolloutList), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn list_rollouts(
@@ -203,7 +203,7 @@ pub(super) struct RolloutHosts {
 }
 
 /// A rollout's hosts, by wave then name.
-#[utoipa::path(get, path = "/v1/rollouts/{id}/hosts", tag = "operators",
+#[utoipa::path(get, path = "/v1/ledger/rollouts/{id}/hosts", tag = "operators",
     params(("id" = String, Path, description = "`channel@channelRef`")),
     responses((status = 200, body = RolloutHosts), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -280,7 +280,7 @@ pub fn entry_json(entry: &Logged) -> Value {
 }
 
 /// A rollout's entries, decoded, a page at a time.
-#[utoipa::path(get, path = "/v1/rollouts/{id}/events", tag = "operators",
+#[utoipa::path(get, path = "/v1/ledger/rollouts/{id}/events", tag = "operators",
     params(("id" = String, Path, description = "`channel@channelRef`"), EventsQuery),
     responses((status = 200, body = RolloutEvents), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]

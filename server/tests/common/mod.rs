@@ -246,7 +246,7 @@ pub async fn prepare(c: &ApiClient, setup: &Setup) {
     .unwrap();
     for _ in 0..400 {
         let (s, v) = c
-            .get(op, &format!("/v1/rollouts/{ROLLOUT}/hosts"))
+            .get(op, &format!("/v1/ledger/rollouts/{ROLLOUT}/hosts"))
             .await
             .unwrap();
         if s == 200 && v["hosts"].as_array().is_some_and(|h| h.len() == 14) {
@@ -267,7 +267,7 @@ pub async fn prepare(c: &ApiClient, setup: &Setup) {
 
 pub async fn last_seqs(c: &ApiClient, op: &str) -> Vec<(String, u64)> {
     let (s, v) = c
-        .get(op, &format!("/v1/rollouts/{ROLLOUT}/hosts"))
+        .get(op, &format!("/v1/ledger/rollouts/{ROLLOUT}/hosts"))
         .await
         .unwrap();
     assert_eq!(s, 200, "{v}");

@@ -101,7 +101,7 @@ impl Fleet {
     pub async fn hosts(&self, rollout: &str) -> Value {
         let (s, v) = self
             .c
-            .get(self.op(), &format!("/v1/rollouts/{rollout}/hosts"))
+            .get(self.op(), &format!("/v1/ledger/rollouts/{rollout}/hosts"))
             .await
             .unwrap();
         assert_eq!(s, 200, "{v}");

@@ -354,3 +354,142 @@ impl Metrics {
         out
     }
 }
+
+/// One declared host in nixfleet's metrics (NIXFLEET-WIRE.md §10), as the projections have
+/// it at a scrape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostSample {
+    /// The host.
+    pub host: String,
+    /// Its channel in the fleet in force.
+    pub channel: String,
+    /// It runs its declared closure (the fleet's `closureHash`; for a fleet that declares
+    /// none, its newest rollout record is Converged).
+    pub converged: bool,
+    /// Enforce failures outstanding in its newest rollout (one per control).
+    pub compliance_failures: u64,
+    /// The highest agent seq accepted in its newest rollout.
+    pub verified_events: u64,
+}
+
+/// nixfleet's gauges, sampled from the projections and the fleet in force at a scrape.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NixfleetSample {
+    /// One per host the fleet in force declares.
+    pub hosts: Vec<HostSample>,
+    /// Each declared channel and its freshness window in minutes.
+    pub channels: Vec<(String, u32)>,
+    /// Seconds since the fleet in force was signed (None without a fleet or `signedAt`).
+    pub fleet_signed_age_seconds: Option<i64>,
+}
+
+/// The labels of nixfleet's per-host gauges, in its order.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct HostLabels {
+    host: String,
+    channel: String,
+}
+
+/// The label of nixfleet's per-channel gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ChannelLabel {
+    channel: String,
+}
+
+/// The labels of nixfleet's build info.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    git_commit: String,
+}
+
+impl NixfleetSample {
+    /// nixfleet's metric families (no prefix besides `nixfleet_`), as OpenMetrics text
+    /// without its closing `# EOF`.
+    fn render(&self) -> String {
+        let mut registry = Registry::default();
+        let host_gauge = |name: &str,
+                          help: &str,
+                          registry: &mut Registry,
+                          value: &dyn Fn(&HostSample) -> i64| {
+            let family = Family::<HostLabels, Gauge>::default();
+            for h in &self.hosts {
+                family
+                    .get_or_create(&HostLabels {
+                        host: h.host.clone(),
+                        channel: h.channel.clone(),
+                    })
+                    .set(value(h));
+            }
+            registry.register(name, help, family);
+        };
+        host_gauge(
+            "nixfleet_host_converged",
+            "1 when the host runs its declared closure",
+            &mut registry,
+            &|h| i64::from(h.converged),
+        );
+        host_gauge(
+            "nixfleet_host_outstanding_compliance_failures",
+            "Enforce-mode compliance failures outstanding in the host's newest rollout",
+            &mut registry,
+            &|h| i64::try_from(h.compliance_failures).unwrap_or(i64::MAX),
+        );
+        host_gauge(
+            "nixfleet_host_outstanding_runtime_gate_errors",
+            "Runtime gate errors outstanding (none: nixfleet v0.2 agents send none)",
+            &mut registry,
+            &|_| 0,
+        );
+        host_gauge(
+            "nixfleet_host_verified_event_count",
+            "The highest agent seq accepted in the host's newest rollout",
+            &mut registry,
+            &|h| i64::try_from(h.verified_events).unwrap_or(i64::MAX),
+        );
+        let channels = Family::<ChannelLabel, Gauge>::default();
+        for (channel, minutes) in &self.channels {
+            channels
+                .get_or_create(&ChannelLabel {
+                    channel: channel.clone(),
+                })
+                .set(i64::from(*minutes));
+        }
+        registry.register(
+            "nixfleet_channel_freshness_window_minutes",
+            "The channel's freshness window in the fleet in force",
+            channels,
+        );
+        if let Some(age) = self.fleet_signed_age_seconds {
+            let g = Gauge::<i64>::default();
+            g.set(age.max(0));
+            registry.register(
+                "nixfleet_fleet_signed_age_seconds",
+                "Seconds since the fleet in force was signed",
+                g,
+            );
+        }
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+                git_commit: option_env!("GIT_COMMIT").unwrap_or("unknown").into(),
+            })
+            .set(1);
+        registry.register("nixfleet_cp_build_info", "Constant 1: the build", build);
+        let mut out = String::new();
+        encode(&mut out, &registry).expect("writing to a String cannot fail");
+        out.strip_suffix("# EOF\n")
+            .map(str::to_string)
+            .unwrap_or(out)
+    }
+}
+
+impl Metrics {
+    /// The text exposition with nixfleet's families (sampled at this scrape) before the end.
+    pub fn render_with(&self, nixfleet: &NixfleetSample) -> String {
+        let own = self.render();
+        let own = own.strip_suffix("# EOF\n").unwrap_or(&own);
+        format!("{own}{}# EOF\n", nixfleet.render())
+    }
+}

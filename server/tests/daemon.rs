@@ -282,6 +282,25 @@ async fn nixfleet_agent_sequences_run_to_the_end() {
         "{w1}"
     );
     assert_eq!(w1["lastRolloutId"], r, "{w1}");
+    // The same in nixfleet's gauges (a fleet without `closureHash`: converged is the record's).
+    let metrics =
+        f.c.http
+            .get(format!("{}/metrics", f.c.base))
+            .bearer_auth(f.op())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    for series in [
+        r#"nixfleet_host_converged{host="web-0000",channel="canary"} 1"#,
+        r#"nixfleet_host_converged{host="web-0001",channel="canary"} 0"#,
+        r#"nixfleet_host_outstanding_compliance_failures{host="web-0001",channel="canary"} 1"#,
+        r#"nixfleet_host_verified_event_count{host="web-0001",channel="canary"} 7"#,
+    ] {
+        assert!(metrics.contains(series), "{series}: {metrics}");
+    }
     f.daemon.shutdown().await.unwrap();
     let report = engine::forensics::check(engine::forensics::Source::Db(&f.setup.db)).unwrap();
     assert_eq!(report.divergence, None);

@@ -328,6 +328,43 @@ async fn nixfleet_ci_files_open_a_rollout_an_agent_works_through() {
         )
     );
 
+    // nixfleet's metrics by name (§10), from the same records and the fleet in force.
+    let (s, metrics) = text("/metrics".into()).await;
+    assert_eq!(s, 200);
+    for family in [
+        "# TYPE nixfleet_host_converged gauge",
+        "# TYPE nixfleet_host_outstanding_compliance_failures gauge",
+        "# TYPE nixfleet_host_outstanding_runtime_gate_errors gauge",
+        "# TYPE nixfleet_host_verified_event_count gauge",
+        "# TYPE nixfleet_channel_freshness_window_minutes gauge",
+        "# TYPE nixfleet_fleet_signed_age_seconds gauge",
+        "# TYPE nixfleet_cp_build_info gauge",
+    ] {
+        assert!(metrics.contains(family), "{family}: {metrics}");
+    }
+    for series in [
+        r#"nixfleet_host_converged{host="web-01",channel="stable"} 0"#,
+        r#"nixfleet_host_verified_event_count{host="web-01",channel="stable"} 1"#,
+        r#"nixfleet_host_outstanding_compliance_failures{host="web-01",channel="stable"} 0"#,
+        r#"nixfleet_channel_freshness_window_minutes{channel="stable"} 180"#,
+    ] {
+        assert!(metrics.contains(series), "{series}: {metrics}");
+    }
+    // Signed at 12:00:00.12, the CP's clock five minutes and some later.
+    let age: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("nixfleet_fleet_signed_age_seconds "))
+        .expect("the fleet's age")
+        .parse()
+        .unwrap();
+    assert!((299..400).contains(&age), "{age}");
+    assert!(
+        metrics.contains("nixfleet_cp_build_info{version=\""),
+        "{metrics}"
+    );
+    assert!(metrics.ends_with("# EOF\n"), "one exposition");
+    assert_eq!(metrics.matches("# EOF").count(), 1);
+
     let listed: Value = serde_json::from_str(&body).unwrap();
     let hosts = listed["hosts"].as_array().unwrap();
     assert_eq!(

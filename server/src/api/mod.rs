@@ -221,12 +221,30 @@ async fn healthz(State(state): State<AppState>) -> Response {
         (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn metrics(State(state): State<AppState>, _: Reader) -> ApiResult<Response> {
+    // nixfleet's gauges are sampled from the projections at each scrape, as nixfleet
+    // refreshes its own (NIXFLEET-WIRE.md §10). A store that cannot be read now (a reopen
+    // after a failed commit, no file descriptor left) costs those families, never the
+    // scrape: the daemon's own metrics matter most then.
+    let fleet_seq = state
+        .shared
+        .published
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get("fleet")
+        .copied();
+    let now = (state.clock)();
+    let sample = read(&state, move |snap| {
+        operators::nixfleet_sample(&snap, fleet_seq, now)
+    })
+    .await
+    .inspect_err(|e| tracing::debug!(error = ?e, "nixfleet metrics not sampled"))
+    .unwrap_or_default();
     Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.shared.metrics.render(),
+        state.shared.metrics.render_with(&sample),
     )
         .into_response())
 }

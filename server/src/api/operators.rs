@@ -245,3 +245,80 @@ fn fleet_in_force(snap: &ledger::store::Snapshot, seq: u64) -> ApiResult<serde_j
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::internal(format!("entry {seq} is not a manifest")))
 }
+
+/// nixfleet's gauges (NIXFLEET-WIRE.md §10) from the projections and the fleet in force
+/// (entry `fleet_seq`), at CP time `now`: one series per declared host, from its record in
+/// the newest rollout that has one.
+pub(super) fn nixfleet_sample(
+    snap: &ledger::store::Snapshot,
+    fleet_seq: Option<u64>,
+    now: ledger::domain::Micros,
+) -> ApiResult<engine::metrics::NixfleetSample> {
+    use engine::metrics::{HostSample, NixfleetSample};
+    use ledger::domain::{HostState, RolloutState};
+    let Some(seq) = fleet_seq else {
+        return Ok(NixfleetSample::default());
+    };
+    let fleet = fleet_in_force(snap, seq)?;
+    let mut rollouts: Vec<_> = projections::read::rollouts(snap)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .filter(|r| r.state != RolloutState::Pruned)
+        .collect();
+    rollouts.sort_by(|a, b| {
+        (std::cmp::Reverse(a.opened_at), &a.rollout_id)
+            .cmp(&(std::cmp::Reverse(b.opened_at), &b.rollout_id))
+    });
+    // Each host's record in its newest rollout, with that rollout's outstanding failures.
+    let mut newest = std::collections::BTreeMap::new();
+    for r in &rollouts {
+        let mut failures = std::collections::BTreeMap::<String, u64>::new();
+        for ((_, host, _), _) in
+            projections::read::probe_failures_of(snap, &r.rollout_id).map_err(ApiError::internal)?
+        {
+            *failures.entry(host).or_default() += 1;
+        }
+        for h in projections::read::hosts_of(snap, &r.rollout_id).map_err(ApiError::internal)? {
+            let failing = failures.get(&h.hostname).copied().unwrap_or(0);
+            newest.entry(h.hostname.clone()).or_insert((h, failing));
+        }
+    }
+    let mut hosts = Vec::new();
+    if let Some(declared) = fleet["hosts"].as_object() {
+        for (host, d) in declared {
+            let record = newest.get(host);
+            let running = record.and_then(|(h, _)| h.current_closure.as_deref());
+            let converged = match d["closureHash"].as_str() {
+                Some(declared) => running == Some(declared),
+                None => record.is_some_and(|(h, _)| h.state == HostState::Converged),
+            };
+            hosts.push(HostSample {
+                host: host.clone(),
+                channel: d["channel"].as_str().unwrap_or_default().to_string(),
+                converged,
+                compliance_failures: record.map_or(0, |(_, f)| *f),
+                verified_events: record.map_or(0, |(h, _)| h.last_event_seq),
+            });
+        }
+    }
+    let channels = fleet["channels"]
+        .as_object()
+        .map(|c| {
+            c.iter()
+                .filter_map(|(name, ch)| {
+                    let minutes = ch["freshnessWindow"].as_u64()?;
+                    Some((name.clone(), u32::try_from(minutes).ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let fleet_signed_age_seconds = fleet["meta"]["signedAt"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| (now - t.timestamp_micros()).div_euclid(1_000_000));
+    Ok(NixfleetSample {
+        hosts,
+        channels,
+        fleet_signed_age_seconds,
+    })
+}

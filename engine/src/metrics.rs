@@ -381,6 +381,22 @@ pub struct NixfleetSample {
     pub channels: Vec<(String, u32)>,
     /// Seconds since the fleet in force was signed (None without a fleet or `signedAt`).
     pub fleet_signed_age_seconds: Option<i64>,
+    /// Gate blocks recorded, by gate (the whole log's count).
+    pub gate_blocks: Vec<(String, u64)>,
+    /// Compliance failures recorded, by control (the whole log's count).
+    pub compliance_failures: Vec<(String, u64)>,
+}
+
+/// The label of nixfleet's gate-block counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct GateLabel {
+    gate: String,
+}
+
+/// The label of nixfleet's compliance-failure counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ControlLabel {
+    control_id: String,
 }
 
 /// The labels of nixfleet's per-host gauges, in its order.
@@ -469,6 +485,35 @@ impl NixfleetSample {
                 g,
             );
         }
+        let gates = Family::<GateLabel, Counter>::default();
+        for (gate, n) in &self.gate_blocks {
+            gates
+                .get_or_create(&GateLabel { gate: gate.clone() })
+                .inc_by(*n);
+        }
+        registry.register(
+            "nixfleet_gate_block",
+            "Gate blocks recorded, by gate",
+            gates,
+        );
+        let controls = Family::<ControlLabel, Counter>::default();
+        for (control, n) in &self.compliance_failures {
+            controls
+                .get_or_create(&ControlLabel {
+                    control_id: control.clone(),
+                })
+                .inc_by(*n);
+        }
+        registry.register(
+            "nixfleet_compliance_failure_events",
+            "Compliance failures recorded, by control",
+            controls,
+        );
+        registry.register(
+            "nixfleet_runtime_gate_error_events",
+            "Runtime gate errors received (none: nixfleet v0.2 agents send none)",
+            Counter::<u64>::default(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -491,5 +536,44 @@ impl Metrics {
         let own = self.render();
         let own = own.strip_suffix("# EOF\n").unwrap_or(&own);
         format!("{own}{}# EOF\n", nixfleet.render())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// nixfleet's families come under nixfleet's names (counters with `_total`), labels in
+    /// its order, before the one `# EOF` of the exposition.
+    #[test]
+    fn nixfleet_families_render_under_nixfleets_names() {
+        let sample = NixfleetSample {
+            hosts: vec![HostSample {
+                host: "web-01".into(),
+                channel: "stable".into(),
+                converged: true,
+                compliance_failures: 2,
+                verified_events: 9,
+            }],
+            channels: vec![("stable".into(), 180)],
+            fleet_signed_age_seconds: Some(-5),
+            gate_blocks: vec![("wave-promotion".into(), 3)],
+            compliance_failures: vec![("access-control".into(), 4)],
+        };
+        let text = Metrics::default().render_with(&sample);
+        for line in [
+            r#"nixfleet_host_converged{host="web-01",channel="stable"} 1"#,
+            r#"nixfleet_host_outstanding_compliance_failures{host="web-01",channel="stable"} 2"#,
+            r#"nixfleet_host_verified_event_count{host="web-01",channel="stable"} 9"#,
+            r#"nixfleet_channel_freshness_window_minutes{channel="stable"} 180"#,
+            "nixfleet_fleet_signed_age_seconds 0",
+            r#"nixfleet_gate_block_total{gate="wave-promotion"} 3"#,
+            r#"nixfleet_compliance_failure_events_total{control_id="access-control"} 4"#,
+            "nixfleet_runtime_gate_error_events_total 0",
+            "fleet_ledger_commits_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}: {text}");
+        }
+        assert!(text.ends_with("# EOF\n") && text.matches("# EOF").count() == 1);
     }
 }

@@ -41,7 +41,7 @@ pub use rows::{
 
 /// Version of the folds below. Changing any fold's meaning bumps it; opening a store whose
 /// tables were written by another version rebuilds them from the log.
-pub const FOLD_VERSION: u32 = 7;
+pub const FOLD_VERSION: u32 = 8;
 /// Fold version and the next seq to fold (all entries below it are reflected).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {
@@ -94,6 +94,9 @@ pub struct State {
     pub enrollments: Model<String, EnrollmentRow>,
     /// The latest manifest entry of the fleet (`None`) and of each rollout.
     pub manifests: Model<Option<RolloutId>, ManifestRow>,
+    /// Events counted by (what, label): gate blocks by gate (`gate-block`), compliance
+    /// failures by control (`compliance-failure`).
+    pub counters: Model<(String, String), u64>,
     /// Entries folded so far: the next seq expected.
     pub next_seq: u64,
     scratch: Aside<KeyScratch>,
@@ -163,9 +166,19 @@ stored_tables! {
     active_by_channel => ACTIVE_BY_CHANNEL,
     enrollments => ENROLLMENTS,
     manifests => MANIFESTS,
+    counters => COUNTERS,
 }
 
 impl State {
+    /// Counts one event under (`what`, `label`).
+    fn count(&mut self, what: &str, label: &str) {
+        let key = (what.to_string(), label.to_string());
+        match self.counters.get_mut(&key) {
+            Some(n) => *n += 1,
+            None => self.counters.insert(key, 1),
+        }
+    }
+
     /// How many host records of Pruned rollouts are not in memory (see [`State::load_live`],
     /// [`State::forget_pruned`], [`State::drop_pruned_hosts`]).
     pub fn forgotten_hosts(&self) -> u64 {
@@ -294,6 +307,7 @@ impl State {
             }
             Event::GateDecision(e) => match &e.block {
                 Some(block) => {
+                    self.count("gate-block", block.gate());
                     self.deferrals.upsert(
                         &e.rollout_id,
                         &e.hostname,
@@ -329,6 +343,7 @@ impl State {
             }
             Event::ProbeFailureRecorded(e) => {
                 let control = e.control_id.clone().unwrap_or_else(|| e.probe_name.clone());
+                self.count("compliance-failure", &control);
                 let key = (e.rollout_id.clone(), e.hostname.clone(), control);
                 match self.probe_failures.get_mut(&key) {
                     Some(row) => {
@@ -583,5 +598,57 @@ mod tests {
         let mut names: Vec<&str> = s.stored().iter().map(|(n, _)| *n).collect();
         names.push(tables::HOST_ENTRIES);
         assert_eq!(names, tables::ALL);
+    }
+
+    /// Every recorded gate block counts under its gate, every compliance failure under its
+    /// control (or probe); a cleared block counts nothing.
+    #[test]
+    fn gate_blocks_and_compliance_failures_are_counted() {
+        use ledger::event::{GateBlock, GateDecision, ProbeFailureRecorded};
+        let r = RolloutId::parse("stable@a1a1").unwrap();
+        let block = |b: Option<GateBlock>| {
+            Event::GateDecision(GateDecision {
+                hostname: "web-01".into(),
+                rollout_id: r.clone(),
+                block: b,
+            })
+        };
+        let wave = GateBlock::WavePromotion {
+            host_wave: 1,
+            current_wave: 0,
+        };
+        let failure = |control: Option<&str>| {
+            Event::ProbeFailureRecorded(ProbeFailureRecorded {
+                rollout_id: r.clone(),
+                hostname: "web-01".into(),
+                probe_name: "evidence".into(),
+                control_id: control.map(str::to_string),
+                framework: None,
+                observed_at: 0,
+            })
+        };
+        let mut s = State::default();
+        for (i, e) in [
+            block(Some(wave.clone())),
+            block(None),
+            block(Some(wave)),
+            failure(Some("access-control")),
+            failure(Some("access-control")),
+            failure(None),
+        ]
+        .iter()
+        .enumerate()
+        {
+            s.apply(i as u64, 0, e);
+        }
+        let count = |what: &str, label: &str| {
+            s.counters
+                .get(&(what.to_string(), label.to_string()))
+                .copied()
+        };
+        assert_eq!(count("gate-block", "wave-promotion"), Some(2));
+        assert_eq!(count("compliance-failure", "access-control"), Some(2));
+        assert_eq!(count("compliance-failure", "evidence"), Some(1));
+        assert_eq!(s.counters.len(), 3);
     }
 }

@@ -205,7 +205,7 @@ impl State {
 
     fn load_filtered(r: &dyn TableReader, live: bool) -> Result<State, TableError> {
         use tables::{
-            ACTIVE_BY_CHANNEL, DEFERRALS, DISPATCH_QUEUE, ENROLLMENTS, HOSTS, MANIFESTS,
+            ACTIVE_BY_CHANNEL, COUNTERS, DEFERRALS, DISPATCH_QUEUE, ENROLLMENTS, HOSTS, MANIFESTS,
             PROBE_FAILURES, QUARANTINE, ROLLOUTS,
         };
         let next_seq = State::stored_watermark(r)?.map_or(0, |m| m.next_seq);
@@ -232,6 +232,7 @@ impl State {
             active_by_channel: Model::load(ACTIVE_BY_CHANNEL, r)?,
             enrollments: Model::load(ENROLLMENTS, r)?,
             manifests: Model::load(MANIFESTS, r)?,
+            counters: Model::load(COUNTERS, r)?,
             rollouts,
             next_seq,
             scratch: Aside::default(),
@@ -320,6 +321,7 @@ impl State {
             self.active_by_channel.rows(),
             self.enrollments.rows(),
             self.manifests.rows(),
+            self.counters.rows(),
         ))
     }
 
@@ -339,6 +341,7 @@ impl State {
             active,
             enrollments,
             manifests,
+            counters,
         ): (
             u64,
             u64,
@@ -351,6 +354,7 @@ impl State {
             BTreeMap<String, ActiveRow>,
             BTreeMap<String, EnrollmentRow>,
             BTreeMap<Option<RolloutId>, ManifestRow>,
+            BTreeMap<(String, String), u64>,
         ) = model::decode("snapshot", bytes)?;
         let state = State {
             rollouts: Model::from_rows(rollouts, false),
@@ -363,6 +367,7 @@ impl State {
             active_by_channel: Model::from_rows(active, false),
             enrollments: Model::from_rows(enrollments, false),
             manifests: Model::from_rows(manifests, false),
+            counters: Model::from_rows(counters, false),
             next_seq,
             scratch: Aside::default(),
             index: Aside(IndexRows::off()),

@@ -10,7 +10,9 @@ use ledger::tables::{TableError, TableReader};
 use serde::de::DeserializeOwned;
 
 use crate::model::{decode, encode};
-use crate::tables::{DEFERRALS, DISPATCH_QUEUE, HOSTS, PROBE_FAILURES, QUARANTINE, ROLLOUTS};
+use crate::tables::{
+    COUNTERS, DEFERRALS, DISPATCH_QUEUE, HOSTS, PROBE_FAILURES, QUARANTINE, ROLLOUTS,
+};
 use crate::{DeferralRow, DispatchRow, HostRecord, ProbeFailureRow, QuarantineRow, RolloutRecord};
 
 /// Rows with their keys, in key order.
@@ -110,4 +112,9 @@ pub fn probe_failures_of(
     rollout: &RolloutId,
 ) -> Result<Rows<(RolloutId, String, String), ProbeFailureRow>, TableError> {
     prefixed(r, PROBE_FAILURES, &encode(rollout))
+}
+
+/// The event counts, by (what, label): `gate-block` by gate, `compliance-failure` by control.
+pub fn counters(r: &dyn TableReader) -> Result<Rows<(String, String), u64>, TableError> {
+    prefixed(r, COUNTERS, &[])
 }

@@ -26,10 +26,13 @@ pub const ENROLLMENTS: &str = "proj.enrollments";
 /// The latest manifest entry of the fleet (key: bincode `None`) and of each rollout (key:
 /// bincode `Some(rollout id)`).
 pub const MANIFESTS: &str = "proj.manifests";
+/// Events counted by what they count (`gate-block`, the gate; `compliance-failure`, the
+/// control): the totals nixfleet's metrics counters expose, true after any restart.
+pub const COUNTERS: &str = "proj.counters";
 /// Watermark: fold version and the seq the tables reflect.
 pub const META: &str = "proj.meta";
 /// Every projection table, in a fixed order.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 11] = [
     ROLLOUTS,
     HOSTS,
     PROBE_FAILURES,
@@ -39,6 +42,7 @@ pub const ALL: [&str; 10] = [
     ACTIVE_BY_CHANNEL,
     ENROLLMENTS,
     MANIFESTS,
+    COUNTERS,
     HOST_ENTRIES,
 ];
 /// Tables earlier fold versions wrote and this one does not: a rebuild deletes them.

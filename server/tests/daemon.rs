@@ -298,6 +298,9 @@ async fn nixfleet_agent_sequences_run_to_the_end() {
         r#"nixfleet_host_converged{host="web-0001",channel="canary"} 0"#,
         r#"nixfleet_host_outstanding_compliance_failures{host="web-0001",channel="canary"} 1"#,
         r#"nixfleet_host_verified_event_count{host="web-0001",channel="canary"} 7"#,
+        // Counted from the log (the projection `proj.counters`), true after any restart.
+        r#"nixfleet_compliance_failure_events_total{control_id="access-control"} 1"#,
+        "nixfleet_runtime_gate_error_events_total 0",
     ] {
         assert!(metrics.contains(series), "{series}: {metrics}");
     }

@@ -316,9 +316,20 @@ pub(super) fn nixfleet_sample(
         .as_str()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map(|t| (now - t.timestamp_micros()).div_euclid(1_000_000));
+    let mut gate_blocks = Vec::new();
+    let mut compliance_failures = Vec::new();
+    for ((what, label), n) in projections::read::counters(snap).map_err(ApiError::internal)? {
+        match what.as_str() {
+            "gate-block" => gate_blocks.push((label, n)),
+            "compliance-failure" => compliance_failures.push((label, n)),
+            _ => {}
+        }
+    }
     Ok(NixfleetSample {
         hosts,
         channels,
         fleet_signed_age_seconds,
+        gate_blocks,
+        compliance_failures,
     })
 }

@@ -225,13 +225,7 @@ async fn metrics(State(state): State<AppState>, _: Reader) -> ApiResult<Response
     // refreshes its own (NIXFLEET-WIRE.md §10). A store that cannot be read now (a reopen
     // after a failed commit, no file descriptor left) costs those families, never the
     // scrape: the daemon's own metrics matter most then.
-    let fleet_seq = state
-        .shared
-        .published
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get("fleet")
-        .copied();
+    let fleet_seq = operators::fleet_seq(&state);
     let now = (state.clock)();
     let sample = read(&state, move |snap| {
         operators::nixfleet_sample(&snap, fleet_seq, now)

@@ -73,19 +73,12 @@ pub(super) async fn channel(
     _: Reader,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Channel>> {
-    let seq = state
-        .shared
-        .published
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get("fleet")
-        .copied()
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::NotReady,
-                "no verified fleet manifest is in force yet",
-            )
-        })?;
+    let seq = fleet_seq(&state).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotReady,
+            "no verified fleet manifest is in force yet",
+        )
+    })?;
     let window_minutes =
         u32::try_from(state.access.get().trust.max_age_secs / 60).unwrap_or(u32::MAX);
     read(&state, move |snap| {
@@ -168,13 +161,7 @@ pub(super) struct HostStatus {
     security(("mtls" = []), ("bearer" = [])))]
 pub(super) async fn hosts(State(state): State<AppState>, _: Reader) -> ApiResult<Json<Hosts>> {
     use ledger::domain::{HostState, RolloutState};
-    let fleet_seq = state
-        .shared
-        .published
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get("fleet")
-        .copied();
+    let fleet_seq = fleet_seq(&state);
     read(&state, move |snap| {
         let fleet = match fleet_seq {
             Some(seq) => fleet_in_force(&snap, seq)?,
@@ -332,4 +319,15 @@ pub(super) fn nixfleet_sample(
         gate_blocks,
         compliance_failures,
     })
+}
+
+/// The seq of the fleet manifest in force, as the writer last published it.
+pub(super) fn fleet_seq(state: &AppState) -> Option<u64> {
+    state
+        .shared
+        .published
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get("fleet")
+        .copied()
 }

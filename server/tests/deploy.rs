@@ -175,7 +175,8 @@ fn the_flake_and_the_nixos_module_parse_and_evaluate() {
     }
 }
 
-/// The Grafana dashboard queries only metrics the daemon exposes, by their exposed names.
+/// The Grafana dashboard queries only metrics the daemon exposes, by their exposed names:
+/// fleet-ledger's own and nixfleet's (its fleet page).
 #[test]
 fn the_grafana_dashboard_uses_only_metrics_the_daemon_exposes() {
     let dir = tempfile::tempdir().unwrap();
@@ -186,7 +187,20 @@ fn the_grafana_dashboard_uses_only_metrics_the_daemon_exposes() {
         .last_entry_us
         .store(1, std::sync::atomic::Ordering::Relaxed);
     metrics.reject("queue-full");
-    let text = metrics.render();
+    let sample = engine::metrics::NixfleetSample {
+        hosts: vec![engine::metrics::HostSample {
+            host: "web-01".into(),
+            channel: "stable".into(),
+            converged: true,
+            compliance_failures: 1,
+            verified_events: 3,
+        }],
+        channels: vec![("stable".into(), 180)],
+        fleet_signed_age_seconds: Some(60),
+        gate_blocks: vec![("wave-promotion".into(), 1)],
+        compliance_failures: vec![("access-control".into(), 1)],
+    };
+    let text = metrics.render_with(&sample);
     let exposed: std::collections::BTreeSet<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -196,12 +210,18 @@ fn the_grafana_dashboard_uses_only_metrics_the_daemon_exposes() {
         &std::fs::read(root().join("deploy/grafana-dashboard.json")).unwrap(),
     )
     .unwrap();
-    let mut used = 0;
+    let (mut used, mut nixfleet) = (0, 0);
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
             let mut rest = expr;
-            while let Some(i) = rest.find("fleet_ledger_") {
+            let next = |s: &str| {
+                ["fleet_ledger_", "nixfleet_"]
+                    .iter()
+                    .filter_map(|p| s.find(p))
+                    .min()
+            };
+            while let Some(i) = next(rest) {
                 let name: String = rest[i..]
                     .chars()
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -212,9 +232,11 @@ fn the_grafana_dashboard_uses_only_metrics_the_daemon_exposes() {
                     panel["title"]
                 );
                 used += 1;
+                nixfleet += usize::from(name.starts_with("nixfleet_"));
                 rest = &rest[i + name.len()..];
             }
         }
     }
     assert!(used >= 20, "{used}");
+    assert!(nixfleet >= 5, "the fleet page: {nixfleet}");
 }

@@ -132,6 +132,7 @@ impl Daemon {
             access,
             shared: Arc::clone(&shared),
             clock: Arc::clone(&clock),
+            reloader: Arc::clone(&reloader),
         };
         let watcher = settings
             .config

@@ -205,6 +205,22 @@ impl Reloader {
         });
     }
 
+    /// nixfleet re-reads its trust file at every poll and every enrollment (NIXFLEET-WIRE.md
+    /// §9.6): when the trust file changed since the access in force was built, reloads as
+    /// a SIGHUP does (`by` = `trust-file`), so a key change is recorded (`AccessChanged`)
+    /// before it is used. A reload that fails leaves the access in force, and says why.
+    pub async fn follow_trust_file(&self) {
+        if !self.access.get().trust_file_changed() {
+            return;
+        }
+        match self.reload("trust-file").await {
+            Ok(report) => tracing::info!(?report, "the trust file changed: reloaded"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the trust file changed, and the reload failed; the access in force stays")
+            }
+        }
+    }
+
     /// Re-reads the config file; `by` is recorded (`SIGHUP`, `operator:<name>`).
     pub async fn reload(&self, by: &str) -> Result<ReloadReport, ReloadError> {
         let _one = self.one_at_a_time.lock().await;

@@ -26,6 +26,8 @@ pub struct Submitter {
     pub shared: Arc<Shared>,
     /// The daemon's clock.
     pub clock: Clock,
+    /// Follows the trust file at every poll, as nixfleet re-reads it.
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 impl std::fmt::Debug for Submitter {
@@ -44,6 +46,7 @@ impl Submitter {
         artifact: &serde_json::Value,
         signature: &[u8],
     ) -> Result<(), ()> {
+        self.reloader.follow_trust_file().await;
         match intake::verify(
             target,
             artifact,

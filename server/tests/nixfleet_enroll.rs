@@ -669,5 +669,33 @@ async fn an_org_root_key_rotated_in_the_trust_file_applies_at_reload() {
     assert_eq!(s, 200, "{v}");
     // The enrollment was recorded after the change that allowed it.
     assert!(*daemon.shared.committed.borrow() > recorded + 1);
+
+    // nixfleet re-reads the trust file at every enrollment (NIXFLEET-WIRE.md §9.6): the key
+    // rotated back with no signal and no reload applies to the next enrollment, and the
+    // change is recorded first, by `trust-file`.
+    std::fs::write(&trust_path, trust(&old_root)).unwrap();
+    let (s, v) = post("/v1/enroll", None, enroll(&old_root, "a4")).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = post("/v1/enroll", None, enroll(&new_root, "a5")).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("bad-token-signature")));
     daemon.shutdown().await.unwrap();
+    let ro = ledger::store::ReadOnlyStore::open(&setup.db).unwrap();
+    let entries: Vec<_> = ro
+        .snapshot()
+        .unwrap()
+        .entries(..)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let followed = entries
+        .iter()
+        .rposition(
+            |e| matches!(&e.event, ledger::event::Event::AccessChanged(a) if a.by == "trust-file"),
+        )
+        .expect("the trust file's change is recorded");
+    let enrolled = entries
+        .iter()
+        .rposition(|e| matches!(e.event, ledger::event::Event::AgentEnrolled(_)))
+        .unwrap();
+    assert!(followed < enrolled, "recorded before its first use");
 }

@@ -121,6 +121,9 @@ pub(super) async fn enroll(
 ) -> ApiResult<Json<Issued>> {
     let ca = authority(&state)?;
     let req: EnrollRequest = parse_body(body)?;
+    // The org root key as the trust file has it now, as nixfleet reads it at every
+    // enrollment.
+    state.reloader.follow_trust_file().await;
     let now = (state.clock)();
     let csr = Csr::parse(&req.csr_pem)?;
     let token = ca.check_token(&state.access.get().org_root, &req.token, &csr, now)?;

@@ -427,3 +427,111 @@ async fn ci_files_are_pulled_from_their_urls() {
     daemon.shutdown().await.unwrap();
     drop(server);
 }
+
+/// nixfleet re-reads its trust file at every poll (NIXFLEET-WIRE.md §9.6): CI's release key
+/// rotated in `trust.json`, with no signal and no reload, verifies the next fleet the watched
+/// directory brings, and the change is in the log (`AccessChanged`, by `trust-file`) before
+/// the manifest it let in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ci_key_rotated_in_the_trust_file_applies_at_the_next_poll() {
+    use ed25519_dalek::Signer as _;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::create(dir.path(), None, 1).unwrap();
+    let (watched, (fleet_bytes, _), _) = release_dir(dir.path(), ed25519_sign, ed25519_sign);
+    let b64 = |k: &ed25519_dalek::SigningKey| {
+        base64::engine::general_purpose::STANDARD.encode(k.verifying_key().as_bytes())
+    };
+    let trust = |k: &ed25519_dalek::SigningKey| {
+        json!({"schemaVersion": 1, "ciReleaseKey": {"current": {"algorithm": "ed25519", "public": b64(k)}},
+               "cacheKeys": [], "issuanceCaPems": []})
+        .to_string()
+    };
+    let trust_path = dir.path().join("trust.json");
+    std::fs::write(&trust_path, trust(&ed25519_key())).unwrap();
+    let mut config = setup.config.clone();
+    config.trust.manifest_keys.clear();
+    config.trust.trust_file = Some(trust_path.clone());
+    config.manifest_dir = Some(watched.clone());
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, serde_json::to_string(&config).unwrap()).unwrap();
+    let signed = chrono::DateTime::parse_from_rfc3339("2026-05-17T12:05:00Z")
+        .unwrap()
+        .timestamp_micros();
+    let offset = signed - chrono::Utc::now().timestamp_micros();
+    let clock: engine::writer::Clock =
+        Arc::new(move || chrono::Utc::now().timestamp_micros() + offset);
+    let (daemon, c) = setup.start_with_clock(config, clock).await.unwrap();
+    daemon.reloader.set_config_path(config_path);
+    let op = setup.tokens.operator.clone();
+    let served = |bytes: Vec<u8>| {
+        let (c, op) = (c.clone(), op.clone());
+        async move {
+            let r = c
+                .http
+                .get(format!("{}/v1/fleet.resolved", c.base))
+                .bearer_auth(&op)
+                .send()
+                .await
+                .unwrap();
+            r.status() == 200 && r.bytes().await.unwrap().to_vec() == bytes
+        }
+    };
+    until_committed(&daemon, "the fleet under the first key", async || {
+        served(fleet_bytes.clone()).await
+    })
+    .await;
+
+    // CI rotates its key: the trust file names the new one, and the next release is signed
+    // with it.
+    let next = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
+    assert_ne!(next.verifying_key(), ed25519_key().verifying_key());
+    std::fs::write(&trust_path, trust(&next)).unwrap();
+    let mut fleet: Value = serde_json::from_slice(&fleet_bytes).unwrap();
+    fleet["meta"]["signedAt"] = json!("2026-05-17T12:01:00Z");
+    let next_bytes = serde_json_canonicalizer::to_vec(&fleet).unwrap();
+    std::fs::write(watched.join("fleet.resolved.json"), &next_bytes).unwrap();
+    std::fs::write(
+        watched.join("fleet.resolved.json.sig"),
+        next.sign(&next_bytes).to_bytes(),
+    )
+    .unwrap();
+    until_committed(&daemon, "the fleet under the rotated key", async || {
+        served(next_bytes.clone()).await
+    })
+    .await;
+    daemon.shutdown().await.unwrap();
+
+    let ro = ledger::store::ReadOnlyStore::open(&setup.db).unwrap();
+    let entries: Vec<_> = ro
+        .snapshot()
+        .unwrap()
+        .entries(..)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let followed = entries
+        .iter()
+        .position(
+            |e| matches!(&e.event, ledger::event::Event::AccessChanged(a) if a.by == "trust-file"),
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "the trust file's change is recorded: {:?}",
+                entries
+                    .iter()
+                    .map(|e| e.event.kind().name())
+                    .collect::<Vec<_>>()
+            )
+        });
+    let fleets: Vec<usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e.event, ledger::event::Event::FleetManifestSigned(_)))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(fleets.len(), 2, "both fleets are recorded");
+    assert!(
+        fleets[0] < followed && followed < fleets[1],
+        "{followed} {fleets:?}"
+    );
+}

@@ -26,9 +26,9 @@ pub struct Access {
     /// The CI and org root keys, as `AccessChanged` records them.
     pub(crate) keys: BTreeSet<String>,
     /// nixfleet's trust file (`trust.trust_file`) and the SHA-256 of the bytes this access
-    /// was built from, if it could be read: nixfleet re-reads the file at every poll and
-    /// every enrollment, so a change of it is followed without a signal ([`Access::trust_file_changed`]).
-    trust_file: Option<(std::path::PathBuf, Option<[u8; 32]>)>,
+    /// was built from: nixfleet re-reads the file at every poll and every enrollment, so a
+    /// change of it is followed without a signal ([`Access::trust_file_changed`]).
+    trust_file: Option<(std::path::PathBuf, [u8; 32])>,
 }
 
 impl Access {
@@ -56,27 +56,22 @@ impl Access {
                         .map(|k| format!("org-root:{k}")),
                 )
                 .collect(),
-            trust_file: settings.config.trust.trust_file.clone().map(|path| {
-                let digest = file_digest(&path);
-                (path, digest)
-            }),
+            trust_file: settings
+                .config
+                .trust
+                .trust_file
+                .clone()
+                .zip(settings.trust_file_digest),
         }
     }
 
     /// Whether the trust file now holds other bytes than those this access was built from
     /// (a file that cannot be read now is no change: the access in force stays).
     pub fn trust_file_changed(&self) -> bool {
-        self.trust_file
-            .as_ref()
-            .is_some_and(|(path, digest)| file_digest(path).is_some_and(|now| Some(now) != *digest))
+        self.trust_file.as_ref().is_some_and(|(path, digest)| {
+            crate::trust::TrustFile::digest_now(path).is_some_and(|now| now != *digest)
+        })
     }
-}
-
-fn file_digest(path: &std::path::Path) -> Option<[u8; 32]> {
-    use sha2::Digest as _;
-    std::fs::read(path)
-        .ok()
-        .map(|bytes| sha2::Sha256::digest(&bytes).into())
 }
 
 fn grants(config: &Config) -> BTreeSet<TokenGrant> {

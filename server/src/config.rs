@@ -199,6 +199,8 @@ pub struct Settings {
     pub manifest_keys: crate::trust::TrustedKeys,
     /// The org root keys that sign bootstrap tokens (empty without `enrollment`).
     pub org_root: crate::trust::TrustedKeys,
+    /// SHA-256 of the trust file's bytes these keys came from (with `trust.trust_file`).
+    pub trust_file_digest: Option<[u8; 32]>,
     /// The bearer tokens and the role each stands for.
     pub tokens: TokenTable,
     /// The TLS server config, when `tls` is set.
@@ -263,6 +265,7 @@ impl Config {
         }
         let mut manifest_keys = crate::trust::TrustedKeys::default();
         let mut org_root_key = None;
+        let mut trust_file_digest = None;
         for (i, k) in self.trust.manifest_keys.iter().enumerate() {
             manifest_keys
                 .add(&format!("trust.manifest_keys[{i}]"), k)
@@ -282,6 +285,7 @@ impl Config {
                 )
                 .map_err(ConfigError::Invalid)?;
             org_root_key = file.org_root_key;
+            trust_file_digest = Some(file.digest);
         }
         if manifest_keys.is_empty() {
             return Err(ConfigError::Invalid(
@@ -375,6 +379,7 @@ impl Config {
             config: self,
             manifest_keys,
             org_root,
+            trust_file_digest,
             tokens,
             tls,
             operators,

@@ -76,25 +76,22 @@ impl OperatorRule {
         })
     }
 
-    /// The CN of `leaf` (DER, verified by the TLS layer), if it is an operator's certificate.
-    pub fn operator(&self, leaf: &[u8]) -> Option<String> {
-        if self.prefix.is_empty() {
-            return None;
+    /// Whether the certificate `leaf` (DER, verified by the TLS layer), whose CN is `cn`, is
+    /// an operator's. The CN is looked at first: an agent's request parses nothing more.
+    pub fn is_operator(&self, cn: &str, leaf: &[u8]) -> bool {
+        if self.prefix.is_empty() || !cn.starts_with(&self.prefix) {
+            return false;
         }
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
-        let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
-        if !cn.starts_with(&self.prefix) {
-            return None;
-        }
-        if let Some(ca) = &self.ca {
-            let (_, ca) = x509_parser::parse_x509_certificate(ca).ok()?;
-            if cert.issuer() != ca.subject()
-                || cert.verify_signature(Some(ca.public_key())).is_err()
-            {
-                return None;
-            }
-        }
-        Some(cn.to_string())
+        let Some(ca) = &self.ca else {
+            return true;
+        };
+        let (Ok((_, cert)), Ok((_, ca))) = (
+            x509_parser::parse_x509_certificate(leaf),
+            x509_parser::parse_x509_certificate(ca),
+        ) else {
+            return false;
+        };
+        cert.issuer() == ca.subject() && cert.verify_signature(Some(ca.public_key())).is_ok()
     }
 }
 

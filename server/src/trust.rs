@@ -137,14 +137,16 @@ pub struct TrustFile {
     /// The org root key, which signs bootstrap tokens (enrollment).
     #[serde(default)]
     pub org_root_key: Option<KeySlot>,
+    /// SHA-256 of the bytes this was parsed from: a later read tells a change by it.
+    #[serde(skip)]
+    pub digest: [u8; 32],
 }
 
 impl TrustFile {
     /// Reads a trust file.
     pub fn load(path: &Path) -> Result<TrustFile, String> {
-        // A trust file is a few keys; 1 MiB is far past any real one.
-        let bytes = ledger::keys::read_regular_file(path, 1 << 20).map_err(|e| e.to_string())?;
-        let file: TrustFile = serde_json::from_slice(&bytes)
+        let bytes = TrustFile::read(path)?;
+        let mut file: TrustFile = serde_json::from_slice(&bytes)
             .map_err(|e| format!("{}: not a nixfleet trust file: {e}", path.display()))?;
         if file.schema_version != 1 {
             return Err(format!(
@@ -153,7 +155,21 @@ impl TrustFile {
                 file.schema_version
             ));
         }
+        file.digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
         Ok(file)
+    }
+
+    /// The SHA-256 of the file's bytes now (None: it cannot be read).
+    pub fn digest_now(path: &Path) -> Option<[u8; 32]> {
+        TrustFile::read(path)
+            .ok()
+            .map(|bytes| <sha2::Sha256 as sha2::Digest>::digest(&bytes).into())
+    }
+
+    /// The file's bytes: a regular file of at most 1 MiB (a trust file is a few keys), read
+    /// without blocking on a FIFO or a device.
+    fn read(path: &Path) -> Result<Vec<u8>, String> {
+        ledger::keys::read_regular_file(path, 1 << 20).map_err(|e| e.to_string())
     }
 }
 

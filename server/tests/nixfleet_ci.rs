@@ -501,14 +501,10 @@ async fn a_ci_key_rotated_in_the_trust_file_applies_at_the_next_poll() {
     .await;
     daemon.shutdown().await.unwrap();
 
-    let ro = ledger::store::ReadOnlyStore::open(&setup.db).unwrap();
-    let entries: Vec<_> = ro
-        .snapshot()
+    let entries: Vec<_> = engine::forensics::entries(engine::forensics::Source::Db(&setup.db))
         .unwrap()
-        .entries(..)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+        .collect::<Result<_, _>>()
+        .unwrap();
     let followed = entries
         .iter()
         .position(

@@ -679,14 +679,10 @@ async fn an_org_root_key_rotated_in_the_trust_file_applies_at_reload() {
     let (s, v) = post("/v1/enroll", None, enroll(&new_root, "a5")).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("bad-token-signature")));
     daemon.shutdown().await.unwrap();
-    let ro = ledger::store::ReadOnlyStore::open(&setup.db).unwrap();
-    let entries: Vec<_> = ro
-        .snapshot()
+    let entries: Vec<_> = engine::forensics::entries(engine::forensics::Source::Db(&setup.db))
         .unwrap()
-        .entries(..)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+        .collect::<Result<_, _>>()
+        .unwrap();
     let followed = entries
         .iter()
         .rposition(

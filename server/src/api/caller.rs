@@ -132,13 +132,13 @@ pub(super) fn authenticate(
         let cn = peer.and_then(|p| p.cn.clone()).ok_or_else(|| {
             unauthorized("missing Authorization: Bearer <token> (or a client certificate)")
         })?;
-        if let Some(operator) = peer
+        if peer
             .and_then(|p| p.leaf.as_deref())
-            .and_then(|leaf| state.operators.operator(leaf))
+            .is_some_and(|leaf| state.operators.is_operator(&cn, leaf))
         {
             return Ok(Caller(Principal {
                 role: Role::Auditor,
-                name: operator,
+                name: cn,
             }));
         }
         return Ok(Caller(Principal {

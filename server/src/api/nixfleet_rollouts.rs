@@ -11,7 +11,7 @@ use ledger::event::Event;
 use serde::{Deserialize, Serialize};
 
 use super::caller::{Reader, RolloutPath};
-use super::rollouts::{EVENTS_SCAN_MAX, load_rollout};
+use super::rollouts::EVENTS_SCAN_MAX;
 use super::{ApiError, ApiResult, AppState, ErrorBody, ErrorCode, read};
 
 /// A time as nixfleet's CP writes it (chrono's `to_rfc3339`: `+00:00`).
@@ -244,7 +244,7 @@ pub(super) async fn events(
     let limit = usize::try_from(q.limit.unwrap_or(1000).max(1)).unwrap_or(usize::MAX);
     read(&state, move |snap| {
         let mut events = Vec::new();
-        let Ok(r) = load_rollout(&snap, &id) else {
+        let Some(r) = projections::read::rollout(&snap, &id).map_err(ApiError::internal)? else {
             return Ok(Json(RolloutEvents {
                 rollout_id: id.to_string(),
                 events,

@@ -643,3 +643,71 @@ pub struct AccessChanged {
     /// CI manifest keys no longer trusted.
     pub keys_removed: Vec<String>,
 }
+
+/// A signed file of CI's that is not a manifest (a revocation list, a nonce allowlist), as
+/// verified: the bytes the signature covers and the signature, so an auditor verifies it
+/// again offline with CI's key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedFile {
+    /// SHA-256 of `canonical`.
+    pub content_hash: [u8; 32],
+    /// The trusted key that verified it (base64).
+    pub signer: String,
+    /// `ed25519` or `ecdsa-p256`.
+    pub algorithm: String,
+    /// CI's raw signature (64 bytes).
+    pub signature: Vec<u8>,
+    /// `meta.signedAt`, µs.
+    pub signed_at: Micros,
+    /// The JCS (RFC 8785) canonical JSON that was verified.
+    pub canonical: Vec<u8>,
+}
+
+/// One revocation of a list (nixfleet's `RevocationEntry`): the host's certificates issued
+/// before `not_before` are refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// The host (nixfleet's machine id, as the list writes it).
+    pub hostname: String,
+    /// Certificates whose `notBefore` is strictly earlier are refused, µs.
+    pub not_before: Micros,
+    /// Why, as CI wrote it.
+    pub reason: Option<String>,
+    /// Who, as CI wrote it.
+    pub revoked_by: Option<String>,
+}
+
+/// Kind 34: a verified `revocations.json` replaced the list in force: from this entry on,
+/// exactly these revocations hold (a host no longer listed is no longer revoked).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationsAccepted {
+    /// The file as verified.
+    pub file: SignedFile,
+    /// Its revocations, in the file's order.
+    pub revocations: Vec<Revocation>,
+}
+
+/// One nonce of CI's allowlist (nixfleet's `BootstrapNonceEntry`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowedNonce {
+    /// The bootstrap token's nonce.
+    pub nonce: String,
+    /// The only host that may enroll with it.
+    pub hostname: String,
+    /// Refused after this time, µs.
+    pub expires_at: Micros,
+    /// When CI minted it, µs, if the list says.
+    pub minted_at: Option<Micros>,
+    /// Who minted it, if the list says.
+    pub minted_by: Option<String>,
+}
+
+/// Kind 35: a verified `bootstrap-nonces.json` replaced the allowlist in force: from this
+/// entry on, an enrollment's nonce must be listed, for its host, and unexpired.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapNoncesAccepted {
+    /// The file as verified.
+    pub file: SignedFile,
+    /// Its nonces, in the file's order.
+    pub nonces: Vec<AllowedNonce>,
+}

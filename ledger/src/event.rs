@@ -211,9 +211,18 @@ vocabulary! {
     32 => AgentCertificateRenewed(AgentCertificateRenewed),
     /// Who may write changed: tokens or CI keys added or removed by a config reload.
     33 => AccessChanged(AccessChanged),
+    /// CI's signed revocation list replaced the one in force.
+    34 => RevocationsAccepted(RevocationsAccepted),
+    /// CI's signed bootstrap-nonce allowlist replaced the one in force.
+    35 => BootstrapNoncesAccepted(BootstrapNoncesAccepted),
 }
 
 pub use crate::domain_events::*;
+
+/// The name of CI's revocation list among its signed files (`proj.sidecars` key, metrics).
+pub const SIDECAR_REVOCATIONS: &str = "revocations";
+/// The name of CI's bootstrap-nonce allowlist among its signed files.
+pub const SIDECAR_BOOTSTRAP_NONCES: &str = "bootstrap-nonces";
 
 /// A public signing key as recorded in the log. Its key id is derived, never stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,7 +354,43 @@ impl Event {
             | Event::FleetManifestSigned(_)
             | Event::InputRejected(_)
             | Event::AccessChanged(_)
+            | Event::RevocationsAccepted(_)
+            | Event::BootstrapNoncesAccepted(_)
             | Event::Unknown { .. } => (None, None),
+        }
+    }
+
+    /// Each host this entry is about: its subject's, or every host a revocation list names
+    /// (the entry index and `timeline --host` list it under each of them).
+    pub fn for_each_host<'a>(&'a self, mut f: impl FnMut(&'a str)) {
+        match self {
+            Event::RevocationsAccepted(e) => {
+                for r in &e.revocations {
+                    f(&r.hostname);
+                }
+            }
+            other => {
+                if let (_, Some(h)) = other.subject() {
+                    f(h);
+                }
+            }
+        }
+    }
+
+    /// Whether this entry is about `host` (see [`Event::for_each_host`]).
+    pub fn names_host(&self, host: &str) -> bool {
+        let mut found = false;
+        self.for_each_host(|h| found |= h == host);
+        found
+    }
+
+    /// The signed file of CI's this entry records, if it records one that is not a manifest
+    /// (kinds 34 and 35), with its name (`revocations`, `bootstrap-nonces`).
+    pub fn signed_file(&self) -> Option<(&'static str, &SignedFile)> {
+        match self {
+            Event::RevocationsAccepted(e) => Some((SIDECAR_REVOCATIONS, &e.file)),
+            Event::BootstrapNoncesAccepted(e) => Some((SIDECAR_BOOTSTRAP_NONCES, &e.file)),
+            _ => None,
         }
     }
 }

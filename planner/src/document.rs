@@ -63,11 +63,23 @@ pub enum Document {
     Fleet(FleetDocument),
     /// A rollout manifest.
     Rollout(RolloutDocument),
+    /// CI's revocation list (`revocations.json`).
+    Revocations(RevocationsDocument),
+    /// CI's bootstrap-nonce allowlist (`bootstrap-nonces.json`).
+    BootstrapNonces(NoncesDocument),
 }
 
 impl Document {
     /// Parses the canonical bytes of a recorded manifest entry.
     pub fn of_entry(event: &Event) -> Option<Result<Document, DocumentError>> {
+        if let Some((_, file)) = event.signed_file() {
+            return Some(match event {
+                Event::RevocationsAccepted(_) => {
+                    parse_revocations(&file.canonical).map(Document::Revocations)
+                }
+                _ => parse_bootstrap_nonces(&file.canonical).map(Document::BootstrapNonces),
+            });
+        }
         let m = event.manifest()?;
         Some(match m.rollout_id {
             None => parse_fleet(m.canonical).map(Document::Fleet),
@@ -80,6 +92,8 @@ impl Document {
         match self {
             Document::Fleet(f) => &f.signed_at,
             Document::Rollout(r) => &r.signed_at,
+            Document::Revocations(r) => &r.signed_at,
+            Document::BootstrapNonces(n) => &n.signed_at,
         }
     }
 }
@@ -667,4 +681,117 @@ impl Manifests {
         }
         Ok(())
     }
+}
+
+/// CI's `revocations.json` (NIXFLEET-WIRE.md §9.1), parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevocationsDocument {
+    /// `meta.signedAt`, as written (RFC 3339).
+    pub signed_at: String,
+    /// The revocations, in the file's order.
+    pub revocations: Vec<ledger::event::Revocation>,
+}
+
+/// CI's `bootstrap-nonces.json` (NIXFLEET-WIRE.md §9.2), parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoncesDocument {
+    /// `meta.signedAt`, as written (RFC 3339).
+    pub signed_at: String,
+    /// The nonces, in the file's order.
+    pub nonces: Vec<ledger::event::AllowedNonce>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RevocationsDoc {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    revocations: Vec<RevocationDoc>,
+    meta: Meta,
+}
+
+#[derive(Debug, Deserialize)]
+struct RevocationDoc {
+    hostname: String,
+    #[serde(rename = "notBefore")]
+    not_before: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default, rename = "revokedBy")]
+    revoked_by: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NoncesDoc {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    #[serde(rename = "bootstrapNonces")]
+    bootstrap_nonces: Vec<NonceDoc>,
+    meta: Meta,
+}
+
+#[derive(Debug, Deserialize)]
+struct NonceDoc {
+    nonce: String,
+    hostname: String,
+    #[serde(rename = "expiresAt")]
+    expires_at: String,
+    #[serde(default, rename = "mintedAt")]
+    minted_at: Option<String>,
+    #[serde(default, rename = "mintedBy")]
+    minted_by: Option<String>,
+}
+
+fn time(at: String, text: &str) -> Result<ledger::domain::Micros, DocumentError> {
+    crate::decide::parse_rfc3339(text).map_err(|e| field(at, e))
+}
+
+/// Parses CI's `revocations.json`. Host names are kept as written: a name no agent could
+/// authenticate as revokes nothing, and refusing the whole list for it would keep every other
+/// revocation out of force.
+pub fn parse_revocations(bytes: &[u8]) -> Result<RevocationsDocument, DocumentError> {
+    let doc: RevocationsDoc = parse(bytes)?;
+    schema(doc.schema_version, &doc.meta)?;
+    let signed_at = doc.meta.signed_at()?;
+    let mut revocations = Vec::with_capacity(doc.revocations.len());
+    for (i, r) in doc.revocations.into_iter().enumerate() {
+        if r.hostname.is_empty() {
+            return Err(field(format!("revocations[{i}].hostname"), "empty"));
+        }
+        revocations.push(ledger::event::Revocation {
+            not_before: time(format!("revocations[{i}].notBefore"), &r.not_before)?,
+            hostname: r.hostname,
+            reason: r.reason,
+            revoked_by: r.revoked_by,
+        });
+    }
+    Ok(RevocationsDocument {
+        signed_at,
+        revocations,
+    })
+}
+
+/// Parses CI's `bootstrap-nonces.json`.
+pub fn parse_bootstrap_nonces(bytes: &[u8]) -> Result<NoncesDocument, DocumentError> {
+    let doc: NoncesDoc = parse(bytes)?;
+    schema(doc.schema_version, &doc.meta)?;
+    let signed_at = doc.meta.signed_at()?;
+    let mut nonces = Vec::with_capacity(doc.bootstrap_nonces.len());
+    for (i, n) in doc.bootstrap_nonces.into_iter().enumerate() {
+        let at = |f: &str| format!("bootstrapNonces[{i}].{f}");
+        if n.nonce.is_empty() {
+            return Err(field(at("nonce"), "empty"));
+        }
+        nonces.push(ledger::event::AllowedNonce {
+            expires_at: time(at("expiresAt"), &n.expires_at)?,
+            minted_at: n
+                .minted_at
+                .as_deref()
+                .map(|t| time(at("mintedAt"), t))
+                .transpose()?,
+            nonce: n.nonce,
+            hostname: n.hostname,
+            minted_by: n.minted_by,
+        });
+    }
+    Ok(NoncesDocument { signed_at, nonces })
 }

@@ -23,8 +23,8 @@ pub mod rollout;
 
 pub use decide::{
     Answer, Batch, Decided, Delivered, IdentityRefusal, Input, Log, Manifest, ManifestRefusal,
-    NotItsInput, Refusal, Staged, Undecided, decide, decide_batch, host_policy, input_of,
-    only_decided, retention_due, ssh_ed25519_key, synthesis,
+    NonceRefusal, NotItsInput, Refusal, Staged, Undecided, decide, decide_batch, host_policy,
+    input_of, only_decided, retention_due, ssh_ed25519_key, synthesis,
 };
 pub use host::{HostInput, HostPolicy, Rejection, decide as decide_host, decide_report};
 pub use manifest::{Budget, Edge, Fleet, InForce, Manifests, RolloutManifest, RolloutPolicy};

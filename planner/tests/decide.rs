@@ -477,6 +477,70 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The times in CI's signed files read as chrono reads them: any offset, any fraction
+    /// (finer than µs truncated), `T`/`t`/space, `Z`/`z`, years 0000–9999.
+    #[test]
+    fn signed_file_times_read_as_chrono_reads_them(
+        us in -62_135_596_800_000_000i64..=253_402_300_799_999_999i64,
+        digits in 0usize..=9,
+        extra in 0u32..1000,
+        offset_min in -(23 * 60 + 59)..=(23 * 60 + 59i32),
+        sep in prop::sample::select(vec!['T', 't', ' ']),
+        zulu in prop::sample::select(vec!["Z", "z", "+00:00", "offset"]),
+    ) {
+        let t = chrono::DateTime::from_timestamp_micros(us).unwrap();
+        let text = if zulu == "offset" {
+            let off = chrono::FixedOffset::east_opt(offset_min * 60).unwrap();
+            t.with_timezone(&off).format("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string()
+        } else {
+            format!("{}{zulu}", t.format("%Y-%m-%dT%H:%M:%S%.6f"))
+        };
+        // Re-cut the fraction to `digits` digits (more: append `extra`'s digits).
+        let dot = text.find('.').unwrap();
+        let frac: String = text[dot + 1..dot + 7].to_string();
+        let rest = &text[dot + 7..];
+        let frac = if digits <= 6 { frac[..digits].to_string() } else { format!("{frac}{extra:03}")[..digits].to_string() };
+        let mut text = if digits == 0 { format!("{}{rest}", &text[..dot]) } else { format!("{}.{frac}{rest}", &text[..dot]) };
+        text.replace_range(10..11, &sep.to_string());
+        let want = chrono::DateTime::parse_from_rfc3339(&text).map(|t| t.timestamp_micros());
+        match want {
+            Ok(w) => prop_assert_eq!(planner::decide::parse_rfc3339(&text), Ok(w), "{}", text),
+            Err(_) => prop_assert!(planner::decide::parse_rfc3339(&text).is_err(), "{}", text),
+        }
+    }
+}
+
+#[test]
+fn signed_file_times_refused_as_chrono_refuses_them() {
+    for text in [
+        "2026-02-29T00:00:00Z",
+        "2026-13-01T00:00:00Z",
+        "2026-01-01T24:00:00Z",
+        "2026-01-01T00:00:00",
+        "2026-01-01T00:00:00.Z",
+        "2026-01-01T00:00:00+24:00",
+        "2026-01-01T00:00:00Zx",
+        "2026-1-01T00:00:00Z",
+        "",
+    ] {
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(text).is_err(),
+            "{text}"
+        );
+        assert!(planner::decide::parse_rfc3339(text).is_err(), "{text}");
+    }
+    for text in [
+        "2024-02-29T23:59:60Z",
+        "2026-05-17T11:00:00.123456789+02:00",
+    ] {
+        let want = chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_micros();
+        assert_eq!(planner::decide::parse_rfc3339(text), Ok(want), "{text}");
+    }
+}
+
 #[test]
 fn log_times_at_the_edges() {
     for us in [

@@ -36,12 +36,13 @@ use model::{Aside, Stored};
 pub use persist::Comparison;
 pub use rollout::RolloutRecord;
 pub use rows::{
-    ActiveRow, DeferralRow, DispatchRow, EnrollmentRow, ManifestRow, ProbeFailureRow, QuarantineRow,
+    ActiveRow, AllowedNonceRow, DeferralRow, DispatchRow, EnrollmentRow, ManifestRow,
+    ProbeFailureRow, QuarantineRow, RevocationRow, SidecarRow,
 };
 
 /// Version of the folds below. Changing any fold's meaning bumps it; opening a store whose
 /// tables were written by another version rebuilds them from the log.
-pub const FOLD_VERSION: u32 = 8;
+pub const FOLD_VERSION: u32 = 9;
 /// Fold version and the next seq to fold (all entries below it are reflected).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {
@@ -97,6 +98,12 @@ pub struct State {
     /// Events counted by (what, label): gate blocks by gate (`gate-block`), compliance
     /// failures by control (`compliance-failure`).
     pub counters: Model<(String, String), u64>,
+    /// CI's revocations in force, by host.
+    pub revocations: Model<String, RevocationRow>,
+    /// CI's bootstrap-nonce allowlist in force, by nonce.
+    pub nonce_allowlist: Model<String, AllowedNonceRow>,
+    /// The latest entry of each of CI's signed files that is not a manifest, by name.
+    pub sidecars: Model<String, SidecarRow>,
     /// Entries folded so far: the next seq expected.
     pub next_seq: u64,
     scratch: Aside<KeyScratch>,
@@ -167,6 +174,9 @@ stored_tables! {
     enrollments => ENROLLMENTS,
     manifests => MANIFESTS,
     counters => COUNTERS,
+    revocations => REVOCATIONS,
+    nonce_allowlist => NONCE_ALLOWLIST,
+    sidecars => SIDECARS,
 }
 
 impl State {
@@ -390,8 +400,88 @@ impl State {
                     },
                 );
             }
+            // A list replaces the list in force whole: a host no longer listed is no longer
+            // revoked (nixfleet deletes its row). A host listed twice keeps its last entry.
+            Event::RevocationsAccepted(e) => {
+                let listed: BTreeMap<&str, &ledger::event::Revocation> = e
+                    .revocations
+                    .iter()
+                    .map(|r| (r.hostname.as_str(), r))
+                    .collect();
+                let gone: Vec<String> = self
+                    .revocations
+                    .iter()
+                    .filter(|(h, _)| !listed.contains_key(h.as_str()))
+                    .map(|(h, _)| h.clone())
+                    .collect();
+                for h in gone {
+                    self.revocations.remove(&h);
+                }
+                for (h, r) in listed {
+                    let row = RevocationRow {
+                        not_before: r.not_before,
+                        reason: r.reason.clone(),
+                        revoked_by: r.revoked_by.clone(),
+                        seq,
+                    };
+                    // Unchanged rows are not rewritten: a list re-signed with one more host
+                    // changes one row.
+                    if self
+                        .revocations
+                        .get(&h.to_string())
+                        .map(|o| (o.not_before, &o.reason, &o.revoked_by))
+                        != Some((row.not_before, &row.reason, &row.revoked_by))
+                    {
+                        self.revocations.insert(h.to_string(), row);
+                    }
+                }
+                self.sidecar(ledger::event::SIDECAR_REVOCATIONS, &e.file, seq, at);
+            }
+            Event::BootstrapNoncesAccepted(e) => {
+                let listed: BTreeMap<&str, &ledger::event::AllowedNonce> =
+                    e.nonces.iter().map(|n| (n.nonce.as_str(), n)).collect();
+                let gone: Vec<String> = self
+                    .nonce_allowlist
+                    .iter()
+                    .filter(|(n, _)| !listed.contains_key(n.as_str()))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for n in gone {
+                    self.nonce_allowlist.remove(&n);
+                }
+                for (n, a) in listed {
+                    let same = self
+                        .nonce_allowlist
+                        .get(&n.to_string())
+                        .is_some_and(|o| o.hostname == a.hostname && o.expires_at == a.expires_at);
+                    if !same {
+                        self.nonce_allowlist.insert(
+                            n.to_string(),
+                            AllowedNonceRow {
+                                hostname: a.hostname.clone(),
+                                expires_at: a.expires_at,
+                                seq,
+                            },
+                        );
+                    }
+                }
+                self.sidecar(ledger::event::SIDECAR_BOOTSTRAP_NONCES, &e.file, seq, at);
+            }
             _ => {}
         }
+    }
+
+    /// Records which entry of a signed file is in force.
+    fn sidecar(&mut self, name: &str, file: &ledger::event::SignedFile, seq: u64, at: Micros) {
+        self.sidecars.insert(
+            name.to_string(),
+            SidecarRow {
+                seq,
+                content_hash: file.content_hash,
+                signed_at: file.signed_at,
+                recorded_at: at,
+            },
+        );
     }
 
     /// A rollout was pruned: its host records are final (see [`Retire`]).

@@ -7,6 +7,7 @@ use super::{
     Hosts, INDEX_BLOCK, IndexRows, ManifestRow, Model, ProbeFailureRow, QuarantineRow,
     RolloutRecord, State, Watermark, host_entries_seqs, index, model, tables,
 };
+use crate::{AllowedNonceRow, RevocationRow, SidecarRow};
 use ledger::domain::{RolloutId, RolloutState};
 use ledger::event::Event;
 use std::collections::BTreeMap;
@@ -162,10 +163,25 @@ impl State {
 
     /// Re-derives one entry's pending index row (see [`State::set_index_covered`]).
     pub fn pending_index(&mut self, seq: u64, event: &Event) {
-        if !self.index.off
-            && let (_, Some(host)) = event.subject()
-        {
-            self.index.push(seq, host);
+        if self.index.off {
+            return;
+        }
+        match event {
+            // A revocation list names many hosts, a host perhaps twice: one row each.
+            Event::RevocationsAccepted(_) => {
+                let mut hosts = std::collections::BTreeSet::new();
+                event.for_each_host(|h| {
+                    hosts.insert(h);
+                });
+                for h in hosts {
+                    self.index.push(seq, h);
+                }
+            }
+            _ => {
+                if let (_, Some(host)) = event.subject() {
+                    self.index.push(seq, host);
+                }
+            }
         }
     }
 
@@ -206,7 +222,7 @@ impl State {
     fn load_filtered(r: &dyn TableReader, live: bool) -> Result<State, TableError> {
         use tables::{
             ACTIVE_BY_CHANNEL, COUNTERS, DEFERRALS, DISPATCH_QUEUE, ENROLLMENTS, HOSTS, MANIFESTS,
-            PROBE_FAILURES, QUARANTINE, ROLLOUTS,
+            NONCE_ALLOWLIST, PROBE_FAILURES, QUARANTINE, REVOCATIONS, ROLLOUTS, SIDECARS,
         };
         let next_seq = State::stored_watermark(r)?.map_or(0, |m| m.next_seq);
         let rollouts: Model<RolloutId, RolloutRecord> = Model::load(ROLLOUTS, r)?;
@@ -233,6 +249,9 @@ impl State {
             enrollments: Model::load(ENROLLMENTS, r)?,
             manifests: Model::load(MANIFESTS, r)?,
             counters: Model::load(COUNTERS, r)?,
+            revocations: Model::load(REVOCATIONS, r)?,
+            nonce_allowlist: Model::load(NONCE_ALLOWLIST, r)?,
+            sidecars: Model::load(SIDECARS, r)?,
             rollouts,
             next_seq,
             scratch: Aside::default(),
@@ -322,6 +341,13 @@ impl State {
             self.enrollments.rows(),
             self.manifests.rows(),
             self.counters.rows(),
+            // Fold version 9's tables, as one tuple (bincode writes it as its fields in
+            // order: the same bytes as a flat tuple, within serde's tuple limit).
+            (
+                self.revocations.rows(),
+                self.nonce_allowlist.rows(),
+                self.sidecars.rows(),
+            ),
         ))
     }
 
@@ -342,6 +368,7 @@ impl State {
             enrollments,
             manifests,
             counters,
+            (revocations, nonce_allowlist, sidecars),
         ): (
             u64,
             u64,
@@ -355,6 +382,11 @@ impl State {
             BTreeMap<String, EnrollmentRow>,
             BTreeMap<Option<RolloutId>, ManifestRow>,
             BTreeMap<(String, String), u64>,
+            (
+                BTreeMap<String, RevocationRow>,
+                BTreeMap<String, AllowedNonceRow>,
+                BTreeMap<String, SidecarRow>,
+            ),
         ) = model::decode("snapshot", bytes)?;
         let state = State {
             rollouts: Model::from_rows(rollouts, false),
@@ -368,6 +400,9 @@ impl State {
             enrollments: Model::from_rows(enrollments, false),
             manifests: Model::from_rows(manifests, false),
             counters: Model::from_rows(counters, false),
+            revocations: Model::from_rows(revocations, false),
+            nonce_allowlist: Model::from_rows(nonce_allowlist, false),
+            sidecars: Model::from_rows(sidecars, false),
             next_seq,
             scratch: Aside::default(),
             index: Aside(IndexRows::off()),

@@ -96,3 +96,40 @@ pub struct ManifestRow {
     /// Seq of its first.
     pub created_seq: u64,
 }
+
+/// A revocation in force (`proj.revocations`, by host).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRow {
+    /// The host's certificates with an earlier `notBefore` are refused, µs.
+    pub not_before: Micros,
+    /// Why, as CI wrote it.
+    pub reason: Option<String>,
+    /// Who, as CI wrote it.
+    pub revoked_by: Option<String>,
+    /// Seq of the `RevocationsAccepted` that put it in force.
+    pub seq: u64,
+}
+
+/// A nonce of the allowlist in force (`proj.nonce_allowlist`, by nonce).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowedNonceRow {
+    /// The only host that may enroll with it.
+    pub hostname: String,
+    /// Refused after this time, µs.
+    pub expires_at: Micros,
+    /// Seq of the `BootstrapNoncesAccepted` that put it in force.
+    pub seq: u64,
+}
+
+/// The latest entry of one of CI's signed files (`proj.sidecars`, by name).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SidecarRow {
+    /// Seq of the entry.
+    pub seq: u64,
+    /// SHA-256 of the file's canonical bytes.
+    pub content_hash: [u8; 32],
+    /// Its `meta.signedAt`, µs.
+    pub signed_at: Micros,
+    /// CP time it was recorded.
+    pub recorded_at: Micros,
+}

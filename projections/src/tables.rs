@@ -29,10 +29,17 @@ pub const MANIFESTS: &str = "proj.manifests";
 /// Events counted by what they count (`gate-block`, the gate; `compliance-failure`, the
 /// control): the totals nixfleet's metrics counters expose, true after any restart.
 pub const COUNTERS: &str = "proj.counters";
+/// CI's revocations in force, by host: the list of the latest `RevocationsAccepted`.
+pub const REVOCATIONS: &str = "proj.revocations";
+/// CI's bootstrap-nonce allowlist in force, by nonce: the latest `BootstrapNoncesAccepted`.
+pub const NONCE_ALLOWLIST: &str = "proj.nonce_allowlist";
+/// The latest entry of each of CI's signed files that is not a manifest, by name
+/// (`revocations`, `bootstrap-nonces`): which one is in force, and whether a new one is newer.
+pub const SIDECARS: &str = "proj.sidecars";
 /// Watermark: fold version and the seq the tables reflect.
 pub const META: &str = "proj.meta";
 /// Every projection table, in a fixed order.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 14] = [
     ROLLOUTS,
     HOSTS,
     PROBE_FAILURES,
@@ -43,6 +50,9 @@ pub const ALL: [&str; 11] = [
     ENROLLMENTS,
     MANIFESTS,
     COUNTERS,
+    REVOCATIONS,
+    NONCE_ALLOWLIST,
+    SIDECARS,
     HOST_ENTRIES,
 ];
 /// Tables earlier fold versions wrote and this one does not: a rebuild deletes them.

@@ -130,6 +130,24 @@ pub struct Config {
     /// CI's published URLs, pulled on nixfleet's schedule ([`PullConfig`]).
     #[serde(default)]
     pub pull: Option<PullConfig>,
+    /// CI's signed revocation list, pulled (nixfleet's `--revocations-*`). A
+    /// `revocations.json` in `manifest_dir` is read either way.
+    #[serde(default)]
+    pub revocations: Option<SignedFileSource>,
+    /// CI's signed bootstrap-nonce allowlist, pulled (nixfleet's `--bootstrap-nonces-*`). A
+    /// `bootstrap-nonces.json` in `manifest_dir` is read either way.
+    #[serde(default)]
+    pub bootstrap_nonces: Option<SignedFileSource>,
+    /// nixfleet's `--strict`: refuse to start unless every security setting is made (mTLS
+    /// with `tls.client_ca`, a revocation list and a nonce allowlist source, a CA key held
+    /// by a sign wrapper unless `enrollment.allow_file_ca_key`), wait for CI's lists before
+    /// serving agents, and require `X-Nixfleet-Protocol` on `/v1/*` and `/metrics`.
+    #[serde(default)]
+    pub strict: bool,
+    /// nixfleet's `--closure-upstream`: the binary cache `GET /v1/agent/closure/{hash}`
+    /// fetches `<hash>.narinfo` from (unset: that route answers 501).
+    #[serde(default)]
+    pub closure_upstream: Option<String>,
     /// API tokens.
     pub tokens: Vec<TokenEntry>,
     /// Request sizes, counts and rates.
@@ -237,6 +255,12 @@ impl Config {
         if let Some(p) = &mut config.pull {
             p.bearer_token_file = p.bearer_token_file.as_ref().map(|f| base.join(f));
         }
+        for s in [&mut config.revocations, &mut config.bootstrap_nonces]
+            .into_iter()
+            .flatten()
+        {
+            s.bearer_token_file = s.bearer_token_file.as_ref().map(|f| base.join(f));
+        }
         if let Some(t) = &mut config.tls {
             t.cert = base.join(&t.cert);
             t.key = base.join(&t.key);
@@ -257,6 +281,14 @@ impl Config {
 
     /// Checks a config already in memory (the demo builds one).
     pub fn settings(self) -> Result<Settings, ConfigError> {
+        for (name, source) in [
+            ("revocations", &self.revocations),
+            ("bootstrap_nonces", &self.bootstrap_nonces),
+        ] {
+            if let Some(s) = source {
+                s.check(name).map_err(ConfigError::Invalid)?;
+            }
+        }
         if let Some(p) = &self.pull {
             p.check().map_err(ConfigError::Invalid)?;
         }
@@ -438,6 +470,56 @@ impl PullConfig {
         }
         if self.interval_secs == 0 {
             return Err("pull.interval_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where one of CI's signed files besides the manifests is published (nixfleet's
+/// `--revocations-{artifact,signature}-url` and `--bootstrap-nonces-*`), polled every
+/// `interval_secs`, the first at start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedFileSource {
+    /// The file's URL.
+    pub url: String,
+    /// Its signature's URL (default: `url` + `.sig`, where CI writes it).
+    #[serde(default)]
+    pub signature_url: Option<String>,
+    /// A file holding a bearer token to send (default: `pull.bearer_token_file`, as
+    /// nixfleet defaults to the channel-refs token).
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Seconds between polls (nixfleet: 60).
+    #[serde(default = "default_signed_file_interval")]
+    pub interval_secs: u64,
+}
+
+fn default_signed_file_interval() -> u64 {
+    60
+}
+
+impl SignedFileSource {
+    /// The signature's URL.
+    pub fn signature_url(&self) -> String {
+        self.signature_url
+            .clone()
+            .unwrap_or_else(|| format!("{}.sig", self.url))
+    }
+
+    fn check(&self, name: &str) -> Result<(), String> {
+        for (field, url) in [
+            ("url", Some(&self.url)),
+            ("signature_url", self.signature_url.as_ref()),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(format!("{name}.{field}: {url:?} is not an http(s) URL"));
+            }
+        }
+        if self.interval_secs == 0 {
+            return Err(format!("{name}.interval_secs must be at least 1"));
         }
         Ok(())
     }

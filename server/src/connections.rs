@@ -50,6 +50,8 @@ pub struct Peer {
     pub cn: Option<String>,
     /// Its serial number (big-endian bytes), which a renewal records.
     pub serial: Option<Vec<u8>>,
+    /// Its `notBefore`, µs (checked against CI's revocations).
+    pub not_before: Option<ledger::domain::Micros>,
     /// The certificate itself (DER): whether it is an operator's is the API's question.
     pub leaf: Option<Arc<[u8]>>,
     /// The client's address.
@@ -228,6 +230,7 @@ pub async fn serve(
             peer: Peer {
                 cn: None,
                 serial: None,
+                not_before: None,
                 leaf: None,
                 addr: Some(addr),
                 trusted,
@@ -282,10 +285,11 @@ impl Connection {
             _ = stopping(&mut self.shutdown) => return,
         };
         if let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first())
-            && let Some((cn, serial)) = crate::tls::client_identity(leaf)
+            && let Some(cert) = crate::tls::client_identity(leaf)
         {
-            self.peer.cn = Some(cn);
-            self.peer.serial = Some(serial);
+            self.peer.cn = Some(cert.cn);
+            self.peer.serial = Some(cert.serial);
+            self.peer.not_before = Some(cert.not_before);
             self.peer.leaf = Some(Arc::from(leaf.as_ref()));
         }
         self.http(tls).await

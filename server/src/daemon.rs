@@ -121,6 +121,11 @@ impl Daemon {
             reloader: Arc::clone(&reloader),
             limits,
             enrollment: settings.enrollment.clone(),
+            readiness: crate::api::Readiness {
+                revocations: settings.config.revocations.is_some() || settings.config.strict,
+                bootstrap_nonces: settings.config.bootstrap_nonces.is_some()
+                    || settings.config.strict,
+            },
         };
         let ticker = tokio::spawn(tick(
             tx.clone(),
@@ -139,6 +144,33 @@ impl Daemon {
             .manifest_dir
             .clone()
             .map(|dir| tokio::spawn(crate::sources::watch(dir, submitter.clone())));
+        let default_token = settings
+            .config
+            .pull
+            .as_ref()
+            .and_then(|p| p.bearer_token_file.clone());
+        let pollers: Vec<_> = [
+            (
+                crate::intake::Target::Revocations,
+                settings.config.revocations.clone(),
+            ),
+            (
+                crate::intake::Target::BootstrapNonces,
+                settings.config.bootstrap_nonces.clone(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(target, source)| {
+            source.map(|source| {
+                tokio::spawn(crate::sources::poll_signed_file(
+                    target,
+                    source,
+                    default_token.clone(),
+                    submitter.clone(),
+                ))
+            })
+        })
+        .collect();
         let puller = settings
             .config
             .pull
@@ -186,7 +218,7 @@ impl Daemon {
             let _ = halt.send(true);
             ticker.abort();
             let _ = ticker.await;
-            for source in [watcher, puller].into_iter().flatten() {
+            for source in [watcher, puller].into_iter().flatten().chain(pollers) {
                 source.abort();
                 let _ = source.await;
             }

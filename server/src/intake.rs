@@ -89,6 +89,22 @@ pub enum Target {
     Fleet,
     /// A rollout manifest, as requested by id (path or file name).
     Rollout(RolloutId),
+    /// `revocations.json` (NIXFLEET-WIRE.md §9.1).
+    Revocations,
+    /// `bootstrap-nonces.json` (§9.2).
+    BootstrapNonces,
+}
+
+impl Target {
+    /// The file CI writes it as in a release directory (a rollout's under `rollouts/`).
+    pub fn file_name(&self) -> String {
+        match self {
+            Target::Fleet => "fleet.resolved.json".into(),
+            Target::Rollout(id) => format!("rollouts/{id}.json"),
+            Target::Revocations => "revocations.json".into(),
+            Target::BootstrapNonces => "bootstrap-nonces.json".into(),
+        }
+    }
 }
 
 /// Trust settings the checks need.
@@ -120,8 +136,14 @@ pub fn verify(
         .keys
         .verifier(&canonical, &sig, now)
         .ok_or(ManifestError::BadSignature)?;
-    document::check_agent_schema(artifact, *target == Target::Fleet)?;
+    if matches!(target, Target::Fleet | Target::Rollout(_)) {
+        document::check_agent_schema(artifact, *target == Target::Fleet)?;
+    }
     let document = match target {
+        Target::Revocations => Document::Revocations(document::parse_revocations(&canonical)?),
+        Target::BootstrapNonces => {
+            Document::BootstrapNonces(document::parse_bootstrap_nonces(&canonical)?)
+        }
         Target::Fleet => Document::Fleet(document::parse_fleet(&canonical)?),
         Target::Rollout(requested) => {
             let doc = document::parse_rollout(&canonical)?;
@@ -189,7 +211,14 @@ pub struct Found {
 /// (`seen` maps path → SHA-256 of artifact and signature), and a line per file it skips, with
 /// why (each reported once per change of the file).
 pub fn scan_dir(dir: &Path, seen: &mut BTreeMap<PathBuf, [u8; 32]>) -> (Vec<Found>, Vec<String>) {
-    let mut candidates = vec![(Target::Fleet, dir.join("fleet.resolved.json"))];
+    let mut candidates: Vec<(Target, PathBuf)> =
+        [Target::Fleet, Target::Revocations, Target::BootstrapNonces]
+            .into_iter()
+            .map(|t| {
+                let path = dir.join(t.file_name());
+                (t, path)
+            })
+            .collect();
     let mut errors = Vec::new();
     // Reports a skipped file once per change of what makes it skipped.
     let mut skip = |seen: &mut BTreeMap<PathBuf, [u8; 32]>, path: &Path, why: String| {
@@ -204,14 +233,14 @@ pub fn scan_dir(dir: &Path, seen: &mut BTreeMap<PathBuf, [u8; 32]>) -> (Vec<Foun
         for p in names {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             let known = matches!(
-                name,
-                "fleet.resolved.json" | "fleet.resolved.json.sig" | "rollouts"
-            );
+                name.strip_suffix(".sig").unwrap_or(name),
+                "fleet.resolved.json" | "revocations.json" | "bootstrap-nonces.json"
+            ) || name == "rollouts";
             if !known {
                 skip(
                     seen,
                     &p,
-                    "not an artifact this control plane reads (fleet.resolved.json and rollouts/<channel>@<ref>.json, each with a .sig)".into(),
+                    "not an artifact this control plane reads (fleet.resolved.json, revocations.json, bootstrap-nonces.json and rollouts/<channel>@<ref>.json, each with a .sig)".into(),
                 );
             }
         }

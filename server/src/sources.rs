@@ -209,33 +209,97 @@ async fn pull_once(
     Ok(problems)
 }
 
+/// An HTTP client for CI's URLs: https verified against the system's roots, with the same
+/// TLS library and crypto (ring) as the API's listener.
+fn http_client(what: &str) -> Option<reqwest::Client> {
+    // Already installed is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match reqwest::Client::builder().build() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, "{what}: no HTTP client; polling is off");
+            None
+        }
+    }
+}
+
+/// The bearer token a token file holds, re-read at every poll as nixfleet does (an
+/// unreadable file is logged and the poll goes without).
+fn read_token(file: Option<&std::path::Path>, what: &str) -> Option<String> {
+    let p = file?;
+    match ledger::keys::read_key_text(p) {
+        Ok(t) => Some(t.trim().to_string()),
+        Err(e) => {
+            tracing::warn!(path = %p.display(), error = %e, "{what}: token file");
+            None
+        }
+    }
+}
+
+/// Polls one of CI's signed files besides the manifests (the revocation list, the nonce
+/// allowlist) every `interval_secs`, the first at once, as nixfleet does (NIXFLEET-WIRE.md
+/// §9.1, §9.2). Each verified file is submitted like the manifests; one that is missing,
+/// unsigned, stale or malformed leaves the list in force as it is, with a log line naming
+/// why (once per change of the problem).
+pub async fn poll_signed_file(
+    target: Target,
+    source: crate::config::SignedFileSource,
+    default_token: Option<std::path::PathBuf>,
+    s: Submitter,
+) {
+    let what = target.file_name();
+    let Some(http) = http_client(&what) else {
+        return;
+    };
+    let mut interval = tokio::time::interval(Duration::from_secs(source.interval_secs));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sig_url = source.signature_url();
+    let mut reported = None;
+    loop {
+        interval.tick().await;
+        let token_file = source.bearer_token_file.as_ref().or(default_token.as_ref());
+        let token = read_token(token_file.map(|p| p.as_path()), &what);
+        let token = token.as_deref();
+        let problem = match (
+            fetch(&http, &source.url, token).await,
+            fetch(&http, &sig_url, token).await,
+        ) {
+            (Ok(Some(file)), Ok(Some(sig))) => match serde_json::from_slice(&file) {
+                Ok(artifact) => {
+                    if s.submit(&source.url, &target, &artifact, &sig)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    None
+                }
+                Err(e) => Some(format!("{}: not JSON: {e}", source.url)),
+            },
+            (Ok(None), _) => Some(format!("{}: not found", source.url)),
+            (_, Ok(None)) => Some(format!("{sig_url}: not found")),
+            (Err(e), _) | (_, Err(e)) => Some(e),
+        };
+        if problem != reported {
+            if let Some(p) = &problem {
+                tracing::warn!(file = %what, problem = %p, "poll failed; the list in force stays");
+            }
+            reported = problem;
+        }
+    }
+}
+
 /// Pulls CI's published files every `interval_secs` (the first at once).
 pub async fn pull(cfg: PullConfig, s: Submitter) {
-    // https URLs are verified against the system's roots, with the same TLS library and
-    // crypto (ring) as the API's listener. (Already installed is fine.)
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = match reqwest::Client::builder().build() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "manifest pull: no HTTP client; pulling is off");
-            return;
-        }
+    let Some(http) = http_client("manifest pull") else {
+        return;
     };
     let mut interval = tokio::time::interval(Duration::from_secs(cfg.interval_secs));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported = Vec::new();
     loop {
         interval.tick().await;
-        let token = match &cfg.bearer_token_file {
-            Some(p) => match ledger::keys::read_key_text(p) {
-                Ok(t) => Some(t.trim().to_string()),
-                Err(e) => {
-                    tracing::warn!(path = %p.display(), error = %e, "manifest pull: token file");
-                    None
-                }
-            },
-            None => None,
-        };
+        let token = read_token(cfg.bearer_token_file.as_deref(), "manifest pull");
         let Ok(problems) = pull_once(&http, &cfg, token.as_deref(), &s).await else {
             return;
         };

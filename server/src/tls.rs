@@ -163,9 +163,20 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
     Ok(Arc::new(config))
 }
 
-/// The CN and serial number of a client certificate (verified by rustls before this is
-/// asked).
-pub fn client_identity(der: &CertificateDer<'_>) -> Option<(String, Vec<u8>)> {
+/// What the API reads of a verified client certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCert {
+    /// Its subject's CN.
+    pub cn: String,
+    /// Its serial number (big-endian bytes).
+    pub serial: Vec<u8>,
+    /// Its `notBefore`, µs: a revocation refuses the certificates issued before it.
+    pub not_before: ledger::domain::Micros,
+}
+
+/// The CN, serial number and `notBefore` of a client certificate (verified by rustls before
+/// this is asked).
+pub fn client_identity(der: &CertificateDer<'_>) -> Option<ClientCert> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
     let cn = cert
         .subject()
@@ -174,5 +185,13 @@ pub fn client_identity(der: &CertificateDer<'_>) -> Option<(String, Vec<u8>)> {
         .as_str()
         .ok()?
         .to_string();
-    Some((cn, cert.tbs_certificate.raw_serial().to_vec()))
+    Some(ClientCert {
+        cn,
+        serial: cert.tbs_certificate.raw_serial().to_vec(),
+        not_before: cert
+            .validity()
+            .not_before
+            .timestamp()
+            .saturating_mul(1_000_000),
+    })
 }

@@ -231,7 +231,72 @@ pub fn summary(e: &Event) -> String {
                 a.keys_removed.join(", ")
             )
         }
+        Event::RevocationsAccepted(r) => {
+            let mut listed: Vec<String> = r
+                .revocations
+                .iter()
+                .take(10)
+                .map(|v| {
+                    format!(
+                        "{} before {}",
+                        v.hostname,
+                        planner::decide::rfc3339(v.not_before)
+                    )
+                })
+                .collect();
+            if r.revocations.len() > listed.len() {
+                listed.push(format!("and {} more", r.revocations.len() - listed.len()));
+            }
+            format!(
+                "revocation list accepted ({} signature by {}, signed {}): {} revoked{}{}",
+                r.file.algorithm,
+                r.file.signer,
+                planner::decide::rfc3339(r.file.signed_at),
+                r.revocations.len(),
+                if listed.is_empty() { "" } else { ": " },
+                listed.join(", ")
+            )
+        }
+        Event::BootstrapNoncesAccepted(n) => format!(
+            "bootstrap-nonce allowlist accepted ({} signature by {}, signed {}): {} nonces",
+            n.file.algorithm,
+            n.file.signer,
+            planner::decide::rfc3339(n.file.signed_at),
+            n.nonces.len()
+        ),
         other => other.kind().name().to_string(),
+    }
+}
+
+/// What a revocation list says about one host: "revoked: certificates before T, by W,
+/// reason R" (a host it lists twice: its last entry, the one in force).
+pub(super) fn revocation_of(e: &Event, host: &str) -> Option<String> {
+    let Event::RevocationsAccepted(r) = e else {
+        return None;
+    };
+    let v = r.revocations.iter().rev().find(|v| v.hostname == host)?;
+    Some(format!(
+        "revoked: certificates before {}, by {}, reason: {}",
+        planner::decide::rfc3339(v.not_before),
+        v.revoked_by.as_deref().unwrap_or("(not stated)"),
+        v.reason.as_deref().unwrap_or("(not stated)")
+    ))
+}
+
+/// A signed artifact's bytes as `<JCS bytes>`, its signature as hex.
+fn shorten_signed(v: &mut serde_json::Value) {
+    let Some(obj) = v.as_object_mut() else {
+        return;
+    };
+    if obj.contains_key("canonical") {
+        obj.insert("canonical".into(), serde_json::json!("<JCS bytes>"));
+    }
+    if let Some(sig) = obj.get("signature").and_then(|s| s.as_array()) {
+        let bytes: Vec<u8> = sig
+            .iter()
+            .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect();
+        obj.insert("signature".into(), serde_json::json!(hex(&bytes)));
     }
 }
 
@@ -249,15 +314,27 @@ fn agent_time(e: &Event) -> Option<Micros> {
     }
 }
 
+/// A line for an item, as a timeline of `host` shows it (a revocation list: what it says
+/// about that host).
+pub(super) fn line_for(item: &Logged, host: Option<&str>) -> Line {
+    let mut l = line(item);
+    if let Some(h) = host
+        && let Some(text) = revocation_of(&item.event, h)
+    {
+        l.summary = text;
+        l.host = Some(h.to_string());
+    }
+    l
+}
+
 /// A line for an item.
 pub fn line(item: &Logged) -> Line {
     let (rollout, host) = item.event.subject();
     let mut payload = serde_json::to_value(&item.event).unwrap_or_default();
-    // Manifest bytes are long and already summarised by their hash.
-    if let Some(obj) = payload.as_object_mut()
-        && obj.contains_key("canonical")
-    {
-        obj.insert("canonical".into(), serde_json::json!("<JCS bytes>"));
+    // Signed bytes are long and already summarised by their hash; a signature reads as hex.
+    shorten_signed(&mut payload);
+    if let Some(file) = payload.get_mut("file") {
+        shorten_signed(file);
     }
     // So is an issued certificate (its serial, CN and validity are shown).
     if let Some(cert) = payload
@@ -314,7 +391,7 @@ fn indexed_seqs(db: &Path, host: &str) -> Result<Option<Vec<u64>>, ForensicsErro
     }
     for entry in snap.entries(covered..)? {
         let entry = entry?;
-        if entry.event.subject().1 == Some(host) {
+        if entry.event.names_host(host) {
             seqs.push(entry.seq);
         }
     }
@@ -325,8 +402,11 @@ fn keep(filter: &Filter, item: &Logged) -> bool {
     if filter.since.is_some_and(|s| item.at < s) || filter.until.is_some_and(|u| item.at > u) {
         return false;
     }
-    let (rollout, host) = item.event.subject();
-    filter.host.as_deref().is_none_or(|h| host == Some(h))
+    let (rollout, _) = item.event.subject();
+    filter
+        .host
+        .as_deref()
+        .is_none_or(|h| item.event.names_host(h))
         && filter.rollout.as_ref().is_none_or(|r| rollout == Some(r))
         && (!filter.log || log_record(&item.event))
 }
@@ -384,7 +464,7 @@ pub fn timeline_each<E: From<ForensicsError>>(
                     reason: "indexed but not in the log".into(),
                 })?;
             if keep(filter, &item) {
-                f(line(&item))?;
+                f(line_for(&item, filter.host.as_deref()))?;
             }
         }
         return Ok(());
@@ -400,7 +480,7 @@ pub fn timeline_each<E: From<ForensicsError>>(
             break;
         }
         if keep(filter, &item) {
-            f(line(&item))?;
+            f(line_for(&item, filter.host.as_deref()))?;
         }
     }
     Ok(())

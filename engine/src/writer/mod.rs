@@ -23,7 +23,7 @@ mod replay_snapshots;
 use planner::Undecided;
 pub use planner::{Answer, Input, Refusal};
 pub use protocol::{
-    Job, KeyRotation, Recording, Reply, RotateError, Shared, Witnessed, Work, WriteError,
+    Job, KeyRotation, Recording, Reply, Revoked, RotateError, Shared, Witnessed, Work, WriteError,
 };
 
 use replay_snapshots::Snapshots;
@@ -167,6 +167,26 @@ fn publish(shared: &Shared, manifests: &Manifests, upto: &mut u64) {
     }
 }
 
+/// Publishes the revocations in force after a commit, if a revocation list was recorded
+/// since they were last published (one comparison otherwise). Before the commit's
+/// notification, like the manifests: a request answered after the commit is held to them.
+fn publish_revoked(shared: &Shared, state: &projections::State) {
+    let allowlist = state
+        .sidecars
+        .contains_key(&ledger::event::SIDECAR_BOOTSTRAP_NONCES.to_string());
+    shared
+        .allowlist_ready
+        .store(allowlist, std::sync::atomic::Ordering::Release);
+    let list = state
+        .sidecars
+        .get(&ledger::event::SIDECAR_REVOCATIONS.to_string())
+        .map(|r| r.seq);
+    if shared.revoked().list == list {
+        return;
+    }
+    *shared.revoked.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Revoked::of(state));
+}
+
 impl Writer {
     /// Opens the ledger at `path` (catching up projections) and loads the manifests in force.
     pub fn open(
@@ -204,7 +224,10 @@ impl Writer {
             witnessed: RwLock::new(None),
             store_failures: 0.into(),
             metrics: Metrics::new(Some(&path)),
+            revoked: RwLock::new(Arc::new(Revoked::of(ledger.state()))),
+            allowlist_ready: false.into(),
         });
+        publish_revoked(&shared, ledger.state());
         note_commit(&shared, ledger.store());
         let writer = Writer {
             ledger: Some(ledger),
@@ -451,6 +474,7 @@ impl Writer {
                     // notification: whoever wakes on it (a long poll handing out a dispatch)
                     // finds the manifest it names already served.
                     publish(&self.shared, &self.manifests, &mut self.published_upto);
+                    publish_revoked(&self.shared, ledger.state());
                     self.shared.fleet_ready.store(
                         self.manifests.fleet_in_force.is_some(),
                         std::sync::atomic::Ordering::Release,
@@ -563,6 +587,7 @@ impl Writer {
                         .write()
                         .unwrap_or_else(|p| p.into_inner()) = published;
                     self.last_now = self.last_now.max(ledger.store().last_time());
+                    publish_revoked(&self.shared, ledger.state());
                     self.shared.fleet_ready.store(
                         manifests.fleet_in_force.is_some(),
                         std::sync::atomic::Ordering::Release,

@@ -3,6 +3,7 @@
 use super::{Answer, Input, Refusal};
 use crate::metrics::Metrics;
 use ledger::store::Reader;
+use std::sync::Arc;
 use std::sync::RwLock;
 use tokio::sync::{oneshot, watch};
 
@@ -122,6 +123,58 @@ pub struct Shared {
     pub store_failures: std::sync::atomic::AtomicU64,
     /// The registry the writer records into.
     pub metrics: Metrics,
+    /// CI's revocations in force, as last committed: what a request with a client
+    /// certificate is held to. Replaced (never edited) after a commit that changed them.
+    pub revoked: RwLock<Arc<Revoked>>,
+    /// Whether CI's bootstrap-nonce allowlist is in force (recorded at least once).
+    pub allowlist_ready: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// The revocations in force.
+    pub fn revoked(&self) -> Arc<Revoked> {
+        Arc::clone(&self.revoked.read().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// CI's revocations in force (`proj.revocations`), as the API checks certificates against
+/// them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Revoked {
+    /// Seq of the `RevocationsAccepted` in force; None before any was recorded.
+    pub list: Option<u64>,
+    /// Host → its certificates with an earlier `notBefore` are refused (µs).
+    pub not_before: std::collections::BTreeMap<String, ledger::domain::Micros>,
+}
+
+impl Revoked {
+    /// The revocations of a folded state.
+    pub fn of(state: &projections::State) -> Revoked {
+        Revoked {
+            list: state
+                .sidecars
+                .get(&ledger::event::SIDECAR_REVOCATIONS.to_string())
+                .map(|r| r.seq),
+            not_before: state
+                .revocations
+                .iter()
+                .map(|(h, r)| (h.clone(), r.not_before))
+                .collect(),
+        }
+    }
+
+    /// When `host`'s certificates are refused from, if a certificate issued at
+    /// `cert_not_before` is refused: nixfleet's rule, strictly earlier (equal passes).
+    pub fn refuses(
+        &self,
+        host: &str,
+        cert_not_before: ledger::domain::Micros,
+    ) -> Option<ledger::domain::Micros> {
+        self.not_before
+            .get(host)
+            .copied()
+            .filter(|cutoff| cert_not_before < *cutoff)
+    }
 }
 
 /// The latest witnessed checkpoint (the daemon's witnessing rounds set it; publication and

@@ -41,6 +41,40 @@ pub enum IdentityRefusal {
         /// By which host.
         host: String,
     },
+    /// CI's bootstrap-nonce allowlist refuses the nonce (nixfleet answers 401).
+    #[error(transparent)]
+    Nonce(#[from] NonceRefusal),
+}
+
+/// Why CI's bootstrap-nonce allowlist refuses an enrollment's nonce.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum NonceRefusal {
+    /// The allowlist in force does not list it.
+    #[error("bootstrap token nonce {nonce} is not on CI's allowlist in force (entry {list})")]
+    NotListed {
+        /// The nonce.
+        nonce: String,
+        /// The allowlist's entry.
+        list: u64,
+    },
+    /// Listed for another host.
+    #[error("bootstrap token nonce {nonce} is allowed for host {listed}, not {host}")]
+    OtherHost {
+        /// The nonce.
+        nonce: String,
+        /// The host the allowlist names.
+        listed: String,
+        /// The host enrolling.
+        host: String,
+    },
+    /// Listed, but past its `expiresAt`.
+    #[error("bootstrap token nonce {nonce} expired at {expired_at} on CI's allowlist")]
+    Expired {
+        /// The nonce.
+        nonce: String,
+        /// Its `expiresAt`.
+        expired_at: String,
+    },
 }
 
 impl IdentityRefusal {
@@ -52,6 +86,9 @@ impl IdentityRefusal {
             IdentityRefusal::NoHostKey { .. } => "no-host-key",
             IdentityRefusal::KeyMismatch(_) => "host-key-mismatch",
             IdentityRefusal::NonceUsed { .. } => "nonce-used",
+            IdentityRefusal::Nonce(NonceRefusal::NotListed { .. }) => "nonce-not-allowed",
+            IdentityRefusal::Nonce(NonceRefusal::OtherHost { .. }) => "nonce-other-host",
+            IdentityRefusal::Nonce(NonceRefusal::Expired { .. }) => "nonce-expired",
         }
     }
 }
@@ -125,7 +162,45 @@ pub(super) fn enroll(
             host: used.hostname.clone(),
         });
     }
+    allowed(log.state(), &e.token.nonce, &e.hostname, now)?;
     Ok(log.stage(now, vec![Event::AgentEnrolled(e)]))
+}
+
+/// CI's bootstrap-nonce allowlist, in nixfleet's order (NIXFLEET-WIRE.md §9.2): listed, for
+/// this host, not expired (`expiresAt` itself passes). Checked once an allowlist is in force;
+/// before any, a nonce is held only to fleet-ledger's once-ever rule (DECISIONS 135).
+fn allowed(
+    state: &projections::State,
+    nonce: &str,
+    host: &str,
+    now: ledger::domain::Micros,
+) -> Result<(), NonceRefusal> {
+    let Some(list) = state
+        .sidecars
+        .get(&ledger::event::SIDECAR_BOOTSTRAP_NONCES.to_string())
+    else {
+        return Ok(());
+    };
+    let Some(row) = state.nonce_allowlist.get(&nonce.to_string()) else {
+        return Err(NonceRefusal::NotListed {
+            nonce: nonce.to_string(),
+            list: list.seq,
+        });
+    };
+    if row.hostname != host {
+        return Err(NonceRefusal::OtherHost {
+            nonce: nonce.to_string(),
+            listed: row.hostname.clone(),
+            host: host.to_string(),
+        });
+    }
+    if row.expires_at < now {
+        return Err(NonceRefusal::Expired {
+            nonce: nonce.to_string(),
+            expired_at: super::rfc3339(row.expires_at),
+        });
+    }
+    Ok(())
 }
 
 pub(super) fn renew(

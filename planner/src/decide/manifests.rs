@@ -6,8 +6,9 @@ use crate::document::Document;
 use crate::manifest::{InForce, Manifests};
 use ledger::domain::Micros;
 use ledger::event::{
-    Event, FleetManifestAccepted, FleetManifestSigned, RolloutManifestAccepted,
-    RolloutManifestSigned,
+    BootstrapNoncesAccepted, Event, FleetManifestAccepted, FleetManifestSigned,
+    RevocationsAccepted, RolloutManifestAccepted, RolloutManifestSigned, SIDECAR_BOOTSTRAP_NONCES,
+    SIDECAR_REVOCATIONS, SignedFile,
 };
 
 pub(super) fn manifest(
@@ -18,6 +19,9 @@ pub(super) fn manifest(
 ) -> Result<Answer, Refusal> {
     let seq = log.next_seq();
     let event = match &m.document {
+        Document::Revocations(_) | Document::BootstrapNonces(_) => {
+            return signed_file(log, m, now);
+        }
         Document::Fleet(_) => {
             if let Some(dup) = replaces(manifests.fleet_in_force.as_ref(), &m)? {
                 return Ok(dup);
@@ -91,6 +95,55 @@ pub(super) fn manifest(
         .apply(seq, &event)
         .map_err(ManifestRefusal::from)?;
     log.stage(now, vec![event]);
+    Ok(Answer::Recorded { seq, entries: 1 })
+}
+
+/// A revocation list or nonce allowlist: recorded if it replaces the one in force (by the
+/// manifests' rule: the same bytes are a duplicate, an older signature is refused). It opens
+/// nothing, so it is staged without touching the manifests.
+fn signed_file(log: &mut impl Log, m: Manifest, now: Micros) -> Result<Answer, Refusal> {
+    let name = match &m.document {
+        Document::Revocations(_) => SIDECAR_REVOCATIONS,
+        _ => SIDECAR_BOOTSTRAP_NONCES,
+    };
+    let in_force = log
+        .state()
+        .sidecars
+        .get(&name.to_string())
+        .map(|r| InForce {
+            seq: r.seq,
+            content_hash: r.content_hash,
+            signed_at: r.signed_at,
+        });
+    if let Some(dup) = replaces(in_force.as_ref(), &m)? {
+        return Ok(dup);
+    }
+    let Some((algorithm, signature)) = m.signature else {
+        return Err(ManifestRefusal::Unsigned(name).into());
+    };
+    let file = SignedFile {
+        content_hash: m.content_hash,
+        signer: m.signer,
+        algorithm,
+        signature,
+        signed_at: m.signed_at,
+        canonical: m.canonical,
+    };
+    let event = match m.document {
+        Document::Revocations(d) => Event::RevocationsAccepted(RevocationsAccepted {
+            file,
+            revocations: d.revocations,
+        }),
+        Document::BootstrapNonces(d) => Event::BootstrapNoncesAccepted(BootstrapNoncesAccepted {
+            file,
+            nonces: d.nonces,
+        }),
+        // `manifest` hands this function nothing else.
+        Document::Fleet(_) | Document::Rollout(_) => {
+            unreachable!("signed_file is called for revocation lists and nonce allowlists only")
+        }
+    };
+    let seq = log.stage(now, vec![event]);
     Ok(Answer::Recorded { seq, entries: 1 })
 }
 

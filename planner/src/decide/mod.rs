@@ -25,7 +25,7 @@ mod text;
 
 pub use batch::{Batch, decide_batch, plan};
 use dispatch::take_dispatch;
-pub use identity::{IdentityRefusal, ssh_ed25519_key};
+pub use identity::{IdentityRefusal, NonceRefusal, ssh_ed25519_key};
 use manifests::manifest;
 pub use recorded::{NotItsInput, input_of, only_decided};
 pub use refusal::{ManifestRefusal, Refusal, Undecided};
@@ -34,7 +34,7 @@ pub use reports::{host_policy, synthesis};
 pub use retention::retention_due;
 pub use staging::Staged;
 use text::hex;
-pub use text::rfc3339;
+pub use text::{parse_rfc3339, rfc3339};
 
 use ledger::domain::{AgentReport, Hostname, Micros, RolloutId};
 use ledger::event::{Event, QuarantineLifted};

@@ -96,11 +96,25 @@ fn recorded_host(name: &str) -> Result<Hostname, NotItsInput> {
 
 /// The manifest a manifest entry records (None: not a manifest entry).
 fn manifest_of(event: &Event) -> Result<Option<Manifest>, NotItsInput> {
-    let (Some(m), Some(document)) = (event.manifest(), Document::of_entry(event)) else {
+    let Some(document) = Document::of_entry(event) else {
         return Ok(None);
     };
     let document = document
-        .map_err(|e| NotItsInput(format!("the manifest it records cannot be read: {e}")))?;
+        .map_err(|e| NotItsInput(format!("the signed file it records cannot be read: {e}")))?;
+    // A revocation list or nonce allowlist: decided as the manifests are, from its bytes.
+    if let Some((_, f)) = event.signed_file() {
+        return Ok(Some(Manifest {
+            canonical: f.canonical.clone(),
+            content_hash: f.content_hash,
+            signer: f.signer.clone(),
+            signed_at: f.signed_at,
+            document,
+            signature: Some((f.algorithm.clone(), f.signature.clone())),
+        }));
+    }
+    let Some(m) = event.manifest() else {
+        return Ok(None);
+    };
     Ok(Some(Manifest {
         canonical: m.canonical.to_vec(),
         content_hash: m.content_hash,

@@ -24,6 +24,10 @@ pub enum ManifestRefusal {
         /// In force.
         in_force: String,
     },
+    /// A signed file recorded only with its signature (a revocation list, a nonce
+    /// allowlist) came without one.
+    #[error("{0} must be recorded with CI's signature, and none came with it")]
+    Unsigned(&'static str),
     /// Not newer than the manifest in force (a replay of an older artifact).
     #[error("signed at {signed_at}, not after the manifest in force (signed at {in_force})")]
     Outdated {
@@ -106,6 +110,7 @@ impl Refusal {
                 ManifestRefusal::NoFleet => "manifest-no-fleet",
                 ManifestRefusal::FleetMismatch { .. } => "manifest-fleet-mismatch",
                 ManifestRefusal::Outdated { .. } => "manifest-outdated",
+                ManifestRefusal::Unsigned(_) => "manifest-not-signed",
             },
             Refusal::Identity(i) => i.code(),
             Refusal::NotQuarantined { .. } => "not-quarantined",

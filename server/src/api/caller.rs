@@ -132,6 +132,7 @@ pub(super) fn authenticate(
         let cn = peer.and_then(|p| p.cn.clone()).ok_or_else(|| {
             unauthorized("missing Authorization: Bearer <token> (or a client certificate)")
         })?;
+        not_revoked(&cn, peer.and_then(|p| p.not_before), state)?;
         if peer
             .and_then(|p| p.leaf.as_deref())
             .is_some_and(|leaf| state.operators.is_operator(&cn, leaf))
@@ -159,6 +160,35 @@ pub(super) fn authenticate(
         .cloned()
         .map(Caller)
         .ok_or_else(|| unauthorized("unknown token"))
+}
+
+/// CI's revocations in force refuse a client certificate whose host (nixfleet's CN rule,
+/// whatever the certificate's kind, as nixfleet checks) is revoked for certificates issued
+/// before the certificate's `notBefore` (NIXFLEET-WIRE.md §9.1; equal passes).
+pub(super) fn not_revoked(
+    cn: &str,
+    not_before: Option<ledger::domain::Micros>,
+    state: &AppState,
+) -> ApiResult<()> {
+    let host = machine_id(cn, state.cn_suffix.as_deref());
+    let revoked = state.shared.revoked();
+    // A certificate whose notBefore could not be read is older than any revocation.
+    let issued = not_before.unwrap_or(ledger::domain::Micros::MIN);
+    match revoked.refuses(host, issued) {
+        None => Ok(()),
+        Some(cutoff) => {
+            state.shared.metrics.reject("certificate-revoked");
+            Err(ApiError::new(
+                ErrorCode::CertificateRevoked,
+                format!(
+                    "the certificates of {host} issued before {} are revoked (CI's revocation list, entry {}); this one was issued {}",
+                    planner::decide::rfc3339(cutoff),
+                    revoked.list.unwrap_or_default(),
+                    planner::decide::rfc3339(issued),
+                ),
+            ))
+        }
+    }
 }
 
 impl Caller {

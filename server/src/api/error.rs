@@ -257,6 +257,15 @@ pub enum ErrorCode {
     HostKeyMismatch,
     /// `nonce-used`: 409: the bootstrap token's nonce was used before
     NonceUsed,
+    /// `nonce-not-allowed`: 401: CI's bootstrap-nonce allowlist in force does not list the nonce
+    NonceNotAllowed,
+    /// `nonce-other-host`: 401: CI's allowlist lists the nonce for another host
+    NonceOtherHost,
+    /// `nonce-expired`: 401: the nonce is past its expiresAt on CI's allowlist
+    NonceExpired,
+    /// `certificate-revoked`: 401: CI's revocation list refuses the client certificate's host
+    /// for certificates issued before its notBefore
+    CertificateRevoked,
 }
 
 impl ErrorCode {
@@ -334,6 +343,10 @@ impl ErrorCode {
         ErrorCode::NoHostKey,
         ErrorCode::HostKeyMismatch,
         ErrorCode::NonceUsed,
+        ErrorCode::NonceNotAllowed,
+        ErrorCode::NonceOtherHost,
+        ErrorCode::NonceExpired,
+        ErrorCode::CertificateRevoked,
     ];
 
     /// Its code, its status and what it means.
@@ -698,6 +711,26 @@ impl ErrorCode {
                 "nonce-used",
                 StatusCode::CONFLICT,
                 "409: the bootstrap token's nonce was used before",
+            ),
+            ErrorCode::NonceNotAllowed => (
+                "nonce-not-allowed",
+                StatusCode::UNAUTHORIZED,
+                "401: CI's bootstrap-nonce allowlist in force does not list the nonce",
+            ),
+            ErrorCode::NonceOtherHost => (
+                "nonce-other-host",
+                StatusCode::UNAUTHORIZED,
+                "401: CI's allowlist lists the nonce for another host",
+            ),
+            ErrorCode::NonceExpired => (
+                "nonce-expired",
+                StatusCode::UNAUTHORIZED,
+                "401: the nonce is past its expiresAt on CI's allowlist",
+            ),
+            ErrorCode::CertificateRevoked => (
+                "certificate-revoked",
+                StatusCode::UNAUTHORIZED,
+                "401: CI's revocation list refuses the client certificate (issued before its host's notBefore)",
             ),
         }
     }

@@ -86,6 +86,9 @@ impl FromRequestParts<AppState> for CertificateHolder {
                 "renewal needs the agent's client certificate (mTLS), not a bearer token",
             ));
         };
+        // A revoked certificate renews nothing: CI revoked it so that its holder cannot
+        // go on, and a renewal would hand it a fresh one.
+        caller::not_revoked(&cn, peer.and_then(|p| p.not_before), state)?;
         let host = caller::certificate_host(&cn, state)?;
         if let Some(p) = peer {
             p.mark_trusted();

@@ -84,6 +84,38 @@ pub struct AppState {
     pub operators: Arc<crate::tls::OperatorRule>,
     /// The fleet CA (enrollment and renewal), when configured.
     pub enrollment: Option<Arc<crate::enrollment::Authority>>,
+    /// What must be in force before agents are served, besides a fleet.
+    pub readiness: Readiness,
+}
+
+/// What must be in force before the agent routes are served, besides a verified fleet: CI's
+/// lists whose source is configured (nixfleet is not ready until their first poll succeeds,
+/// NIXFLEET-WIRE.md §9.1, §9.2). A list recorded once stays in force across restarts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Readiness {
+    /// A revocation list (config `revocations`, or `strict`).
+    pub revocations: bool,
+    /// A bootstrap-nonce allowlist (config `bootstrap_nonces`, or `strict`).
+    pub bootstrap_nonces: bool,
+}
+
+impl AppState {
+    /// Why agents cannot be served yet, if they cannot.
+    fn not_ready(&self) -> Option<&'static str> {
+        use std::sync::atomic::Ordering::Acquire;
+        if !self.shared.fleet_ready.load(Acquire) {
+            return Some("control plane not ready: awaiting first signed artifact");
+        }
+        if self.readiness.revocations && self.shared.revoked().list.is_none() {
+            return Some("control plane not ready: awaiting CI's first signed revocations.json");
+        }
+        if self.readiness.bootstrap_nonces && !self.shared.allowlist_ready.load(Acquire) {
+            return Some(
+                "control plane not ready: awaiting CI's first signed bootstrap-nonces.json",
+            );
+        }
+        None
+    }
 }
 
 fn rollout_id(text: &str) -> ApiResult<RolloutId> {
@@ -298,11 +330,7 @@ async fn ready(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if !state
-        .shared
-        .fleet_ready
-        .load(std::sync::atomic::Ordering::Acquire)
-    {
+    if let Some(why) = state.not_ready() {
         if req.uri().path() != "/v1/enroll" {
             let (parts, _) = req.into_parts();
             let peer = parts
@@ -313,11 +341,7 @@ async fn ready(
                 return e.into_response();
             }
         }
-        let mut resp = ApiError::new(
-            ErrorCode::NotReady,
-            "control plane not ready: awaiting first signed artifact",
-        )
-        .into_response();
+        let mut resp = ApiError::new(ErrorCode::NotReady, why).into_response();
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
         return resp;

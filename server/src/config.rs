@@ -274,13 +274,64 @@ impl Config {
         }
         if let Some(e) = &mut config.enrollment {
             e.ca_cert = base.join(&e.ca_cert);
-            e.ca_key = base.join(&e.ca_key);
+            e.ca_key = e.ca_key.as_ref().map(|k| base.join(k));
+            e.tpm_ca_pubkey_raw = e.tpm_ca_pubkey_raw.as_ref().map(|k| base.join(k));
+            e.tpm_ca_sign_wrapper = e.tpm_ca_sign_wrapper.as_ref().map(|k| base.join(k));
         }
         config.settings()
     }
 
+    /// nixfleet's `--strict` start check (NIXFLEET-WIRE.md §9.3), in fleet-ledger's setting
+    /// names: every security setting made, or a refusal listing what is missing, in nixfleet's
+    /// order.
+    fn strict_check(&self) -> Result<(), String> {
+        if !self.strict {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        if self
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_ca.as_ref())
+            .is_none()
+        {
+            missing.push("tls.client_ca (mTLS verification disabled - TLS-only mode)");
+        }
+        if self.revocations.is_none() && self.manifest_dir.is_none() {
+            missing.push("revocations, or manifest_dir with CI's revocations.json (no revocation list - a revoked certificate would be served)");
+        }
+        if self.bootstrap_nonces.is_none() && self.manifest_dir.is_none() {
+            missing.push("bootstrap_nonces, or manifest_dir with CI's bootstrap-nonces.json (no nonce allowlist - CI cannot withdraw an unused bootstrap token, nixfleet#96)");
+        }
+        if let Some(e) = &self.enrollment
+            && e.tpm_ca_sign_wrapper.is_none()
+            && !e.allow_file_ca_key
+        {
+            missing.push("enrollment.tpm_ca_pubkey_raw + enrollment.tpm_ca_sign_wrapper (the file-backed enrollment.ca_key keeps signing material on disk; set enrollment.allow_file_ca_key to opt out, RFC-0010 §1.5.1)");
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut text =
+            "strict refuses to start: the following security settings are unset:".to_string();
+        for m in missing {
+            text.push_str("\n  - ");
+            text.push_str(m);
+        }
+        text.push_str("\nEither set the missing settings or drop strict for development.");
+        Err(text)
+    }
+
     /// Checks a config already in memory (the demo builds one).
     pub fn settings(self) -> Result<Settings, ConfigError> {
+        self.strict_check().map_err(ConfigError::Invalid)?;
+        if let Some(u) = &self.closure_upstream
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "closure_upstream: {u:?} is not an http(s) URL"
+            )));
+        }
         for (name, source) in [
             ("revocations", &self.revocations),
             ("bootstrap_nonces", &self.bootstrap_nonces),

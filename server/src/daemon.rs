@@ -121,6 +121,17 @@ impl Daemon {
             reloader: Arc::clone(&reloader),
             limits,
             enrollment: settings.enrollment.clone(),
+            closure: match &settings.config.closure_upstream {
+                Some(upstream) => Some(Arc::new(
+                    crate::api::closure::ClosureProxy::new(
+                        upstream,
+                        Duration::from_secs(limits_closure_deadline(&settings.config.limits)),
+                    )
+                    .map_err(|e| anyhow::anyhow!(e))?,
+                )),
+                None => None,
+            },
+            strict: settings.config.strict,
             readiness: crate::api::Readiness {
                 revocations: settings.config.revocations.is_some() || settings.config.strict,
                 bootstrap_nonces: settings.config.bootstrap_nonces.is_some()
@@ -298,4 +309,10 @@ async fn tick(tx: mpsc::Sender<Work>, every: Duration, retain_for: Option<Micros
 pub fn signer(path: &Path) -> Result<Signer> {
     ledger::keys::read_private_key(path)
         .with_context(|| format!("reading the signing key {}", path.display()))
+}
+
+/// The closure proxy's upstream deadline: nixfleet's 30 s, within the request's own limit so
+/// that a slow cache is a 502 that says so, not the API's 408.
+fn limits_closure_deadline(limits: &crate::config::Limits) -> u64 {
+    limits.request_timeout_secs.saturating_sub(1).clamp(1, 30)
 }

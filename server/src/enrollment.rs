@@ -36,8 +36,22 @@ pub struct EnrollmentConfig {
     /// The fleet CA's certificate (PEM). Agents' certificates chain to it, so it belongs in
     /// `tls.client_ca` too.
     pub ca_cert: PathBuf,
-    /// The fleet CA's private key (PEM: PKCS#8 ed25519 or P-256, or SEC1 P-256).
-    pub ca_key: PathBuf,
+    /// The fleet CA's private key (PEM: PKCS#8 ed25519 or P-256, or SEC1 P-256), re-read
+    /// at a reload. Not needed when a sign wrapper holds the key (`tpm_ca_sign_wrapper`).
+    #[serde(default)]
+    pub ca_key: Option<PathBuf>,
+    /// nixfleet's `--tpm-ca-pubkey-raw`: the CA's P-256 public key as 64 raw bytes `X‖Y`.
+    /// With `tpm_ca_sign_wrapper`, the CA key is held by the wrapper (a TPM), never on disk.
+    #[serde(default)]
+    pub tpm_ca_pubkey_raw: Option<PathBuf>,
+    /// nixfleet's `--tpm-ca-sign-wrapper`: a program run as `<wrapper> <file>` (stdin
+    /// closed) that writes to stdout the 64-byte `r‖s` ECDSA P-256 SHA-256 signature over
+    /// the file's bytes (a certificate's to-be-signed part).
+    #[serde(default)]
+    pub tpm_ca_sign_wrapper: Option<PathBuf>,
+    /// nixfleet's `--allow-file-ca-key`: lets `strict` start with `ca_key` on disk.
+    #[serde(default)]
+    pub allow_file_ca_key: bool,
     /// Validity of the certificates it issues, seconds (at least 60).
     #[serde(default = "default_validity")]
     pub cert_validity_secs: u64,
@@ -250,7 +264,7 @@ pub fn org_root_keys(
 
 /// The fleet CA (the org root keys that sign bootstrap tokens are the access in force's).
 pub struct Authority {
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, CaKey>,
     validity: Duration,
     cn_suffix: String,
 }
@@ -304,6 +318,179 @@ fn ca_key(path: &Path) -> Result<KeyPair, SetupError> {
     })
 }
 
+/// The fleet CA's signing key: a key file, or a sign wrapper (nixfleet's TPM interface).
+#[derive(Debug)]
+pub enum CaKey {
+    /// A private key read from a file.
+    File(KeyPair),
+    /// A key held by an external program.
+    Wrapper(WrapperKey),
+}
+
+impl rcgen::PublicKeyData for CaKey {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            CaKey::File(k) => k.der_bytes(),
+            CaKey::Wrapper(w) => &w.point,
+        }
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            CaKey::File(k) => k.algorithm(),
+            CaKey::Wrapper(_) => &rcgen::PKCS_ECDSA_P256_SHA256,
+        }
+    }
+}
+
+impl rcgen::SigningKey for CaKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match self {
+            CaKey::File(k) => k.sign(msg),
+            CaKey::Wrapper(w) => w
+                .sign(msg)
+                .map(|sig| sig.to_der().as_bytes().to_vec())
+                .map_err(|e| {
+                    tracing::error!(wrapper = %w.wrapper.display(), error = %e, "CA sign wrapper");
+                    rcgen::Error::RemoteKeyError
+                }),
+        }
+    }
+}
+
+/// A P-256 CA key held by a sign wrapper (nixfleet's `--tpm-ca-*`, NIXFLEET-WIRE.md §9.4).
+#[derive(Debug)]
+pub struct WrapperKey {
+    /// The program.
+    wrapper: PathBuf,
+    /// The public key, SEC1 uncompressed (`04‖X‖Y`), as the certificate carries it.
+    point: Vec<u8>,
+    key: p256::ecdsa::VerifyingKey,
+    /// How long the wrapper may take.
+    deadline: Duration,
+}
+
+/// How long a sign wrapper may take (a TPM signs in well under a second).
+const WRAPPER_DEADLINE: Duration = Duration::from_secs(10);
+
+impl WrapperKey {
+    /// Reads the 64-byte public key and proves the wrapper signs with it: a probe signature
+    /// must verify, so a wrapper that cannot sign stops the daemon at start, not an agent at
+    /// enrollment.
+    pub fn load(public: &Path, wrapper: &Path) -> Result<WrapperKey, SetupError> {
+        WrapperKey::load_within(public, wrapper, WRAPPER_DEADLINE)
+    }
+
+    fn load_within(
+        public: &Path,
+        wrapper: &Path,
+        deadline: Duration,
+    ) -> Result<WrapperKey, SetupError> {
+        let raw = ledger::keys::read_regular_file(public, 64).map_err(|e| SetupError::File {
+            path: public.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let bad = |reason: String| SetupError::File {
+            path: public.to_path_buf(),
+            reason,
+        };
+        if raw.len() != 64 {
+            return Err(bad(format!(
+                "{} bytes, not the 64 raw bytes X‖Y of a P-256 point",
+                raw.len()
+            )));
+        }
+        let mut point = vec![4u8];
+        point.extend_from_slice(&raw);
+        let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+            .map_err(|e| bad(format!("not a P-256 point: {e}")))?;
+        let w = WrapperKey {
+            wrapper: wrapper.to_path_buf(),
+            point,
+            key,
+            deadline,
+        };
+        let probe = b"fleet-ledger: sign wrapper probe";
+        let sig = w.sign(probe).map_err(|e| SetupError::File {
+            path: wrapper.to_path_buf(),
+            reason: e,
+        })?;
+        use p256::ecdsa::signature::Verifier as _;
+        w.key.verify(probe, &sig).map_err(|_| SetupError::File {
+            path: wrapper.to_path_buf(),
+            reason: format!(
+                "its signature does not verify with the key in {}",
+                public.display()
+            ),
+        })?;
+        Ok(w)
+    }
+
+    /// Runs the wrapper on `msg`: `<wrapper> <file>`, stdin closed, 64 bytes `r‖s` out.
+    fn sign(&self, msg: &[u8]) -> Result<p256::ecdsa::Signature, String> {
+        use std::io::Read as _;
+        let mut file = tempfile::NamedTempFile::new().map_err(|e| format!("temp file: {e}"))?;
+        std::io::Write::write_all(&mut file, msg).map_err(|e| format!("temp file: {e}"))?;
+        let mut child = std::process::Command::new(&self.wrapper)
+            .arg(file.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.wrapper.display()))?;
+        // Read both pipes on their own threads (a chatty wrapper must not block on a full
+        // pipe), at most 4 KiB each.
+        let pipe = |r: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                if let Some(r) = r {
+                    let _ = r.take(4096).read_to_end(&mut out);
+                }
+                out
+            })
+        };
+        let stdout = pipe(child.stdout.take().map(|o| Box::new(o) as _));
+        let stderr = pipe(child.stderr.take().map(|o| Box::new(o) as _));
+        let deadline = std::time::Instant::now() + self.deadline;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "{} did not finish within {} ms",
+                        self.wrapper.display(),
+                        self.deadline.as_millis()
+                    ));
+                }
+                Err(e) => return Err(format!("waiting for {}: {e}", self.wrapper.display())),
+            }
+        };
+        let out = stdout.join().unwrap_or_default();
+        let err = stderr.join().unwrap_or_default();
+        if !status.success() {
+            return Err(format!(
+                "{} exited with {status}: {}",
+                self.wrapper.display(),
+                String::from_utf8_lossy(&err).trim()
+            ));
+        }
+        if out.len() != 64 {
+            return Err(format!(
+                "{} wrote {} bytes, not the 64 bytes r‖s of a P-256 signature",
+                self.wrapper.display(),
+                out.len()
+            ));
+        }
+        p256::ecdsa::Signature::from_slice(&out)
+            .map_err(|e| format!("{} wrote no P-256 signature: {e}", self.wrapper.display()))
+    }
+}
+
 fn micros(t: SystemTime) -> Micros {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as Micros)
@@ -322,7 +509,25 @@ impl Authority {
                 cfg.cert_validity_secs
             )));
         }
-        let key = ca_key(&cfg.ca_key)?;
+        let key = match (
+            &cfg.tpm_ca_pubkey_raw,
+            &cfg.tpm_ca_sign_wrapper,
+            &cfg.ca_key,
+        ) {
+            (Some(public), Some(wrapper), _) => CaKey::Wrapper(WrapperKey::load(public, wrapper)?),
+            (None, None, Some(key)) => CaKey::File(ca_key(key)?),
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(SetupError::Invalid(
+                    "enrollment.tpm_ca_pubkey_raw and enrollment.tpm_ca_sign_wrapper go together"
+                        .into(),
+                ));
+            }
+            (None, None, None) => {
+                return Err(SetupError::Invalid(
+                    "enrollment needs the CA key: ca_key, or tpm_ca_pubkey_raw with tpm_ca_sign_wrapper".into(),
+                ));
+            }
+        };
         let issuer =
             Issuer::from_ca_cert_pem(&read(&cfg.ca_cert)?, key).map_err(|e| SetupError::File {
                 path: cfg.ca_cert.clone(),
@@ -480,7 +685,10 @@ mod tests {
         let root = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
         EnrollmentConfig {
             ca_cert: dir.join("ca.pem"),
-            ca_key: dir.join("ca.key"),
+            ca_key: Some(dir.join("ca.key")),
+            tpm_ca_pubkey_raw: None,
+            tpm_ca_sign_wrapper: None,
+            allow_file_ca_key: false,
             cert_validity_secs: 120,
             org_root_key: Some(KeySlot {
                 current: Some(crate::trust::KeyText {
@@ -540,6 +748,86 @@ mod tests {
         let sec1 = secret.to_sec1_pem(p256::pkcs8::LineEnding::LF).unwrap();
         assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
         issues_verifiable_certificates(&ca(dir.path(), &sec1, &key));
+    }
+
+    /// nixfleet's TPM interface: a P-256 CA key held by a sign wrapper (here the
+    /// standards-only Python signer in `fixtures/independent/`, which leaves s high half the
+    /// time, as a TPM does); the key file is not needed.
+    #[test]
+    fn a_ca_key_held_by_a_sign_wrapper_issues() {
+        use p256::pkcs8::EncodePrivateKey as _;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = p256::SecretKey::from_slice(&[9; 32]).unwrap();
+        let key = KeyPair::try_from(secret.to_pkcs8_der().unwrap().as_bytes()).unwrap();
+        let mut cfg = ca(dir.path(), "unused", &key);
+        std::fs::write(dir.path().join("ca.key.hex"), "09".repeat(32)).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/independent/p256_sign_wrapper.py");
+        let wrapper = |name: &str, body: String| {
+            use std::os::unix::fs::PermissionsExt as _;
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        };
+        let hex = dir.path().join("ca.key.hex");
+        let good = wrapper(
+            "sign",
+            format!("exec python3 {} {} \"$1\"", script.display(), hex.display()),
+        );
+        let public = std::process::Command::new("python3")
+            .arg(&script)
+            .arg("--public")
+            .arg(&hex)
+            .output()
+            .unwrap()
+            .stdout;
+        let point = secret.public_key().to_sec1_bytes();
+        assert_eq!(
+            public.as_slice(),
+            &point[1..],
+            "the wrapper's key is the CA's"
+        );
+        std::fs::write(dir.path().join("ca.pub.raw"), &public).unwrap();
+        cfg.ca_key = None;
+        cfg.tpm_ca_pubkey_raw = Some(dir.path().join("ca.pub.raw"));
+        cfg.tpm_ca_sign_wrapper = Some(good);
+        for _ in 0..4 {
+            issues_verifiable_certificates(&cfg);
+        }
+
+        // What cannot sign stops the daemon at start, with why.
+        let load_err =
+            |cfg: &EnrollmentConfig| Authority::load(cfg, None, "x").unwrap_err().to_string();
+        for (body, why) in [
+            ("echo 'TPM locked out' >&2; exit 3", "TPM locked out"),
+            ("printf 'short'", "wrote 5 bytes"),
+            ("sleep 30", "did not finish"),
+        ] {
+            let bad = wrapper("bad", body.to_string());
+            let e = WrapperKey::load_within(
+                cfg.tpm_ca_pubkey_raw.as_deref().unwrap(),
+                &bad,
+                Duration::from_millis(500),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(why), "{e}");
+        }
+        let other = p256::SecretKey::from_slice(&[8; 32]).unwrap();
+        std::fs::write(
+            dir.path().join("other.raw"),
+            &other.public_key().to_sec1_bytes()[1..],
+        )
+        .unwrap();
+        let mut c = cfg.clone();
+        c.tpm_ca_pubkey_raw = Some(dir.path().join("other.raw"));
+        assert!(load_err(&c).contains("does not verify"), "{}", load_err(&c));
+        std::fs::write(dir.path().join("short.raw"), [4u8; 65]).unwrap();
+        c.tpm_ca_pubkey_raw = Some(dir.path().join("short.raw"));
+        assert!(load_err(&c).contains("64"), "{}", load_err(&c));
+        c.tpm_ca_pubkey_raw = None;
+        assert!(load_err(&c).contains("go together"), "{}", load_err(&c));
     }
 
     #[test]

@@ -82,6 +82,10 @@ role_extractor!(
     Fetcher: Agent | Operator | Auditor | Ci
 );
 role_extractor!(
+    /// Whoever may ask the closure proxy: agents, and the readers (operators, auditors).
+    ClosureReader: Agent | Operator | Auditor
+);
+role_extractor!(
     /// An agent (by bearer token or client certificate): it may act for its own host only.
     Agent(who): Agent
 );

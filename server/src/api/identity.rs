@@ -97,6 +97,25 @@ impl FromRequestParts<AppState> for CertificateHolder {
     }
 }
 
+/// Signs off the async runtime: a CA key held by a sign wrapper is a process run per
+/// certificate (up to its deadline).
+async fn issue(
+    state: &AppState,
+    host: &Hostname,
+    csr: Csr,
+    now: ledger::domain::Micros,
+) -> ApiResult<(ledger::event::IssuedCertificate, String)> {
+    authority(state)?;
+    let ca = state.enrollment.clone();
+    let host = host.to_string();
+    tokio::task::spawn_blocking(move || match ca.as_deref() {
+        Some(ca) => ca.issue(&host, csr, now).map_err(ApiError::from),
+        None => Err(ApiError::new(ErrorCode::EnrollmentDisabled, "no fleet CA")),
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
 fn authority(state: &AppState) -> ApiResult<&Authority> {
     state.enrollment.as_deref().ok_or_else(|| {
         ApiError::new(
@@ -132,7 +151,7 @@ pub(super) async fn enroll(
     let token = ca.check_token(&state.access.get().org_root, &req.token, &csr, now)?;
     let host = Hostname::parse(&csr.common_name)
         .map_err(|e| ApiError::new(ErrorCode::MalformedHost, e.to_string()))?;
-    let (certificate, pem) = ca.issue(&host, csr, now)?;
+    let (certificate, pem) = issue(&state, &host, csr, now).await?;
     let not_after = certificate.not_after;
     let nonce = token.nonce.clone();
     let out = submit(
@@ -165,7 +184,7 @@ pub(super) async fn renew(
     }: CertificateHolder,
     body: JsonBody,
 ) -> ApiResult<Json<Issued>> {
-    let ca = authority(&state)?;
+    authority(&state)?;
     let req: RenewRequest = parse_body(body)?;
     let now = (state.clock)();
     let csr = Csr::parse(&req.csr_pem)?;
@@ -178,7 +197,7 @@ pub(super) async fn renew(
         }
         .into());
     }
-    let (certificate, pem) = ca.issue(&host, csr, now)?;
+    let (certificate, pem) = issue(&state, &host, csr, now).await?;
     let not_after = certificate.not_after;
     let out = submit(
         &state,

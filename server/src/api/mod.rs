@@ -12,6 +12,7 @@
 mod agent;
 mod audit;
 mod caller;
+pub mod closure;
 mod error;
 mod identity;
 mod manifests;
@@ -86,6 +87,10 @@ pub struct AppState {
     pub enrollment: Option<Arc<crate::enrollment::Authority>>,
     /// What must be in force before agents are served, besides a fleet.
     pub readiness: Readiness,
+    /// nixfleet's closure proxy, when `closure_upstream` is set.
+    pub closure: Option<Arc<closure::ClosureProxy>>,
+    /// nixfleet's `--strict` (config `strict`): `X-Nixfleet-Protocol` required.
+    pub strict: bool,
 }
 
 /// What must be in force before the agent routes are served, besides a verified fleet: CI's
@@ -353,9 +358,23 @@ async fn ready(
 pub const PROTOCOL_MAJOR: u32 = 1;
 
 /// `X-Nixfleet-Protocol: <major>` on `/v1/*`: absent is accepted (nixfleet v0.2's runtime
-/// workers do not send it), unparsable is 400, another major 426.
-async fn protocol(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if req.uri().path().starts_with("/v1/")
+/// workers do not send it) unless `strict` (then 400 on `/v1/*` and `/metrics`, as
+/// nixfleet's `--strict`), unparsable is 400, another major 426.
+async fn protocol(
+    State(strict): State<bool>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    let versioned = path.starts_with("/v1/") || path == "/metrics";
+    if strict && versioned && !req.headers().contains_key("x-nixfleet-protocol") {
+        return ApiError::new(
+            ErrorCode::BadProtocolHeader,
+            "strict: every request to /v1/* and /metrics must send X-Nixfleet-Protocol",
+        )
+        .into_response();
+    }
+    if path.starts_with("/v1/")
         && let Some(v) = req.headers().get("x-nixfleet-protocol")
     {
         let major = v.to_str().ok().and_then(|s| s.trim().parse::<u32>().ok());
@@ -415,6 +434,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/fleet.resolved/sig", get(fleet_resolved_sig))
         .route("/v1/rollouts/{id}", get(rollout_manifest))
         .route("/v1/rollouts/{id}/sig", get(rollout_manifest_sig))
+        .route("/v1/agent/closure/{hash}", get(closure::closure))
         .layer(
             ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(overload))
@@ -464,7 +484,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
-        .layer(axum::middleware::from_fn(protocol))
+        .layer(axum::middleware::from_fn_with_state(state.strict, protocol))
         .layer(axum::middleware::from_fn(uri_limit))
         .layer(
             ServiceBuilder::new()

@@ -8,7 +8,7 @@
 //! through.
 
 use super::{
-    ErrorBody, agent, audit, identity, manifests, nixfleet_rollouts, operators, published,
+    ErrorBody, agent, audit, closure, identity, manifests, nixfleet_rollouts, operators, published,
     rollouts, rotation,
 };
 use crate::api::{__path_healthz, __path_metrics};
@@ -210,6 +210,7 @@ pub(super) struct RolloutManifest {
         published::fleet_resolved_sig,
         published::rollout_manifest,
         published::rollout_manifest_sig,
+        closure::closure,
         manifests::post_fleet,
         manifests::post_rollout_manifest,
         operators::whoami,

@@ -31,6 +31,16 @@
               self.packages.${pkgs.stdenv.hostPlatform.system}.fleet-ledger;
         };
       nixosModules.default = self.nixosModules.fleet-ledger;
+      # nixfleet's services.nixfleet-control-plane options, served by fleet-ledger
+      # (docs/OPERATIONS.md, "Switching from nixfleet's control plane").
+      nixosModules.nixfleet-control-plane = {
+        imports = [
+          self.nixosModules.fleet-ledger
+          ./nix/nixfleet-control-plane.nix
+        ];
+      };
+      # nixfleet's nixfleet.trust options, for a fleet that does not import nixfleet's own.
+      nixosModules.nixfleet-trust = ./nix/nixfleet-trust.nix;
 
       formatter = forAllSystems (pkgs: pkgs.nixfmt-rfc-style);
     };

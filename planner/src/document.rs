@@ -742,7 +742,7 @@ struct NonceDoc {
 }
 
 fn time(at: String, text: &str) -> Result<ledger::domain::Micros, DocumentError> {
-    crate::decide::parse_rfc3339(text).map_err(|e| field(at, e))
+    crate::rfc3339::parse_rfc3339(text).map_err(|e| field(at, e))
 }
 
 /// Parses CI's `revocations.json`. Host names are kept as written: a name no agent could

@@ -19,6 +19,7 @@ pub mod document;
 pub mod host;
 pub mod manifest;
 pub mod plan;
+pub mod rfc3339;
 pub mod rollout;
 
 pub use decide::{

@@ -30,7 +30,7 @@ fn listed(input: &Input) {
         | Input::Expire { .. }
         | Input::Plan
         | Input::Enroll(_)
-        | Input::Renew(_) => {}
+        | Input::Renew { .. } => {}
     }
 }
 
@@ -142,13 +142,75 @@ fn every_input_kind_round_trips_through_the_inverse_map() {
         T0 + 1,
     );
     run.step(
-        Input::Renew(Box::new(AgentCertificateRenewed {
-            hostname: "web-01".into(),
-            presented_serial: vec![1],
-            certificate: certificate(2, key),
-        })),
+        Input::Renew {
+            renewed: Box::new(AgentCertificateRenewed {
+                hostname: "web-01".into(),
+                presented_serial: vec![1],
+                certificate: certificate(2, key),
+            }),
+            presented_not_before: None,
+        },
         T0 + 2,
     );
+    // CI's lists (NIXFLEET-WIRE.md §9.1, §9.2): decided from their bytes like manifests.
+    let revoked = run.step(
+        manifest(
+            &json!({"schemaVersion": 1, "meta": {"schemaVersion": 1, "signedAt": t},
+                "revocations": [{"hostname": "web-01", "notBefore": "2026-01-01T00:00:00.5Z",
+                                 "reason": "stolen", "revokedBy": "alice"}]}),
+            20,
+            T0 + 2,
+        ),
+        T0 + 2,
+    );
+    assert!(matches!(&revoked[0], Event::RevocationsAccepted(r)
+        if r.revocations[0].not_before == T0 + 500_000 && r.file.signature == vec![20; 64]));
+    run.step(
+        manifest(
+            &json!({"schemaVersion": 1, "meta": {"schemaVersion": 1, "signedAt": t},
+                "bootstrapNonces": [{"nonce": "n-2", "hostname": "web-01",
+                                     "expiresAt": "2026-01-01T01:00:00Z"}]}),
+            21,
+            T0 + 2,
+        ),
+        T0 + 2,
+    );
+    // Refused by them: a renewal presenting a certificate from before the cutoff (revoked
+    // between the API's check and the decision), an enrollment on an unlisted nonce.
+    let refused = |input: Input| {
+        let (mut f, mut m) = (run.fleet.clone(), run.manifests.clone());
+        match decide(&mut f, &mut m, input, T0 + 2) {
+            Err(planner::Undecided::Refused(r)) => r.code(),
+            other => panic!("not refused: {other:?}"),
+        }
+    };
+    let renewal = |not_before: Micros| Input::Renew {
+        renewed: Box::new(AgentCertificateRenewed {
+            hostname: "web-01".into(),
+            presented_serial: vec![2],
+            certificate: certificate(3, key),
+        }),
+        presented_not_before: Some(not_before),
+    };
+    assert_eq!(refused(renewal(T0)), "certificate-revoked");
+    let enrollment = |nonce: &str| {
+        Input::Enroll(Box::new(AgentEnrolled {
+            hostname: "web-01".into(),
+            token: BootstrapTokenRecord {
+                version: 1,
+                claims: b"{}".to_vec(),
+                signature: vec![7; 64],
+                signer: "org-root".into(),
+                nonce: nonce.into(),
+                issued_at: T0,
+                expires_at: T0 + 60 * MIN,
+            },
+            certificate: certificate(4, key),
+        }))
+    };
+    assert_eq!(refused(enrollment("n-3")), "nonce-not-allowed");
+    run.step(enrollment("n-2"), T0 + 2);
+    run.step(renewal(T0 + 500_000), T0 + 2);
     let rollout = json!({
         "schema_version": 1,
         "channel": "canary",

@@ -491,6 +491,28 @@ impl WrapperKey {
     }
 }
 
+/// The CA certificate must carry the key that signs (a file's, or the sign wrapper's):
+/// otherwise every certificate issued would fail to chain to it in `tls.client_ca`.
+fn same_key(path: &Path, pem: &str, key: &CaKey) -> Result<(), SetupError> {
+    use rcgen::PublicKeyData as _;
+    use rustls::pki_types::pem::PemObject as _;
+    let bad = |reason: String| SetupError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| bad(format!("not an X.509 certificate: {e}")))?;
+    if cert.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
+        return Err(bad(
+            "the CA certificate's public key is not the CA key's (ca_key, or tpm_ca_pubkey_raw)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 fn micros(t: SystemTime) -> Micros {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as Micros)
@@ -528,11 +550,12 @@ impl Authority {
                 ));
             }
         };
-        let issuer =
-            Issuer::from_ca_cert_pem(&read(&cfg.ca_cert)?, key).map_err(|e| SetupError::File {
-                path: cfg.ca_cert.clone(),
-                reason: format!("not a PEM certificate: {e}"),
-            })?;
+        let ca_pem = read(&cfg.ca_cert)?;
+        same_key(&cfg.ca_cert, &ca_pem, &key)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, key).map_err(|e| SetupError::File {
+            path: cfg.ca_cert.clone(),
+            reason: format!("not a PEM certificate: {e}"),
+        })?;
         org_root_keys(cfg, extra_root)?;
         let suffix = cn_suffix.trim_start_matches('.');
         if suffix.is_empty() {
@@ -823,6 +846,22 @@ mod tests {
         let mut c = cfg.clone();
         c.tpm_ca_pubkey_raw = Some(dir.path().join("other.raw"));
         assert!(load_err(&c).contains("does not verify"), "{}", load_err(&c));
+        // A wrapper whose key is not the CA certificate's.
+        let other_hex = dir.path().join("other.hex");
+        std::fs::write(&other_hex, "08".repeat(32)).unwrap();
+        c.tpm_ca_sign_wrapper = Some(wrapper(
+            "other-sign",
+            format!(
+                "exec python3 {} {} \"$1\"",
+                script.display(),
+                other_hex.display()
+            ),
+        ));
+        assert!(
+            load_err(&c).contains("not the CA key's"),
+            "{}",
+            load_err(&c)
+        );
         std::fs::write(dir.path().join("short.raw"), [4u8; 65]).unwrap();
         c.tpm_ca_pubkey_raw = Some(dir.path().join("short.raw"));
         assert!(load_err(&c).contains("64"), "{}", load_err(&c));

@@ -175,6 +175,137 @@ fn the_flake_and_the_nixos_module_parse_and_evaluate() {
     }
 }
 
+/// The drop-in (issue 28): nixfleet's `services.nixfleet-control-plane` options, every one of
+/// NIXFLEET-WIRE.md §11.1's table, map onto `services.fleet-ledger`, whose rendered settings
+/// are a config the daemon reads; `trust.json` is written from `nixfleet.trust` as nixfleet's
+/// module writes it (§11.2).
+#[test]
+fn nixfleets_module_options_map_onto_a_config_the_daemon_reads() {
+    if !have("nix-instantiate", "nix-bin", "FLEET_SKIP_NIX") {
+        return;
+    }
+    let root = root();
+    for f in ["nix/nixfleet-control-plane.nix", "nix/nixfleet-trust.nix"] {
+        let out = Command::new("nix-instantiate")
+            .arg("--parse")
+            .arg(root.join(f))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json"])
+        .arg(root.join("nix/tests/nixfleet-eval.nix"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // nixfleet's options, by name (§11.1's table; `tls.*` and the source groups nest).
+    let mut want = vec![
+        "enable",
+        "package",
+        "listen",
+        "tls",
+        "artifactPath",
+        "signaturePath",
+        "trustFile",
+        "observedPath",
+        "freshnessWindowMinutes",
+        "confirmDeadlineSecs",
+        "agentCnSuffix",
+        "agentCertValiditySecs",
+        "strict",
+        "fleetCaCert",
+        "fleetCaKey",
+        "tpmCaPubkeyRaw",
+        "tpmCaSignWrapper",
+        "allowFileCaKey",
+        "auditLogPath",
+        "dbPath",
+        "closureUpstream",
+        "rolloutsDir",
+        "channelRefsSource",
+        "revocationsSource",
+        "bootstrapNoncesSource",
+        "rolloutsSource",
+        "openFirewall",
+    ];
+    want.sort_unstable();
+    assert_eq!(v["options"], serde_json::json!(want));
+    assert!(
+        v["assertions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a == true),
+        "{v}"
+    );
+    assert_eq!(v["warnings"], serde_json::json!([]));
+    let fl = &v["fleetLedger"];
+    assert_eq!(
+        (&fl["enable"], &fl["listen"]),
+        (&serde_json::json!(true), &serde_json::json!("0.0.0.0:8080"))
+    );
+    // The rendered settings, with what nixfleet has no option for (the ledger's key, the
+    // operators' tokens), are a config the daemon accepts (unknown fields are refused).
+    let mut settings = fl["settings"].clone();
+    assert_eq!(
+        settings["manifest_dir"],
+        "/var/lib/nixfleet-cp/fleet/releases"
+    );
+    assert_eq!(settings["trust"]["max_age_secs"], 10800);
+    assert_eq!(
+        settings["revocations"]["bearer_token_file"],
+        "/run/secrets/ci-token"
+    );
+    assert!(
+        settings.get("bootstrap_nonces").is_none(),
+        "a source group with one URL is dropped, as nixfleet's module drops it"
+    );
+    settings["signing_key"] = serde_json::json!("/run/keys/cp.key");
+    settings["tokens"] = serde_json::json!([]);
+    let config: fleet_ledger::config::Config = serde_json::from_value(settings).unwrap();
+    assert!(config.strict);
+    let e = config.enrollment.unwrap();
+    assert_eq!(
+        e.tpm_ca_sign_wrapper.unwrap().to_str(),
+        Some("/run/current-system/sw/bin/tpm-sign")
+    );
+    assert_eq!(
+        config.pull.unwrap().rollout_url_template,
+        "https://ci.lab.internal/releases/rollouts/{rolloutId}.json"
+    );
+    // As nixfleet's unit with a sign wrapper: the TPM device, the tss group.
+    assert_eq!(
+        v["serviceConfig"]["DeviceAllow"],
+        serde_json::json!(["/dev/tpmrm0 rw"])
+    );
+    assert_eq!(v["serviceConfig"]["PrivateDevices"], false);
+    // trust.json as §11.2's example has it: org root keys wrapped as ed25519.
+    assert_eq!(
+        v["trustJson"]["orgRootKey"]["current"],
+        serde_json::json!({"algorithm": "ed25519", "public": "ROOT"})
+    );
+    assert_eq!(v["trustJson"]["schemaVersion"], 1);
+    // Every option is documented for operators.
+    let ops = std::fs::read_to_string(root.join("docs/OPERATIONS.md")).unwrap();
+    for option in want {
+        let name = format!("services.nixfleet-control-plane.{option}");
+        assert!(
+            ops.contains(&name),
+            "OPERATIONS.md does not document {name}"
+        );
+    }
+}
+
 /// The Grafana dashboard queries only metrics the daemon exposes, by their exposed names:
 /// fleet-ledger's own and nixfleet's (its fleet page).
 #[test]

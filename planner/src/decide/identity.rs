@@ -41,6 +41,18 @@ pub enum IdentityRefusal {
         /// By which host.
         host: String,
     },
+    /// CI's revocation list in force refuses the certificate a renewal presented.
+    #[error(
+        "the certificates of {host} issued before {cutoff} are revoked (CI's revocation list, entry {list})"
+    )]
+    Revoked {
+        /// The host.
+        host: String,
+        /// The revocation's notBefore.
+        cutoff: String,
+        /// The list's entry.
+        list: u64,
+    },
     /// CI's bootstrap-nonce allowlist refuses the nonce (nixfleet answers 401).
     #[error(transparent)]
     Nonce(#[from] NonceRefusal),
@@ -86,6 +98,7 @@ impl IdentityRefusal {
             IdentityRefusal::NoHostKey { .. } => "no-host-key",
             IdentityRefusal::KeyMismatch(_) => "host-key-mismatch",
             IdentityRefusal::NonceUsed { .. } => "nonce-used",
+            IdentityRefusal::Revoked { .. } => "certificate-revoked",
             IdentityRefusal::Nonce(NonceRefusal::NotListed { .. }) => "nonce-not-allowed",
             IdentityRefusal::Nonce(NonceRefusal::OtherHost { .. }) => "nonce-other-host",
             IdentityRefusal::Nonce(NonceRefusal::Expired { .. }) => "nonce-expired",
@@ -207,8 +220,22 @@ pub(super) fn renew(
     log: &mut impl Log,
     manifests: &Manifests,
     e: AgentCertificateRenewed,
+    presented_not_before: Option<ledger::domain::Micros>,
     now: ledger::domain::Micros,
 ) -> Result<u64, IdentityRefusal> {
+    // The API refused a revoked certificate already; a revocation committed between that
+    // check and this decision is caught here (DECISIONS 135).
+    if let (Some(issued), Some(r)) = (
+        presented_not_before,
+        log.state().revocations.get(&e.hostname),
+    ) && issued < r.not_before
+    {
+        return Err(IdentityRefusal::Revoked {
+            host: e.hostname.clone(),
+            cutoff: super::rfc3339(r.not_before),
+            list: r.seq,
+        });
+    }
     bound_to_fleet(manifests, &e.hostname, &e.certificate.public_key)?;
     Ok(log.stage(now, vec![Event::AgentCertificateRenewed(e)]))
 }

@@ -153,8 +153,15 @@ pub enum Input {
     /// fleet in force binds the host to the certificate's key and the nonce is unused.
     Enroll(Box<ledger::event::AgentEnrolled>),
     /// An enrolled agent renews: recorded if the fleet in force still binds the host to the
-    /// key.
-    Renew(Box<ledger::event::AgentCertificateRenewed>),
+    /// key, and CI's revocations in force do not refuse the certificate it presented.
+    Renew {
+        /// The renewal as it is recorded.
+        renewed: Box<ledger::event::AgentCertificateRenewed>,
+        /// The presented certificate's notBefore (µs), checked against the revocations in
+        /// force at the decision; None when `replay --check` re-decides a recorded renewal
+        /// (the entry does not keep it, and it passed when it was decided).
+        presented_not_before: Option<Micros>,
+    },
 }
 
 impl Input {
@@ -171,7 +178,7 @@ impl Input {
             Input::Expire { .. } => "expire",
             Input::Plan => "plan",
             Input::Enroll(_) => "enroll",
-            Input::Renew(_) => "renew",
+            Input::Renew { .. } => "renew",
         }
     }
 }
@@ -350,8 +357,12 @@ pub fn decide<L: Log>(
                 replan: false,
             })
         }
-        Input::Renew(e) => {
-            let seq = identity::renew(log, manifests, *e, now).map_err(Refusal::from)?;
+        Input::Renew {
+            renewed,
+            presented_not_before,
+        } => {
+            let seq = identity::renew(log, manifests, *renewed, presented_not_before, now)
+                .map_err(Refusal::from)?;
             Ok(Decided {
                 answer: Answer::Recorded { seq, entries: 1 },
                 replan: false,

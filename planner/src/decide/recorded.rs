@@ -55,7 +55,10 @@ pub fn input_of(e: &Event) -> Result<Option<Input>, NotItsInput> {
         },
         // The identity the CA issued is recorded whole: the decision must bind it again.
         Event::AgentEnrolled(e) => Input::Enroll(Box::new(e.clone())),
-        Event::AgentCertificateRenewed(e) => Input::Renew(Box::new(e.clone())),
+        Event::AgentCertificateRenewed(e) => Input::Renew {
+            renewed: Box::new(e.clone()),
+            presented_not_before: None,
+        },
         Event::RolloutCleared(e) => Input::Clear {
             rollout: e.rollout_id.clone(),
             operator: e.operator.clone(),

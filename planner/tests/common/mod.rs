@@ -243,9 +243,15 @@ impl planner::Log for Fleet {
 /// A manifest as the intake would hand it over (the hash is a stand-in: the decision only
 /// compares it).
 pub fn manifest(doc: &serde_json::Value, hash: u8, signed_at: Micros) -> planner::Input {
-    use planner::document::{Document, parse_fleet, parse_rollout};
+    use planner::document::{
+        Document, parse_bootstrap_nonces, parse_fleet, parse_revocations, parse_rollout,
+    };
     let canonical = doc.to_string().into_bytes();
-    let document = if doc.get("hosts").is_some() {
+    let document = if doc.get("revocations").is_some() {
+        Document::Revocations(parse_revocations(&canonical).unwrap())
+    } else if doc.get("bootstrapNonces").is_some() {
+        Document::BootstrapNonces(parse_bootstrap_nonces(&canonical).unwrap())
+    } else if doc.get("hosts").is_some() {
         Document::Fleet(parse_fleet(&canonical).unwrap())
     } else {
         Document::Rollout(parse_rollout(&canonical).unwrap())

@@ -64,6 +64,7 @@ impl From<IdentityError> for ApiError {
 pub(super) struct CertificateHolder {
     host: Hostname,
     serial: Vec<u8>,
+    not_before: Option<ledger::domain::Micros>,
 }
 
 impl FromRequestParts<AppState> for CertificateHolder {
@@ -93,7 +94,11 @@ impl FromRequestParts<AppState> for CertificateHolder {
         if let Some(p) = peer {
             p.mark_trusted();
         }
-        Ok(CertificateHolder { host, serial })
+        Ok(CertificateHolder {
+            host,
+            serial,
+            not_before: peer.and_then(|p| p.not_before),
+        })
     }
 }
 
@@ -181,6 +186,7 @@ pub(super) async fn renew(
     CertificateHolder {
         host,
         serial: presented_serial,
+        not_before: presented_not_before,
     }: CertificateHolder,
     body: JsonBody,
 ) -> ApiResult<Json<Issued>> {
@@ -201,11 +207,14 @@ pub(super) async fn renew(
     let not_after = certificate.not_after;
     let out = submit(
         &state,
-        Input::Renew(Box::new(AgentCertificateRenewed {
-            hostname: host.to_string(),
-            presented_serial,
-            certificate,
-        })),
+        Input::Renew {
+            renewed: Box::new(AgentCertificateRenewed {
+                hostname: host.to_string(),
+                presented_serial,
+                certificate,
+            }),
+            presented_not_before,
+        },
     )
     .await?;
     let Answer::Recorded { seq, .. } = out else {

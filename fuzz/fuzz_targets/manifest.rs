@@ -1,5 +1,6 @@
 //! Manifest bodies: the signed envelope CI posts, and the fleet and rollout documents inside
-//! it, with every content check (`planner::document`).
+//! it, with every content check (`planner::document`); CI's revocation list and nonce
+//! allowlist, whose times the pure core parses itself.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
@@ -14,4 +15,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = planner::document::parse_rollout(data);
+    let _ = planner::document::parse_revocations(data);
+    let _ = planner::document::parse_bootstrap_nonces(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = planner::rfc3339::parse_rfc3339(text);
+    }
 });

@@ -468,6 +468,35 @@ mod tests {
         assert_eq!(Event::decode(Kind(12), &e.encode_payload()).unwrap(), e);
     }
 
+    /// Golden bytes of kind 34 (FORMAT §9e): a signed file, then the list; options and
+    /// nested structs as FORMAT §3 gives them.
+    #[test]
+    fn golden_revocation_list_bytes() {
+        let e = Event::RevocationsAccepted(RevocationsAccepted {
+            file: SignedFile {
+                content_hash: [1; 32],
+                signer: "k".into(),
+                algorithm: "e".into(),
+                signature: vec![2, 3],
+                signed_at: -1,
+                canonical: b"{}".to_vec(),
+            },
+            revocations: vec![Revocation {
+                hostname: "h".into(),
+                not_before: 1,
+                reason: None,
+                revoked_by: Some("a".into()),
+            }],
+        });
+        assert_eq!(e.kind(), Kind(34));
+        let mut want = vec![1u8; 32];
+        want.extend_from_slice(&[1, b'k', 1, b'e', 2, 2, 3, 1, 2, b'{', b'}']);
+        want.extend_from_slice(&[1, 1, b'h', 2, 0, 1, 1, b'a']);
+        assert_eq!(e.encode_payload(), want, "-1 zigzags to 1, 1 to 2");
+        assert_eq!(Event::decode(Kind(34), &want).unwrap(), e);
+        assert!(e.names_host("h") && !e.names_host("g"));
+    }
+
     #[test]
     fn every_known_kind_round_trips_and_unknown_kinds_are_kept() {
         let e = Event::Annotation(Annotation {

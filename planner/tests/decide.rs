@@ -668,3 +668,53 @@ fn a_batch_plans_once_after_its_inputs_and_only_if_something_moved() {
         "the dispatch is queued"
     );
 }
+
+/// NIXFLEET-WIRE.md §9.1 and §9.2's examples, byte for byte (`fixtures/nixfleet/`), read as
+/// the lists the ledger records.
+#[test]
+fn nixfleets_example_lists_parse_to_what_the_ledger_records() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/nixfleet");
+    let at = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap()
+            .timestamp_micros()
+    };
+    let r =
+        planner::document::parse_revocations(&std::fs::read(dir.join("revocations.json")).unwrap())
+            .unwrap();
+    assert_eq!(r.signed_at, "2026-05-17T12:00:00Z");
+    assert_eq!(
+        r.revocations,
+        vec![ledger::event::Revocation {
+            hostname: "web-03".into(),
+            not_before: at("2026-05-17T11:00:00Z"),
+            reason: Some("decommissioned".into()),
+            revoked_by: Some("alice".into()),
+        }]
+    );
+    let n = planner::document::parse_bootstrap_nonces(
+        &std::fs::read(dir.join("bootstrap-nonces.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        n.nonces,
+        vec![ledger::event::AllowedNonce {
+            nonce: "3f1c9a0d5e7b2c4a8f6e1d0b9c7a5e3f".into(),
+            hostname: "web-07".into(),
+            expires_at: at("2026-05-18T12:00:00Z"),
+            minted_at: Some(at("2026-05-17T12:00:00Z")),
+            minted_by: Some("alice".into()),
+        }]
+    );
+    // Refused: another schema version, a time that is not RFC 3339, no signedAt.
+    for bad in [
+        r#"{"schemaVersion":2,"revocations":[],"meta":{"signedAt":"2026-05-17T12:00:00Z"}}"#,
+        r#"{"schemaVersion":1,"revocations":[{"hostname":"a","notBefore":"May 17"}],"meta":{"signedAt":"2026-05-17T12:00:00Z"}}"#,
+        r#"{"schemaVersion":1,"revocations":[],"meta":{}}"#,
+    ] {
+        assert!(
+            planner::document::parse_revocations(bad.as_bytes()).is_err(),
+            "{bad}"
+        );
+    }
+}

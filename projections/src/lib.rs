@@ -57,9 +57,19 @@ pub struct Watermark {
 #[derive(Clone, Debug, Default)]
 struct KeyScratch {
     hr: (String, RolloutId),
+    counter: (String, String),
 }
 
 impl KeyScratch {
+    /// `(what, label)`, reusing the buffers.
+    fn counter(&mut self, what: &str, label: &str) -> &(String, String) {
+        self.counter.0.clear();
+        self.counter.0.push_str(what);
+        self.counter.1.clear();
+        self.counter.1.push_str(label);
+        &self.counter
+    }
+
     /// `(host, rollout)`, reusing the buffers.
     fn hr(&mut self, h: &str, r: &RolloutId) -> &(String, RolloutId) {
         self.hr.0.clear();
@@ -182,10 +192,15 @@ stored_tables! {
 impl State {
     /// Counts one event under (`what`, `label`).
     fn count(&mut self, what: &str, label: &str) {
-        let key = (what.to_string(), label.to_string());
-        match self.counters.get_mut(&key) {
+        // Counted for most batches: the key is built in reused buffers, and owned only when
+        // the counter is new.
+        let key = self.scratch.counter(what, label);
+        match self.counters.get_mut(key) {
             Some(n) => *n += 1,
-            None => self.counters.insert(key, 1),
+            None => {
+                let key = key.clone();
+                self.counters.insert(key, 1);
+            }
         }
     }
 

@@ -168,7 +168,9 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
     /// A row, for changing (marks it changed).
     pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
         let v = self.rows.get_mut(k)?;
-        if self.track {
+        // A row changed again right after itself (a counter, a host's next report) is
+        // remembered once: no clone of its key.
+        if self.track && self.dirty.last() != Some(k) {
             mark(&mut self.dirty, &mut self.compact_at, k.clone());
         }
         Some(v)

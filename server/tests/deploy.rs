@@ -119,13 +119,10 @@ async fn the_daemon_notifies_systemd_when_ready_and_stopping() {
     assert!(child.wait().unwrap().success());
 }
 
-#[test]
-fn the_flake_and_the_nixos_module_parse_and_evaluate() {
-    if !have("nix-instantiate", "nix-bin", "FLEET_SKIP_NIX") {
-        return;
-    }
+/// `files` parse (`nix-instantiate --parse`), and `eval` evaluates strictly to JSON.
+fn nix_eval(files: &[&str], eval: &str) -> serde_json::Value {
     let root = root();
-    for f in ["flake.nix", "nix/package.nix", "nix/module.nix"] {
+    for f in files {
         let out = Command::new("nix-instantiate")
             .arg("--parse")
             .arg(root.join(f))
@@ -139,7 +136,7 @@ fn the_flake_and_the_nixos_module_parse_and_evaluate() {
     }
     let out = Command::new("nix-instantiate")
         .args(["--eval", "--strict", "--json"])
-        .arg(root.join("nix/tests/eval.nix"))
+        .arg(root.join(eval))
         .output()
         .unwrap();
     assert!(
@@ -147,7 +144,19 @@ fn the_flake_and_the_nixos_module_parse_and_evaluate() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_flake_and_the_nixos_module_parse_and_evaluate() {
+    if !have("nix-instantiate", "nix-bin", "FLEET_SKIP_NIX") {
+        return;
+    }
+    let root = root();
+    let v = nix_eval(
+        &["flake.nix", "nix/package.nix", "nix/module.nix"],
+        "nix/tests/eval.nix",
+    );
     assert!(
         v["assertions"]
             .as_array()
@@ -185,29 +194,10 @@ fn nixfleets_module_options_map_onto_a_config_the_daemon_reads() {
         return;
     }
     let root = root();
-    for f in ["nix/nixfleet-control-plane.nix", "nix/nixfleet-trust.nix"] {
-        let out = Command::new("nix-instantiate")
-            .arg("--parse")
-            .arg(root.join(f))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{f}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let out = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json"])
-        .arg(root.join("nix/tests/nixfleet-eval.nix"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = nix_eval(
+        &["nix/nixfleet-control-plane.nix", "nix/nixfleet-trust.nix"],
+        "nix/tests/nixfleet-eval.nix",
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // nixfleet's options, by name (§11.1's table; `tls.*` and the source groups nest).
     let mut want = vec![
         "enable",

@@ -146,23 +146,7 @@ async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
     );
 
     // CI's fleet declares web-0002's SSH host key (and web-0003's, which is another key).
-    let mut fleet = setup.fleet_doc.clone();
-    fleet["hosts"][HOST]["pubkey"] = json!(openssh_line(&host_key));
-    fleet["hosts"]["web-0003"]["pubkey"] = json!(openssh_line(&other_key));
-    let (signed, _) = setup.sign(&fleet).unwrap();
-    let (s, v) = request_with(
-        addr,
-        &server_ca_pem,
-        None,
-        "POST",
-        "/v1/manifests/fleet",
-        Some(&setup.tokens.ci),
-        &[],
-        Some(signed),
-    )
-    .await
-    .unwrap();
-    assert_eq!(s, 200, "{v}");
+    let fleet = post_fleet_declaring(&setup, addr, &server_ca_pem, &host_key, &other_key).await;
 
     // Refusals, each with nixfleet's status, none of them recorded.
     let refused = [
@@ -447,14 +431,7 @@ async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
 
     // The audit trail: who got which identity, on what token; re-decided by the check.
     let source = engine::forensics::Source::Db(&setup.db);
-    let lines = engine::forensics::timeline(
-        source,
-        &engine::forensics::Filter {
-            host: Some(HOST.into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let lines = host_timeline(&setup.db);
     let issued: Vec<_> = lines
         .iter()
         .filter(|l| l.kind == "AgentEnrolled" || l.kind == "AgentCertificateRenewed")

@@ -146,23 +146,7 @@ async fn a_revoked_host_is_refused_everywhere_and_the_allowlist_gates_enrollment
     let addr = daemon.addr;
     let op = setup.tokens.operator.clone();
 
-    let mut fleet_doc = setup.fleet_doc.clone();
-    fleet_doc["hosts"][HOST]["pubkey"] = json!(openssh_line(&host_key));
-    fleet_doc["hosts"]["web-0003"]["pubkey"] = json!(openssh_line(&other_key));
-    let (signed, _) = setup.sign(&fleet_doc).unwrap();
-    let (s, v) = request_with(
-        addr,
-        &ca_pem,
-        None,
-        "POST",
-        "/v1/manifests/fleet",
-        Some(&setup.tokens.ci),
-        &[],
-        Some(signed),
-    )
-    .await
-    .unwrap();
-    assert_eq!(s, 200, "{v}");
+    post_fleet_declaring(&setup, addr, &ca_pem, &host_key, &other_key).await;
 
     let enroll = |nonce: &'static str| {
         let ca = ca_pem.clone();
@@ -398,14 +382,7 @@ async fn a_revoked_host_is_refused_everywhere_and_the_allowlist_gates_enrollment
     // The host's timeline says who revoked it, from when and why; the check re-decides each
     // list from its bytes.
     let source = engine::forensics::Source::Db(&setup.db);
-    let lines = engine::forensics::timeline(
-        source,
-        &engine::forensics::Filter {
-            host: Some(HOST.into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let lines = host_timeline(&setup.db);
     let revoked: Vec<_> = lines
         .iter()
         .filter(|l| l.kind == "RevocationsAccepted")

@@ -121,3 +121,44 @@ pub fn with_enrollment(
         org_root_key,
     });
 }
+
+/// CI posts the demo fleet declaring `HOST`'s SSH host key (and web-0003's, another key), over
+/// HTTPS to the daemon at `addr`; answers the fleet document it signed.
+pub async fn post_fleet_declaring(
+    setup: &fleet_ledger_demo::Setup,
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    host_key: &KeyPair,
+    other_key: &KeyPair,
+) -> Value {
+    let mut fleet = setup.fleet_doc.clone();
+    fleet["hosts"][HOST]["pubkey"] = json!(openssh_line(host_key));
+    fleet["hosts"]["web-0003"]["pubkey"] = json!(openssh_line(other_key));
+    let (signed, _) = setup.sign(&fleet).unwrap();
+    let (s, v) = crate::tls::request_with(
+        addr,
+        ca_pem,
+        None,
+        "POST",
+        "/v1/manifests/fleet",
+        Some(&setup.tokens.ci),
+        &[],
+        Some(signed),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200, "{v}");
+    fleet
+}
+
+/// `HOST`'s timeline from the ledger at `db`.
+pub fn host_timeline(db: &std::path::Path) -> Vec<engine::forensics::Line> {
+    engine::forensics::timeline(
+        engine::forensics::Source::Db(db),
+        &engine::forensics::Filter {
+            host: Some(HOST.into()),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}

@@ -12,10 +12,13 @@
 //!   its point.
 //! * [`publish`]: the log as C2SP tlog-tiles, written to a [`publish::Sink`].
 //! * [`metrics`]: the daemon's Prometheus registry, which the writer records into.
+//! * [`register`]: the commit register's contract (a linearizable compare-and-swap of the
+//!   acknowledged head, the writer's epoch and the standbys in sync), and it in memory.
 
 pub mod forensics;
 pub mod materialize;
 pub mod metrics;
 pub mod publish;
+pub mod register;
 pub mod replay_cache;
 pub mod writer;

@@ -25,6 +25,7 @@ pub mod intake;
 pub mod logging;
 pub mod publish;
 pub mod reload;
+pub mod replication;
 pub mod sources;
 pub mod tls;
 pub mod trust;

@@ -1,0 +1,305 @@
+//! Replication's link to etcd (issue 29): the commit register ([`EtcdRegister`], the
+//! engine's [`CommitRegister`] over an etcd key, swapped by a transaction that compares the
+//! key's bytes) and the writer election ([`campaign`]: etcd's election API with a lease; the
+//! leader key's creation revision is the writer's epoch, its fencing token).
+//!
+//! etcd decides; fleet-ledger asks. Nothing here trusts a lease or a clock for safety: a lease
+//! only decides who tries, and the register's swap decides who may sign.
+//!
+//! It speaks etcd's v3 API through etcd's own JSON gateway (`/v3/kv/txn`, `/v3/lease/*`,
+//! `/v3/election/campaign` on every member's client URL), with the HTTP client the daemon
+//! already has: the same calls as the gRPC API, without a protobuf compiler to build
+//! (DECISIONS 143).
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use engine::register::{CommitRegister, Head, RegisterError, Swap, settle};
+use serde_json::{Value, json};
+use tokio::runtime::Handle;
+
+/// The register's key under the configured prefix.
+pub fn register_key(prefix: &str) -> String {
+    format!("{}/register", prefix.trim_end_matches('/'))
+}
+
+/// The writer election's name under the configured prefix.
+pub fn election_name(prefix: &str) -> String {
+    format!("{}/writer", prefix.trim_end_matches('/'))
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// An etcd cluster, by its members' client URLs (`http://host:2379`), asked through its JSON
+/// gateway. A call goes to the first member that answers; a member that cannot be reached
+/// is skipped.
+#[derive(Clone, Debug)]
+pub struct Etcd {
+    endpoints: Vec<String>,
+    http: reqwest::Client,
+    /// Each call's deadline (None: a campaign, which waits while another node leads).
+    timeout: Option<Duration>,
+}
+
+/// How a call to etcd failed.
+#[derive(Debug)]
+enum CallError {
+    /// No member was reached: the request was never sent.
+    NotSent(String),
+    /// Sent, and no usable answer: it may or may not have been applied.
+    Unknown(String),
+}
+
+impl From<CallError> for RegisterError {
+    fn from(e: CallError) -> RegisterError {
+        match e {
+            CallError::NotSent(m) | CallError::Unknown(m) => RegisterError::Unavailable(m),
+        }
+    }
+}
+
+impl Etcd {
+    /// The cluster at `endpoints`, every call within `timeout`.
+    pub fn new(endpoints: &[String], timeout: Option<Duration>) -> Result<Etcd, RegisterError> {
+        if endpoints.is_empty() {
+            return Err(RegisterError::Unavailable("no etcd endpoint given".into()));
+        }
+        // Already installed is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| RegisterError::Unavailable(format!("no HTTP client for etcd: {e}")))?;
+        Ok(Etcd {
+            endpoints: endpoints
+                .iter()
+                .map(|e| e.trim_end_matches('/').to_string())
+                .collect(),
+            http,
+            timeout,
+        })
+    }
+
+    /// The same cluster, calls without a deadline (for a campaign).
+    pub fn without_deadline(&self) -> Etcd {
+        Etcd {
+            timeout: None,
+            ..self.clone()
+        }
+    }
+
+    /// POSTs `body` to `path` on the first member that takes it.
+    async fn call(&self, path: &str, body: &Value) -> Result<Value, CallError> {
+        let mut problems = Vec::new();
+        for endpoint in &self.endpoints {
+            let mut req = self.http.post(format!("{endpoint}{path}")).json(body);
+            if let Some(t) = self.timeout {
+                req = req.timeout(t);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                // Not connected: never sent, try the next member.
+                Err(e) if e.is_connect() => {
+                    problems.push(format!("{endpoint}: {e}"));
+                    continue;
+                }
+                Err(e) => return Err(CallError::Unknown(format!("{endpoint}{path}: {e}"))),
+            };
+            let status = resp.status();
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| CallError::Unknown(format!("{endpoint}{path}: {e}")))?;
+            if !status.is_success() {
+                // etcd's error (no leader, a timeout inside the cluster, ...): applied or
+                // not is unknown for a write.
+                return Err(CallError::Unknown(format!(
+                    "{endpoint}{path}: HTTP {status}: {}",
+                    text.trim()
+                )));
+            }
+            return serde_json::from_str(&text).map_err(|e| {
+                CallError::Unknown(format!("{endpoint}{path}: an answer that is not JSON: {e}"))
+            });
+        }
+        Err(CallError::NotSent(format!(
+            "no etcd member reached: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
+/// An int64 as the gateway writes it (a string), or a number.
+fn int(v: &Value) -> Option<i64> {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| v.as_i64())
+}
+
+/// The commit register in etcd: one key, swapped by a transaction that compares its bytes.
+#[derive(Clone, Debug)]
+pub struct EtcdRegister {
+    etcd: Etcd,
+    key: String,
+    /// The runtime the synchronous calls run on (the writer is a thread of its own).
+    runtime: Handle,
+}
+
+impl EtcdRegister {
+    /// The register at `<prefix>/register`; synchronous calls run on `runtime` (never make
+    /// them from one of its threads: use the async ones there).
+    pub fn new(etcd: Etcd, prefix: &str, runtime: Handle) -> EtcdRegister {
+        EtcdRegister {
+            etcd,
+            key: register_key(prefix),
+            runtime,
+        }
+    }
+
+    /// A linearizable read of the register.
+    pub async fn read_async(&self) -> Result<Option<Head>, RegisterError> {
+        let resp = self
+            .etcd
+            .call("/v3/kv/range", &json!({"key": b64(self.key.as_bytes())}))
+            .await?;
+        let Some(kv) = resp["kvs"].as_array().and_then(|k| k.first()) else {
+            return Ok(None);
+        };
+        let value = base64::engine::general_purpose::STANDARD
+            .decode(kv["value"].as_str().unwrap_or_default())
+            .map_err(|e| RegisterError::Malformed(format!("the register's value: {e}")))?;
+        Head::from_bytes(&value).map(Some)
+    }
+
+    /// The raw conditional write: `next` if the key holds exactly `expected`'s bytes (or is
+    /// absent, for None). `Ok(false)`: it held something else. An error: no answer.
+    pub async fn raw_swap_async(
+        &self,
+        expected: Option<&Head>,
+        next: &Head,
+    ) -> Result<bool, RegisterError> {
+        let key = b64(self.key.as_bytes());
+        let guard = match expected {
+            Some(h) => {
+                json!({"target": "VALUE", "result": "EQUAL", "key": key, "value": b64(&h.to_bytes())})
+            }
+            None => json!({"target": "VERSION", "result": "EQUAL", "key": key, "version": "0"}),
+        };
+        let txn = json!({
+            "compare": [guard],
+            "success": [{"request_put": {"key": key, "value": b64(&next.to_bytes())}}],
+        });
+        let resp = self.etcd.call("/v3/kv/txn", &txn).await?;
+        Ok(resp["succeeded"].as_bool().unwrap_or(false))
+    }
+}
+
+impl CommitRegister for EtcdRegister {
+    fn read(&self) -> Result<Option<Head>, RegisterError> {
+        self.runtime.block_on(self.read_async())
+    }
+
+    fn compare_and_swap(
+        &self,
+        expected: Option<&Head>,
+        next: &Head,
+    ) -> Result<Swap, RegisterError> {
+        settle(self, expected, next, |e, n| {
+            self.runtime.block_on(self.raw_swap_async(e, n))
+        })
+    }
+}
+
+/// Won leadership of the writer election.
+#[derive(Debug)]
+pub struct Leadership {
+    /// The writer's epoch: the creation revision of its election key, higher than every
+    /// earlier leader's.
+    pub epoch: u64,
+    /// The lease the leadership lives on.
+    pub lease: i64,
+    /// Flips to true once the lease is lost (not renewed for a whole TTL, or refused): from
+    /// then on another node may lead; this one must stop writing.
+    pub lost: tokio::sync::watch::Receiver<bool>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl Leadership {
+    /// Stops renewing the lease (it lapses after its TTL): what a paused or dying writer
+    /// amounts to.
+    pub fn abandon(self) {
+        self.keeper.abort();
+    }
+}
+
+/// Campaigns for the writer election as `node` with a lease of `ttl`, waiting (without a
+/// deadline) until this node leads; keeps the lease alive, a third of the TTL apart, from
+/// the moment it is granted until it is lost.
+pub async fn campaign(
+    etcd: &Etcd,
+    prefix: &str,
+    node: &str,
+    ttl: Duration,
+) -> Result<Leadership, RegisterError> {
+    let secs = ttl.as_secs().max(1);
+    let grant = etcd
+        .call("/v3/lease/grant", &json!({"TTL": secs.to_string()}))
+        .await?;
+    let lease = int(&grant["ID"])
+        .ok_or_else(|| RegisterError::Unavailable(format!("no lease granted: {grant}")))?;
+    // The lease must live while the campaign waits behind another leader.
+    let (lost_tx, lost) = tokio::sync::watch::channel(false);
+    let every = (ttl / 3).max(Duration::from_millis(100));
+    let renewer = Etcd {
+        timeout: Some(every),
+        ..etcd.clone()
+    };
+    let keeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        let mut last_ok = tokio::time::Instant::now();
+        loop {
+            tick.tick().await;
+            let renewed = renewer
+                .call("/v3/lease/keepalive", &json!({"ID": lease.to_string()}))
+                .await
+                .ok()
+                .and_then(|r| int(&r["result"]["TTL"]))
+                .is_some_and(|ttl| ttl > 0);
+            if renewed {
+                last_ok = tokio::time::Instant::now();
+            } else if last_ok.elapsed() >= ttl {
+                let _ = lost_tx.send(true);
+                return;
+            }
+        }
+    });
+    let won = etcd
+        .without_deadline()
+        .call(
+            "/v3/election/campaign",
+            &json!({"name": b64(election_name(prefix).as_bytes()), "lease": lease.to_string(),
+                    "value": b64(node.as_bytes())}),
+        )
+        .await;
+    let won = match won {
+        Ok(w) => w,
+        Err(e) => {
+            keeper.abort();
+            return Err(e.into());
+        }
+    };
+    let epoch = int(&won["leader"]["rev"])
+        .and_then(|r| u64::try_from(r).ok())
+        .ok_or_else(|| {
+            keeper.abort();
+            RegisterError::Unavailable(format!("etcd named no leader key: {won}"))
+        })?;
+    Ok(Leadership {
+        epoch,
+        lease,
+        lost,
+        keeper,
+    })
+}

@@ -711,3 +711,19 @@ pub struct BootstrapNoncesAccepted {
     /// Its nonces, in the file's order.
     pub nonces: Vec<AllowedNonce>,
 }
+
+/// Kind 36: a writer took the log over (issue 29): the first batch of every writer's epoch,
+/// so auditors, witnesses and timelines see every hand-over. Recorded as is (no decision
+/// makes it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterEpochStarted {
+    /// The writer's epoch (the revision of its etcd election key): larger than every earlier
+    /// writer's.
+    pub epoch: u64,
+    /// The node that writes from this entry on.
+    pub node: String,
+    /// The size of the acknowledged log it took over (the commit register's head).
+    pub previous_size: u64,
+    /// The Merkle root of that log.
+    pub previous_root: [u8; 32],
+}

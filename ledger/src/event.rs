@@ -215,6 +215,8 @@ vocabulary! {
     34 => RevocationsAccepted(RevocationsAccepted),
     /// CI's signed bootstrap-nonce allowlist replaced the one in force.
     35 => BootstrapNoncesAccepted(BootstrapNoncesAccepted),
+    /// A writer took the log over: the first batch of its epoch.
+    36 => WriterEpochStarted(WriterEpochStarted),
 }
 
 pub use crate::domain_events::*;
@@ -356,6 +358,7 @@ impl Event {
             | Event::AccessChanged(_)
             | Event::RevocationsAccepted(_)
             | Event::BootstrapNoncesAccepted(_)
+            | Event::WriterEpochStarted(_)
             | Event::Unknown { .. } => (None, None),
         }
     }
@@ -495,6 +498,22 @@ mod tests {
         assert_eq!(e.encode_payload(), want, "-1 zigzags to 1, 1 to 2");
         assert_eq!(Event::decode(Kind(34), &want).unwrap(), e);
         assert!(e.names_host("h") && !e.names_host("g"));
+    }
+
+    /// Golden bytes of kind 36 (FORMAT §3).
+    #[test]
+    fn golden_writer_epoch_bytes() {
+        let e = Event::WriterEpochStarted(WriterEpochStarted {
+            epoch: 300,
+            node: "b".into(),
+            previous_size: 2,
+            previous_root: [9; 32],
+        });
+        assert_eq!(e.kind(), Kind(36));
+        let mut want = vec![251, 0x2c, 0x01, 1, b'b', 2];
+        want.extend_from_slice(&[9; 32]);
+        assert_eq!(e.encode_payload(), want);
+        assert_eq!(Event::decode(Kind(36), &want).unwrap(), e);
     }
 
     #[test]

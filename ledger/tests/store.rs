@@ -237,6 +237,75 @@ fn hook_writes_commit_with_the_batch_and_a_failing_hook_leaves_nothing() {
         .unwrap();
 }
 
+/// The gate (issue 29's commit register) sees the batch as it would be signed, before
+/// anything is signed or written: refused, the ledger is unchanged and the next batch takes
+/// the same seqs; passed, the signed checkpoint is the one it saw.
+#[test]
+fn a_gate_sees_the_unsigned_batch_and_its_refusal_signs_and_writes_nothing() {
+    #[derive(Debug, PartialEq)]
+    enum Gate {
+        Fenced,
+        Store(String),
+    }
+    impl From<AppendError> for Gate {
+        fn from(e: AppendError) -> Gate {
+            Gate::Store(e.to_string())
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = build(&tmp.path().join("l.redb"), &[2], None);
+    let before = store.size();
+    let latest = store.snapshot().unwrap().latest_checkpoint().unwrap();
+    let mut seen = None;
+    let err = store
+        .append_gated(
+            &batch(10, 3),
+            |g| {
+                seen = Some((g.checkpoint.size, g.entries().count()));
+                Err(Gate::Fenced)
+            },
+            |_, _| Ok(()),
+        )
+        .unwrap_err();
+    assert_eq!(err, Gate::Fenced);
+    assert_eq!(seen, Some((before + 3, 3)));
+    assert_eq!(store.size(), before, "nothing written");
+    assert_eq!(
+        store.snapshot().unwrap().latest_checkpoint().unwrap(),
+        latest,
+        "nothing signed"
+    );
+    // Passed: what is signed is what the gate saw.
+    let mut saw = None;
+    let receipt = store
+        .append_gated(
+            &batch(10, 3),
+            |g| {
+                saw = Some((g.checkpoint.size, g.checkpoint.root, g.checkpoint.head));
+                Ok::<(), Gate>(())
+            },
+            |_, _| Ok(()),
+        )
+        .unwrap();
+    assert_eq!(
+        receipt.first_seq, before,
+        "the refused batch's seqs are taken again"
+    );
+    assert_eq!(
+        saw,
+        Some((
+            receipt.checkpoint.size,
+            receipt.checkpoint.root,
+            receipt.checkpoint.head
+        ))
+    );
+    store
+        .snapshot()
+        .unwrap()
+        .verify(signer_a().public(), |_| {})
+        .unwrap();
+}
+
 #[test]
 fn bad_appends_are_refused_and_change_nothing() {
     let tmp = tempfile::tempdir().unwrap();

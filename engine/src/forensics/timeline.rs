@@ -257,6 +257,13 @@ pub fn summary(e: &Event) -> String {
                 listed.join(", ")
             )
         }
+        Event::WriterEpochStarted(w) => format!(
+            "writer epoch {} started on {}, taking over the log at size {} (root {})",
+            w.epoch,
+            w.node,
+            w.previous_size,
+            hex(&w.previous_root)
+        ),
         Event::BootstrapNoncesAccepted(n) => format!(
             "bootstrap-nonce allowlist accepted ({} signature by {}, signed {}): {} nonces",
             n.file.algorithm,

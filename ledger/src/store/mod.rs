@@ -309,6 +309,7 @@ impl Store {
                     recorded_at_us,
                     event: genesis,
                 }],
+                |_| Ok(()),
                 |_, _| Ok(()),
             )
             .map_err(|e: AppendError| CreateError::Genesis(Box::new(e)))?;
@@ -438,13 +439,30 @@ impl Store {
         batch: &[NewEntry],
         hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
     ) -> Result<Receipt, E> {
+        self.append_gated(batch, |_| Ok(()), hook)
+    }
+
+    /// [`Store::append_with`] with a `gate` between computing the batch and signing it: it
+    /// sees the batch's checkpoint (size, root, head: what would be signed) and entries, and
+    /// may refuse. Refused, nothing is signed or written. Failover runs the commit register's
+    /// swap there (issue 29): a writer signs only what the register acknowledged.
+    pub fn append_gated<E: From<AppendError>>(
+        &mut self,
+        batch: &[NewEntry],
+        gate: impl FnOnce(&Gated<'_>) -> Result<(), E>,
+        hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
+    ) -> Result<Receipt, E> {
         if let Some(e) = batch.iter().find_map(|e| match e.event.kind() {
             Kind::Genesis | Kind::KeyRotated => Some(e.event.kind().name()),
             _ => None,
         }) {
             return Err(AppendError::ReservedKind(e).into());
         }
-        self.append_checked(batch, |txn, appended| {
+        if self.poisoned {
+            return Err(AppendError::Poisoned.into());
+        }
+        let txn = begin_durable_write(&self.db, self.quick_repair).map_err(AppendError::from)?;
+        self.commit_batch(txn, batch, gate, |txn, appended| {
             hook(&mut RedbTables::new(txn), appended)
         })
     }
@@ -516,22 +534,28 @@ impl Store {
             return Err(AppendError::Poisoned.into());
         }
         let txn = begin_durable_write(&self.db, self.quick_repair).map_err(AppendError::from)?;
-        self.commit_batch(txn, batch, hook)
+        self.commit_batch(txn, batch, |_| Ok(()), hook)
     }
 
     fn commit_batch<E: From<AppendError>>(
         &mut self,
         txn: WriteTransaction,
         batch: &[NewEntry],
+        gate: impl FnOnce(&Gated<'_>) -> Result<(), E>,
         hook: impl FnOnce(&WriteTransaction, &[Appended<'_>]) -> Result<(), E>,
     ) -> Result<Receipt, E> {
+        let prepared = self.prepare_batch(batch)?;
+        gate(&Gated {
+            checkpoint: &prepared.checkpoint,
+            encoded: &prepared.encoded,
+        })?;
         let Staged {
             tip,
             first_seq,
             appended,
             checkpoint,
             note,
-        } = self.stage_batch(&txn, batch)?;
+        } = self.stage_batch(&txn, prepared)?;
         hook(&txn, &appended)?;
         let count = appended.len() as u64;
         drop(appended);
@@ -550,13 +574,9 @@ impl Store {
         })
     }
 
-    /// Writes `batch` into the log table of `txn` (not committed): seqs, chain, tree nodes and
-    /// the signed checkpoint, read back and checked. The store's tip is not touched.
-    fn stage_batch<'b>(
-        &self,
-        txn: &WriteTransaction,
-        batch: &'b [NewEntry],
-    ) -> Result<Staged<'b>, AppendError> {
+    /// Computes `batch` on a copy of the tip: seqs, chain, tree nodes, and the checkpoint it
+    /// ends with (unsigned). Nothing is written and the store's tip is not touched.
+    fn prepare_batch<'b>(&self, batch: &'b [NewEntry]) -> Result<Prepared<'b>, AppendError> {
         if batch.is_empty() {
             return Err(AppendError::Empty);
         }
@@ -612,6 +632,29 @@ impl Store {
             root: tip.frontier.root(),
             head: tip.head,
         };
+        Ok(Prepared {
+            tip,
+            first_seq,
+            appended,
+            encoded,
+            checkpoint,
+        })
+    }
+
+    /// Signs a prepared batch's checkpoint and writes the batch into the log table of `txn`
+    /// (not committed), read back and checked. The store's tip is not touched.
+    fn stage_batch<'b>(
+        &self,
+        txn: &WriteTransaction,
+        prepared: Prepared<'b>,
+    ) -> Result<Staged<'b>, AppendError> {
+        let Prepared {
+            tip,
+            first_seq,
+            appended,
+            encoded,
+            checkpoint,
+        } = prepared;
         let note = checkpoint.sign(&self.signer);
         {
             let mut log = txn.open_table(LOG).map_err(storage("opening the log"))?;
@@ -656,6 +699,31 @@ impl Store {
             checkpoint,
             note,
         })
+    }
+}
+
+/// A batch computed, not yet signed or written.
+struct Prepared<'b> {
+    tip: Tip,
+    first_seq: u64,
+    appended: Vec<Appended<'b>>,
+    /// (completed tree nodes, entry bytes) per entry.
+    encoded: Vec<(Vec<Hash>, Vec<u8>)>,
+    checkpoint: Checkpoint,
+}
+
+/// What [`Store::append_gated`]'s gate sees of a batch before it is signed.
+#[derive(Debug)]
+pub struct Gated<'a> {
+    /// The checkpoint the batch ends with, as it would be signed (origin, size, root, head).
+    pub checkpoint: &'a Checkpoint,
+    encoded: &'a [(Vec<Hash>, Vec<u8>)],
+}
+
+impl Gated<'_> {
+    /// The batch's entries, encoded, in order.
+    pub fn entries(&self) -> impl Iterator<Item = &[u8]> {
+        self.encoded.iter().map(|(_, bytes)| bytes.as_slice())
     }
 }
 

@@ -12,6 +12,8 @@
 //!   its point.
 //! * [`publish`]: the log as C2SP tlog-tiles, written to a [`publish::Sink`].
 //! * [`metrics`]: the daemon's Prometheus registry, which the writer records into.
+//! * [`run_check`]: what every failover test holds a run to (no acknowledged loss, no fork
+//!   signed, the register never backwards, no follower ahead of it).
 //! * [`register`]: the commit register's contract (a linearizable compare-and-swap of the
 //!   acknowledged head, the writer's epoch and the standbys in sync), and it in memory.
 
@@ -21,4 +23,5 @@ pub mod metrics;
 pub mod publish;
 pub mod register;
 pub mod replay_cache;
+pub mod run_check;
 pub mod writer;

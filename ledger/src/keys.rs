@@ -240,10 +240,14 @@ fn parse_key_blob(id_hex: &str, b64: &str) -> Result<(u32, [u8; 32]), String> {
     Ok((id, raw[1..].try_into().expect("32 bytes")))
 }
 
+/// Told of every message a [`Signer`] signs (see [`Signer::with_oracle`]).
+pub type SignatureOracle = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 /// A named private key that signs checkpoints.
 pub struct Signer {
     public: PublicKey,
     key: SigningKey,
+    oracle: Option<SignatureOracle>,
 }
 
 impl fmt::Debug for Signer {
@@ -267,7 +271,19 @@ impl Signer {
         check_name(name)?;
         let key = SigningKey::from_bytes(seed);
         let public = PublicKey::new(name, &key.verifying_key().to_bytes())?;
-        Ok(Signer { public, key })
+        Ok(Signer {
+            public,
+            key,
+            oracle: None,
+        })
+    }
+
+    /// This signer, telling `oracle` every message it signs before it returns the signature:
+    /// the failover tests' signature oracle, which sees every checkpoint any node signed, a
+    /// paused writer's included, and finds a fork if one was ever signed.
+    pub fn with_oracle(mut self, oracle: SignatureOracle) -> Signer {
+        self.oracle = Some(oracle);
+        self
     }
 
     /// The matching public key.
@@ -277,6 +293,9 @@ impl Signer {
 
     /// Signs a message.
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        if let Some(o) = &self.oracle {
+            o(message);
+        }
         self.key.sign(message).to_bytes()
     }
 

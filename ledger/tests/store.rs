@@ -306,6 +306,70 @@ fn a_gate_sees_the_unsigned_batch_and_its_refusal_signs_and_writes_nothing() {
         .unwrap();
 }
 
+/// The unsigned tail (issue 29): durable beside the log, invisible to it, kept across a
+/// reopen; the same batch appended signs it into the log, another batch is refused, and a
+/// tail dropped (after being kept aside) lets the log go on.
+#[test]
+fn an_unsigned_tail_is_durable_beside_the_log_until_the_same_batch_signs_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("l.redb");
+    let mut store = build(&path, &[2], None);
+    let size = store.size();
+    let latest = store.snapshot().unwrap().latest_checkpoint().unwrap();
+    let unsigned = store.write_tail(&batch(10, 3)).unwrap();
+    assert_eq!(unsigned.size, size + 3);
+    assert_eq!(store.size(), size, "the log is unchanged");
+    assert_eq!(
+        store.snapshot().unwrap().latest_checkpoint().unwrap(),
+        latest
+    );
+    // One tail at a time.
+    assert!(matches!(
+        store.write_tail(&batch(10, 1)),
+        Err(AppendError::TailPending(3))
+    ));
+    // Durable: a reopen finds it; the log still verifies without it.
+    let written = store.tail().unwrap();
+    assert_eq!(written.len(), 3);
+    drop(store);
+    let mut store = Store::open(&path, signer_a()).unwrap();
+    assert_eq!(store.tail().unwrap(), written);
+    store
+        .snapshot()
+        .unwrap()
+        .verify(signer_a().public(), |_| {})
+        .unwrap();
+    // Only the same batch may follow: another is refused and changes nothing.
+    assert!(matches!(
+        store.append(&batch(11, 3)),
+        Err(AppendError::TailMismatch(_))
+    ));
+    assert!(matches!(
+        store.append(&batch(10, 2)),
+        Err(AppendError::TailMismatch(_))
+    ));
+    assert_eq!(store.size(), size);
+    // The same batch signs it: the checkpoint is the one the tail announced.
+    let receipt = store.append(&batch(10, 3)).unwrap();
+    assert_eq!(
+        (receipt.checkpoint.size, receipt.checkpoint.root),
+        (unsigned.size, unsigned.root)
+    );
+    assert!(store.tail().unwrap().is_empty());
+    // A tail the register never acknowledged is dropped once kept aside; the log goes on.
+    store.write_tail(&batch(20, 2)).unwrap();
+    assert_eq!(store.drop_tail().unwrap(), 2);
+    store.append(&batch(30, 1)).unwrap();
+    drop(store);
+    let store = Store::open(&path, signer_a()).unwrap();
+    assert!(store.tail().unwrap().is_empty());
+    store
+        .snapshot()
+        .unwrap()
+        .verify(signer_a().public(), |_| {})
+        .unwrap();
+}
+
 #[test]
 fn bad_appends_are_refused_and_change_nothing() {
     let tmp = tempfile::tempdir().unwrap();

@@ -142,6 +142,14 @@ pub enum AppendError {
     /// A hot invariant failed on read-back. Nothing was committed.
     #[error("invariant violated, nothing committed: {0}")]
     Invariant(String),
+    /// An unsigned tail is written and not yet signed or set aside: it must be first.
+    #[error(
+        "an unsigned tail of {0} entries is pending: sign it (append the same batch) or set it aside first"
+    )]
+    TailPending(u64),
+    /// The batch appended is not the unsigned tail written before it.
+    #[error("the batch is not the unsigned tail written before it (entry {0} differs)")]
+    TailMismatch(u64),
 }
 
 /// Why a proof could not be produced.

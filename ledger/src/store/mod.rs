@@ -52,6 +52,10 @@ use crate::merkle::Frontier;
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger.log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("ledger.meta");
+/// The unsigned tail (issue 29): a batch's encoded entries, durable before the commit
+/// register acknowledges them, not part of the log (which always ends in a checkpoint) until
+/// the same batch is appended and signed. Key: seq.
+const TAIL: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger.tail");
 
 /// Version of the table layout above, stored in `ledger.meta/format`.
 pub const STORE_FORMAT: u8 = 1;
@@ -120,6 +124,8 @@ pub struct Store {
     poisoned: bool,
     /// Each commit saves redb's allocator state (see [`Store::set_quick_repair`]).
     quick_repair: bool,
+    /// Entries in the unsigned tail (0: none).
+    tail: u64,
 }
 
 fn begin_durable_write(
@@ -297,6 +303,7 @@ impl Store {
             poisoned: false,
             quick_repair: false,
             signer: Arc::new(signer),
+            tail: 0,
         };
         let genesis = Event::Genesis(Genesis {
             origin: origin.to_string(),
@@ -350,6 +357,17 @@ impl Store {
         }
         let origin = snap.origin.clone();
         drop(snap);
+        let tail = {
+            let read = db.begin_read().map_err(storage("beginning a read"))?;
+            match read.open_table(TAIL) {
+                Ok(t) => {
+                    use redb::ReadableTableMetadata as _;
+                    t.len().map_err(storage("counting the tail"))?
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(storage("opening the tail")(e).into()),
+            }
+        };
         Ok(Store {
             db: Arc::new(db),
             path: path.to_path_buf(),
@@ -358,6 +376,7 @@ impl Store {
             tip,
             poisoned: false,
             quick_repair: false,
+            tail,
         })
     }
 
@@ -545,6 +564,7 @@ impl Store {
         hook: impl FnOnce(&WriteTransaction, &[Appended<'_>]) -> Result<(), E>,
     ) -> Result<Receipt, E> {
         let prepared = self.prepare_batch(batch)?;
+        self.matches_tail(&txn, &prepared)?;
         gate(&Gated {
             checkpoint: &prepared.checkpoint,
             encoded: &prepared.encoded,
@@ -559,6 +579,12 @@ impl Store {
         hook(&txn, &appended)?;
         let count = appended.len() as u64;
         drop(appended);
+        if self.tail > 0 {
+            // Signed now: the tail is the log's.
+            txn.delete_table(TAIL)
+                .map_err(storage("clearing the signed tail"))
+                .map_err(AppendError::from)?;
+        }
         if let Err(e) = txn.commit() {
             // redb may have written part of the commit; the in-memory tip is unchanged but the
             // handle must not be trusted again. The caller reopens (never retries the fsync).
@@ -566,12 +592,107 @@ impl Store {
             return Err(AppendError::Commit(storage("committing")(e)).into());
         }
         self.tip = tip;
+        self.tail = 0;
         Ok(Receipt {
             first_seq,
             count,
             checkpoint,
             note,
         })
+    }
+
+    /// With an unsigned tail pending, the batch must be exactly it (the same entry bytes).
+    fn matches_tail(
+        &self,
+        txn: &WriteTransaction,
+        prepared: &Prepared<'_>,
+    ) -> Result<(), AppendError> {
+        if self.tail == 0 {
+            return Ok(());
+        }
+        if prepared.encoded.len() as u64 != self.tail {
+            return Err(AppendError::TailMismatch(prepared.first_seq));
+        }
+        let table = txn.open_table(TAIL).map_err(storage("opening the tail"))?;
+        for (i, (_, bytes)) in prepared.encoded.iter().enumerate() {
+            let seq = prepared.first_seq + i as u64;
+            let stored = table.get(seq).map_err(storage("reading the tail"))?;
+            if stored.as_ref().map(|v| v.value()) != Some(bytes.as_slice()) {
+                return Err(AppendError::TailMismatch(seq));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `batch` as the unsigned tail, durably (issue 29): computed as an append would
+    /// (seqs, chain, the checkpoint it would end with), stored beside the log, not in it. The
+    /// log, its readers and its size are unchanged; the next append must be this same batch
+    /// (then it is signed and becomes the log's), unless the tail is set aside. Returns the
+    /// unsigned checkpoint: what the commit register is asked to acknowledge.
+    pub fn write_tail(&mut self, batch: &[NewEntry]) -> Result<Checkpoint, AppendError> {
+        if let Some(e) = batch.iter().find_map(|e| match e.event.kind() {
+            Kind::Genesis | Kind::KeyRotated => Some(e.event.kind().name()),
+            _ => None,
+        }) {
+            return Err(AppendError::ReservedKind(e));
+        }
+        if self.poisoned {
+            return Err(AppendError::Poisoned);
+        }
+        if self.tail > 0 {
+            return Err(AppendError::TailPending(self.tail));
+        }
+        let prepared = self.prepare_batch(batch)?;
+        let txn = begin_durable_write(&self.db, self.quick_repair)?;
+        {
+            let mut table = txn.open_table(TAIL).map_err(storage("opening the tail"))?;
+            for (i, (_, bytes)) in prepared.encoded.iter().enumerate() {
+                table
+                    .insert(prepared.first_seq + i as u64, bytes.as_slice())
+                    .map_err(storage("writing the tail"))?;
+            }
+        }
+        if let Err(e) = txn.commit() {
+            self.poisoned = true;
+            return Err(AppendError::Commit(storage("committing the tail")(e)));
+        }
+        self.tail = prepared.encoded.len() as u64;
+        Ok(prepared.checkpoint)
+    }
+
+    /// The unsigned tail's entries (seq, encoded bytes), if one is pending.
+    pub fn tail(&self) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        if self.tail == 0 {
+            return Ok(Vec::new());
+        }
+        let read = self.db.begin_read().map_err(storage("beginning a read"))?;
+        let table = read.open_table(TAIL).map_err(storage("opening the tail"))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(storage("reading the tail"))? {
+            let (k, v) = row.map_err(storage("reading the tail"))?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Removes the unsigned tail, after the caller kept its entries (for forensics: a tail
+    /// the register never acknowledged is moved aside, never silently dropped). Returns how
+    /// many entries it held.
+    pub fn drop_tail(&mut self) -> Result<u64, AppendError> {
+        if self.tail == 0 {
+            return Ok(0);
+        }
+        if self.poisoned {
+            return Err(AppendError::Poisoned);
+        }
+        let txn = begin_durable_write(&self.db, self.quick_repair)?;
+        txn.delete_table(TAIL)
+            .map_err(storage("clearing the tail"))?;
+        if let Err(e) = txn.commit() {
+            self.poisoned = true;
+            return Err(AppendError::Commit(storage("committing")(e)));
+        }
+        Ok(std::mem::take(&mut self.tail))
     }
 
     /// Computes `batch` on a copy of the tip: seqs, chain, tree nodes, and the checkpoint it

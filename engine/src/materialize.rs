@@ -35,6 +35,14 @@ pub enum MaterializeError {
     /// `verify`).
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// An unsigned tail could not be written aside (it stays in the store).
+    #[error("setting the unsigned tail aside in {file}: {reason}")]
+    Aside {
+        /// The file.
+        file: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Re-derives the entry-index rows the stored index does not hold yet (entries from its
@@ -445,6 +453,88 @@ impl Ledger {
             return Ok(None);
         }
         self.write_staged().map(Some)
+    }
+
+    /// Commits what is staged by failover's commit protocol (issue 29): the batch is first
+    /// written as the store's unsigned tail (durable), then `acknowledge` is asked with the
+    /// checkpoint it would end with (the commit register's swap), and only if it agrees is
+    /// the batch signed and appended with its projection rows. When it does not, nothing is
+    /// signed, the tail stays for the caller to resolve ([`Ledger::sign_tail`] once the
+    /// register is found to hold it, [`Ledger::set_tail_aside`] otherwise), and the models are
+    /// reloaded from the last commit. `Ok(None)` when nothing was staged.
+    pub fn commit_through<E: From<MaterializeError>>(
+        &mut self,
+        acknowledge: impl FnOnce(&ledger::checkpoint::Checkpoint) -> Result<(), E>,
+    ) -> Result<Option<Receipt>, E> {
+        if self.staged.is_empty() {
+            return Ok(None);
+        }
+        let batch: Vec<NewEntry> = self
+            .staged
+            .events()
+            .iter()
+            .map(|(recorded_at_us, event)| NewEntry {
+                recorded_at_us: *recorded_at_us,
+                event: event.clone(),
+            })
+            .collect();
+        let unsigned = match self.store.write_tail(&batch) {
+            Ok(cp) => cp,
+            Err(e) => {
+                self.discard();
+                return Err(MaterializeError::from(e).into());
+            }
+        };
+        if let Err(e) = acknowledge(&unsigned) {
+            self.discard();
+            return Err(e);
+        }
+        self.write_staged().map(Some).map_err(E::from)
+    }
+
+    /// Appends the store's unsigned tail (the batch it holds), signed, with its projection
+    /// rows: what a writer does once the commit register is found to acknowledge it.
+    /// `Ok(None)` without a tail.
+    pub fn sign_tail(&mut self) -> Result<Option<Receipt>, MaterializeError> {
+        match self.store.tail_batch()? {
+            Some((batch, _)) => self.append(batch).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Moves the store's unsigned tail aside, never silently dropped: its entries are written
+    /// to `<dir>/tail-<first seq>.entries` (FORMAT §9a's framing: u32 big-endian length, then
+    /// the entry's bytes), synced, then removed from the store. What a writer does with a
+    /// tail the commit register never acknowledged. Returns the file, `None` without a tail.
+    pub fn set_tail_aside(
+        &mut self,
+        dir: &Path,
+    ) -> Result<Option<std::path::PathBuf>, MaterializeError> {
+        let rows = self
+            .store
+            .tail()
+            .map_err(|e| MaterializeError::Append(e.into()))?;
+        let Some((first, _)) = rows.first() else {
+            return Ok(None);
+        };
+        let file = dir.join(format!("tail-{first}.entries"));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write as _;
+            std::fs::create_dir_all(dir)?;
+            let mut f = std::fs::File::create(&file)?;
+            for (_, bytes) in &rows {
+                let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
+                f.write_all(&len.to_be_bytes())?;
+                f.write_all(bytes)?;
+            }
+            f.sync_all()
+        };
+        write().map_err(|e| MaterializeError::Aside {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+        self.store.drop_tail()?;
+        Ok(Some(file))
     }
 
     fn write_staged(&mut self) -> Result<Receipt, MaterializeError> {

@@ -334,6 +334,16 @@ fn an_unsigned_tail_is_durable_beside_the_log_until_the_same_batch_signs_it() {
     drop(store);
     let mut store = Store::open(&path, signer_a()).unwrap();
     assert_eq!(store.tail().unwrap(), written);
+    // Read back as the batch it was and the checkpoint it would sign, for comparing with
+    // the commit register after a restart.
+    let (again, cp) = store.tail_batch().unwrap().unwrap();
+    assert_eq!(again, batch(10, 3));
+    assert_eq!((cp.size, cp.root), (unsigned.size, unsigned.root));
+    assert_ne!(
+        store.root(),
+        cp.root,
+        "the log's own root is the signed one's"
+    );
     store
         .snapshot()
         .unwrap()

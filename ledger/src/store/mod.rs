@@ -67,7 +67,7 @@ pub const BATCH_ENTRIES_MAX: usize = 100_000;
 pub const CACHE_BYTES: usize = 64 << 20;
 
 /// An event to append, with the CP time the writer decided it at.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewEntry {
     /// CP time, µs since the Unix epoch; non-decreasing along the log.
     pub recorded_at_us: i64,
@@ -673,6 +673,41 @@ impl Store {
             out.push((k.value(), v.value().to_vec()));
         }
         Ok(out)
+    }
+
+    /// The unsigned tail as the batch it was written from (decoded from its entries), and
+    /// the checkpoint appending it would sign: what a writer restarting, or a standby taking
+    /// over, compares with the commit register to know whether the tail was acknowledged.
+    pub fn tail_batch(&self) -> Result<Option<(Vec<NewEntry>, Checkpoint)>, AppendError> {
+        let rows = self.tail()?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut batch = Vec::with_capacity(rows.len());
+        for (seq, bytes) in &rows {
+            let bad = |why: String| AppendError::Invariant(format!("tail entry {seq}: {why}"));
+            let entry = EntryRef::parse(bytes).map_err(|e| bad(e.to_string()))?;
+            let event =
+                Event::decode(entry.header.kind, entry.payload).map_err(|e| bad(e.to_string()))?;
+            batch.push(NewEntry {
+                recorded_at_us: entry.header.recorded_at_us,
+                event,
+            });
+        }
+        let prepared = self.prepare_batch(&batch)?;
+        // Re-encoding must give the bytes written, or the tail is not this store's.
+        for ((seq, written), (_, again)) in rows.iter().zip(&prepared.encoded) {
+            if written != again {
+                return Err(AppendError::TailMismatch(*seq));
+            }
+        }
+        let checkpoint = prepared.checkpoint;
+        Ok(Some((batch, checkpoint)))
+    }
+
+    /// The Merkle root of the log (its latest checkpoint's).
+    pub fn root(&self) -> Hash {
+        self.tip.frontier.root()
     }
 
     /// Removes the unsigned tail, after the caller kept its entries (for forensics: a tail

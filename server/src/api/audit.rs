@@ -70,6 +70,10 @@ pub(super) struct RangeQuery {
     from: u64,
     /// End seq, exclusive (default: the log's size).
     to: Option<u64>,
+    /// Seconds to wait, when the log holds no entry at `from` yet, for a commit that adds
+    /// one (a long poll, capped at `limits.long_poll_secs`; a follower's tail). Default 0.
+    #[serde(default)]
+    wait: Option<u64>,
 }
 
 /// Streams blocking-produced chunks as a response body.
@@ -79,6 +83,7 @@ pub(super) fn stream_body(
     produce: impl FnOnce(Snapshot, &mut ChunkWriter) -> Result<(), String> + Send + 'static,
 ) -> ApiResult<Response> {
     let snap = snapshot(state)?;
+    let size = snap.size();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::task::spawn_blocking(move || {
         let mut w = ChunkWriter {
@@ -93,7 +98,14 @@ pub(super) fn stream_body(
     });
     let stream = tokio_stream(rx);
     Ok((
-        [(header::CONTENT_TYPE, content_type)],
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            // Which log the stream reflects: a follower knows the checkpoint to ask for.
+            (
+                header::HeaderName::from_static("x-ledger-size"),
+                size.to_string(),
+            ),
+        ],
         Body::from_stream(stream),
     )
         .into_response())
@@ -151,6 +163,14 @@ pub(super) async fn entries(
     query: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadQuery, e.body_text()))?;
+    if let Some(secs) = q.wait.filter(|s| *s > 0) {
+        // Nothing at `from` yet: wait (bounded) for a commit that reaches it. A commit
+        // bumps `committed` after the data is durable and readable.
+        let cap = std::time::Duration::from_secs(secs.min(state.limits.long_poll_secs));
+        let mut committed = state.shared.committed.subscribe();
+        let from = q.from;
+        let _ = tokio::time::timeout(cap, committed.wait_for(|size| *size > from)).await;
+    }
     stream_body(&state, "application/octet-stream", move |snap, w| {
         use std::io::Write as _;
         let to = q.to.unwrap_or(snap.size()).min(snap.size());

@@ -13,7 +13,6 @@ mod tls;
 use enrolling::*;
 
 use fleet_ledger::daemon::Daemon;
-use fleet_ledger::trust::{KeySlot, KeyText};
 use fleet_ledger_demo::Setup;
 use rcgen::KeyPair;
 use serde_json::{Value, json};
@@ -96,13 +95,7 @@ async fn a_nixfleet_agent_enrolls_works_a_rollout_over_mtls_and_renews() {
         dir.path(),
         &fleet_ca,
         (&server_cert, &server_key),
-        Some(KeySlot {
-            current: Some(KeyText {
-                algorithm: "ed25519".into(),
-                public: b64(org_root.verifying_key().as_bytes()),
-            }),
-            ..KeySlot::default()
-        }),
+        Some(org_root_slot(&org_root)),
     );
     // The harness's client speaks plain HTTP; these tests speak HTTPS (`tls::request`).
     let (daemon, _) = setup.start_with(config).await.unwrap();

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use enrolling::*;
 use fleet_ledger::config::{SignedFileSource, TrustedKey};
-use fleet_ledger::trust::{KeySlot, KeyText};
 use fleet_ledger_demo::Setup;
 use rcgen::KeyPair;
 use serde_json::{Value, json};
@@ -134,13 +133,7 @@ async fn a_revoked_host_is_refused_everywhere_and_the_allowlist_gates_enrollment
         dir.path(),
         &fleet_ca,
         (&server_cert, &server_key),
-        Some(KeySlot {
-            current: Some(KeyText {
-                algorithm: "ed25519".into(),
-                public: b64(org_root.verifying_key().as_bytes()),
-            }),
-            ..KeySlot::default()
-        }),
+        Some(org_root_slot(&org_root)),
     );
     let (daemon, _) = setup.start_with(config.clone()).await.unwrap();
     let addr = daemon.addr;

@@ -162,3 +162,14 @@ pub fn host_timeline(db: &std::path::Path) -> Vec<engine::forensics::Line> {
     )
     .unwrap()
 }
+
+/// A key slot whose current key is `root` (the org root key that signs bootstrap tokens).
+pub fn org_root_slot(root: &ed25519_dalek::SigningKey) -> KeySlot {
+    KeySlot {
+        current: Some(fleet_ledger::trust::KeyText {
+            algorithm: "ed25519".into(),
+            public: b64(root.verifying_key().as_bytes()),
+        }),
+        ..KeySlot::default()
+    }
+}

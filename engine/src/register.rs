@@ -141,6 +141,9 @@ pub enum MemFault {
     /// The next swap is applied (if it matches) and then reported as no answer; reads
     /// answer. Cleared after one swap.
     Ambiguous,
+    /// The next swap is applied (if it matches), then the register goes dark: that swap and
+    /// every later call fail until the fault is cleared (a reply lost in a partition).
+    AppliedThenDark,
 }
 
 impl MemRegister {
@@ -179,6 +182,12 @@ impl MemRegister {
             s.fault = None;
             return Err(RegisterError::Unavailable(
                 "injected: the swap's reply was lost".into(),
+            ));
+        }
+        if s.fault == Some(MemFault::AppliedThenDark) {
+            s.fault = Some(MemFault::Unavailable);
+            return Err(RegisterError::Unavailable(
+                "injected: the swap's reply was lost, and then the register".into(),
             ));
         }
         Ok(applied)

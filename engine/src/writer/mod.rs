@@ -17,8 +17,11 @@
 //! answers. `protocol` is what the API and the writer exchange (the queue, the answers and
 //! errors); `replay_snapshots` the snapshots the writer leaves for `replay`.
 
+mod failover;
 mod protocol;
 mod replay_snapshots;
+
+pub use failover::Replication;
 
 use planner::Undecided;
 pub use planner::{Answer, Input, Refusal};
@@ -73,6 +76,8 @@ pub struct Writer {
     /// The key of a rotation whose commit failed: the disk may have kept it whole, and then
     /// it is the key in force the reopen needs.
     rotating: Option<Arc<Signer>>,
+    /// Failover: the commit register this writer's batches go through (issue 29).
+    replication: Option<failover::Replicating>,
 }
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,6 +91,9 @@ pub enum StartError {
     /// Opening the ledger.
     #[error(transparent)]
     Open(#[from] MaterializeError),
+    /// The commit register does not let this node write (issue 29).
+    #[error("cannot take the log over: {0}")]
+    Register(String),
     /// A manifest entry in the log this build cannot read.
     #[error("manifest entry {seq} cannot be read: {reason}")]
     Manifest {
@@ -247,6 +255,7 @@ impl Writer {
             quick_repair: false,
             reopen_attempts: 50,
             rotating: None,
+            replication: None,
         };
         Ok((writer, shared))
     }
@@ -306,6 +315,13 @@ impl Writer {
     /// Records an event as is, in its own commit.
     fn record(&mut self, r: Recording) {
         let _span = tracing::info_span!("record", kind = r.event.kind().name()).entered();
+        if self.replication.is_some() {
+            // Its commit would not pass the register (issue 29, not built yet).
+            let _ = r.reply.send(Err(
+                "not recorded: recordings do not pass the commit register yet (failover)".into(),
+            ));
+            return;
+        }
         if self.ledger.is_none() && !self.reopen() {
             let _ = r.reply.send(Err("the ledger is being reopened".into()));
             return;
@@ -367,6 +383,13 @@ impl Writer {
     fn rotate(&mut self, r: Box<KeyRotation>) {
         let span = tracing::info_span!("rotate_key", operator = %r.operator);
         let _guard = span.enter();
+        if self.replication.is_some() {
+            // Its commit would not pass the register (issue 29, not built yet).
+            let _ = r.reply.send(Err(RotateError::Unavailable(
+                "key rotation does not pass the commit register yet (failover)".into(),
+            )));
+            return;
+        }
         if self.ledger.is_none() && !self.reopen() {
             let _ = r.reply.send(Err(RotateError::Unavailable(
                 "the ledger is being reopened".into(),
@@ -427,6 +450,12 @@ impl Writer {
             }
             return;
         }
+        if let Some(why) = self.replication_blocked() {
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(WriteError::Unavailable(why.clone())));
+            }
+            return;
+        }
         let now = self.now();
         let ledger = self.ledger.as_mut().expect("opened above");
         let inputs: Vec<Input> = batch
@@ -462,8 +491,9 @@ impl Writer {
         let entries = ledger.next_seq() - ledger.store().size();
         span.record("entries", entries);
         let started = Instant::now();
-        match ledger.commit() {
+        match self.commit_staged() {
             Ok(receipt) => {
+                let ledger = self.ledger.as_mut().expect("committed on it");
                 let m = &self.shared.metrics;
                 if receipt.is_some() {
                     m.commit_seconds.observe(started.elapsed().as_secs_f64());
@@ -497,7 +527,7 @@ impl Writer {
                     s.after_commit(ledger);
                 }
             }
-            Err(e) => {
+            Err(failover::Unacknowledged::Ledger(e)) => {
                 self.store_failed();
                 for job in batch.drain(..) {
                     let _ = job.reply.send(Err(WriteError::Unavailable(format!(
@@ -505,6 +535,21 @@ impl Writer {
                     ))));
                 }
                 self.after_failed_commit("the batch's commit", &e);
+            }
+            // Not acknowledged by the commit register: nothing signed, nothing answered 2xx.
+            // The decisions' manifests in memory go back to the log's, as after a reopen.
+            Err(failover::Unacknowledged::Fenced(why) | failover::Unacknowledged::Unsure(why)) => {
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(WriteError::Unavailable(format!(
+                        "not acknowledged by the commit register ({why}); retry"
+                    ))));
+                }
+                if let Some(ledger) = &self.ledger {
+                    match load_manifests(ledger) {
+                        Ok((manifests, _)) => self.manifests = manifests,
+                        Err(e) => tracing::error!(error = %e, "reloading the manifests in force"),
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,265 @@
+//! The writer under failover (issue 29): every batch is made durable as the store's unsigned
+//! tail, the commit register is swapped from the head it extends to the batch's, and only
+//! then is it signed, committed with its projections and answered (`Ledger::commit_through`).
+//! A swap that finds another head means another writer took a newer epoch: this writer is
+//! fenced, answers 503 and signs nothing more. A swap without an answer is settled before the
+//! next batch by reading the register: the tail is signed if the register holds it, set
+//! aside if not.
+//!
+//! Standbys are not shipped to yet (`sync_set` is recorded in the register as given).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ledger::event::{Event, WriterEpochStarted};
+use ledger::store::Receipt;
+
+use super::{StartError, Writer};
+use crate::materialize::{Ledger, MaterializeError};
+use crate::register::{CommitRegister, Head, Swap};
+
+/// What a writer of an epoch needs: its register, its name and epoch, its standbys.
+#[derive(Clone)]
+pub struct Replication {
+    /// The commit register.
+    pub register: Arc<dyn CommitRegister>,
+    /// This node's name.
+    pub node: String,
+    /// Its epoch (the election's fencing token): above every earlier writer's.
+    pub epoch: u64,
+    /// The standbys holding every acknowledged entry.
+    pub sync_set: Vec<String>,
+    /// Where tails the register never acknowledged are kept.
+    pub aside: PathBuf,
+}
+
+impl std::fmt::Debug for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Replication({} epoch {})", self.node, self.epoch)
+    }
+}
+
+/// The writer's failover state.
+#[derive(Debug)]
+pub(super) struct Replicating {
+    cfg: Replication,
+    /// The head this writer last swapped in (what the register holds, if not fenced).
+    head: Head,
+    /// Why this writer may no longer write (another writer took over).
+    pub(super) fenced: Option<String>,
+    /// A swap went unanswered: settle it before the next batch.
+    unsure: bool,
+}
+
+/// Why a batch was not acknowledged.
+#[derive(Debug)]
+pub(super) enum Unacknowledged {
+    /// The ledger failed (the store's own error path).
+    Ledger(MaterializeError),
+    /// Another writer holds the register.
+    Fenced(String),
+    /// The register did not answer.
+    Unsure(String),
+}
+
+impl From<MaterializeError> for Unacknowledged {
+    fn from(e: MaterializeError) -> Unacknowledged {
+        Unacknowledged::Ledger(e)
+    }
+}
+
+fn describe(actual: Option<&Head>) -> String {
+    match actual {
+        Some(h) => format!(
+            "the commit register is at epoch {} (size {})",
+            h.epoch, h.tree_size
+        ),
+        None => "the commit register is empty".into(),
+    }
+}
+
+fn local_head(ledger: &Ledger, cfg: &Replication) -> Head {
+    Head {
+        tree_size: ledger.store().size(),
+        root: ledger.store().root().0,
+        epoch: cfg.epoch,
+        sync_set: cfg.sync_set.clone(),
+    }
+}
+
+impl Writer {
+    /// Takes the log over as the writer of `cfg.epoch`: settles the unsigned tail against the
+    /// commit register (signed if the register holds it, set aside if not), refuses when the
+    /// register acknowledges entries this node lacks or an epoch not below its own, swaps the
+    /// register to this epoch (fencing the previous writer), and records the hand-over
+    /// (`WriterEpochStarted`) as its first batch, through the register like every other.
+    pub fn with_replication(mut self, cfg: Replication) -> Result<Writer, StartError> {
+        let refuse = |why: String| StartError::Register(why);
+        let ledger = self
+            .ledger
+            .as_mut()
+            .ok_or_else(|| refuse("the ledger is not open".into()))?;
+        let held = cfg.register.read().map_err(|e| refuse(e.to_string()))?;
+        if let Some(h) = &held
+            && h.epoch >= cfg.epoch
+        {
+            return Err(refuse(format!(
+                "{}, not below this writer's epoch {}",
+                describe(Some(h)),
+                cfg.epoch
+            )));
+        }
+        let here = local_head(ledger, &cfg);
+        let tail = ledger
+            .store()
+            .tail_batch()
+            .map_err(MaterializeError::from)?;
+        let tail_head = tail.as_ref().map(|(_, cp)| (cp.size, cp.root.0));
+        match &held {
+            // Nothing acknowledged beyond the log: a tail is not the register's.
+            None => {
+                ledger.set_tail_aside(&cfg.aside)?;
+            }
+            Some(h) if (h.tree_size, h.root) == (here.tree_size, here.root) => {
+                ledger.set_tail_aside(&cfg.aside)?;
+            }
+            Some(h) if tail_head == Some((h.tree_size, h.root)) => {
+                ledger.sign_tail()?;
+            }
+            Some(h) => {
+                return Err(refuse(format!(
+                    "the commit register acknowledges {} entries; this node holds {} (and a tail of {}): it must catch up from a standby first",
+                    h.tree_size,
+                    here.tree_size,
+                    tail.as_ref().map_or(0, |(b, _)| b.len())
+                )));
+            }
+        }
+        let start = local_head(ledger, &cfg);
+        match cfg.register.compare_and_swap(held.as_ref(), &start) {
+            Ok(Swap::Done) => {}
+            Ok(Swap::Fenced { actual }) => {
+                return Err(refuse(format!(
+                    "another writer moved the register meanwhile: {}",
+                    describe(actual.as_ref())
+                )));
+            }
+            Err(e) => return Err(refuse(e.to_string())),
+        }
+        tracing::info!(node = %cfg.node, epoch = cfg.epoch, size = start.tree_size, "writer epoch started");
+        let epoch_started = Event::WriterEpochStarted(WriterEpochStarted {
+            epoch: cfg.epoch,
+            node: cfg.node.clone(),
+            previous_size: start.tree_size,
+            previous_root: start.root,
+        });
+        self.replication = Some(Replicating {
+            cfg,
+            head: start,
+            fenced: None,
+            unsure: false,
+        });
+        let now = self.now();
+        let ledger = self.ledger.as_mut().expect("checked above");
+        ledger.stage(now, vec![epoch_started]);
+        match self.commit_staged() {
+            Ok(_) => {
+                let ledger = self.ledger.as_ref().expect("checked above");
+                super::note_commit(&self.shared, ledger.store());
+                Ok(self)
+            }
+            Err(e) => Err(refuse(format!(
+                "recording the hand-over: {}",
+                match e {
+                    Unacknowledged::Ledger(e) => e.to_string(),
+                    Unacknowledged::Fenced(w) | Unacknowledged::Unsure(w) => w,
+                }
+            ))),
+        }
+    }
+
+    /// Commits what is staged: directly, or through the register under failover.
+    pub(super) fn commit_staged(&mut self) -> Result<Option<Receipt>, Unacknowledged> {
+        let ledger = self.ledger.as_mut().expect("the caller opened it");
+        let Some(rep) = self.replication.as_mut() else {
+            return ledger.commit().map_err(Unacknowledged::from);
+        };
+        let result = ledger.commit_through(|cp| {
+            let next = Head {
+                tree_size: cp.size,
+                root: cp.root.0,
+                epoch: rep.cfg.epoch,
+                sync_set: rep.cfg.sync_set.clone(),
+            };
+            match rep.cfg.register.compare_and_swap(Some(&rep.head), &next) {
+                Ok(Swap::Done) => {
+                    rep.head = next;
+                    Ok(())
+                }
+                Ok(Swap::Fenced { actual }) => {
+                    let why = describe(actual.as_ref());
+                    rep.fenced = Some(why.clone());
+                    Err(Unacknowledged::Fenced(why))
+                }
+                Err(e) => {
+                    rep.unsure = true;
+                    Err(Unacknowledged::Unsure(e.to_string()))
+                }
+            }
+        });
+        if let Err(Unacknowledged::Fenced(why)) = &result {
+            tracing::error!(node = %rep.cfg.node, epoch = rep.cfg.epoch, %why, "fenced: this writer signs nothing more");
+            if let Err(e) = ledger.set_tail_aside(&rep.cfg.aside) {
+                tracing::error!(error = %e, "the fenced batch's tail could not be set aside; it stays in the store");
+            }
+        }
+        result
+    }
+
+    /// Before a batch under failover: why it cannot be written (fenced, or an unanswered
+    /// swap that cannot be settled yet). Settles an unanswered swap by reading the register.
+    pub(super) fn replication_blocked(&mut self) -> Option<String> {
+        let rep = self.replication.as_mut()?;
+        if let Some(why) = &rep.fenced {
+            return Some(format!("fenced: {why}; another writer took over"));
+        }
+        if !rep.unsure {
+            return None;
+        }
+        let ledger = self.ledger.as_mut()?;
+        let held = match rep.cfg.register.read() {
+            Ok(h) => h,
+            Err(e) => return Some(format!("the commit register does not answer: {e}")),
+        };
+        let tail = match ledger.store().tail_batch() {
+            Ok(t) => t,
+            Err(e) => return Some(format!("reading the unsigned tail: {e}")),
+        };
+        let tail_head = tail.as_ref().map(|(_, cp)| (cp.size, cp.root.0));
+        let settled = match &held {
+            // The swap never landed: the tail was never acknowledged.
+            Some(h) if *h == rep.head => ledger.set_tail_aside(&rep.cfg.aside).map(|_| ()),
+            // It landed: the tail is acknowledged; sign it.
+            Some(h) if h.epoch == rep.cfg.epoch && tail_head == Some((h.tree_size, h.root)) => {
+                let h = h.clone();
+                ledger.sign_tail().map(|_| {
+                    rep.head = h;
+                })
+            }
+            other => {
+                let why = describe(other.as_ref());
+                rep.fenced = Some(why.clone());
+                let _ = ledger.set_tail_aside(&rep.cfg.aside);
+                return Some(format!("fenced: {why}; another writer took over"));
+            }
+        };
+        match settled {
+            Ok(()) => {
+                rep.unsure = false;
+                super::note_commit(&self.shared, ledger.store());
+                None
+            }
+            Err(e) => Some(format!("settling the unsigned tail: {e}")),
+        }
+    }
+}

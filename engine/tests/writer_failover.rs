@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use engine::materialize::{CheckOutcome, check_snapshot};
 use engine::register::{CommitRegister, Head, MemFault, MemRegister, Swap};
 use engine::run_check::{Evidence, SignedHead, check_run};
-use engine::writer::{Answer, Clock, Input, Job, Replication, Work, WriteError, Writer};
+use engine::writer::{Answer, Clock, Input, Job, Recording, Replication, Work, WriteError, Writer};
 use ledger::domain::Micros;
 use ledger::event::Event;
 use ledger::keys::Signer;
@@ -69,11 +69,26 @@ fn a_writer_signs_only_what_the_register_acknowledged_and_stops_once_fenced() {
     assert_eq!((history[0].tree_size, history[0].epoch), (1, 10));
     assert_eq!(history[1].tree_size, 2);
 
-    // Acknowledged batches.
+    // Acknowledged batches, and a recording (what an access change is) through the register
+    // too.
     assert!(matches!(
         submit(&mut w, fleet(1)),
         Ok(Answer::Recorded { .. })
     ));
+    let (reply, mut rx) = oneshot::channel();
+    w.handle([Work::Record(Box::new(Recording {
+        event: Event::Annotation(ledger::event::Annotation {
+            author: "test".into(),
+            text: "through the register".into(),
+        }),
+        reply,
+    }))]);
+    let recorded = rx.try_recv().unwrap().unwrap();
+    assert_eq!(
+        register.read().unwrap().unwrap().tree_size,
+        recorded + 1,
+        "the recording was acknowledged by the register"
+    );
     // A reply lost, the swap applied: settled by reading, answered.
     register.set_fault(Some(MemFault::Ambiguous));
     assert!(matches!(

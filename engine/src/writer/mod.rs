@@ -315,30 +315,33 @@ impl Writer {
     /// Records an event as is, in its own commit.
     fn record(&mut self, r: Recording) {
         let _span = tracing::info_span!("record", kind = r.event.kind().name()).entered();
-        if self.replication.is_some() {
-            // Its commit would not pass the register (issue 29, not built yet).
-            let _ = r.reply.send(Err(
-                "not recorded: recordings do not pass the commit register yet (failover)".into(),
-            ));
-            return;
-        }
         if self.ledger.is_none() && !self.reopen() {
             let _ = r.reply.send(Err("the ledger is being reopened".into()));
+            return;
+        }
+        // Under failover a recording passes the commit register like a batch.
+        if let Some(why) = self.replication_blocked() {
+            let _ = r.reply.send(Err(format!("not recorded: {why}")));
             return;
         }
         let now = self.now();
         let ledger = self.ledger.as_mut().expect("opened above");
         let seq = ledger.stage(now, vec![r.event]);
         let started = Instant::now();
-        match ledger.commit() {
+        match self.commit_staged() {
             Ok(_) => {
                 self.after_commit(1, started);
                 let _ = r.reply.send(Ok(seq));
             }
-            Err(e) => {
+            Err(failover::Unacknowledged::Ledger(e)) => {
                 self.store_failed();
                 let _ = r.reply.send(Err(format!("not recorded ({e})")));
                 self.after_failed_commit("recording", &e);
+            }
+            Err(failover::Unacknowledged::Fenced(why) | failover::Unacknowledged::Unsure(why)) => {
+                let _ = r.reply.send(Err(format!(
+                    "not recorded: not acknowledged by the commit register ({why})"
+                )));
             }
         }
     }

@@ -23,5 +23,6 @@ pub mod metrics;
 pub mod publish;
 pub mod register;
 pub mod replay_cache;
+pub mod replicate;
 pub mod run_check;
 pub mod writer;

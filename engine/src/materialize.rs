@@ -457,14 +457,15 @@ impl Ledger {
 
     /// Commits what is staged by failover's commit protocol (issue 29): the batch is first
     /// written as the store's unsigned tail (durable), then `acknowledge` is asked with the
-    /// checkpoint it would end with (the commit register's swap), and only if it agrees is
+    /// checkpoint it would end with and its encoded entries (shipping to the standbys, then
+    /// the commit register's swap), and only if it agrees is
     /// the batch signed and appended with its projection rows. When it does not, nothing is
     /// signed, the tail stays for the caller to resolve ([`Ledger::sign_tail`] once the
     /// register is found to hold it, [`Ledger::set_tail_aside`] otherwise), and the models are
     /// reloaded from the last commit. `Ok(None)` when nothing was staged.
     pub fn commit_through<E: From<MaterializeError>>(
         &mut self,
-        acknowledge: impl FnOnce(&ledger::checkpoint::Checkpoint) -> Result<(), E>,
+        acknowledge: impl FnOnce(&ledger::checkpoint::Checkpoint, &[Vec<u8>]) -> Result<(), E>,
     ) -> Result<Option<Receipt>, E> {
         if self.staged.is_empty() {
             return Ok(None);
@@ -478,18 +479,27 @@ impl Ledger {
                 event: event.clone(),
             })
             .collect();
-        let unsigned = match self.store.write_tail(&batch) {
-            Ok(cp) => cp,
+        let (unsigned, encoded) = match self.store.write_tail_entries(&batch) {
+            Ok(written) => written,
             Err(e) => {
                 self.discard();
                 return Err(MaterializeError::from(e).into());
             }
         };
-        if let Err(e) = acknowledge(&unsigned) {
+        if let Err(e) = acknowledge(&unsigned, &encoded) {
             self.discard();
             return Err(e);
         }
         self.write_staged().map(Some).map_err(E::from)
+    }
+
+    /// Writes `batch` as the store's unsigned tail, durably, without staging or folding it
+    /// (a standby's shipment): [`ledger::store::Store::write_tail_entries`].
+    pub fn write_tail(
+        &mut self,
+        batch: &[NewEntry],
+    ) -> Result<(ledger::checkpoint::Checkpoint, Vec<Vec<u8>>), ledger::store::AppendError> {
+        self.store.write_tail_entries(batch)
     }
 
     /// Appends the store's unsigned tail (the batch it holds), signed, with its projection

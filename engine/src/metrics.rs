@@ -62,6 +62,12 @@ pub struct Metrics {
     pub reloads: Counter,
     /// Config reloads refused (the config in force stayed).
     pub reload_failures: Counter,
+    /// Standbys left out of the sync set because they did not take a batch (failover).
+    pub standbys_dropped: Counter,
+    /// Standbys holding every acknowledged batch, as of the last commit (failover).
+    pub sync_set_size: Gauge,
+    /// 1 once this writer was fenced: another writer took a newer epoch (failover).
+    pub fenced: Gauge,
     /// CP time of the last committed entry (µs; the latest checkpoint covers it), read at
     /// each scrape as `last_checkpoint_age_seconds`.
     pub last_entry_us: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -229,6 +235,24 @@ impl Metrics {
             "Config reloads refused: the config in force stayed",
             reload_failures.clone(),
         );
+        let standbys_dropped = Counter::default();
+        let sync_set_size = Gauge::default();
+        let fenced = Gauge::default();
+        registry.register(
+            "standbys_dropped",
+            "Standbys left out of the sync set because they did not take a batch (alert: the writer runs with fewer copies)",
+            standbys_dropped.clone(),
+        );
+        registry.register(
+            "sync_set_size",
+            "Standbys holding every acknowledged batch, as of the last commit",
+            sync_set_size.clone(),
+        );
+        registry.register(
+            "fenced",
+            "1 once this writer was fenced by a newer epoch: it signs nothing more",
+            fenced.clone(),
+        );
         let last_entry_us = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
         registry.register_collector(Box::new(LedgerFile {
             database: database.map(std::path::Path::to_path_buf),
@@ -258,6 +282,9 @@ impl Metrics {
             log_entries,
             reloads,
             reload_failures,
+            standbys_dropped,
+            sync_set_size,
+            fenced,
             last_entry_us,
             publishing: false.into(),
             witnessing: false.into(),

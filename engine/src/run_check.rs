@@ -2,8 +2,9 @@
 //! simulation, the real-process fault test and the `failover` bench share. Given the final
 //! log and what was observed during the run, it lists every violation of:
 //!
-//! 1. **No acknowledged loss**: every agent report acknowledged 2xx is in the final log
-//!    exactly once, and each host's reports to a rollout are in agent-seq order.
+//! 1. **No acknowledged loss**: every agent report (and, in the simulation, every
+//!    annotation) acknowledged 2xx is in the final log exactly once, and each host's reports
+//!    to a rollout are in agent-seq order.
 //! 2. **No fork ever signed**: every checkpoint any node signed (the signature oracle sees
 //!    them all, a paused writer's included) has the final log's root at its size; so no two
 //!    signed checkpoints of one size differ, and every pair is consistent.
@@ -72,6 +73,9 @@ pub struct Evidence {
     pub served: Vec<(String, u64)>,
     /// Every agent report acknowledged 2xx.
     pub acked: Vec<Acked>,
+    /// Every annotation (by its text) whose recording was acknowledged: the simulation's
+    /// writes, held to rule 1 like reports.
+    pub annotations: Vec<String>,
 }
 
 /// Checks a run: the final log (a snapshot of the last writer's store) against the evidence.
@@ -93,6 +97,7 @@ pub fn check_run(log: &Snapshot, evidence: &Evidence) -> Result<Vec<String>, Rea
     // Each (host, rollout)'s reports in log order, and how often each was recorded.
     let mut recorded: BTreeMap<(String, String, u64), u32> = BTreeMap::new();
     let mut last_seq: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut notes: BTreeMap<String, u32> = BTreeMap::new();
     for stored in log.rows(..)? {
         let stored = stored?;
         frontier.push(log.tree_hash().leaf(stored.bytes()), |_, _, _| {});
@@ -100,6 +105,9 @@ pub fn check_run(log: &Snapshot, evidence: &Evidence) -> Result<Vec<String>, Rea
             roots.insert(frontier.size(), frontier.root().0);
         }
         let logged = stored.decode()?;
+        if let Event::Annotation(a) = &logged.event {
+            *notes.entry(a.text.clone()).or_default() += 1;
+        }
         let report = match &logged.event {
             Event::AgentEventRecorded(e) => Some((&e.hostname, &e.rollout_id, e.agent_seq)),
             Event::AgentReportRefused(e) => Some((&e.hostname, &e.rollout_id, e.agent_seq)),
@@ -129,6 +137,17 @@ pub fn check_run(log: &Snapshot, evidence: &Evidence) -> Result<Vec<String>, Rea
             Some(n) => violations.push(format!(
                 "acknowledged report #{} of {} to {} is in the log {n} times",
                 a.agent_seq, a.host, a.rollout
+            )),
+        }
+    }
+    for text in &evidence.annotations {
+        match notes.get(text) {
+            Some(1) => {}
+            None => violations.push(format!(
+                "acknowledged annotation {text:?} is not in the log"
+            )),
+            Some(n) => violations.push(format!(
+                "acknowledged annotation {text:?} is in the log {n} times"
             )),
         }
     }

@@ -76,7 +76,7 @@ fn a_batch_is_signed_only_once_acknowledged_and_a_refused_tail_is_resolved() {
     ledger.stage(T0 + 1, vec![revocations(1)]);
     let mut asked = None;
     let receipt = ledger
-        .commit_through(|cp| {
+        .commit_through(|cp, _| {
             asked = Some((cp.size, cp.root));
             Ok::<(), Refused>(())
         })
@@ -99,7 +99,7 @@ fn a_batch_is_signed_only_once_acknowledged_and_a_refused_tail_is_resolved() {
     // tail is durable.
     let size = ledger.store().size();
     ledger.stage(T0 + 2, vec![revocations(2)]);
-    match ledger.commit_through(|_| Err::<(), _>(Refused::Fenced)) {
+    match ledger.commit_through(|_, _| Err::<(), _>(Refused::Fenced)) {
         Err(Refused::Fenced) => {}
         Err(Refused::Ledger(e)) => panic!("the ledger failed: {e}"),
         Ok(r) => panic!("committed without acknowledgement: {r:?}"),
@@ -141,7 +141,7 @@ fn a_batch_is_signed_only_once_acknowledged_and_a_refused_tail_is_resolved() {
     ledger.stage(T0 + 3, vec![revocations(3)]);
     assert!(
         ledger
-            .commit_through(|_| Err::<(), _>(Refused::Fenced))
+            .commit_through(|_, _| Err::<(), _>(Refused::Fenced))
             .is_err()
     );
     let tail = ledger.store().tail().unwrap();

@@ -81,6 +81,7 @@ fn clean_run(dir: &std::path::Path) -> (Store, Evidence) {
             register,
             served,
             acked: acks,
+            annotations: Vec::new(),
         },
     )
 }

@@ -54,13 +54,12 @@ fn a_writer_signs_only_what_the_register_acknowledged_and_stops_once_fenced() {
     let (writer, shared) = Writer::open(db.clone(), signer, clock, 16).unwrap();
     let aside = dir.path().join("aside");
     let mut w = writer
-        .with_replication(Replication {
-            register: register.clone(),
-            node: "node-a".into(),
-            epoch: 10,
-            sync_set: vec![],
-            aside: aside.clone(),
-        })
+        .with_replication(Replication::alone(
+            register.clone(),
+            "node-a",
+            10,
+            aside.clone(),
+        ))
         .unwrap();
 
     // Taken over: the register at epoch 10, the hand-over recorded and acknowledged.
@@ -201,12 +200,8 @@ fn a_node_behind_the_register_or_at_an_older_epoch_does_not_write() {
             .unwrap()
             .0
     };
-    let replication = |register: &Arc<MemRegister>, epoch| Replication {
-        register: register.clone(),
-        node: "node-b".into(),
-        epoch,
-        sync_set: vec![],
-        aside: dir.path().join("aside"),
+    let replication = |register: &Arc<MemRegister>, epoch| {
+        Replication::alone(register.clone(), "node-b", epoch, dir.path().join("aside"))
     };
     // The register acknowledges more than this node holds.
     let ahead = Arc::new(MemRegister::new());

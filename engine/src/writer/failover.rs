@@ -6,10 +6,18 @@
 //! next batch by reading the register: the tail is signed if the register holds it, set
 //! aside if not.
 //!
-//! Standbys are not shipped to yet (`sync_set` is recorded in the register as given).
+//! Before the swap the batch is shipped to the standbys ([`crate::replicate`]): those that
+//! hold it durably form the `sync_set` the swap records, and only they may take over. A
+//! standby of the `sync_set` that does not answer is left out of it (degraded mode: logged
+//! and counted), unless `strict_sync`, where a batch that fewer than `min_sync` standbys
+//! hold is answered 503 and set aside. A standby outside the `sync_set` is shipped to at most
+//! once a second until it holds a batch again (one that stopped answering must not cost every
+//! batch its deadline).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ledger::event::{Event, WriterEpochStarted};
 use ledger::store::Receipt;
@@ -17,6 +25,7 @@ use ledger::store::Receipt;
 use super::{StartError, Writer};
 use crate::materialize::{Ledger, MaterializeError};
 use crate::register::{CommitRegister, Head, Swap};
+use crate::replicate::{Shipment, Shipper};
 
 /// What a writer of an epoch needs: its register, its name and epoch, its standbys.
 #[derive(Clone)]
@@ -27,11 +36,42 @@ pub struct Replication {
     pub node: String,
     /// Its epoch (the election's fencing token): above every earlier writer's.
     pub epoch: u64,
-    /// The standbys holding every acknowledged entry.
-    pub sync_set: Vec<String>,
+    /// The standbys (node names) every batch is shipped to, and how.
+    pub standbys: Vec<String>,
+    /// Ships batches to them (None: no standbys).
+    pub shipper: Option<Arc<dyn Shipper>>,
+    /// Refuse writes while fewer than `min_sync` standbys hold them (instead of going on
+    /// without the ones that do not answer).
+    pub strict_sync: bool,
+    /// With `strict_sync`: how many standbys must hold every batch.
+    pub min_sync: usize,
     /// Where tails the register never acknowledged are kept.
     pub aside: PathBuf,
 }
+
+impl Replication {
+    /// A writer of `epoch` on `register` with no standbys.
+    pub fn alone(
+        register: Arc<dyn CommitRegister>,
+        node: &str,
+        epoch: u64,
+        aside: PathBuf,
+    ) -> Replication {
+        Replication {
+            register,
+            node: node.into(),
+            epoch,
+            standbys: Vec::new(),
+            shipper: None,
+            strict_sync: false,
+            min_sync: 0,
+            aside,
+        }
+    }
+}
+
+/// How long a standby outside the `sync_set` is left alone after a failed shipment.
+const RESHIP_AFTER: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Replication {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,6 +89,79 @@ pub(super) struct Replicating {
     pub(super) fenced: Option<String>,
     /// A swap went unanswered: settle it before the next batch.
     unsure: bool,
+    /// Standbys outside the `sync_set`: not shipped to before this instant.
+    reship_at: BTreeMap<String, Instant>,
+}
+
+impl Replicating {
+    /// Ships a batch to the standbys due for it; returns those that hold it (the next
+    /// `sync_set`) and those of the current `sync_set` that dropped out.
+    fn ship(
+        &mut self,
+        cp: &ledger::checkpoint::Checkpoint,
+        entries: &[Vec<u8>],
+    ) -> Result<(Vec<String>, Vec<String>), Unacknowledged> {
+        let Some(shipper) = &self.cfg.shipper else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let now = Instant::now();
+        let targets: Vec<String> = self
+            .cfg
+            .standbys
+            .iter()
+            .filter(|n| {
+                self.head.sync_set.contains(n) || self.reship_at.get(*n).is_none_or(|t| *t <= now)
+            })
+            .cloned()
+            .collect();
+        let shipment = Shipment {
+            epoch: self.cfg.epoch,
+            node: self.cfg.node.clone(),
+            base: (self.head.tree_size, self.head.root),
+            checkpoint: cp.clone(),
+            entries: entries.to_vec(),
+        };
+        let answers = if targets.is_empty() {
+            Vec::new()
+        } else {
+            shipper.ship(&targets, &shipment)
+        };
+        let mut held = Vec::new();
+        let mut dropped = Vec::new();
+        for (node, answer) in targets.into_iter().zip(answers) {
+            match answer {
+                Ok(()) => {
+                    self.reship_at.remove(&node);
+                    held.push(node);
+                }
+                Err(refusal) => {
+                    if let crate::replicate::ShipRefusal::StaleEpoch { held, .. } = &refusal {
+                        // A standby has taken batches of a newer writer: this one is fenced,
+                        // whatever the register says yet.
+                        let why = format!("standby {node} holds batches of epoch {held}");
+                        self.fenced = Some(why.clone());
+                        return Err(Unacknowledged::Fenced(why));
+                    }
+                    if self.head.sync_set.contains(&node) {
+                        tracing::warn!(standby = %node, %refusal, "standby left out of the sync set: it did not take the batch");
+                        dropped.push(node.clone());
+                    } else {
+                        tracing::debug!(standby = %node, %refusal, "standby outside the sync set did not take the batch");
+                    }
+                    self.reship_at.insert(node, now + RESHIP_AFTER);
+                }
+            }
+        }
+        if self.cfg.strict_sync && held.len() < self.cfg.min_sync {
+            return Err(Unacknowledged::Unsynced(format!(
+                "{} of the {} standbys required (strict_sync) hold the batch",
+                held.len(),
+                self.cfg.min_sync
+            )));
+        }
+        held.sort();
+        Ok((held, dropped))
+    }
 }
 
 /// Why a batch was not acknowledged.
@@ -60,6 +173,8 @@ pub(super) enum Unacknowledged {
     Fenced(String),
     /// The register did not answer.
     Unsure(String),
+    /// Too few standbys hold the batch (`strict_sync`); the register was not asked.
+    Unsynced(String),
 }
 
 impl From<MaterializeError> for Unacknowledged {
@@ -78,12 +193,14 @@ fn describe(actual: Option<&Head>) -> String {
     }
 }
 
+/// The head this node holds signed, as the register would hold it for `cfg`'s epoch. No
+/// standby is known to hold it yet: the first batch shipped says which do.
 fn local_head(ledger: &Ledger, cfg: &Replication) -> Head {
     Head {
         tree_size: ledger.store().size(),
         root: ledger.store().root().0,
         epoch: cfg.epoch,
-        sync_set: cfg.sync_set.clone(),
+        sync_set: Vec::new(),
     }
 }
 
@@ -158,6 +275,7 @@ impl Writer {
             head: start,
             fenced: None,
             unsure: false,
+            reship_at: BTreeMap::new(),
         });
         let now = self.now();
         let ledger = self.ledger.as_mut().expect("checked above");
@@ -172,7 +290,9 @@ impl Writer {
                 "recording the hand-over: {}",
                 match e {
                     Unacknowledged::Ledger(e) => e.to_string(),
-                    Unacknowledged::Fenced(w) | Unacknowledged::Unsure(w) => w,
+                    Unacknowledged::Fenced(w)
+                    | Unacknowledged::Unsure(w)
+                    | Unacknowledged::Unsynced(w) => w,
                 }
             ))),
         }
@@ -184,12 +304,15 @@ impl Writer {
         let Some(rep) = self.replication.as_mut() else {
             return ledger.commit().map_err(Unacknowledged::from);
         };
-        let result = ledger.commit_through(|cp| {
+        let mut dropped = Vec::new();
+        let result = ledger.commit_through(|cp, entries| {
+            let (sync_set, left_out) = rep.ship(cp, entries)?;
+            dropped = left_out;
             let next = Head {
                 tree_size: cp.size,
                 root: cp.root.0,
                 epoch: rep.cfg.epoch,
-                sync_set: rep.cfg.sync_set.clone(),
+                sync_set,
             };
             match rep.cfg.register.compare_and_swap(Some(&rep.head), &next) {
                 Ok(Swap::Done) => {
@@ -207,11 +330,24 @@ impl Writer {
                 }
             }
         });
-        if let Err(Unacknowledged::Fenced(why)) = &result {
-            tracing::error!(node = %rep.cfg.node, epoch = rep.cfg.epoch, %why, "fenced: this writer signs nothing more");
-            if let Err(e) = ledger.set_tail_aside(&rep.cfg.aside) {
-                tracing::error!(error = %e, "the fenced batch's tail could not be set aside; it stays in the store");
+        let m = &self.shared.metrics;
+        m.standbys_dropped.inc_by(dropped.len() as u64);
+        m.sync_set_size.set(rep.head.sync_set.len() as i64);
+        match &result {
+            Err(Unacknowledged::Fenced(why)) => {
+                tracing::error!(node = %rep.cfg.node, epoch = rep.cfg.epoch, %why, "fenced: this writer signs nothing more");
+                m.fenced.set(1);
+                if let Err(e) = ledger.set_tail_aside(&rep.cfg.aside) {
+                    tracing::error!(error = %e, "the fenced batch's tail could not be set aside; it stays in the store");
+                }
             }
+            Err(Unacknowledged::Unsynced(why)) => {
+                tracing::warn!(%why, "batch refused: too few standbys hold it (strict_sync)");
+                if let Err(e) = ledger.set_tail_aside(&rep.cfg.aside) {
+                    tracing::error!(error = %e, "the refused batch's tail could not be set aside; it stays in the store");
+                }
+            }
+            _ => {}
         }
         result
     }

@@ -338,7 +338,11 @@ impl Writer {
                 let _ = r.reply.send(Err(format!("not recorded ({e})")));
                 self.after_failed_commit("recording", &e);
             }
-            Err(failover::Unacknowledged::Fenced(why) | failover::Unacknowledged::Unsure(why)) => {
+            Err(
+                failover::Unacknowledged::Fenced(why)
+                | failover::Unacknowledged::Unsure(why)
+                | failover::Unacknowledged::Unsynced(why),
+            ) => {
                 let _ = r.reply.send(Err(format!(
                     "not recorded: not acknowledged by the commit register ({why})"
                 )));
@@ -541,7 +545,11 @@ impl Writer {
             }
             // Not acknowledged by the commit register: nothing signed, nothing answered 2xx.
             // The decisions' manifests in memory go back to the log's, as after a reopen.
-            Err(failover::Unacknowledged::Fenced(why) | failover::Unacknowledged::Unsure(why)) => {
+            Err(
+                failover::Unacknowledged::Fenced(why)
+                | failover::Unacknowledged::Unsure(why)
+                | failover::Unacknowledged::Unsynced(why),
+            ) => {
                 for job in batch.drain(..) {
                     let _ = job.reply.send(Err(WriteError::Unavailable(format!(
                         "not acknowledged by the commit register ({why}); retry"

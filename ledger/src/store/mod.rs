@@ -630,6 +630,15 @@ impl Store {
     /// (then it is signed and becomes the log's), unless the tail is set aside. Returns the
     /// unsigned checkpoint: what the commit register is asked to acknowledge.
     pub fn write_tail(&mut self, batch: &[NewEntry]) -> Result<Checkpoint, AppendError> {
+        self.write_tail_entries(batch).map(|(cp, _)| cp)
+    }
+
+    /// [`Store::write_tail`], also giving the entries as encoded (what a writer ships to its
+    /// standbys, FORMAT §9g).
+    pub fn write_tail_entries(
+        &mut self,
+        batch: &[NewEntry],
+    ) -> Result<(Checkpoint, Vec<Vec<u8>>), AppendError> {
         if let Some(e) = batch.iter().find_map(|e| match e.event.kind() {
             Kind::Genesis | Kind::KeyRotated => Some(e.event.kind().name()),
             _ => None,
@@ -657,7 +666,8 @@ impl Store {
             return Err(AppendError::Commit(storage("committing the tail")(e)));
         }
         self.tail = prepared.encoded.len() as u64;
-        Ok(prepared.checkpoint)
+        let entries = prepared.encoded.into_iter().map(|(_, b)| b).collect();
+        Ok((prepared.checkpoint, entries))
     }
 
     /// The unsigned tail's entries (seq, encoded bytes), if one is pending.

@@ -1,0 +1,347 @@
+//! Shipping batches to standbys (issue 29), both ends.
+//!
+//! Under failover a writer ships each batch, before it swaps the commit register, to the
+//! standbys: the entries as encoded, the head they extend and the (unsigned) checkpoint they
+//! end with. A standby verifies that they extend exactly what it holds (re-encoding them on
+//! its own chain must give the same bytes and the same checkpoint), writes them as its store's
+//! unsigned tail, durably, and only then answers: from that moment it holds the batch, and
+//! the writer may name it in the register's `sync_set`. The tail is signed when the next
+//! shipment extends it (the writer ships a batch only after the previous one's swap: the
+//! register acknowledged it), or set aside when the next shipment extends the head beneath
+//! it (the swap never landed). A standby that took over settles its tail against the
+//! register instead ([`crate::writer::Writer::with_replication`]).
+//!
+//! The standby holds the log's key: its checkpoints are the writer's, byte for byte
+//! (ed25519 signatures are deterministic, and a checkpoint names only origin, size, root and
+//! head). The transport is the daemon's (`fleet_ledger::replication`); this module does no IO
+//! but the store's.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ledger::checkpoint::Checkpoint;
+use ledger::entry::EntryRef;
+use ledger::event::Event;
+use ledger::keys::Signer;
+use ledger::store::NewEntry;
+use thiserror::Error;
+
+use crate::materialize::{Ledger, MaterializeError};
+
+/// One batch on its way to the standbys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shipment {
+    /// The shipping writer's epoch.
+    pub epoch: u64,
+    /// The shipping writer's node name.
+    pub node: String,
+    /// The head the batch extends: (tree size, root).
+    pub base: (u64, [u8; 32]),
+    /// The checkpoint the batch ends with, unsigned.
+    pub checkpoint: Checkpoint,
+    /// The batch's entries, as stored (FORMAT §2), in order.
+    pub entries: Vec<Vec<u8>>,
+}
+
+/// Sends shipments to standbys and waits for their answers.
+pub trait Shipper: Send + Sync {
+    /// Ships `s` to each of `to` (node names) at once; one answer per node, in `to`'s order.
+    /// `Ok` only once that standby holds the batch durably.
+    fn ship(&self, to: &[String], s: &Shipment) -> Vec<Result<(), ShipRefusal>>;
+}
+
+/// Why a standby did not take a shipment.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum ShipRefusal {
+    /// A writer of a newer epoch has shipped here: the shipper was fenced.
+    #[error("stale epoch {shipped}: this standby holds batches of epoch {held}")]
+    StaleEpoch {
+        /// The highest epoch this standby has taken batches from.
+        held: u64,
+        /// The shipment's.
+        shipped: u64,
+    },
+    /// The batch extends a head beyond this standby's: it must catch up first.
+    #[error("behind: this standby holds {size} entries, the batch extends {base}")]
+    Behind {
+        /// Entries it holds.
+        size: u64,
+        /// The size the batch extends.
+        base: u64,
+    },
+    /// The batch extends a head this standby's log does not contain.
+    #[error("diverged: this standby holds {size} entries and its head is not the batch's base")]
+    Diverged {
+        /// Entries it holds.
+        size: u64,
+    },
+    /// The shipment is not a valid continuation (bad entries, another checkpoint).
+    #[error("invalid shipment: {0}")]
+    Invalid(String),
+    /// The standby could not write it (its store failed), or could not be reached.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The standby's end: the log it holds, and the highest epoch it has taken batches from.
+pub struct Standby {
+    ledger: Ledger,
+    /// Where the highest epoch is kept (it must survive a restart).
+    epoch_file: PathBuf,
+    epoch: u64,
+    /// Where tails no register acknowledged are kept.
+    aside: PathBuf,
+}
+
+impl std::fmt::Debug for Standby {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Standby(size {}, epoch {})",
+            self.ledger.store().size(),
+            self.epoch
+        )
+    }
+}
+
+/// Why a standby could not open.
+#[derive(Debug, Error)]
+pub enum StandbyError {
+    /// Opening or writing the ledger.
+    #[error(transparent)]
+    Ledger(#[from] MaterializeError),
+    /// Reading or writing the epoch file.
+    #[error("{file}: {reason}")]
+    Epoch {
+        /// The file.
+        file: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// The epoch file beside a database: `<db>.epoch`, the decimal epoch and a newline.
+pub fn epoch_file(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".epoch");
+    PathBuf::from(name)
+}
+
+fn read_epoch(file: &Path) -> Result<u64, StandbyError> {
+    let bad = |reason: String| StandbyError::Epoch {
+        file: file.to_path_buf(),
+        reason,
+    };
+    match std::fs::read_to_string(file) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("not an epoch: {:?}", text.trim()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// Writes the epoch durably: a new file, synced, renamed over the old, the directory synced.
+fn write_epoch(file: &Path, epoch: u64) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = file.with_extension("epoch.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    writeln!(f, "{epoch}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, file)?;
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Decodes stored entries into the batch that re-encodes to them on a chain.
+fn decode(entries: &[Vec<u8>]) -> Result<Vec<NewEntry>, String> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let entry = EntryRef::parse(bytes).map_err(|e| format!("entry {i}: {e}"))?;
+            let event = Event::decode(entry.header.kind, entry.payload)
+                .map_err(|e| format!("entry {} ({}): {e}", entry.header.seq, i))?;
+            Ok(NewEntry {
+                recorded_at_us: entry.header.recorded_at_us,
+                event,
+            })
+        })
+        .collect()
+}
+
+impl Standby {
+    /// Opens the standby's ledger at `db` with the log's key (the key in force: a standby
+    /// that could not sign as the writer does refuses to start), and its epoch file.
+    pub fn open(db: &Path, signer: Arc<Signer>, aside: &Path) -> Result<Standby, StandbyError> {
+        let ledger = Ledger::open_live(db, signer)?;
+        let epoch_file = epoch_file(db);
+        let epoch = read_epoch(&epoch_file)?;
+        Ok(Standby {
+            ledger,
+            epoch_file,
+            epoch,
+            aside: aside.to_path_buf(),
+        })
+    }
+
+    /// The ledger it holds.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Gives the ledger back (a standby taking over opens its writer on the same file).
+    pub fn into_ledger(self) -> Ledger {
+        self.ledger
+    }
+
+    /// The highest epoch it has taken batches from.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The head it holds signed: (tree size, root).
+    pub fn head(&self) -> (u64, [u8; 32]) {
+        let store = self.ledger.store();
+        (store.size(), store.root().0)
+    }
+
+    /// The head of its unsigned tail, if it holds one: what it would hold if the register
+    /// acknowledged the last batch shipped to it.
+    pub fn tail_head(&self) -> Result<Option<(u64, [u8; 32])>, MaterializeError> {
+        Ok(self
+            .ledger
+            .store()
+            .tail_batch()
+            .map_err(MaterializeError::from)?
+            .map(|(_, cp)| (cp.size, cp.root.0)))
+    }
+
+    /// Takes a shipment: refuses an older epoch, settles the tail the shipment says was or
+    /// was not acknowledged, checks that the batch extends this standby's head exactly, and
+    /// writes it as the tail, durably. `Ok` with the checkpoint it now holds unsigned.
+    pub fn receive(&mut self, s: &Shipment) -> Result<Checkpoint, ShipRefusal> {
+        let unavailable = |e: &dyn std::fmt::Display| ShipRefusal::Unavailable(e.to_string());
+        if s.epoch < self.epoch {
+            return Err(ShipRefusal::StaleEpoch {
+                held: self.epoch,
+                shipped: s.epoch,
+            });
+        }
+        if s.epoch > self.epoch {
+            write_epoch(&self.epoch_file, s.epoch).map_err(|e| {
+                ShipRefusal::Unavailable(format!("{}: {e}", self.epoch_file.display()))
+            })?;
+            self.epoch = s.epoch;
+        }
+        if let Some((_, cp)) = self
+            .ledger
+            .store()
+            .tail_batch()
+            .map_err(|e| unavailable(&e))?
+        {
+            if (cp.size, cp.root.0) == s.base {
+                // The writer extends the batch it shipped last: the register took it.
+                self.ledger.sign_tail().map_err(|e| unavailable(&e))?;
+            } else if self.head() == s.base && cp == s.checkpoint {
+                // The same batch again (the writer retried): held already.
+                return Ok(cp);
+            } else if self.head() == s.base {
+                // The writer went on from beneath it: that batch was never acknowledged.
+                self.ledger
+                    .set_tail_aside(&self.aside)
+                    .map_err(|e| unavailable(&e))?;
+            }
+        }
+        let (size, root) = self.head();
+        if (size, root) != s.base {
+            return Err(if s.base.0 > size {
+                ShipRefusal::Behind {
+                    size,
+                    base: s.base.0,
+                }
+            } else {
+                ShipRefusal::Diverged { size }
+            });
+        }
+        self.write_checked(&s.entries, Some(&s.checkpoint))
+    }
+
+    /// Writes `entries` (stored bytes, continuing this standby's head) as its tail after
+    /// checking that they re-encode to themselves on its chain (and, if given, end with
+    /// `expect`); a batch that does not is not kept.
+    fn write_checked(
+        &mut self,
+        entries: &[Vec<u8>],
+        expect: Option<&Checkpoint>,
+    ) -> Result<Checkpoint, ShipRefusal> {
+        let batch = decode(entries).map_err(ShipRefusal::Invalid)?;
+        let (cp, encoded) = match self.ledger.write_tail(&batch) {
+            Ok(w) => w,
+            Err(ledger::store::AppendError::Commit(e)) => {
+                return Err(ShipRefusal::Unavailable(e.to_string()));
+            }
+            Err(e) => return Err(ShipRefusal::Invalid(e.to_string())),
+        };
+        let mismatch = if encoded != entries {
+            Some("the entries do not continue this log's chain as shipped".to_string())
+        } else if expect.is_some_and(|e| *e != cp) {
+            Some("the entries do not end with the shipped checkpoint".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = mismatch {
+            // Nothing of it was acknowledged anywhere: keep it aside, for forensics.
+            if let Err(e) = self.ledger.set_tail_aside(&self.aside) {
+                tracing::error!(error = %e, "an invalid shipment's tail could not be set aside");
+            }
+            return Err(ShipRefusal::Invalid(why));
+        }
+        Ok(cp)
+    }
+
+    /// Catches up from the writer's log: `entries` are its stored entries from this
+    /// standby's size on, and `root` the root its signed checkpoint gives after them. A tail
+    /// the writer's log continues differently is set aside first. Each chunk is checked by
+    /// re-encoding, then signed (the same checkpoints the writer signs at those sizes, or at
+    /// sizes it did not sign: of the same tree). Refuses what the standby cannot write as it
+    /// stands (a key rotation: the new key must be installed, see OPERATIONS).
+    pub fn catch_up(&mut self, entries: &[Vec<u8>], root: [u8; 32]) -> Result<u64, ShipRefusal> {
+        let unavailable = |e: &dyn std::fmt::Display| ShipRefusal::Unavailable(e.to_string());
+        if entries.is_empty() {
+            return Ok(self.head().0);
+        }
+        let tail = self.ledger.store().tail().map_err(|e| unavailable(&e))?;
+        let mut entries = entries;
+        if !tail.is_empty() {
+            let held = tail.len().min(entries.len());
+            if tail.len() <= entries.len() && tail.iter().zip(entries).all(|((_, t), e)| t == e) {
+                // The writer's log continues with this tail: it was acknowledged. Signing it
+                // (not setting it aside) keeps this standby holding what the register may
+                // still name it for.
+                self.ledger.sign_tail().map_err(|e| unavailable(&e))?;
+                entries = &entries[held..];
+            } else {
+                // The writer's log is what the register acknowledged: a tail it does not
+                // continue with was never acknowledged.
+                self.ledger
+                    .set_tail_aside(&self.aside)
+                    .map_err(|e| unavailable(&e))?;
+            }
+        }
+        for chunk in entries.chunks(ledger::store::BATCH_ENTRIES_MAX) {
+            self.write_checked(chunk, None)?;
+            self.ledger.sign_tail().map_err(|e| unavailable(&e))?;
+        }
+        let (size, mine) = self.head();
+        if mine != root {
+            return Err(ShipRefusal::Invalid(format!(
+                "after catching up to {size} entries the root is not the writer's checkpoint's"
+            )));
+        }
+        Ok(size)
+    }
+}

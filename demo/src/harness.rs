@@ -220,6 +220,7 @@ impl Setup {
             replay_snapshot_every: engine::replay_cache::SNAPSHOT_EVERY,
             compact_on_start: false,
             quick_repair: false,
+            failover: None,
         };
         std::fs::write(
             dir.join("config.json"),

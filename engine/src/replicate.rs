@@ -43,11 +43,20 @@ pub struct Shipment {
     pub entries: Vec<Vec<u8>>,
 }
 
+/// A standby a shipment goes to, and how long its answer is waited for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Its node name.
+    pub node: String,
+    /// How long its answer is waited for; then it counts as not taken.
+    pub wait: std::time::Duration,
+}
+
 /// Sends shipments to standbys and waits for their answers.
 pub trait Shipper: Send + Sync {
-    /// Ships `s` to each of `to` (node names) at once; one answer per node, in `to`'s order.
-    /// `Ok` only once that standby holds the batch durably.
-    fn ship(&self, to: &[String], s: &Shipment) -> Vec<Result<(), ShipRefusal>>;
+    /// Ships `s` to each of `to` at once; one answer per target, in `to`'s order. `Ok` only
+    /// once that standby holds the batch durably, within its wait.
+    fn ship(&self, to: &[Target], s: &Shipment) -> Vec<Result<(), ShipRefusal>>;
 }
 
 /// Why a standby did not take a shipment.

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use engine::materialize::{CheckOutcome, check_snapshot};
 use engine::register::{CommitRegister, Head, MemFault, MemRegister, RegisterError, Swap};
-use engine::replicate::{ShipRefusal, Shipment, Shipper, Standby};
+use engine::replicate::{ShipRefusal, Shipment, Shipper, Standby, Target};
 use engine::run_check::{Evidence, SignedHead, check_run};
 use engine::writer::{Clock, Input, Job, Recording, Replication, Work, WriteError, Writer};
 use ledger::domain::Micros;
@@ -103,13 +103,13 @@ fn crash_if(world: &Mutex<World>, step: Step) {
 
 struct SimShipper(Arc<Mutex<World>>);
 impl Shipper for SimShipper {
-    fn ship(&self, to: &[String], s: &Shipment) -> Vec<Result<(), ShipRefusal>> {
+    fn ship(&self, to: &[Target], s: &Shipment) -> Vec<Result<(), ShipRefusal>> {
         crash_if(&self.0, Step::BeforeShip);
         let answers = {
             let mut w = self.0.lock().unwrap();
             let w = &mut *w;
             to.iter()
-                .map(|node| {
+                .map(|Target { node, .. }| {
                     let lost = || Err(ShipRefusal::Unavailable("link down".into()));
                     if w.down.contains(node) {
                         return lost();
@@ -312,6 +312,7 @@ impl Sim {
             shipper: Some(Arc::new(SimShipper(Arc::clone(&self.world)))),
             strict_sync: false,
             min_sync: 0,
+            ship_timeout: std::time::Duration::from_secs(1),
             aside: self.dir.path().join(format!("{node}-aside")),
         };
         let signer = self.signer(node);

@@ -192,6 +192,141 @@ pub struct Config {
     /// either way.
     #[serde(default)]
     pub quick_repair: bool,
+    /// Failover (issue 29): this node is one of several writer-capable nodes sharing one log
+    /// through a commit register in etcd; the elected one writes, the others stand by.
+    /// Unset: a single node, as before.
+    #[serde(default)]
+    pub failover: Option<FailoverConfig>,
+}
+
+/// Failover settings (`docs/OPERATIONS.md`, "Failover").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// This node's name: unique among the nodes, the name the others list it under in
+    /// `peers` (letters, digits, `-`; at most 63).
+    pub node: String,
+    /// etcd's client URLs (`http://host:2379`), every member.
+    pub etcd: Vec<String>,
+    /// The key prefix in etcd: the register is `<prefix>/register`, the election
+    /// `<prefix>/writer`. One prefix per log.
+    #[serde(default = "default_failover_prefix")]
+    pub prefix: String,
+    /// The election lease: a writer that cannot renew it for this long loses the election,
+    /// and another node takes over (its swap of the register fences this one).
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
+    /// The other writer-capable nodes: name → base URL of their API (`http://host:port`).
+    #[serde(default)]
+    pub peers: std::collections::BTreeMap<String, String>,
+    /// A file holding the secret the nodes present to each other (every node the same;
+    /// at least 32 characters): shipping batches, and reading the writer's log to catch up
+    /// (it also authenticates as an auditor).
+    pub token_file: PathBuf,
+    /// The node that may take an empty register: the first writer of a log put under
+    /// failover (the node whose log acknowledged writes before). Any other node waits
+    /// until the register names a head it holds.
+    #[serde(default)]
+    pub initial_writer: Option<String>,
+    /// Refuse writes (503) while fewer than `min_sync` standbys hold every batch, instead of
+    /// going on without the ones that stop answering (degraded mode).
+    #[serde(default)]
+    pub strict_sync: bool,
+    /// With `strict_sync`: standbys that must hold every batch.
+    #[serde(default = "default_min_sync")]
+    pub min_sync: usize,
+    /// How long the writer waits for a standby to take a batch before it goes on without it.
+    #[serde(default = "default_ship_timeout")]
+    pub ship_timeout_ms: u64,
+}
+
+fn default_failover_prefix() -> String {
+    "/fleet-ledger".into()
+}
+fn default_lease_ttl() -> u64 {
+    5
+}
+fn default_min_sync() -> usize {
+    1
+}
+fn default_ship_timeout() -> u64 {
+    2_000
+}
+
+impl FailoverConfig {
+    /// Checks the settings; returns the peer token (the file's content, trimmed).
+    fn check(&self) -> Result<String, String> {
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 63
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if !name_ok(&self.node) {
+            return Err(format!(
+                "failover.node {:?}: use 1-63 letters, digits and '-'",
+                self.node
+            ));
+        }
+        for (name, url) in &self.peers {
+            if !name_ok(name) || *name == self.node {
+                return Err(format!(
+                    "failover.peers: {name:?} is not another node's name"
+                ));
+            }
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "failover.peers.{name}: {url:?} is not an http(s) URL"
+                ));
+            }
+        }
+        if self.etcd.is_empty()
+            || self
+                .etcd
+                .iter()
+                .any(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return Err(
+                "failover.etcd: list every etcd member's client URL (http://host:2379)".into(),
+            );
+        }
+        if !self.prefix.starts_with('/') || self.prefix.len() < 2 {
+            return Err(format!(
+                "failover.prefix {:?}: a key prefix such as /fleet-ledger",
+                self.prefix
+            ));
+        }
+        if !(1..=60).contains(&self.lease_ttl_secs) {
+            return Err("failover.lease_ttl_secs: 1 to 60".into());
+        }
+        if self.ship_timeout_ms == 0 {
+            return Err("failover.ship_timeout_ms must be positive".into());
+        }
+        if self.strict_sync && (self.min_sync == 0 || self.min_sync > self.peers.len()) {
+            return Err(format!(
+                "failover.min_sync {} with strict_sync: between 1 and the {} peers",
+                self.min_sync,
+                self.peers.len()
+            ));
+        }
+        if let Some(w) = &self.initial_writer
+            && *w != self.node
+            && !self.peers.contains_key(w)
+        {
+            return Err(format!(
+                "failover.initial_writer {w:?} is neither this node nor a peer"
+            ));
+        }
+        let token = std::fs::read_to_string(&self.token_file)
+            .map_err(|e| format!("failover.token_file {}: {e}", self.token_file.display()))?;
+        let token = token.trim().to_string();
+        if token.len() < 32 {
+            return Err(format!(
+                "failover.token_file {}: the secret must be at least 32 characters (fleet-ledger token prints one)",
+                self.token_file.display()
+            ));
+        }
+        Ok(token)
+    }
 }
 
 fn default_replay_snapshot_every() -> u64 {
@@ -227,6 +362,8 @@ pub struct Settings {
     pub operators: crate::tls::OperatorRule,
     /// The fleet CA, when `enrollment` is set.
     pub enrollment: Option<std::sync::Arc<crate::enrollment::Authority>>,
+    /// The secret failover nodes present to each other (with `failover`).
+    pub peer_token: Option<String>,
 }
 
 impl Settings {
@@ -271,6 +408,9 @@ impl Config {
             && let crate::publish::Destination::Dir(dir) = &mut p.to
         {
             *dir = base.join(&*dir);
+        }
+        if let Some(f) = &mut config.failover {
+            f.token_file = base.join(&f.token_file);
         }
         if let Some(e) = &mut config.enrollment {
             e.ca_cert = base.join(&e.ca_cert);
@@ -404,6 +544,27 @@ impl Config {
                 )
                 .map_err(|_| ConfigError::Invalid(format!("tokens[{i}] repeats a token")))?;
         }
+        let peer_token = match &self.failover {
+            Some(f) => {
+                let token = f.check().map_err(ConfigError::Invalid)?;
+                // The nodes read each other's log as auditors.
+                tokens
+                    .insert(
+                        crate::auth::digest(&token),
+                        Principal {
+                            role: Role::Auditor,
+                            name: "failover peer".into(),
+                        },
+                    )
+                    .map_err(|_| {
+                        ConfigError::Invalid(
+                            "failover.token_file holds a token also listed in tokens".into(),
+                        )
+                    })?;
+                Some(token)
+            }
+            None => None,
+        };
         let l = &self.limits;
         if l.queue == 0 || l.batch_inputs == 0 || l.concurrent_requests == 0 || l.body_bytes < 1024
         {
@@ -467,6 +628,7 @@ impl Config {
             tls,
             operators,
             enrollment,
+            peer_token,
         })
     }
 }

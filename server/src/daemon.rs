@@ -17,7 +17,8 @@ use tokio::task::JoinHandle;
 use crate::api::{AppState, router};
 use crate::config::Settings;
 use crate::connections::{self, ConnLimits};
-use engine::writer::{Clock, Input, Job, Shared, Work, Writer};
+use engine::writer::{Clock, Input, Job, Replication, Shared, Work, Writer};
+use std::sync::atomic::AtomicBool;
 
 /// A running daemon.
 #[derive(Debug)]
@@ -37,6 +38,15 @@ pub fn system_clock() -> Clock {
     Arc::new(|| chrono::Utc::now().timestamp_micros())
 }
 
+/// What a writer elected under failover runs with.
+#[derive(Debug)]
+pub struct WriterRole {
+    /// Its register, epoch and standbys.
+    pub replication: Replication,
+    /// Whether it still leads (cleared when its lease is lost): `/healthz/leader`.
+    pub leader: Arc<AtomicBool>,
+}
+
 impl Daemon {
     /// Opens the ledger at `db` and serves on `listener` until [`Daemon::shutdown`] (or
     /// `stop` resolving, for `serve`'s signal handling).
@@ -47,6 +57,23 @@ impl Daemon {
         listener: TcpListener,
         clock: Clock,
     ) -> Result<Daemon> {
+        Daemon::start_as(db, settings, signer, listener, clock, None).await
+    }
+
+    /// [`Daemon::start`], as the writer of an epoch under failover when `role` is given:
+    /// the writer takes the log over through the commit register before anything is served.
+    pub async fn start_as(
+        db: PathBuf,
+        settings: Settings,
+        signer: Signer,
+        listener: TcpListener,
+        clock: Clock,
+        role: Option<WriterRole>,
+    ) -> Result<Daemon> {
+        let (replication, leader) = match role {
+            Some(r) => (Some(r.replication), r.leader),
+            None => (None, Arc::new(AtomicBool::new(true))),
+        };
         let limits = settings.config.limits.clone();
         let batch = limits.batch_inputs;
         let retention = settings.retention_us();
@@ -70,8 +97,12 @@ impl Daemon {
         }
         let writer_clock = Arc::clone(&clock);
         let (writer, shared) = tokio::task::spawn_blocking(move || {
-            Writer::open(db, signer, writer_clock, batch)
-                .map(|(w, s)| (w.with_snapshots(every).with_quick_repair(quick_repair), s))
+            let (w, s) = Writer::open(db, signer, writer_clock, batch)?;
+            let w = w.with_snapshots(every).with_quick_repair(quick_repair);
+            match replication {
+                Some(r) => w.with_replication(r).map(|w| (w, s)),
+                None => Ok((w, s)),
+            }
         })
         .await
         .map_err(|e| {
@@ -137,6 +168,7 @@ impl Daemon {
                 bootstrap_nonces: settings.config.bootstrap_nonces.is_some()
                     || settings.config.strict,
             },
+            leader: Arc::clone(&leader),
         };
         let ticker = tokio::spawn(tick(
             tx.clone(),
@@ -306,9 +338,33 @@ async fn tick(tx: mpsc::Sender<Work>, every: Duration, retain_for: Option<Micros
 }
 
 /// Reads the checkpoint signing key named by the config.
+///
+/// With `FLEET_LEDGER_SIGNATURE_ORACLE` naming a file, every checkpoint this process signs is
+/// also appended to it, one line each (`<size> <root base64>`), before the signature is
+/// used: the failover tests' signature oracle across real processes, which finds a fork if
+/// any node ever signed one (issue 29). Unset (always, in production): nothing.
 pub fn signer(path: &Path) -> Result<Signer> {
-    ledger::keys::read_private_key(path)
-        .with_context(|| format!("reading the signing key {}", path.display()))
+    let signer = ledger::keys::read_private_key(path)
+        .with_context(|| format!("reading the signing key {}", path.display()))?;
+    Ok(match std::env::var_os("FLEET_LEDGER_SIGNATURE_ORACLE") {
+        Some(file) => signer.with_oracle(Arc::new(move |message: &[u8]| {
+            use std::io::Write as _;
+            let text = String::from_utf8_lossy(message);
+            let mut lines = text.lines().skip(1);
+            let (Some(size), Some(root)) = (lines.next(), lines.next()) else {
+                return;
+            };
+            let line = format!("{size} {root}\n");
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)
+            {
+                let _ = f.write_all(line.as_bytes());
+            }
+        })),
+        None => signer,
+    })
 }
 
 /// The closure proxy's upstream deadline: nixfleet's 30 s, within the request's own limit so

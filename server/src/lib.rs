@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod enrollment;
 pub mod intake;
 pub mod logging;
+pub mod node;
 pub mod publish;
 pub mod reload;
 pub mod replication;

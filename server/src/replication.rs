@@ -232,6 +232,48 @@ impl Leadership {
     pub fn abandon(self) {
         self.keeper.abort();
     }
+
+    /// Gives the leadership up at once: the lease is revoked, so the next candidate is
+    /// elected without waiting for the TTL (a planned switchover, a node that may not
+    /// lead, a clean stop). A revocation that fails leaves the lease to lapse.
+    pub async fn resign(self, etcd: &Etcd) {
+        self.keeper.abort();
+        match etcd
+            .call("/v3/lease/revoke", &json!({"ID": self.lease.to_string()}))
+            .await
+        {
+            Ok(_) => {}
+            // Lapsed already (why a writer steps down).
+            Err(CallError::Unknown(m)) if m.contains("lease not found") => {}
+            Err(e) => {
+                tracing::warn!(error = ?e, "revoking the election lease; it lapses after its TTL")
+            }
+        }
+    }
+}
+
+impl Etcd {
+    /// The node the writer election names now (its leader key's value), None while nobody
+    /// leads.
+    pub async fn leader(&self, prefix: &str) -> Result<Option<String>, RegisterError> {
+        let answer = self
+            .call(
+                "/v3/election/leader",
+                &json!({"name": b64(election_name(prefix).as_bytes())}),
+            )
+            .await;
+        let answer = match answer {
+            Ok(a) => a,
+            // etcd answers an error when the election has no leader.
+            Err(CallError::Unknown(m)) if m.contains("no leader") => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let value = answer["kv"]["value"].as_str().unwrap_or_default();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .map_err(|e| RegisterError::Malformed(format!("the election's leader value: {e}")))?;
+        Ok((!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned()))
+    }
 }
 
 /// Campaigns for the writer election as `node` with a lease of `ttl`, waiting (without a

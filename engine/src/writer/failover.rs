@@ -25,7 +25,7 @@ use ledger::store::Receipt;
 use super::{StartError, Writer};
 use crate::materialize::{Ledger, MaterializeError};
 use crate::register::{CommitRegister, Head, Swap};
-use crate::replicate::{Shipment, Shipper};
+use crate::replicate::{Shipment, Shipper, Target};
 
 /// What a writer of an epoch needs: its register, its name and epoch, its standbys.
 #[derive(Clone)]
@@ -45,6 +45,8 @@ pub struct Replication {
     pub strict_sync: bool,
     /// With `strict_sync`: how many standbys must hold every batch.
     pub min_sync: usize,
+    /// How long a standby of the sync set is waited for before the batch goes on without it.
+    pub ship_timeout: Duration,
     /// Where tails the register never acknowledged are kept.
     pub aside: PathBuf,
 }
@@ -65,6 +67,7 @@ impl Replication {
             shipper: None,
             strict_sync: false,
             min_sync: 0,
+            ship_timeout: Duration::from_secs(2),
             aside,
         }
     }
@@ -72,6 +75,11 @@ impl Replication {
 
 /// How long a standby outside the `sync_set` is left alone after a failed shipment.
 const RESHIP_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a standby outside the `sync_set` is waited for: joining the sync set must not
+/// stall the batches of a writer whose standby hangs (a paused VM answers nothing; a
+/// standby catching up takes the next chance).
+const OUT_OF_SYNC_WAIT: Duration = Duration::from_millis(200);
 
 impl std::fmt::Debug for Replication {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,14 +113,23 @@ impl Replicating {
             return Ok((Vec::new(), Vec::new()));
         };
         let now = Instant::now();
-        let targets: Vec<String> = self
+        let targets: Vec<Target> = self
             .cfg
             .standbys
             .iter()
-            .filter(|n| {
-                self.head.sync_set.contains(n) || self.reship_at.get(*n).is_none_or(|t| *t <= now)
+            .filter_map(|n| {
+                let wait = if self.head.sync_set.contains(n) {
+                    self.cfg.ship_timeout
+                } else if self.reship_at.get(n).is_none_or(|t| *t <= now) {
+                    OUT_OF_SYNC_WAIT.min(self.cfg.ship_timeout)
+                } else {
+                    return None;
+                };
+                Some(Target {
+                    node: n.clone(),
+                    wait,
+                })
             })
-            .cloned()
             .collect();
         let shipment = Shipment {
             epoch: self.cfg.epoch,
@@ -128,7 +145,7 @@ impl Replicating {
         };
         let mut held = Vec::new();
         let mut dropped = Vec::new();
-        for (node, answer) in targets.into_iter().zip(answers) {
+        for (Target { node, .. }, answer) in targets.into_iter().zip(answers) {
             match answer {
                 Ok(()) => {
                     self.reship_at.remove(&node);

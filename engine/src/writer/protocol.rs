@@ -131,6 +131,22 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// What a node that does not write shares with its API (a standby): no reader, nothing
+    /// published, its metrics.
+    pub fn detached(metrics: Metrics) -> Shared {
+        Shared {
+            reader: RwLock::new(None),
+            committed: watch::channel(0).0,
+            fleet_ready: false.into(),
+            published: RwLock::default(),
+            witnessed: RwLock::new(None),
+            store_failures: 0.into(),
+            metrics,
+            revoked: RwLock::default(),
+            allowlist_ready: false.into(),
+        }
+    }
+
     /// The revocations in force.
     pub fn revoked(&self) -> Arc<Revoked> {
         Arc::clone(&self.revoked.read().unwrap_or_else(|p| p.into_inner()))

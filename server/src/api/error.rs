@@ -173,6 +173,18 @@ pub enum ErrorCode {
     ShuttingDown,
     /// `writer-gone`: 503: the writer stopped before answering; the input may not be recorded
     WriterGone,
+    /// `not-leader`: 503: this node stands by (failover); the writer is another node
+    NotLeader,
+    /// `not-a-standby`: 409: a batch shipped to the writer (failover)
+    NotAStandby,
+    /// `stale-epoch`: 409: a batch from a writer older than one this standby follows
+    StaleEpoch,
+    /// `standby-behind`: 409: a batch extending entries this standby does not hold yet
+    StandbyBehind,
+    /// `standby-diverged`: 409: a batch extending a head this standby's log does not have
+    StandbyDiverged,
+    /// `invalid-shipment`: 422: a batch that does not continue the log as shipped
+    InvalidShipment,
     /// `unavailable`: 503: an entry could not be read back; retry
     Unavailable,
     /// `internal`: 500: a bug; the reason says where
@@ -301,6 +313,12 @@ impl ErrorCode {
         ErrorCode::Reopening,
         ErrorCode::ShuttingDown,
         ErrorCode::WriterGone,
+        ErrorCode::NotLeader,
+        ErrorCode::NotAStandby,
+        ErrorCode::StaleEpoch,
+        ErrorCode::StandbyBehind,
+        ErrorCode::StandbyDiverged,
+        ErrorCode::InvalidShipment,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::IllegalTransition,
@@ -476,6 +494,36 @@ impl ErrorCode {
                 "not-ready",
                 StatusCode::SERVICE_UNAVAILABLE,
                 "503 (Retry-After: 30): no verified fleet manifest is in force yet",
+            ),
+            ErrorCode::NotLeader => (
+                "not-leader",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "503: this node stands by (failover); the writer is another node",
+            ),
+            ErrorCode::NotAStandby => (
+                "not-a-standby",
+                StatusCode::CONFLICT,
+                "409: a batch shipped to the writer (failover)",
+            ),
+            ErrorCode::StaleEpoch => (
+                "stale-epoch",
+                StatusCode::CONFLICT,
+                "409: a batch from a writer older than one this standby follows",
+            ),
+            ErrorCode::StandbyBehind => (
+                "standby-behind",
+                StatusCode::CONFLICT,
+                "409: a batch extending entries this standby does not hold yet",
+            ),
+            ErrorCode::StandbyDiverged => (
+                "standby-diverged",
+                StatusCode::CONFLICT,
+                "409: a batch extending a head this standby's log does not have",
+            ),
+            ErrorCode::InvalidShipment => (
+                "invalid-shipment",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "422: a batch that does not continue the log as shipped",
             ),
             ErrorCode::QueueFull => (
                 "queue-full",

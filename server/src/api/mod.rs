@@ -20,6 +20,7 @@ mod nixfleet_rollouts;
 mod openapi;
 mod operators;
 mod published;
+pub mod replica;
 mod rollouts;
 mod rotation;
 mod unread;
@@ -91,6 +92,9 @@ pub struct AppState {
     pub closure: Option<Arc<closure::ClosureProxy>>,
     /// nixfleet's `--strict` (config `strict`): `X-Nixfleet-Protocol` required.
     pub strict: bool,
+    /// Whether this node leads (failover: elected, its lease alive; a single node: always).
+    /// `GET /healthz/leader` answers 200 only while it does and the writer is not fenced.
+    pub leader: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What must be in force before the agent routes are served, besides a verified fleet: CI's
@@ -249,6 +253,22 @@ async fn healthz(State(state): State<AppState>) -> Response {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "writer unavailable\n").into_response()
+    }
+}
+
+/// Whether this node is the writer of the current epoch: what a load balancer sends agents
+/// by (failover; a single node is always its writer).
+#[utoipa::path(get, path = "/healthz/leader", tag = "daemon",
+    responses((status = 200, description = "this node writes", content_type = "text/plain", body = String),
+        (status = 503, description = "this node does not write (a standby, fenced, or its lease lost)", content_type = "text/plain", body = String)))]
+async fn healthz_leader(State(state): State<AppState>) -> Response {
+    let leads = state.leader.load(std::sync::atomic::Ordering::Acquire)
+        && state.shared.metrics.fenced.get() == 0
+        && !state.tx.is_closed();
+    if leads {
+        (StatusCode::OK, "leader\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not the leader\n").into_response()
     }
 }
 
@@ -482,6 +502,8 @@ pub fn router(state: AppState) -> Router {
         .merge(rest)
         .merge(streams)
         .route("/healthz", get(healthz))
+        .route("/healthz/leader", get(healthz_leader))
+        .route("/v1/replication/batch", post(replica::not_a_standby))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(state.strict, protocol))

@@ -11,7 +11,8 @@ use super::{
     ErrorBody, agent, audit, closure, identity, manifests, nixfleet_rollouts, operators, published,
     rollouts, rotation,
 };
-use crate::api::{__path_healthz, __path_metrics};
+use crate::api::replica::__path_receive;
+use crate::api::{__path_healthz, __path_healthz_leader, __path_metrics};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
@@ -238,6 +239,8 @@ pub(super) struct RolloutManifest {
         audit::proof_consistency,
         metrics,
         healthz,
+        healthz_leader,
+        receive,
         openapi_json,
     ),
     components(schemas(ErrorBody, wire::WireReport, FleetResolved, RolloutManifest)),

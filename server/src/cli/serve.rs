@@ -35,6 +35,27 @@ pub(crate) fn serve(db: PathBuf, listen: std::net::SocketAddr, config: &Path) ->
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
+        if let Some(fo) = &settings.config.failover {
+            // A failover node: it stands by, and writes once elected (OPERATIONS, "Failover").
+            tracing::info!(node = %fo.node, "failover node starting");
+            let hups = tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::warn!("SIGHUP: a failover node re-reads its config at its next change of role (restart it to apply a change now)");
+                }
+            });
+            sd_notify("READY=1\nSTATUS=failover node");
+            let result = fleet_ledger::node::run(
+                db,
+                config,
+                listener,
+                fleet_ledger::daemon::system_clock(),
+                stop.recv(),
+            )
+            .await;
+            sd_notify("STOPPING=1");
+            hups.abort();
+            return result;
+        }
         let start = fleet_ledger::daemon::Daemon::start(
             db,
             settings,

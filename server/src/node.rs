@@ -1,0 +1,483 @@
+//! A failover node (issue 29): `serve` with `failover` in the config runs this instead of a
+//! lone daemon. The node stands by (it takes the writer's shipped batches, and catches up
+//! from the writer's log when it missed some) and campaigns in etcd's writer election while
+//! it holds the head the commit register acknowledges. Elected, it closes its standby and
+//! opens the full daemon on the same file as the writer of its epoch (the register swapped
+//! to that epoch fences the previous writer). It steps down (back to standing by, in the
+//! same process) when its lease is lost or another writer fenced it.
+//!
+//! etcd decides who tries; the register's swap decides who may sign (see
+//! [`engine::writer::Replication`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use engine::replicate::{ShipRefusal, Shipment, Shipper, Standby, Target};
+use engine::writer::{Clock, Replication, Shared};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use crate::api::replica::{self, StandbyState};
+use crate::config::{Config, FailoverConfig};
+use crate::connections::{self, ConnLimits, Serving};
+use crate::daemon::{Daemon, WriterRole};
+use crate::replication::{Etcd, EtcdRegister, Leadership, campaign};
+
+/// Where a node keeps the tails no register acknowledged: `<db>.aside/`.
+pub fn aside_dir(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".aside");
+    PathBuf::from(name)
+}
+
+/// Ships batches to the standbys over HTTP (`POST /v1/replication/batch`), to all at once,
+/// each within the deadline.
+pub struct HttpShipper {
+    peers: BTreeMap<String, String>,
+    http: reqwest::Client,
+    token: String,
+    timeout: Duration,
+    runtime: Handle,
+}
+
+impl std::fmt::Debug for HttpShipper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("HttpShipper")
+            .field("peers", &self.peers)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl HttpShipper {
+    /// Ships to `peers` (name → base URL) with the peer token; the writer thread's calls run
+    /// on `runtime`.
+    pub fn new(
+        peers: BTreeMap<String, String>,
+        token: String,
+        timeout: Duration,
+        runtime: Handle,
+    ) -> Result<HttpShipper> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Ok(HttpShipper {
+            peers,
+            http: reqwest::Client::builder()
+                .connect_timeout(timeout)
+                .build()
+                .context("building the shipping client")?,
+            token,
+            timeout,
+            runtime,
+        })
+    }
+}
+
+impl Shipper for HttpShipper {
+    fn ship(&self, to: &[Target], s: &Shipment) -> Vec<Result<(), ShipRefusal>> {
+        let body = axum::body::Bytes::from(replica::frame(&s.entries));
+        let headers = replica::shipment_headers(s);
+        let calls = to.iter().map(|Target { node, wait }| {
+            let url = self
+                .peers
+                .get(node)
+                .map(|u| format!("{}/v1/replication/batch", u.trim_end_matches('/')));
+            let mut req = url.as_ref().map(|url| {
+                self.http
+                    .post(url)
+                    .bearer_auth(&self.token)
+                    .timeout(*wait)
+                    .header("content-type", "application/octet-stream")
+                    .body(body.clone())
+            });
+            for (name, value) in &headers {
+                req = req.map(|r| r.header(*name, value));
+            }
+            async move {
+                let Some(req) = req else {
+                    return Err(ShipRefusal::Unavailable("not a configured peer".into()));
+                };
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| ShipRefusal::Unavailable(e.to_string()))?;
+                let status = resp.status();
+                let headers = resp.headers().clone();
+                let text = resp.text().await.unwrap_or_default();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(replica::refusal_of(status, &headers, &text))
+                }
+            }
+        });
+        self.runtime.block_on(futures_util::future::join_all(calls))
+    }
+}
+
+/// Why a writer phase ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// SIGTERM/SIGINT: stop.
+    Stop,
+    /// The election lease was lost.
+    LeaseLost,
+    /// Another writer fenced this one.
+    Fenced,
+}
+
+/// Runs a failover node on `listener` until `stop` resolves. The config is re-read at each
+/// change of role (so a promoted node runs with the settings in force).
+pub async fn run(
+    db: PathBuf,
+    config: &Path,
+    listener: tokio::net::TcpListener,
+    clock: Clock,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let listener = listener
+        .into_std()
+        .context("keeping the listening socket")?;
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let settings = Config::load(config)?;
+        let fo = settings
+            .config
+            .failover
+            .clone()
+            .context("the config has no failover section")?;
+        let token = settings
+            .peer_token
+            .clone()
+            .context("failover needs its peer token")?;
+        let etcd = Etcd::new(&fo.etcd, Some(Duration::from_secs(2)))
+            .map_err(|e| anyhow::anyhow!("failover.etcd: {e}"))?;
+        let signer = Arc::new(crate::daemon::signer(&settings.config.signing_key)?);
+        let aside = aside_dir(&db);
+
+        // Standing by.
+        let opened = {
+            let (db, signer, aside) = (db.clone(), Arc::clone(&signer), aside.clone());
+            tokio::task::spawn_blocking(move || {
+                // After stepping down, a request still finishing may hold the file a moment.
+                let mut tries = 0;
+                loop {
+                    match Standby::open(&db, Arc::clone(&signer), &aside) {
+                        Err(e) if tries < 50 && e.to_string().contains("already open") => {
+                            tries += 1;
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        other => return other,
+                    }
+                }
+            })
+            .await?
+        };
+        let standby = opened.with_context(|| format!("opening {} to stand by", db.display()))?;
+        tracing::info!(node = %fo.node, size = standby.head().0, epoch = standby.epoch(), "standing by");
+        let cell = Arc::new(Mutex::new(Some(standby)));
+        let shipped = Arc::new(Mutex::new(None));
+        let state = StandbyState {
+            standby: Arc::clone(&cell),
+            token: crate::auth::digest(&token),
+            shipped: Arc::clone(&shipped),
+            body_bytes: 512 * 1024 * 1024,
+            peers: fo.peers.clone(),
+            peer_token: token.as_str().into(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .context("building the catch-up client")?,
+        };
+        let metrics = engine::metrics::Metrics::new(Some(&db));
+        let shared = Arc::new(Shared::detached(metrics));
+        let (halt, halted) = watch::channel(false);
+        let limits = &settings.config.limits;
+        let (_serving_tx, serving) = watch::channel(Serving {
+            app: replica::standby_router(state),
+            limits: ConnLimits {
+                header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+                connections_max: limits.connections_max,
+            }
+            .fit_file_limit(),
+        });
+        let served = tokio::spawn(connections::serve(
+            tokio::net::TcpListener::from_std(listener.try_clone()?)?,
+            settings.tls.clone(),
+            serving,
+            Arc::clone(&shared),
+            halted,
+        ));
+        let catching_up = tokio::spawn(catch_up(
+            etcd.clone(),
+            fo.clone(),
+            token.clone(),
+            Arc::clone(&cell),
+            Arc::clone(&shipped),
+            signer.public().clone(),
+        ));
+        let elected = tokio::select! {
+            _ = stop.as_mut() => None,
+            lead = campaign_when_eligible(&etcd, &fo, &cell) => Some(lead),
+        };
+        catching_up.abort();
+        let _ = catching_up.await;
+        let _ = halt.send(true);
+        let _ = served.await;
+        let Some(lead) = elected else {
+            return Ok(());
+        };
+        // Close the standby: the writer opens the same file.
+        let closed = Arc::clone(&cell);
+        tokio::task::spawn_blocking(move || {
+            closed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        })
+        .await?;
+        tracing::info!(node = %fo.node, epoch = lead.epoch, "elected: taking the log over");
+
+        // Writing.
+        let leader = Arc::new(AtomicBool::new(true));
+        let replication = Replication {
+            register: Arc::new(EtcdRegister::new(
+                etcd.clone(),
+                &fo.prefix,
+                Handle::current(),
+            )),
+            node: fo.node.clone(),
+            epoch: lead.epoch,
+            standbys: fo.peers.keys().cloned().collect(),
+            shipper: Some(Arc::new(HttpShipper::new(
+                fo.peers.clone(),
+                token.clone(),
+                Duration::from_millis(fo.ship_timeout_ms),
+                Handle::current(),
+            )?)),
+            strict_sync: fo.strict_sync,
+            min_sync: fo.min_sync,
+            ship_timeout: Duration::from_millis(fo.ship_timeout_ms),
+            aside,
+        };
+        let signer = crate::daemon::signer(&settings.config.signing_key)?;
+        let started = Daemon::start_as(
+            db.clone(),
+            settings,
+            signer,
+            tokio::net::TcpListener::from_std(listener.try_clone()?)?,
+            Arc::clone(&clock),
+            Some(WriterRole {
+                replication,
+                leader: Arc::clone(&leader),
+            }),
+        )
+        .await;
+        let daemon = match started {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "could not take the log over; standing by again"
+                );
+                lead.resign(&etcd).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let shared = Arc::clone(&daemon.shared);
+        let mut lost = lead.lost.clone();
+        let ended = Arc::new(Mutex::new(End::Stop));
+        let why = Arc::clone(&ended);
+        let watch_for = async {
+            let end = tokio::select! {
+                _ = stop.as_mut() => End::Stop,
+                _ = lost.wait_for(|l| *l) => End::LeaseLost,
+                _ = fenced(&shared) => End::Fenced,
+            };
+            leader.store(false, Ordering::Release);
+            *why.lock().unwrap_or_else(|p| p.into_inner()) = end;
+        };
+        daemon.run_until(watch_for).await?;
+        // The writer is closed; the reader the API shared keeps the file open until dropped
+        // (the standby opens it next).
+        *shared.reader.write().unwrap_or_else(|p| p.into_inner()) = None;
+        drop(shared);
+        let end = *ended.lock().unwrap_or_else(|p| p.into_inner());
+        lead.resign(&etcd).await;
+        match end {
+            End::Stop => return Ok(()),
+            End::LeaseLost => {
+                tracing::warn!(node = %fo.node, "the election lease was lost: stepping down to stand by");
+            }
+            End::Fenced => {
+                tracing::error!(node = %fo.node, "fenced by a newer writer: stepping down to stand by");
+            }
+        }
+    }
+}
+
+/// Resolves once the writer was fenced.
+async fn fenced(shared: &Shared) {
+    loop {
+        if shared.metrics.fenced.get() != 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether this node holds the head the register acknowledges (signed, or as its tail):
+/// only then may it take over. An empty register may be taken by `initial_writer` alone.
+async fn eligible(
+    etcd: &Etcd,
+    fo: &FailoverConfig,
+    cell: &Arc<Mutex<Option<Standby>>>,
+) -> Result<bool, String> {
+    let register = EtcdRegister::new(etcd.clone(), &fo.prefix, Handle::current());
+    let held = register.read_async().await.map_err(|e| e.to_string())?;
+    let Some(h) = held else {
+        return Ok(fo.initial_writer.as_deref() == Some(fo.node.as_str()));
+    };
+    let cell = Arc::clone(cell);
+    tokio::task::spawn_blocking(move || {
+        let guard = cell.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = guard.as_ref() else {
+            return Ok(false);
+        };
+        let want = (h.tree_size, h.root);
+        Ok(s.head() == want || s.tail_head().map_err(|e| e.to_string())? == Some(want))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Campaigns while eligible; returns once elected and still eligible.
+async fn campaign_when_eligible(
+    etcd: &Etcd,
+    fo: &FailoverConfig,
+    cell: &Arc<Mutex<Option<Standby>>>,
+) -> Leadership {
+    let ttl = Duration::from_secs(fo.lease_ttl_secs);
+    let mut said = None;
+    loop {
+        match eligible(etcd, fo, cell).await {
+            Ok(true) => match campaign(etcd, &fo.prefix, &fo.node, ttl).await {
+                Ok(lead) => match eligible(etcd, fo, cell).await {
+                    Ok(true) => return lead,
+                    other => {
+                        tracing::info!(result = ?other, "elected without the acknowledged head; resigning");
+                        lead.resign(etcd).await;
+                    }
+                },
+                Err(e) => tracing::warn!(error = %e, "campaigning"),
+            },
+            Ok(false) => {
+                if said != Some(false) {
+                    tracing::info!(
+                        "not campaigning: this node does not hold the head the commit register acknowledges (catching up)"
+                    );
+                }
+                said = Some(false);
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the commit register"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// While no shipment arrives, pulls what the writer committed beyond this standby's head
+/// (its latest checkpoint, verified with the log's key; the entries up to it) and writes it.
+async fn catch_up(
+    etcd: Etcd,
+    fo: FailoverConfig,
+    token: String,
+    cell: Arc<Mutex<Option<Standby>>>,
+    shipped: Arc<Mutex<Option<Instant>>>,
+    key: ledger::keys::PublicKey,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let recent = shipped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+        if recent {
+            continue;
+        }
+        let Ok(Some(leader)) = etcd.leader(&fo.prefix).await else {
+            continue;
+        };
+        let Some(url) = fo.peers.get(&leader) else {
+            continue;
+        };
+        if let Err(e) = pull_once(&http, url, &token, &cell, &key).await {
+            tracing::debug!(error = %e, %leader, "catching up");
+        }
+    }
+}
+
+async fn pull_once(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    cell: &Arc<Mutex<Option<Standby>>>,
+    key: &ledger::keys::PublicKey,
+) -> Result<(), String> {
+    let base = url.trim_end_matches('/');
+    let note = http
+        .get(format!("{base}/v1/ledger/checkpoint"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| e.to_string())?
+        .bytes()
+        .await
+        .map_err(|e| e.to_string())?;
+    let verified = ledger::checkpoint::verify_note(&note, key).map_err(|e| e.to_string())?;
+    let cp = verified.checkpoint().clone();
+    let mine = {
+        let guard = cell.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().ok_or("closed")?.head().0
+    };
+    if cp.size <= mine {
+        return Ok(());
+    }
+    let body = http
+        .get(format!(
+            "{base}/v1/ledger/entries?from={mine}&to={}",
+            cp.size
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| e.to_string())?
+        .bytes()
+        .await
+        .map_err(|e| e.to_string())?;
+    let entries = replica::unframe(&body)?;
+    let cell = Arc::clone(cell);
+    let size = tokio::task::spawn_blocking(move || {
+        let mut guard = cell.lock().unwrap_or_else(|p| p.into_inner());
+        let s = guard
+            .as_mut()
+            .ok_or(ShipRefusal::Unavailable("closed".into()))?;
+        if s.head().0 != mine {
+            // A shipment moved it meanwhile.
+            return Ok(s.head().0);
+        }
+        s.catch_up(&entries, cp.root.0)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    tracing::info!(size, "caught up from the writer");
+    Ok(())
+}

@@ -1,0 +1,505 @@
+//! Failover with real processes, as Jepsen does it (issue 29, test 3): three etcd members
+//! (Debian's etcd), two `serve` nodes on loopback (a writer and a standby, `failover` in their
+//! configs), and agents under closed-loop load sent to whichever node answers
+//! `/healthz/leader` (what HAProxy does in production). Faults: `kill -9` of the writer,
+//! `SIGSTOP` past its lease then `SIGCONT`, the etcd majority killed (the writer must answer
+//! 503 and acknowledge nothing until etcd is back). After the run, held to the shared
+//! checker: every acknowledged report in the final log exactly once and in per-host order,
+//! no checkpoint any process signed off the final log (the signature oracle), the register's
+//! whole history (read back from etcd) never backwards and in the log; both nodes' logs
+//! identical; `verify`, `check` and `replay --check` pass on each.
+//!
+//! `FAILOVER_CYCLES` sets how many failovers (default 6); the `failover` bench runs more.
+
+mod common;
+mod etcd;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use engine::register::Head;
+use engine::run_check::{Acked as Ack, Evidence, SignedHead, check_run};
+use fleet_ledger_demo::{ApiClient, Setup};
+
+const LEASE_SECS: u64 = 2;
+
+struct Node {
+    name: &'static str,
+    dir: PathBuf,
+    db: PathBuf,
+    config: PathBuf,
+    port: u16,
+    proc: Option<Proc>,
+}
+
+impl Node {
+    fn oracle(&self) -> PathBuf {
+        self.dir.join("signed.txt")
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("serve.log"))
+            .unwrap();
+        let mut cmd = Command::new(EXE);
+        cmd.env("FLEET_LEDGER_SIGNATURE_ORACLE", self.oracle());
+        self.proc = Some(serve(
+            cmd,
+            &self.db,
+            &self.config,
+            self.port,
+            Stdio::from(log),
+            "info",
+        ));
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(p) = &self.proc {
+            Command::new("kill")
+                .args([sig, &p.id().to_string()])
+                .status()
+                .unwrap();
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill().unwrap();
+            p.wait().unwrap();
+        }
+    }
+
+    fn client(&self) -> ApiClient {
+        ApiClient::new(&format!("http://127.0.0.1:{}", self.port)).unwrap()
+    }
+
+    /// The last lines of its log (what a failure shows).
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!(
+            "--- {} ---\n{}",
+            self.name,
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
+    }
+}
+
+/// The peer secret every node shares.
+const PEER_TOKEN: &str = "failover-test-peer-secret-0123456789abcdef";
+
+/// Node `name`'s config: the setup's, with a failover section naming the other nodes.
+fn configure(setup: &Setup, dir: &Path, name: &str, nodes: &[(&str, u16)], etcd: &[String]) {
+    let token = dir.join("peer.token");
+    std::fs::write(&token, PEER_TOKEN).unwrap();
+    let mut config = serde_json::to_value(&setup.config).unwrap();
+    let peers: serde_json::Map<String, serde_json::Value> = nodes
+        .iter()
+        .filter(|(n, _)| *n != name)
+        .map(|(n, port)| (n.to_string(), format!("http://127.0.0.1:{port}").into()))
+        .collect();
+    config["failover"] = serde_json::json!({
+        "node": name,
+        "etcd": etcd,
+        "prefix": "/test-log",
+        "lease_ttl_secs": LEASE_SECS,
+        "peers": peers,
+        "token_file": token,
+        "initial_writer": "a",
+        "ship_timeout_ms": 1000,
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Which node answers `/healthz/leader` 200 (what the balancer routes agents to).
+async fn leader(nodes: &[(&'static str, u16)]) -> Option<(&'static str, u16)> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    for (name, port) in nodes {
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/healthz/leader"))
+            .send()
+            .await
+            && r.status() == 200
+        {
+            return Some((name, *port));
+        }
+    }
+    None
+}
+
+async fn wait_leader(nodes: &[(&'static str, u16)], within: Duration) -> (&'static str, u16) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(l) = leader(nodes).await {
+            return l;
+        }
+        assert!(Instant::now() < deadline, "no node became the leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The register's whole history, as etcd kept it (every revision of its key).
+fn register_history(endpoints: &[String]) -> Vec<Head> {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &endpoints.join(","),
+            "watch",
+            "--rev",
+            "1",
+            "--prefix",
+            "/test-log/register",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = out.id();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    });
+    let text = String::from_utf8(out.wait_with_output().unwrap().stdout).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| Head::from_bytes(l.as_bytes()).unwrap())
+        .collect()
+}
+
+fn signed(node: &Node) -> Vec<SignedHead> {
+    std::fs::read_to_string(node.oracle())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (size, root) = l.split_once(' ')?;
+            Some(SignedHead {
+                node: node.name.into(),
+                size: size.parse().ok()?,
+                root: ledger::hash::Hash::from_base64(root)?.0,
+            })
+        })
+        .collect()
+}
+
+/// An agent: probe results back to back to whichever node leads, each acknowledged one
+/// recorded; a refused or failed one is not retried (the next seq follows). A request to a
+/// writer that stopped answering (paused) waits out the agent's 3 s timeout: part of the
+/// failover time an agent sees.
+async fn agent(
+    host: String,
+    token: String,
+    mut seq: u64,
+    route: Arc<AtomicU16>,
+    acked: Acked,
+    last_ok: Arc<Mutex<(Instant, u16)>>,
+    running: Arc<AtomicBool>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    while running.load(Ordering::Relaxed) {
+        let port = route.load(Ordering::Relaxed);
+        if port == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        seq += 1;
+        let sent = http
+            .post(format!("http://127.0.0.1:{port}/v1/agent/events"))
+            .bearer_auth(&token)
+            .json(&probe_result(&host, seq))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status() == 200 => {
+                let v: serde_json::Value = r.json().await.unwrap();
+                acked
+                    .lock()
+                    .unwrap()
+                    .push((v["seq"].as_u64().unwrap(), host.clone(), seq));
+                *last_ok.lock().unwrap() = (Instant::now(), port);
+            }
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let body = r.text().await.unwrap_or_default();
+                assert!(
+                    status == 503,
+                    "{host} seq {seq}: {status} {body} (only 503 may refuse a write)"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
+    if !etcd::have_etcd() {
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut cluster = etcd::Cluster::start();
+    let endpoints = cluster.endpoints();
+    let dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("FAILOVER_KEEP").is_some() {
+        eprintln!("keeping {}", dir.path().display());
+    }
+    let setup = Setup::create(&dir.path().join("a"), None, 16).unwrap();
+    let ports = [("a", free_port()), ("b", free_port())];
+    let mut nodes: Vec<Node> = ports
+        .iter()
+        .map(|(name, port)| {
+            let d = dir.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            let db = d.join("ledger.redb");
+            if !db.exists() {
+                std::fs::copy(&setup.db, &db).unwrap();
+            }
+            configure(&setup, &d, name, &ports, &endpoints);
+            Node {
+                name,
+                db,
+                config: d.join("config.json"),
+                dir: d,
+                port: *port,
+                proc: None,
+            }
+        })
+        .collect();
+    for n in &mut nodes {
+        n.start();
+    }
+    let (first, _) = wait_leader(&ports, Duration::from_secs(30)).await;
+    assert_eq!(first, "a", "the initial writer takes the empty register");
+    let c = nodes[0].client();
+    prepare(&c, &setup).await;
+    let op = setup.tokens.operator.clone();
+
+    // The balancer: every 50 ms, route agents to the node answering /healthz/leader.
+    let route = Arc::new(AtomicU16::new(nodes[0].port));
+    let running = Arc::new(AtomicBool::new(true));
+    let router = {
+        let (route, running) = (Arc::clone(&route), Arc::clone(&running));
+        tokio::spawn(async move {
+            while running.load(Ordering::Relaxed) {
+                let port = leader(&ports).await.map_or(0, |(_, p)| p);
+                route.store(port, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let acked: Acked = Arc::default();
+    let last_ok = Arc::new(Mutex::new((Instant::now(), 0u16)));
+    let agents: Vec<_> = last_seqs(&c, &op)
+        .await
+        .into_iter()
+        .map(|(host, last)| {
+            tokio::spawn(agent(
+                host.clone(),
+                setup.tokens.agents[&host].clone(),
+                last,
+                Arc::clone(&route),
+                Arc::clone(&acked),
+                Arc::clone(&last_ok),
+                Arc::clone(&running),
+            ))
+        })
+        .collect();
+
+    let cycles: usize = std::env::var("FAILOVER_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    let mut failovers = Vec::new();
+    for cycle in 0..cycles {
+        // Let the load run, with the standby in the sync set.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (lead, port) = wait_leader(&ports, Duration::from_secs(30)).await;
+        let lc = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while metric(&lc, &op, "fleet_ledger_sync_set_size").await < 1.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the standby never got in sync\n{}\n{}",
+                nodes[0].log(),
+                nodes[1].log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let i = nodes.iter().position(|n| n.name == lead).unwrap();
+        let acked_before = acked.lock().unwrap().len();
+        let t0 = Instant::now();
+        let paused = cycle % 3 == 2;
+        if paused {
+            // Stopped past its lease: the standby takes over; woken, it is fenced.
+            nodes[i].signal("-STOP");
+        } else {
+            nodes[i].kill();
+        }
+        // The first acknowledgement by the other node.
+        let other = nodes[1 - i].port;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let took = loop {
+            let (at, by) = *last_ok.lock().unwrap();
+            if by == other && at > t0 {
+                break at - t0;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cycle {cycle}: no write acknowledged after the writer {lead} was {}\n{}\n{}",
+                if paused { "paused" } else { "killed" },
+                nodes[0].log(),
+                nodes[1].log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        failovers.push(took);
+        eprintln!(
+            "cycle {cycle}: {lead} {} after {acked_before} acks; failover in {took:?}",
+            if paused { "paused" } else { "killed" }
+        );
+        if paused {
+            nodes[i].signal("-CONT");
+        } else {
+            nodes[i].start();
+        }
+    }
+
+    // The etcd majority lost: nothing is acknowledged until it is back.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    cluster.kill_member(1);
+    cluster.kill_member(2);
+    // Writes in flight when the quorum went may still be answered; then none.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let during = acked.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(
+        acked.lock().unwrap().len(),
+        during,
+        "a write was acknowledged without an etcd quorum"
+    );
+    cluster.start_member(1);
+    cluster.start_member(2);
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(60);
+    while acked.lock().unwrap().len() == during {
+        assert!(
+            Instant::now() < deadline,
+            "writes never resumed once etcd was back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("etcd quorum back: writes resumed in {:?}", t0.elapsed());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    running.store(false, Ordering::Relaxed);
+    for a in agents {
+        a.await.unwrap();
+    }
+    router.await.unwrap();
+    // Let the standby catch up, then stop both nodes.
+    let (lead, port) = wait_leader(&ports, Duration::from_secs(30)).await;
+    let lc = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+    let size = metric(&lc, &op, "fleet_ledger_log_entries").await as u64;
+    let history = register_history(&endpoints);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The standby first: stopping the writer first would let the standby take over.
+    nodes.sort_by_key(|n| n.name == lead);
+    for n in &mut nodes {
+        n.signal("-CONT");
+        n.signal("-TERM");
+        if let Some(mut p) = n.proc.take() {
+            assert!(
+                p.wait().unwrap().success(),
+                "{} did not stop cleanly",
+                n.name
+            );
+        }
+    }
+
+    // The checker, on the last writer's log.
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 100,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    let last = nodes.iter().find(|n| n.name == lead).unwrap();
+    let store = ledger::store::ReadOnlyStore::open(&last.db).unwrap();
+    let snap = store.snapshot().unwrap();
+    assert!(snap.size() >= size);
+    let evidence = Evidence {
+        signed: nodes.iter().flat_map(signed).collect(),
+        register: history.clone(),
+        acked: acked
+            .iter()
+            .map(|(_, host, seq)| Ack {
+                host: host.clone(),
+                rollout: ROLLOUT.into(),
+                agent_seq: *seq,
+            })
+            .collect(),
+        ..Evidence::default()
+    };
+    assert!(evidence.signed.len() > 10 && history.len() > 10);
+    let violations = check_run(&snap, &evidence).unwrap();
+    assert!(violations.is_empty(), "{violations:#?}");
+    let epochs = snap
+        .entries(..)
+        .unwrap()
+        .filter(|e| {
+            matches!(
+                e.as_ref().unwrap().event,
+                ledger::Event::WriterEpochStarted(_)
+            )
+        })
+        .count();
+    assert!(
+        epochs > cycles,
+        "{epochs} writer epochs in the log for {cycles} failovers"
+    );
+    let root = |db: &Path| {
+        let s = ledger::store::ReadOnlyStore::open(db).unwrap();
+        let snap = s.snapshot().unwrap();
+        (snap.size(), snap.latest_checkpoint().unwrap())
+    };
+    drop(snap);
+    drop(store);
+    assert_eq!(
+        root(&nodes[0].db),
+        root(&nodes[1].db),
+        "the standby holds the writer's log"
+    );
+    let key = setup.genesis_pub.to_str().unwrap();
+    for n in &nodes {
+        let db = n.db.to_str().unwrap();
+        succeeds(&["verify", "--db", db, "--key", key]);
+        succeeds(&["check", "--db", db]);
+        succeeds(&["replay", "--db", db, "--check"]);
+    }
+    if std::env::var_os("FAILOVER_KEEP").is_some() {
+        let _ = dir.keep();
+    }
+    let mut sorted = failovers.clone();
+    sorted.sort();
+    eprintln!(
+        "{} acknowledged, {epochs} epochs, failover times {sorted:?}",
+        acked.len()
+    );
+}

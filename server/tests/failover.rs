@@ -1,7 +1,7 @@
 //! Failover with real processes, as Jepsen does it (issue 29, test 3): three etcd members
 //! (Debian's etcd), two `serve` nodes on loopback (a writer and a standby, `failover` in their
-//! configs), and agents under closed-loop load sent to whichever node answers
-//! `/healthz/leader` (what HAProxy does in production). Faults: `kill -9` of the writer,
+//! configs), and agents under closed-loop load through Debian's HAProxy running
+//! `deploy/haproxy.cfg` as shipped (it routes to whichever node answers `/healthz/leader`). Faults: `kill -9` of the writer,
 //! `SIGSTOP` past its lease then `SIGCONT`, the etcd majority killed (the writer must answer
 //! 503 and acknowledge nothing until etcd is back). After the run, held to the shared
 //! checker: every acknowledged report in the final log exactly once and in per-host order,
@@ -16,7 +16,7 @@ mod etcd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -195,17 +195,52 @@ fn signed(node: &Node) -> Vec<SignedHead> {
         .collect()
 }
 
-/// An agent: probe results back to back to whichever node leads, each acknowledged one
-/// recorded; a refused or failed one is not retried (the next seq follows). A request to a
-/// writer that stopped answering (paused) waits out the agent's 3 s timeout: part of the
-/// failover time an agent sees.
+/// Whether HAProxy can be run: otherwise the test fails with a message, unless
+/// `FLEET_SKIP_HAPROXY=1` says to skip it knowingly.
+fn have_haproxy() -> bool {
+    if Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return true;
+    }
+    let msg = "no haproxy: install Debian's `haproxy` (.ci/run does)";
+    if std::env::var("FLEET_SKIP_HAPROXY").as_deref() == Ok("1") {
+        eprintln!("*** {msg}; FLEET_SKIP_HAPROXY=1: NOT RUN ***");
+        return false;
+    }
+    panic!("{msg}, or set FLEET_SKIP_HAPROXY=1 to skip it knowingly");
+}
+
+/// HAProxy running `deploy/haproxy.cfg` as shipped, in front of nodes a and b.
+fn haproxy(bind: u16, a: u16, b: u16) -> Proc {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy.cfg");
+    Proc(
+        Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(cfg)
+            .env("FLEET_LEDGER_BIND", format!("127.0.0.1:{bind}"))
+            .env("FLEET_LEDGER_NODE_A", format!("127.0.0.1:{a}"))
+            .env("FLEET_LEDGER_NODE_B", format!("127.0.0.1:{b}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// An agent: probe results back to back through the balancer, each acknowledged one
+/// recorded with when it was sent and answered; a refused or failed one is not retried (the
+/// next seq follows).
 async fn agent(
     host: String,
     token: String,
     mut seq: u64,
-    route: Arc<AtomicU16>,
+    port: u16,
     acked: Acked,
-    last_ok: Arc<Mutex<(Instant, u16)>>,
+    oks: Arc<Mutex<Vec<(Instant, Instant)>>>,
     running: Arc<AtomicBool>,
 ) {
     let http = reqwest::Client::builder()
@@ -213,12 +248,8 @@ async fn agent(
         .build()
         .unwrap();
     while running.load(Ordering::Relaxed) {
-        let port = route.load(Ordering::Relaxed);
-        if port == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        }
         seq += 1;
+        let at = Instant::now();
         let sent = http
             .post(format!("http://127.0.0.1:{port}/v1/agent/events"))
             .bearer_auth(&token)
@@ -232,7 +263,7 @@ async fn agent(
                     .lock()
                     .unwrap()
                     .push((v["seq"].as_u64().unwrap(), host.clone(), seq));
-                *last_ok.lock().unwrap() = (Instant::now(), port);
+                oks.lock().unwrap().push((at, Instant::now()));
             }
             Ok(r) => {
                 let status = r.status().as_u16();
@@ -250,7 +281,7 @@ async fn agent(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
-    if !etcd::have_etcd() {
+    if !etcd::have_etcd() || !have_haproxy() {
         return;
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -291,21 +322,12 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
     prepare(&c, &setup).await;
     let op = setup.tokens.operator.clone();
 
-    // The balancer: every 50 ms, route agents to the node answering /healthz/leader.
-    let route = Arc::new(AtomicU16::new(nodes[0].port));
+    // The balancer, routing agents to the node answering /healthz/leader.
+    let balancer = free_port();
+    let _haproxy = haproxy(balancer, ports[0].1, ports[1].1);
     let running = Arc::new(AtomicBool::new(true));
-    let router = {
-        let (route, running) = (Arc::clone(&route), Arc::clone(&running));
-        tokio::spawn(async move {
-            while running.load(Ordering::Relaxed) {
-                let port = leader(&ports).await.map_or(0, |(_, p)| p);
-                route.store(port, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
     let acked: Acked = Arc::default();
-    let last_ok = Arc::new(Mutex::new((Instant::now(), 0u16)));
+    let oks = Arc::new(Mutex::new(Vec::new()));
     let agents: Vec<_> = last_seqs(&c, &op)
         .await
         .into_iter()
@@ -314,9 +336,9 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
                 host.clone(),
                 setup.tokens.agents[&host].clone(),
                 last,
-                Arc::clone(&route),
+                balancer,
                 Arc::clone(&acked),
-                Arc::clone(&last_ok),
+                Arc::clone(&oks),
                 Arc::clone(&running),
             ))
         })
@@ -352,17 +374,22 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
         } else {
             nodes[i].kill();
         }
-        // The first acknowledgement by the other node.
-        let other = nodes[1 - i].port;
+        // The first acknowledgement of a request sent after the fault (the new writer's).
         let deadline = Instant::now() + Duration::from_secs(60);
         let took = loop {
-            let (at, by) = *last_ok.lock().unwrap();
-            if by == other && at > t0 {
+            let first = oks
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(sent, _)| *sent > t0)
+                .map(|(_, answered)| *answered)
+                .min();
+            if let Some(at) = first {
                 break at - t0;
             }
             assert!(
                 Instant::now() < deadline,
-                "cycle {cycle}: no write acknowledged after the writer {lead} was {}\n{}\n{}",
+                "cycle {cycle}: no write acknowledged after the writer {lead} was {} ({acked_before} before)\n{}\n{}",
                 if paused { "paused" } else { "killed" },
                 nodes[0].log(),
                 nodes[1].log()
@@ -412,7 +439,6 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
     for a in agents {
         a.await.unwrap();
     }
-    router.await.unwrap();
     // Let the standby catch up, then stop both nodes.
     let (lead, port) = wait_leader(&ports, Duration::from_secs(30)).await;
     let lc = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();

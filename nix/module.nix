@@ -12,7 +12,22 @@ let
   json = pkgs.formats.json { };
   # The config is rendered into the store: it holds file paths and token hashes, never a
   # secret (private keys stay in the files it names).
-  configFile = json.generate "fleet-ledger.json" cfg.settings;
+  fo = cfg.failover;
+  # `failover` options rendered into the config's `failover` section (OPERATIONS, "Failover").
+  failoverSettings = lib.optionalAttrs fo.enable {
+    failover = {
+      node = fo.node;
+      etcd = fo.etcd;
+      prefix = fo.prefix;
+      lease_ttl_secs = fo.leaseTtlSecs;
+      peers = fo.peers;
+      token_file = fo.tokenFile;
+      strict_sync = fo.strictSync;
+      min_sync = fo.minSync;
+    }
+    // lib.optionalAttrs (fo.initialWriter != null) { initial_writer = fo.initialWriter; };
+  };
+  configFile = json.generate "fleet-ledger.json" (cfg.settings // failoverSettings);
   port = lib.toInt (lib.last (lib.splitString ":" cfg.listen));
   exe = lib.getExe cfg.package;
 in
@@ -83,6 +98,67 @@ in
       description = "Open the listen port in the firewall.";
     };
 
+    failover = {
+      enable = lib.mkEnableOption ''
+        failover: this node is one of several writer-capable nodes sharing one log through a
+        commit register in etcd; the elected one writes, the others stand by (OPERATIONS,
+        "Failover")
+      '';
+      node = lib.mkOption {
+        type = lib.types.str;
+        example = "cp-a";
+        description = "This node's name, unique among the nodes (letters, digits, '-').";
+      };
+      etcd = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        default = [ ];
+        example = [
+          "http://10.0.0.21:2379"
+          "http://10.0.0.22:2379"
+          "http://10.0.0.23:2379"
+        ];
+        description = "Every etcd member's client URL.";
+      };
+      prefix = lib.mkOption {
+        type = lib.types.str;
+        default = "/fleet-ledger";
+        description = "The log's key prefix in etcd (one prefix per log).";
+      };
+      leaseTtlSecs = lib.mkOption {
+        type = lib.types.int;
+        default = 5;
+        description = "The election lease: a writer that cannot renew it for this long loses the election.";
+      };
+      peers = lib.mkOption {
+        type = lib.types.attrsOf lib.types.str;
+        default = { };
+        example = {
+          cp-b = "https://10.0.0.12:8443";
+        };
+        description = "The other writer-capable nodes: name to the base URL of their API.";
+      };
+      tokenFile = lib.mkOption {
+        type = lib.types.str;
+        example = "/run/keys/fleet-ledger/failover-peer.token";
+        description = "A file holding the secret every node shares (at least 32 characters), readable by the fleet-ledger user.";
+      };
+      initialWriter = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        description = "The node that may take an empty register: the node whose log the others were copied from.";
+      };
+      strictSync = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = "Refuse writes while fewer than minSync standbys hold every batch, instead of going on without them.";
+      };
+      minSync = lib.mkOption {
+        type = lib.types.int;
+        default = 1;
+        description = "With strictSync: standbys that must hold every batch.";
+      };
+    };
+
     logFormat = lib.mkOption {
       type = lib.types.enum [
         "text"
@@ -102,6 +178,10 @@ in
       {
         assertion = cfg.initOrigin == null || cfg.settings ? signing_key;
         message = "services.fleet-ledger.initOrigin needs settings.signing_key.";
+      }
+      {
+        assertion = !fo.enable || (fo.etcd != [ ] && lib.hasPrefix "/" fo.tokenFile);
+        message = "services.fleet-ledger.failover needs etcd (every member's URL) and an absolute tokenFile.";
       }
     ];
 

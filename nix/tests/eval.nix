@@ -19,6 +19,9 @@ let
       bool = "bool";
       path = "path";
       nullOr = t: "null or ${t}";
+      int = "int";
+      listOf = t: "list of ${t}";
+      attrsOf = t: "attrs of ${t}";
       enum = values: "one of ${builtins.concatStringsSep ", " values}";
     };
     toInt = builtins.fromJSON;
@@ -34,7 +37,8 @@ let
     coreutils = "/nix/store/0000-coreutils";
     formats.json = _: {
       type = "json";
-      generate = name: value: "/nix/store/0000-${name}";
+      # The rendered config rides along after a '#', for the test to read back.
+      generate = name: value: "/nix/store/0000-${name}#${builtins.toJSON value}";
     };
   };
   cfg = {
@@ -49,6 +53,20 @@ let
     environmentFile = null;
     openFirewall = true;
     logFormat = "json";
+    failover = {
+      enable = true;
+      node = "cp-a";
+      etcd = [ "http://10.0.0.21:2379" ];
+      prefix = "/fleet-ledger";
+      leaseTtlSecs = 5;
+      peers = {
+        cp-b = "http://10.0.0.12:8443";
+      };
+      tokenFile = "/run/keys/failover.token";
+      initialWriter = "cp-a";
+      strictSync = false;
+      minSync = 1;
+    };
   };
   module = import ../module.nix {
     config.services.fleet-ledger = cfg;
@@ -58,6 +76,8 @@ let
 in
 {
   options = builtins.attrNames module.options.services.fleet-ledger;
+  failoverOptions = builtins.attrNames module.options.services.fleet-ledger.failover;
+  settings = builtins.fromJSON (lib.last (lib.splitString "#" unit.serviceConfig.ExecStart));
   assertions = map (a: a.assertion) module.config.assertions;
   firewall = module.config.networking.firewall.allowedTCPPorts;
   execStart = unit.serviceConfig.ExecStart;

@@ -173,10 +173,37 @@ fn the_flake_and_the_nixos_module_parse_and_evaluate() {
         exec.contains(" serve --db '/var/lib/fleet-ledger/ledger.redb' --listen 0.0.0.0:8443 --config /nix/store/"),
         "{exec}"
     );
+    // The failover options render into a `failover` section the daemon reads.
+    let mut settings = v["settings"].clone();
+    assert_eq!(settings["failover"]["node"], "cp-a");
+    assert_eq!(
+        settings["failover"]["token_file"],
+        "/run/keys/failover.token"
+    );
+    assert_eq!(settings["failover"]["initial_writer"], "cp-a");
+    settings["trust"] = serde_json::json!({"manifest_keys": []});
+    settings["tokens"] = serde_json::json!([]);
+    let config: fleet_ledger::config::Config = serde_json::from_value(settings).unwrap();
+    let f = config.failover.unwrap();
+    assert_eq!(
+        (f.lease_ttl_secs, f.peers["cp-b"].as_str()),
+        (5, "http://10.0.0.12:8443")
+    );
     // Every option is documented for operators.
     let ops = std::fs::read_to_string(root.join("docs/OPERATIONS.md")).unwrap();
-    for option in v["options"].as_array().unwrap() {
-        let name = format!("services.fleet-ledger.{}", option.as_str().unwrap());
+    let failover = v["failoverOptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| format!("failover.{}", o.as_str().unwrap()));
+    for option in v["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_string())
+        .chain(failover)
+    {
+        let name = format!("services.fleet-ledger.{option}");
         assert!(
             ops.contains(&name),
             "OPERATIONS.md does not document {name}"

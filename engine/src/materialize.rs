@@ -324,6 +324,50 @@ impl Ledger {
         Ledger::materialize(Store::open(path, signer)?, true)
     }
 
+    /// Opens a verifying follower's ledger (issue 29): live projections, no signing key; it
+    /// grows only by [`Ledger::append_noted`].
+    pub fn open_follower(path: &Path) -> Result<Ledger, MaterializeError> {
+        Ledger::materialize(Store::open_follower(path)?, true)
+    }
+
+    /// Appends a batch another node signed, with its checkpoint `note` (which must be the
+    /// batch's, signed by the key in force), folding it into the projections in the same
+    /// transaction: a verifying follower's only write.
+    pub fn append_noted(
+        &mut self,
+        batch: Vec<NewEntry>,
+        note: &str,
+    ) -> Result<Receipt, MaterializeError> {
+        self.discard();
+        for e in batch {
+            self.staged.push(&mut self.state, e.recorded_at_us, e.event);
+        }
+        let batch: Vec<NewEntry> = self
+            .staged
+            .take()
+            .into_iter()
+            .map(|(recorded_at_us, event)| NewEntry {
+                recorded_at_us,
+                event,
+            })
+            .collect();
+        let state = &mut self.state;
+        let result = self.store.append_noted(&batch, note, |tables, _| {
+            state.flush(tables).map_err(MaterializeError::from)
+        });
+        self.staged = Staged::at(self.store.size());
+        match result {
+            Ok(receipt) => {
+                self.forget_pruned(&batch);
+                Ok(receipt)
+            }
+            Err(e) => {
+                self.reload();
+                Err(e)
+            }
+        }
+    }
+
     /// [`Ledger::open_live`] of a store already open.
     pub fn from_live_store(store: Store) -> Result<Ledger, MaterializeError> {
         Ledger::materialize(store, true)

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub sync_set_size: Gauge,
     /// 1 once this writer was fenced: another writer took a newer epoch (failover).
     pub fenced: Gauge,
+    /// A follower: entries the writer has that it does not, as of its last contact.
+    pub follower_lag_entries: Gauge,
     /// CP time of the last committed entry (µs; the latest checkpoint covers it), read at
     /// each scrape as `last_checkpoint_age_seconds`.
     pub last_entry_us: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -238,6 +240,12 @@ impl Metrics {
         let standbys_dropped = Counter::default();
         let sync_set_size = Gauge::default();
         let fenced = Gauge::default();
+        let follower_lag_entries = Gauge::default();
+        registry.register(
+            "follower_lag_entries",
+            "On a follower: entries the writer holds that it does not yet, as of its last contact",
+            follower_lag_entries.clone(),
+        );
         registry.register(
             "standbys_dropped",
             "Standbys left out of the sync set because they did not take a batch (alert: the writer runs with fewer copies)",
@@ -285,6 +293,7 @@ impl Metrics {
             standbys_dropped,
             sync_set_size,
             fenced,
+            follower_lag_entries,
             last_entry_us,
             publishing: false.into(),
             witnessing: false.into(),

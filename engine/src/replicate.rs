@@ -28,6 +28,10 @@ use thiserror::Error;
 
 use crate::materialize::{Ledger, MaterializeError};
 
+/// A batch of the writer's log as followers and standbys take it: the checkpoint note the
+/// writer signed for it, and its entries as stored.
+pub type Batch = (String, Vec<Vec<u8>>);
+
 /// One batch on its way to the standbys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shipment {
@@ -312,45 +316,174 @@ impl Standby {
         Ok(cp)
     }
 
-    /// Catches up from the writer's log: `entries` are its stored entries from this
-    /// standby's size on, and `root` the root its signed checkpoint gives after them. A tail
-    /// the writer's log continues differently is set aside first. Each chunk is checked by
-    /// re-encoding, then signed (the same checkpoints the writer signs at those sizes, or at
-    /// sizes it did not sign: of the same tree). Refuses what the standby cannot write as it
-    /// stands (a key rotation: the new key must be installed, see OPERATIONS).
-    pub fn catch_up(&mut self, entries: &[Vec<u8>], root: [u8; 32]) -> Result<u64, ShipRefusal> {
+    /// Catches up from the writer's log: `batches` are its batches from this standby's size
+    /// on, each with the checkpoint note the writer signed for it (its log batch for batch).
+    /// A tail that the first batch repeats was acknowledged and is signed (this standby may
+    /// be in the register's sync set for it); any other tail was not, and is set aside. Each
+    /// batch is appended with the writer's note, which must be the batch's and signed by the
+    /// key in force. Returns the size reached.
+    pub fn catch_up(&mut self, batches: &[Batch]) -> Result<u64, ShipRefusal> {
         let unavailable = |e: &dyn std::fmt::Display| ShipRefusal::Unavailable(e.to_string());
-        if entries.is_empty() {
-            return Ok(self.head().0);
-        }
+        let mut batches = batches;
         let tail = self.ledger.store().tail().map_err(|e| unavailable(&e))?;
-        let mut entries = entries;
         if !tail.is_empty() {
-            let held = tail.len().min(entries.len());
-            if tail.len() <= entries.len() && tail.iter().zip(entries).all(|((_, t), e)| t == e) {
-                // The writer's log continues with this tail: it was acknowledged. Signing it
-                // (not setting it aside) keeps this standby holding what the register may
-                // still name it for.
+            let repeated = batches.first().is_some_and(|(_, entries)| {
+                entries.len() == tail.len() && tail.iter().zip(entries).all(|((_, t), e)| t == e)
+            });
+            if repeated {
                 self.ledger.sign_tail().map_err(|e| unavailable(&e))?;
-                entries = &entries[held..];
-            } else {
-                // The writer's log is what the register acknowledged: a tail it does not
-                // continue with was never acknowledged.
+                batches = &batches[1..];
+            } else if !batches.is_empty() {
+                // The writer's log goes on otherwise: the tail was never acknowledged.
                 self.ledger
                     .set_tail_aside(&self.aside)
                     .map_err(|e| unavailable(&e))?;
             }
         }
-        for chunk in entries.chunks(ledger::store::BATCH_ENTRIES_MAX) {
-            self.write_checked(chunk, None)?;
-            self.ledger.sign_tail().map_err(|e| unavailable(&e))?;
+        append_batches(&mut self.ledger, batches).map_err(|e| match e {
+            FollowError::Ledger(e) => unavailable(&e),
+            other => ShipRefusal::Invalid(other.to_string()),
+        })
+    }
+}
+
+/// Appends the writer's batches, each with its signed note, verified (see
+/// [`Ledger::append_noted`]); a note the key in force signed that the batch does not give is
+/// [`FollowError::Inconsistent`] only where a follower keeps evidence, otherwise
+/// [`FollowError::Invalid`].
+fn append_batches(ledger: &mut Ledger, batches: &[Batch]) -> Result<u64, FollowError> {
+    for (note, entries) in batches {
+        let batch = decode(entries).map_err(FollowError::Invalid)?;
+        match ledger.append_noted(batch, note) {
+            Ok(_) => {}
+            Err(MaterializeError::Append(ledger::store::AppendError::BadNote(why))) => {
+                return Err(FollowError::Invalid(why));
+            }
+            Err(e) => return Err(e.into()),
         }
-        let (size, mine) = self.head();
-        if mine != root {
-            return Err(ShipRefusal::Invalid(format!(
-                "after catching up to {size} entries the root is not the writer's checkpoint's"
+    }
+    Ok(ledger.store().size())
+}
+
+/// A verifying follower's end (issue 29): a ledger without the signing key that grows only
+/// by the writer's entries with the writer's signed checkpoint, each batch checked against
+/// it before anything is written.
+pub struct Follower {
+    ledger: Ledger,
+    /// Where the two notes of an inconsistency are kept.
+    evidence: PathBuf,
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Follower(size {})", self.ledger.store().size())
+    }
+}
+
+/// Why a follower did not take what it was given.
+#[derive(Debug, Error)]
+pub enum FollowError {
+    /// The checkpoint is not signed by the log's key in force: not the log's; nothing was
+    /// written (try again, from a node that serves the log).
+    #[error("the checkpoint is not the log's: {0}")]
+    Unverified(String),
+    /// The writer signed a checkpoint that the entries given, after this follower's log, do
+    /// not give: the logs disagree. The follower must halt; both notes are kept in `kept`.
+    #[error(
+        "inconsistent checkpoint at size {size}: the log's signed root is not the root of this follower's log and the entries given; both notes kept in {kept}"
+    )]
+    Inconsistent {
+        /// The size of the writer's checkpoint.
+        size: u64,
+        /// The directory the notes were written to.
+        kept: String,
+    },
+    /// The entries or the checkpoint do not fit together (a count, a decoding).
+    #[error("{0}")]
+    Invalid(String),
+    /// The follower's store failed.
+    #[error(transparent)]
+    Ledger(#[from] MaterializeError),
+}
+
+impl Follower {
+    /// Opens a follower's ledger at `db` (no key: the key in force is read from its log);
+    /// `evidence` is where an inconsistency's notes go.
+    pub fn open(db: &Path, evidence: &Path) -> Result<Follower, MaterializeError> {
+        Ok(Follower {
+            ledger: Ledger::open_follower(db)?,
+            evidence: evidence.to_path_buf(),
+        })
+    }
+
+    /// The ledger it holds.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Takes `entries` (the writer's stored entries from this follower's size on) ending
+    /// with the checkpoint `note` signed by the log's key in force: verified, then appended
+    /// with that note and folded into the projections in one transaction. Returns the new
+    /// size.
+    pub fn follow(&mut self, entries: &[Vec<u8>], note: &str) -> Result<u64, FollowError> {
+        let store = self.ledger.store();
+        let (mine, key) = (store.size(), store.public_key().clone());
+        let verified = ledger::checkpoint::verify_note(note.as_bytes(), &key)
+            .map_err(|e| FollowError::Unverified(e.to_string()))?;
+        let size = verified.checkpoint().size;
+        if size != mine + entries.len() as u64 {
+            return Err(FollowError::Invalid(format!(
+                "{} entries after {mine} do not end at the checkpoint's size {size}",
+                entries.len()
             )));
         }
-        Ok(size)
+        if entries.is_empty() {
+            return Ok(mine);
+        }
+        let batch = decode(entries).map_err(FollowError::Invalid)?;
+        match self.ledger.append_noted(batch, note) {
+            Ok(_) => Ok(self.ledger.store().size()),
+            Err(MaterializeError::Append(ledger::store::AppendError::BadNote(_))) => {
+                Err(self.keep_evidence(size, note))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Follower::follow`] for each of the writer's batches in turn, each with its note.
+    pub fn follow_batches(&mut self, batches: &[Batch]) -> Result<u64, FollowError> {
+        for (note, entries) in batches {
+            self.follow(entries, note)?;
+        }
+        Ok(self.ledger.store().size())
+    }
+
+    /// Writes this follower's latest checkpoint and the writer's that disagrees with it to
+    /// `<evidence>/inconsistent-<size>.{ours,theirs}.note`.
+    fn keep_evidence(&self, size: u64, theirs: &str) -> FollowError {
+        let ours = self
+            .ledger
+            .store()
+            .snapshot()
+            .ok()
+            .and_then(|s| s.latest_checkpoint().ok().flatten())
+            .map(|(_, n)| n)
+            .unwrap_or_default();
+        let kept = self.evidence.display().to_string();
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&self.evidence)?;
+            for (which, text) in [("ours", ours.as_str()), ("theirs", theirs)] {
+                let file = self
+                    .evidence
+                    .join(format!("inconsistent-{size}.{which}.note"));
+                std::fs::write(&file, text)?;
+                std::fs::File::open(&file)?.sync_all()?;
+            }
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::error!(error = %e, dir = %kept, "could not keep the inconsistent notes");
+        }
+        FollowError::Inconsistent { size, kept }
     }
 }

@@ -28,7 +28,6 @@ use engine::writer::{Clock, Input, Job, Recording, Replication, Work, WriteError
 use ledger::domain::Micros;
 use ledger::event::{Annotation, Event};
 use ledger::keys::Signer;
-use ledger::merkle::Frontier;
 use ledger::store::Store;
 use tokio::sync::oneshot;
 
@@ -358,20 +357,23 @@ impl Sim {
         let Some(standby) = w.standbys.get_mut(node) else {
             return;
         };
+        // The writer's batches from the standby's size on, each with its note (what
+        // `/v1/ledger/batches` serves).
         let from = standby.head().0;
-        let mut frontier = Frontier::new(snap.tree_hash());
-        let mut entries = Vec::new();
-        for (seq, row) in snap.rows(..).unwrap().enumerate() {
-            let row = row.unwrap();
-            frontier.push(snap.tree_hash().leaf(row.bytes()), |_, _, _| {});
-            if seq as u64 >= from {
-                entries.push(row.bytes().to_vec());
-            }
-        }
-        if from > frontier.size() {
+        if from > snap.size() {
             return;
         }
-        match standby.catch_up(&entries, frontier.root().0) {
+        let mut batches = Vec::new();
+        let mut batch = Vec::new();
+        for row in snap.rows(from..).unwrap() {
+            let row = row.unwrap();
+            batch.push(row.bytes().to_vec());
+            if row.ends_batch() {
+                let note = snap.checkpoint(row.seq() + 1).unwrap().unwrap();
+                batches.push((note, std::mem::take(&mut batch)));
+            }
+        }
+        match standby.catch_up(&batches) {
             Ok(size) => self.log.push(format!("{node} caught up to {size}")),
             Err(e) => self.log.push(format!("{node} did not catch up: {e}")),
         }

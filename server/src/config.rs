@@ -119,7 +119,9 @@ impl Default for Limits {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The checkpoint signing key (relative to the config file's directory).
+    /// The checkpoint signing key (relative to the config file's directory). Required, except
+    /// on a failover follower, which never holds it (and refuses to start with one).
+    #[serde(default)]
     pub signing_key: PathBuf,
     /// Manifest trust.
     pub trust: Trust,
@@ -199,6 +201,18 @@ pub struct Config {
     pub failover: Option<FailoverConfig>,
 }
 
+/// What a failover node is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Writer-capable: stands by, and writes once elected.
+    #[default]
+    Standby,
+    /// A verifying read follower: holds no key, never writes, serves reads of the log it
+    /// verified.
+    Follower,
+}
+
 /// Failover settings (`docs/OPERATIONS.md`, "Failover").
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,7 +220,11 @@ pub struct FailoverConfig {
     /// This node's name: unique among the nodes, the name the others list it under in
     /// `peers` (letters, digits, `-`; at most 63).
     pub node: String,
-    /// etcd's client URLs (`http://host:2379`), every member.
+    /// `standby` (writer-capable, the default) or `follower`.
+    #[serde(default)]
+    pub role: NodeRole,
+    /// etcd's client URLs (`http://host:2379`), every member (a follower needs none).
+    #[serde(default)]
     pub etcd: Vec<String>,
     /// The key prefix in etcd: the register is `<prefix>/register`, the election
     /// `<prefix>/writer`. One prefix per log.
@@ -279,7 +297,8 @@ impl FailoverConfig {
                 ));
             }
         }
-        if self.etcd.is_empty()
+        let needs_etcd = self.role == NodeRole::Standby;
+        if (needs_etcd && self.etcd.is_empty())
             || self
                 .etcd
                 .iter()
@@ -294,6 +313,11 @@ impl FailoverConfig {
                 "failover.prefix {:?}: a key prefix such as /fleet-ledger",
                 self.prefix
             ));
+        }
+        if self.role == NodeRole::Follower && self.peers.is_empty() {
+            return Err(
+                "failover.peers: a follower reads from the writer-capable nodes; list them".into(),
+            );
         }
         if !(1..=60).contains(&self.lease_ttl_secs) {
             return Err("failover.lease_ttl_secs: 1 to 60".into());
@@ -386,7 +410,9 @@ impl Config {
             reason: e.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        config.signing_key = base.join(&config.signing_key);
+        if !config.signing_key.as_os_str().is_empty() {
+            config.signing_key = base.join(&config.signing_key);
+        }
         config.manifest_dir = config.manifest_dir.map(|d| base.join(d));
         config.trust.trust_file = config.trust.trust_file.map(|f| base.join(f));
         if let Some(p) = &mut config.pull {
@@ -543,6 +569,22 @@ impl Config {
                     },
                 )
                 .map_err(|_| ConfigError::Invalid(format!("tokens[{i}] repeats a token")))?;
+        }
+        let follower = self
+            .failover
+            .as_ref()
+            .is_some_and(|f| f.role == NodeRole::Follower);
+        match (follower, self.signing_key.as_os_str().is_empty()) {
+            (false, true) => {
+                return Err(ConfigError::Invalid("signing_key is required".into()));
+            }
+            (true, false) => {
+                return Err(ConfigError::Invalid(
+                    "a failover follower never holds the log's signing key: remove signing_key"
+                        .into(),
+                ));
+            }
+            _ => {}
         }
         let peer_token = match &self.failover {
             Some(f) => {

@@ -169,6 +169,7 @@ impl Daemon {
                     || settings.config.strict,
             },
             leader: Arc::clone(&leader),
+            follow: None,
         };
         let ticker = tokio::spawn(tick(
             tx.clone(),

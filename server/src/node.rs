@@ -218,7 +218,6 @@ pub async fn run(
             token.clone(),
             Arc::clone(&cell),
             Arc::clone(&shipped),
-            signer.public().clone(),
         ));
         let elected = tokio::select! {
             _ = stop.as_mut() => None,
@@ -395,7 +394,6 @@ async fn catch_up(
     token: String,
     cell: Arc<Mutex<Option<Standby>>>,
     shipped: Arc<Mutex<Option<Instant>>>,
-    key: ledger::keys::PublicKey,
 ) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -416,7 +414,7 @@ async fn catch_up(
         let Some(url) = fo.peers.get(&leader) else {
             continue;
         };
-        if let Err(e) = pull_once(&http, url, &token, &cell, &key).await {
+        if let Err(e) = pull_once(&http, url, &token, &cell).await {
             tracing::debug!(error = %e, %leader, "catching up");
         }
     }
@@ -427,42 +425,22 @@ async fn pull_once(
     url: &str,
     token: &str,
     cell: &Arc<Mutex<Option<Standby>>>,
-    key: &ledger::keys::PublicKey,
 ) -> Result<(), String> {
     let base = url.trim_end_matches('/');
-    let note = http
-        .get(format!("{base}/v1/ledger/checkpoint"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| e.to_string())?
-        .bytes()
-        .await
-        .map_err(|e| e.to_string())?;
-    let verified = ledger::checkpoint::verify_note(&note, key).map_err(|e| e.to_string())?;
-    let cp = verified.checkpoint().clone();
     let mine = {
         let guard = cell.lock().unwrap_or_else(|p| p.into_inner());
         guard.as_ref().ok_or("closed")?.head().0
     };
-    if cp.size <= mine {
+    let (_, body) = get_bytes(
+        http,
+        &format!("{base}/v1/ledger/batches?from={mine}"),
+        token,
+    )
+    .await?;
+    let batches = replica::unbatch(&body)?;
+    if batches.is_empty() {
         return Ok(());
     }
-    let body = http
-        .get(format!(
-            "{base}/v1/ledger/entries?from={mine}&to={}",
-            cp.size
-        ))
-        .bearer_auth(token)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| e.to_string())?
-        .bytes()
-        .await
-        .map_err(|e| e.to_string())?;
-    let entries = replica::unframe(&body)?;
     let cell = Arc::clone(cell);
     let size = tokio::task::spawn_blocking(move || {
         let mut guard = cell.lock().unwrap_or_else(|p| p.into_inner());
@@ -473,11 +451,244 @@ async fn pull_once(
             // A shipment moved it meanwhile.
             return Ok(s.head().0);
         }
-        s.catch_up(&entries, cp.root.0)
+        s.catch_up(&batches)
     })
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
     tracing::info!(size, "caught up from the writer");
     Ok(())
+}
+
+/// Runs a verifying read follower (`failover.role = "follower"`) on `listener` until `stop`:
+/// it follows the writer's log (the entries and the signed checkpoint they end with, each
+/// batch verified before it is written; see [`engine::replicate::Follower`]) and serves the
+/// API's reads over what it verified. It holds no key and never writes the log's entries
+/// itself; an inconsistent checkpoint halts the following (both notes kept in
+/// `<db>.evidence/`), and it goes on serving what it verified.
+pub async fn run_follower(
+    db: PathBuf,
+    config: &Path,
+    listener: tokio::net::TcpListener,
+    clock: Clock,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    use engine::replicate::Follower;
+    let settings = Config::load(config)?;
+    let fo = settings
+        .config
+        .failover
+        .clone()
+        .context("the config has no failover section")?;
+    let token = settings
+        .peer_token
+        .clone()
+        .context("failover needs its peer token")?;
+    let mut evidence = db.as_os_str().to_owned();
+    evidence.push(".evidence");
+    let evidence = PathBuf::from(evidence);
+    let follower = {
+        let (db, evidence) = (db.clone(), evidence.clone());
+        tokio::task::spawn_blocking(move || Follower::open(&db, &evidence)).await?
+    }
+    .with_context(|| format!("opening {} to follow", db.display()))?;
+    let metrics = engine::metrics::Metrics::new(Some(&db));
+    let shared = Arc::new(Shared::detached(metrics));
+    *shared.reader.write().unwrap_or_else(|p| p.into_inner()) =
+        Some(follower.ledger().store().reader());
+    engine::writer::publish_followed(&shared, follower.ledger());
+    tracing::info!(node = %fo.node, size = follower.ledger().store().size(), "following");
+    let follower = Arc::new(Mutex::new(follower));
+    let status = Arc::new(replica::FollowStatus::default());
+
+    // The API's state, with nothing that writes: the queue is never fed (the router refuses
+    // every write before a handler runs).
+    let (tx, _rx) = tokio::sync::mpsc::channel(1);
+    let access = crate::access::AccessCell::new(crate::access::Access::of(&settings));
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        db.clone(),
+        settings.config.clone(),
+        access.clone(),
+        tx.clone(),
+        Arc::clone(&shared),
+    ));
+    let limits = settings.config.limits.clone();
+    let state = crate::api::AppState {
+        clock: Arc::clone(&clock),
+        cn_suffix: settings
+            .config
+            .tls
+            .as_ref()
+            .and_then(|t| t.agent_cn_suffix.clone()),
+        operators: Arc::new(settings.operators.clone()),
+        tx,
+        shared: Arc::clone(&shared),
+        access,
+        reloader,
+        limits: limits.clone(),
+        enrollment: None,
+        closure: None,
+        strict: settings.config.strict,
+        readiness: crate::api::Readiness {
+            revocations: settings.config.revocations.is_some() || settings.config.strict,
+            bootstrap_nonces: settings.config.bootstrap_nonces.is_some() || settings.config.strict,
+        },
+        leader: Arc::new(AtomicBool::new(false)),
+        follow: Some(Arc::clone(&status)),
+    };
+    let (halt, halted) = watch::channel(false);
+    let (_serving_tx, serving) = watch::channel(Serving {
+        app: replica::follower_router(state),
+        limits: ConnLimits {
+            header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+            connections_max: limits.connections_max,
+        }
+        .fit_file_limit(),
+    });
+    let served = tokio::spawn(connections::serve(
+        listener,
+        settings.tls.clone(),
+        serving,
+        Arc::clone(&shared),
+        halted,
+    ));
+    let following = tokio::spawn(follow(
+        fo,
+        token,
+        follower,
+        Arc::clone(&shared),
+        Arc::clone(&status),
+    ));
+    stop.await;
+    following.abort();
+    let _ = following.await;
+    let _ = halt.send(true);
+    served.await.context("serving HTTP")?;
+    Ok(())
+}
+
+/// The node whose `/healthz/leader` answers 200, among `peers`.
+async fn find_leader(http: &reqwest::Client, peers: &BTreeMap<String, String>) -> Option<String> {
+    for url in peers.values() {
+        let base = url.trim_end_matches('/');
+        let ok = http
+            .get(format!("{base}/healthz/leader"))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            return Some(base.to_string());
+        }
+    }
+    None
+}
+
+async fn get_bytes(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> Result<(u64, axum::body::Bytes), String> {
+    let resp = http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| e.to_string())?;
+    let size = resp
+        .headers()
+        .get("x-ledger-size")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok((size, resp.bytes().await.map_err(|e| e.to_string())?))
+}
+
+/// The follower's loop: wait (long poll) for entries beyond its size, read the writer's
+/// latest checkpoint and whatever entries lead to it, verify and append them.
+async fn follow(
+    fo: FailoverConfig,
+    token: String,
+    follower: Arc<Mutex<engine::replicate::Follower>>,
+    shared: Arc<Shared>,
+    status: Arc<replica::FollowStatus>,
+) {
+    use engine::replicate::FollowError;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default();
+    let mut leader: Option<String> = None;
+    loop {
+        let Some(base) = leader.clone() else {
+            leader = find_leader(&http, &fo.peers).await;
+            if leader.is_none() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            continue;
+        };
+        let mine = *shared.committed.borrow();
+        let fetched = get_bytes(
+            &http,
+            &format!("{base}/v1/ledger/batches?from={mine}&wait=2"),
+            &token,
+        )
+        .await
+        .and_then(|(size, body)| Ok((size, replica::unbatch(&body)?)));
+        let (size, batches) = match fetched {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, leader = %base, "following");
+                leader = None;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        status
+            .leader_size
+            .store(size, std::sync::atomic::Ordering::Release);
+        *status.contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        shared
+            .metrics
+            .follower_lag_entries
+            .set(size.saturating_sub(mine) as i64);
+        if batches.is_empty() {
+            continue;
+        }
+        let (f, sh) = (Arc::clone(&follower), Arc::clone(&shared));
+        let taken = tokio::task::spawn_blocking(move || {
+            let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+            let r = f.follow_batches(&batches);
+            if r.is_ok() {
+                engine::writer::publish_followed(&sh, f.ledger());
+            }
+            r
+        })
+        .await;
+        match taken {
+            Ok(Ok(now)) => {
+                shared
+                    .metrics
+                    .follower_lag_entries
+                    .set(size.saturating_sub(now) as i64);
+                tracing::debug!(size = now, "followed");
+            }
+            Ok(Err(e @ FollowError::Inconsistent { .. })) => {
+                tracing::error!(error = %e, "halted: the writer's signed checkpoint disagrees with this follower's log; serving what was verified");
+                *status.halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, leader = %base, "not followed");
+                leader = None;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "following");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
 }

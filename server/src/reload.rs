@@ -367,7 +367,8 @@ impl Reloader {
             retention_hours,
             replay_snapshot_every,
             compact_on_start,
-            quick_repair
+            quick_repair,
+            failover
         );
         report.needs_restart.extend(
             fixed

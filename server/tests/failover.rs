@@ -121,6 +121,30 @@ fn configure(setup: &Setup, dir: &Path, name: &str, nodes: &[(&str, u16)], etcd:
     .unwrap();
 }
 
+/// A verifying read follower's config: no signing key, role `follower`, reading from the
+/// writer-capable nodes.
+fn configure_follower(setup: &Setup, dir: &Path, nodes: &[(&str, u16)]) {
+    let token = dir.join("peer.token");
+    std::fs::write(&token, PEER_TOKEN).unwrap();
+    let mut config = serde_json::to_value(&setup.config).unwrap();
+    config.as_object_mut().unwrap().remove("signing_key");
+    let peers: serde_json::Map<String, serde_json::Value> = nodes
+        .iter()
+        .map(|(n, port)| (n.to_string(), format!("http://127.0.0.1:{port}").into()))
+        .collect();
+    config["failover"] = serde_json::json!({
+        "node": "r",
+        "role": "follower",
+        "peers": peers,
+        "token_file": token,
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config).unwrap(),
+    )
+    .unwrap();
+}
+
 /// Which node answers `/healthz/leader` 200 (what the balancer routes agents to).
 async fn leader(nodes: &[(&'static str, u16)]) -> Option<(&'static str, u16)> {
     let http = reqwest::Client::builder()
@@ -287,16 +311,21 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut cluster = etcd::Cluster::start();
     let endpoints = cluster.endpoints();
-    let dir = tempfile::tempdir().unwrap();
-    if std::env::var_os("FAILOVER_KEEP").is_some() {
-        eprintln!("keeping {}", dir.path().display());
-    }
-    let setup = Setup::create(&dir.path().join("a"), None, 16).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let _tmp = if std::env::var_os("FAILOVER_KEEP").is_some() {
+        eprintln!("keeping {}", root.display());
+        std::mem::forget(tmp);
+        None
+    } else {
+        Some(tmp)
+    };
+    let setup = Setup::create(&root.join("a"), None, 16).unwrap();
     let ports = [("a", free_port()), ("b", free_port())];
     let mut nodes: Vec<Node> = ports
         .iter()
         .map(|(name, port)| {
-            let d = dir.path().join(name);
+            let d = root.join(name);
             std::fs::create_dir_all(&d).unwrap();
             let db = d.join("ledger.redb");
             if !db.exists() {
@@ -316,6 +345,22 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
     for n in &mut nodes {
         n.start();
     }
+    // A verifying read follower beside them.
+    let mut reader = {
+        let d = root.join("r");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(&setup.db, d.join("ledger.redb")).unwrap();
+        configure_follower(&setup, &d, &ports);
+        Node {
+            name: "r",
+            db: d.join("ledger.redb"),
+            config: d.join("config.json"),
+            dir: d,
+            port: free_port(),
+            proc: None,
+        }
+    };
+    reader.start();
     let (first, _) = wait_leader(&ports, Duration::from_secs(30)).await;
     assert_eq!(first, "a", "the initial writer takes the empty register");
     let c = nodes[0].client();
@@ -328,6 +373,36 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
     let running = Arc::new(AtomicBool::new(true));
     let acked: Acked = Arc::default();
     let oks = Arc::new(Mutex::new(Vec::new()));
+    // What the follower serves, every 50 ms: the log size each read answer reflects.
+    let served = {
+        let (running, c, auditor) = (
+            Arc::clone(&running),
+            reader.client(),
+            setup.tokens.auditor.clone(),
+        );
+        tokio::spawn(async move {
+            let mut sizes = Vec::new();
+            while running.load(Ordering::Relaxed) {
+                if let Ok(r) = c
+                    .http
+                    .get(format!("{}/v1/ledger/checkpoint", c.base))
+                    .bearer_auth(&auditor)
+                    .send()
+                    .await
+                    && r.status() == 200
+                {
+                    let size: u64 = r.headers()["x-ledger-size"]
+                        .to_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    sizes.push(("r".to_string(), size));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            sizes
+        })
+    };
     let agents: Vec<_> = last_seqs(&c, &op)
         .await
         .into_iter()
@@ -439,13 +514,76 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
     for a in agents {
         a.await.unwrap();
     }
+    let served: Vec<(String, u64)> = served
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, size)| *size > 1)
+        .collect();
+    assert!(
+        served.len() > 20,
+        "the follower served {} reads",
+        served.len()
+    );
+    // Read-your-writes on the follower: the last acknowledged entry, asked for by size.
+    let last_seq = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(s, _, _)| *s)
+        .max()
+        .unwrap();
+    let rc = reader.client();
+    let r = rc
+        .http
+        .get(format!(
+            "{}/v1/ledger/rollouts?min_size={}",
+            rc.base,
+            last_seq + 1
+        ))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let reflected: u64 = r.headers()["x-ledger-size"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(reflected > last_seq, "{reflected} <= {last_seq}");
+    // The follower refuses writes, and says it is in date.
+    let (status, v) = rc
+        .post(
+            &setup.tokens.agents["web-0002"],
+            "/v1/agent/events",
+            &probe_result("web-0002", 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!((status, v["error"].as_str()), (503, Some("not-leader")));
+    let health = rc
+        .http
+        .get(format!("{}/healthz/follower?max_lag=100000", rc.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "{}", health.text().await.unwrap());
     // Let the standby catch up, then stop both nodes.
     let (lead, port) = wait_leader(&ports, Duration::from_secs(30)).await;
     let lc = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
     let size = metric(&lc, &op, "fleet_ledger_log_entries").await as u64;
     let history = register_history(&endpoints);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // The standby first: stopping the writer first would let the standby take over.
+    // The follower and the standby first: stopping the writer first would let the standby
+    // take over.
+    reader.signal("-TERM");
+    if let Some(mut p) = reader.proc.take() {
+        assert!(
+            p.wait().unwrap().success(),
+            "the follower did not stop cleanly"
+        );
+    }
     nodes.sort_by_key(|n| n.name == lead);
     for n in &mut nodes {
         n.signal("-CONT");
@@ -481,9 +619,11 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
                 agent_seq: *seq,
             })
             .collect(),
+        served,
         ..Evidence::default()
     };
     assert!(evidence.signed.len() > 10 && history.len() > 10);
+    assert!(signed(&reader).is_empty(), "a follower signs nothing");
     let violations = check_run(&snap, &evidence).unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
     let epochs = snap
@@ -512,15 +652,17 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
         root(&nodes[1].db),
         "the standby holds the writer's log"
     );
+    assert_eq!(
+        root(&nodes[0].db),
+        root(&reader.db),
+        "the follower holds the writer's log"
+    );
     let key = setup.genesis_pub.to_str().unwrap();
-    for n in &nodes {
+    for n in nodes.iter().chain([&reader]) {
         let db = n.db.to_str().unwrap();
         succeeds(&["verify", "--db", db, "--key", key]);
         succeeds(&["check", "--db", db]);
         succeeds(&["replay", "--db", db, "--check"]);
-    }
-    if std::env::var_os("FAILOVER_KEEP").is_some() {
-        let _ = dir.keep();
     }
     let mut sorted = failovers.clone();
     sorted.sort();

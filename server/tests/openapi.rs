@@ -11,8 +11,10 @@ use serde_json::Value;
 
 /// `(METHOD, path)` of every `.route("path", get(..).post(..))` in the router's source.
 fn routed() -> BTreeSet<(String, String)> {
-    let src = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/mod.rs"))
-        .unwrap();
+    // The API's routes, and failover's (a standby's and a follower's routers).
+    let src = ["src/api/mod.rs", "src/api/replica.rs"]
+        .map(|f| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(f)).unwrap())
+        .join("\n");
     let mut out = BTreeSet::new();
     for (i, _) in src.match_indices(".route(\"") {
         let rest = &src[i + 8..];

@@ -218,8 +218,8 @@ impl Writer {
         batch_inputs: usize,
     ) -> Result<(Writer, Arc<Shared>), StartError> {
         let path = label;
-        let ledger = Ledger::from_live_store(open(Arc::new(signer))?)?;
-        let signer = ledger.store().signer();
+        let signer = Arc::new(signer);
+        let ledger = Ledger::from_live_store(open(Arc::clone(&signer))?)?;
         let (manifests, published) = load_manifests(&ledger)?;
         let published_upto = published.values().copied().max().unwrap_or(0);
         let ledger_last_time = ledger.store().last_time();
@@ -672,6 +672,30 @@ impl Writer {
         }
         false
     }
+}
+
+/// What a node that does not decide (a verifying follower) publishes to its API after it
+/// took entries: the manifests agents may fetch (from `proj.manifests`), readiness, the
+/// revocations in force, then the committed size, as the writer does after a commit.
+pub fn publish_followed(shared: &Shared, ledger: &Ledger) {
+    let published: Published = ledger
+        .state()
+        .manifests
+        .iter()
+        .map(|(id, row)| {
+            (
+                id.as_ref().map_or("fleet".into(), ToString::to_string),
+                row.seq,
+            )
+        })
+        .collect();
+    shared.fleet_ready.store(
+        published.contains_key("fleet"),
+        std::sync::atomic::Ordering::Release,
+    );
+    *shared.published.write().unwrap_or_else(|p| p.into_inner()) = published;
+    publish_revoked(shared, ledger.state());
+    note_commit(shared, ledger.store());
 }
 
 /// After a commit (or an open): the committed size for long polls and the publisher, and the

@@ -150,6 +150,14 @@ pub enum AppendError {
     /// The batch appended is not the unsigned tail written before it.
     #[error("the batch is not the unsigned tail written before it (entry {0} differs)")]
     TailMismatch(u64),
+    /// A follower's store holds no key: it appends only batches with a checkpoint signed
+    /// elsewhere ([`super::Store::append_noted`]).
+    #[error("this store follows another's log and holds no signing key")]
+    NoKey,
+    /// The checkpoint given with a batch is not the batch's, or not signed by the key in
+    /// force.
+    #[error("the checkpoint given with the batch: {0}")]
+    BadNote(String),
 }
 
 /// Why a proof could not be produced.

@@ -109,6 +109,18 @@ struct Tip {
     frontier: Frontier,
 }
 
+/// Who signs the checkpoints of a store's appends.
+#[derive(Debug)]
+enum Notary {
+    /// This process holds the key in force (a writer, a standby). Shared, not copied, with
+    /// whoever reopens the store after a failed commit (`Signer` is deliberately not
+    /// `Clone`: the key material exists once).
+    Key(Arc<Signer>),
+    /// This process does not hold it (a verifying follower, issue 29): it appends only
+    /// batches whose checkpoint the key in force signed elsewhere ([`Store::append_noted`]).
+    Follows(Box<PublicKey>),
+}
+
 /// The single writer.
 #[derive(Debug)]
 pub struct Store {
@@ -117,9 +129,8 @@ pub struct Store {
     db: Arc<Database>,
     path: PathBuf,
     origin: String,
-    /// Shared, not copied, with whoever reopens the store after a failed commit (`Signer` is
-    /// deliberately not `Clone`: the key material exists once).
-    signer: Arc<Signer>,
+    /// Who signs this store's checkpoints.
+    notary: Notary,
     tip: Tip,
     poisoned: bool,
     /// Each commit saves redb's allocator state (see [`Store::set_quick_repair`]).
@@ -302,12 +313,12 @@ impl Store {
             },
             poisoned: false,
             quick_repair: false,
-            signer: Arc::new(signer),
+            notary: Notary::Key(Arc::new(signer)),
             tail: 0,
         };
         let genesis = Event::Genesis(Genesis {
             origin: origin.to_string(),
-            key: store.signer.public().record(),
+            key: store.public_key().record(),
         });
         store
             .commit_batch(
@@ -316,6 +327,7 @@ impl Store {
                     recorded_at_us,
                     event: genesis,
                 }],
+                None,
                 |_| Ok(()),
                 |_, _| Ok(()),
             )
@@ -342,19 +354,34 @@ impl Store {
         Store::open_in(db, label, signer.into())
     }
 
+    /// Opens an existing ledger without its signing key, as a verifying follower does: it
+    /// appends only batches whose checkpoint the key in force signed elsewhere
+    /// ([`Store::append_noted`]).
+    pub fn open_follower(path: &Path) -> Result<Store, OpenError> {
+        Store::open_as(open_rw(path)?, path, None)
+    }
+
     fn open_in(db: Database, path: &Path, signer: Arc<Signer>) -> Result<Store, OpenError> {
+        Store::open_as(db, path, Some(signer))
+    }
+
+    fn open_as(db: Database, path: &Path, signer: Option<Arc<Signer>>) -> Result<Store, OpenError> {
         let snap = Snapshot::new(db.begin_read().map_err(storage("beginning a read"))?, path)?;
         let tip = snap.check_tip(path)?;
         let in_force = snap
             .keys_in_force()?
             .pop()
             .expect("at least the genesis key");
-        if in_force != *signer.public() {
-            return Err(OpenError::WrongKey {
-                given: format!("{}+{:08x}", signer.public().name(), signer.public().id()),
-                in_force: format!("{}+{:08x}", in_force.name(), in_force.id()),
-            });
-        }
+        let notary = match signer {
+            Some(signer) if in_force != *signer.public() => {
+                return Err(OpenError::WrongKey {
+                    given: format!("{}+{:08x}", signer.public().name(), signer.public().id()),
+                    in_force: format!("{}+{:08x}", in_force.name(), in_force.id()),
+                });
+            }
+            Some(signer) => Notary::Key(signer),
+            None => Notary::Follows(Box::new(in_force)),
+        };
         let origin = snap.origin.clone();
         drop(snap);
         let tail = {
@@ -372,7 +399,7 @@ impl Store {
             db: Arc::new(db),
             path: path.to_path_buf(),
             origin,
-            signer,
+            notary,
             tip,
             poisoned: false,
             quick_repair: false,
@@ -390,9 +417,13 @@ impl Store {
         self.quick_repair = on;
     }
 
-    /// The signing key, shared (to reopen the store after a failed commit with the same key).
-    pub fn signer(&self) -> Arc<Signer> {
-        Arc::clone(&self.signer)
+    /// The signing key, shared (to reopen the store after a failed commit with the same key);
+    /// None for a follower's store.
+    pub fn signer(&self) -> Option<Arc<Signer>> {
+        match &self.notary {
+            Notary::Key(s) => Some(Arc::clone(s)),
+            Notary::Follows(_) => None,
+        }
     }
 
     /// The database path.
@@ -422,7 +453,10 @@ impl Store {
 
     /// The key in force.
     pub fn public_key(&self) -> &PublicKey {
-        self.signer.public()
+        match &self.notary {
+            Notary::Key(s) => s.public(),
+            Notary::Follows(k) => k,
+        }
     }
 
     /// A consistent read view (MVCC: never blocks, never blocked by, the writer).
@@ -481,9 +515,39 @@ impl Store {
             return Err(AppendError::Poisoned.into());
         }
         let txn = begin_durable_write(&self.db, self.quick_repair).map_err(AppendError::from)?;
-        self.commit_batch(txn, batch, gate, |txn, appended| {
+        self.commit_batch(txn, batch, None, gate, |txn, appended| {
             hook(&mut RedbTables::new(txn), appended)
         })
+    }
+
+    /// Appends `batch` with `note` as its checkpoint instead of signing one: what a verifying
+    /// follower does with the writer's entries and signed checkpoint (issue 29). The note must
+    /// be the checkpoint the batch ends with (origin, size, root, head), signed by the key in
+    /// force; otherwise nothing is written ([`AppendError::BadNote`]). The key chain's own
+    /// kinds are refused as by [`Store::append_with`].
+    pub fn append_noted<E: From<AppendError>>(
+        &mut self,
+        batch: &[NewEntry],
+        note: &str,
+        hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
+    ) -> Result<Receipt, E> {
+        if let Some(e) = batch.iter().find_map(|e| match e.event.kind() {
+            Kind::Genesis | Kind::KeyRotated => Some(e.event.kind().name()),
+            _ => None,
+        }) {
+            return Err(AppendError::ReservedKind(e).into());
+        }
+        if self.poisoned {
+            return Err(AppendError::Poisoned.into());
+        }
+        let txn = begin_durable_write(&self.db, self.quick_repair).map_err(AppendError::from)?;
+        self.commit_batch(
+            txn,
+            batch,
+            Some(note),
+            |_| Ok(()),
+            |txn, appended| hook(&mut RedbTables::new(txn), appended),
+        )
     }
 
     /// Appends a key rotation to `next`, signed off by the current key; later checkpoints are
@@ -540,7 +604,7 @@ impl Store {
             }
             hook(&mut RedbTables::new(txn), appended)
         })?;
-        self.signer = next;
+        self.notary = Notary::Key(next);
         Ok(receipt)
     }
 
@@ -553,13 +617,14 @@ impl Store {
             return Err(AppendError::Poisoned.into());
         }
         let txn = begin_durable_write(&self.db, self.quick_repair).map_err(AppendError::from)?;
-        self.commit_batch(txn, batch, |_| Ok(()), hook)
+        self.commit_batch(txn, batch, None, |_| Ok(()), hook)
     }
 
     fn commit_batch<E: From<AppendError>>(
         &mut self,
         txn: WriteTransaction,
         batch: &[NewEntry],
+        note: Option<&str>,
         gate: impl FnOnce(&Gated<'_>) -> Result<(), E>,
         hook: impl FnOnce(&WriteTransaction, &[Appended<'_>]) -> Result<(), E>,
     ) -> Result<Receipt, E> {
@@ -575,7 +640,7 @@ impl Store {
             appended,
             checkpoint,
             note,
-        } = self.stage_batch(&txn, prepared)?;
+        } = self.stage_batch(&txn, prepared, note)?;
         hook(&txn, &appended)?;
         let count = appended.len() as u64;
         drop(appended);
@@ -813,6 +878,7 @@ impl Store {
         &self,
         txn: &WriteTransaction,
         prepared: Prepared<'b>,
+        given: Option<&str>,
     ) -> Result<Staged<'b>, AppendError> {
         let Prepared {
             tip,
@@ -821,7 +887,24 @@ impl Store {
             encoded,
             checkpoint,
         } = prepared;
-        let note = checkpoint.sign(&self.signer);
+        let note = match (given, &self.notary) {
+            (Some(note), _) => {
+                let verified = crate::checkpoint::verify_note(note.as_bytes(), self.public_key())
+                    .map_err(|e| AppendError::BadNote(e.to_string()))?;
+                if *verified.checkpoint() != checkpoint {
+                    return Err(AppendError::BadNote(format!(
+                        "it is of size {}, root {}, not the batch's (size {}, root {})",
+                        verified.checkpoint().size,
+                        verified.checkpoint().root.to_base64(),
+                        checkpoint.size,
+                        checkpoint.root.to_base64()
+                    )));
+                }
+                note.to_string()
+            }
+            (None, Notary::Key(signer)) => checkpoint.sign(signer),
+            (None, Notary::Follows(_)) => return Err(AppendError::NoKey),
+        };
         {
             let mut log = txn.open_table(LOG).map_err(storage("opening the log"))?;
             let last = encoded.len() - 1;

@@ -187,6 +187,87 @@ pub(super) async fn entries(
     })
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct BatchesQuery {
+    /// The first batch's first seq: the log's size after a batch (a checkpoint's size).
+    from: u64,
+    /// Seconds to wait, when the log holds nothing at `from` yet, for a commit that adds a
+    /// batch (a long poll, capped at `limits.long_poll_secs`). Default 0.
+    #[serde(default)]
+    wait: Option<u64>,
+}
+
+/// Entries in one answer of `/v1/ledger/batches` at most (whole batches: one batch larger
+/// than this comes alone).
+const BATCHES_ENTRIES: usize = 50_000;
+
+/// Whole batches from `from` on, each with the checkpoint note the writer signed for it
+/// (docs/FORMAT.md §9h): what failover followers and standbys follow the writer with, so
+/// that their logs are the writer's batch for batch. At most about 50,000 entries per
+/// answer; ask again from the size reached.
+#[utoipa::path(get, path = "/v1/ledger/batches", tag = "auditors", params(BatchesQuery),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn batches(
+    State(state): State<AppState>,
+    _: Reader,
+    query: Result<Query<BatchesQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadQuery, e.body_text()))?;
+    let from = q.from;
+    if let Some(secs) = q.wait.filter(|s| *s > 0) {
+        let cap = std::time::Duration::from_secs(secs.min(state.limits.long_poll_secs));
+        let mut committed = state.shared.committed.subscribe();
+        let _ = tokio::time::timeout(cap, committed.wait_for(|size| *size > from)).await;
+    }
+    let starts_batch = read(&state, move |snap| {
+        Ok(from == 0 || (from <= snap.size() && snap.checkpoint(from).ok().flatten().is_some()))
+    })
+    .await?;
+    if !starts_batch {
+        return Err(ApiError::new(
+            ErrorCode::BadQuery,
+            format!("from={from} is not where a batch starts (a checkpoint's size)"),
+        ));
+    }
+    stream_body(&state, "application/octet-stream", move |snap, w| {
+        use std::io::Write as _;
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut sent = 0;
+        for stored in snap.rows(from..snap.size()).map_err(|e| e.to_string())? {
+            let stored = stored.map_err(|e| e.to_string())?;
+            batch.push(stored.bytes().to_vec());
+            if !stored.ends_batch() {
+                continue;
+            }
+            let note = snap
+                .checkpoint(stored.seq() + 1)
+                .map_err(|e| e.to_string())?
+                .ok_or("a batch's last row without its checkpoint")?;
+            // Framing: u32be note length, the note, u32be entry count, then per entry u32be
+            // length and its stored bytes.
+            let mut out = Vec::new();
+            out.extend_from_slice(&(note.len() as u32).to_be_bytes());
+            out.extend_from_slice(note.as_bytes());
+            out.extend_from_slice(&(batch.len() as u32).to_be_bytes());
+            for e in &batch {
+                out.extend_from_slice(&(e.len() as u32).to_be_bytes());
+                out.extend_from_slice(e);
+            }
+            w.write_all(&out).map_err(|e| e.to_string())?;
+            sent += batch.len();
+            batch.clear();
+            if sent >= BATCHES_ENTRIES {
+                break;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// The whole log as a bundle (docs/FORMAT.md §8), streamed.
 #[utoipa::path(get, path = "/v1/ledger/export", tag = "auditors",
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),

@@ -185,6 +185,8 @@ pub enum ErrorCode {
     StandbyDiverged,
     /// `invalid-shipment`: 422: a batch that does not continue the log as shipped
     InvalidShipment,
+    /// `not-yet`: 503: `?min_size` asked for entries this node does not serve yet
+    NotYet,
     /// `unavailable`: 503: an entry could not be read back; retry
     Unavailable,
     /// `internal`: 500: a bug; the reason says where
@@ -319,6 +321,7 @@ impl ErrorCode {
         ErrorCode::StandbyBehind,
         ErrorCode::StandbyDiverged,
         ErrorCode::InvalidShipment,
+        ErrorCode::NotYet,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::IllegalTransition,
@@ -524,6 +527,11 @@ impl ErrorCode {
                 "invalid-shipment",
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "422: a batch that does not continue the log as shipped",
+            ),
+            ErrorCode::NotYet => (
+                "not-yet",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "503: `?min_size` asked for entries this node does not serve yet",
             ),
             ErrorCode::QueueFull => (
                 "queue-full",

@@ -32,7 +32,7 @@ pub use rollouts::entry_json;
 
 use agent::{agent_event, dispatch, heartbeat};
 use audit::{
-    checkpoint, checkpoint_witnessed, entries, export, proof_consistency, proof_inclusion,
+    batches, checkpoint, checkpoint_witnessed, entries, export, proof_consistency, proof_inclusion,
 };
 use caller::Reader;
 use caller::{JsonBody, RolloutPath, parse_body};
@@ -95,6 +95,8 @@ pub struct AppState {
     /// Whether this node leads (failover: elected, its lease alive; a single node: always).
     /// `GET /healthz/leader` answers 200 only while it does and the writer is not fenced.
     pub leader: Arc<std::sync::atomic::AtomicBool>,
+    /// On a verifying follower: how its following goes (`/healthz/follower`); None elsewhere.
+    pub follow: Option<Arc<replica::FollowStatus>>,
 }
 
 /// What must be in force before the agent routes are served, besides a verified fleet: CI's
@@ -330,6 +332,74 @@ async fn count_refusals(
     resp
 }
 
+/// Every read says which log it reflects, and may wait for one (issue 29, read-your-writes
+/// on followers): `?min_size=N` holds the request (at most 10 s, then 503 `not-yet`) until
+/// the log this node serves holds N entries, and is removed before routing; a `GET` answer
+/// carries `X-Ledger-Size`, the committed size when it was read (the answer reflects at
+/// least those entries; a stream sets its own).
+async fn ledger_size(
+    State(state): State<AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut wanted = None;
+    if let Some(query) = req.uri().query().filter(|q| q.contains("min_size=")) {
+        let mut kept = Vec::new();
+        for pair in query.split('&') {
+            match pair.strip_prefix("min_size=") {
+                Some(n) => match n.parse::<u64>() {
+                    Ok(n) => wanted = Some(n),
+                    Err(_) => {
+                        return ApiError::new(
+                            ErrorCode::BadQuery,
+                            format!("min_size: {n:?} is not a number of entries"),
+                        )
+                        .into_response();
+                    }
+                },
+                None => kept.push(pair),
+            }
+        }
+        let path = req.uri().path();
+        let rebuilt = if kept.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{}", kept.join("&"))
+        };
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = rebuilt.parse().ok();
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    if let Some(n) = wanted {
+        let mut committed = state.shared.committed.subscribe();
+        let waited = tokio::time::timeout(
+            Duration::from_secs(10),
+            committed.wait_for(|size| *size >= n),
+        )
+        .await;
+        if !matches!(waited, Ok(Ok(_))) {
+            return ApiError::new(
+                ErrorCode::NotYet,
+                format!(
+                    "this node serves {} entries, not yet the {n} asked for; retry",
+                    *state.shared.committed.borrow()
+                ),
+            )
+            .into_response();
+        }
+    }
+    let get = req.method() == axum::http::Method::GET;
+    let size = *state.shared.committed.borrow();
+    let mut resp = next.run(req).await;
+    if get && !resp.headers().contains_key("x-ledger-size") {
+        resp.headers_mut()
+            .insert("x-ledger-size", HeaderValue::from(size));
+    }
+    resp
+}
+
 async fn uri_limit(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if len > URI_BYTES_MAX {
@@ -496,6 +566,7 @@ pub fn router(state: AppState) -> Router {
     // Streams run as long as the client reads; they are bounded by the body, not a timer.
     let streams = Router::new()
         .route("/v1/ledger/entries", get(entries))
+        .route("/v1/ledger/batches", get(batches))
         .route("/v1/ledger/export", get(export));
     Router::new()
         .merge(agents)
@@ -503,10 +574,15 @@ pub fn router(state: AppState) -> Router {
         .merge(streams)
         .route("/healthz", get(healthz))
         .route("/healthz/leader", get(healthz_leader))
+        .route("/healthz/follower", get(replica::healthz_follower))
         .route("/v1/replication/batch", post(replica::not_a_standby))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(state.strict, protocol))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ledger_size,
+        ))
         .layer(axum::middleware::from_fn(uri_limit))
         .layer(
             ServiceBuilder::new()

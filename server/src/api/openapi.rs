@@ -11,7 +11,7 @@ use super::{
     ErrorBody, agent, audit, closure, identity, manifests, nixfleet_rollouts, operators, published,
     rollouts, rotation,
 };
-use crate::api::replica::__path_receive;
+use crate::api::replica::{__path_healthz_follower, __path_receive};
 use crate::api::{__path_healthz, __path_healthz_leader, __path_metrics};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -234,6 +234,7 @@ pub(super) struct RolloutManifest {
         rotation::rotate_key,
         rotation::reload,
         audit::entries,
+        audit::batches,
         audit::export,
         audit::proof_inclusion,
         audit::proof_consistency,
@@ -241,6 +242,7 @@ pub(super) struct RolloutManifest {
         healthz,
         healthz_leader,
         receive,
+        healthz_follower,
         openapi_json,
     ),
     components(schemas(ErrorBody, wire::WireReport, FleetResolved, RolloutManifest)),

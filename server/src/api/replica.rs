@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use engine::replicate::{ShipRefusal, Shipment, Standby};
+use engine::replicate::{Batch, ShipRefusal, Shipment, Standby};
 use ledger::checkpoint::Checkpoint;
 use ledger::hash::Hash;
 
@@ -54,9 +54,9 @@ pub struct StandbyState {
 }
 
 impl StandbyState {
-    /// Fetches the writer's committed entries `[from, to)` (the shipment's base is committed:
-    /// a writer ships a batch only after the previous one's commit).
-    async fn fetch(&self, node: &str, from: u64, to: u64) -> Result<Vec<Vec<u8>>, String> {
+    /// Fetches the writer's committed batches from `from` on (the shipment's base is
+    /// committed: a writer ships a batch only after the previous one's commit).
+    async fn fetch(&self, node: &str, from: u64) -> Result<Vec<Batch>, String> {
         let base = self
             .peers
             .get(node)
@@ -64,7 +64,7 @@ impl StandbyState {
         let body = self
             .http
             .get(format!(
-                "{}/v1/ledger/entries?from={from}&to={to}",
+                "{}/v1/ledger/batches?from={from}",
                 base.trim_end_matches('/')
             ))
             .bearer_auth(&*self.peer_token)
@@ -75,14 +75,7 @@ impl StandbyState {
             .bytes()
             .await
             .map_err(|e| e.to_string())?;
-        let entries = unframe(&body)?;
-        if entries.len() as u64 != to - from {
-            return Err(format!(
-                "{node} gave {} entries of [{from}, {to})",
-                entries.len()
-            ));
-        }
-        Ok(entries)
+        unbatch(&body)
     }
 }
 
@@ -119,6 +112,38 @@ pub fn unframe(mut body: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         }
         out.push(rest[..len].to_vec());
         body = &rest[len..];
+    }
+    Ok(out)
+}
+
+/// Splits a `/v1/ledger/batches` body (FORMAT §9h): per batch, u32 big-endian note length,
+/// the note, u32 big-endian entry count, then each entry framed as in §9a.
+pub fn unbatch(mut body: &[u8]) -> Result<Vec<Batch>, String> {
+    fn take<'a>(body: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], String> {
+        if body.len() < n {
+            return Err(format!("{what}: {n} bytes announced, {} left", body.len()));
+        }
+        let (head, rest) = body.split_at(n);
+        *body = rest;
+        Ok(head)
+    }
+    fn len(body: &mut &[u8], what: &str) -> Result<usize, String> {
+        let b = take(body, 4, what)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let i = out.len();
+        let n = len(&mut body, &format!("batch {i}"))?;
+        let note = String::from_utf8(take(&mut body, n, "a note")?.to_vec())
+            .map_err(|_| format!("batch {i}: the note is not text"))?;
+        let count = len(&mut body, &format!("batch {i}"))?;
+        let mut entries = Vec::with_capacity(count.min(65_536));
+        for _ in 0..count {
+            let n = len(&mut body, &format!("batch {i}"))?;
+            entries.push(take(&mut body, n, "an entry")?.to_vec());
+        }
+        out.push((note, entries));
     }
     Ok(out)
 }
@@ -261,14 +286,14 @@ pub(crate) async fn receive(
         Err(why) => return ApiError::new(ErrorCode::InvalidShipment, why).into_response(),
     };
     let shipment = Arc::new(shipment);
-    let take = |missing: Option<Vec<Vec<u8>>>| {
+    let take = |missing: Option<Vec<Batch>>| {
         let standby = Arc::clone(&state.standby);
         let shipment = Arc::clone(&shipment);
         tokio::task::spawn_blocking(move || {
             let mut guard = standby.lock().unwrap_or_else(|p| p.into_inner());
             let s = guard.as_mut()?;
-            if let Some(entries) = missing
-                && let Err(e) = s.catch_up(&entries, shipment.base.1)
+            if let Some(batches) = missing
+                && let Err(e) = s.catch_up(&batches)
             {
                 return Some(Err(e));
             }
@@ -277,9 +302,9 @@ pub(crate) async fn receive(
     };
     let mut taken = take(None).await;
     if let Ok(Some(Err(ShipRefusal::Behind { size, .. }))) = &taken {
-        // Behind the batch: fetch what it extends from the writer that shipped it, checked
-        // against the base root the shipment names, then take it.
-        match state.fetch(&shipment.node, *size, shipment.base.0).await {
+        // Behind the batch: fetch the batches it extends from the writer that shipped it
+        // (each checked against the note the writer signed), then take it.
+        match state.fetch(&shipment.node, *size).await {
             Ok(missing) => taken = take(Some(missing)).await,
             Err(e) => tracing::debug!(error = %e, "fetching the entries a shipment extends"),
         }
@@ -381,4 +406,93 @@ pub(super) async fn not_a_standby() -> Response {
         "this node is the writer; batches are shipped to standbys",
     )
     .into_response()
+}
+
+/// A follower's view of the log it follows, for `/healthz/follower`.
+#[derive(Debug, Default)]
+pub struct FollowStatus {
+    /// The writer's size at the last contact.
+    pub leader_size: std::sync::atomic::AtomicU64,
+    /// When the writer was last reached.
+    pub contact: Mutex<Option<std::time::Instant>>,
+    /// Why following stopped for good (an inconsistent checkpoint), if it did.
+    pub halted: Mutex<Option<String>>,
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LagQuery {
+    /// Entries this follower may be behind the writer (default 1000).
+    #[serde(default)]
+    max_lag: Option<u64>,
+}
+
+/// How long without reaching the writer before a follower counts as out of date.
+const CONTACT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether this follower may serve a read pool: it reached the writer within 10 s, it is at
+/// most `max_lag` entries behind it (default 1000), and it has not halted on an inconsistent
+/// checkpoint. The body says its size and lag.
+#[utoipa::path(get, path = "/healthz/follower", tag = "failover", params(LagQuery),
+    responses((status = 200, description = "in date", content_type = "text/plain", body = String),
+        (status = 503, description = "behind, out of contact, halted, or not a follower", content_type = "text/plain", body = String)))]
+pub(crate) async fn healthz_follower(
+    State(state): State<super::AppState>,
+    query: Result<axum::extract::Query<LagQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(axum::extract::Query(q)) = query else {
+        return (StatusCode::BAD_REQUEST, "max_lag: a number of entries\n").into_response();
+    };
+    let Some(status) = &state.follow else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not a follower\n").into_response();
+    };
+    let max_lag = q.max_lag.unwrap_or(1000);
+    let size = *state.shared.committed.borrow();
+    let leader = status
+        .leader_size
+        .load(std::sync::atomic::Ordering::Acquire);
+    let lag = leader.saturating_sub(size);
+    let unhealthy = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    if let Some(why) = status
+        .halted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+    {
+        return unhealthy(format!("halted: {why}\n"));
+    }
+    let contact = *status.contact.lock().unwrap_or_else(|p| p.into_inner());
+    if contact.is_none_or(|t| t.elapsed() > CONTACT_WITHIN) {
+        return unhealthy(format!(
+            "size {size}: the writer was not reached within {} s\n",
+            CONTACT_WITHIN.as_secs()
+        ));
+    }
+    if lag > max_lag {
+        return unhealthy(format!("size {size}, lag {lag} > {max_lag}\n"));
+    }
+    (StatusCode::OK, format!("size {size}, lag {lag}\n")).into_response()
+}
+
+/// A follower answers reads only: any other method, and the agent's dispatch long poll (it
+/// takes a dispatch: a write), is 503 `not-leader`.
+async fn reads_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::Method;
+    let read = matches!(*req.method(), Method::GET | Method::HEAD)
+        && req.uri().path() != "/v1/agent/dispatch";
+    if !read {
+        return ApiError::new(
+            ErrorCode::NotLeader,
+            "this node is a read follower; writes go to the writer",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// A follower's routes: the API's reads over the log it verified, `/healthz/follower`, and
+/// 503 `not-leader` for everything that writes.
+pub fn follower_router(state: super::AppState) -> Router {
+    super::router(state).layer(axum::middleware::from_fn(reads_only))
 }

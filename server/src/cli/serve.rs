@@ -21,7 +21,6 @@ pub(crate) fn serve(db: PathBuf, listen: std::net::SocketAddr, config: &Path) ->
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler")?;
         let settings = fleet_ledger::config::Config::load(config)?;
-        let signer = fleet_ledger::daemon::signer(&settings.config.signing_key)?;
         if !db.exists() {
             bail!(
                 "{} does not exist: create it first with `fleet-ledger init --db {} --key KEY --origin ORIGIN`",
@@ -44,18 +43,21 @@ pub(crate) fn serve(db: PathBuf, listen: std::net::SocketAddr, config: &Path) ->
                 }
             });
             sd_notify("READY=1\nSTATUS=failover node");
-            let result = fleet_ledger::node::run(
-                db,
-                config,
-                listener,
-                fleet_ledger::daemon::system_clock(),
-                stop.recv(),
-            )
-            .await;
+            let clock = fleet_ledger::daemon::system_clock();
+            let result = match fo.role {
+                fleet_ledger::config::NodeRole::Standby => {
+                    fleet_ledger::node::run(db, config, listener, clock, stop.recv()).await
+                }
+                fleet_ledger::config::NodeRole::Follower => {
+                    fleet_ledger::node::run_follower(db, config, listener, clock, stop.recv())
+                        .await
+                }
+            };
             sd_notify("STOPPING=1");
             hups.abort();
             return result;
         }
+        let signer = fleet_ledger::daemon::signer(&settings.config.signing_key)?;
         let start = fleet_ledger::daemon::Daemon::start(
             db,
             settings,

@@ -17,6 +17,7 @@ let
   failoverSettings = lib.optionalAttrs fo.enable {
     failover = {
       node = fo.node;
+      role = fo.role;
       etcd = fo.etcd;
       prefix = fo.prefix;
       lease_ttl_secs = fo.leaseTtlSecs;
@@ -109,6 +110,14 @@ in
         example = "cp-a";
         description = "This node's name, unique among the nodes (letters, digits, '-').";
       };
+      role = lib.mkOption {
+        type = lib.types.enum [
+          "standby"
+          "follower"
+        ];
+        default = "standby";
+        description = "standby: writer-capable (campaigns, writes once elected); follower: a verifying read follower, which holds no signing key (leave settings.signing_key unset).";
+      };
       etcd = lib.mkOption {
         type = lib.types.listOf lib.types.str;
         default = [ ];
@@ -180,8 +189,9 @@ in
         message = "services.fleet-ledger.initOrigin needs settings.signing_key.";
       }
       {
-        assertion = !fo.enable || (fo.etcd != [ ] && lib.hasPrefix "/" fo.tokenFile);
-        message = "services.fleet-ledger.failover needs etcd (every member's URL) and an absolute tokenFile.";
+        assertion =
+          !fo.enable || ((fo.role == "follower" || fo.etcd != [ ]) && lib.hasPrefix "/" fo.tokenFile);
+        message = "services.fleet-ledger.failover needs an absolute tokenFile, and on a standby etcd (every member's URL).";
       }
     ];
 

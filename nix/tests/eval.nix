@@ -56,6 +56,7 @@ let
     failover = {
       enable = true;
       node = "cp-a";
+      role = "standby";
       etcd = [ "http://10.0.0.21:2379" ];
       prefix = "/fleet-ledger";
       leaseTtlSecs = 5;

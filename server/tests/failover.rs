@@ -11,6 +11,7 @@
 //!
 //! `FAILOVER_CYCLES` sets how many failovers (default 6); the `failover` bench runs more.
 
+mod cluster;
 mod common;
 mod etcd;
 
@@ -20,9 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cluster::*;
 use common::*;
-use engine::register::Head;
-use engine::run_check::{Acked as Ack, Evidence, SignedHead, check_run};
+use engine::run_check::{Acked as Ack, Evidence, check_run};
 use fleet_ledger_demo::{ApiClient, Setup};
 
 const LEASE_SECS: u64 = 2;
@@ -89,170 +90,6 @@ impl Node {
             lines[lines.len().saturating_sub(30)..].join("\n")
         )
     }
-}
-
-/// The peer secret every node shares.
-const PEER_TOKEN: &str = "failover-test-peer-secret-0123456789abcdef";
-
-/// Node `name`'s config: the setup's, with a failover section naming the other nodes.
-fn configure(setup: &Setup, dir: &Path, name: &str, nodes: &[(&str, u16)], etcd: &[String]) {
-    let token = dir.join("peer.token");
-    std::fs::write(&token, PEER_TOKEN).unwrap();
-    let mut config = serde_json::to_value(&setup.config).unwrap();
-    let peers: serde_json::Map<String, serde_json::Value> = nodes
-        .iter()
-        .filter(|(n, _)| *n != name)
-        .map(|(n, port)| (n.to_string(), format!("http://127.0.0.1:{port}").into()))
-        .collect();
-    config["failover"] = serde_json::json!({
-        "node": name,
-        "etcd": etcd,
-        "prefix": "/test-log",
-        "lease_ttl_secs": LEASE_SECS,
-        "peers": peers,
-        "token_file": token,
-        "initial_writer": "a",
-        "ship_timeout_ms": 1000,
-    });
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&config).unwrap(),
-    )
-    .unwrap();
-}
-
-/// A verifying read follower's config: no signing key, role `follower`, reading from the
-/// writer-capable nodes.
-fn configure_follower(setup: &Setup, dir: &Path, nodes: &[(&str, u16)]) {
-    let token = dir.join("peer.token");
-    std::fs::write(&token, PEER_TOKEN).unwrap();
-    let mut config = serde_json::to_value(&setup.config).unwrap();
-    config.as_object_mut().unwrap().remove("signing_key");
-    let peers: serde_json::Map<String, serde_json::Value> = nodes
-        .iter()
-        .map(|(n, port)| (n.to_string(), format!("http://127.0.0.1:{port}").into()))
-        .collect();
-    config["failover"] = serde_json::json!({
-        "node": "r",
-        "role": "follower",
-        "peers": peers,
-        "token_file": token,
-    });
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&config).unwrap(),
-    )
-    .unwrap();
-}
-
-/// Which node answers `/healthz/leader` 200 (what the balancer routes agents to).
-async fn leader(nodes: &[(&'static str, u16)]) -> Option<(&'static str, u16)> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    for (name, port) in nodes {
-        if let Ok(r) = http
-            .get(format!("http://127.0.0.1:{port}/healthz/leader"))
-            .send()
-            .await
-            && r.status() == 200
-        {
-            return Some((name, *port));
-        }
-    }
-    None
-}
-
-async fn wait_leader(nodes: &[(&'static str, u16)], within: Duration) -> (&'static str, u16) {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(l) = leader(nodes).await {
-            return l;
-        }
-        assert!(Instant::now() < deadline, "no node became the leader");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The register's whole history, as etcd kept it (every revision of its key).
-fn register_history(endpoints: &[String]) -> Vec<Head> {
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args([
-            "--endpoints",
-            &endpoints.join(","),
-            "watch",
-            "--rev",
-            "1",
-            "--prefix",
-            "/test-log/register",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = out.id();
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(3));
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-    });
-    let text = String::from_utf8(out.wait_with_output().unwrap().stdout).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| Head::from_bytes(l.as_bytes()).unwrap())
-        .collect()
-}
-
-fn signed(node: &Node) -> Vec<SignedHead> {
-    std::fs::read_to_string(node.oracle())
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (size, root) = l.split_once(' ')?;
-            Some(SignedHead {
-                node: node.name.into(),
-                size: size.parse().ok()?,
-                root: ledger::hash::Hash::from_base64(root)?.0,
-            })
-        })
-        .collect()
-}
-
-/// Whether HAProxy can be run: otherwise the test fails with a message, unless
-/// `FLEET_SKIP_HAPROXY=1` says to skip it knowingly.
-fn have_haproxy() -> bool {
-    if Command::new("haproxy")
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return true;
-    }
-    let msg = "no haproxy: install Debian's `haproxy` (.ci/run does)";
-    if std::env::var("FLEET_SKIP_HAPROXY").as_deref() == Ok("1") {
-        eprintln!("*** {msg}; FLEET_SKIP_HAPROXY=1: NOT RUN ***");
-        return false;
-    }
-    panic!("{msg}, or set FLEET_SKIP_HAPROXY=1 to skip it knowingly");
-}
-
-/// HAProxy running `deploy/haproxy.cfg` as shipped, in front of nodes a and b.
-fn haproxy(bind: u16, a: u16, b: u16) -> Proc {
-    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy.cfg");
-    Proc(
-        Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(cfg)
-            .env("FLEET_LEDGER_BIND", format!("127.0.0.1:{bind}"))
-            .env("FLEET_LEDGER_NODE_A", format!("127.0.0.1:{a}"))
-            .env("FLEET_LEDGER_NODE_B", format!("127.0.0.1:{b}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
 }
 
 /// An agent: probe results back to back through the balancer, each acknowledged one
@@ -331,7 +168,7 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
             if !db.exists() {
                 std::fs::copy(&setup.db, &db).unwrap();
             }
-            configure(&setup, &d, name, &ports, &endpoints);
+            configure(&setup, &d, name, &ports, &endpoints, LEASE_SECS);
             Node {
                 name,
                 db,
@@ -369,7 +206,7 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
 
     // The balancer, routing agents to the node answering /healthz/leader.
     let balancer = free_port();
-    let _haproxy = haproxy(balancer, ports[0].1, ports[1].1);
+    let _haproxy = Proc(haproxy(balancer, ports[0].1, ports[1].1));
     let running = Arc::new(AtomicBool::new(true));
     let acked: Acked = Arc::default();
     let oks = Arc::new(Mutex::new(Vec::new()));
@@ -609,7 +446,10 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
     let snap = store.snapshot().unwrap();
     assert!(snap.size() >= size);
     let evidence = Evidence {
-        signed: nodes.iter().flat_map(signed).collect(),
+        signed: nodes
+            .iter()
+            .flat_map(|n| signed_heads(&n.oracle(), n.name))
+            .collect(),
         register: history.clone(),
         acked: acked
             .iter()
@@ -623,7 +463,10 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
         ..Evidence::default()
     };
     assert!(evidence.signed.len() > 10 && history.len() > 10);
-    assert!(signed(&reader).is_empty(), "a follower signs nothing");
+    assert!(
+        signed_heads(&reader.oracle(), "r").is_empty(),
+        "a follower signs nothing"
+    );
     let violations = check_run(&snap, &evidence).unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
     let epochs = snap

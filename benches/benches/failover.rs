@@ -385,6 +385,19 @@ fn main() {
                 lone_rates[round], rates[round]
             );
         }
+        // Where a batch's time goes on the writer (means over the rounds).
+        let mean = |sum: f64, count: f64| if count > 0.0 { 1e3 * sum / count } else { 0.0 };
+        let mut parts = Vec::new();
+        for name in ["commit_seconds", "ship_seconds", "register_seconds", "batch_inputs"] {
+            let sum = metric(&writer_c, &op, &format!("fleet_ledger_{name}_sum")).await;
+            let count = metric(&writer_c, &op, &format!("fleet_ledger_{name}_count")).await;
+            parts.push(if name == "batch_inputs" {
+                format!("inputs per batch {:.1}", sum / count.max(1.0))
+            } else {
+                format!("{name} {:.2} ms", mean(sum, count))
+            });
+        }
+        println!("writer, mean per batch: {}", parts.join(", "));
         lone.stop();
         let median = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);

@@ -70,6 +70,10 @@ pub struct Metrics {
     pub fenced: Gauge,
     /// A follower: entries the writer has that it does not, as of its last contact.
     pub follower_lag_entries: Gauge,
+    /// Seconds from shipping a batch to every standby's answer (failover).
+    pub ship_seconds: Histogram,
+    /// Seconds a swap of the commit register takes (failover).
+    pub register_seconds: Histogram,
     /// CP time of the last committed entry (µs; the latest checkpoint covers it), read at
     /// each scrape as `last_checkpoint_age_seconds`.
     pub last_entry_us: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -241,6 +245,18 @@ impl Metrics {
         let sync_set_size = Gauge::default();
         let fenced = Gauge::default();
         let follower_lag_entries = Gauge::default();
+        let ship_seconds = Histogram::new(exponential_buckets(0.000_125, 2.0, 14));
+        let register_seconds = Histogram::new(exponential_buckets(0.000_125, 2.0, 14));
+        registry.register(
+            "ship_seconds",
+            "Seconds from shipping a batch to the standbys to their answers (failover)",
+            ship_seconds.clone(),
+        );
+        registry.register(
+            "register_seconds",
+            "Seconds a compare-and-swap of the commit register takes (failover)",
+            register_seconds.clone(),
+        );
         registry.register(
             "follower_lag_entries",
             "On a follower: entries the writer holds that it does not yet, as of its last contact",
@@ -294,6 +310,8 @@ impl Metrics {
             sync_set_size,
             fenced,
             follower_lag_entries,
+            ship_seconds,
+            register_seconds,
             last_entry_us,
             publishing: false.into(),
             witnessing: false.into(),

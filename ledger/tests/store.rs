@@ -350,10 +350,8 @@ fn an_unsigned_tail_is_durable_beside_the_log_until_the_same_batch_signs_it() {
         .verify(signer_a().public(), |_| {})
         .unwrap();
     // Only the same batch may follow: another is refused and changes nothing.
-    assert!(matches!(
-        store.append(&batch(11, 3)),
-        Err(AppendError::TailMismatch(_))
-    ));
+    let r = store.append(&batch(11, 3));
+    assert!(matches!(r, Err(AppendError::TailMismatch(_))), "{r:?}");
     assert!(matches!(
         store.append(&batch(10, 2)),
         Err(AppendError::TailMismatch(_))

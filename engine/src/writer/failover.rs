@@ -322,8 +322,11 @@ impl Writer {
             return ledger.commit().map_err(Unacknowledged::from);
         };
         let mut dropped = Vec::new();
+        let m = &self.shared.metrics;
         let result = ledger.commit_through(|cp, entries| {
+            let shipping = std::time::Instant::now();
             let (sync_set, left_out) = rep.ship(cp, entries)?;
+            m.ship_seconds.observe(shipping.elapsed().as_secs_f64());
             dropped = left_out;
             let next = Head {
                 tree_size: cp.size,
@@ -331,7 +334,10 @@ impl Writer {
                 epoch: rep.cfg.epoch,
                 sync_set,
             };
-            match rep.cfg.register.compare_and_swap(Some(&rep.head), &next) {
+            let swapping = std::time::Instant::now();
+            let swapped = rep.cfg.register.compare_and_swap(Some(&rep.head), &next);
+            m.register_seconds.observe(swapping.elapsed().as_secs_f64());
+            match swapped {
                 Ok(Swap::Done) => {
                     rep.head = next;
                     Ok(())
@@ -347,7 +353,6 @@ impl Writer {
                 }
             }
         });
-        let m = &self.shared.metrics;
         m.standbys_dropped.inc_by(dropped.len() as u64);
         m.sync_set_size.set(rep.head.sync_set.len() as i64);
         match &result {

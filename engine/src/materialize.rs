@@ -511,6 +511,18 @@ impl Ledger {
         &mut self,
         acknowledge: impl FnOnce(&ledger::checkpoint::Checkpoint, &[Vec<u8>]) -> Result<(), E>,
     ) -> Result<Option<Receipt>, E> {
+        self.commit_through_with(|_, _| (), |cp, entries, ()| acknowledge(cp, entries))
+    }
+
+    /// [`Ledger::commit_through`], with `meanwhile` called with the checkpoint and the
+    /// encoded entries while the tail syncs (a writer ships the batch to its standbys in
+    /// parallel with its own fsync); what it returns goes to `acknowledge`. If the tail cannot
+    /// be written, `acknowledge` is not called (what `meanwhile` started is dropped).
+    pub fn commit_through_with<S, E: From<MaterializeError>>(
+        &mut self,
+        meanwhile: impl FnOnce(&ledger::checkpoint::Checkpoint, &[Vec<u8>]) -> S,
+        acknowledge: impl FnOnce(&ledger::checkpoint::Checkpoint, &[Vec<u8>], S) -> Result<(), E>,
+    ) -> Result<Option<Receipt>, E> {
         if self.staged.is_empty() {
             return Ok(None);
         }
@@ -523,14 +535,14 @@ impl Ledger {
                 event: event.clone(),
             })
             .collect();
-        let (unsigned, encoded) = match self.store.write_tail_entries(&batch) {
+        let (unsigned, encoded, started) = match self.store.write_tail_with(&batch, meanwhile) {
             Ok(written) => written,
             Err(e) => {
                 self.discard();
                 return Err(MaterializeError::from(e).into());
             }
         };
-        if let Err(e) = acknowledge(&unsigned, &encoded) {
+        if let Err(e) = acknowledge(&unsigned, &encoded, started) {
             self.discard();
             return Err(e);
         }

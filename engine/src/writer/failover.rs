@@ -87,6 +87,58 @@ impl std::fmt::Debug for Replication {
     }
 }
 
+/// Who a batch is shipped to, decided before its tail is written.
+struct Plan {
+    shipper: Option<Arc<dyn Shipper>>,
+    targets: Vec<Target>,
+    epoch: u64,
+    node: String,
+    base: (u64, [u8; 32]),
+}
+
+/// A batch on its way: the standbys it went to and, once they answered, their answers.
+struct Shipping {
+    targets: Vec<Target>,
+    answers: Option<std::thread::JoinHandle<Vec<Result<(), crate::replicate::ShipRefusal>>>>,
+}
+
+impl Plan {
+    /// Ships the batch on a thread of its own (the writer's tail syncs meanwhile).
+    fn start(self, cp: &ledger::checkpoint::Checkpoint, entries: &[Vec<u8>]) -> Shipping {
+        let Some(shipper) = self.shipper else {
+            return Shipping {
+                targets: Vec::new(),
+                answers: None,
+            };
+        };
+        let shipment = Shipment {
+            epoch: self.epoch,
+            node: self.node,
+            base: self.base,
+            checkpoint: cp.clone(),
+            entries: entries.to_vec(),
+        };
+        let targets = self.targets.clone();
+        let answers = std::thread::Builder::new()
+            .name("fleet-ledger-ship".into())
+            .spawn(move || shipper.ship(&self.targets, &shipment));
+        match answers {
+            Ok(handle) => Shipping {
+                targets,
+                answers: Some(handle),
+            },
+            // No thread: every standby counts as not having taken it.
+            Err(e) => {
+                tracing::error!(error = %e, "starting the shipping thread");
+                Shipping {
+                    targets: Vec::new(),
+                    answers: None,
+                }
+            }
+        }
+    }
+}
+
 /// The writer's failover state.
 #[derive(Debug)]
 pub(super) struct Replicating {
@@ -102,16 +154,9 @@ pub(super) struct Replicating {
 }
 
 impl Replicating {
-    /// Ships a batch to the standbys due for it; returns those that hold it (the next
-    /// `sync_set`) and those of the current `sync_set` that dropped out.
-    fn ship(
-        &mut self,
-        cp: &ledger::checkpoint::Checkpoint,
-        entries: &[Vec<u8>],
-    ) -> Result<(Vec<String>, Vec<String>), Unacknowledged> {
-        let Some(shipper) = &self.cfg.shipper else {
-            return Ok((Vec::new(), Vec::new()));
-        };
+    /// Who the next batch goes to, and how (taken before the batch's tail is written, so the
+    /// shipping can start while it syncs).
+    fn plan(&self) -> Plan {
         let now = Instant::now();
         let targets: Vec<Target> = self
             .cfg
@@ -131,17 +176,33 @@ impl Replicating {
                 })
             })
             .collect();
-        let shipment = Shipment {
+        Plan {
+            shipper: self.cfg.shipper.clone().filter(|_| !targets.is_empty()),
+            targets,
             epoch: self.cfg.epoch,
             node: self.cfg.node.clone(),
             base: (self.head.tree_size, self.head.root),
-            checkpoint: cp.clone(),
-            entries: entries.to_vec(),
-        };
-        let answers = if targets.is_empty() {
-            Vec::new()
-        } else {
-            shipper.ship(&targets, &shipment)
+        }
+    }
+
+    /// Waits for the standbys' answers to a batch shipped by [`Plan::start`]; returns those
+    /// that hold it (the next `sync_set`) and those of the current `sync_set` that dropped
+    /// out.
+    fn ship(&mut self, shipping: Shipping) -> Result<(Vec<String>, Vec<String>), Unacknowledged> {
+        let now = Instant::now();
+        let Shipping { targets, answers } = shipping;
+        let answers = match answers {
+            Some(handle) => handle.join().unwrap_or_else(|_| {
+                targets
+                    .iter()
+                    .map(|_| {
+                        Err(crate::replicate::ShipRefusal::Unavailable(
+                            "the shipper panicked".into(),
+                        ))
+                    })
+                    .collect()
+            }),
+            None => Vec::new(),
         };
         let mut held = Vec::new();
         let mut dropped = Vec::new();
@@ -323,36 +384,40 @@ impl Writer {
         };
         let mut dropped = Vec::new();
         let m = &self.shared.metrics;
-        let result = ledger.commit_through(|cp, entries| {
-            let shipping = std::time::Instant::now();
-            let (sync_set, left_out) = rep.ship(cp, entries)?;
-            m.ship_seconds.observe(shipping.elapsed().as_secs_f64());
-            dropped = left_out;
-            let next = Head {
-                tree_size: cp.size,
-                root: cp.root.0,
-                epoch: rep.cfg.epoch,
-                sync_set,
-            };
-            let swapping = std::time::Instant::now();
-            let swapped = rep.cfg.register.compare_and_swap(Some(&rep.head), &next);
-            m.register_seconds.observe(swapping.elapsed().as_secs_f64());
-            match swapped {
-                Ok(Swap::Done) => {
-                    rep.head = next;
-                    Ok(())
+        let plan = rep.plan();
+        let shipped_at = std::time::Instant::now();
+        let result = ledger.commit_through_with(
+            |cp, entries| plan.start(cp, entries),
+            |cp, _, shipping| {
+                let (sync_set, left_out) = rep.ship(shipping)?;
+                m.ship_seconds.observe(shipped_at.elapsed().as_secs_f64());
+                dropped = left_out;
+                let next = Head {
+                    tree_size: cp.size,
+                    root: cp.root.0,
+                    epoch: rep.cfg.epoch,
+                    sync_set,
+                };
+                let swapping = std::time::Instant::now();
+                let swapped = rep.cfg.register.compare_and_swap(Some(&rep.head), &next);
+                m.register_seconds.observe(swapping.elapsed().as_secs_f64());
+                match swapped {
+                    Ok(Swap::Done) => {
+                        rep.head = next;
+                        Ok(())
+                    }
+                    Ok(Swap::Fenced { actual }) => {
+                        let why = describe(actual.as_ref());
+                        rep.fenced = Some(why.clone());
+                        Err(Unacknowledged::Fenced(why))
+                    }
+                    Err(e) => {
+                        rep.unsure = true;
+                        Err(Unacknowledged::Unsure(e.to_string()))
+                    }
                 }
-                Ok(Swap::Fenced { actual }) => {
-                    let why = describe(actual.as_ref());
-                    rep.fenced = Some(why.clone());
-                    Err(Unacknowledged::Fenced(why))
-                }
-                Err(e) => {
-                    rep.unsure = true;
-                    Err(Unacknowledged::Unsure(e.to_string()))
-                }
-            }
-        });
+            },
+        );
         m.standbys_dropped.inc_by(dropped.len() as u64);
         m.sync_set_size.set(rep.head.sync_set.len() as i64);
         match &result {

@@ -704,6 +704,19 @@ impl Store {
         &mut self,
         batch: &[NewEntry],
     ) -> Result<(Checkpoint, Vec<Vec<u8>>), AppendError> {
+        self.write_tail_with(batch, |_, _| ())
+            .map(|(cp, entries, ())| (cp, entries))
+    }
+
+    /// [`Store::write_tail_entries`], calling `meanwhile` with the checkpoint and the encoded
+    /// entries once they are computed and before the tail's durable commit: a writer starts
+    /// shipping the batch to its standbys while its own copy syncs (issue 29). What it
+    /// returns is handed back.
+    pub fn write_tail_with<R>(
+        &mut self,
+        batch: &[NewEntry],
+        meanwhile: impl FnOnce(&Checkpoint, &[Vec<u8>]) -> R,
+    ) -> Result<(Checkpoint, Vec<Vec<u8>>, R), AppendError> {
         if let Some(e) = batch.iter().find_map(|e| match e.event.kind() {
             Kind::Genesis | Kind::KeyRotated => Some(e.event.kind().name()),
             _ => None,
@@ -717,6 +730,8 @@ impl Store {
             return Err(AppendError::TailPending(self.tail));
         }
         let prepared = self.prepare_batch(batch)?;
+        let entries: Vec<Vec<u8>> = prepared.encoded.iter().map(|(_, b)| b.clone()).collect();
+        let started = meanwhile(&prepared.checkpoint, &entries);
         let txn = begin_durable_write(&self.db, self.quick_repair)?;
         {
             let mut table = txn.open_table(TAIL).map_err(storage("opening the tail"))?;
@@ -731,8 +746,7 @@ impl Store {
             return Err(AppendError::Commit(storage("committing the tail")(e)));
         }
         self.tail = prepared.encoded.len() as u64;
-        let entries = prepared.encoded.into_iter().map(|(_, b)| b).collect();
-        Ok((prepared.checkpoint, entries))
+        Ok((prepared.checkpoint, entries, started))
     }
 
     /// The unsigned tail's entries (seq, encoded bytes), if one is pending.

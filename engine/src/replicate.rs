@@ -99,6 +99,9 @@ pub enum ShipRefusal {
 /// The standby's end: the log it holds, and the highest epoch it has taken batches from.
 pub struct Standby {
     ledger: Ledger,
+    /// The tail it holds, as the batch it was shipped as (so that signing it, or comparing
+    /// the next shipment with it, does not read and decode it back from the store).
+    pending: Option<(Checkpoint, Vec<NewEntry>)>,
     /// Where the highest epoch is kept (it must survive a restart).
     epoch_file: PathBuf,
     epoch: u64,
@@ -195,6 +198,7 @@ impl Standby {
         let epoch = read_epoch(&epoch_file)?;
         Ok(Standby {
             ledger,
+            pending: None,
             epoch_file,
             epoch,
             aside: aside.to_path_buf(),
@@ -250,23 +254,30 @@ impl Standby {
             })?;
             self.epoch = s.epoch;
         }
-        if let Some((_, cp)) = self
-            .ledger
-            .store()
-            .tail_batch()
-            .map_err(|e| unavailable(&e))?
-        {
+        let held = match self.pending.take() {
+            Some(p) => Some(p),
+            None => self
+                .ledger
+                .store()
+                .tail_batch()
+                .map_err(|e| unavailable(&e))?
+                .map(|(batch, cp)| (cp, batch)),
+        };
+        if let Some((cp, batch)) = held {
             if (cp.size, cp.root.0) == s.base {
                 // The writer extends the batch it shipped last: the register took it.
-                self.ledger.sign_tail().map_err(|e| unavailable(&e))?;
+                self.ledger.append(batch).map_err(|e| unavailable(&e))?;
             } else if self.head() == s.base && cp == s.checkpoint {
                 // The same batch again (the writer retried): held already.
+                self.pending = Some((cp.clone(), batch));
                 return Ok(cp);
             } else if self.head() == s.base {
                 // The writer went on from beneath it: that batch was never acknowledged.
                 self.ledger
                     .set_tail_aside(&self.aside)
                     .map_err(|e| unavailable(&e))?;
+            } else {
+                self.pending = Some((cp, batch));
             }
         }
         let (size, root) = self.head();
@@ -291,6 +302,7 @@ impl Standby {
         entries: &[Vec<u8>],
         expect: Option<&Checkpoint>,
     ) -> Result<Checkpoint, ShipRefusal> {
+        self.pending = None;
         let batch = decode(entries).map_err(ShipRefusal::Invalid)?;
         let (cp, encoded) = match self.ledger.write_tail(&batch) {
             Ok(w) => w,
@@ -313,6 +325,7 @@ impl Standby {
             }
             return Err(ShipRefusal::Invalid(why));
         }
+        self.pending = Some((cp.clone(), batch));
         Ok(cp)
     }
 
@@ -324,6 +337,7 @@ impl Standby {
     /// key in force. Returns the size reached.
     pub fn catch_up(&mut self, batches: &[Batch]) -> Result<u64, ShipRefusal> {
         let unavailable = |e: &dyn std::fmt::Display| ShipRefusal::Unavailable(e.to_string());
+        self.pending = None;
         let mut batches = batches;
         let tail = self.ledger.store().tail().map_err(|e| unavailable(&e))?;
         if !tail.is_empty() {

@@ -10,9 +10,9 @@
 //! write lost or doubled, no fork signed by any node, the register never backwards), every
 //! node's log identical to the writer's, `verify` and `check` clean.
 //!
-//! `FAILOVER_SEEDS=n` runs seeds 0..n (default 300; `.ci/run` runs 3000), within
-//! `FAILOVER_SIM_SECS` (default 240); `FAILOVER_SEED=s` runs one, which is how a failing
-//! seed reproduces (the failure names its seed and the run's log).
+//! `FAILOVER_SEEDS=n` runs seeds 0..n (default 300; `.ci/run` runs 2000) within
+//! `FAILOVER_SIM_SECS` (default 240; `.ci/run` 150). `FAILOVER_SEED=s` runs one: that is how
+//! a failing seed reproduces (the failure names its seed and prints the run's log).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;

@@ -11,7 +11,7 @@
 //! node's log identical to the writer's, `verify` and `check` clean.
 //!
 //! `FAILOVER_SEEDS=n` runs seeds 0..n (default 300; `.ci/run` runs 2000) within
-//! `FAILOVER_SIM_SECS` (default 240; `.ci/run` 150). `FAILOVER_SEED=s` runs one: that is how
+//! `FAILOVER_SIM_SECS` (default 240; `.ci/run` 120). `FAILOVER_SEED=s` runs one: that is how
 //! a failing seed reproduces (the failure names its seed and prints the run's log).
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -4,8 +4,9 @@
 //!
 //! Reports:
 //! * closed-loop ingest with one sync standby, against the same daemon alone (no failover),
-//!   interleaved rounds in the same run, medians;
-//! * follower lag under that load: from the moment the writer has committed a size to the
+//!   interleaved rounds in the same run, medians (the follower stopped meanwhile: every
+//!   process here shares the same cores);
+//! * follower lag under load: from the moment the writer has committed a size to the
 //!   moment the follower serves it (p50, p99);
 //! * over `FLEET_FAILOVER_KILLS` writer kills (default 20) and `FLEET_FAILOVER_PAUSES`
 //!   pauses past the lease (default 5), with the default lease (5 s) and agents through
@@ -335,14 +336,32 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
 
-        // Ingest, interleaved rounds: the lone daemon, then the writer with its sync
-        // standby (and the follower following), three times.
+        // Ingest, interleaved rounds: the lone daemon, then the writer with its sync standby,
+        // three times. The follower is stopped meanwhile (SIGSTOP): on this machine every
+        // process shares the same two cores, and the configuration measured is one sync
+        // standby. Then a round with the follower following, for its lag.
         let d = Duration::from_secs(secs);
         let (mut lone_seqs, mut seqs) = (vec![0u64; lone_agents.len()], vec![0u64; agents.len()]);
         let (mut lone_rates, mut rates, mut lags) = (Vec::new(), Vec::new(), Vec::new());
+        reader.signal("-STOP");
         for round in 0..3 {
             let p = closed_loop(&lone_c, &lone_agents, &mut lone_seqs, d).await;
             lone_rates.push(p.events as f64 / p.elapsed.as_secs_f64());
+            let p = closed_loop(&writer_c, &agents, &mut seqs, d).await;
+            rates.push(p.events as f64 / p.elapsed.as_secs_f64());
+            println!(
+                "round {round}: lone {:.0} events/s, with a sync standby {:.0} events/s",
+                lone_rates[round], rates[round]
+            );
+        }
+        reader.signal("-CONT");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let target = served_size(&writer_c, &auditor).await.unwrap_or(0);
+        while served_size(&reader_c, &auditor).await.unwrap_or(0) < target {
+            assert!(Instant::now() < deadline, "the follower never caught up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let follower_rate = {
             let sampling = Arc::new(AtomicBool::new(true));
             let sampler = {
                 let (w, r, t, on) = (
@@ -379,12 +398,8 @@ fn main() {
             let p = closed_loop(&writer_c, &agents, &mut seqs, d).await;
             sampling.store(false, Ordering::Relaxed);
             lags.extend(sampler.await.expect("sampler"));
-            rates.push(p.events as f64 / p.elapsed.as_secs_f64());
-            println!(
-                "round {round}: lone {:.0} events/s, with a sync standby {:.0} events/s",
-                lone_rates[round], rates[round]
-            );
-        }
+            p.events as f64 / p.elapsed.as_secs_f64()
+        };
         // Where a batch's time goes on the writer (means over the rounds).
         let mean = |sum: f64, count: f64| if count > 0.0 { 1e3 * sum / count } else { 0.0 };
         let mut parts = Vec::new();
@@ -413,7 +428,7 @@ fn main() {
             100.0 * fo_med / lone_med
         );
         println!(
-            "follower lag under that load: p50 {}, p99 {}, max {} ({} probes)",
+            "follower lag under load ({follower_rate:.0} events/s with the follower following): p50 {}, p99 {}, max {} ({} probes)",
             ms(percentile(&lags, 0.5)),
             ms(percentile(&lags, 0.99)),
             ms(lags.last().copied().unwrap_or_default()),

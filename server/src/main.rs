@@ -16,7 +16,7 @@ use crate::cli::ledger::{
     prove_inclusion, publish, read_witnesses, rebuild, rotate_key, token, trial_commit, verify,
     verify_proof,
 };
-use crate::cli::serve::serve;
+use crate::cli::serve::{promote, serve};
 
 /// mimalloc rather than glibc's malloc: the daemon allocates per request (HTTP, JSON, events,
 /// rows) on several threads, and with glibc malloc, free and consolidation were 28% of an
@@ -253,6 +253,20 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Make a failover standby the writer by hand: it unseats the current writer (revokes
+    /// its election lease) if it holds every acknowledged entry, then this waits until it
+    /// answers /healthz/leader 200.
+    Promote {
+        /// The standby's API, e.g. http://10.0.0.12:8443.
+        #[arg(long)]
+        url: String,
+        /// The failover peer token file (`failover.token_file`).
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Seconds to wait for it to lead.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
     /// Generate an API token and print it with the config entry that admits it.
     Token {
         /// agent, operator, auditor or ci.
@@ -316,7 +330,10 @@ impl Command {
             },
             Command::VerifyProof { proof, .. } => Some(proof),
             Command::Import { from, .. } => from.bundle.as_deref().or(from.tiles.as_deref()),
-            Command::Keygen { .. } | Command::Token { .. } | Command::Openapi => None,
+            Command::Keygen { .. }
+            | Command::Token { .. }
+            | Command::Promote { .. }
+            | Command::Openapi => None,
         }
     }
 }
@@ -576,6 +593,11 @@ fn run(command: Command) -> Result<()> {
             out,
         } => report(&source, &rollout, &out),
         Command::Token { role, name } => token(&role, &name),
+        Command::Promote {
+            url,
+            token_file,
+            wait,
+        } => promote(&url, &token_file, wait),
         Command::Publish { db, to } => publish(&db, &to),
         Command::Openapi => openapi(),
     }

@@ -181,6 +181,7 @@ pub async fn run(
         tracing::info!(node = %fo.node, size = standby.head().0, epoch = standby.epoch(), "standing by");
         let cell = Arc::new(Mutex::new(Some(standby)));
         let shipped = Arc::new(Mutex::new(None));
+        let (promote_tx, promote_rx) = tokio::sync::mpsc::channel(4);
         let state = StandbyState {
             standby: Arc::clone(&cell),
             token: crate::auth::digest(&token),
@@ -192,6 +193,7 @@ pub async fn run(
                 .timeout(Duration::from_secs(30))
                 .build()
                 .context("building the catch-up client")?,
+            promote: promote_tx,
         };
         let metrics = engine::metrics::Metrics::new(Some(&db));
         let shared = Arc::new(Shared::detached(metrics));
@@ -219,12 +221,20 @@ pub async fn run(
             Arc::clone(&cell),
             Arc::clone(&shipped),
         ));
+        let promoting = tokio::spawn(promotions(
+            etcd.clone(),
+            fo.clone(),
+            Arc::clone(&cell),
+            promote_rx,
+        ));
         let elected = tokio::select! {
             _ = stop.as_mut() => None,
             lead = campaign_when_eligible(&etcd, &fo, &cell) => Some(lead),
         };
         catching_up.abort();
         let _ = catching_up.await;
+        promoting.abort();
+        let _ = promoting.await;
         let _ = halt.send(true);
         let _ = served.await;
         let Some(lead) = elected else {
@@ -350,6 +360,41 @@ async fn eligible(
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// Answers `fleet-ledger promote` (by hand): a node that holds the register's head unseats
+/// the current writer (revokes its election lease); the election then makes this node the
+/// writer, as it would after the lease lapsed.
+async fn promotions(
+    etcd: Etcd,
+    fo: FailoverConfig,
+    cell: Arc<Mutex<Option<Standby>>>,
+    mut requests: tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<Result<String, String>>>,
+) {
+    while let Some(reply) = requests.recv().await {
+        let answer = match eligible(&etcd, &fo, &cell).await {
+            Ok(true) => match etcd.unseat(&fo.prefix).await {
+                Ok(Some(node)) => {
+                    tracing::warn!(unseated = %node, "promoted by hand: the writer's election lease is revoked");
+                    Ok(format!(
+                        "{node}'s election lease is revoked; {} takes over once elected",
+                        fo.node
+                    ))
+                }
+                Ok(None) => Ok(format!(
+                    "no writer leads; {} takes over once elected",
+                    fo.node
+                )),
+                Err(e) => Err(format!("unseating the writer: {e}")),
+            },
+            Ok(false) => Err(format!(
+                "{} does not hold the head the commit register acknowledges: it must catch up first",
+                fo.node
+            )),
+            Err(e) => Err(format!("reading the commit register: {e}")),
+        };
+        let _ = reply.send(answer);
+    }
 }
 
 /// Campaigns while eligible; returns once elected and still eligible.

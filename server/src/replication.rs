@@ -253,6 +253,39 @@ impl Leadership {
 }
 
 impl Etcd {
+    /// Ends the current writer's leadership by hand (`fleet-ledger promote`): its election
+    /// lease is revoked, so the next candidate in the election is elected at once. Safe
+    /// whatever the old writer does next: its swaps of the register fail from the new
+    /// epoch on. Returns the node that led, None if nobody did.
+    pub async fn unseat(&self, prefix: &str) -> Result<Option<String>, RegisterError> {
+        let answer = self
+            .call(
+                "/v3/election/leader",
+                &json!({"name": b64(election_name(prefix).as_bytes())}),
+            )
+            .await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(CallError::Unknown(m)) if m.contains("no leader") => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let node = answer["kv"]["value"]
+            .as_str()
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let Some(lease) = int(&answer["kv"]["lease"]) else {
+            return Ok(None);
+        };
+        match self
+            .call("/v3/lease/revoke", &json!({"ID": lease.to_string()}))
+            .await
+        {
+            Ok(_) => Ok(node),
+            Err(CallError::Unknown(m)) if m.contains("lease not found") => Ok(node),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The node the writer election names now (its leader key's value), None while nobody
     /// leads.
     pub async fn leader(&self, prefix: &str) -> Result<Option<String>, RegisterError> {
@@ -303,17 +336,26 @@ pub async fn campaign(
         let mut last_ok = tokio::time::Instant::now();
         loop {
             tick.tick().await;
-            let renewed = renewer
+            let answer = renewer
                 .call("/v3/lease/keepalive", &json!({"ID": lease.to_string()}))
-                .await
+                .await;
+            // etcd answers a lease it no longer has (lapsed, or revoked by `promote`) with
+            // no TTL: lost for certain, at once. No answer: lost once a whole TTL passed.
+            let ttl_left = answer
+                .as_ref()
                 .ok()
-                .and_then(|r| int(&r["result"]["TTL"]))
-                .is_some_and(|ttl| ttl > 0);
-            if renewed {
-                last_ok = tokio::time::Instant::now();
-            } else if last_ok.elapsed() >= ttl {
-                let _ = lost_tx.send(true);
-                return;
+                .map(|r| int(&r["result"]["TTL"]).unwrap_or(0));
+            match ttl_left {
+                Some(left) if left > 0 => last_ok = tokio::time::Instant::now(),
+                Some(_) => {
+                    let _ = lost_tx.send(true);
+                    return;
+                }
+                None if last_ok.elapsed() >= ttl => {
+                    let _ = lost_tx.send(true);
+                    return;
+                }
+                None => {}
             }
         }
     });

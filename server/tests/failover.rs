@@ -347,6 +347,41 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
     eprintln!("etcd quorum back: writes resumed in {:?}", t0.elapsed());
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
+    // A switchover by hand: `fleet-ledger promote` makes the standby the writer while the
+    // writer runs; the writes go on.
+    let (lead, port) = wait_leader(&ports, Duration::from_secs(30)).await;
+    let lc = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&lc, &op, "fleet_ledger_sync_set_size").await < 1.0 {
+        assert!(Instant::now() < deadline, "the standby never got in sync");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let standby = nodes.iter().find(|n| n.name != lead).unwrap();
+    let out = succeeds(&[
+        "promote",
+        "--url",
+        &format!("http://127.0.0.1:{}", standby.port),
+        "--token-file",
+        standby.dir.join("peer.token").to_str().unwrap(),
+    ]);
+    assert!(out.contains("is the writer"), "{out}");
+    // The old writer learns it lost its lease at its next renewal (or is fenced at its next
+    // batch) and stops answering /healthz/leader.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leader(&ports).await.map(|(n, _)| n) != Some(standby.name) {
+        assert!(
+            Instant::now() < deadline,
+            "the promoted node does not lead alone"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = acked.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() == before {
+        assert!(Instant::now() < deadline, "no write after the switchover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     running.store(false, Ordering::Relaxed);
     for a in agents {
         a.await.unwrap();

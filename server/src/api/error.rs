@@ -187,6 +187,8 @@ pub enum ErrorCode {
     InvalidShipment,
     /// `not-yet`: 503: `?min_size` asked for entries this node does not serve yet
     NotYet,
+    /// `promote-refused`: 409: this node may not take over (it lacks acknowledged entries)
+    PromoteRefused,
     /// `unavailable`: 503: an entry could not be read back; retry
     Unavailable,
     /// `internal`: 500: a bug; the reason says where
@@ -322,6 +324,7 @@ impl ErrorCode {
         ErrorCode::StandbyDiverged,
         ErrorCode::InvalidShipment,
         ErrorCode::NotYet,
+        ErrorCode::PromoteRefused,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::IllegalTransition,
@@ -527,6 +530,11 @@ impl ErrorCode {
                 "invalid-shipment",
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "422: a batch that does not continue the log as shipped",
+            ),
+            ErrorCode::PromoteRefused => (
+                "promote-refused",
+                StatusCode::CONFLICT,
+                "409: this node may not take over (it lacks acknowledged entries)",
             ),
             ErrorCode::NotYet => (
                 "not-yet",

@@ -576,6 +576,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz/leader", get(healthz_leader))
         .route("/healthz/follower", get(replica::healthz_follower))
         .route("/v1/replication/batch", post(replica::not_a_standby))
+        .route("/v1/replication/promote", post(replica::already_writing))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(state.strict, protocol))

@@ -11,7 +11,7 @@ use super::{
     ErrorBody, agent, audit, closure, identity, manifests, nixfleet_rollouts, operators, published,
     rollouts, rotation,
 };
-use crate::api::replica::{__path_healthz_follower, __path_receive};
+use crate::api::replica::{__path_healthz_follower, __path_promote, __path_receive};
 use crate::api::{__path_healthz, __path_healthz_leader, __path_metrics};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -242,6 +242,7 @@ pub(super) struct RolloutManifest {
         healthz,
         healthz_leader,
         receive,
+        promote,
         healthz_follower,
         openapi_json,
     ),

@@ -51,6 +51,9 @@ pub struct StandbyState {
     pub peer_token: Arc<str>,
     /// The client those reads go through.
     pub http: reqwest::Client,
+    /// Asks the node to take over by hand (`POST /v1/replication/promote`): answered with
+    /// what it did, or why not.
+    pub promote: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<String, String>>>,
 }
 
 impl StandbyState {
@@ -371,6 +374,41 @@ pub fn refusal_of(status: StatusCode, headers: &HeaderMap, body: &str) -> ShipRe
     }
 }
 
+/// Takes over by hand (`fleet-ledger promote`, with the peer token): if this standby holds
+/// the head the commit register acknowledges, the current writer's election lease is revoked
+/// and this node is elected next (200, saying so); otherwise 409 `promote-refused` with why.
+/// The takeover itself is the election's: the caller waits for `/healthz/leader`.
+#[utoipa::path(post, path = "/v1/replication/promote", tag = "failover",
+    responses((status = 200, description = "the writer was unseated; this node takes over", content_type = "text/plain", body = String),
+        (status = "4XX", description = "`promote-refused` (this node lacks acknowledged entries, or is not a standby), `unauthorized`", body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn promote(State(state): State<StandbyState>, headers: HeaderMap) -> Response {
+    if !is_peer(&headers, &state.token) {
+        return ApiError::new(
+            ErrorCode::Unauthorized,
+            "promoting needs the failover peer token",
+        )
+        .into_response();
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if state.promote.send(reply).await.is_err() {
+        return ApiError::new(ErrorCode::PromoteRefused, "this node is not standing by")
+            .into_response();
+    }
+    match answer.await {
+        Ok(Ok(what)) => (StatusCode::OK, format!("{what}\n")).into_response(),
+        Ok(Err(why)) => ApiError::new(ErrorCode::PromoteRefused, why).into_response(),
+        Err(_) => {
+            ApiError::new(ErrorCode::PromoteRefused, "this node is not standing by").into_response()
+        }
+    }
+}
+
+/// The writer's answer to a promotion: it writes already.
+pub(super) async fn already_writing() -> Response {
+    (StatusCode::OK, "this node is the writer already\n").into_response()
+}
+
 async fn standing_by() -> Response {
     ApiError::new(
         ErrorCode::NotLeader,
@@ -389,6 +427,7 @@ pub fn standby_router(state: StandbyState) -> Router {
     let limit = state.body_bytes;
     Router::new()
         .route("/v1/replication/batch", post(receive))
+        .route("/v1/replication/promote", post(promote))
         .route("/healthz", get(standby_health))
         .route(
             "/healthz/leader",

@@ -135,3 +135,47 @@ impl Signals {
         }
     }
 }
+
+/// `promote`: asks a failover standby to take over by hand, then waits until it leads.
+pub(crate) fn promote(url: &str, token_file: &Path, wait: u64) -> Result<()> {
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("reading {}", token_file.display()))?;
+    let base = url.trim_end_matches('/').to_string();
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        bail!("--url {url:?}: the standby's API, http(s)://host:port");
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    runtime()?.block_on(async move {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?;
+        let resp = http
+            .post(format!("{base}/v1/replication/promote"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .with_context(|| format!("reaching {base}"))?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("{base} refused to take over ({status}): {}", body.trim());
+        }
+        println!("{}", body.trim());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+        loop {
+            let leads = http
+                .get(format!("{base}/healthz/leader"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if leads {
+                println!("{base} is the writer");
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("{base} did not become the writer within {wait} s (its log says why)");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+}

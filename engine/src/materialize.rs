@@ -342,30 +342,7 @@ impl Ledger {
         for e in batch {
             self.staged.push(&mut self.state, e.recorded_at_us, e.event);
         }
-        let batch: Vec<NewEntry> = self
-            .staged
-            .take()
-            .into_iter()
-            .map(|(recorded_at_us, event)| NewEntry {
-                recorded_at_us,
-                event,
-            })
-            .collect();
-        let state = &mut self.state;
-        let result = self.store.append_noted(&batch, note, |tables, _| {
-            state.flush(tables).map_err(MaterializeError::from)
-        });
-        self.staged = Staged::at(self.store.size());
-        match result {
-            Ok(receipt) => {
-                self.forget_pruned(&batch);
-                Ok(receipt)
-            }
-            Err(e) => {
-                self.reload();
-                Err(e)
-            }
-        }
+        self.write_staged_with(Some(note))
     }
 
     /// [`Ledger::open_live`] of a store already open.
@@ -604,6 +581,11 @@ impl Ledger {
     }
 
     fn write_staged(&mut self) -> Result<Receipt, MaterializeError> {
+        self.write_staged_with(None)
+    }
+
+    /// Commits what is staged, signed here, or with `note` (another node's signature).
+    fn write_staged_with(&mut self, note: Option<&str>) -> Result<Receipt, MaterializeError> {
         let batch: Vec<NewEntry> = self
             .staged
             .take()
@@ -614,9 +596,14 @@ impl Ledger {
             })
             .collect();
         let state = &mut self.state;
-        let result = self.store.append_with(&batch, |tables, _| {
+        let flush = |tables: &mut ledger::store::RedbTables<'_>,
+                     _: &[ledger::store::Appended<'_>]| {
             state.flush(tables).map_err(MaterializeError::from)
-        });
+        };
+        let result = match note {
+            Some(note) => self.store.append_noted(&batch, note, flush),
+            None => self.store.append_with(&batch, flush),
+        };
         self.staged = Staged::at(self.store.size());
         match result {
             Ok(receipt) => {

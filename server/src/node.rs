@@ -119,6 +119,21 @@ impl Shipper for HttpShipper {
     }
 }
 
+/// The config, its failover section and the peer token.
+fn load(config: &Path) -> Result<(crate::config::Settings, FailoverConfig, String)> {
+    let settings = Config::load(config)?;
+    let fo = settings
+        .config
+        .failover
+        .clone()
+        .context("the config has no failover section")?;
+    let token = settings
+        .peer_token
+        .clone()
+        .context("failover needs its peer token")?;
+    Ok((settings, fo, token))
+}
+
 /// Why a writer phase ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
@@ -144,16 +159,7 @@ pub async fn run(
         .context("keeping the listening socket")?;
     let mut stop = std::pin::pin!(stop);
     loop {
-        let settings = Config::load(config)?;
-        let fo = settings
-            .config
-            .failover
-            .clone()
-            .context("the config has no failover section")?;
-        let token = settings
-            .peer_token
-            .clone()
-            .context("failover needs its peer token")?;
+        let (settings, fo, token) = load(config)?;
         let etcd = Etcd::new(&fo.etcd, Some(Duration::from_secs(2)))
             .map_err(|e| anyhow::anyhow!("failover.etcd: {e}"))?;
         let signer = Arc::new(crate::daemon::signer(&settings.config.signing_key)?);
@@ -519,16 +525,7 @@ pub async fn run_follower(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     use engine::replicate::Follower;
-    let settings = Config::load(config)?;
-    let fo = settings
-        .config
-        .failover
-        .clone()
-        .context("the config has no failover section")?;
-    let token = settings
-        .peer_token
-        .clone()
-        .context("failover needs its peer token")?;
+    let (settings, fo, token) = load(config)?;
     let mut evidence = db.as_os_str().to_owned();
     evidence.push(".evidence");
     let evidence = PathBuf::from(evidence);

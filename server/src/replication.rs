@@ -253,27 +253,36 @@ impl Leadership {
 }
 
 impl Etcd {
-    /// Ends the current writer's leadership by hand (`fleet-ledger promote`): its election
-    /// lease is revoked, so the next candidate in the election is elected at once. Safe
-    /// whatever the old writer does next: its swaps of the register fail from the new
-    /// epoch on. Returns the node that led, None if nobody did.
-    pub async fn unseat(&self, prefix: &str) -> Result<Option<String>, RegisterError> {
+    /// The writer election's leader key (its value is the node, its lease the leadership's),
+    /// None while nobody leads.
+    async fn leader_key(&self, prefix: &str) -> Result<Option<Value>, RegisterError> {
         let answer = self
             .call(
                 "/v3/election/leader",
                 &json!({"name": b64(election_name(prefix).as_bytes())}),
             )
             .await;
-        let answer = match answer {
-            Ok(a) => a,
-            Err(CallError::Unknown(m)) if m.contains("no leader") => return Ok(None),
-            Err(e) => return Err(e.into()),
+        match answer {
+            Ok(a) => Ok(Some(a["kv"].clone())),
+            // etcd answers an error when the election has no leader.
+            Err(CallError::Unknown(m)) if m.contains("no leader") => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Ends the current writer's leadership by hand (`fleet-ledger promote`): its election
+    /// lease is revoked, so the next candidate in the election is elected at once. Safe
+    /// whatever the old writer does next: its swaps of the register fail from the new
+    /// epoch on. Returns the node that led, None if nobody did.
+    pub async fn unseat(&self, prefix: &str) -> Result<Option<String>, RegisterError> {
+        let Some(kv) = self.leader_key(prefix).await? else {
+            return Ok(None);
         };
-        let node = answer["kv"]["value"]
+        let node = kv["value"]
             .as_str()
             .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
             .map(|b| String::from_utf8_lossy(&b).into_owned());
-        let Some(lease) = int(&answer["kv"]["lease"]) else {
+        let Some(lease) = int(&kv["lease"]) else {
             return Ok(None);
         };
         match self
@@ -289,19 +298,10 @@ impl Etcd {
     /// The node the writer election names now (its leader key's value), None while nobody
     /// leads.
     pub async fn leader(&self, prefix: &str) -> Result<Option<String>, RegisterError> {
-        let answer = self
-            .call(
-                "/v3/election/leader",
-                &json!({"name": b64(election_name(prefix).as_bytes())}),
-            )
-            .await;
-        let answer = match answer {
-            Ok(a) => a,
-            // etcd answers an error when the election has no leader.
-            Err(CallError::Unknown(m)) if m.contains("no leader") => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(kv) = self.leader_key(prefix).await? else {
+            return Ok(None);
         };
-        let value = answer["kv"]["value"].as_str().unwrap_or_default();
+        let value = kv["value"].as_str().unwrap_or_default();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(value)
             .map_err(|e| RegisterError::Malformed(format!("the election's leader value: {e}")))?;

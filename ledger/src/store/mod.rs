@@ -505,6 +505,18 @@ impl Store {
         gate: impl FnOnce(&Gated<'_>) -> Result<(), E>,
         hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
     ) -> Result<Receipt, E> {
+        self.append_entries(batch, None, gate, hook)
+    }
+
+    /// The one append path of ordinary entries: the key chain's own kinds refused, then one
+    /// durable transaction, the checkpoint signed here or `note` checked.
+    fn append_entries<E: From<AppendError>>(
+        &mut self,
+        batch: &[NewEntry],
+        note: Option<&str>,
+        gate: impl FnOnce(&Gated<'_>) -> Result<(), E>,
+        hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
+    ) -> Result<Receipt, E> {
         if let Some(e) = batch.iter().find_map(|e| match e.event.kind() {
             Kind::Genesis | Kind::KeyRotated => Some(e.event.kind().name()),
             _ => None,
@@ -515,7 +527,7 @@ impl Store {
             return Err(AppendError::Poisoned.into());
         }
         let txn = begin_durable_write(&self.db, self.quick_repair).map_err(AppendError::from)?;
-        self.commit_batch(txn, batch, None, gate, |txn, appended| {
+        self.commit_batch(txn, batch, note, gate, |txn, appended| {
             hook(&mut RedbTables::new(txn), appended)
         })
     }
@@ -531,23 +543,7 @@ impl Store {
         note: &str,
         hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
     ) -> Result<Receipt, E> {
-        if let Some(e) = batch.iter().find_map(|e| match e.event.kind() {
-            Kind::Genesis | Kind::KeyRotated => Some(e.event.kind().name()),
-            _ => None,
-        }) {
-            return Err(AppendError::ReservedKind(e).into());
-        }
-        if self.poisoned {
-            return Err(AppendError::Poisoned.into());
-        }
-        let txn = begin_durable_write(&self.db, self.quick_repair).map_err(AppendError::from)?;
-        self.commit_batch(
-            txn,
-            batch,
-            Some(note),
-            |_| Ok(()),
-            |txn, appended| hook(&mut RedbTables::new(txn), appended),
-        )
+        self.append_entries(batch, Some(note), |_| Ok(()), hook)
     }
 
     /// Appends a key rotation to `next`, signed off by the current key; later checkpoints are

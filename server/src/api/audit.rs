@@ -151,6 +151,17 @@ pub(super) fn tokio_stream(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+/// A long poll's wait: with `wait` seconds (capped at `limits.long_poll_secs`), until the log
+/// holds an entry at `from`. A commit bumps `committed` after the data is durable and
+/// readable.
+async fn wait_beyond(state: &AppState, from: u64, wait: Option<u64>) {
+    if let Some(secs) = wait.filter(|s| *s > 0) {
+        let cap = std::time::Duration::from_secs(secs.min(state.limits.long_poll_secs));
+        let mut committed = state.shared.committed.subscribe();
+        let _ = tokio::time::timeout(cap, committed.wait_for(|size| *size > from)).await;
+    }
+}
+
 /// Raw entries `[from, to)`, streamed: `u32be len` then the stored bytes, per entry
 /// (docs/FORMAT.md §9a).
 #[utoipa::path(get, path = "/v1/ledger/entries", tag = "auditors", params(RangeQuery),
@@ -163,14 +174,7 @@ pub(super) async fn entries(
     query: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadQuery, e.body_text()))?;
-    if let Some(secs) = q.wait.filter(|s| *s > 0) {
-        // Nothing at `from` yet: wait (bounded) for a commit that reaches it. A commit
-        // bumps `committed` after the data is durable and readable.
-        let cap = std::time::Duration::from_secs(secs.min(state.limits.long_poll_secs));
-        let mut committed = state.shared.committed.subscribe();
-        let from = q.from;
-        let _ = tokio::time::timeout(cap, committed.wait_for(|size| *size > from)).await;
-    }
+    wait_beyond(&state, q.from, q.wait).await;
     stream_body(&state, "application/octet-stream", move |snap, w| {
         use std::io::Write as _;
         let to = q.to.unwrap_or(snap.size()).min(snap.size());
@@ -218,11 +222,7 @@ pub(super) async fn batches(
 ) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadQuery, e.body_text()))?;
     let from = q.from;
-    if let Some(secs) = q.wait.filter(|s| *s > 0) {
-        let cap = std::time::Duration::from_secs(secs.min(state.limits.long_poll_secs));
-        let mut committed = state.shared.committed.subscribe();
-        let _ = tokio::time::timeout(cap, committed.wait_for(|size| *size > from)).await;
-    }
+    wait_beyond(&state, from, q.wait).await;
     let starts_batch = read(&state, move |snap| {
         Ok(from == 0 || (from <= snap.size() && snap.checkpoint(from).ok().flatten().is_some()))
     })

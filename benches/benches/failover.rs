@@ -24,12 +24,13 @@ mod cluster;
 #[path = "../../server/tests/etcd/mod.rs"]
 mod etcd;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cluster::Node;
 use engine::run_check::{Acked, Evidence, check_run};
 use fleet_ledger_benches::env_or;
 use fleet_ledger_benches::load::{Agent, closed_loop, event_json, ms, percentile, prepare as soak};
@@ -85,93 +86,15 @@ fn child(spec: &str) {
     });
 }
 
-/// A node: this binary in child mode.
-struct Node {
-    name: &'static str,
-    dir: PathBuf,
-    db: PathBuf,
-    port: u16,
-    process: Option<Child>,
-}
-
-impl Node {
-    fn new(root: &Path, name: &'static str, from: &Path) -> Node {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let db = dir.join("ledger.redb");
-        if !db.exists() {
-            std::fs::copy(from, &db).expect("copy");
-        }
-        Node {
-            name,
-            dir,
-            db,
-            port: free_port(),
-            process: None,
-        }
-    }
-
-    fn oracle(&self) -> PathBuf {
-        self.dir.join("signed.txt")
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("serve.log"))
-            .expect("log");
-        let spec = format!(
-            "{}|{}|{}",
-            self.dir.join("config.json").display(),
-            self.db.display(),
-            self.port
-        );
-        self.process = Some(
-            Command::new(std::env::current_exe().expect("exe"))
-                .env(CHILD, spec)
-                .env("FLEET_LEDGER_SIGNATURE_ORACLE", self.oracle())
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("spawn"),
-        );
-    }
-
-    fn signal(&self, sig: &str) {
-        if let Some(p) = &self.process {
-            let _ = Command::new("kill")
-                .args([sig, &p.id().to_string()])
-                .status();
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut p) = self.process.take() {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-    }
-
-    fn stop(&mut self) {
-        self.signal("-CONT");
-        self.signal("-TERM");
-        if let Some(mut p) = self.process.take() {
-            let _ = p.wait();
-        }
-    }
-
-    fn client(&self) -> ApiClient {
-        ApiClient::new(&format!("http://127.0.0.1:{}", self.port)).expect("client")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A node's command: this binary in child mode, serving it.
+fn serving(n: &Node) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("exe"));
+    cmd.env(
+        CHILD,
+        format!("{}|{}|{}", n.config().display(), n.db.display(), n.port),
+    )
+    .env("RUST_LOG", "warn");
+    cmd
 }
 
 fn free_port() -> u16 {
@@ -303,11 +226,11 @@ fn main() {
         let lone_setup = Setup::create(&root.join("lone-setup"), None, 66).expect("setup");
         let mut lone = Node::new(&root, "lone", &lone_setup.db);
         std::fs::write(
-            lone.dir.join("config.json"),
+            lone.config(),
             serde_json::to_vec(&lone_setup.config).expect("json"),
         )
         .expect("config");
-        lone.start();
+        lone.start(serving(&lone));
         let setup = Setup::create(&root.join("setup"), None, 66).expect("setup");
         let mut nodes = vec![
             Node::new(&root, "a", &setup.db),
@@ -316,11 +239,11 @@ fn main() {
         let ports: Vec<(&'static str, u16)> = nodes.iter().map(|n| (n.name, n.port)).collect();
         for n in &mut nodes {
             cluster::configure(&setup, &n.dir, n.name, &ports, &endpoints, 5);
-            n.start();
+            n.start(serving(n));
         }
         let mut reader = Node::new(&root, "r", &setup.db);
         cluster::configure_follower(&setup, &reader.dir, &ports);
-        reader.start();
+        reader.start(serving(&reader));
         let (lone_c, reader_c) = (lone.client(), reader.client());
         wait_healthy(&lone_c).await;
         wait_healthy(&reader_c).await;
@@ -413,7 +336,7 @@ fn main() {
             });
         }
         println!("writer, mean per batch: {}", parts.join(", "));
-        lone.stop();
+        let _ = lone.stop();
         let median = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
@@ -504,7 +427,8 @@ fn main() {
                 nodes[i].signal("-CONT");
             } else {
                 kill_times.push(took);
-                nodes[i].start();
+                let cmd = serving(&nodes[i]);
+                nodes[i].start(cmd);
             }
         }
         running.store(false, Ordering::Relaxed);
@@ -518,10 +442,10 @@ fn main() {
         let (lead, _) = cluster::wait_leader(&ports, Duration::from_secs(120)).await;
         let history = cluster::register_history(&endpoints);
         tokio::time::sleep(Duration::from_secs(3)).await;
-        reader.stop();
+        let _ = reader.stop();
         nodes.sort_by_key(|n| n.name == lead);
         for n in &mut nodes {
-            n.stop();
+            let _ = n.stop();
         }
         let last = nodes.iter().find(|n| n.name == lead).expect("leader");
         let store = ledger::store::ReadOnlyStore::open(&last.db).expect("open");

@@ -15,8 +15,8 @@ mod cluster;
 mod common;
 mod etcd;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,68 +28,15 @@ use fleet_ledger_demo::{ApiClient, Setup};
 
 const LEASE_SECS: u64 = 2;
 
-struct Node {
-    name: &'static str,
-    dir: PathBuf,
-    db: PathBuf,
-    config: PathBuf,
-    port: u16,
-    proc: Option<Proc>,
-}
-
-impl Node {
-    fn oracle(&self) -> PathBuf {
-        self.dir.join("signed.txt")
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("serve.log"))
-            .unwrap();
-        let mut cmd = Command::new(EXE);
-        cmd.env("FLEET_LEDGER_SIGNATURE_ORACLE", self.oracle());
-        self.proc = Some(serve(
-            cmd,
-            &self.db,
-            &self.config,
-            self.port,
-            Stdio::from(log),
-            "info",
-        ));
-    }
-
-    fn signal(&self, sig: &str) {
-        if let Some(p) = &self.proc {
-            Command::new("kill")
-                .args([sig, &p.id().to_string()])
-                .status()
-                .unwrap();
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.kill().unwrap();
-            p.wait().unwrap();
-        }
-    }
-
-    fn client(&self) -> ApiClient {
-        ApiClient::new(&format!("http://127.0.0.1:{}", self.port)).unwrap()
-    }
-
-    /// The last lines of its log (what a failure shows).
-    fn log(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "--- {} ---\n{}",
-            self.name,
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        )
-    }
+/// The `serve` command of a node.
+fn serving(n: &Node) -> Command {
+    let mut cmd = Command::new(EXE);
+    cmd.args(["serve", "--db"])
+        .arg(&n.db)
+        .args(["--listen", &format!("127.0.0.1:{}", n.port), "--config"])
+        .arg(n.config())
+        .env("RUST_LOG", "info");
+    cmd
 }
 
 /// An agent: probe results back to back through the balancer, each acknowledged one
@@ -158,46 +105,19 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
         Some(tmp)
     };
     let setup = Setup::create(&root.join("a"), None, 16).unwrap();
-    let ports = [("a", free_port()), ("b", free_port())];
-    let mut nodes: Vec<Node> = ports
-        .iter()
-        .map(|(name, port)| {
-            let d = root.join(name);
-            std::fs::create_dir_all(&d).unwrap();
-            let db = d.join("ledger.redb");
-            if !db.exists() {
-                std::fs::copy(&setup.db, &db).unwrap();
-            }
-            configure(&setup, &d, name, &ports, &endpoints, LEASE_SECS);
-            Node {
-                name,
-                db,
-                config: d.join("config.json"),
-                dir: d,
-                port: *port,
-                proc: None,
-            }
-        })
-        .collect();
+    let mut nodes = vec![
+        Node::new(&root, "a", &setup.db),
+        Node::new(&root, "b", &setup.db),
+    ];
+    let ports: Vec<(&'static str, u16)> = nodes.iter().map(|n| (n.name, n.port)).collect();
     for n in &mut nodes {
-        n.start();
+        configure(&setup, &n.dir, n.name, &ports, &endpoints, LEASE_SECS);
+        n.start(serving(n));
     }
     // A verifying read follower beside them.
-    let mut reader = {
-        let d = root.join("r");
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::copy(&setup.db, d.join("ledger.redb")).unwrap();
-        configure_follower(&setup, &d, &ports);
-        Node {
-            name: "r",
-            db: d.join("ledger.redb"),
-            config: d.join("config.json"),
-            dir: d,
-            port: free_port(),
-            proc: None,
-        }
-    };
-    reader.start();
+    let mut reader = Node::new(&root, "r", &setup.db);
+    configure_follower(&setup, &reader.dir, &ports);
+    reader.start(serving(&reader));
     let (first, _) = wait_leader(&ports, Duration::from_secs(30)).await;
     assert_eq!(first, "a", "the initial writer takes the empty register");
     let c = nodes[0].client();
@@ -316,7 +236,8 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
         if paused {
             nodes[i].signal("-CONT");
         } else {
-            nodes[i].start();
+            let cmd = serving(&nodes[i]);
+            nodes[i].start(cmd);
         }
     }
 
@@ -449,24 +370,10 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The follower and the standby first: stopping the writer first would let the standby
     // take over.
-    reader.signal("-TERM");
-    if let Some(mut p) = reader.proc.take() {
-        assert!(
-            p.wait().unwrap().success(),
-            "the follower did not stop cleanly"
-        );
-    }
+    assert!(reader.stop(), "the follower did not stop cleanly");
     nodes.sort_by_key(|n| n.name == lead);
     for n in &mut nodes {
-        n.signal("-CONT");
-        n.signal("-TERM");
-        if let Some(mut p) = n.proc.take() {
-            assert!(
-                p.wait().unwrap().success(),
-                "{} did not stop cleanly",
-                n.name
-            );
-        }
+        assert!(n.stop(), "{} did not stop cleanly", n.name);
     }
 
     // The checker, on the last writer's log.

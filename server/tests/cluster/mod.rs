@@ -4,8 +4,8 @@
 //! signature oracle's files.
 #![allow(dead_code, unreachable_pub)] // shared by binaries that each use a part
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use engine::register::Head;
@@ -181,4 +181,118 @@ pub fn haproxy(bind: u16, a: u16, b: u16) -> std::process::Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// A node process on loopback: its directory (config, database, log, signature oracle), its
+/// port, and the process while it runs (killed when dropped: a failed run leaves nothing).
+pub struct Node {
+    /// Its failover name.
+    pub name: &'static str,
+    /// `config.json`, `ledger.redb`, `serve.log`, `signed.txt`.
+    pub dir: PathBuf,
+    /// The database.
+    pub db: PathBuf,
+    /// Where it listens on 127.0.0.1.
+    pub port: u16,
+    process: Option<Child>,
+}
+
+impl Node {
+    /// A node in `root/name`, its database copied from `from` (unless there already).
+    pub fn new(root: &Path, name: &'static str, from: &Path) -> Node {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("ledger.redb");
+        if !db.exists() {
+            std::fs::copy(from, &db).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Node {
+            name,
+            dir,
+            db,
+            port,
+            process: None,
+        }
+    }
+
+    /// Its config file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+
+    /// Its signature oracle's file (`FLEET_LEDGER_SIGNATURE_ORACLE`).
+    pub fn oracle(&self) -> PathBuf {
+        self.dir.join("signed.txt")
+    }
+
+    /// Starts `cmd` (which serves this node) with the signature oracle set and stderr to
+    /// `serve.log`.
+    pub fn start(&mut self, mut cmd: Command) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("serve.log"))
+            .unwrap();
+        self.process = Some(
+            cmd.env("FLEET_LEDGER_SIGNATURE_ORACLE", self.oracle())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    /// Sends it a signal (`-STOP`, `-CONT`, `-TERM`).
+    pub fn signal(&self, sig: &str) {
+        if let Some(p) = &self.process {
+            let _ = Command::new("kill")
+                .args([sig, &p.id().to_string()])
+                .status();
+        }
+    }
+
+    /// `kill -9`, and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+
+    /// SIGTERM (after SIGCONT, should it be stopped); whether it exited 0.
+    pub fn stop(&mut self) -> bool {
+        self.signal("-CONT");
+        self.signal("-TERM");
+        self.process
+            .take()
+            .is_some_and(|mut p| p.wait().is_ok_and(|s| s.success()))
+    }
+
+    /// A client for its API.
+    pub fn client(&self) -> fleet_ledger_demo::ApiClient {
+        fleet_ledger_demo::ApiClient::new(&format!("http://127.0.0.1:{}", self.port)).unwrap()
+    }
+
+    /// The last lines of its log (what a failure shows).
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!(
+            "--- {} ---\n{}",
+            self.name,
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -155,7 +155,6 @@ async fn served_size(c: &ApiClient, token: &str) -> Option<u64> {
 
 /// An agent through the balancer: back to back, each 2xx recorded with when it was sent and
 /// answered; a refused or failed request is not retried (the next seq follows).
-#[allow(clippy::too_many_arguments)]
 async fn agent(
     a: Agent,
     mut seq: u64,
@@ -401,14 +400,7 @@ fn main() {
                 nodes[i].kill();
             }
             let took = loop {
-                let first = oks
-                    .lock()
-                    .expect("oks")
-                    .iter()
-                    .filter(|(sent, _)| *sent > t0)
-                    .map(|(_, answered)| *answered)
-                    .min();
-                if let Some(at) = first {
+                if let Some(at) = cluster::first_ok_after(&oks, t0) {
                     break at - t0;
                 }
                 assert!(

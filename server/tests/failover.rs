@@ -209,14 +209,7 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
         // The first acknowledgement of a request sent after the fault (the new writer's).
         let deadline = Instant::now() + Duration::from_secs(60);
         let took = loop {
-            let first = oks
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(sent, _)| *sent > t0)
-                .map(|(_, answered)| *answered)
-                .min();
-            if let Some(at) = first {
+            if let Some(at) = first_ok_after(&oks, t0) {
                 break at - t0;
             }
             assert!(
@@ -278,6 +271,29 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let standby = nodes.iter().find(|n| n.name != lead).unwrap();
+    // Without the peer secret a standby takes nothing: neither a batch nor a promotion.
+    let sc = standby.client();
+    let anonymous = sc
+        .http
+        .post(format!("{}/v1/replication/batch", sc.base))
+        .body(vec![0u8; 8])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong = root.join("wrong.token");
+    std::fs::write(&wrong, "not-the-failover-peer-secret-0123456789").unwrap();
+    let refused = Command::new(EXE)
+        .args(["promote", "--url", &sc.base, "--token-file"])
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("refused to take over") && said.contains("401"),
+        "{said}"
+    );
     let out = succeeds(&[
         "promote",
         "--url",

@@ -296,3 +296,17 @@ impl Drop for Node {
         self.kill();
     }
 }
+
+/// (sent, answered) of every acknowledged request, as the agents record them.
+pub type Oks = std::sync::Arc<std::sync::Mutex<Vec<(Instant, Instant)>>>;
+
+/// When the first request sent after `t0` was acknowledged: the end of a failover as an
+/// agent sees it.
+pub fn first_ok_after(oks: &Oks, t0: Instant) -> Option<Instant> {
+    oks.lock()
+        .unwrap()
+        .iter()
+        .filter(|(sent, _)| *sent > t0)
+        .map(|(_, answered)| *answered)
+        .min()
+}

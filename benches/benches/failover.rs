@@ -218,11 +218,12 @@ fn main() {
     let secs: u64 = env_or("FLEET_FAILOVER_SECS", 8);
     let kills: usize = env_or("FLEET_FAILOVER_KILLS", 20);
     let pauses: usize = env_or("FLEET_FAILOVER_PAUSES", 5);
+    let hosts: usize = env_or("FLEET_FAILOVER_HOSTS", 66);
     let etcd_cluster = etcd::Cluster::start();
     let endpoints = etcd_cluster.endpoints();
     rt.block_on(async move {
         // The lone daemon, and the cluster: a writer, a standby, a follower.
-        let lone_setup = Setup::create(&root.join("lone-setup"), None, 66).expect("setup");
+        let lone_setup = Setup::create(&root.join("lone-setup"), None, hosts).expect("setup");
         let mut lone = Node::new(&root, "lone", &lone_setup.db);
         std::fs::write(
             lone.config(),
@@ -230,7 +231,7 @@ fn main() {
         )
         .expect("config");
         lone.start(serving(&lone));
-        let setup = Setup::create(&root.join("setup"), None, 66).expect("setup");
+        let setup = Setup::create(&root.join("setup"), None, hosts).expect("setup");
         let mut nodes = vec![
             Node::new(&root, "a", &setup.db),
             Node::new(&root, "b", &setup.db),

@@ -586,6 +586,49 @@ impl Ledger {
 
     /// Commits what is staged, signed here, or with `note` (another node's signature).
     fn write_staged_with(&mut self, note: Option<&str>) -> Result<Receipt, MaterializeError> {
+        self.write_staged_by(|store, batch, flush| match note {
+            Some(note) => store.append_noted(batch, note, flush),
+            None => store.append_with(batch, flush),
+        })
+    }
+
+    /// Appends a batch as [`Ledger::append`] does and, in the same durable transaction,
+    /// writes `next` as the store's unsigned tail if `keep` accepts its checkpoint and encoded
+    /// entries ([`ledger::store::Store::append_then_tail`]): a standby signing the tail the
+    /// register acknowledged and holding the batch just shipped, with one fsync.
+    pub fn append_then_tail(
+        &mut self,
+        batch: Vec<NewEntry>,
+        next: &[NewEntry],
+        keep: impl FnOnce(&ledger::checkpoint::Checkpoint, &[Vec<u8>]) -> bool,
+    ) -> Result<
+        (
+            Receipt,
+            Option<(ledger::checkpoint::Checkpoint, Vec<Vec<u8>>)>,
+        ),
+        MaterializeError,
+    > {
+        self.discard();
+        for e in batch {
+            self.staged.push(&mut self.state, e.recorded_at_us, e.event);
+        }
+        self.write_staged_by(|store, batch, flush| store.append_then_tail(batch, flush, next, keep))
+    }
+
+    /// Takes what is staged and commits it by `commit`, given the store, the batch and the
+    /// hook that flushes the projections into the same transaction. On failure the models are
+    /// reloaded from the last commit.
+    fn write_staged_by<R>(
+        &mut self,
+        commit: impl FnOnce(
+            &mut Store,
+            &[NewEntry],
+            &mut dyn FnMut(
+                &mut ledger::store::RedbTables<'_>,
+                &[ledger::store::Appended<'_>],
+            ) -> Result<(), MaterializeError>,
+        ) -> Result<R, MaterializeError>,
+    ) -> Result<R, MaterializeError> {
         let batch: Vec<NewEntry> = self
             .staged
             .take()
@@ -596,19 +639,16 @@ impl Ledger {
             })
             .collect();
         let state = &mut self.state;
-        let flush = |tables: &mut ledger::store::RedbTables<'_>,
-                     _: &[ledger::store::Appended<'_>]| {
+        let mut flush = |tables: &mut ledger::store::RedbTables<'_>,
+                         _: &[ledger::store::Appended<'_>]| {
             state.flush(tables).map_err(MaterializeError::from)
         };
-        let result = match note {
-            Some(note) => self.store.append_noted(&batch, note, flush),
-            None => self.store.append_with(&batch, flush),
-        };
+        let result = commit(&mut self.store, &batch, &mut flush);
         self.staged = Staged::at(self.store.size());
         match result {
-            Ok(receipt) => {
+            Ok(done) => {
                 self.forget_pruned(&batch);
-                Ok(receipt)
+                Ok(done)
             }
             Err(e) => {
                 self.reload();

@@ -35,6 +35,8 @@ fn submit(w: &mut Writer, input: Input) -> Result<Answer, WriteError> {
 struct Link {
     standby: Mutex<Standby>,
     up: AtomicBool,
+    /// Every shipment that reached it, in order.
+    shipped: Mutex<Vec<Shipment>>,
 }
 
 impl Shipper for Link {
@@ -44,6 +46,7 @@ impl Shipper for Link {
                 if !self.up.load(Ordering::SeqCst) {
                     return Err(ShipRefusal::Unavailable("link down".into()));
                 }
+                self.shipped.lock().unwrap().push(s.clone());
                 self.standby.lock().unwrap().receive(s).map(|_| ())
             })
             .collect()
@@ -72,6 +75,7 @@ fn cluster(
             .unwrap(),
         ),
         up: AtomicBool::new(true),
+        shipped: Mutex::new(Vec::new()),
     });
     let register = Arc::new(MemRegister::new());
     let clock_at = Arc::new(AtomicI64::new(T0 + 10_000_000));
@@ -206,4 +210,72 @@ fn a_standby_of_a_newer_epoch_fences_the_writer() {
         before,
         "nothing was swapped"
     );
+}
+
+/// A standby signs the tail a shipment shows acknowledged and holds the shipped batch in the
+/// same durable transaction (DECISIONS 155); a shipment that does not continue its chain as
+/// shipped is refused and kept aside, and the acknowledged tail beneath it is signed all the
+/// same; the true shipment is then taken.
+#[test]
+fn a_standby_signs_what_was_acknowledged_and_holds_the_next_batch_or_refuses_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut w, _shared, register, link) = cluster(dir.path(), false);
+    for n in 1..=2 {
+        assert!(matches!(
+            submit(&mut w, fleet(n)),
+            Ok(Answer::Recorded { .. })
+        ));
+    }
+    let shipped = link.shipped.lock().unwrap().clone();
+    assert_eq!(shipped.len(), 3, "the hand-over and two manifests");
+    let held = register.read().unwrap().unwrap();
+    {
+        let s = link.standby.lock().unwrap();
+        // Signed up to the second batch (the third's base), the third held as the tail.
+        assert_eq!(s.head(), shipped[2].base);
+        assert_eq!(s.tail_head().unwrap(), Some((held.tree_size, held.root)));
+    }
+    // A fresh standby from the genesis: the first shipment is held; the second, altered in
+    // one entry byte, is refused, the first signed beneath it, the altered batch kept aside.
+    let c = dir.path().join("c.redb");
+    drop(Store::create(&c, "ship.example/log", fixtures::genesis_signer(), T0).unwrap());
+    let aside = dir.path().join("c-aside");
+    let mut standby = Standby::open(&c, Arc::new(fixtures::genesis_signer()), &aside).unwrap();
+    standby.receive(&shipped[0]).unwrap();
+    let mut altered = shipped[1].clone();
+    let last = altered.entries[0].len() - 1;
+    altered.entries[0][last] ^= 1;
+    match standby.receive(&altered) {
+        // The byte re-encodes as altered, so the entries end with another checkpoint.
+        Err(ShipRefusal::Invalid(why)) => assert!(why.contains("checkpoint"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        standby.head(),
+        shipped[1].base,
+        "the acknowledged batch is signed"
+    );
+    assert_eq!(standby.tail_head().unwrap(), None);
+    assert_eq!(std::fs::read_dir(&aside).unwrap().count(), 1, "kept aside");
+    // The true one is taken, then the next signs it.
+    standby.receive(&shipped[1]).unwrap();
+    standby.receive(&shipped[2]).unwrap();
+    assert_eq!(standby.head(), shipped[2].base);
+    assert_eq!(
+        standby.tail_head().unwrap(),
+        Some((held.tree_size, held.root))
+    );
+    // Durable: reopened on its file, it holds the same, and its projections are the log's.
+    drop(standby);
+    let standby = Standby::open(&c, Arc::new(fixtures::genesis_signer()), &aside).unwrap();
+    assert_eq!(standby.head(), shipped[2].base);
+    assert_eq!(
+        standby.tail_head().unwrap(),
+        Some((held.tree_size, held.root))
+    );
+    drop(standby);
+    assert!(matches!(
+        engine::materialize::check(&c, |_| ()).unwrap(),
+        engine::materialize::CheckOutcome::Identical { .. }
+    ));
 }

@@ -330,6 +330,7 @@ impl Store {
                 None,
                 |_| Ok(()),
                 |_, _| Ok(()),
+                |_, _, _| Ok(0),
             )
             .map_err(|e: AppendError| CreateError::Genesis(Box::new(e)))?;
         Ok(store)
@@ -527,9 +528,70 @@ impl Store {
             return Err(AppendError::Poisoned.into());
         }
         let txn = begin_durable_write(&self.db, self.quick_repair).map_err(AppendError::from)?;
-        self.commit_batch(txn, batch, note, gate, |txn, appended| {
-            hook(&mut RedbTables::new(txn), appended)
-        })
+        self.commit_batch(
+            txn,
+            batch,
+            note,
+            gate,
+            |txn, appended| hook(&mut RedbTables::new(txn), appended),
+            |_, _, _| Ok(0),
+        )
+    }
+
+    /// [`Store::append_with`], and in the same durable transaction `next` written as the new
+    /// unsigned tail, computed on the head `batch` leaves: what a standby does when a shipment
+    /// shows that the register acknowledged the tail it held (issue 29). One commit, one
+    /// fsync, where signing the old tail and writing the new one would take two. `keep` sees
+    /// `next`'s checkpoint and encoded entries first; `next` is written only if it says so
+    /// (a standby keeps a shipment only if it re-encodes to the bytes shipped). A `next` that
+    /// cannot be computed or is not kept leaves no tail: `batch` is appended all the same, and
+    /// the second member of the answer is `None`.
+    pub fn append_then_tail<E: From<AppendError>>(
+        &mut self,
+        batch: &[NewEntry],
+        hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
+        next: &[NewEntry],
+        keep: impl FnOnce(&Checkpoint, &[Vec<u8>]) -> bool,
+    ) -> Result<(Receipt, Option<(Checkpoint, Vec<Vec<u8>>)>), E> {
+        for new in batch.iter().chain(next) {
+            if let kind @ (Kind::Genesis | Kind::KeyRotated) = new.event.kind() {
+                return Err(AppendError::ReservedKind(kind.name()).into());
+            }
+        }
+        if self.poisoned {
+            return Err(AppendError::Poisoned.into());
+        }
+        let mut kept = None;
+        let txn = begin_durable_write(&self.db, self.quick_repair).map_err(AppendError::from)?;
+        let receipt = self.commit_batch(
+            txn,
+            batch,
+            None,
+            |_| Ok(()),
+            |txn, appended| hook(&mut RedbTables::new(txn), appended),
+            |txn, tip, origin| {
+                let Ok(prepared) = prepare_on(tip, origin, next) else {
+                    return Ok(0);
+                };
+                let entries: Vec<Vec<u8>> =
+                    prepared.encoded.iter().map(|(_, b)| b.clone()).collect();
+                if !keep(&prepared.checkpoint, &entries) {
+                    return Ok(0);
+                }
+                {
+                    let mut table = txn.open_table(TAIL).map_err(storage("opening the tail"))?;
+                    for (i, bytes) in entries.iter().enumerate() {
+                        table
+                            .insert(prepared.first_seq + i as u64, bytes.as_slice())
+                            .map_err(storage("writing the tail"))?;
+                    }
+                }
+                let count = entries.len() as u64;
+                kept = Some((prepared.checkpoint, entries));
+                Ok(count)
+            },
+        )?;
+        Ok((receipt, kept))
     }
 
     /// Appends `batch` with `note` as its checkpoint instead of signing one: what a verifying
@@ -613,7 +675,7 @@ impl Store {
             return Err(AppendError::Poisoned.into());
         }
         let txn = begin_durable_write(&self.db, self.quick_repair).map_err(AppendError::from)?;
-        self.commit_batch(txn, batch, None, |_| Ok(()), hook)
+        self.commit_batch(txn, batch, None, |_| Ok(()), hook, |_, _, _| Ok(0))
     }
 
     fn commit_batch<E: From<AppendError>>(
@@ -623,6 +685,7 @@ impl Store {
         note: Option<&str>,
         gate: impl FnOnce(&Gated<'_>) -> Result<(), E>,
         hook: impl FnOnce(&WriteTransaction, &[Appended<'_>]) -> Result<(), E>,
+        then: impl FnOnce(&WriteTransaction, &Tip, &str) -> Result<u64, AppendError>,
     ) -> Result<Receipt, E> {
         let prepared = self.prepare_batch(batch)?;
         self.matches_tail(&txn, &prepared)?;
@@ -646,6 +709,7 @@ impl Store {
                 .map_err(storage("clearing the signed tail"))
                 .map_err(AppendError::from)?;
         }
+        let tail = then(&txn, &tip, &self.origin)?;
         if let Err(e) = txn.commit() {
             // redb may have written part of the commit; the in-memory tip is unchanged but the
             // handle must not be trusted again. The caller reopens (never retries the fsync).
@@ -653,7 +717,7 @@ impl Store {
             return Err(AppendError::Commit(storage("committing")(e)).into());
         }
         self.tip = tip;
-        self.tail = 0;
+        self.tail = tail;
         Ok(Receipt {
             first_seq,
             count,
@@ -818,68 +882,7 @@ impl Store {
     /// Computes `batch` on a copy of the tip: seqs, chain, tree nodes, and the checkpoint it
     /// ends with (unsigned). Nothing is written and the store's tip is not touched.
     fn prepare_batch<'b>(&self, batch: &'b [NewEntry]) -> Result<Prepared<'b>, AppendError> {
-        if batch.is_empty() {
-            return Err(AppendError::Empty);
-        }
-        if batch.len() > BATCH_ENTRIES_MAX {
-            return Err(AppendError::TooLarge(batch.len()));
-        }
-        // Work on a copy of the tip: it replaces the real one only after the commit.
-        let mut tip = self.tip.clone();
-        let first_seq = tip.frontier.size();
-        let mut appended = Vec::with_capacity(batch.len());
-        // (completed tree nodes, entry bytes) per entry, encoded before anything is written.
-        let mut encoded: Vec<(Vec<Hash>, Vec<u8>)> = Vec::with_capacity(batch.len());
-        for new in batch {
-            if new.recorded_at_us < tip.last_time {
-                return Err(AppendError::TimeRegression {
-                    last: tip.last_time,
-                    found: new.recorded_at_us,
-                });
-            }
-            let payload = new.event.encode_payload();
-            if payload.len() > PAYLOAD_BYTES_MAX {
-                return Err(AppendError::PayloadTooLarge {
-                    kind: new.event.kind().name(),
-                    bytes: payload.len(),
-                });
-            }
-            let seq = tip.frontier.size();
-            let bytes = entry::encode(
-                tip.frontier.tree().version(),
-                seq,
-                new.recorded_at_us,
-                new.event.kind(),
-                &tip.head,
-                &payload,
-            );
-            let hash = leaf_hash(&bytes);
-            let mut nodes = Vec::new();
-            let leaf = tip.frontier.tree().leaf(&bytes);
-            tip.frontier.push(leaf, |_, _, node| nodes.push(*node));
-            tip.head = hash;
-            tip.last_time = new.recorded_at_us;
-            appended.push(Appended {
-                seq,
-                recorded_at_us: new.recorded_at_us,
-                hash,
-                event: &new.event,
-            });
-            encoded.push((nodes, bytes));
-        }
-        let checkpoint = Checkpoint {
-            origin: self.origin.clone(),
-            size: tip.frontier.size(),
-            root: tip.frontier.root(),
-            head: tip.head,
-        };
-        Ok(Prepared {
-            tip,
-            first_seq,
-            appended,
-            encoded,
-            checkpoint,
-        })
+        prepare_on(&self.tip, &self.origin, batch)
     }
 
     /// Signs a prepared batch's checkpoint and writes the batch into the log table of `txn`
@@ -959,6 +962,77 @@ impl Store {
             note,
         })
     }
+}
+
+/// Computes `batch` on a copy of `on` (a store's tip, or the tip a batch staged in the same
+/// transaction leaves): seqs, chain, tree nodes, and the checkpoint it ends with (unsigned).
+fn prepare_on<'b>(
+    on: &Tip,
+    origin: &str,
+    batch: &'b [NewEntry],
+) -> Result<Prepared<'b>, AppendError> {
+    if batch.is_empty() {
+        return Err(AppendError::Empty);
+    }
+    if batch.len() > BATCH_ENTRIES_MAX {
+        return Err(AppendError::TooLarge(batch.len()));
+    }
+    // Work on a copy of the tip: it replaces the real one only after the commit.
+    let mut tip = on.clone();
+    let first_seq = tip.frontier.size();
+    let mut appended = Vec::with_capacity(batch.len());
+    // (completed tree nodes, entry bytes) per entry, encoded before anything is written.
+    let mut encoded: Vec<(Vec<Hash>, Vec<u8>)> = Vec::with_capacity(batch.len());
+    for new in batch {
+        if new.recorded_at_us < tip.last_time {
+            return Err(AppendError::TimeRegression {
+                last: tip.last_time,
+                found: new.recorded_at_us,
+            });
+        }
+        let payload = new.event.encode_payload();
+        if payload.len() > PAYLOAD_BYTES_MAX {
+            return Err(AppendError::PayloadTooLarge {
+                kind: new.event.kind().name(),
+                bytes: payload.len(),
+            });
+        }
+        let seq = tip.frontier.size();
+        let bytes = entry::encode(
+            tip.frontier.tree().version(),
+            seq,
+            new.recorded_at_us,
+            new.event.kind(),
+            &tip.head,
+            &payload,
+        );
+        let hash = leaf_hash(&bytes);
+        let mut nodes = Vec::new();
+        let leaf = tip.frontier.tree().leaf(&bytes);
+        tip.frontier.push(leaf, |_, _, node| nodes.push(*node));
+        tip.head = hash;
+        tip.last_time = new.recorded_at_us;
+        appended.push(Appended {
+            seq,
+            recorded_at_us: new.recorded_at_us,
+            hash,
+            event: &new.event,
+        });
+        encoded.push((nodes, bytes));
+    }
+    let checkpoint = Checkpoint {
+        origin: origin.to_string(),
+        size: tip.frontier.size(),
+        root: tip.frontier.root(),
+        head: tip.head,
+    };
+    Ok(Prepared {
+        tip,
+        first_seq,
+        appended,
+        encoded,
+        checkpoint,
+    })
 }
 
 /// A batch computed, not yet signed or written.

@@ -25,8 +25,13 @@ let
       token_file = fo.tokenFile;
       strict_sync = fo.strictSync;
       min_sync = fo.minSync;
+      ship_timeout_ms = fo.shipTimeoutMs;
     }
-    // lib.optionalAttrs (fo.initialWriter != null) { initial_writer = fo.initialWriter; };
+    // lib.optionalAttrs (fo.initialWriter != null) { initial_writer = fo.initialWriter; }
+    // lib.optionalAttrs (fo.witnesses != [ ]) { witnesses = fo.witnesses; }
+    // lib.optionalAttrs (fo.witnessesRequired != null) {
+      witnesses_required = fo.witnessesRequired;
+    };
   };
   configFile = json.generate "fleet-ledger.json" (cfg.settings // failoverSettings);
   port = lib.toInt (lib.last (lib.splitString ":" cfg.listen));
@@ -165,6 +170,22 @@ in
         type = lib.types.int;
         default = 1;
         description = "With strictSync: standbys that must hold every batch.";
+      };
+      shipTimeoutMs = lib.mkOption {
+        type = lib.types.int;
+        default = 2000;
+        description = "How long the writer waits for a standby to take a batch before it goes on without it (degraded mode).";
+      };
+      witnesses = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        default = [ ];
+        example = [ "witness.example/w1+1a2b3c4d+BP..." ];
+        description = "A follower's witness policy: the witnesses it trusts (verifier keys as witnesses publish them). With any, it follows only up to checkpoints they cosigned.";
+      };
+      witnessesRequired = lib.mkOption {
+        type = lib.types.nullOr lib.types.int;
+        default = null;
+        description = "With witnesses: how many distinct ones must have cosigned (null: all of them).";
       };
     };
 

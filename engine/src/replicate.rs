@@ -506,6 +506,83 @@ impl Follower {
         Ok(self.ledger.store().size())
     }
 
+    /// Checks `note`, the writer's latest witnessed checkpoint, under `policy` (issue 29: a
+    /// follower with a witness policy follows only what enough trusted witnesses cosigned):
+    /// the log's origin, at least `policy.required` distinct trusted witnesses' valid
+    /// cosignatures, and, where this follower already holds a checkpoint of that size, the
+    /// same tree. The log's own signature is checked when the follower reaches that size
+    /// (the batch ending there must carry this checkpoint, [`Follower::follow_witnessed`]),
+    /// since it may be signed by a key a rotation ahead of this follower put in force.
+    /// Returns the checkpoint it may follow up to.
+    pub fn check_witnessed(
+        &self,
+        note: &str,
+        policy: &ledger::witness::WitnessPolicy,
+    ) -> Result<Checkpoint, FollowError> {
+        let parsed = ledger::checkpoint::parse_note(note.as_bytes())
+            .map_err(|e| FollowError::Unverified(format!("the witnessed checkpoint: {e}")))?;
+        let store = self.ledger.store();
+        if parsed.checkpoint.origin != store.origin() {
+            return Err(FollowError::Unverified(format!(
+                "the witnessed checkpoint is of log {:?}, not {:?}",
+                parsed.checkpoint.origin,
+                store.origin()
+            )));
+        }
+        policy
+            .check(&parsed)
+            .map_err(|e| FollowError::Unverified(format!("the witness policy: {e}")))?;
+        let size = parsed.checkpoint.size;
+        if size <= store.size() {
+            let ours = store
+                .snapshot()
+                .and_then(|s| s.checkpoint(size))
+                .map_err(|e| FollowError::Invalid(format!("reading checkpoint {size}: {e}")))?;
+            if let Some(ours) = ours {
+                let same = ledger::checkpoint::parse_note(ours.as_bytes())
+                    .is_ok_and(|o| o.checkpoint == parsed.checkpoint);
+                if !same {
+                    return Err(self.keep_evidence_of(size, &ours, note));
+                }
+            }
+        }
+        Ok(parsed.checkpoint)
+    }
+
+    /// [`Follower::follow_batches`] up to the witnessed checkpoint `witnessed` (its note,
+    /// checked by [`Follower::check_witnessed`]): the batches that end at or before its size
+    /// are taken; the one ending at its size must end with exactly that checkpoint, or the
+    /// log's key signed a tree the witnesses did not cosign: nothing of it is written, both
+    /// notes are kept, and the follower must halt. The rest wait for a later witnessed
+    /// checkpoint. Returns the new size.
+    pub fn follow_witnessed(
+        &mut self,
+        batches: &[Batch],
+        witnessed: &str,
+    ) -> Result<u64, FollowError> {
+        let cosigned = ledger::checkpoint::parse_note(witnessed.as_bytes())
+            .map_err(|e| FollowError::Unverified(format!("the witnessed checkpoint: {e}")))?
+            .checkpoint;
+        for (note, entries) in batches {
+            let ends = ledger::checkpoint::parse_note(note.as_bytes())
+                .map_err(|e| FollowError::Unverified(e.to_string()))?
+                .checkpoint;
+            if ends.size > cosigned.size {
+                break;
+            }
+            if ends.size == cosigned.size {
+                let key = self.ledger.store().public_key().clone();
+                let signed = ledger::checkpoint::verify_note(note.as_bytes(), &key)
+                    .map_err(|e| FollowError::Unverified(e.to_string()))?;
+                if *signed.checkpoint() != cosigned {
+                    return Err(self.keep_evidence_of(ends.size, note, witnessed));
+                }
+            }
+            self.follow(entries, note)?;
+        }
+        Ok(self.ledger.store().size())
+    }
+
     /// Writes this follower's latest checkpoint and the writer's that disagrees with it to
     /// `<evidence>/inconsistent-<size>.{ours,theirs}.note`.
     fn keep_evidence(&self, size: u64, theirs: &str) -> FollowError {
@@ -517,10 +594,16 @@ impl Follower {
             .and_then(|s| s.latest_checkpoint().ok().flatten())
             .map(|(_, n)| n)
             .unwrap_or_default();
+        self.keep_evidence_of(size, &ours, theirs)
+    }
+
+    /// Writes `ours` and `theirs`, two checkpoints of `size` that disagree, to
+    /// `<evidence>/inconsistent-<size>.{ours,theirs}.note`.
+    fn keep_evidence_of(&self, size: u64, ours: &str, theirs: &str) -> FollowError {
         let kept = self.evidence.display().to_string();
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(&self.evidence)?;
-            for (which, text) in [("ours", ours.as_str()), ("theirs", theirs)] {
+            for (which, text) in [("ours", ours), ("theirs", theirs)] {
                 let file = self
                     .evidence
                     .join(format!("inconsistent-{size}.{which}.note"));

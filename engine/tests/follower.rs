@@ -116,3 +116,132 @@ fn a_follower_takes_only_what_the_log_signed() {
         CheckOutcome::Identical { .. }
     ));
 }
+
+/// The writer's batches from `from` on, each with its signed checkpoint.
+fn batches_of(db: &std::path::Path, from: u64) -> Vec<engine::replicate::Batch> {
+    let store = ledger::store::ReadOnlyStore::open(db).unwrap();
+    let snap = store.snapshot().unwrap();
+    let mut out = Vec::new();
+    let mut batch = Vec::new();
+    for row in snap.rows(from..).unwrap() {
+        let row = row.unwrap();
+        batch.push(row.bytes().to_vec());
+        if row.ends_batch() {
+            let note = snap.checkpoint(row.seq() + 1).unwrap().unwrap();
+            out.push((note, std::mem::take(&mut batch)));
+        }
+    }
+    out
+}
+
+/// A follower with a witness policy (issue 29) follows only up to a checkpoint enough
+/// trusted witnesses cosigned: a checkpoint with too few cosignatures, or of another log,
+/// moves nothing; a witnessed tree the log's key did not sign halts it with both notes kept,
+/// whether the follower holds that size already or reaches it.
+#[test]
+fn a_follower_with_a_witness_policy_follows_only_what_the_witnesses_cosigned() {
+    use ledger::witness::{Witness, WitnessPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let (writer_db, follower_db) = (dir.path().join("w.redb"), dir.path().join("f.redb"));
+    drop(
+        Store::create(
+            &writer_db,
+            "follow.example/log",
+            fixtures::genesis_signer(),
+            T0,
+        )
+        .unwrap(),
+    );
+    std::fs::copy(&writer_db, &follower_db).unwrap();
+    {
+        let mut w = Ledger::open_live(&writer_db, Arc::new(fixtures::genesis_signer())).unwrap();
+        for b in 0..4 {
+            w.append((0..3).map(|i| note(b * 3 + i + 1)).collect())
+                .unwrap();
+        }
+    }
+    let batches = batches_of(&writer_db, 1);
+    assert_eq!(batches.len(), 4);
+    let (w1, w2) = (
+        Witness::from_seed("w1.example", &[1; 32]).unwrap(),
+        Witness::from_seed("w2.example", &[2; 32]).unwrap(),
+    );
+    let policy = WitnessPolicy {
+        witnesses: vec![w1.key().clone(), w2.key().clone()],
+        required: 2,
+    };
+    let cosign = |note: &str, by: &[&Witness]| {
+        let mut out = note.to_string();
+        let body = ledger::checkpoint::parse_note(note.as_bytes())
+            .unwrap()
+            .body;
+        for w in by {
+            out.push_str(&w.cosign(&body, 1_767_225_700));
+        }
+        out
+    };
+    // The writer's checkpoint after its second batch, cosigned by both witnesses.
+    let second = &batches[1].0;
+    let witnessed = cosign(second, &[&w1, &w2]);
+
+    let evidence = dir.path().join("evidence");
+    let mut f = Follower::open(&follower_db, &evidence).unwrap();
+    // One cosignature where two are required: refused, nothing to follow to.
+    match f.check_witnessed(&cosign(second, &[&w1]), &policy) {
+        Err(FollowError::Unverified(why)) => assert!(why.contains("witness"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // Another log's checkpoint, however cosigned: refused.
+    let other_log = ledger::checkpoint::Checkpoint {
+        origin: "elsewhere.example/log".into(),
+        ..ledger::checkpoint::parse_note(second.as_bytes())
+            .unwrap()
+            .checkpoint
+    };
+    let other_note = cosign(
+        &other_log.sign(&Signer::from_seed("elsewhere", &[5; 32]).unwrap()),
+        &[&w1, &w2],
+    );
+    assert!(matches!(
+        f.check_witnessed(&other_note, &policy),
+        Err(FollowError::Unverified(_))
+    ));
+    // Witnessed: followed up to it, not beyond.
+    let to = f.check_witnessed(&witnessed, &policy).unwrap();
+    assert_eq!(to.size, 7);
+    assert_eq!(f.follow_witnessed(&batches, &witnessed).unwrap(), 7);
+    assert_eq!(f.follow_witnessed(&batches[2..], &witnessed).unwrap(), 7);
+    assert!(!evidence.exists());
+
+    // The witnesses cosigned another tree of size 7 than the one the follower holds (the
+    // writer showed them a fork): halted, both notes kept.
+    let forked = ledger::checkpoint::Checkpoint {
+        root: ledger::hash::Hash([7; 32]),
+        ..to.clone()
+    };
+    let forked_note = cosign(&forked.sign(&fixtures::genesis_signer()), &[&w1, &w2]);
+    match f.check_witnessed(&forked_note, &policy) {
+        Err(FollowError::Inconsistent { size: 7, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let kept = std::fs::read_to_string(evidence.join("inconsistent-7.theirs.note")).unwrap();
+    assert_eq!(kept, forked_note);
+
+    // Reaching a witnessed size whose batch the log's key signed with another tree: the
+    // batch is not taken.
+    let third = ledger::checkpoint::parse_note(batches[2].0.as_bytes())
+        .unwrap()
+        .checkpoint;
+    let forked_third = ledger::checkpoint::Checkpoint {
+        root: ledger::hash::Hash([3; 32]),
+        ..third
+    };
+    let witnessed_fork = cosign(&forked_third.sign(&fixtures::genesis_signer()), &[&w1, &w2]);
+    f.check_witnessed(&witnessed_fork, &policy).unwrap();
+    match f.follow_witnessed(&batches[2..], &witnessed_fork) {
+        Err(FollowError::Inconsistent { size: 10, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.ledger().store().size(), 7, "nothing of it was written");
+    assert!(evidence.join("inconsistent-10.ours.note").exists());
+}

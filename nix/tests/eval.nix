@@ -67,6 +67,9 @@ let
       initialWriter = "cp-a";
       strictSync = false;
       minSync = 1;
+      shipTimeoutMs = 1500;
+      witnesses = [ ];
+      witnessesRequired = null;
     };
   };
   module = import ../module.nix {

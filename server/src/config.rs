@@ -256,6 +256,16 @@ pub struct FailoverConfig {
     /// How long the writer waits for a standby to take a batch before it goes on without it.
     #[serde(default = "default_ship_timeout")]
     pub ship_timeout_ms: u64,
+    /// A follower's witness policy: the witnesses it trusts (verifier keys as witnesses
+    /// publish them, `<name>+<hex id>+<base64>`). With any, the follower follows only up to
+    /// the writer's latest checkpoint that `witnesses_required` of them cosigned, so every
+    /// answer it gives reflects a tree witnesses saw (no split view), and halts if the log's
+    /// key signed another tree of a witnessed size. Followers only.
+    #[serde(default)]
+    pub witnesses: Vec<String>,
+    /// How many distinct trusted witnesses must have cosigned (default: all of them).
+    #[serde(default)]
+    pub witnesses_required: Option<usize>,
 }
 
 fn default_failover_prefix() -> String {
@@ -272,6 +282,23 @@ fn default_ship_timeout() -> u64 {
 }
 
 impl FailoverConfig {
+    /// A follower's witness policy (no witnesses: none required).
+    pub fn witness_policy(&self) -> Result<ledger::witness::WitnessPolicy, String> {
+        let witnesses = self
+            .witnesses
+            .iter()
+            .map(|k| {
+                ledger::witness::WitnessKey::from_text(k)
+                    .map_err(|e| format!("failover.witnesses: {k:?}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let required = self.witnesses_required.unwrap_or(witnesses.len());
+        Ok(ledger::witness::WitnessPolicy {
+            witnesses,
+            required,
+        })
+    }
+
     /// Checks the settings; returns the peer token (the file's content, trimmed).
     fn check(&self) -> Result<String, String> {
         let name_ok = |n: &str| {
@@ -318,6 +345,22 @@ impl FailoverConfig {
             return Err(
                 "failover.peers: a follower reads from the writer-capable nodes; list them".into(),
             );
+        }
+        if !self.witnesses.is_empty() && self.role != NodeRole::Follower {
+            return Err(
+                "failover.witnesses: a witness policy is a follower's (the writer's witnesses are `witnessing`)"
+                    .into(),
+            );
+        }
+        let policy = self.witness_policy()?;
+        if self
+            .witnesses_required
+            .is_some_and(|n| n == 0 || n > policy.witnesses.len())
+        {
+            return Err(format!(
+                "failover.witnesses_required: between 1 and the {} witnesses listed",
+                policy.witnesses.len()
+            ));
         }
         if !(1..=60).contains(&self.lease_ttl_secs) {
             return Err("failover.lease_ttl_secs: 1 to 60".into());

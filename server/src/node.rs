@@ -647,6 +647,49 @@ async fn get_bytes(
     Ok((size, resp.bytes().await.map_err(|e| e.to_string())?))
 }
 
+/// The writer's latest witnessed checkpoint, if it is beyond `known` and meets `policy`
+/// ([`engine::replicate::Follower::check_witnessed`]): `Ok(None)` when the writer has none
+/// or none newer.
+async fn witnessed_beyond(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    follower: &Arc<Mutex<engine::replicate::Follower>>,
+    policy: &ledger::witness::WitnessPolicy,
+    known: &Option<(u64, String)>,
+) -> Result<Option<(u64, String)>, engine::replicate::FollowError> {
+    use engine::replicate::FollowError;
+    let resp = http
+        .get(format!("{base}/v1/ledger/checkpoint/witnessed"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| FollowError::Invalid(e.to_string()))?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let note = resp
+        .error_for_status()
+        .map_err(|e| FollowError::Invalid(e.to_string()))?
+        .text()
+        .await
+        .map_err(|e| FollowError::Invalid(e.to_string()))?;
+    if known.as_ref().is_some_and(|(_, n)| *n == note) {
+        return Ok(None);
+    }
+    let (f, policy) = (Arc::clone(follower), policy.clone());
+    let checked = tokio::task::spawn_blocking(move || {
+        let f = f.lock().unwrap_or_else(|p| p.into_inner());
+        f.check_witnessed(&note, &policy).map(|cp| (cp.size, note))
+    })
+    .await
+    .map_err(|e| FollowError::Invalid(e.to_string()))??;
+    Ok(known
+        .as_ref()
+        .is_none_or(|(size, _)| checked.0 > *size)
+        .then_some(checked))
+}
+
 /// The follower's loop: wait (long poll) for entries beyond its size, read the writer's
 /// latest checkpoint and whatever entries lead to it, verify and append them.
 async fn follow(
@@ -662,6 +705,10 @@ async fn follow(
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap_or_default();
+    // The witness policy (checked with the config): with one, the follower follows only up
+    // to the latest witnessed checkpoint it verified.
+    let policy = fo.witness_policy().unwrap_or_default();
+    let mut witnessed: Option<(u64, String)> = None;
     let mut leader: Option<String> = None;
     loop {
         let Some(base) = leader.clone() else {
@@ -672,6 +719,33 @@ async fn follow(
             continue;
         };
         let mine = *shared.committed.borrow();
+        if !policy.witnesses.is_empty() {
+            match witnessed_beyond(&http, &base, &token, &follower, &policy, &witnessed).await {
+                Ok(Some(w)) => {
+                    shared.metrics.witnessed_entries.set(w.0 as i64);
+                    *shared.witnessed.write().unwrap_or_else(|p| p.into_inner()) =
+                        Some(crate::witnessing::Witnessed {
+                            size: w.0,
+                            note: w.1.clone(),
+                        });
+                    witnessed = Some(w);
+                }
+                Ok(None) => {}
+                Err(e @ FollowError::Inconsistent { .. }) => {
+                    tracing::error!(error = %e, "halted: the witnesses cosigned a tree the log's key did not sign here; serving what was verified");
+                    *status.halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, leader = %base, "the writer's witnessed checkpoint does not meet the witness policy");
+                }
+            }
+            if witnessed.as_ref().is_none_or(|(size, _)| *size <= mine) {
+                // Nothing witnessed beyond what is served: wait for the next round.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        }
         let fetched = get_bytes(
             &http,
             &format!("{base}/v1/ledger/batches?from={mine}&wait=2"),
@@ -700,9 +774,13 @@ async fn follow(
             continue;
         }
         let (f, sh) = (Arc::clone(&follower), Arc::clone(&shared));
+        let up_to = witnessed.as_ref().map(|(_, note)| note.clone());
         let taken = tokio::task::spawn_blocking(move || {
             let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
-            let r = f.follow_batches(&batches);
+            let r = match &up_to {
+                Some(note) => f.follow_witnessed(&batches, note),
+                None => f.follow_batches(&batches),
+            };
             if r.is_ok() {
                 engine::writer::publish_followed(&sh, f.ledger());
             }
@@ -718,7 +796,7 @@ async fn follow(
                 tracing::debug!(size = now, "followed");
             }
             Ok(Err(e @ FollowError::Inconsistent { .. })) => {
-                tracing::error!(error = %e, "halted: the writer's signed checkpoint disagrees with this follower's log; serving what was verified");
+                tracing::error!(error = %e, "halted: the writer's signed checkpoint disagrees with this follower's log or its witnesses; serving what was verified");
                 *status.halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 return;
             }

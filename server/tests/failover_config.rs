@@ -110,4 +110,54 @@ fn failover_settings_are_checked_when_loaded() {
     );
     let f = Config::load(&path).unwrap().config.failover.unwrap();
     assert_eq!(f.role, fleet_ledger::config::NodeRole::Follower);
+
+    // A follower's witness policy: witness keys as witnesses publish them, a quorum between
+    // one and all of them; a standby has none (its witnesses are `witnessing`).
+    let w = ledger::witness::Witness::from_seed("witness.test/w1", &[1; 32]).unwrap();
+    let vkey = {
+        use base64::Engine as _;
+        let mut raw = vec![0x04];
+        raw.extend_from_slice(&w.key().public_key());
+        format!(
+            "{}+{:08x}+{}",
+            w.key().name(),
+            w.key().id(),
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    };
+    let follower = |extra: Value| {
+        let mut f = json!({"node": "r", "role": "follower",
+            "peers": {"cp-a": "http://127.0.0.1:8443"}, "token_file": "peer.token"});
+        for (k, v) in extra.as_object().unwrap() {
+            f[k] = v.clone();
+        }
+        f
+    };
+    refused(
+        &base,
+        with(json!({"witnesses": [vkey]})),
+        SECRET,
+        "a witness policy is a follower's",
+    );
+    refused(
+        &follower_base,
+        follower(json!({"witnesses": ["witness.test/w1+00000000+AAAA"]})),
+        SECRET,
+        "failover.witnesses",
+    );
+    refused(
+        &follower_base,
+        follower(json!({"witnesses": [vkey], "witnesses_required": 2})),
+        SECRET,
+        "failover.witnesses_required",
+    );
+    let path = write(
+        dir.path(),
+        &follower_base,
+        follower(json!({"witnesses": [vkey]})),
+        SECRET,
+    );
+    let f = Config::load(&path).unwrap().config.failover.unwrap();
+    let policy = f.witness_policy().unwrap();
+    assert_eq!((policy.witnesses.len(), policy.required), (1, 1));
 }

@@ -262,3 +262,158 @@ async fn checkpoints_are_cosigned_by_a_standard_witness_served_and_published() {
     assert!(asked_from_zero && chained, "{log}");
     daemon.shutdown().await.unwrap();
 }
+
+/// A verifying follower with a witness policy (issue 29) follows only up to the writer's
+/// latest checkpoint its trusted witness cosigned: with the witness gone, the writer's head
+/// moves on and the follower stays at the witnessed size; it serves that cosigned checkpoint;
+/// once a checkpoint is witnessed again it follows to it. A follower whose policy names a
+/// witness that never cosigned this log never moves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_with_a_witness_policy_follows_only_witnessed_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(exe) = go::build("testwitness", dir.path()) else {
+        return;
+    };
+    let setup = Setup::create(dir.path(), None, 3).unwrap();
+    let log_key = std::fs::read_to_string(&setup.genesis_pub)
+        .unwrap()
+        .trim()
+        .to_string();
+    let w1 = GoWitness::start(&exe, dir.path(), "witness.test/w1", 1, &[log_key]);
+    let stranger = ledger::witness::Witness::from_seed("witness.test/w9", &[9; 32]).unwrap();
+    // The followers start from the log as it was created (they copy the writer batch by batch).
+    let stranger_vkey = {
+        let k = stranger.key();
+        format!(
+            "{}+{:08x}+{}",
+            k.name(),
+            k.id(),
+            base64_key(&k.public_key())
+        )
+    };
+    let followers: Vec<(std::path::PathBuf, std::path::PathBuf, u16)> = (0..2)
+        .map(|i| {
+            let fdir = dir.path().join(format!("follower-{i}"));
+            std::fs::create_dir_all(&fdir).unwrap();
+            let db = fdir.join("ledger.redb");
+            std::fs::copy(&setup.db, &db).unwrap();
+            let token = fdir.join("peer.token");
+            std::fs::write(&token, &setup.tokens.auditor).unwrap();
+            (db, token, free_port())
+        })
+        .collect();
+    let mut config = setup.config.clone();
+    config.witnessing = Some(WitnessingConfig {
+        witnesses: vec![WitnessEndpoint {
+            url: w1.url.clone(),
+            key: w1.vkey.clone(),
+        }],
+        interval_secs: 1,
+        timeout_secs: 5,
+    });
+    let (daemon, c) = setup.start_with(config).await.unwrap();
+    let auditor = setup.tokens.auditor.clone();
+    let mut procs = Vec::new();
+    for (i, (db, token, port)) in followers.iter().enumerate() {
+        let mut fc = serde_json::to_value(&setup.config).unwrap();
+        fc.as_object_mut().unwrap().remove("signing_key");
+        // The follower reads the writer with the auditor's token as its peer token, which
+        // also makes it an auditor here: not listed twice.
+        fc["tokens"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|t| t["role"] != "auditor");
+        let vkey = if i == 0 {
+            w1.vkey.clone()
+        } else {
+            stranger_vkey.clone()
+        };
+        fc["failover"] = serde_json::json!({
+            "node": format!("r{i}"),
+            "role": "follower",
+            "peers": {"a": c.base.clone()},
+            "token_file": token,
+            "witnesses": [vkey],
+        });
+        let path = db.with_file_name("config.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&fc).unwrap()).unwrap();
+        procs.push(spawn(db, &path, *port));
+    }
+    let clients: Vec<_> = followers
+        .iter()
+        .map(|(_, _, port)| {
+            fleet_ledger_demo::ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap()
+        })
+        .collect();
+    for f in &clients {
+        wait_healthy(f).await;
+    }
+    let start = ledger::store::ReadOnlyStore::open(&followers[0].0)
+        .map(|s| s.snapshot().unwrap().size())
+        .unwrap_or(1);
+    let (fleet, _) = setup.signed_fleet().unwrap();
+    c.ok(&setup.tokens.ci, "/v1/manifests/fleet", &fleet)
+        .await
+        .unwrap();
+    let note = witnessed_head(&c, &auditor, &daemon).await;
+    let witnessed_size = ledger::checkpoint::parse_note(note.as_bytes())
+        .unwrap()
+        .checkpoint
+        .size;
+
+    // The trusting follower reaches the witnessed checkpoint and serves it, cosignature too.
+    let served_size = |f: fleet_ledger_demo::ApiClient| {
+        let auditor = auditor.clone();
+        async move {
+            let r = f
+                .http
+                .get(format!("{}/v1/ledger/checkpoint", f.base))
+                .bearer_auth(&auditor)
+                .send()
+                .await
+                .unwrap();
+            let size: u64 = r.headers()["x-ledger-size"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (size, r.text().await.unwrap())
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (size, text) = served_size(clients[0].clone()).await;
+        if size == witnessed_size {
+            assert_eq!(text, note, "the follower serves the cosigned checkpoint");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower never reached {witnessed_size} (at {size})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let w = fetch(&clients[0], &auditor, "/v1/ledger/checkpoint/witnessed").await;
+    assert_eq!(String::from_utf8_lossy(&w), note);
+
+    // The witness goes away; the writer moves on; the follower stays at what was witnessed.
+    drop(w1);
+    setup
+        .post_rollout(&c, "stable", "b2b2b2b2", &"b".repeat(32))
+        .await
+        .unwrap();
+    let head = *daemon.shared.committed.borrow();
+    assert!(head > witnessed_size, "the writer moved on");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(served_size(clients[0].clone()).await.0, witnessed_size);
+    // The one trusting a witness that never cosigned this log never moved.
+    assert_eq!(served_size(clients[1].clone()).await.0, start);
+    drop(procs);
+}
+
+fn base64_key(k: &[u8; 32]) -> String {
+    use base64::Engine as _;
+    let mut raw = vec![0x04];
+    raw.extend_from_slice(k);
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}

@@ -601,13 +601,7 @@ impl Ledger {
         batch: Vec<NewEntry>,
         next: &[NewEntry],
         keep: impl FnOnce(&ledger::checkpoint::Checkpoint, &[Vec<u8>]) -> bool,
-    ) -> Result<
-        (
-            Receipt,
-            Option<(ledger::checkpoint::Checkpoint, Vec<Vec<u8>>)>,
-        ),
-        MaterializeError,
-    > {
+    ) -> Result<(Receipt, Option<ledger::store::TailWritten>), MaterializeError> {
         self.discard();
         for e in batch {
             self.staged.push(&mut self.state, e.recorded_at_us, e.event);

@@ -186,7 +186,11 @@ fn the_flake_and_the_nixos_module_parse_and_evaluate() {
     let config: fleet_ledger::config::Config = serde_json::from_value(settings).unwrap();
     let f = config.failover.unwrap();
     assert_eq!(
-        (f.lease_ttl_secs, f.peers["cp-b"].as_str(), f.ship_timeout_ms),
+        (
+            f.lease_ttl_secs,
+            f.peers["cp-b"].as_str(),
+            f.ship_timeout_ms
+        ),
         (5, "http://10.0.0.12:8443", 1500)
     );
     assert!(f.witnesses.is_empty() && f.witnesses_required.is_none());

@@ -552,7 +552,7 @@ impl Store {
         hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
         next: &[NewEntry],
         keep: impl FnOnce(&Checkpoint, &[Vec<u8>]) -> bool,
-    ) -> Result<(Receipt, Option<(Checkpoint, Vec<Vec<u8>>)>), E> {
+    ) -> Result<(Receipt, Option<TailWritten>), E> {
         for new in batch.iter().chain(next) {
             if let kind @ (Kind::Genesis | Kind::KeyRotated) = new.event.kind() {
                 return Err(AppendError::ReservedKind(kind.name()).into());
@@ -1034,6 +1034,10 @@ fn prepare_on<'b>(
         checkpoint,
     })
 }
+
+/// A batch written as the unsigned tail: the checkpoint it ends with (unsigned) and its
+/// entries as encoded.
+pub type TailWritten = (Checkpoint, Vec<Vec<u8>>);
 
 /// A batch computed, not yet signed or written.
 struct Prepared<'b> {

@@ -720,7 +720,13 @@ async fn follow(
         };
         let mine = *shared.committed.borrow();
         if !policy.witnesses.is_empty() {
-            match witnessed_beyond(&http, &base, &token, &follower, &policy, &witnessed).await {
+            let checked =
+                witnessed_beyond(&http, &base, &token, &follower, &policy, &witnessed).await;
+            if !matches!(checked, Err(FollowError::Invalid(_))) {
+                // The writer answered: in contact, even with nothing witnessed beyond.
+                *status.contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            }
+            match checked {
                 Ok(Some(w)) => {
                     shared.metrics.witnessed_entries.set(w.0 as i64);
                     *shared.witnessed.write().unwrap_or_else(|p| p.into_inner()) =
@@ -735,6 +741,13 @@ async fn follow(
                     tracing::error!(error = %e, "halted: the witnesses cosigned a tree the log's key did not sign here; serving what was verified");
                     *status.halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                     return;
+                }
+                Err(FollowError::Invalid(e)) => {
+                    // Not reached, or no answer: find the writer again.
+                    tracing::debug!(error = %e, leader = %base, "following");
+                    leader = None;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, leader = %base, "the writer's witnessed checkpoint does not meet the witness policy");

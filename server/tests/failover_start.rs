@@ -1,0 +1,176 @@
+//! Failover nodes at the edges of their life (issue 29), as real processes on loopback with
+//! three real etcd members (Debian's `etcd-server`):
+//! - a node started while etcd is down stands by (the API up, writes refused, not the leader)
+//!   and takes the log over once etcd is back, without a restart;
+//! - a verifying follower whose writer dies keeps serving what it verified, reports itself
+//!   out of date on `/healthz/follower` once the writer has been out of reach for 10 s, and
+//!   follows again when a writer is back.
+
+mod cluster;
+mod common;
+mod etcd;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cluster::*;
+use common::*;
+use fleet_ledger_demo::{ApiClient, Setup};
+
+fn serving(n: &Node) -> Command {
+    let mut cmd = Command::new(EXE);
+    cmd.args(["serve", "--db"])
+        .arg(&n.db)
+        .args(["--listen", &format!("127.0.0.1:{}", n.port), "--config"])
+        .arg(n.config())
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+/// `GET path` on `c` without a token: the status.
+async fn status(c: &ApiClient, path: &str) -> Option<u16> {
+    c.http
+        .get(format!("{}{path}", c.base))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// Waits until `GET path` answers `want` (within `secs`); panics with the node's log if not.
+async fn wait_status(n: &Node, path: &str, want: u16, secs: u64) -> Duration {
+    let (c, t0) = (n.client(), Instant::now());
+    while status(&c, path).await != Some(want) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "{path} never answered {want}\n{}",
+            n.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t0.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_started_while_etcd_is_down_stands_by_and_takes_over_once_it_is_back() {
+    if !etcd::have_etcd() {
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut cluster = etcd::Cluster::start();
+    let endpoints = cluster.endpoints();
+    for i in 0..3 {
+        cluster.kill_member(i);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::create(&tmp.path().join("s"), None, 4).unwrap();
+    let mut a = Node::new(tmp.path(), "a", &setup.db);
+    configure(&setup, &a.dir, "a", &[("a", a.port)], &endpoints, 2);
+    a.start(serving(&a));
+
+    // Up, standing by: not the leader, writes refused, for as long as etcd is away.
+    wait_status(&a, "/healthz", 200, 30).await;
+    let c = a.client();
+    let (fleet, _) = setup.signed_fleet().unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            status(&c, "/healthz/leader").await,
+            Some(503),
+            "{}",
+            a.log()
+        );
+        let (s, v) = c
+            .post(&setup.tokens.ci, "/v1/manifests/fleet", &fleet)
+            .await
+            .unwrap();
+        assert_eq!((s, v["error"].as_str()), (503, Some("not-leader")), "{v}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // etcd back: the initial writer takes the empty register and writes, same process.
+    for i in 0..3 {
+        cluster.start_member(i);
+    }
+    cluster.wait_healthy();
+    let took = wait_status(&a, "/healthz/leader", 200, 60).await;
+    eprintln!("leader {took:?} after etcd came back");
+    let (s, v) = c
+        .post(&setup.tokens.ci, "/v1/manifests/fleet", &fleet)
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}\n{}", a.log());
+    assert!(a.stop(), "{}", a.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_whose_writer_dies_serves_what_it_verified_and_says_it_is_out_of_date() {
+    if !etcd::have_etcd() {
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = etcd::Cluster::start();
+    let endpoints = cluster.endpoints();
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::create(&tmp.path().join("s"), None, 4).unwrap();
+    let mut a = Node::new(tmp.path(), "a", &setup.db);
+    let ports = [("a", a.port)];
+    configure(&setup, &a.dir, "a", &ports, &endpoints, 2);
+    a.start(serving(&a));
+    let mut r = Node::new(tmp.path(), "r", &setup.db);
+    configure_follower(&setup, &r.dir, &ports);
+    r.start(serving(&r));
+    wait_leader(&ports, Duration::from_secs(30)).await;
+    let (fleet, _) = setup.signed_fleet().unwrap();
+    let (s, v) = a
+        .client()
+        .post(&setup.tokens.ci, "/v1/manifests/fleet", &fleet)
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let size = |c: ApiClient, token: String| async move {
+        let r = c
+            .http
+            .get(format!("{}/v1/ledger/checkpoint", c.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.headers()["x-ledger-size"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let auditor = setup.tokens.auditor.clone();
+    let written = size(a.client(), auditor.clone()).await;
+    let t0 = Instant::now();
+    while size(r.client(), auditor.clone()).await < written {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{}", r.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_status(&r, "/healthz/follower", 200, 20).await;
+
+    // The writer dies: the follower goes on serving what it verified, and says, within the
+    // contact window (10 s) and not before, that it is out of date.
+    a.kill();
+    let killed = Instant::now();
+    let out = wait_status(&r, "/healthz/follower", 503, 30).await;
+    assert!(
+        out >= Duration::from_secs(8),
+        "out of date after {out:?}: before the contact window"
+    );
+    assert_eq!(size(r.client(), auditor.clone()).await, written);
+    let c = r.client();
+    let (s, v) = c.get(&setup.tokens.operator, "/v1/hosts").await.unwrap();
+    assert_eq!(s, 200, "{v}");
+    eprintln!("out of date {:?} after the kill", killed.elapsed());
+
+    // The writer back (it holds the head): the follower is in date again.
+    a.start(serving(&a));
+    wait_leader(&ports, Duration::from_secs(30)).await;
+    wait_status(&r, "/healthz/follower", 200, 30).await;
+    assert!(r.stop(), "{}", r.log());
+    assert!(a.stop(), "{}", a.log());
+}

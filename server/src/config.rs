@@ -213,6 +213,9 @@ pub enum NodeRole {
     Follower,
 }
 
+/// The principal the failover peer token authenticates as (an auditor of this name).
+pub const PEER_NAME: &str = "failover peer";
+
 /// Failover settings (`docs/OPERATIONS.md`, "Failover").
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -638,7 +641,7 @@ impl Config {
                         crate::auth::digest(&token),
                         Principal {
                             role: Role::Auditor,
-                            name: "failover peer".into(),
+                            name: PEER_NAME.into(),
                         },
                     )
                     .map_err(|_| {

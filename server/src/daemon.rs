@@ -45,6 +45,9 @@ pub struct WriterRole {
     pub replication: Replication,
     /// Whether it still leads (cleared when its lease is lost): `/healthz/leader`.
     pub leader: Arc<AtomicBool>,
+    /// Notified when a standby taking over by hand asks this writer to step down
+    /// (`POST /v1/replication/step-down`).
+    pub step_down: Arc<tokio::sync::Notify>,
 }
 
 impl Daemon {
@@ -70,9 +73,9 @@ impl Daemon {
         clock: Clock,
         role: Option<WriterRole>,
     ) -> Result<Daemon> {
-        let (replication, leader) = match role {
-            Some(r) => (Some(r.replication), r.leader),
-            None => (None, Arc::new(AtomicBool::new(true))),
+        let (replication, leader, step_down) = match role {
+            Some(r) => (Some(r.replication), r.leader, Some(r.step_down)),
+            None => (None, Arc::new(AtomicBool::new(true)), None),
         };
         let limits = settings.config.limits.clone();
         let batch = limits.batch_inputs;
@@ -169,6 +172,7 @@ impl Daemon {
                     || settings.config.strict,
             },
             leader: Arc::clone(&leader),
+            step_down,
             follow: None,
         };
         let ticker = tokio::spawn(tick(

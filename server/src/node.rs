@@ -25,7 +25,7 @@ use crate::api::replica::{self, StandbyState};
 use crate::config::{Config, FailoverConfig};
 use crate::connections::{self, ConnLimits, Serving};
 use crate::daemon::{Daemon, WriterRole};
-use crate::replication::{Etcd, EtcdRegister, Leadership, campaign};
+use crate::replication::{Blocking, Etcd, EtcdRegister, Leadership, campaign};
 
 /// Where a node keeps the tails no register acknowledged: `<db>.aside/`.
 pub fn aside_dir(db: &Path) -> PathBuf {
@@ -41,7 +41,7 @@ pub struct HttpShipper {
     http: reqwest::Client,
     token: String,
     timeout: Duration,
-    runtime: Handle,
+    runtime: Blocking,
 }
 
 impl std::fmt::Debug for HttpShipper {
@@ -61,18 +61,20 @@ impl HttpShipper {
         peers: BTreeMap<String, String>,
         token: String,
         timeout: Duration,
-        runtime: Handle,
+        runtime: impl Into<Blocking>,
     ) -> Result<HttpShipper> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Ok(HttpShipper {
             peers,
             http: reqwest::Client::builder()
                 .connect_timeout(timeout)
+                // See `Etcd::new`: no reuse of a connection idle long enough to be closed.
+                .pool_idle_timeout(Duration::from_secs(2))
                 .build()
                 .context("building the shipping client")?,
             token,
             timeout,
-            runtime,
+            runtime: runtime.into(),
         })
     }
 }
@@ -143,6 +145,8 @@ enum End {
     LeaseLost,
     /// Another writer fenced this one.
     Fenced,
+    /// A standby taking over by hand asked this writer to step down.
+    SteppedDown,
 }
 
 /// Runs a failover node on `listener` until `stop` resolves. The config is re-read at each
@@ -230,6 +234,7 @@ pub async fn run(
         let promoting = tokio::spawn(promotions(
             etcd.clone(),
             fo.clone(),
+            token.clone(),
             Arc::clone(&cell),
             promote_rx,
         ));
@@ -256,11 +261,14 @@ pub async fn run(
 
         // Writing.
         let leader = Arc::new(AtomicBool::new(true));
+        let step_down = Arc::new(tokio::sync::Notify::new());
         let replication = Replication {
+            // The writer thread's swaps and the shipping thread's shipments each on a
+            // runtime of their own, driven by the calling thread (DECISIONS 157).
             register: Arc::new(EtcdRegister::new(
-                etcd.clone(),
+                etcd.fresh()?,
                 &fo.prefix,
-                Handle::current(),
+                Blocking::own()?,
             )),
             node: fo.node.clone(),
             epoch: lead.epoch,
@@ -269,7 +277,7 @@ pub async fn run(
                 fo.peers.clone(),
                 token.clone(),
                 Duration::from_millis(fo.ship_timeout_ms),
-                Handle::current(),
+                Blocking::own()?,
             )?)),
             strict_sync: fo.strict_sync,
             min_sync: fo.min_sync,
@@ -286,6 +294,7 @@ pub async fn run(
             Some(WriterRole {
                 replication,
                 leader: Arc::clone(&leader),
+                step_down: Arc::clone(&step_down),
             }),
         )
         .await;
@@ -310,6 +319,7 @@ pub async fn run(
                 _ = stop.as_mut() => End::Stop,
                 _ = lost.wait_for(|l| *l) => End::LeaseLost,
                 _ = fenced(&shared) => End::Fenced,
+                _ = step_down.notified() => End::SteppedDown,
             };
             leader.store(false, Ordering::Release);
             *why.lock().unwrap_or_else(|p| p.into_inner()) = end;
@@ -328,6 +338,9 @@ pub async fn run(
             }
             End::Fenced => {
                 tracing::error!(node = %fo.node, "fenced by a newer writer: stepping down to stand by");
+            }
+            End::SteppedDown => {
+                tracing::warn!(node = %fo.node, "stepped down for a standby taking over by hand: standing by");
             }
         }
     }
@@ -368,17 +381,44 @@ async fn eligible(
     .map_err(|e| e.to_string())?
 }
 
-/// Answers `fleet-ledger promote` (by hand): a node that holds the register's head unseats
-/// the current writer (revokes its election lease); the election then makes this node the
-/// writer, as it would after the lease lapsed.
+/// Answers `fleet-ledger promote` (by hand): a node that holds the register's head asks the
+/// writer to step down (it stops taking writes, answers and ships what it took, then resigns
+/// its election lease), so that nothing is acknowledged without this node meanwhile; a writer
+/// that does not answer is unseated through etcd instead (its election lease revoked). The
+/// election then makes this node the writer (DECISIONS 154, 158).
 async fn promotions(
     etcd: Etcd,
     fo: FailoverConfig,
+    token: String,
     cell: Arc<Mutex<Option<Standby>>>,
     mut requests: tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<Result<String, String>>>,
 ) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
     while let Some(reply) = requests.recv().await {
-        let answer = match eligible(&etcd, &fo, &cell).await {
+        let eligible = eligible(&etcd, &fo, &cell).await;
+        if let Ok(true) = eligible
+            && let Some(writer) = find_leader(&http, &fo.peers).await
+        {
+            let asked = http
+                .post(format!("{writer}/v1/replication/step-down"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .map(|r| r.status());
+            if let Ok(reqwest::StatusCode::ACCEPTED) = asked {
+                tracing::warn!(writer = %writer, "promoted by hand: the writer was asked to step down");
+                let _ = reply.send(Ok(format!(
+                    "the writer at {writer} steps down; {} takes over once elected",
+                    fo.node
+                )));
+                continue;
+            }
+            tracing::warn!(writer = %writer, answer = ?asked, "the writer did not step down when asked; unseating it through etcd");
+        }
+        let answer = match eligible {
             Ok(true) => match etcd.unseat(&fo.prefix).await {
                 Ok(Some(node)) => {
                     tracing::warn!(unseated = %node, "promoted by hand: the writer's election lease is revoked");
@@ -576,6 +616,7 @@ pub async fn run_follower(
             bootstrap_nonces: settings.config.bootstrap_nonces.is_some() || settings.config.strict,
         },
         leader: Arc::new(AtomicBool::new(false)),
+        step_down: None,
         follow: Some(Arc::clone(&status)),
     };
     let (halt, halted) = watch::channel(false);

@@ -11,12 +11,63 @@
 //! already has: the same calls as the gRPC API, without a protobuf compiler to build
 //! (DECISIONS 143).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use engine::register::{CommitRegister, Head, RegisterError, Swap, settle};
 use serde_json::{Value, json};
 use tokio::runtime::Handle;
+
+/// Where a synchronous call (from a thread outside any runtime: the writer's, its shipping
+/// thread) runs its future: on a runtime's handle, or on a current-thread runtime of its own
+/// that the calling thread drives itself. With its own, a reply is read the moment it
+/// arrives; on the daemon's runtime it waits until a worker busy with agents' requests next
+/// polls the IO driver (DECISIONS 157).
+#[derive(Clone, Debug)]
+pub enum Blocking {
+    /// Run on this runtime (its workers drive the IO).
+    On(Handle),
+    /// Run on a current-thread runtime of its own.
+    Own(Arc<OwnRuntime>),
+}
+
+impl Blocking {
+    /// A current-thread runtime of its own.
+    pub fn own() -> std::io::Result<Blocking> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(Blocking::Own(Arc::new(OwnRuntime(Some(rt)))))
+    }
+
+    /// Runs `f` to completion on the calling thread (never from inside a runtime).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        match self {
+            Blocking::On(h) => h.block_on(f),
+            Blocking::Own(rt) => rt.0.as_ref().expect("until dropped").block_on(f),
+        }
+    }
+}
+
+impl From<Handle> for Blocking {
+    fn from(h: Handle) -> Blocking {
+        Blocking::On(h)
+    }
+}
+
+/// A current-thread runtime, shut down without waiting when dropped (it may be dropped
+/// inside the daemon's runtime, where a blocking shutdown would panic).
+#[derive(Debug)]
+pub struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
 
 /// The register's key under the configured prefix.
 pub fn register_key(prefix: &str) -> String {
@@ -70,6 +121,9 @@ impl Etcd {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
+            // On a runtime of its own nothing watches an idle connection between calls: one
+            // the server may have closed meanwhile is not reused.
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| RegisterError::Unavailable(format!("no HTTP client for etcd: {e}")))?;
         Ok(Etcd {
@@ -80,6 +134,12 @@ impl Etcd {
             http,
             timeout,
         })
+    }
+
+    /// The same cluster and deadline through an HTTP client of its own, whose connections
+    /// belong to the runtime that uses them (the writer's own, for the register).
+    pub fn fresh(&self) -> Result<Etcd, RegisterError> {
+        Etcd::new(&self.endpoints, self.timeout)
     }
 
     /// The same cluster, calls without a deadline (for a campaign).
@@ -143,18 +203,18 @@ fn int(v: &Value) -> Option<i64> {
 pub struct EtcdRegister {
     etcd: Etcd,
     key: String,
-    /// The runtime the synchronous calls run on (the writer is a thread of its own).
-    runtime: Handle,
+    /// Where the synchronous calls run (the writer is a thread of its own).
+    runtime: Blocking,
 }
 
 impl EtcdRegister {
     /// The register at `<prefix>/register`; synchronous calls run on `runtime` (never make
     /// them from one of its threads: use the async ones there).
-    pub fn new(etcd: Etcd, prefix: &str, runtime: Handle) -> EtcdRegister {
+    pub fn new(etcd: Etcd, prefix: &str, runtime: impl Into<Blocking>) -> EtcdRegister {
         EtcdRegister {
             etcd,
             key: register_key(prefix),
-            runtime,
+            runtime: runtime.into(),
         }
     }
 

@@ -95,6 +95,9 @@ pub struct AppState {
     /// Whether this node leads (failover: elected, its lease alive; a single node: always).
     /// `GET /healthz/leader` answers 200 only while it does and the writer is not fenced.
     pub leader: Arc<std::sync::atomic::AtomicBool>,
+    /// On a failover writer: notified when a standby taking over by hand asks it to step
+    /// down (`POST /v1/replication/step-down`); None elsewhere.
+    pub step_down: Option<Arc<tokio::sync::Notify>>,
     /// On a verifying follower: how its following goes (`/healthz/follower`); None elsewhere.
     pub follow: Option<Arc<replica::FollowStatus>>,
 }
@@ -577,6 +580,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz/follower", get(replica::healthz_follower))
         .route("/v1/replication/batch", post(replica::not_a_standby))
         .route("/v1/replication/promote", post(replica::already_writing))
+        .route("/v1/replication/step-down", post(replica::step_down))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(state.strict, protocol))

@@ -11,7 +11,9 @@ use super::{
     ErrorBody, agent, audit, closure, identity, manifests, nixfleet_rollouts, operators, published,
     rollouts, rotation,
 };
-use crate::api::replica::{__path_healthz_follower, __path_promote, __path_receive};
+use crate::api::replica::{
+    __path_healthz_follower, __path_promote, __path_receive, __path_step_down,
+};
 use crate::api::{__path_healthz, __path_healthz_leader, __path_metrics};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -243,6 +245,7 @@ pub(super) struct RolloutManifest {
         healthz_leader,
         receive,
         promote,
+        step_down,
         healthz_follower,
         openapi_json,
     ),

@@ -404,6 +404,40 @@ pub(crate) async fn promote(State(state): State<StandbyState>, headers: HeaderMa
     }
 }
 
+/// Steps this writer down (the failover peer token only): asked by a standby that takes over
+/// by hand (`fleet-ledger promote`). The writer stops taking writes, answers what it took
+/// (shipping each batch to its standbys as always), resigns its election lease and stands by;
+/// the standby that asked, holding every batch, is elected next. 202 once asked; 409
+/// `not-a-standby`'s counterpart `promote-refused` on a node that is not a failover writer.
+#[utoipa::path(post, path = "/v1/replication/step-down", tag = "failover",
+    responses((status = 202, description = "the writer steps down", content_type = "text/plain", body = String),
+        (status = "4XX", description = "`unauthorized`, `forbidden` (not the peer token), `promote-refused` (not a failover writer)", body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn step_down(
+    State(state): State<super::AppState>,
+    super::caller::Caller(who): super::caller::Caller,
+) -> Response {
+    if who.role != crate::auth::Role::Auditor || who.name != crate::config::PEER_NAME {
+        return ApiError::new(
+            ErrorCode::Forbidden,
+            "stepping down needs the failover peer token",
+        )
+        .into_response();
+    }
+    match &state.step_down {
+        Some(asked) => {
+            tracing::warn!("asked to step down by a standby taking over by hand");
+            asked.notify_one();
+            (StatusCode::ACCEPTED, "stepping down\n").into_response()
+        }
+        None => ApiError::new(
+            ErrorCode::PromoteRefused,
+            "this node is not a failover writer",
+        )
+        .into_response(),
+    }
+}
+
 /// The writer's answer to a promotion: it writes already.
 pub(super) async fn already_writing() -> Response {
     (StatusCode::OK, "this node is the writer already\n").into_response()

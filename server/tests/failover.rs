@@ -294,6 +294,16 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
         said.contains("refused to take over") && said.contains("401"),
         "{said}"
     );
+    // Nor does the writer step down for anyone but a peer: an auditor is forbidden.
+    let asked = lc
+        .http
+        .post(format!("{}/v1/replication/step-down", lc.base))
+        .bearer_auth(&setup.tokens.auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 403);
+    assert_eq!(leader(&ports).await.map(|(n, _)| n), Some(lead));
     let out = succeeds(&[
         "promote",
         "--url",
@@ -302,8 +312,16 @@ async fn failover_under_load_loses_nothing_acknowledged_and_signs_no_fork() {
         standby.dir.join("peer.token").to_str().unwrap(),
     ]);
     assert!(out.contains("is the writer"), "{out}");
-    // The old writer learns it lost its lease at its next renewal (or is fenced at its next
-    // batch) and stops answering /healthz/leader.
+    // The old writer was asked to step down, and did (DECISIONS 158).
+    let stepped = nodes.iter().find(|n| n.name == lead).unwrap();
+    assert!(
+        stepped
+            .log()
+            .contains("stepped down for a standby taking over by hand"),
+        "{}",
+        stepped.log()
+    );
+    // It stops answering /healthz/leader.
     let deadline = Instant::now() + Duration::from_secs(10);
     while leader(&ports).await.map(|(n, _)| n) != Some(standby.name) {
         assert!(

@@ -23,6 +23,28 @@ fn note(n: u64) -> NewEntry {
     }
 }
 
+/// A writer's log of four batches of three entries after its genesis (sizes 4, 7, 10, 13),
+/// and a follower's copy of it at the genesis.
+fn writer_and_follower(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (writer_db, follower_db) = (dir.join("w.redb"), dir.join("f.redb"));
+    drop(
+        Store::create(
+            &writer_db,
+            "follow.example/log",
+            fixtures::genesis_signer(),
+            T0,
+        )
+        .unwrap(),
+    );
+    std::fs::copy(&writer_db, &follower_db).unwrap();
+    let mut w = Ledger::open_live(&writer_db, Arc::new(fixtures::genesis_signer())).unwrap();
+    for b in 0..4 {
+        w.append((0..3).map(|i| note(b * 3 + i + 1)).collect())
+            .unwrap();
+    }
+    (writer_db, follower_db)
+}
+
 /// The writer's entries from `from` on, and its latest checkpoint.
 fn tail_of(db: &std::path::Path, from: u64) -> (Vec<Vec<u8>>, String) {
     let store = ledger::store::ReadOnlyStore::open(db).unwrap();
@@ -38,24 +60,7 @@ fn tail_of(db: &std::path::Path, from: u64) -> (Vec<Vec<u8>>, String) {
 #[test]
 fn a_follower_takes_only_what_the_log_signed() {
     let dir = tempfile::tempdir().unwrap();
-    let (writer_db, follower_db) = (dir.path().join("w.redb"), dir.path().join("f.redb"));
-    drop(
-        Store::create(
-            &writer_db,
-            "follow.example/log",
-            fixtures::genesis_signer(),
-            T0,
-        )
-        .unwrap(),
-    );
-    std::fs::copy(&writer_db, &follower_db).unwrap();
-    {
-        let mut w = Ledger::open_live(&writer_db, Arc::new(fixtures::genesis_signer())).unwrap();
-        for b in 0..4 {
-            w.append((0..3).map(|i| note(b * 3 + i + 1)).collect())
-                .unwrap();
-        }
-    }
+    let (writer_db, follower_db) = writer_and_follower(dir.path());
     let evidence = dir.path().join("evidence");
     let mut f = Follower::open(&follower_db, &evidence).unwrap();
     assert!(
@@ -142,24 +147,7 @@ fn batches_of(db: &std::path::Path, from: u64) -> Vec<engine::replicate::Batch> 
 fn a_follower_with_a_witness_policy_follows_only_what_the_witnesses_cosigned() {
     use ledger::witness::{Witness, WitnessPolicy};
     let dir = tempfile::tempdir().unwrap();
-    let (writer_db, follower_db) = (dir.path().join("w.redb"), dir.path().join("f.redb"));
-    drop(
-        Store::create(
-            &writer_db,
-            "follow.example/log",
-            fixtures::genesis_signer(),
-            T0,
-        )
-        .unwrap(),
-    );
-    std::fs::copy(&writer_db, &follower_db).unwrap();
-    {
-        let mut w = Ledger::open_live(&writer_db, Arc::new(fixtures::genesis_signer())).unwrap();
-        for b in 0..4 {
-            w.append((0..3).map(|i| note(b * 3 + i + 1)).collect())
-                .unwrap();
-        }
-    }
+    let (writer_db, follower_db) = writer_and_follower(dir.path());
     let batches = batches_of(&writer_db, 1);
     assert_eq!(batches.len(), 4);
     let (w1, w2) = (

@@ -30,13 +30,7 @@ const LEASE_SECS: u64 = 2;
 
 /// The `serve` command of a node.
 fn serving(n: &Node) -> Command {
-    let mut cmd = Command::new(EXE);
-    cmd.args(["serve", "--db"])
-        .arg(&n.db)
-        .args(["--listen", &format!("127.0.0.1:{}", n.port), "--config"])
-        .arg(n.config())
-        .env("RUST_LOG", "info");
-    cmd
+    serve_command(&n.db, &n.config(), n.port)
 }
 
 /// An agent: probe results back to back through the balancer, each acknowledged one

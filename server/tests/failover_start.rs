@@ -18,13 +18,7 @@ use common::*;
 use fleet_ledger_demo::{ApiClient, Setup};
 
 fn serving(n: &Node) -> Command {
-    let mut cmd = Command::new(EXE);
-    cmd.args(["serve", "--db"])
-        .arg(&n.db)
-        .args(["--listen", &format!("127.0.0.1:{}", n.port), "--config"])
-        .arg(n.config())
-        .env("RUST_LOG", "info");
-    cmd
+    serve_command(&n.db, &n.config(), n.port)
 }
 
 /// `GET path` on `c` without a token: the status.

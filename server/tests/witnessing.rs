@@ -265,9 +265,9 @@ async fn checkpoints_are_cosigned_by_a_standard_witness_served_and_published() {
 
 /// A verifying follower with a witness policy (issue 29) follows only up to the writer's
 /// latest checkpoint its trusted witness cosigned: with the witness gone, the writer's head
-/// moves on and the follower stays at the witnessed size; it serves that cosigned checkpoint;
-/// once a checkpoint is witnessed again it follows to it. A follower whose policy names a
-/// witness that never cosigned this log never moves.
+/// moves on and the follower stays at the witnessed size; it serves that cosigned
+/// checkpoint. A follower whose policy names a witness that never cosigned this log never
+/// moves.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_follower_with_a_witness_policy_follows_only_witnessed_checkpoints() {
     let dir = tempfile::tempdir().unwrap();

@@ -60,6 +60,18 @@ pub fn spawn(db: &Path, config: &Path, port: u16) -> Proc {
     )
 }
 
+/// The binary's `serve` on `db` with `config`, listening on 127.0.0.1:`port`, logging at
+/// info (for a caller that directs its output).
+pub fn serve_command(db: &Path, config: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(EXE);
+    cmd.args(["serve", "--db"])
+        .arg(db)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info");
+    cmd
+}
+
 /// `cmd` (the binary, or a wrapper that execs it with these arguments) running `serve`.
 pub fn serve(
     mut cmd: Command,

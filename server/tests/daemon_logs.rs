@@ -8,21 +8,8 @@ use std::process::{Command, Stdio};
 use common::*;
 use fleet_ledger_demo::{ApiClient, Setup};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn json_log_lines_when_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let setup = Setup::create(dir.path(), None, 2).unwrap();
-    let config = dir.path().join("config.json");
-    let port = free_port();
-    let mut cmd = Command::new(EXE);
-    cmd.env("RUST_LOG_FORMAT", "json");
-    let mut child = serve(cmd, &setup.db, &config, port, Stdio::piped(), "info");
-    let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
-    wait_healthy(&c).await;
-    let (fleet, _) = setup.signed_fleet().unwrap();
-    c.ok(&setup.tokens.ci, "/v1/manifests/fleet", &fleet)
-        .await
-        .unwrap();
+/// SIGTERMs the daemon, checks that it exited 0, and returns what it logged.
+fn stop_and_read_log(mut child: Proc) -> String {
     sigterm(child.id());
     let mut text = String::new();
     child
@@ -32,7 +19,26 @@ async fn json_log_lines_when_asked() {
         .unwrap()
         .read_to_string(&mut text)
         .unwrap();
-    assert!(child.0.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success(), "{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_log_lines_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::create(dir.path(), None, 2).unwrap();
+    let config = dir.path().join("config.json");
+    let port = free_port();
+    let mut cmd = Command::new(EXE);
+    cmd.env("RUST_LOG_FORMAT", "json");
+    let child = serve(cmd, &setup.db, &config, port, Stdio::piped(), "info");
+    let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+    wait_healthy(&c).await;
+    let (fleet, _) = setup.signed_fleet().unwrap();
+    c.ok(&setup.tokens.ci, "/v1/manifests/fleet", &fleet)
+        .await
+        .unwrap();
+    let text = stop_and_read_log(child);
     let lines: Vec<serde_json::Value> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -63,7 +69,7 @@ async fn logs_off_a_terminal_are_plain_and_client_faults_are_not_errors() {
     let mut cmd = Command::new(EXE);
     cmd.env_remove("NO_COLOR").env_remove("RUST_LOG_FORMAT");
     // debug: every line the daemon might write about these requests is in the pipe.
-    let mut child = serve(cmd, &setup.db, &config, port, Stdio::piped(), "debug");
+    let child = serve(cmd, &setup.db, &config, port, Stdio::piped(), "debug");
     let c = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
     wait_healthy(&c).await;
     let agent = setup.tokens.agents.values().next().unwrap().clone();
@@ -81,16 +87,7 @@ async fn logs_off_a_terminal_are_plain_and_client_faults_are_not_errors() {
             .unwrap();
         assert_eq!(s, 404);
     }
-    sigterm(child.id());
-    let mut text = String::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    assert!(child.0.wait().unwrap().success());
+    let text = stop_and_read_log(child);
     assert!(text.contains("fleet-ledger listening"), "{text}");
     assert!(
         !text.contains('\x1b'),

@@ -136,6 +136,28 @@ pub enum StandbyError {
     },
 }
 
+/// Whether `ledger`'s signed log holds the head `(size, root)`: it is that head, or it
+/// extends it (a checkpoint of that size with that root: the register's heads are batch
+/// ends). A log extends the register's head when its node wrote alone meanwhile, outside
+/// failover (a key rotation, a time without etcd): it holds every entry the register
+/// acknowledges, and more.
+pub fn signed_log_holds(
+    ledger: &Ledger,
+    (size, root): (u64, [u8; 32]),
+) -> Result<bool, MaterializeError> {
+    let store = ledger.store();
+    if store.size() < size {
+        return Ok(false);
+    }
+    if store.size() == size {
+        return Ok(store.root().0 == root);
+    }
+    let note = store.snapshot().and_then(|s| s.checkpoint(size))?;
+    Ok(note.is_some_and(|n| {
+        ledger::checkpoint::parse_note(n.as_bytes()).is_ok_and(|p| p.checkpoint.root.0 == root)
+    }))
+}
+
 /// The epoch file beside a database: `<db>.epoch`, the decimal epoch and a newline.
 pub fn epoch_file(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
@@ -224,6 +246,12 @@ impl Standby {
     pub fn head(&self) -> (u64, [u8; 32]) {
         let store = self.ledger.store();
         (store.size(), store.root().0)
+    }
+
+    /// Whether it holds the register's head `want`: signed (as its head, or beneath a log
+    /// that extends it, [`signed_log_holds`]) or as its tail. Only then may it take over.
+    pub fn holds(&self, want: (u64, [u8; 32])) -> Result<bool, MaterializeError> {
+        Ok(signed_log_holds(&self.ledger, want)? || self.tail_head()? == Some(want))
     }
 
     /// The head of its unsigned tail, if it holds one: what it would hold if the register

@@ -233,3 +233,96 @@ fn a_follower_with_a_witness_policy_follows_only_what_the_witnesses_cosigned() {
     assert_eq!(f.ledger().store().size(), 7, "nothing of it was written");
     assert!(evidence.join("inconsistent-10.ours.note").exists());
 }
+
+/// A follower follows the writer's log through a key rotation (FORMAT §6): the rotation's
+/// batch is taken with its checkpoint signed by the key it replaces, and the new key checks
+/// the notes after it; a note of the old key after the rotation is refused. A standby, which
+/// signs with the key in force, refuses the rotation by name rather than hold a log it
+/// could not sign on from.
+#[test]
+fn a_follower_follows_through_a_key_rotation_and_a_standby_says_it_lacks_the_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer_db, follower_db) = writer_and_follower(dir.path());
+    let standby_db = dir.path().join("s.redb");
+    std::fs::copy(&follower_db, &standby_db).unwrap();
+    let next = Arc::new(Signer::from_seed("follow.example/log", &[0x42; 32]).unwrap());
+    {
+        let mut w = Ledger::open_live(&writer_db, Arc::new(fixtures::genesis_signer())).unwrap();
+        w.rotate_key(Arc::clone(&next), "scheduled", T0 + 100)
+            .unwrap();
+        for b in 0..2 {
+            w.append((0..3).map(|i| note(100 + b * 3 + i)).collect())
+                .unwrap();
+        }
+    }
+    let batches = batches_of(&writer_db, 1);
+    assert_eq!(batches.len(), 7, "four, the rotation, two");
+
+    let evidence = dir.path().join("evidence");
+    let mut f = Follower::open(&follower_db, &evidence).unwrap();
+    // Before the rotation, a note of the new key is not the log's.
+    let forged_early = ledger::checkpoint::parse_note(batches[0].0.as_bytes())
+        .unwrap()
+        .checkpoint
+        .sign(&next);
+    assert!(matches!(
+        f.follow(&batches[0].1, &forged_early),
+        Err(FollowError::Unverified(_))
+    ));
+    assert_eq!(f.follow_batches(&batches[..5]).unwrap(), 14);
+    assert_eq!(
+        f.ledger().store().public_key().to_text(),
+        next.public().to_text()
+    );
+    // After it, a note of the old key is refused; the new key's are taken.
+    let old_note = ledger::checkpoint::parse_note(batches[5].0.as_bytes())
+        .unwrap()
+        .checkpoint
+        .sign(&fixtures::genesis_signer());
+    assert!(matches!(
+        f.follow(&batches[5].1, &old_note),
+        Err(FollowError::Unverified(_))
+    ));
+    assert_eq!(f.follow_batches(&batches[5..]).unwrap(), 20);
+    assert!(!evidence.exists());
+    // Its log is the writer's, and its projections are its log's, after a reopen too.
+    drop(f);
+    let f = Follower::open(&follower_db, &evidence).unwrap();
+    assert_eq!(
+        f.ledger().store().public_key().to_text(),
+        next.public().to_text()
+    );
+    drop(f);
+    let latest = |db: &std::path::Path| {
+        ledger::store::ReadOnlyStore::open(db)
+            .unwrap()
+            .snapshot()
+            .unwrap()
+            .latest_checkpoint()
+            .unwrap()
+    };
+    assert_eq!(latest(&follower_db), latest(&writer_db));
+    let snap = ledger::store::ReadOnlyStore::open(&follower_db)
+        .unwrap()
+        .snapshot()
+        .unwrap();
+    assert!(matches!(
+        check_snapshot(&snap, |_| ()).unwrap(),
+        CheckOutcome::Identical { .. }
+    ));
+
+    // A standby holding the old key catches up to the rotation and refuses it, saying why.
+    let mut s = engine::replicate::Standby::open(
+        &standby_db,
+        Arc::new(fixtures::genesis_signer()),
+        &dir.path().join("aside"),
+    )
+    .unwrap();
+    match s.catch_up(&batches[..5]) {
+        Err(engine::replicate::ShipRefusal::Unavailable(why)) => {
+            assert!(why.contains("does not hold the new one"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.head().0, 13, "everything before the rotation taken");
+}

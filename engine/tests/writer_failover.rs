@@ -222,3 +222,76 @@ fn a_node_behind_the_register_or_at_an_older_epoch_does_not_write() {
     let e = open().with_replication(replication(&ahead, 3)).unwrap_err();
     assert!(e.to_string().contains("not below"), "{e}");
 }
+
+/// A node whose signed log extends the register's head (it wrote on alone, outside failover:
+/// a key rotation, a time without etcd) holds every acknowledged entry, and takes the log
+/// over from there; one whose log has another tree at the register's size does not.
+#[test]
+fn a_node_whose_log_extends_the_register_takes_over_and_a_diverged_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("l.redb");
+    drop(Store::create(&db, "failover.example/log", fixtures::genesis_signer(), T0).unwrap());
+    let clock: Clock = Arc::new(|| T0 + 10_000_000);
+    let open = || {
+        Writer::open(db.clone(), fixtures::genesis_signer(), clock.clone(), 16)
+            .unwrap()
+            .0
+    };
+    // Written alone: two batches; the register acknowledged the first only.
+    let mut lone = open();
+    for n in 1..=2 {
+        assert!(matches!(
+            submit(&mut lone, fleet(n)),
+            Ok(Answer::Recorded { .. })
+        ));
+    }
+    drop(lone);
+    let (first, size) = {
+        let store = ledger::store::ReadOnlyStore::open(&db).unwrap();
+        let snap = store.snapshot().unwrap();
+        let note = snap
+            .checkpoint(2)
+            .unwrap()
+            .expect("the first batch ends at 2");
+        let cp = ledger::checkpoint::parse_note(note.as_bytes())
+            .unwrap()
+            .checkpoint;
+        (cp, snap.size())
+    };
+    assert_eq!(size, 3);
+    let at = |root: [u8; 32]| {
+        let register = Arc::new(MemRegister::new());
+        register
+            .compare_and_swap(
+                None,
+                &Head {
+                    tree_size: first.size,
+                    root,
+                    epoch: 3,
+                    sync_set: vec!["node-c".into()],
+                },
+            )
+            .unwrap();
+        register
+    };
+    let replication = |register: &Arc<MemRegister>| {
+        Replication::alone(register.clone(), "node-b", 4, dir.path().join("aside"))
+    };
+    // Another tree at that size: refused, the register unmoved.
+    let diverged = at([7; 32]);
+    let e = open().with_replication(replication(&diverged)).unwrap_err();
+    assert!(e.to_string().contains("catch up"), "{e}");
+    assert_eq!(diverged.read().unwrap().unwrap().epoch, 3);
+    // Its own tree: taken over from there, the hand-over recorded after what it wrote alone.
+    let register = at(first.root.0);
+    let w = open().with_replication(replication(&register)).unwrap();
+    let head = register.read().unwrap().unwrap();
+    assert_eq!((head.epoch, head.tree_size), (4, size + 1));
+    drop(w);
+    let store = ledger::store::ReadOnlyStore::open(&db).unwrap();
+    let snap = store.snapshot().unwrap();
+    assert!(matches!(
+        snap.logged(size).unwrap().unwrap().event,
+        Event::WriterEpochStarted(_)
+    ));
+}

@@ -374,8 +374,7 @@ async fn eligible(
         let Some(s) = guard.as_ref() else {
             return Ok(false);
         };
-        let want = (h.tree_size, h.root);
-        Ok(s.head() == want || s.tail_head().map_err(|e| e.to_string())? == Some(want))
+        s.holds((h.tree_size, h.root)).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())?

@@ -168,3 +168,162 @@ async fn a_follower_whose_writer_dies_serves_what_it_verified_and_says_it_is_out
     assert!(r.stop(), "{}", r.log());
     assert!(a.stop(), "{}", a.log());
 }
+
+/// OPERATIONS "Key rotation under failover", as an operator runs it: both nodes stopped
+/// (the writer last), the key rotated offline on the writer's database, that database given
+/// to the standby, both configs naming the new key; the rotated node, whose log now extends
+/// the register's head, takes the log over from there, and the standby gets in sync; a
+/// follower follows through the rotation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_rotation_under_failover_by_the_documented_procedure() {
+    if !etcd::have_etcd() {
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = etcd::Cluster::start();
+    let endpoints = cluster.endpoints();
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::create(&tmp.path().join("s"), None, 4).unwrap();
+    let mut a = Node::new(tmp.path(), "a", &setup.db);
+    let mut b = Node::new(tmp.path(), "b", &setup.db);
+    let ports = [("a", a.port), ("b", b.port)];
+    for n in [&a, &b] {
+        configure(&setup, &n.dir, n.name, &ports, &endpoints, 2);
+    }
+    let mut r = Node::new(tmp.path(), "r", &setup.db);
+    configure_follower(&setup, &r.dir, &ports);
+    a.start(serving(&a));
+    b.start(serving(&b));
+    r.start(serving(&r));
+    assert_eq!(wait_leader(&ports, Duration::from_secs(30)).await.0, "a");
+    let (fleet, _) = setup.signed_fleet().unwrap();
+    let (s, v) = a
+        .client()
+        .post(&setup.tokens.ci, "/v1/manifests/fleet", &fleet)
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let keys = tmp.path().join("keys");
+    succeeds(&["keygen", "--out", keys.to_str().unwrap(), "--name", "next"]);
+    let new_key = keys.join("next.key");
+    // Refused while serving under failover.
+    let (s, v) = a
+        .client()
+        .post(
+            &setup.tokens.operator,
+            "/v1/ledger/rotate-key",
+            &serde_json::json!({"key_file": new_key, "reason": "scheduled"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 503, "{v}");
+
+    // 1. Stop the standby, then the writer (SIGTERM: it drains).
+    assert!(b.stop(), "{}", b.log());
+    assert!(a.stop(), "{}", a.log());
+    // 2. Rotate offline on the writer's database; every config names the new key.
+    let old_key = setup.config.signing_key.clone();
+    succeeds(&[
+        "rotate-key",
+        "--db",
+        a.db.to_str().unwrap(),
+        "--key",
+        old_key.to_str().unwrap(),
+        "--to",
+        new_key.to_str().unwrap(),
+        "--reason",
+        "scheduled",
+    ]);
+    for n in [&a, &b] {
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(n.config()).unwrap()).unwrap();
+        config["signing_key"] = new_key.to_str().unwrap().into();
+        std::fs::write(n.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    }
+    // 3. The standby gets the rotated database.
+    std::fs::copy(&a.db, &b.db).unwrap();
+    // 4. The rotated node first: it takes the log over from the register's head.
+    a.start(serving(&a));
+    assert_eq!(wait_leader(&ports, Duration::from_secs(30)).await.0, "a");
+    b.start(serving(&b));
+    // Writes go on, and the standby (given the rotated log) gets in the sync set.
+    let op = setup.tokens.operator.clone();
+    let c = a.client();
+    let t0 = Instant::now();
+    for i in 0u32.. {
+        // Each a newer manifest (signed a second after the one before).
+        let doc = setup
+            .rollout_doc(
+                "stable",
+                &format!("{i:08x}"),
+                &"c".repeat(32),
+                &setup.at(i64::from(i) + 1),
+            )
+            .unwrap();
+        let (body, _) = setup.sign(&doc).unwrap();
+        let written = c
+            .ok(
+                &setup.tokens.ci,
+                &format!("/v1/manifests/rollouts/stable@{i:08x}"),
+                &body,
+            )
+            .await;
+        assert!(written.is_ok(), "{written:?}\n{}", a.log());
+        let metrics = c
+            .http
+            .get(format!("{}/metrics", c.base))
+            .bearer_auth(&op)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.lines().any(|l| l == "fleet_ledger_sync_set_size 1") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the standby never got in sync\n{}\n{}",
+            a.log(),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // 5. The follower followed through the rotation to the writer's size.
+    let size = |c: ApiClient| {
+        let auditor = setup.tokens.auditor.clone();
+        async move {
+            c.http
+                .get(format!("{}/v1/ledger/checkpoint", c.base))
+                .bearer_auth(auditor)
+                .send()
+                .await
+                .unwrap()
+                .headers()["x-ledger-size"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        }
+    };
+    let written = size(c.clone()).await;
+    let t0 = Instant::now();
+    while size(r.client()).await < written {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{}", r.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in [&mut r, &mut b, &mut a] {
+        assert!(n.stop(), "{}", n.log());
+    }
+    // Every node's log verifies from the genesis key.
+    for n in [&a, &b, &r] {
+        succeeds(&[
+            "verify",
+            "--db",
+            n.db.to_str().unwrap(),
+            "--key",
+            setup.genesis_pub.to_str().unwrap(),
+        ]);
+    }
+}

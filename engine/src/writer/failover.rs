@@ -377,6 +377,11 @@ impl Writer {
             Some(h) if tail_head == Some((h.tree_size, h.root)) => {
                 ledger.sign_tail()?;
             }
+            // This node wrote on alone (outside failover) from the register's head: it holds
+            // every acknowledged entry; a tail beyond its log was never acknowledged.
+            Some(h) if crate::replicate::signed_log_holds(ledger, (h.tree_size, h.root))? => {
+                ledger.set_tail_aside(&cfg.aside)?;
+            }
             Some(h) => {
                 return Err(refuse(format!(
                     "the commit register acknowledges {} entries; this node holds {} (and a tail of {}): it must catch up from a standby first",

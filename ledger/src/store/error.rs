@@ -127,6 +127,12 @@ pub enum AppendError {
     /// nothing was written (FORMAT §6).
     #[error("{0} is already in the log's key chain: a rotation must introduce a new key")]
     KeyInChain(String),
+    /// A writer's key rotation reached a node that signs with the key it replaces and does
+    /// not hold the next one (a standby catching up): it could not sign what follows.
+    #[error(
+        "a key rotation to {0}: this node signs with the key it replaces and does not hold the new one; restart it with the new key (OPERATIONS, \"Key rotation under failover\")"
+    )]
+    RotationNotHeld(String),
     /// The key chain could not be read to check a rotation against it.
     #[error("reading the key chain: {0}")]
     KeyChain(Box<OpenError>),

@@ -510,7 +510,10 @@ impl Store {
     }
 
     /// The one append path of ordinary entries: the key chain's own kinds refused, then one
-    /// durable transaction, the checkpoint signed here or `note` checked.
+    /// durable transaction, the checkpoint signed here or `note` checked. One exception: with
+    /// a `note` (the writer's batches, copied by a follower), a batch that is the writer's key
+    /// rotation alone is taken as the writer took it (its checkpoint signed by the key it
+    /// replaces), and the key it names is in force for the notes that follow.
     fn append_entries<E: From<AppendError>>(
         &mut self,
         batch: &[NewEntry],
@@ -518,24 +521,65 @@ impl Store {
         gate: impl FnOnce(&Gated<'_>) -> Result<(), E>,
         hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
     ) -> Result<Receipt, E> {
-        if let Some(e) = batch.iter().find_map(|e| match e.event.kind() {
-            Kind::Genesis | Kind::KeyRotated => Some(e.event.kind().name()),
+        let rotation = match (note, batch) {
+            (
+                Some(_),
+                [
+                    NewEntry {
+                        event: Event::KeyRotated(r),
+                        ..
+                    },
+                ],
+            ) => Some(self.followed_rotation(r)?),
             _ => None,
-        }) {
+        };
+        if rotation.is_none()
+            && let Some(e) = batch.iter().find_map(|e| match e.event.kind() {
+                Kind::Genesis | Kind::KeyRotated => Some(e.event.kind().name()),
+                _ => None,
+            })
+        {
             return Err(AppendError::ReservedKind(e).into());
         }
         if self.poisoned {
             return Err(AppendError::Poisoned.into());
         }
         let txn = begin_durable_write(&self.db, self.quick_repair).map_err(AppendError::from)?;
-        self.commit_batch(
+        let receipt = self.commit_batch(
             txn,
             batch,
             note,
             gate,
-            |txn, appended| hook(&mut RedbTables::new(txn), appended),
+            |txn, appended| {
+                if let Some(next) = &rotation {
+                    record_key(txn, next).map_err(E::from)?;
+                }
+                hook(&mut RedbTables::new(txn), appended)
+            },
             |_, _, _| Ok(0),
-        )
+        )?;
+        if let Some(next) = rotation {
+            self.notary = Notary::Follows(Box::new(next));
+        }
+        Ok(receipt)
+    }
+
+    /// The key a followed rotation puts in force, once checked: a new key (not in the chain),
+    /// and a node that only follows (one that signs could not sign what comes after it).
+    fn followed_rotation(&self, r: &KeyRotated) -> Result<PublicKey, AppendError> {
+        let next = PublicKey::from_record(&r.next)
+            .map_err(|e| AppendError::BadNote(format!("the rotation's key: {e}")))?;
+        if let Notary::Key(_) = self.notary {
+            return Err(AppendError::RotationNotHeld(next.to_text()));
+        }
+        let chain = self
+            .snapshot()
+            .and_then(|s| s.keys_in_force())
+            .map_err(|e| AppendError::KeyChain(Box::new(e)))?;
+        if chain.iter().any(|k| k.bytes() == next.bytes()) {
+            return Err(AppendError::KeyInChain(next.to_text()));
+        }
+        Ok(next)
     }
 
     /// [`Store::append_with`], and in the same durable transaction `next` written as the new
@@ -645,21 +689,9 @@ impl Store {
                 reason: reason.to_string(),
             }),
         };
-        let line = format!("{}\n", next.public().to_text());
+        let public = next.public().clone();
         let receipt = self.append_checked(&[entry], |txn, appended| {
-            {
-                let chain =
-                    |e: redb::Error| AppendError::from(storage("recording the key chain")(e));
-                let mut meta = txn.open_table(META).map_err(|e| chain(e.into()))?;
-                let mut keys = meta
-                    .get("keys")
-                    .map_err(|e| chain(e.into()))?
-                    .map(|v| v.value().to_vec())
-                    .unwrap_or_default();
-                keys.extend_from_slice(line.as_bytes());
-                meta.insert("keys", keys.as_slice())
-                    .map_err(|e| chain(e.into()))?;
-            }
+            record_key(txn, &public)?;
             hook(&mut RedbTables::new(txn), appended)
         })?;
         self.notary = Notary::Key(next);
@@ -962,6 +994,21 @@ impl Store {
             note,
         })
     }
+}
+
+/// Adds `key` to the key chain recorded in `txn` (`ledger.meta` `keys`, one key a line).
+fn record_key(txn: &WriteTransaction, key: &PublicKey) -> Result<(), AppendError> {
+    let chain = |e: redb::Error| AppendError::from(storage("recording the key chain")(e));
+    let mut meta = txn.open_table(META).map_err(|e| chain(e.into()))?;
+    let mut keys = meta
+        .get("keys")
+        .map_err(|e| chain(e.into()))?
+        .map(|v| v.value().to_vec())
+        .unwrap_or_default();
+    keys.extend_from_slice(format!("{}\n", key.to_text()).as_bytes());
+    meta.insert("keys", keys.as_slice())
+        .map_err(|e| chain(e.into()))?;
+    Ok(())
 }
 
 /// Computes `batch` on a copy of `on` (a store's tip, or the tip a batch staged in the same

@@ -32,6 +32,23 @@ async fn status(c: &ApiClient, path: &str) -> Option<u16> {
         .map(|r| r.status().as_u16())
 }
 
+/// The log size a node's checkpoint answer reflects (`X-Ledger-Size`).
+async fn served_size(c: &ApiClient, token: &str) -> u64 {
+    let r = c
+        .http
+        .get(format!("{}/v1/ledger/checkpoint", c.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.headers()["x-ledger-size"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// Waits until `GET path` answers `want` (within `secs`); panics with the node's log if not.
 async fn wait_status(n: &Node, path: &str, want: u16, secs: u64) -> Duration {
     let (c, t0) = (n.client(), Instant::now());
@@ -122,25 +139,10 @@ async fn a_follower_whose_writer_dies_serves_what_it_verified_and_says_it_is_out
         .await
         .unwrap();
     assert_eq!(s, 200, "{v}");
-    let size = |c: ApiClient, token: String| async move {
-        let r = c
-            .http
-            .get(format!("{}/v1/ledger/checkpoint", c.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.headers()["x-ledger-size"]
-            .to_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    };
     let auditor = setup.tokens.auditor.clone();
-    let written = size(a.client(), auditor.clone()).await;
+    let written = served_size(&a.client(), &auditor).await;
     let t0 = Instant::now();
-    while size(r.client(), auditor.clone()).await < written {
+    while served_size(&r.client(), &auditor).await < written {
         assert!(t0.elapsed() < Duration::from_secs(20), "{}", r.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -155,7 +157,7 @@ async fn a_follower_whose_writer_dies_serves_what_it_verified_and_says_it_is_out
         out >= Duration::from_secs(8),
         "out of date after {out:?}: before the contact window"
     );
-    assert_eq!(size(r.client(), auditor.clone()).await, written);
+    assert_eq!(served_size(&r.client(), &auditor).await, written);
     let c = r.client();
     let (s, v) = c.get(&setup.tokens.operator, "/v1/hosts").await.unwrap();
     assert_eq!(s, 200, "{v}");
@@ -291,25 +293,10 @@ async fn a_key_rotation_under_failover_by_the_documented_procedure() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // 5. The follower followed through the rotation to the writer's size.
-    let size = |c: ApiClient| {
-        let auditor = setup.tokens.auditor.clone();
-        async move {
-            c.http
-                .get(format!("{}/v1/ledger/checkpoint", c.base))
-                .bearer_auth(auditor)
-                .send()
-                .await
-                .unwrap()
-                .headers()["x-ledger-size"]
-                .to_str()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        }
-    };
-    let written = size(c.clone()).await;
+    let auditor = setup.tokens.auditor.clone();
+    let written = served_size(&c, &auditor).await;
     let t0 = Instant::now();
-    while size(r.client()).await < written {
+    while served_size(&r.client(), &auditor).await < written {
         assert!(t0.elapsed() < Duration::from_secs(20), "{}", r.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

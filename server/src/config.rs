@@ -600,6 +600,12 @@ impl Config {
             let digest = planner::document::parse_hash(&t.sha256).ok_or_else(|| {
                 ConfigError::Invalid(format!("tokens[{i}].sha256 is not 64 lowercase hex digits"))
             })?;
+            if t.name == PEER_NAME {
+                // The failover peer token's principal: what may step a writer down.
+                return Err(ConfigError::Invalid(format!(
+                    "tokens[{i}]: the name {PEER_NAME:?} is reserved for failover.token_file"
+                )));
+            }
             if t.role == Role::Agent && ledger::domain::check_host(&t.name).is_err() {
                 return Err(ConfigError::Invalid(format!(
                     "tokens[{i}]: agent name {:?} is not a valid host name",

@@ -95,6 +95,17 @@ fn failover_settings_are_checked_when_loaded() {
         "signing_key is required",
     );
 
+    // The peer token's name is reserved: no configured token takes it.
+    let mut impostor = base.clone();
+    impostor["tokens"].as_array_mut().unwrap().push(json!({
+        "sha256": "ab".repeat(32), "role": "auditor", "name": "failover peer"}));
+    refused(
+        &impostor,
+        standby.clone(),
+        SECRET,
+        "is reserved for failover.token_file",
+    );
+
     // Valid: the secret reads as an auditor, and only as that.
     let path = write(dir.path(), &base, standby.clone(), &format!("{SECRET}\n"));
     let settings = Config::load(&path).unwrap();

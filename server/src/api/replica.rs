@@ -408,7 +408,8 @@ pub(crate) async fn promote(State(state): State<StandbyState>, headers: HeaderMa
 /// by hand (`fleet-ledger promote`). The writer stops taking writes, answers what it took
 /// (shipping each batch to its standbys as always), resigns its election lease and stands by;
 /// the standby that asked, holding every batch, is elected next. 202 once asked; 409
-/// `not-a-standby`'s counterpart `promote-refused` on a node that is not a failover writer.
+/// `promote-refused` on a node that is not a failover writer. The peer token's principal has
+/// a name no configured token may take (`config::PEER_NAME`).
 #[utoipa::path(post, path = "/v1/replication/step-down", tag = "failover",
     responses((status = 202, description = "the writer steps down", content_type = "text/plain", body = String),
         (status = "4XX", description = "`unauthorized`, `forbidden` (not the peer token), `promote-refused` (not a failover writer)", body = super::ErrorBody)),

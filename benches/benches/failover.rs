@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster::Node;
+use cluster::{Node, served_size};
 use engine::run_check::{Acked, Evidence, check_run};
 use fleet_ledger_benches::env_or;
 use fleet_ledger_benches::load::{Agent, closed_loop, event_json, ms, percentile, prepare as soak};
@@ -134,23 +134,6 @@ async fn metric(c: &ApiClient, token: &str, name: &str) -> f64 {
         .find(|l| l.starts_with(name))
         .and_then(|l| l.split_whitespace().last()?.parse().ok())
         .unwrap_or(0.0)
-}
-
-/// The log size a node's `GET /v1/ledger/checkpoint` answer reflects.
-async fn served_size(c: &ApiClient, token: &str) -> Option<u64> {
-    let r = c
-        .http
-        .get(format!("{}/v1/ledger/checkpoint", c.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .ok()?;
-    r.headers()
-        .get("x-ledger-size")?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// An agent through the balancer: back to back, each 2xx recorded with when it was sent and

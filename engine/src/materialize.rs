@@ -338,10 +338,7 @@ impl Ledger {
         batch: Vec<NewEntry>,
         note: &str,
     ) -> Result<Receipt, MaterializeError> {
-        self.discard();
-        for e in batch {
-            self.staged.push(&mut self.state, e.recorded_at_us, e.event);
-        }
+        self.stage_as_given(batch);
         self.write_staged_with(Some(note))
     }
 
@@ -420,11 +417,16 @@ impl Ledger {
     /// batch is staged as given, then committed, the path every append takes. On failure the
     /// in-memory models are reloaded from the last commit, so they never run ahead of the log.
     pub fn append(&mut self, batch: Vec<NewEntry>) -> Result<Receipt, MaterializeError> {
+        self.stage_as_given(batch);
+        self.write_staged()
+    }
+
+    /// Stages `batch` as given (anything staged before is dropped), folded into the models.
+    fn stage_as_given(&mut self, batch: Vec<NewEntry>) {
         self.discard();
         for e in batch {
             self.staged.push(&mut self.state, e.recorded_at_us, e.event);
         }
-        self.write_staged()
     }
 
     /// Rotates the checkpoint key to `next` (a `KeyRotated` entry signed off by the current
@@ -602,10 +604,7 @@ impl Ledger {
         next: &[NewEntry],
         keep: impl FnOnce(&ledger::checkpoint::Checkpoint, &[Vec<u8>]) -> bool,
     ) -> Result<(Receipt, Option<ledger::store::TailWritten>), MaterializeError> {
-        self.discard();
-        for e in batch {
-            self.staged.push(&mut self.state, e.recorded_at_us, e.event);
-        }
+        self.stage_as_given(batch);
         self.write_staged_by(|store, batch, flush| store.append_then_tail(batch, flush, next, keep))
     }
 

@@ -506,7 +506,7 @@ impl Store {
         gate: impl FnOnce(&Gated<'_>) -> Result<(), E>,
         hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
     ) -> Result<Receipt, E> {
-        self.append_entries(batch, None, gate, hook)
+        self.append_entries(batch, None, gate, hook, |_, _, _| Ok(0))
     }
 
     /// The one append path of ordinary entries: the key chain's own kinds refused, then one
@@ -520,6 +520,7 @@ impl Store {
         note: Option<&str>,
         gate: impl FnOnce(&Gated<'_>) -> Result<(), E>,
         hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
+        then: impl FnOnce(&WriteTransaction, &Tip, &str) -> Result<u64, AppendError>,
     ) -> Result<Receipt, E> {
         let rotation = match (note, batch) {
             (
@@ -533,13 +534,8 @@ impl Store {
             ) => Some(self.followed_rotation(r)?),
             _ => None,
         };
-        if rotation.is_none()
-            && let Some(e) = batch.iter().find_map(|e| match e.event.kind() {
-                Kind::Genesis | Kind::KeyRotated => Some(e.event.kind().name()),
-                _ => None,
-            })
-        {
-            return Err(AppendError::ReservedKind(e).into());
+        if rotation.is_none() {
+            refuse_reserved(batch)?;
         }
         if self.poisoned {
             return Err(AppendError::Poisoned.into());
@@ -556,7 +552,7 @@ impl Store {
                 }
                 hook(&mut RedbTables::new(txn), appended)
             },
-            |_, _, _| Ok(0),
+            then,
         )?;
         if let Some(next) = rotation {
             self.notary = Notary::Follows(Box::new(next));
@@ -597,22 +593,13 @@ impl Store {
         next: &[NewEntry],
         keep: impl FnOnce(&Checkpoint, &[Vec<u8>]) -> bool,
     ) -> Result<(Receipt, Option<TailWritten>), E> {
-        for new in batch.iter().chain(next) {
-            if let kind @ (Kind::Genesis | Kind::KeyRotated) = new.event.kind() {
-                return Err(AppendError::ReservedKind(kind.name()).into());
-            }
-        }
-        if self.poisoned {
-            return Err(AppendError::Poisoned.into());
-        }
+        refuse_reserved(next)?;
         let mut kept = None;
-        let txn = begin_durable_write(&self.db, self.quick_repair).map_err(AppendError::from)?;
-        let receipt = self.commit_batch(
-            txn,
+        let receipt = self.append_entries(
             batch,
             None,
             |_| Ok(()),
-            |txn, appended| hook(&mut RedbTables::new(txn), appended),
+            hook,
             |txn, tip, origin| {
                 let Ok(prepared) = prepare_on(tip, origin, next) else {
                     return Ok(0);
@@ -622,14 +609,7 @@ impl Store {
                 if !keep(&prepared.checkpoint, &entries) {
                     return Ok(0);
                 }
-                {
-                    let mut table = txn.open_table(TAIL).map_err(storage("opening the tail"))?;
-                    for (i, bytes) in entries.iter().enumerate() {
-                        table
-                            .insert(prepared.first_seq + i as u64, bytes.as_slice())
-                            .map_err(storage("writing the tail"))?;
-                    }
-                }
+                write_tail_rows(txn, prepared.first_seq, &entries)?;
                 let count = entries.len() as u64;
                 kept = Some((prepared.checkpoint, entries));
                 Ok(count)
@@ -649,7 +629,7 @@ impl Store {
         note: &str,
         hook: impl FnOnce(&mut RedbTables<'_>, &[Appended<'_>]) -> Result<(), E>,
     ) -> Result<Receipt, E> {
-        self.append_entries(batch, Some(note), |_| Ok(()), hook)
+        self.append_entries(batch, Some(note), |_| Ok(()), hook, |_, _, _| Ok(0))
     }
 
     /// Appends a key rotation to `next`, signed off by the current key; later checkpoints are
@@ -809,12 +789,7 @@ impl Store {
         batch: &[NewEntry],
         meanwhile: impl FnOnce(&Checkpoint, &[Vec<u8>]) -> R,
     ) -> Result<(Checkpoint, Vec<Vec<u8>>, R), AppendError> {
-        if let Some(e) = batch.iter().find_map(|e| match e.event.kind() {
-            Kind::Genesis | Kind::KeyRotated => Some(e.event.kind().name()),
-            _ => None,
-        }) {
-            return Err(AppendError::ReservedKind(e));
-        }
+        refuse_reserved(batch)?;
         if self.poisoned {
             return Err(AppendError::Poisoned);
         }
@@ -825,14 +800,7 @@ impl Store {
         let entries: Vec<Vec<u8>> = prepared.encoded.iter().map(|(_, b)| b.clone()).collect();
         let started = meanwhile(&prepared.checkpoint, &entries);
         let txn = begin_durable_write(&self.db, self.quick_repair)?;
-        {
-            let mut table = txn.open_table(TAIL).map_err(storage("opening the tail"))?;
-            for (i, (_, bytes)) in prepared.encoded.iter().enumerate() {
-                table
-                    .insert(prepared.first_seq + i as u64, bytes.as_slice())
-                    .map_err(storage("writing the tail"))?;
-            }
-        }
+        write_tail_rows(&txn, prepared.first_seq, &entries)?;
         if let Err(e) = txn.commit() {
             self.poisoned = true;
             return Err(AppendError::Commit(storage("committing the tail")(e)));
@@ -994,6 +962,34 @@ impl Store {
             note,
         })
     }
+}
+
+/// Refuses a batch holding the key chain's own kinds: the store writes them itself
+/// (`create`, `rotate_key`).
+fn refuse_reserved(batch: &[NewEntry]) -> Result<(), AppendError> {
+    match batch
+        .iter()
+        .map(|e| e.event.kind())
+        .find(|k| matches!(*k, Kind::Genesis | Kind::KeyRotated))
+    {
+        Some(kind) => Err(AppendError::ReservedKind(kind.name())),
+        None => Ok(()),
+    }
+}
+
+/// Writes `entries` (encoded) as the unsigned tail's rows from `first_seq` on, in `txn`.
+fn write_tail_rows(
+    txn: &WriteTransaction,
+    first_seq: u64,
+    entries: &[Vec<u8>],
+) -> Result<(), AppendError> {
+    let mut table = txn.open_table(TAIL).map_err(storage("opening the tail"))?;
+    for (i, bytes) in entries.iter().enumerate() {
+        table
+            .insert(first_seq + i as u64, bytes.as_slice())
+            .map_err(storage("writing the tail"))?;
+    }
+    Ok(())
 }
 
 /// Adds `key` to the key chain recorded in `txn` (`ledger.meta` `keys`, one key a line).

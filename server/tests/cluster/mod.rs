@@ -310,3 +310,21 @@ pub fn first_ok_after(oks: &Oks, t0: Instant) -> Option<Instant> {
         .map(|(_, answered)| *answered)
         .min()
 }
+
+/// The log size a node's `GET /v1/ledger/checkpoint` answer reflects (`X-Ledger-Size`);
+/// `None` when it does not answer with one.
+pub async fn served_size(c: &fleet_ledger_demo::ApiClient, token: &str) -> Option<u64> {
+    let r = c
+        .http
+        .get(format!("{}/v1/ledger/checkpoint", c.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?;
+    r.headers()
+        .get("x-ledger-size")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
